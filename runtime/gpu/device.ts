@@ -1,0 +1,578 @@
+/**
+ * The GPU layer: one function, {@linkcode openGpu}, that returns a ready {@linkcode Gpu} from a chosen
+ * WebGPU implementation (Deno's native `navigator.gpu`, or Dawn from the npm package `webgpu`).
+ *
+ * The {@linkcode Gpu} object is the only thing the rest of Pregate talks to. It
+ * - requests the adapter's limits explicitly (WebGPU's defaults cap buffers at 256 MiB),
+ * - records the optional features kernels may specialise on,
+ * - accounts every buffer it creates (current and peak bytes, by purpose),
+ * - caches compute pipelines by (kernel, constants) and turns compile errors into thrown errors,
+ * - funnels every GPU->CPU readback through {@linkcode Gpu.read}, which counts syncs (each costs
+ *   >= 10 ms on Deno's native implementation).
+ *
+ * @example
+ * ```ts
+ * import { openGpu } from "./device.ts";
+ * const gpu = await openGpu({ gpu: "native" });
+ * const buf = gpu.createBuffer({ size: 1024, usage: GPUBufferUsage.STORAGE, purpose: "activations" });
+ * console.log(gpu.memory().current); // 1024
+ * gpu.destroy();
+ * ```
+ * @module
+ */
+import { GpuError, GpuUnavailableError } from "../errors.ts";
+
+/** A WebGPU implementation Pregate can run on. */
+export type GpuImpl = "native" | "dawn";
+/** What the user asks for: an implementation, or `auto` (Dawn if it loads and has an adapter). */
+export type GpuChoice = GpuImpl | "auto";
+
+/** What a GPU buffer is for; memory is accounted per purpose. */
+export type BufferPurpose =
+  | "dense"
+  | "experts"
+  | "kv"
+  | "activations"
+  | "staging"
+  | "readback"
+  | "uniform"
+  | "other";
+
+/** Optional features kernels may specialise on. The portable variant never needs any of them. */
+export interface GpuFeatures {
+  /** WGSL `f16` arithmetic (`enable f16;`). */
+  readonly shaderF16: boolean;
+  /** Subgroup operations. */
+  readonly subgroups: boolean;
+  /** GPU timestamp queries. */
+  readonly timestampQuery: boolean;
+  /** Dawn's experimental subgroup matrices (tensor cores). */
+  readonly subgroupMatrix: boolean;
+}
+
+/** Current and peak bytes of GPU buffers, in total and per purpose. */
+export interface MemoryReport {
+  /** Bytes held now. */
+  current: number;
+  /** Most bytes held at once since the device was opened (or {@linkcode Gpu.resetPeak}). */
+  peak: number;
+  /** The same two figures for each purpose that was ever used. */
+  byPurpose: Partial<Record<BufferPurpose, { current: number; peak: number }>>;
+}
+
+/** Counters of the work submitted and of the GPU->CPU synchronisations paid. */
+export interface GpuCounters {
+  /** GPU->CPU waits (readbacks, explicit syncs). */
+  syncs: number;
+  /** Queue submissions. */
+  submits: number;
+  /** Compute dispatches encoded through {@linkcode Gpu.submit}. */
+  dispatches: number;
+  /** Bytes written host->GPU through {@linkcode Gpu.write}. */
+  uploadBytes: number;
+}
+
+/** Options of {@linkcode openGpu}. */
+export interface OpenGpuOptions {
+  /** Which implementation to use; default `native`. */
+  gpu?: GpuChoice;
+  /** Adapter power preference; default `high-performance`. */
+  powerPreference?: GPUPowerPreference;
+  /** Receives one-line notices (e.g. which implementation `auto` chose). Default: none. */
+  log?: (message: string) => void;
+}
+
+/** What a pipeline is built from: a name for the cache and errors, WGSL source and entry point. */
+export interface PipelineSource {
+  /** Kernel name, unique per source. */
+  readonly name: string;
+  /** Entry point function. */
+  readonly entry: string;
+  /** Returns the WGSL source (may fetch it); called once per name. */
+  source(): Promise<string>;
+}
+
+/** One compute dispatch, ready to encode (or to record in a plan and replay). */
+export interface Dispatch {
+  /** The pipeline to run. */
+  readonly pipeline: GPUComputePipeline;
+  /** Its bind group 0. */
+  readonly bindGroup: GPUBindGroup;
+  /** Workgroup counts. */
+  readonly workgroups: readonly [number, number, number];
+  /** For error messages and profiles. */
+  readonly label: string;
+}
+
+/** A storage or uniform buffer binding: a whole buffer, or a range of it. */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+const LIMIT_NAMES = [
+  "maxBufferSize",
+  "maxStorageBufferBindingSize",
+  "maxUniformBufferBindingSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxBindGroups",
+  "maxBindingsPerBindGroup",
+] as const;
+
+const OPTIONAL_FEATURES = [
+  "shader-f16",
+  "subgroups",
+  "timestamp-query",
+  "chromium-experimental-subgroup-matrix",
+] as const;
+
+const NO_ADAPTER_HINT = "WebGPU needs a GPU driver or a software rasteriser. On Debian/Ubuntu: " +
+  "`apt-get install mesa-vulkan-drivers libegl1` (llvmpipe/lavapipe run on the CPU); with an NVIDIA " +
+  "GPU install the driver and the Vulkan loader (`libvulkan1`). Check with `deno run -A " +
+  "examples/gpu_info.ts`.";
+
+interface GpuEntry {
+  readonly gpu: GPU;
+  readonly impl: GpuImpl;
+  /** Keeps Dawn's instance alive for as long as the device is used. */
+  readonly keepAlive?: unknown;
+}
+
+async function loadDawn(): Promise<GpuEntry> {
+  // Loaded lazily so that native users never download or load dawn.node.
+  const spec = "npm:webgpu@0.6.2";
+  let mod: { create: (flags: string[]) => GPU };
+  try {
+    mod = await import(spec);
+  } catch (e) {
+    throw new GpuUnavailableError(
+      `could not load Dawn from ${spec}: ${(e as Error).message}`,
+      "run `deno install` in the project (the npm package `webgpu` must be reachable), or use " +
+        "--gpu native",
+      { cause: e },
+    );
+  }
+  const gpu = mod.create([]);
+  return { gpu, impl: "dawn", keepAlive: gpu };
+}
+
+async function requestAdapter(entry: GpuEntry, pref: GPUPowerPreference) {
+  try {
+    return await entry.gpu.requestAdapter({ powerPreference: pref });
+  } catch (e) {
+    throw new GpuUnavailableError(
+      `${entry.impl} WebGPU: requestAdapter failed: ${(e as Error).message}`,
+      NO_ADAPTER_HINT,
+      { cause: e },
+    );
+  }
+}
+
+/**
+ * Opens a GPU device. `gpu: "auto"` tries Dawn first and falls back to native when Dawn does not load
+ * or has no hardware adapter, reporting its choice through `log`.
+ *
+ * @throws {GpuUnavailableError} when no adapter or device can be had.
+ */
+export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
+  const choice = options.gpu ?? "native";
+  const pref = options.powerPreference ?? "high-performance";
+  const log = options.log ?? (() => {});
+  if (choice !== "native" && choice !== "dawn" && choice !== "auto") {
+    throw new GpuUnavailableError(
+      `unknown GPU implementation '${choice}'`,
+      "use native, dawn or auto",
+    );
+  }
+  let entry: GpuEntry | undefined;
+  let adapter: GPUAdapter | null = null;
+  if (choice === "dawn" || choice === "auto") {
+    try {
+      entry = await loadDawn();
+      adapter = await requestAdapter(entry, pref);
+      if (adapter && choice === "auto" && adapter.info.isFallbackAdapter) adapter = null;
+      if (!adapter && choice === "dawn") {
+        throw new GpuUnavailableError("Dawn WebGPU found no adapter", NO_ADAPTER_HINT);
+      }
+    } catch (e) {
+      if (choice === "dawn") throw e;
+      log(`gpu auto: Dawn unavailable (${(e as Error).message.split("\n")[0]}); using native`);
+      adapter = null;
+    }
+    if (choice === "auto" && !adapter) entry = undefined;
+  }
+  if (!entry) {
+    if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
+      throw new GpuUnavailableError("this Deno has no navigator.gpu", NO_ADAPTER_HINT);
+    }
+    entry = { gpu: navigator.gpu, impl: "native" };
+    adapter = await requestAdapter(entry, pref);
+    if (!adapter) {
+      throw new GpuUnavailableError("Deno's native WebGPU found no adapter", NO_ADAPTER_HINT);
+    }
+  }
+  if (choice === "auto") log(`gpu auto: using ${entry.impl} (${adapter!.info.description})`);
+  return await Gpu.fromAdapter(entry, adapter!);
+}
+
+/** A ready WebGPU device with buffer accounting, a pipeline cache and counted readbacks. */
+export class Gpu {
+  /** The WebGPU device. */
+  readonly device: GPUDevice;
+  /** Which implementation it came from. */
+  readonly impl: GpuImpl;
+  /** Adapter description, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  readonly adapterName: string;
+  /** Whether the adapter is a software/fallback adapter. */
+  readonly isFallback: boolean;
+  /** Optional features enabled on the device. */
+  readonly features: GpuFeatures;
+  /** The device's limits (as requested: the adapter's own). */
+  readonly limits: GPUSupportedLimits;
+  /** Work and sync counters; reset them freely. */
+  readonly counters: GpuCounters = { syncs: 0, submits: 0, dispatches: 0, uploadBytes: 0 };
+
+  #keepAlive: unknown;
+  #buffers = new Map<GPUBuffer, { size: number; purpose: BufferPurpose }>();
+  #current = 0;
+  #peak = 0;
+  #byPurpose: MemoryReport["byPurpose"] = {};
+  #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  #sources = new Map<string, Promise<string>>();
+  #readbacks: GPUBuffer[] = [];
+  #uncaptured: string[] = [];
+  #lost = false;
+
+  private constructor(entry: GpuEntry, device: GPUDevice, adapter: GPUAdapter) {
+    this.device = device;
+    this.impl = entry.impl;
+    this.#keepAlive = entry.keepAlive;
+    this.adapterName = adapter.info.description || adapter.info.device || adapter.info.vendor;
+    this.isFallback = adapter.info.isFallbackAdapter;
+    const f = device.features as unknown as { has(name: string): boolean };
+    this.features = {
+      shaderF16: f.has("shader-f16"),
+      subgroups: f.has("subgroups"),
+      timestampQuery: f.has("timestamp-query"),
+      subgroupMatrix: f.has("chromium-experimental-subgroup-matrix"),
+    };
+    this.limits = device.limits;
+    device.addEventListener("uncapturederror", (ev) => {
+      const err = (ev as GPUUncapturedErrorEvent).error;
+      this.#uncaptured.push(err.message);
+    });
+    device.lost.then((info) => {
+      this.#lost = true;
+      if (info.reason !== "destroyed") this.#uncaptured.push(`device lost: ${info.message}`);
+    });
+  }
+
+  /** @internal Creates the device with the adapter's limits and optional features. */
+  static async fromAdapter(entry: GpuEntry, adapter: GPUAdapter): Promise<Gpu> {
+    const requiredLimits: Record<string, number> = {};
+    for (const name of LIMIT_NAMES) {
+      const v = (adapter.limits as unknown as Record<string, number>)[name];
+      if (typeof v === "number") requiredLimits[name] = v;
+    }
+    const has = adapter.features as unknown as { has(name: string): boolean };
+    const requiredFeatures = OPTIONAL_FEATURES.filter((f) => has.has(f)) as GPUFeatureName[];
+    let device: GPUDevice;
+    try {
+      device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+    } catch (e) {
+      throw new GpuUnavailableError(
+        `${entry.impl} WebGPU: requestDevice failed on ${adapter.info.description}: ${
+          (e as Error).message
+        }`,
+        NO_ADAPTER_HINT,
+        { cause: e },
+      );
+    }
+    return new Gpu(entry, device, adapter);
+  }
+
+  /** A one-line description, e.g. `native: NVIDIA H200 [shader-f16, timestamp-query]`. */
+  describe(): string {
+    const f = Object.entries(this.features).filter(([, v]) => v).map(([k]) => k);
+    return `${this.impl}: ${this.adapterName}${f.length ? ` [${f.join(", ")}]` : ""}`;
+  }
+
+  // ---------------------------------------------------------------- buffers and accounting
+
+  /** Creates an accounted buffer. Sizes are rounded up to a multiple of 4 bytes. */
+  createBuffer(desc: {
+    size: number;
+    usage: GPUBufferUsageFlags;
+    purpose: BufferPurpose;
+    label?: string;
+    mappedAtCreation?: boolean;
+  }): GPUBuffer {
+    const size = Math.max(4, Math.ceil(desc.size / 4) * 4);
+    if (size > this.limits.maxBufferSize) {
+      throw new GpuError(
+        `buffer '${desc.label ?? desc.purpose}' of ${size} bytes exceeds this device's ` +
+          `maxBufferSize of ${this.limits.maxBufferSize}`,
+      );
+    }
+    const buffer = this.device.createBuffer({
+      size,
+      usage: desc.usage,
+      label: desc.label ?? desc.purpose,
+      mappedAtCreation: desc.mappedAtCreation ?? false,
+    });
+    this.#account(buffer, size, desc.purpose);
+    return buffer;
+  }
+
+  /** A storage buffer (STORAGE | COPY_SRC | COPY_DST), optionally filled with `data`. */
+  storage(
+    purpose: BufferPurpose,
+    sizeOrData: number | ArrayBufferView,
+    label?: string,
+  ): GPUBuffer {
+    const size = typeof sizeOrData === "number" ? sizeOrData : sizeOrData.byteLength;
+    const buf = this.createBuffer({
+      size,
+      purpose,
+      label,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    if (typeof sizeOrData !== "number") this.write(buf, sizeOrData);
+    return buf;
+  }
+
+  /** A uniform buffer holding `data` (kernel parameters). */
+  uniform(data: ArrayBufferView, label?: string): GPUBuffer {
+    const buf = this.createBuffer({
+      size: Math.max(16, Math.ceil(data.byteLength / 16) * 16),
+      purpose: "uniform",
+      label,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    this.write(buf, data);
+    return buf;
+  }
+
+  /** Destroys an accounted buffer and releases its bytes from the accounting. */
+  destroyBuffer(buffer: GPUBuffer): void {
+    const rec = this.#buffers.get(buffer);
+    if (rec) {
+      this.#buffers.delete(buffer);
+      this.#current -= rec.size;
+      this.#byPurpose[rec.purpose]!.current -= rec.size;
+    }
+    buffer.destroy();
+  }
+
+  /** Current and peak GPU bytes, in total and by purpose. */
+  memory(): MemoryReport {
+    const byPurpose: MemoryReport["byPurpose"] = {};
+    for (const [k, v] of Object.entries(this.#byPurpose)) {
+      byPurpose[k as BufferPurpose] = { ...v };
+    }
+    return { current: this.#current, peak: this.#peak, byPurpose };
+  }
+
+  /** Restarts peak tracking from the current figures. */
+  resetPeak(): void {
+    this.#peak = this.#current;
+    for (const v of Object.values(this.#byPurpose)) v.peak = v.current;
+  }
+
+  #account(buffer: GPUBuffer, size: number, purpose: BufferPurpose) {
+    this.#buffers.set(buffer, { size, purpose });
+    this.#current += size;
+    this.#peak = Math.max(this.#peak, this.#current);
+    const p = this.#byPurpose[purpose] ??= { current: 0, peak: 0 };
+    p.current += size;
+    p.peak = Math.max(p.peak, p.current);
+  }
+
+  /** Writes host data into a buffer (`queue.writeBuffer`), counting the bytes. */
+  write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    this.device.queue.writeBuffer(
+      buffer,
+      offset,
+      data.buffer as ArrayBuffer,
+      data.byteOffset,
+      data.byteLength,
+    );
+    this.counters.uploadBytes += data.byteLength;
+  }
+
+  // ---------------------------------------------------------------- pipelines and dispatch
+
+  /**
+   * Returns the compute pipeline for a kernel specialised by override `constants`, compiling it on
+   * first use. Compile or validation errors become a {@linkcode GpuError} naming the kernel.
+   */
+  pipeline(
+    src: PipelineSource,
+    constants: Record<string, number> = {},
+  ): Promise<GPUComputePipeline> {
+    const keys = Object.keys(constants).sort();
+    const key = `${src.name}|${keys.map((k) => `${k}=${constants[k]}`).join(",")}`;
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      p = this.#compile(src, constants, key);
+      this.#pipelines.set(key, p);
+      p.catch(() => this.#pipelines.delete(key));
+    }
+    return p;
+  }
+
+  async #compile(src: PipelineSource, constants: Record<string, number>, key: string) {
+    let code = this.#sources.get(src.name);
+    if (!code) {
+      code = src.source();
+      this.#sources.set(src.name, code);
+    }
+    const device = this.device;
+    device.pushErrorScope("validation");
+    const module = device.createShaderModule({ code: await code, label: src.name });
+    const pipeline = device.createComputePipeline({
+      label: key,
+      layout: "auto",
+      compute: { module, entryPoint: src.entry, constants },
+    });
+    const err = await device.popErrorScope();
+    if (err) {
+      const info = await module.getCompilationInfo().catch(() => undefined);
+      const detail = info?.messages.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`).join(
+        "\n",
+      );
+      throw new GpuError(
+        `kernel '${key}' failed to compile: ${err.message}${detail ? `\n${detail}` : ""}`,
+      );
+    }
+    return pipeline;
+  }
+
+  /** Builds a dispatch: bind group 0 gets `bindings` at binding indices 0, 1, 2, ... */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    bindings: readonly Binding[],
+    workgroups: readonly [number, number?, number?],
+    label = pipeline.label,
+  ): Dispatch {
+    const bindGroup = this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: bindings.map((b, i) => ({
+        binding: i,
+        resource: "buffer" in b ? b : { buffer: b },
+      })),
+    });
+    const max = this.limits.maxComputeWorkgroupsPerDimension;
+    const wg: [number, number, number] = [workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1];
+    if (wg.some((n) => n > max || n < 0 || !Number.isInteger(n))) {
+      throw new GpuError(`dispatch '${label}': workgroup counts ${wg} exceed the limit ${max}`);
+    }
+    return { pipeline, bindGroup, workgroups: wg, label };
+  }
+
+  /**
+   * Splits `n` workgroups into a 2-D grid that respects the per-dimension limit. Kernels recover the
+   * linear index as `wid.x + wid.y * nwg.x` and return when it is >= n.
+   */
+  grid(n: number): [number, number, number] {
+    const max = this.limits.maxComputeWorkgroupsPerDimension;
+    if (n <= max) return [Math.max(1, n), 1, 1];
+    const y = Math.ceil(n / max);
+    return [Math.ceil(n / y), y, 1];
+  }
+
+  /** Encodes `dispatches` into one compute pass (in order) and submits. */
+  submit(dispatches: readonly Dispatch[], after?: (encoder: GPUCommandEncoder) => void): void {
+    const encoder = this.device.createCommandEncoder();
+    if (dispatches.length) {
+      const pass = encoder.beginComputePass();
+      for (const d of dispatches) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+      }
+      pass.end();
+    }
+    after?.(encoder);
+    this.device.queue.submit([encoder.finish()]);
+    this.counters.submits++;
+    this.counters.dispatches += dispatches.length;
+  }
+
+  // ---------------------------------------------------------------- readback
+
+  /**
+   * Copies `size` bytes at `offset` of `buffer` back to the CPU. This is the one place Pregate waits on
+   * the GPU; every call counts as a sync (>= 10 ms on Deno's native WebGPU). Throws the first GPU
+   * error raised since the last read, if any.
+   */
+  async read(buffer: GPUBuffer, offset = 0, size = buffer.size - offset): Promise<ArrayBuffer> {
+    const alignedSize = Math.ceil(size / 4) * 4;
+    const staging = this.#takeReadback(alignedSize);
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(buffer, offset, staging, 0, alignedSize);
+    this.device.queue.submit([enc.finish()]);
+    this.counters.submits++;
+    this.counters.syncs++;
+    try {
+      await staging.mapAsync(GPUMapMode.READ, 0, alignedSize);
+    } catch (e) {
+      this.#throwPending();
+      throw new GpuError(`readback failed: ${(e as Error).message}`, undefined, { cause: e });
+    }
+    const out = staging.getMappedRange(0, alignedSize).slice(0, size);
+    staging.unmap();
+    this.#readbacks.push(staging);
+    this.#throwPending();
+    return out;
+  }
+
+  /** Reads a buffer range as float32 values. */
+  async readF32(buffer: GPUBuffer, offset = 0, count?: number): Promise<Float32Array> {
+    const size = count === undefined ? buffer.size - offset : count * 4;
+    return new Float32Array(await this.read(buffer, offset, size));
+  }
+
+  /** Reads a buffer range as uint32 values. */
+  async readU32(buffer: GPUBuffer, offset = 0, count?: number): Promise<Uint32Array> {
+    const size = count === undefined ? buffer.size - offset : count * 4;
+    return new Uint32Array(await this.read(buffer, offset, size));
+  }
+
+  /** Waits for all submitted work to finish (counted as a sync). Throws pending GPU errors. */
+  async sync(): Promise<void> {
+    this.counters.syncs++;
+    await this.device.queue.onSubmittedWorkDone();
+    this.#throwPending();
+  }
+
+  #takeReadback(size: number): GPUBuffer {
+    const i = this.#readbacks.findIndex((b) => b.size >= size && b.size <= size * 4 + 4096);
+    if (i >= 0) return this.#readbacks.splice(i, 1)[0];
+    return this.createBuffer({
+      size,
+      purpose: "readback",
+      label: "readback",
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  #throwPending() {
+    if (this.#uncaptured.length) {
+      const msgs = this.#uncaptured.splice(0);
+      throw new GpuError(`GPU error: ${msgs.join("; ")}`);
+    }
+    if (this.#lost) throw new GpuError("the GPU device was lost");
+  }
+
+  /** Destroys every accounted buffer and the device. */
+  destroy(): void {
+    for (const b of [...this.#buffers.keys()]) this.destroyBuffer(b);
+    this.#readbacks = [];
+    this.device.destroy();
+    this.#keepAlive = undefined;
+  }
+}
