@@ -104,6 +104,21 @@ export interface Dispatch {
   readonly label: string;
 }
 
+/** A buffer-to-buffer copy recorded in a plan beside dispatches. */
+export interface Copy {
+  /** Source buffer and byte offset. */
+  readonly src: GPUBuffer;
+  readonly srcOffset: number;
+  /** Destination buffer and byte offset. */
+  readonly dst: GPUBuffer;
+  readonly dstOffset: number;
+  /** Bytes to copy (a multiple of 4). */
+  readonly size: number;
+}
+
+/** One step of a plan: a compute dispatch or a buffer copy. */
+export type Step = Dispatch | Copy;
+
 /** A storage or uniform buffer binding: a whole buffer, or a range of it. */
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
 
@@ -414,7 +429,7 @@ export class Gpu {
     constants: Record<string, number> = {},
   ): Promise<GPUComputePipeline> {
     const keys = Object.keys(constants).sort();
-    const key = `${src.name}|${keys.map((k) => `${k}=${constants[k]}`).join(",")}`;
+    const key = `${src.name}:${src.entry}|${keys.map((k) => `${k}=${constants[k]}`).join(",")}`;
     let p = this.#pipelines.get(key);
     if (!p) {
       p = this.#compile(src, constants, key);
@@ -425,10 +440,10 @@ export class Gpu {
   }
 
   async #compile(src: PipelineSource, constants: Record<string, number>, key: string) {
-    let code = this.#sources.get(src.name);
+    let code = this.#sources.get(`${src.name}:${src.entry}`);
     if (!code) {
       code = src.source();
-      this.#sources.set(src.name, code);
+      this.#sources.set(`${src.name}:${src.entry}`, code);
     }
     const device = this.device;
     device.pushErrorScope("validation");
@@ -484,22 +499,35 @@ export class Gpu {
     return [Math.ceil(n / y), y, 1];
   }
 
-  /** Encodes `dispatches` into one compute pass (in order) and submits. */
-  submit(dispatches: readonly Dispatch[], after?: (encoder: GPUCommandEncoder) => void): void {
+  /**
+   * Encodes `steps` in order (consecutive dispatches share one compute pass; copies go between
+   * passes) and submits them as one command buffer.
+   */
+  submit(steps: readonly Step[], after?: (encoder: GPUCommandEncoder) => void): void {
     const encoder = this.device.createCommandEncoder();
-    if (dispatches.length) {
-      const pass = encoder.beginComputePass();
-      for (const d of dispatches) {
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
-      }
-      pass.end();
-    }
+    this.encode(encoder, steps);
     after?.(encoder);
     this.device.queue.submit([encoder.finish()]);
     this.counters.submits++;
-    this.counters.dispatches += dispatches.length;
+  }
+
+  /** Encodes `steps` into `encoder` (see {@linkcode Gpu.submit}). */
+  encode(encoder: GPUCommandEncoder, steps: readonly Step[]): void {
+    let pass: GPUComputePassEncoder | null = null;
+    for (const s of steps) {
+      if ("pipeline" in s) {
+        pass ??= encoder.beginComputePass();
+        pass.setPipeline(s.pipeline);
+        pass.setBindGroup(0, s.bindGroup);
+        pass.dispatchWorkgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+        this.counters.dispatches++;
+      } else {
+        pass?.end();
+        pass = null;
+        encoder.copyBufferToBuffer(s.src, s.srcOffset, s.dst, s.dstOffset, s.size);
+      }
+    }
+    pass?.end();
   }
 
   // ---------------------------------------------------------------- readback
@@ -573,6 +601,6 @@ export class Gpu {
     for (const b of [...this.#buffers.keys()]) this.destroyBuffer(b);
     this.#readbacks = [];
     this.device.destroy();
-    this.#keepAlive = undefined;
+    if (this.#keepAlive) this.#keepAlive = undefined; // lets Dawn's instance be collected
   }
 }

@@ -1,0 +1,118 @@
+/**
+ * Benchmark helpers: GPU timing (timestamp queries when the device has them, else wall clock around a
+ * submit + sync), medians, and a results table that prints each figure beside its ceiling.
+ * @module
+ */
+import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
+
+/** Median of a list of numbers. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Seconds the GPU spends on one run of `dispatches` (median over `samples`, each sample timing
+ * `inner` back-to-back runs in one compute pass, after `warmup` untimed samples). Uses timestamp
+ * queries when available (`how: "timestamps"`), else wall clock around submit + sync, which includes
+ * the sync cost (`how: "wall"`).
+ */
+export async function gpuTime(
+  gpu: Gpu,
+  dispatches: readonly Dispatch[],
+  opts: { inner?: number; samples?: number; warmup?: number } = {},
+): Promise<{ seconds: number; how: "timestamps" | "wall" }> {
+  const inner = opts.inner ?? 10, samples = opts.samples ?? 7, warmup = opts.warmup ?? 2;
+  const device = gpu.device;
+  const useTs = gpu.features.timestampQuery;
+  let qs: GPUQuerySet | undefined, resolve: GPUBuffer | undefined;
+  if (useTs) {
+    qs = device.createQuerySet({ type: "timestamp", count: 2 });
+    resolve = gpu.createBuffer({
+      size: 16,
+      purpose: "other",
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+  }
+  const times: number[] = [];
+  for (let s = 0; s < warmup + samples; s++) {
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass(
+      qs
+        ? {
+          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+        }
+        : {},
+    );
+    for (let i = 0; i < inner; i++) {
+      for (const d of dispatches) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(...d.workgroups);
+      }
+    }
+    pass.end();
+    if (qs) enc.resolveQuerySet(qs, 0, 2, resolve!, 0);
+    const t0 = performance.now();
+    device.queue.submit([enc.finish()]);
+    let sec: number;
+    if (qs) {
+      const ts = new BigUint64Array(await gpu.read(resolve!, 0, 16));
+      sec = Number(ts[1] - ts[0]) / 1e9;
+    } else {
+      await gpu.sync();
+      sec = (performance.now() - t0) / 1e3;
+    }
+    if (s >= warmup) times.push(sec / inner);
+  }
+  qs?.destroy();
+  if (resolve) gpu.destroyBuffer(resolve);
+  return { seconds: median(times), how: useTs ? "timestamps" : "wall" };
+}
+
+/** Median wall-clock seconds of an async function, after warm-up. */
+export async function wallTime(
+  fn: () => Promise<unknown> | unknown,
+  opts: { samples?: number; warmup?: number } = {},
+): Promise<number> {
+  const samples = opts.samples ?? 7, warmup = opts.warmup ?? 2;
+  const times: number[] = [];
+  for (let s = 0; s < warmup + samples; s++) {
+    const t0 = performance.now();
+    await fn();
+    if (s >= warmup) times.push((performance.now() - t0) / 1e3);
+  }
+  return median(times);
+}
+
+/** One row of a results table. */
+export interface ResultRow {
+  /** What was measured (shape, dtype...). */
+  name: string;
+  /** The measured figure. */
+  value: number;
+  /** Its unit, e.g. "GB/s". */
+  unit: string;
+  /** The ceiling it is compared with, in the same unit (when there is one). */
+  ceiling?: number;
+  /** Where the ceiling comes from. */
+  ceilingNote?: string;
+  /** Extra notes (timing method, validation error...). */
+  note?: string;
+}
+
+/** Formats rows as a markdown table with a "% of ceiling" column. */
+export function markdownTable(rows: readonly ResultRow[]): string {
+  const f = (x: number) => x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toPrecision(3);
+  const lines = [
+    "| measurement | value | ceiling | % of ceiling | notes |",
+    "|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    const c = r.ceiling === undefined ? "-" : `${f(r.ceiling)} ${r.unit} (${r.ceilingNote ?? ""})`;
+    const pct = r.ceiling ? `${(100 * r.value / r.ceiling).toFixed(1)}%` : "-";
+    lines.push(`| ${r.name} | ${f(r.value)} ${r.unit} | ${c} | ${pct} | ${r.note ?? ""} |`);
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,294 @@
+/**
+ * Kernel and transfer benchmarks: `deno bench -A bench/kernels_bench.ts` (or `deno task bench`).
+ *
+ * Measures, after validating each kernel against its CPU reference:
+ * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights,
+ * - tiled matmul (prefill) FLOP/s,
+ * - host->GPU upload bytes/s with `queue.writeBuffer` and with mapped staging buffers,
+ * - readback latency (tiny dispatch + copy + mapAsync) and per-dispatch cost,
+ * and prints each beside its ceiling, measured on the same device: the bandwidth of a streaming-read
+ * kernel (for GEMV), the rate of an FMA-only kernel (for matmul), and the nominal bus figure for uploads.
+ *
+ * Environment: PREGATE_GPU=native|dawn|auto (default native); PREGATE_BENCH_SIZE=small|full (default:
+ * small on a software adapter, full otherwise); PREGATE_BENCH_OUT=path.json writes the results.
+ * @module
+ */
+import { type Gpu, openGpu, type PipelineSource } from "../runtime/gpu/device.ts";
+import { matmul, matvec } from "../kernels/linear.ts";
+import { matmulRef } from "../kernels/reference_linear.ts";
+import { add } from "../kernels/elementwise.ts";
+import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import type { DType } from "../runtime/weights/dtype.ts";
+import { assertClose, randn } from "../kernels/test_util.ts";
+import { gpuTime, markdownTable, median, type ResultRow, wallTime } from "./harness.ts";
+
+const gpu: Gpu = await openGpu({
+  gpu: (Deno.env.get("PREGATE_GPU") ?? "native") as "native" | "dawn" | "auto",
+  log: (m) => console.error(m),
+});
+const size = Deno.env.get("PREGATE_BENCH_SIZE") ?? (gpu.isFallback ? "small" : "full");
+const full = size === "full";
+const rows: ResultRow[] = [];
+const MB = 1 << 20;
+
+// ------------------------------------------------------------------ ceilings, measured on this device
+
+const STREAM: PipelineSource = {
+  name: "bench_stream_read",
+  entry: "main",
+  source: () =>
+    Promise.resolve(`
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
+override WG: u32 = 256u;
+const PER: u32 = 16u;
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let base = (wid.x + wid.y * nwg.x) * WG * PER;
+  var acc = vec4<u32>(0u);
+  for (var i = 0u; i < PER; i++) {
+    let j = base + i * WG + lid;
+    if (j < arrayLength(&src)) { acc ^= src[j]; }
+  }
+  let r = acc.x ^ acc.y ^ acc.z ^ acc.w;
+  if (r == 0x12345678u) { sink[0] = r; }
+}`),
+};
+
+const FMA: PipelineSource = {
+  name: "bench_fma_peak",
+  entry: "main",
+  source: () =>
+    Promise.resolve(`
+@group(0) @binding(0) var<storage, read_write> sink: array<f32>;
+const ITERS: u32 = 512u;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  var a = vec4<f32>(f32(gid.x) * 1e-7, 1.0, 2.0, 3.0);
+  var b = vec4<f32>(0.999, 0.998, 0.997, 0.996);
+  var c = vec4<f32>(1e-3, 2e-3, 3e-3, 4e-3);
+  var d = vec4<f32>(0.5);
+  for (var i = 0u; i < ITERS; i++) {
+    a = fma(a, b, c); d = fma(d, b, c);
+    a = fma(a, b, c); d = fma(d, b, c);
+    a = fma(a, b, c); d = fma(d, b, c);
+    a = fma(a, b, c); d = fma(d, b, c);
+  }
+  let s = a + d;
+  if (s.x + s.y + s.z + s.w == 1234.5) { sink[0] = s.x; }
+}`),
+};
+
+const streamBytes = (full ? 1024 : 32) * MB;
+const streamBuf = gpu.storage("other", streamBytes, "stream-src");
+const sink = gpu.storage("other", 16, "sink");
+const streamPipe = await gpu.pipeline(STREAM, { WG: 256 });
+const streamDispatch = gpu.dispatch(
+  streamPipe,
+  [streamBuf, sink],
+  gpu.grid(Math.ceil(streamBytes / 16 / 256 / 16)),
+);
+const streamT = await gpuTime(gpu, [streamDispatch], { inner: full ? 20 : 2, samples: 5 });
+const readBw = streamBytes / streamT.seconds / 1e9;
+rows.push({
+  name: `ceiling: streaming read ${streamBytes / MB} MiB (WGSL, vec4<u32>)`,
+  value: readBw,
+  unit: "GB/s",
+  note: streamT.how,
+});
+
+const copyDst = gpu.storage("other", streamBytes, "copy-dst");
+const copyT = await wallTime(async () => {
+  const enc = gpu.device.createCommandEncoder();
+  for (let i = 0; i < 4; i++) enc.copyBufferToBuffer(streamBuf, 0, copyDst, 0, streamBytes);
+  gpu.device.queue.submit([enc.finish()]);
+  await gpu.sync();
+}, { samples: 5 });
+rows.push({
+  name: `copyBufferToBuffer ${streamBytes / MB} MiB x4 (read+write bytes)`,
+  value: (8 * streamBytes) / copyT / 1e9,
+  unit: "GB/s",
+  ceiling: readBw,
+  ceilingNote: "streaming read",
+  note: "wall clock incl. one sync",
+});
+gpu.destroyBuffer(copyDst);
+
+const fmaThreads = (full ? 2048 : 16) * 256;
+const fmaPipe = await gpu.pipeline(FMA);
+const fmaDispatch = gpu.dispatch(fmaPipe, [sink], [fmaThreads / 256]);
+const fmaT = await gpuTime(gpu, [fmaDispatch], { inner: full ? 10 : 1, samples: 5 });
+const fmaFlops = fmaThreads * 512 * 8 * 4 * 2;
+const peakTflops = fmaFlops / fmaT.seconds / 1e12;
+rows.push({
+  name: "ceiling: f32 FMA-only kernel",
+  value: peakTflops,
+  unit: "TFLOP/s",
+  note: fmaT.how,
+});
+
+// ------------------------------------------------------------------ GEMV (decode)
+
+const [gemvN, gemvK] = full ? [14336, 4096] : [512, 1024];
+for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
+  const wF = randn(gemvN * gemvK, 0.05);
+  const x = randn(gemvK);
+  const wBuf = gpu.storage("dense", packWeights(wF, dtype), `gemv-w-${dtype}`);
+  const xBuf = gpu.storage("activations", x);
+  const yBuf = gpu.storage("activations", gemvN * 4);
+  const d = await matvec(gpu, { x: xBuf, w: wBuf, y: yBuf, K: gemvK, N: gemvN, dtype });
+  gpu.submit([d]);
+  const y = await gpu.readF32(yBuf);
+  // Validate before timing (a sample of rows when the matrix is large).
+  const check = Math.min(gemvN, 256);
+  const ref = matmulRef(x, roundTo(wF.subarray(0, check * gemvK), dtype), 1, gemvK, check);
+  assertClose(y.subarray(0, check), ref, 1e-5, `gemv ${dtype}`);
+  const t = await gpuTime(gpu, [d], { inner: full ? 50 : 5 });
+  const bytes = wBuf.size + gemvK * 4 + gemvN * 4;
+  rows.push({
+    name: `GEMV ${dtype} ${gemvN}x${gemvK}`,
+    value: bytes / t.seconds / 1e9,
+    unit: "GB/s",
+    ceiling: readBw,
+    ceilingNote: "streaming read",
+    note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}`,
+  });
+  Deno.bench({ name: `gemv ${dtype} ${gemvN}x${gemvK}`, n: 20, warmup: 3 }, async () => {
+    gpu.submit([d]);
+    await gpu.sync();
+  });
+  gpu.destroyBuffer(wBuf);
+}
+
+// ------------------------------------------------------------------ matmul (prefill)
+
+const mm = full ? 4096 : 256;
+for (const dtype of ["f32", "f16"] as DType[]) {
+  const wF = randn(mm * mm, 0.05), x = randn(mm * mm);
+  const wBuf = gpu.storage("dense", packWeights(wF, dtype));
+  const xBuf = gpu.storage("activations", x);
+  const yBuf = gpu.storage("activations", mm * mm * 4);
+  const d = await matmul(gpu, { x: xBuf, w: wBuf, y: yBuf, T: mm, K: mm, N: mm, dtype });
+  gpu.submit([d]);
+  const y = await gpu.readF32(yBuf, 0, 8 * mm);
+  const ref = matmulRef(x.subarray(0, 8 * mm), roundTo(wF, dtype), 8, mm, mm);
+  assertClose(y, ref, 1e-5, `matmul ${dtype}`);
+  const t = await gpuTime(gpu, [d], { inner: full ? 5 : 1, samples: 5 });
+  rows.push({
+    name: `matmul ${dtype} weights ${mm}^3`,
+    value: (2 * mm ** 3) / t.seconds / 1e12,
+    unit: "TFLOP/s",
+    ceiling: peakTflops,
+    ceilingNote: "FMA-only kernel",
+    note: `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}`,
+  });
+  gpu.destroyBuffer(wBuf);
+  gpu.destroyBuffer(xBuf);
+  gpu.destroyBuffer(yBuf);
+}
+
+// ------------------------------------------------------------------ uploads
+
+const PCIE_GEN5_X16 = 63; // GB/s per direction, nominal
+for (const chunkMB of full ? [4, 16, 64, 256] : [1, 4, 16]) {
+  const bytes = chunkMB * MB;
+  const src = new Uint8Array(bytes).fill(7);
+  const dst = gpu.storage("staging", bytes);
+  const reps = full ? 8 : 2;
+  const t = await wallTime(async () => {
+    for (let i = 0; i < reps; i++) gpu.write(dst, src);
+    await gpu.sync();
+  }, { samples: 5 });
+  rows.push({
+    name: `upload writeBuffer ${chunkMB} MiB chunks`,
+    value: (reps * bytes) / t / 1e9,
+    unit: "GB/s",
+    ceiling: PCIE_GEN5_X16,
+    ceilingNote: "PCIe 5 x16 nominal",
+    note: `${reps} chunks per sync`,
+  });
+  // Mapped staging: two MAP_WRITE buffers, filled through getMappedRange, then copied on the GPU.
+  const staging = [0, 1].map(() =>
+    gpu.createBuffer({
+      size: bytes,
+      purpose: "staging",
+      usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+    })
+  );
+  const tm = await wallTime(async () => {
+    for (let i = 0; i < reps; i++) {
+      const s = staging[i % 2];
+      await s.mapAsync(GPUMapMode.WRITE);
+      new Uint8Array(s.getMappedRange()).set(src);
+      s.unmap();
+      const enc = gpu.device.createCommandEncoder();
+      enc.copyBufferToBuffer(s, 0, dst, 0, bytes);
+      gpu.device.queue.submit([enc.finish()]);
+    }
+    await gpu.sync();
+  }, { samples: 3, warmup: 1 });
+  rows.push({
+    name: `upload mapped staging x2 ${chunkMB} MiB chunks`,
+    value: (reps * bytes) / tm / 1e9,
+    unit: "GB/s",
+    ceiling: PCIE_GEN5_X16,
+    ceilingNote: "PCIe 5 x16 nominal",
+    note: "mapAsync + getMappedRange + copyBufferToBuffer",
+  });
+  staging.forEach((s) => gpu.destroyBuffer(s));
+  gpu.destroyBuffer(dst);
+}
+
+// ------------------------------------------------------------------ readback latency, dispatch cost
+
+const one = gpu.storage("activations", new Float32Array([1, 2, 3, 4]));
+const oneOut = gpu.storage("activations", 16);
+const tiny = await add(gpu, { a: one, b: one, out: oneOut, n: 4 });
+const lat: number[] = [];
+for (let i = 0; i < 12; i++) {
+  const t0 = performance.now();
+  gpu.submit([tiny]);
+  const r = await gpu.readF32(oneOut);
+  if (r[3] !== 8) throw new Error(`readback validation failed: ${r}`);
+  if (i >= 2) lat.push((performance.now() - t0) * 1e3);
+}
+rows.push({
+  name: "readback round trip (tiny dispatch + copy + mapAsync)",
+  value: median(lat),
+  unit: "us",
+  note: "wall clock median of 10",
+});
+Deno.bench({ name: "readback round trip", n: 10, warmup: 2 }, async () => {
+  gpu.submit([tiny]);
+  await gpu.readF32(oneOut);
+});
+
+const nDisp = full ? 2000 : 200;
+const dispT = await gpuTime(gpu, Array(nDisp).fill(tiny), { inner: 1, samples: 5 });
+const dispW = await wallTime(async () => {
+  gpu.submit(Array(nDisp).fill(tiny));
+  await gpu.sync();
+}, { samples: 5 });
+rows.push({
+  name: `dispatch cost, ${nDisp} tiny dispatches in one pass (GPU time)`,
+  value: (dispT.seconds / nDisp) * 1e6,
+  unit: "us",
+  note: dispT.how,
+});
+rows.push({
+  name: `dispatch cost, ${nDisp} tiny dispatches in one pass (wall incl. encode + sync)`,
+  value: (dispW / nDisp) * 1e6,
+  unit: "us",
+});
+
+const header = `Pregate kernel bench, ${new Date().toISOString().slice(0, 10)}, ${gpu.describe()}, ` +
+  `size=${size}`;
+console.log(`\n${header}\n\n${markdownTable(rows)}\n`);
+const out = Deno.env.get("PREGATE_BENCH_OUT");
+if (out) {
+  await Deno.writeTextFile(
+    out,
+    JSON.stringify({ header, gpu: gpu.describe(), impl: gpu.impl, size, rows }, null, 2),
+  );
+}

@@ -1,0 +1,223 @@
+/**
+ * The `pregate` command line. Run `deno task pregate help` for usage.
+ *
+ * Exit codes: 0 success, 1 runtime error (a typed Pregate error is printed without a stack),
+ * 2 bad arguments (usage is printed).
+ *
+ * @example
+ * ```sh
+ * deno task pregate gpu-info --gpu native
+ * ```
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { ArgumentError, PregateError } from "./runtime/errors.ts";
+import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
+import { loadModel, type Model } from "./runtime/model.ts";
+
+/** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
+interface Command {
+  usage: string;
+  summary: string;
+  options: Record<string, { type: "string" | "boolean"; short?: string; default?: string }>;
+  run(values: Record<string, string | boolean | undefined>): Promise<void>;
+}
+
+const GPU_OPTION = { gpu: { type: "string" as const, default: "native" } };
+
+function parseGpu(v: unknown): GpuChoice {
+  if (v === "native" || v === "dawn" || v === "auto") return v;
+  throw new ArgumentError("--gpu", `expected native, dawn or auto, got '${v}'`);
+}
+
+function parseIds(v: unknown, flag = "--ids"): number[] {
+  if (typeof v !== "string" || !v.trim()) {
+    throw new ArgumentError(flag, "expected a comma-separated list of token ids, e.g. 5,77,301");
+  }
+  return v.split(",").map((x) => {
+    const n = Number(x.trim());
+    if (!Number.isInteger(n) || n < 0) {
+      throw new ArgumentError(flag, `'${x}' is not a token id (a non-negative integer)`);
+    }
+    return n;
+  });
+}
+
+function intFlag(v: unknown, flag: string, min: number, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new ArgumentError(flag, `expected an integer >= ${min}, got '${v}'`);
+  }
+  return n;
+}
+
+function requireModel(v: unknown): string {
+  if (typeof v !== "string" || !v) {
+    throw new ArgumentError("--model", "is required: a directory with config.json and *.safetensors");
+  }
+  return v;
+}
+
+async function openModel(v: Record<string, string | boolean | undefined>): Promise<Model> {
+  const quiet = Boolean(v.json);
+  let lastPct = -1;
+  return await loadModel(requireModel(v.model), {
+    gpu: parseGpu(v.gpu),
+    contextLength: v.context === undefined ? undefined : intFlag(v.context, "--context", 1, 0),
+    log: (m) => console.error(m),
+    onProgress: quiet ? undefined : (done, total) => {
+      const pct = total ? Math.floor((100 * done) / total) : 100;
+      if (pct !== lastPct && (pct % 10 === 0 || done === total) && total > 64 << 20) {
+        lastPct = pct;
+        console.error(`loading weights: ${pct}% of ${(total / 2 ** 30).toFixed(2)} GiB`);
+      }
+    },
+  });
+}
+
+const MODEL_OPTIONS = {
+  ...GPU_OPTION,
+  model: { type: "string" as const },
+  context: { type: "string" as const },
+};
+
+const COMMANDS: Record<string, Command> = {
+  logits: {
+    usage: "logits --model DIR --ids 5,77,301 [--gpu native|dawn|auto]",
+    summary: 'print {"logits": [[...], ...]}: full-vocabulary logits per input position',
+    options: { ...MODEL_OPTIONS, ids: { type: "string" } },
+    async run(v) {
+      const ids = parseIds(v.ids);
+      const model = await openModel({ ...v, json: true });
+      try {
+        const rows = await model.logits(ids);
+        console.log(JSON.stringify({ logits: rows.map((r) => Array.from(r)) }));
+      } finally {
+        model.dispose();
+      }
+    },
+  },
+  generate: {
+    usage: "generate --model DIR (--ids LIST | --prompt TEXT) [--max-tokens N] [--temperature T] " +
+      "[--seed S] [--stats] [--json] [--gpu native|dawn|auto]",
+    summary: "generate tokens after a prompt (greedy unless --temperature > 0)",
+    options: {
+      ...MODEL_OPTIONS,
+      ids: { type: "string" },
+      prompt: { type: "string" },
+      "max-tokens": { type: "string" },
+      temperature: { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+      stats: { type: "boolean" },
+      json: { type: "boolean" },
+    },
+    async run(v) {
+      if (v.prompt !== undefined) {
+        throw new ArgumentError(
+          "--prompt",
+          "text prompts need a tokenizer, which Pregate does not have yet",
+          "pass token ids with --ids 1,2,3",
+        );
+      }
+      const ids = parseIds(v.ids);
+      const maxTokens = intFlag(v["max-tokens"], "--max-tokens", 1, 32);
+      const temperature = v.temperature === undefined ? 0 : Number(v.temperature);
+      if (!Number.isFinite(temperature) || temperature < 0) {
+        throw new ArgumentError("--temperature", `expected a number >= 0, got '${v.temperature}'`);
+      }
+      if (temperature > 0) {
+        throw new ArgumentError("--temperature", "sampling is not available yet; use 0 (greedy)");
+      }
+      const model = await openModel(v);
+      try {
+        const out: number[] = [];
+        for await (const id of model.generate(ids, { maxTokens })) {
+          out.push(id);
+          if (!v.json) await Deno.stdout.write(new TextEncoder().encode(`${id} `));
+        }
+        if (v.json) {
+          console.log(JSON.stringify({ ids: out, stats: model.lastStats }));
+        } else {
+          console.log();
+          if (v.stats) console.error(JSON.stringify(model.lastStats, null, 2));
+        }
+      } finally {
+        model.dispose();
+      }
+    },
+  },
+  "gpu-info": {
+    usage: "gpu-info [--gpu native|dawn|auto] [--json]",
+    summary: "open the GPU and print its implementation, adapter, features and limits",
+    options: { ...GPU_OPTION, json: { type: "boolean" } },
+    async run(v) {
+      const gpu = await openGpu({ gpu: parseGpu(v.gpu), log: (m) => console.error(m) });
+      const l = gpu.limits;
+      const info = {
+        impl: gpu.impl,
+        adapter: gpu.adapterName,
+        fallback: gpu.isFallback,
+        features: gpu.features,
+        limits: {
+          maxBufferSize: l.maxBufferSize,
+          maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+          maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+          maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+          maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+        },
+      };
+      console.log(
+        v.json
+          ? JSON.stringify(info)
+          : gpu.describe() + "\n" + JSON.stringify(info.limits, null, 2),
+      );
+      gpu.destroy();
+    },
+  },
+};
+
+function usage(): string {
+  const lines = ["usage: pregate <command> [flags]", "", "commands:"];
+  for (const c of Object.values(COMMANDS)) lines.push(`  ${c.usage}\n      ${c.summary}`);
+  return lines.join("\n");
+}
+
+/** Runs the CLI on `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    console.error(`pregate: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: rest, options: cmd.options, strict: true, allowPositionals: false })
+      .values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    console.error(`pregate ${name}: ${(e as Error).message}\nusage: pregate ${cmd.usage}`);
+    return 2;
+  }
+  try {
+    await cmd.run(values);
+    return 0;
+  } catch (e) {
+    if (e instanceof ArgumentError) {
+      console.error(`pregate ${name}: ${e.message}\nusage: pregate ${cmd.usage}`);
+      return 2;
+    }
+    if (e instanceof PregateError) {
+      console.error(`pregate ${name}: ${e.name}: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,350 @@
+/**
+ * Attention kernels (`attention.wgsl`): KV-cache append ({@linkcode kvAppend}) and scaled dot-product
+ * attention over the cache ({@linkcode attention}), causal or not, with grouped-query heads and an
+ * optional additive score bias (T5 relative attention bias).
+ *
+ * Layouts (all f32): queries, keys and values of a batch are `[T, heads, headDim]`; the caches are
+ * `[nKvHeads, maxSeq, headDim]`. The position of the batch's first token is `pos[0]` of a u32 storage
+ * buffer, so a recorded decode step can be replayed after writing the next position.
+ *
+ * @example
+ * ```ts ignore
+ * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { attention, kvAppend } from "./attention.ts";
+ * const gpu = await openGpu();
+ * const [T, nHeads, nKvHeads, headDim, maxSeq] = [1, 4, 2, 64, 128];
+ * const kCache = gpu.storage("kv", nKvHeads * maxSeq * headDim * 4);
+ * const vCache = gpu.storage("kv", nKvHeads * maxSeq * headDim * 4);
+ * const pos = gpu.storage("activations", new Uint32Array([0]));
+ * const q = gpu.storage("activations", T * nHeads * headDim * 4);
+ * const k = gpu.storage("activations", T * nKvHeads * headDim * 4);
+ * const v = gpu.storage("activations", T * nKvHeads * headDim * 4);
+ * const out = gpu.storage("activations", T * nHeads * headDim * 4);
+ * const step = [
+ *   await kvAppend(gpu, { k, v, kCache, vCache, pos, T, nKvHeads, headDim, maxSeq }),
+ *   await attention(gpu, {
+ *     q, kCache, vCache, out, pos, T, nHeads, nKvHeads, headDim, maxSeq,
+ *     scale: 1 / Math.sqrt(headDim), causal: true,
+ *   }),
+ * ];
+ * for (let p = 0; p < 3; p++) {
+ *   gpu.write(pos, new Uint32Array([p])); // replay the same step at the next position
+ *   gpu.submit(step);
+ * }
+ * ```
+ * @module
+ */
+import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+import { defineKernel, ParamWriter } from "./registry.ts";
+
+/** Largest head dimension the attention kernels support. */
+export const MAX_HEAD_DIM = 256;
+/** {@linkcode attention} uses the decode variant when `T` is at most this (unless told otherwise). */
+export const DECODE_MAX_T = 4;
+
+const APPEND_WG = 256;
+const DECODE_WG = 128;
+const DECODE_CH = 256;
+/** Query rows per prefill workgroup. */
+const PREFILL_BQ = 16;
+
+const ATTENTION_BINDINGS = ["params", "q", "kCache", "vCache", "out", "pos", "bias"];
+
+/** Writes a batch's keys and values into the caches at `pos[0]...`. */
+export const KV_APPEND = defineKernel({
+  name: "kv_append",
+  file: "attention.wgsl",
+  entry: "kv_append",
+  bindings: ["params", "k", "v", "kCache", "vCache", "pos"],
+  constants: { WG: APPEND_WG },
+});
+
+/** Flash-style attention for batches of queries (prefill). */
+export const ATTENTION_PREFILL = defineKernel({
+  name: "attention_prefill",
+  file: "attention.wgsl",
+  entry: "prefill",
+  bindings: ATTENTION_BINDINGS,
+  constants: { WG: 64, TPR: 4, BK: 16, DMAX: 128 },
+});
+
+/** Split-key attention for one or a few queries (decode). */
+export const ATTENTION_DECODE = defineKernel({
+  name: "attention_decode",
+  file: "attention.wgsl",
+  entry: "decode",
+  bindings: ATTENTION_BINDINGS,
+  constants: { WG: DECODE_WG, CH: DECODE_CH, DMAX: 128 },
+});
+
+// ------------------------------------------------------------------ argument checks
+
+/** Throws unless `value` is an integer in [min, max]. */
+function checkInt(name: string, value: unknown, min: number, max = 0xffffffff): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === 0xffffffff ? `>= ${min}` : `in [${min}, ${max}]`;
+    throw new ArgumentError(name, `expected an integer ${range}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Bytes a binding exposes to a kernel. */
+function bindingBytes(b: Binding): number {
+  if ("buffer" in b) return b.size ?? b.buffer.size - (b.offset ?? 0);
+  return b.size;
+}
+
+function bufferOf(b: Binding): GPUBuffer {
+  return "buffer" in b ? b.buffer : b;
+}
+
+/** Throws unless `b` is a binding of at least `bytes` bytes (`shape` describes what it holds). */
+function checkBinding(name: string, b: unknown, bytes: number, shape: string): Binding {
+  if (!b || typeof b !== "object") {
+    throw new ArgumentError(name, `expected a GPU buffer of ${bytes} bytes (${shape}), got ${b}`);
+  }
+  const have = bindingBytes(b as Binding);
+  if (!(have >= bytes)) {
+    throw new ArgumentError(
+      name,
+      `expected at least ${bytes} bytes (${shape}), got a binding of ${have} bytes`,
+    );
+  }
+  return b as Binding;
+}
+
+/** Throws if the written binding `outName` shares a GPU buffer with one of `inputs`. */
+function checkNoAlias(outName: string, out: Binding, inputs: Record<string, Binding | undefined>) {
+  for (const [name, b] of Object.entries(inputs)) {
+    if (b && bufferOf(b) === bufferOf(out)) {
+      throw new ArgumentError(
+        outName,
+        `expected a buffer distinct from ${name}, got the same GPU buffer`,
+        "WebGPU forbids binding a buffer that a kernel writes twice in one dispatch",
+      );
+    }
+  }
+}
+
+// ------------------------------------------------------------------ kvAppend
+
+/** Arguments of {@linkcode kvAppend}. */
+export interface KvAppendArgs {
+  /** New keys, f32 `[T, nKvHeads, headDim]`. */
+  k: Binding;
+  /** New values, f32 `[T, nKvHeads, headDim]`. */
+  v: Binding;
+  /** Key cache, f32 `[nKvHeads, maxSeq, headDim]` (written). */
+  kCache: Binding;
+  /** Value cache, f32 `[nKvHeads, maxSeq, headDim]` (written). */
+  vCache: Binding;
+  /** u32 storage buffer whose element 0 is the position of the batch's first token. */
+  pos: Binding;
+  /** Tokens in the batch. */
+  T: number;
+  /** Key/value heads. */
+  nKvHeads: number;
+  /** Head dimension. */
+  headDim: number;
+  /** Cache capacity in positions. */
+  maxSeq: number;
+}
+
+/**
+ * Builds the dispatch that copies `T` tokens' keys and values into the caches at positions
+ * `pos[0] .. pos[0] + T - 1`. Tokens that would land at or beyond `maxSeq` are dropped (the caller
+ * must keep `pos[0] + T <= maxSeq`; the kernel never writes outside the caches).
+ *
+ * @example
+ * ```ts ignore
+ * gpu.submit([await kvAppend(gpu, { k, v, kCache, vCache, pos, T: 7, nKvHeads: 2, headDim: 64,
+ *   maxSeq: 512 })]);
+ * ```
+ * @throws {ArgumentError} naming the first bad argument.
+ */
+export async function kvAppend(gpu: Gpu, args: KvAppendArgs): Promise<Dispatch> {
+  const T = checkInt("T", args.T, 1);
+  const nKvHeads = checkInt("nKvHeads", args.nKvHeads, 1);
+  const headDim = checkInt("headDim", args.headDim, 1, MAX_HEAD_DIM);
+  const maxSeq = checkInt("maxSeq", args.maxSeq, 1);
+  const batch = T * nKvHeads * headDim;
+  const cache = nKvHeads * maxSeq * headDim;
+  const batchShape = `f32 [T=${T}, nKvHeads=${nKvHeads}, headDim=${headDim}]`;
+  const cacheShape = `f32 [nKvHeads=${nKvHeads}, maxSeq=${maxSeq}, headDim=${headDim}]`;
+  const k = checkBinding("k", args.k, batch * 4, batchShape);
+  const v = checkBinding("v", args.v, batch * 4, batchShape);
+  const kCache = checkBinding("kCache", args.kCache, cache * 4, cacheShape);
+  const vCache = checkBinding("vCache", args.vCache, cache * 4, cacheShape);
+  const pos = checkBinding("pos", args.pos, 4, "u32 [1]: the first token's position");
+  checkNoAlias("kCache", kCache, { k, v, pos, vCache });
+  checkNoAlias("vCache", vCache, { k, v, pos });
+
+  const pipeline = await gpu.pipeline(KV_APPEND, { WG: APPEND_WG });
+  const params = gpu.uniform(
+    new ParamWriter().u32(T, 0, nKvHeads, headDim, maxSeq, 0, 0, 0).f32(0).u32(0).bytes(),
+    "kv_append.params",
+  );
+  return gpu.dispatch(
+    pipeline,
+    [params, k, v, kCache, vCache, pos],
+    gpu.grid(Math.ceil(batch / APPEND_WG)),
+  );
+}
+
+// ------------------------------------------------------------------ attention
+
+/** Arguments of {@linkcode attention}. */
+export interface AttentionArgs {
+  /** Queries, f32 `[T, nHeads, headDim]`. */
+  q: Binding;
+  /** Key cache, f32 `[nKvHeads, maxSeq, headDim]`. */
+  kCache: Binding;
+  /** Value cache, f32 `[nKvHeads, maxSeq, headDim]`. */
+  vCache: Binding;
+  /** Output, f32 `[T, nHeads, headDim]` (must not alias any input). */
+  out: Binding;
+  /**
+   * u32 storage buffer whose element 0 is the position of the batch's first token. Required when
+   * `causal`; ignored (and optional) otherwise.
+   */
+  pos?: Binding;
+  /** Query rows (tokens) in the batch. */
+  T: number;
+  /** Query heads. */
+  nHeads: number;
+  /** Key/value heads; must divide `nHeads` (head h reads kv head `h / (nHeads / nKvHeads)`). */
+  nKvHeads: number;
+  /** Head dimension, 1 .. {@linkcode MAX_HEAD_DIM}. */
+  headDim: number;
+  /** Cache capacity in positions. */
+  maxSeq: number;
+  /** Score scale: `1 / sqrt(headDim)` normally, 1 for T5. */
+  scale: number;
+  /**
+   * `true`: query t (at position `pos[0] + t`) attends to cache positions `[0, pos[0] + t]`.
+   * `false`: every query attends to `[0, kvLen)` (encoder self-attention, cross-attention).
+   */
+  causal: boolean;
+  /** Keys attended when not `causal`, 1 .. `maxSeq`. */
+  kvLen?: number;
+  /**
+   * Optional additive score bias, f32 `[nHeads, T, biasKeys]`: `bias[h, t, j]` is added to the
+   * (scaled) score of head h, query t and cache position j (positions >= `biasKeys` get none).
+   */
+  bias?: Binding;
+  /** The bias's last dimension (required with `bias`). */
+  biasKeys?: number;
+  /** Kernel variant; default `decode` when `T <= DECODE_MAX_T`, else `prefill`. */
+  variant?: "prefill" | "decode";
+}
+
+/** The tile constants of both variants for a head dimension on this device. */
+export function attentionConstants(
+  gpu: Gpu,
+  headDim: number,
+): { prefill: Record<string, number>; decode: Record<string, number> } {
+  const DMAX = headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
+  const TPR = headDim <= 128 ? 4 : 8;
+  const WG = PREFILL_BQ * TPR;
+  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+  let BK = 32;
+  while (BK > 8 && 4 * BK * (DMAX + WG + PREFILL_BQ) > limit) BK /= 2;
+  return {
+    prefill: { WG, TPR, BK, DMAX },
+    decode: { WG: DECODE_WG, CH: DECODE_CH, DMAX },
+  };
+}
+
+/**
+ * Builds the dispatch of scaled dot-product attention of `T` queries over the KV cache:
+ * `out[t, h] = softmax_j(scale * q[t, h] . kCache[g, j] + bias[h, t, j]) @ vCache[g, j]` with
+ * `g = h / (nHeads / nKvHeads)`, over `j <= pos[0] + t` (causal) or `j < kvLen` (not causal). Key
+ * ranges are clipped to `maxSeq`. Run {@linkcode kvAppend} first (same `pos`) for self-attention.
+ *
+ * Two variants: `prefill` (one workgroup per 16 query rows and head; key/value tiles in workgroup
+ * memory, online softmax) and `decode` (one workgroup per query and head; keys split across the
+ * threads).
+ *
+ * @example
+ * ```ts ignore
+ * const d = await attention(gpu, { q, kCache, vCache, out, pos, T: 9, nHeads: 8, nKvHeads: 2,
+ *   headDim: 128, maxSeq: 4096, scale: 1 / Math.sqrt(128), causal: true });
+ * gpu.submit([d]);
+ * ```
+ * @throws {ArgumentError} naming the first bad argument.
+ */
+export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch> {
+  const T = checkInt("T", args.T, 1);
+  const nHeads = checkInt("nHeads", args.nHeads, 1);
+  const nKvHeads = checkInt("nKvHeads", args.nKvHeads, 1, nHeads);
+  if (nHeads % nKvHeads !== 0) {
+    throw new ArgumentError(
+      "nKvHeads",
+      `expected a divisor of nHeads=${nHeads}, got ${nKvHeads}`,
+    );
+  }
+  const headDim = checkInt("headDim", args.headDim, 1, MAX_HEAD_DIM);
+  const maxSeq = checkInt("maxSeq", args.maxSeq, 1);
+  if (typeof args.scale !== "number" || !Number.isFinite(args.scale)) {
+    throw new ArgumentError("scale", `expected a finite number, got ${String(args.scale)}`);
+  }
+  if (typeof args.causal !== "boolean") {
+    throw new ArgumentError("causal", `expected true or false, got ${String(args.causal)}`);
+  }
+  const causal = args.causal;
+  let kvLen = 0;
+  if (!causal) kvLen = checkInt("kvLen", args.kvLen, 1, maxSeq);
+  const variant = args.variant ?? (T <= DECODE_MAX_T ? "decode" : "prefill");
+  if (variant !== "prefill" && variant !== "decode") {
+    throw new ArgumentError("variant", `expected "prefill" or "decode", got ${String(variant)}`);
+  }
+
+  const rows = T * nHeads * headDim;
+  const cache = nKvHeads * maxSeq * headDim;
+  const rowShape = `f32 [T=${T}, nHeads=${nHeads}, headDim=${headDim}]`;
+  const cacheShape = `f32 [nKvHeads=${nKvHeads}, maxSeq=${maxSeq}, headDim=${headDim}]`;
+  const q = checkBinding("q", args.q, rows * 4, rowShape);
+  const kCache = checkBinding("kCache", args.kCache, cache * 4, cacheShape);
+  const vCache = checkBinding("vCache", args.vCache, cache * 4, cacheShape);
+  const out = checkBinding("out", args.out, rows * 4, rowShape);
+  const pos = causal || args.pos !== undefined
+    ? checkBinding("pos", args.pos, 4, "u32 [1]: the first token's position")
+    : undefined;
+  let bias: Binding | undefined;
+  let biasKeys = 0;
+  if (args.bias !== undefined) {
+    biasKeys = checkInt("biasKeys", args.biasKeys, 1);
+    bias = checkBinding(
+      "bias",
+      args.bias,
+      nHeads * T * biasKeys * 4,
+      `f32 [nHeads=${nHeads}, T=${T}, biasKeys=${biasKeys}]`,
+    );
+  } else if (args.biasKeys !== undefined) {
+    throw new ArgumentError("bias", `expected a buffer since biasKeys is given, got undefined`);
+  }
+  checkNoAlias("out", out, { q, kCache, vCache, pos, bias });
+
+  const constants = attentionConstants(gpu, headDim);
+  const pipeline = variant === "prefill"
+    ? await gpu.pipeline(ATTENTION_PREFILL, constants.prefill)
+    : await gpu.pipeline(ATTENTION_DECODE, constants.decode);
+  const params = gpu.uniform(
+    new ParamWriter()
+      .u32(T, nHeads, nKvHeads, headDim, maxSeq, causal ? 1 : 0, kvLen, bias ? 1 : 0)
+      .f32(args.scale)
+      .u32(biasKeys)
+      .bytes(),
+    `attention_${variant}.params`,
+  );
+  // Unused bindings (pos when not causal, bias when absent) get a read-only placeholder: q.
+  const workgroups: [number, number] = variant === "prefill"
+    ? [Math.ceil(T / PREFILL_BQ), nHeads]
+    : [T, nHeads];
+  return gpu.dispatch(
+    pipeline,
+    [params, q, kCache, vCache, out, pos ?? q, bias ?? q],
+    workgroups,
+  );
+}

@@ -1,0 +1,327 @@
+// Attention kernels over f32 activations and an f32 KV cache.
+//
+//   kv_append  writes T new tokens' k and v ([T, nKvHeads, headDim]) into the caches
+//              ([nKvHeads, maxSeq, headDim]) at positions pos[0] .. pos[0] + T - 1.
+//   prefill    flash-style attention: one workgroup per (block of BQ query rows, head); key/value
+//              tiles of BK rows go through workgroup memory; online softmax in registers.
+//   decode     one workgroup per (query row, head): the keys are split across the threads in chunks
+//              of CH, with workgroup reductions for the softmax max and sum.
+//
+// Query t (0 <= t < T) of the batch sits at absolute position pos[0] + t. With p.causal = 1 it attends
+// to cache positions [0, pos[0] + t]; with p.causal = 0 to [0, p.kvLen). Key ranges are clipped to
+// maxSeq so that no kernel reads or writes outside the caches. Grouped-query attention: head h reads
+// kv head h / (nHeads / nKvHeads). scores = (q . k) * p.scale (+ bias[h, t, key] when p.hasBias = 1).
+struct Params {
+  T: u32,
+  nHeads: u32,
+  nKvHeads: u32,
+  headDim: u32,
+  maxSeq: u32,
+  causal: u32,
+  kvLen: u32,
+  hasBias: u32,
+  scale: f32,
+  biasStride: u32,
+}
+
+// Threads per workgroup (all entry points).
+override WG: u32 = 64u;
+// Row stride bound of the workgroup tiles: headDim <= DMAX.
+override DMAX: u32 = 128u;
+// prefill: threads per query row (a power of two; each owns dims sub, sub + TPR, ...).
+override TPR: u32 = 4u;
+// prefill: keys per tile (a multiple of TPR).
+override BK: u32 = 16u;
+// prefill: query rows per workgroup.
+override BQ: u32 = WG / TPR;
+// decode: keys per chunk.
+override CH: u32 = 256u;
+
+// Most head dims one prefill thread owns (headDim <= TPR * DPT).
+const DPT: u32 = 32u;
+// Most head dims one decode thread owns (headDim <= WG * DPTD).
+const DPTD: u32 = 4u;
+// Finite stand-in for -infinity (WGSL has no infinite literals).
+const NEG: f32 = -3.0e38;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// kv_append bindings.
+@group(0) @binding(1) var<storage, read> k_new: array<f32>;
+@group(0) @binding(2) var<storage, read> v_new: array<f32>;
+@group(0) @binding(3) var<storage, read_write> k_dst: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v_dst: array<f32>;
+
+// prefill / decode bindings.
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// Shared by all entry points.
+@group(0) @binding(5) var<storage, read> pos: array<u32>;
+// prefill / decode: additive score bias [nHeads, T, biasStride] (read only when p.hasBias = 1).
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
+
+// One thread per element of k_new / v_new; 2-D grid of workgroups.
+@compute @workgroup_size(WG)
+fn kv_append(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let D = p.headDim;
+  let rowLen = p.nKvHeads * D;
+  if (i >= p.T * rowLen) {
+    return;
+  }
+  let t = i / rowLen;
+  let rem = i - t * rowLen;
+  let kvh = rem / D;
+  let d = rem - kvh * D;
+  let at = pos[0] + t;
+  if (at >= p.maxSeq) {
+    return;
+  }
+  let dst = (kvh * p.maxSeq + at) * D + d;
+  k_dst[dst] = k_new[i];
+  v_dst[dst] = v_new[i];
+}
+
+// Number of cache positions query t attends to (clipped to the cache).
+fn key_count(pos0: u32, t: u32) -> u32 {
+  if (p.causal != 0u) {
+    return min(pos0 + t + 1u, p.maxSeq);
+  }
+  return min(p.kvLen, p.maxSeq);
+}
+
+// The additive bias of (head h, query t, key position j), 0 without bias.
+fn score_bias(h: u32, t: u32, j: u32) -> f32 {
+  if (p.hasBias != 0u && j < p.biasStride) {
+    return bias[(h * p.T + t) * p.biasStride + j];
+  }
+  return 0.0;
+}
+
+var<workgroup> tile: array<f32, BK * DMAX>;
+var<workgroup> partial: array<f32, WG * BK>;
+var<workgroup> scores: array<f32, BQ * BK>;
+
+// Workgroups: (ceil(T / BQ), nHeads). Thread lid serves query row lid / TPR of the block and head dims
+// d = sub + TPR * i (sub = lid % TPR).
+@compute @workgroup_size(WG)
+fn prefill(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let D = p.headDim;
+  let h = wid.y;
+  let kvh = h / (p.nHeads / p.nKvHeads);
+  let row = lid / TPR;
+  let sub = lid % TPR;
+  let t0 = wid.x * BQ;
+  let t = t0 + row;
+  let live = t < p.T;
+  let pos0 = select(0u, pos[0], p.causal != 0u);
+  // Keys this row attends to, and keys any row of the block attends to.
+  let nRow = select(0u, key_count(pos0, t), live);
+  let nBlock = key_count(pos0, min(t0 + BQ, p.T) - 1u);
+  let kvBase = kvh * p.maxSeq * D;
+
+  var qr: array<f32, DPT>;
+  var acc: array<f32, DPT>;
+  let qBase = (t * p.nHeads + h) * D;
+  for (var i = 0u; i < DPT; i++) {
+    let d = sub + TPR * i;
+    acc[i] = 0.0;
+    qr[i] = 0.0;
+    if (live && d < D) {
+      qr[i] = q[qBase + d];
+    }
+  }
+  var m = NEG;
+  var l = 0.0;
+
+  let tileLen = BK * D;
+  for (var kb = 0u; kb < nBlock; kb += BK) {
+    // K tile: keys kb .. kb + BK - 1 are contiguous in the cache.
+    let nk = min(BK, nBlock - kb);
+    for (var e = lid; e < tileLen; e += WG) {
+      var x = 0.0;
+      if (e < nk * D) {
+        x = k_cache[kvBase + kb * D + e];
+      }
+      tile[e] = x;
+    }
+    workgroupBarrier();
+    // Partial dot products over this thread's dims.
+    for (var j = 0u; j < BK; j++) {
+      var s = 0.0;
+      for (var i = 0u; i < DPT; i++) {
+        let d = sub + TPR * i;
+        if (d >= D) {
+          break;
+        }
+        s += qr[i] * tile[j * D + d];
+      }
+      partial[lid * BK + j] = s;
+    }
+    workgroupBarrier();
+    // Row-group reduction: thread sub finishes keys sub, sub + TPR, ...
+    for (var j = sub; j < BK; j += TPR) {
+      var s = 0.0;
+      for (var u = 0u; u < TPR; u++) {
+        s += partial[((row * TPR) + u) * BK + j];
+      }
+      s *= p.scale;
+      if (live) {
+        s += score_bias(h, t, kb + j);
+      }
+      scores[row * BK + j] = s;
+    }
+    // V tile (the K tile is no longer read after the previous barrier).
+    for (var e = lid; e < tileLen; e += WG) {
+      var x = 0.0;
+      if (e < nk * D) {
+        x = v_cache[kvBase + kb * D + e];
+      }
+      tile[e] = x;
+    }
+    workgroupBarrier();
+    // Online softmax update of this row over the tile's valid keys.
+    let nValid = min(BK, select(0u, nRow - kb, nRow > kb));
+    var mt = m;
+    for (var j = 0u; j < nValid; j++) {
+      mt = max(mt, scores[row * BK + j]);
+    }
+    let alpha = exp(m - mt);
+    l *= alpha;
+    for (var i = 0u; i < DPT; i++) {
+      acc[i] *= alpha;
+    }
+    for (var j = 0u; j < nValid; j++) {
+      let pj = exp(scores[row * BK + j] - mt);
+      l += pj;
+      for (var i = 0u; i < DPT; i++) {
+        let d = sub + TPR * i;
+        if (d >= D) {
+          break;
+        }
+        acc[i] += pj * tile[j * D + d];
+      }
+    }
+    m = mt;
+    workgroupBarrier();
+  }
+
+  if (!live) {
+    return;
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var i = 0u; i < DPT; i++) {
+    let d = sub + TPR * i;
+    if (d >= D) {
+      break;
+    }
+    out[qBase + d] = acc[i] * inv;
+  }
+}
+
+var<workgroup> dq: array<f32, DMAX>;
+var<workgroup> ds: array<f32, CH>;
+var<workgroup> dred: array<f32, WG>;
+
+// Workgroups: (T, nHeads). Scores of a chunk: one key per thread; the weighted sum of values: one
+// head dim per thread (d = lid, lid + WG, ...). WG must be a power of two.
+@compute @workgroup_size(WG)
+fn decode(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let D = p.headDim;
+  let t = wid.x;
+  let h = wid.y;
+  let kvh = h / (p.nHeads / p.nKvHeads);
+  let pos0 = select(0u, pos[0], p.causal != 0u);
+  let n = key_count(pos0, t);
+  let kvBase = kvh * p.maxSeq * D;
+  let qBase = (t * p.nHeads + h) * D;
+
+  for (var d = lid; d < D; d += WG) {
+    dq[d] = q[qBase + d];
+  }
+  var acc: array<f32, DPTD>;
+  for (var i = 0u; i < DPTD; i++) {
+    acc[i] = 0.0;
+  }
+  var m = NEG;
+  var l = 0.0;
+  workgroupBarrier();
+
+  for (var c0 = 0u; c0 < n; c0 += CH) {
+    let cn = min(CH, n - c0);
+    // Scores, and this thread's max.
+    var lm = NEG;
+    for (var j = lid; j < cn; j += WG) {
+      let kRow = kvBase + (c0 + j) * D;
+      var s = 0.0;
+      for (var d = 0u; d < D; d++) {
+        s += dq[d] * k_cache[kRow + d];
+      }
+      s = s * p.scale + score_bias(h, t, c0 + j);
+      ds[j] = s;
+      lm = max(lm, s);
+    }
+    dred[lid] = lm;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st /= 2u) {
+      if (lid < st) {
+        dred[lid] = max(dred[lid], dred[lid + st]);
+      }
+      workgroupBarrier();
+    }
+    let mt = max(m, dred[0]);
+    workgroupBarrier();
+    // Probabilities (relative to mt), and this thread's sum.
+    var ls = 0.0;
+    for (var j = lid; j < cn; j += WG) {
+      let pj = exp(ds[j] - mt);
+      ds[j] = pj;
+      ls += pj;
+    }
+    dred[lid] = ls;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st /= 2u) {
+      if (lid < st) {
+        dred[lid] += dred[lid + st];
+      }
+      workgroupBarrier();
+    }
+    let alpha = exp(m - mt);
+    l = l * alpha + dred[0];
+    m = mt;
+    for (var i = 0u; i < DPTD; i++) {
+      let d = lid + WG * i;
+      if (d >= D) {
+        break;
+      }
+      var a = acc[i] * alpha;
+      for (var j = 0u; j < cn; j++) {
+        a += ds[j] * v_cache[kvBase + (c0 + j) * D + d];
+      }
+      acc[i] = a;
+    }
+    workgroupBarrier();
+  }
+
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var i = 0u; i < DPTD; i++) {
+    let d = lid + WG * i;
+    if (d >= D) {
+      break;
+    }
+    out[qBase + d] = acc[i] * inv;
+  }
+}

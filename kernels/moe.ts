@@ -1,0 +1,216 @@
+/**
+ * Mixture-of-experts kernels (`moe.wgsl`, `moe_combine.wgsl`). Experts are read through a slot
+ * table: `table[e]` is the slot of expert `e` in a stacked pool `[slots, rows, K]` of packed weights,
+ * so the same kernels serve resident experts (identity table) and the offloading engine's slots.
+ *
+ * Shape legend: T tokens, k = topK choices per token, P = T * k (token, choice) pairs,
+ * H hidden, I expert intermediate size.
+ *
+ * @example
+ * ```ts ignore
+ * const steps = [
+ *   await moeGateUp(gpu, { x: h, gate, up, table, ids, out: moeH, T, topK, hidden: H, inter: I,
+ *     slotWords, dtype: "bf16" }),
+ *   await moeDown(gpu, { x: moeH, down, table, ids, out: moeY, T, topK, hidden: H, inter: I,
+ *     slotWords, dtype: "bf16" }),
+ *   await moeCombine(gpu, { y: moeY, weights, out: x, T, topK, hidden: H }),
+ * ];
+ * ```
+ * @module
+ */
+import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+import { DTYPE_CODE, DTYPES, type DType } from "../runtime/weights/dtype.ts";
+import { defineKernel, ParamWriter } from "./registry.ts";
+import { argBinding, argCount, argDisjoint, argObject, type BindingRange } from "./elementwise.ts";
+
+const WG = 256, TPR = 32, ROWS = WG / TPR;
+
+/** Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`. */
+export const MOE_GATE_UP = defineKernel({
+  name: "moe_gate_up",
+  file: "moe.wgsl",
+  entry: "gate_up",
+  includes: ["dtype.wgsl"],
+  bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
+  constants: { WG, TPR, WDTYPE: 0 },
+});
+
+/** Expert down projection: `out[p] = Wd[slot] x[p]`. */
+export const MOE_DOWN = defineKernel({
+  name: "moe_down",
+  file: "moe.wgsl",
+  entry: "down",
+  includes: ["dtype.wgsl"],
+  bindings: ["params", "x", "table", "ids", "out", "down"],
+  constants: { WG, TPR, WDTYPE: 0 },
+});
+
+/** Weighted sum of expert outputs (+ sigmoid-gated shared expert) added into the residual. */
+export const MOE_COMBINE = defineKernel({
+  name: "moe_combine",
+  file: "moe_combine.wgsl",
+  bindings: ["params", "y", "weights", "out", "shared_out", "shared_gate"],
+  constants: { WG },
+});
+
+/** Arguments shared by {@linkcode moeGateUp} and {@linkcode moeDown}. */
+export interface MoeArgs {
+  /** u32 [experts]: expert -> slot (>= slots: not resident; the pair's output becomes NaN). */
+  table: Binding;
+  /** u32 [T, topK]: the chosen experts. */
+  ids: Binding;
+  /** Tokens. */
+  T: number;
+  /** Experts per token. */
+  topK: number;
+  /** Model width H. */
+  hidden: number;
+  /** Expert intermediate size I. */
+  inter: number;
+  /** Words (u32) between consecutive slots of the pool; >= one expert's projection. */
+  slotWords: number;
+  /** Number of experts (entries of `table`); default: table size / 4. */
+  experts?: number;
+  /** The pool's weight dtype. */
+  dtype: DType;
+}
+
+interface Common {
+  table: BindingRange;
+  ids: BindingRange;
+  T: number;
+  topK: number;
+  hidden: number;
+  inter: number;
+  slotWords: number;
+  experts: number;
+  dtype: DType;
+}
+
+function common(gpu: Gpu, a: MoeArgs): Common {
+  argObject(a);
+  const T = argCount("T", a.T);
+  const topK = argCount("topK", a.topK, 1, 64);
+  const hidden = argCount("hidden", a.hidden);
+  const inter = argCount("inter", a.inter);
+  if (!DTYPES.includes(a.dtype)) {
+    throw new ArgumentError("dtype", `unsupported dtype '${a.dtype}'`, `use ${DTYPES.join(", ")}`);
+  }
+  if (a.dtype !== "f32" && (hidden % 2 || inter % 2)) {
+    throw new ArgumentError(
+      a.hidden % 2 ? "hidden" : "inter",
+      `${a.dtype} experts need even hidden and inter sizes, got ${hidden} and ${inter}`,
+    );
+  }
+  const wpw = a.dtype === "f32" ? 1 : 2;
+  const slotWords = argCount("slotWords", a.slotWords, (hidden * inter) / wpw);
+  const table = argBinding(gpu, "table", a.table, 4);
+  const experts = a.experts === undefined
+    ? table.size / 4
+    : argCount("experts", a.experts, 1, table.size / 4);
+  const ids = argBinding(gpu, "ids", a.ids, T * topK * 4);
+  return { table, ids, T, topK, hidden, inter, slotWords, experts, dtype: a.dtype };
+}
+
+function poolSlots(gpu: Gpu, name: string, b: Binding, c: Common): BindingRange {
+  const r = argBinding(gpu, name, b, c.slotWords * 4);
+  return r;
+}
+
+/**
+ * Builds the fused expert gate/up + SwiGLU GEMV over all T * topK (token, choice) pairs:
+ * `out[p, :I] = silu(gate[slot] . x[t]) * (up[slot] . x[t])` with `slot = table[ids[p]]`.
+ * `x` is f32 [T, H]; `gate`/`up` are pools [slots, I, H]; `out` is f32 [T * topK, I].
+ */
+export async function moeGateUp(
+  gpu: Gpu,
+  args: MoeArgs & { x: Binding; gate: Binding; up: Binding; out: Binding },
+): Promise<Dispatch> {
+  const c = common(gpu, args);
+  const x = argBinding(gpu, "x", args.x, c.T * c.hidden * 4);
+  const gate = poolSlots(gpu, "gate", args.gate, c);
+  const up = poolSlots(gpu, "up", args.up, c);
+  const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.inter * 4);
+  argDisjoint("out", out, "x", x);
+  const slots = Math.min(gate.size, up.size) / 4 / c.slotWords | 0;
+  const pipeline = await gpu.pipeline(MOE_GATE_UP, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
+  const params = new ParamWriter()
+    .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts).bytes();
+  return gpu.dispatch(
+    pipeline,
+    [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up],
+    [Math.ceil(c.inter / ROWS), c.T * c.topK],
+    "moe_gate_up",
+  );
+}
+
+/**
+ * Builds the expert down-projection GEMV over all pairs: `out[p, :H] = down[slot] . x[p]`.
+ * `x` is f32 [T * topK, I]; `down` is a pool [slots, H, I]; `out` is f32 [T * topK, H].
+ */
+export async function moeDown(
+  gpu: Gpu,
+  args: MoeArgs & { x: Binding; down: Binding; out: Binding },
+): Promise<Dispatch> {
+  const c = common(gpu, args);
+  const x = argBinding(gpu, "x", args.x, c.T * c.topK * c.inter * 4);
+  const down = poolSlots(gpu, "down", args.down, c);
+  const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.hidden * 4);
+  argDisjoint("out", out, "x", x);
+  const slots = down.size / 4 / c.slotWords | 0;
+  const pipeline = await gpu.pipeline(MOE_DOWN, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
+  const params = new ParamWriter()
+    .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts).bytes();
+  return gpu.dispatch(
+    pipeline,
+    [gpu.uniform(params, "moe_down.params"), x, c.table, c.ids, out, down],
+    [Math.ceil(c.hidden / ROWS), c.T * c.topK],
+    "moe_down",
+  );
+}
+
+const dummies = new WeakMap<Gpu, GPUBuffer>();
+
+/**
+ * Builds `out[t, :] += sum_j weights[t, j] * y[t * topK + j, :] (+ sigmoid(shared.gate[t]) *
+ * shared.out[t, :])`: the routed experts' weighted sum (and Qwen2-MoE's gated shared expert) added
+ * into the residual stream `out` (f32 [T, H]).
+ */
+export async function moeCombine(
+  gpu: Gpu,
+  args: {
+    y: Binding;
+    weights: Binding;
+    out: Binding;
+    T: number;
+    topK: number;
+    hidden: number;
+    shared?: { out: Binding; gate: Binding };
+  },
+): Promise<Dispatch> {
+  argObject(args);
+  const T = argCount("T", args.T), topK = argCount("topK", args.topK, 1, 64);
+  const H = argCount("hidden", args.hidden);
+  const y = argBinding(gpu, "y", args.y, T * topK * H * 4);
+  const weights = argBinding(gpu, "weights", args.weights, T * topK * 4);
+  const out = argBinding(gpu, "out", args.out, T * H * 4);
+  argDisjoint("out", out, "y", y);
+  let sOut: Binding, sGate: Binding;
+  if (args.shared) {
+    sOut = argBinding(gpu, "shared.out", args.shared.out, T * H * 4);
+    sGate = argBinding(gpu, "shared.gate", args.shared.gate, T * 4);
+  } else {
+    let d = dummies.get(gpu);
+    if (!d) dummies.set(gpu, d = gpu.storage("other", 16, "moe_combine.dummy"));
+    sOut = sGate = d;
+  }
+  const pipeline = await gpu.pipeline(MOE_COMBINE, { WG });
+  const params = new ParamWriter().u32(T, topK, H, args.shared ? 1 : 0).bytes();
+  return gpu.dispatch(
+    pipeline,
+    [gpu.uniform(params, "moe_combine.params"), y, weights, out, sOut, sGate],
+    gpu.grid(Math.ceil((T * H) / WG)),
+    "moe_combine",
+  );
+}

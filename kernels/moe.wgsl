@@ -1,0 +1,126 @@
+// Mixture-of-experts GEMVs that read expert weights through a slot table. For each (token, choice)
+// pair p = t * topK + j, expert e = ids[p] lives in slot table[e] of a stacked pool
+// [slots, rows, K] (packed words, see dtype.wgsl; slot stride p.slotWords words). One workgroup
+// computes ROWS = WG / TPR output rows of one pair; TPR threads share a row and reduce.
+//   gate_up: out[p, r] = silu(Wgate[slot] . x[t])[r] * (Wup[slot] . x[t])[r]   (r < p.rows = inter)
+//   down:    out[p, r] = (Wdown[slot] . x[p])[r]                                (r < p.rows = hidden)
+// A pair whose expert has no slot (table[e] >= p.slots) writes NaN, so a missing upload shows.
+struct Params {
+  T: u32,
+  topK: u32,
+  K: u32,
+  rows: u32,
+  slotWords: u32,
+  slots: u32,
+  experts: u32,
+}
+
+override WG: u32 = 256u;
+override TPR: u32 = 32u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> table: array<u32>;
+@group(0) @binding(3) var<storage, read> ids: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> w0: array<u32>;
+@group(0) @binding(6) var<storage, read> w1: array<u32>;
+
+var<workgroup> red0: array<f32, WG>;
+var<workgroup> red1: array<f32, WG>;
+
+// Sums red0 (and red1) over each TPR-thread row segment; the total lands at the segment's lane 0.
+fn reduce_rows(lid: u32, lane: u32, both: bool) {
+  workgroupBarrier();
+  for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+    if (lane < s) {
+      red0[lid] += red0[lid + s];
+      if (both) {
+        red1[lid] += red1[lid + s];
+      }
+    }
+    workgroupBarrier();
+  }
+}
+
+fn slot_of(pair: u32) -> u32 {
+  let e = ids[pair];
+  if (e >= p.experts) {
+    return 0xffffffffu;
+  }
+  return table[e];
+}
+
+@compute @workgroup_size(WG)
+fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pair = wid.y;
+  let t = pair / p.topK;
+  let row = wid.x * (WG / TPR) + lid / TPR;
+  let lane = lid % TPR;
+  let slot = slot_of(pair);
+  let wpw = w_per_word();
+  let rowWords = p.K / wpw;
+  var ag = 0.0;
+  var au = 0.0;
+  if (row < p.rows && slot < p.slots) {
+    let base = slot * p.slotWords + row * rowWords;
+    let xb = t * p.K;
+    for (var j = lane; j < rowWords; j += TPR) {
+      let g = unpack_word(w0[base + j]);
+      let u = unpack_word(w1[base + j]);
+      if (WDTYPE == 0u) {
+        let xv = x[xb + j];
+        ag += g.x * xv;
+        au += u.x * xv;
+      } else {
+        let x0 = x[xb + 2u * j];
+        let x1 = x[xb + 2u * j + 1u];
+        ag += g.x * x0 + g.y * x1;
+        au += u.x * x0 + u.y * x1;
+      }
+    }
+  }
+  red0[lid] = ag;
+  red1[lid] = au;
+  reduce_rows(lid, lane, true);
+  if (lane == 0u && row < p.rows) {
+    let g = red0[lid];
+    var v = g / (1.0 + exp(-g)) * red1[lid];
+    if (slot >= p.slots) {
+      v = bitcast<f32>(0x7fc00000u);
+    }
+    out[pair * p.rows + row] = v;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pair = wid.y;
+  let row = wid.x * (WG / TPR) + lid / TPR;
+  let lane = lid % TPR;
+  let slot = slot_of(pair);
+  let wpw = w_per_word();
+  let rowWords = p.K / wpw;
+  var acc = 0.0;
+  if (row < p.rows && slot < p.slots) {
+    let base = slot * p.slotWords + row * rowWords;
+    let xb = pair * p.K;
+    for (var j = lane; j < rowWords; j += TPR) {
+      let w = unpack_word(w0[base + j]);
+      if (WDTYPE == 0u) {
+        acc += w.x * x[xb + j];
+      } else {
+        acc += w.x * x[xb + 2u * j] + w.y * x[xb + 2u * j + 1u];
+      }
+    }
+  }
+  red0[lid] = acc;
+  reduce_rows(lid, lane, false);
+  if (lane == 0u && row < p.rows) {
+    var v = red0[lid];
+    if (slot >= p.slots) {
+      v = bitcast<f32>(0x7fc00000u);
+    }
+    out[pair * p.rows + row] = v;
+  }
+}

@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { moeCombine, moeDown, moeGateUp } from "./moe.ts";
+import { moeCombineRef, moeDownRef, moeGateUpRef } from "./reference_moe.ts";
+import { assertClose, GPU_TEST, poisoned, randn, testGpu } from "./test_util.ts";
+import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+import type { Gpu } from "../runtime/gpu/device.ts";
+
+/** A pool of `slots` slots holding `experts` random experts at permuted slots. */
+function makePool(gpu: Gpu, E: number, slots: number, rows: number, cols: number, dtype: DType) {
+  const mats = Array.from({ length: E }, () => randn(rows * cols, 0.3));
+  const slotBytes = Math.ceil((rows * cols * DTYPE_BYTES[dtype]) / 256) * 256;
+  const buf = gpu.storage("experts", slotBytes * slots);
+  // expert e -> slot (slots - 1 - e): not the identity, so the table is really used.
+  const table = Uint32Array.from({ length: E }, (_, e) => slots - 1 - e);
+  mats.forEach((m, e) => gpu.write(buf, packWeights(m, dtype), table[e] * slotBytes));
+  return { mats, rounded: mats.map((m) => roundTo(m, dtype)), buf, table, slotWords: slotBytes / 4 };
+}
+
+for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
+  Deno.test({
+    name: `moe gate_up + down (${dtype}) match the reference through a permuted slot table`,
+    ...GPU_TEST,
+    fn: async () => {
+      const gpu = await testGpu();
+      for (const [T, topK, H, I, E] of [[1, 2, 64, 48, 4], [3, 2, 50, 42, 5], [5, 3, 34, 70, 6]]) {
+        const slots = E + 2;
+        const g = makePool(gpu, E, slots, I, H, dtype);
+        const u = makePool(gpu, E, slots, I, H, dtype);
+        const d = makePool(gpu, E, slots, H, I, dtype);
+        // Same permutation for all three pools (makePool uses one rule), so one table serves.
+        const table = gpu.storage("experts", g.table);
+        const ids = Uint32Array.from({ length: T * topK }, (_, p) => (p * 7 + 3) % E);
+        const idsBuf = gpu.storage("activations", ids);
+        const x = randn(T * H);
+        const xBuf = gpu.storage("activations", x);
+        const hBuf = poisoned(gpu, T * topK * I);
+        const yBuf = poisoned(gpu, T * topK * H);
+        const common = { table, ids: idsBuf, T, topK, hidden: H, inter: I, dtype };
+        gpu.submit([
+          await moeGateUp(gpu, {
+            ...common,
+            x: xBuf,
+            gate: g.buf,
+            up: u.buf,
+            out: hBuf,
+            slotWords: g.slotWords,
+          }),
+          await moeDown(gpu, { ...common, x: hBuf, down: d.buf, out: yBuf, slotWords: d.slotWords }),
+        ]);
+        const h = await gpu.readF32(hBuf, 0, T * topK * I);
+        const hRef = moeGateUpRef(x, g.rounded, u.rounded, ids, T, topK, H, I);
+        assertClose(h, hRef, 1e-5, `gate_up ${dtype} T=${T} H=${H} I=${I}`);
+        const y = await gpu.readF32(yBuf, 0, T * topK * H);
+        assertClose(y, moeDownRef(h, d.rounded, ids, T * topK, H, I), 1e-5, `down ${dtype}`);
+        if (dtype !== "f32") {
+          const hFull = moeGateUpRef(x, g.mats, u.mats, ids, T, topK, H, I);
+          assertClose(h, hFull, 1e-2, `gate_up ${dtype} vs f32 weights`);
+        }
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "moe kernels write NaN for an expert without a slot",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const [H, I, E] = [32, 16, 3];
+    const g = makePool(gpu, E, E, I, H, "f32");
+    const tableHost = g.table.slice();
+    tableHost[1] = 0xffffffff; // expert 1 not resident
+    const table = gpu.storage("experts", tableHost);
+    const ids = gpu.storage("activations", new Uint32Array([0, 1]));
+    const out = poisoned(gpu, 2 * I);
+    gpu.submit([
+      await moeGateUp(gpu, {
+        table,
+        ids,
+        T: 1,
+        topK: 2,
+        hidden: H,
+        inter: I,
+        dtype: "f32",
+        x: gpu.storage("activations", randn(H)),
+        gate: g.buf,
+        up: g.buf,
+        out,
+        slotWords: g.slotWords,
+      }),
+    ]);
+    const h = await gpu.readF32(out, 0, 2 * I);
+    assert.ok(h.subarray(0, I).every(Number.isFinite), "resident expert computed");
+    assert.ok(h.subarray(I).every(Number.isNaN), "missing expert flagged as NaN");
+  },
+});
+
+Deno.test({
+  name: "moe combine adds the weighted expert sum (and the gated shared expert) to the residual",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    for (const [T, topK, H, shared] of [[1, 2, 64, false], [4, 3, 33, true], [7, 1, 300, true]] as const) {
+      const y = randn(T * topK * H), w = randn(T * topK), res = randn(T * H);
+      const so = randn(T * H), sg = randn(T);
+      const out = gpu.storage("activations", res);
+      gpu.submit([
+        await moeCombine(gpu, {
+          y: gpu.storage("activations", y),
+          weights: gpu.storage("activations", w),
+          out,
+          T,
+          topK,
+          hidden: H,
+          shared: shared
+            ? { out: gpu.storage("activations", so), gate: gpu.storage("activations", sg) }
+            : undefined,
+        }),
+      ]);
+      const ref = moeCombineRef(y, w, res, T, topK, H, shared ? { out: so, gate: sg } : undefined);
+      assertClose(await gpu.readF32(out, 0, T * H), ref, 1e-6, `combine T=${T} shared=${shared}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "moe builders reject bad arguments",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const b = gpu.storage("activations", 1024);
+    const base = { table: b, ids: b, T: 1, topK: 2, hidden: 8, inter: 8, dtype: "f32" as DType };
+    await assert.rejects(
+      () => moeDown(gpu, { ...base, x: b, down: b, out: b, slotWords: 4 }),
+      (e) => e instanceof ArgumentError && e.argument === "slotWords",
+    );
+    await assert.rejects(
+      () => moeDown(gpu, { ...base, hidden: 7, dtype: "bf16", x: b, down: b, out: b, slotWords: 64 }),
+      (e) => e instanceof ArgumentError && e.argument === "hidden",
+    );
+    await assert.rejects(
+      () => moeCombine(gpu, { y: b, weights: b, out: b, T: 1, topK: 2, hidden: 8 }),
+      (e) => e instanceof ArgumentError && e.argument === "out",
+    );
+  },
+});

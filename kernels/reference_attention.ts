@@ -1,0 +1,191 @@
+/**
+ * CPU references (float64, plainest loops) of the attention, router and argmax kernels
+ * (`attention.ts`, `router.ts`, `argmax.ts`). Kernel tests compare the GPU against these.
+ *
+ * @example
+ * ```ts
+ * import { argmaxRef } from "./reference_attention.ts";
+ * console.log(argmaxRef(new Float32Array([1, 3, 3, 2]), 1, 4)); // Uint32Array [1]
+ * ```
+ * @module
+ */
+
+/** Shapes of a KV cache `[nKvHeads, maxSeq, headDim]` and of a batch of `T` tokens. */
+export interface KvShape {
+  /** Tokens in the batch. */
+  T: number;
+  /** Key/value heads. */
+  nKvHeads: number;
+  /** Head dimension. */
+  headDim: number;
+  /** Cache capacity in positions. */
+  maxSeq: number;
+}
+
+/**
+ * The caches after {@linkcode kvAppend}: copies of `kCache` and `vCache` (`[nKvHeads, maxSeq,
+ * headDim]`) with token t of `k`, `v` (`[T, nKvHeads, headDim]`) written at position `pos0 + t`;
+ * tokens at or beyond `maxSeq` are dropped.
+ *
+ * @example
+ * ```ts
+ * import { kvAppendRef } from "./reference_attention.ts";
+ * const s = { T: 1, nKvHeads: 1, headDim: 2, maxSeq: 2 };
+ * const r = kvAppendRef([0, 0, 0, 0], [0, 0, 0, 0], [1, 2], [3, 4], 1, s);
+ * console.log(r.kCache); // Float64Array [0, 0, 1, 2]
+ * ```
+ */
+export function kvAppendRef(
+  kCache: ArrayLike<number>,
+  vCache: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  pos0: number,
+  s: KvShape,
+): { kCache: Float64Array; vCache: Float64Array } {
+  const kc = Float64Array.from(kCache), vc = Float64Array.from(vCache);
+  for (let t = 0; t < s.T; t++) {
+    if (pos0 + t >= s.maxSeq) continue;
+    for (let g = 0; g < s.nKvHeads; g++) {
+      for (let d = 0; d < s.headDim; d++) {
+        const src = (t * s.nKvHeads + g) * s.headDim + d;
+        const dst = (g * s.maxSeq + pos0 + t) * s.headDim + d;
+        kc[dst] = k[src];
+        vc[dst] = v[src];
+      }
+    }
+  }
+  return { kCache: kc, vCache: vc };
+}
+
+/** Shapes and options of {@linkcode attentionRef} (as for the `attention` kernel). */
+export interface AttentionShape extends KvShape {
+  /** Query heads (a multiple of nKvHeads). */
+  nHeads: number;
+  /** Position of the batch's first token (used when causal). */
+  pos0: number;
+  /** Score scale. */
+  scale: number;
+  /** Causal: query t sees positions [0, pos0 + t]; otherwise [0, kvLen). */
+  causal: boolean;
+  /** Keys attended when not causal. */
+  kvLen?: number;
+  /** Optional additive bias `[nHeads, T, biasKeys]`. */
+  bias?: ArrayLike<number>;
+  /** The bias's last dimension. */
+  biasKeys?: number;
+}
+
+/**
+ * Attention of `q` (`[T, nHeads, headDim]`) over the caches (`[nKvHeads, maxSeq, headDim]`):
+ * `out[t, h] = sum_j softmax_j(scale * q[t, h] . k[g, j] + bias[h, t, j]) v[g, j]`, with
+ * `g = floor(h / (nHeads / nKvHeads))` and j over `[0, min(pos0 + t + 1, maxSeq))` (causal) or
+ * `[0, min(kvLen, maxSeq))`. Returns `[T, nHeads, headDim]`.
+ *
+ * @example
+ * ```ts
+ * import { attentionRef } from "./reference_attention.ts";
+ * const o = attentionRef([1], [0, 0], [5, 7], { T: 1, nHeads: 1, nKvHeads: 1, headDim: 1,
+ *   maxSeq: 2, pos0: 1, scale: 1, causal: true });
+ * console.log(o); // Float64Array [6]
+ * ```
+ */
+export function attentionRef(
+  q: ArrayLike<number>,
+  kCache: ArrayLike<number>,
+  vCache: ArrayLike<number>,
+  s: AttentionShape,
+): Float64Array {
+  const D = s.headDim;
+  const group = s.nHeads / s.nKvHeads;
+  const out = new Float64Array(s.T * s.nHeads * D);
+  for (let t = 0; t < s.T; t++) {
+    const n = Math.min(s.causal ? s.pos0 + t + 1 : s.kvLen!, s.maxSeq);
+    for (let h = 0; h < s.nHeads; h++) {
+      const g = Math.floor(h / group);
+      const scores = new Float64Array(n);
+      let max = -Infinity;
+      for (let j = 0; j < n; j++) {
+        let dot = 0;
+        for (let d = 0; d < D; d++) {
+          dot += q[(t * s.nHeads + h) * D + d] * kCache[(g * s.maxSeq + j) * D + d];
+        }
+        let sc = dot * s.scale;
+        if (s.bias && j < s.biasKeys!) sc += s.bias[(h * s.T + t) * s.biasKeys! + j];
+        scores[j] = sc;
+        max = Math.max(max, sc);
+      }
+      let sum = 0;
+      for (let j = 0; j < n; j++) {
+        scores[j] = Math.exp(scores[j] - max);
+        sum += scores[j];
+      }
+      for (let d = 0; d < D; d++) {
+        let acc = 0;
+        for (let j = 0; j < n; j++) acc += scores[j] * vCache[(g * s.maxSeq + j) * D + d];
+        out[(t * s.nHeads + h) * D + d] = acc / sum;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Router top-k over `T` rows of `E` logits: softmax over E, the k most probable experts (ties: lower
+ * index first; order: descending probability) and their probabilities, renormalised to sum 1 over
+ * the k when `renormalize`. Returns `ids` and `weights`, each `[T, k]`.
+ *
+ * @example
+ * ```ts
+ * import { routerTopKRef } from "./reference_attention.ts";
+ * const r = routerTopKRef([0, 2, 1], 1, 3, 2, true);
+ * console.log(r.ids); // Uint32Array [1, 2]
+ * ```
+ */
+export function routerTopKRef(
+  logits: ArrayLike<number>,
+  T: number,
+  E: number,
+  k: number,
+  renormalize: boolean,
+): { ids: Uint32Array; weights: Float64Array } {
+  const ids = new Uint32Array(T * k), weights = new Float64Array(T * k);
+  for (let t = 0; t < T; t++) {
+    const row = Array.from({ length: E }, (_, e) => logits[t * E + e]);
+    const max = Math.max(...row);
+    const ex = row.map((x) => Math.exp(x - max));
+    const sum = ex.reduce((a, b) => a + b, 0);
+    const order = row.map((_, e) => e).sort((a, b) => row[b] - row[a] || a - b);
+    const chosen = order.slice(0, k);
+    const chosenSum = chosen.reduce((a, e) => a + ex[e], 0);
+    chosen.forEach((e, i) => {
+      ids[t * k + i] = e;
+      weights[t * k + i] = ex[e] / (renormalize ? chosenSum : sum);
+    });
+  }
+  return { ids, weights };
+}
+
+/**
+ * Row-wise argmax of `x` (`[rows, cols]`): the index of the largest value of each row, the lowest
+ * such index on ties; a NaN counts as larger than any number (as in `torch.argmax`).
+ *
+ * @example
+ * ```ts
+ * import { argmaxRef } from "./reference_attention.ts";
+ * console.log(argmaxRef([0, 5, 5, NaN, 2, 1], 2, 3)); // Uint32Array [1, 0]
+ * ```
+ */
+export function argmaxRef(x: ArrayLike<number>, rows: number, cols: number): Uint32Array {
+  const out = new Uint32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let c = 1; c < cols; c++) {
+      const v = x[r * cols + c], b = x[r * cols + best];
+      if (Number.isNaN(b)) break;
+      if (Number.isNaN(v) || v > b) best = c;
+    }
+    out[r] = best;
+  }
+  return out;
+}

@@ -1,0 +1,125 @@
+// Rotary position embedding, in place on f32 x. Token t (< p.T), head h (< p.heads) starts at element
+// p.offset + t * p.stride + h * p.head_stride; its first rotary_dim = 2 * p.half dims are rotated,
+// pair i (< p.half) by the angle fround(f32(pos[0] + t) * inv_freq[i]) (HF's f32 arithmetic):
+//   (x1, x2) <- (x1 cos - x2 sin, x2 cos + x1 sin)
+// with (x1, x2) = dims (i, i + half) for NEOX (HF rotate_half) or (2i, 2i + 1) otherwise (GPT-J
+// rotate_every_two). One thread per (token, head, pair), 2-D grid of workgroups.
+//
+// cos and sin are computed here rather than with WGSL's cos/sin, whose accuracy is only specified on
+// [-pi, pi] (angles reach pos * 1 rad): exact reduction by pi/2 with a 96-bit 2/pi in integer
+// arithmetic (Payne-Hanek style), then f32 minimax polynomials on [-pi/4, pi/4]; absolute error
+// ~1e-7 for every angle below 2^60.
+struct Params {
+  T: u32,
+  heads: u32,
+  half: u32,
+  stride: u32,
+  head_stride: u32,
+  offset: u32,
+}
+
+override WG: u32 = 256u;
+// 1: pairs (i, i + half) (GPT-NeoX / Llama / HF rotate_half); 0: pairs (2i, 2i + 1) (GPT-J).
+override NEOX: bool = true;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(2) var<storage, read> pos: array<u32>;
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+
+// The 64-bit product a * b as (low, high) words.
+fn mul_wide(a: u32, b: u32) -> vec2<u32> {
+  let al = a & 0xffffu;
+  let ah = a >> 16u;
+  let bl = b & 0xffffu;
+  let bh = b >> 16u;
+  let ll = al * bl;
+  let lh = al * bh;
+  let hl = ah * bl;
+  let hh = ah * bh;
+  let mid = lh + hl;
+  let mid_carry = select(0u, 0x10000u, mid < lh);
+  let lo = ll + (mid << 16u);
+  let lo_carry = select(0u, 1u, lo < ll);
+  return vec2<u32>(lo, hh + (mid >> 16u) + mid_carry + lo_carry);
+}
+
+// (cos a, sin a) for a finite f32 angle a.
+fn cos_sin(a: f32) -> vec2<f32> {
+  let bits = bitcast<u32>(a) & 0x7fffffffu;
+  var r = abs(a);
+  var q = 0u;
+  if (bits >= 0x3f000000u) {
+    // |a| = m * 2^e with a 24-bit integer m. Quarter turns |a| * 2/pi = m * W * 2^(e - 96) with
+    // W = floor(2/pi * 2^96) (3 words); the 32 bits of the product at bit 66 - e are the quarter
+    // turns mod 4 with 30 fraction bits.
+    let m = (bits & 0x7fffffu) | 0x800000u;
+    let e = i32(bits >> 23u) - 150;
+    let a0 = mul_wide(m, 0xfc2757d1u);
+    let b0 = mul_wide(m, 0x4e441529u);
+    let c0 = mul_wide(m, 0xa2f9836eu);
+    let p1 = a0.y + b0.x;
+    let k1 = select(0u, 1u, p1 < a0.y);
+    let t = b0.y + c0.x;
+    let k2 = select(0u, 1u, t < b0.y);
+    let p2 = t + k1;
+    let k3 = select(0u, 1u, p2 < t);
+    let p3 = c0.y + k2 + k3;
+    let words = array<u32, 5>(a0.x, p1, p2, p3, 0u);
+    let b = u32(clamp(66 - e, 0, 127));
+    let wi = b >> 5u;
+    let sh = b & 31u;
+    let lo = words[wi] >> sh;
+    let hi = select(words[min(wi + 1u, 4u)] << (32u - sh), 0u, sh == 0u);
+    let w = lo | hi;
+    q = ((w + 0x20000000u) >> 30u) & 3u;
+    // The remainder in [-1/2, 1/2) quarter turns, times pi/2 * 2^-30.
+    r = f32(bitcast<i32>(w - (q << 30u))) * 1.4629180792671596e-9;
+  }
+  let z = r * r;
+  let s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
+  let c = 1.0 - 0.5 * z +
+    z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
+  var cs: vec2<f32>;
+  switch q {
+    case 0u: {
+      cs = vec2<f32>(c, s);
+    }
+    case 1u: {
+      cs = vec2<f32>(-s, c);
+    }
+    case 2u: {
+      cs = vec2<f32>(-c, -s);
+    }
+    default: {
+      cs = vec2<f32>(s, -c);
+    }
+  }
+  return vec2<f32>(cs.x, select(cs.y, -cs.y, a < 0.0));
+}
+
+@compute @workgroup_size(WG)
+fn rope(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let idx = (wid.x + wid.y * nwg.x) * WG + lid;
+  let pairs = p.heads * p.half;
+  if (idx >= p.T * pairs) {
+    return;
+  }
+  let t = idx / pairs;
+  let rem = idx - t * pairs;
+  let h = rem / p.half;
+  let i = rem - h * p.half;
+  let base = p.offset + t * p.stride + h * p.head_stride;
+  let i1 = select(base + 2u * i, base + i, NEOX);
+  let i2 = select(i1 + 1u, i1 + p.half, NEOX);
+  let angle = f32(pos[0] + t) * inv_freq[i];
+  let cs = cos_sin(angle);
+  let x1 = x[i1];
+  let x2 = x[i2];
+  x[i1] = x1 * cs.x - x2 * cs.y;
+  x[i2] = x2 * cs.x + x1 * cs.y;
+}

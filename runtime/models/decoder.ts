@@ -1,0 +1,273 @@
+/**
+ * The forward pass of the Llama-style MoE decoders: Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE. They
+ * share one structure (pre-norm attention with RoPE and grouped-query heads, then a pre-norm SwiGLU
+ * feed-forward that is either dense or a top-k mixture of experts); their differences are the
+ * marked quirks below, driven by the parsed config:
+ *
+ * - Qwen2-MoE: bias on q/k/v; a shared expert gated by sigmoid(w . h) beside the routed experts;
+ *   some layers dense (`decoder_sparse_step`, `mlp_only_layers`).
+ * - Qwen3-MoE: RMSNorm of q and k per head before RoPE; dense layers as Qwen2-MoE.
+ * - OLMoE: RMSNorm of q and k over the whole projection before RoPE; top-k weights not renormalised.
+ * - Mixtral: none (top-k weights renormalised).
+ *
+ * The pass is built as a plan: per layer an attention segment and a feed-forward segment split at
+ * the router, so the layered executor can run routing, expert uploads and expert compute as it
+ * needs (everything in one submit when experts are resident). Building a plan allocates uniform
+ * buffers once; replaying it allocates nothing.
+ *
+ * @example
+ * ```ts ignore
+ * const plan = await buildForward(gpu, cfg, weights, state, { T: ids.length, logits: "all" });
+ * gpu.submit(flattenPlan(plan));
+ * ```
+ * @module
+ */
+import type { Gpu, Step } from "../gpu/device.ts";
+import { linear } from "../../kernels/linear.ts";
+import { rmsnorm } from "../../kernels/norm.ts";
+import { rope } from "../../kernels/rope.ts";
+import { attention, kvAppend } from "../../kernels/attention.ts";
+import { embed } from "../../kernels/embedding.ts";
+import { gatedActivation } from "../../kernels/activation.ts";
+import { addBias } from "../../kernels/elementwise.ts";
+import { routerTopK } from "../../kernels/router.ts";
+import { moeCombine, moeDown, moeGateUp } from "../../kernels/moe.ts";
+import type { ModelConfig, MoeFfn } from "./config.ts";
+import type { ExpertPool, GpuMatrix, GpuMlp, ModelWeights } from "./weights.ts";
+import type { RunState } from "./state.ts";
+
+/** The steps of one MoE feed-forward block, split where routing becomes known. */
+export interface MoePlan {
+  /** Post-attention norm, router logits and top-k (writes state.topIds / topWeights). */
+  readonly route: Step[];
+  /** Expert compute through the pool's slot table, shared expert, combine into the residual. */
+  readonly experts: Step[];
+  /** The layer's config. */
+  readonly ffn: MoeFfn;
+}
+
+/** The plan of one decoder layer. */
+export interface LayerPlan {
+  /** Attention block, ending with the residual add. */
+  readonly attention: Step[];
+  /** Dense feed-forward block (one segment), or the MoE block's two segments. */
+  readonly ffn: { readonly kind: "dense"; readonly steps: Step[] } | ({ kind: "moe" } & MoePlan);
+}
+
+/** A forward pass over T tokens. */
+export interface ForwardPlan {
+  readonly T: number;
+  /** Embedding lookup of state.ids into state.x. */
+  readonly embed: Step[];
+  readonly layers: readonly LayerPlan[];
+  /** Final norm and LM head into state.logits (all T rows, or the last row only). */
+  readonly head: Step[];
+}
+
+/** Options of {@linkcode buildForward}. */
+export interface ForwardOptions {
+  /** Tokens in the pass (1 <= T <= state.maxT). */
+  T: number;
+  /** `all`: logits for every position (state.logitRows >= T); `last`: the last position only. */
+  logits: "all" | "last";
+  /**
+   * The expert pool each MoE layer's kernels read (default: the layer's resident pool). The
+   * offloading engine passes its slot pools here.
+   */
+  pool?: (layer: number) => ExpertPool;
+}
+
+/** All steps of a plan in execution order. */
+export function flattenPlan(plan: ForwardPlan): Step[] {
+  const out: Step[] = [...plan.embed];
+  for (const l of plan.layers) {
+    out.push(...l.attention);
+    if (l.ffn.kind === "dense") out.push(...l.ffn.steps);
+    else out.push(...l.ffn.route, ...l.ffn.experts);
+  }
+  out.push(...plan.head);
+  return out;
+}
+
+/** Builds the forward plan of `cfg` over `opts.T` tokens at positions state.pos[0]... */
+export async function buildForward(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  w: ModelWeights,
+  s: RunState,
+  opts: ForwardOptions,
+): Promise<ForwardPlan> {
+  const T = opts.T;
+  const H = cfg.hidden, D = cfg.headDim;
+  const Q = cfg.heads * D, KV = cfg.kvHeads * D;
+  const lin = (x: GPUBuffer, m: GpuMatrix, y: GPUBuffer, accumulate = false, rows = T) =>
+    linear(gpu, { x, w: m.buffer, y, T: rows, K: m.cols, N: m.rows, dtype: m.dtype, accumulate });
+  const norm = (x: GPUBuffer, weight: GPUBuffer, out: GPUBuffer, rows: number, dim: number) =>
+    rmsnorm(gpu, { x, weight, out, rows, dim, eps: cfg.rmsEps });
+
+  /** SwiGLU MLP of h into `out` (accumulating when `accumulate`). */
+  const mlp = async (m: GpuMlp, out: GPUBuffer, accumulate: boolean): Promise<Step[]> => [
+    await lin(s.h, m.gate, s.mlpGate),
+    await lin(s.h, m.up, s.mlpUp),
+    await gatedActivation(gpu, {
+      gate: s.mlpGate,
+      up: s.mlpUp,
+      out: s.mlpAct,
+      n: T * m.gate.rows,
+      kind: "silu",
+    }),
+    await lin(s.mlpAct, m.down, out, accumulate),
+  ];
+
+  const embedSteps: Step[] = [
+    await embed(gpu, {
+      table: w.embed.buffer,
+      ids: s.ids,
+      out: s.x,
+      T,
+      dim: H,
+      dtype: w.embed.dtype,
+      vocab: cfg.vocabSize,
+    }),
+  ];
+
+  const layers: LayerPlan[] = [];
+  for (let i = 0; i < cfg.layers.length; i++) {
+    const lw = w.layers[i];
+    // ---- attention: x += o_proj(attn(rope(q), rope(k), v)) over norm(x)
+    const att: Step[] = [
+      await norm(s.x, lw.inputNorm, s.h, T, H),
+      await lin(s.h, lw.q, s.q),
+      await lin(s.h, lw.k, s.k),
+      await lin(s.h, lw.v, s.v),
+    ];
+    if (lw.bias) { // Qwen2-MoE
+      att.push(
+        await addBias(gpu, { x: s.q, bias: lw.bias.q, rows: T, n: Q }),
+        await addBias(gpu, { x: s.k, bias: lw.bias.k, rows: T, n: KV }),
+        await addBias(gpu, { x: s.v, bias: lw.bias.v, rows: T, n: KV }),
+      );
+    }
+    if (lw.qkNorm && cfg.qkNorm === "head") { // Qwen3-MoE: per head
+      att.push(
+        await norm(s.q, lw.qkNorm.q, s.q, T * cfg.heads, D),
+        await norm(s.k, lw.qkNorm.k, s.k, T * cfg.kvHeads, D),
+      );
+    } else if (lw.qkNorm) { // OLMoE: whole projection
+      att.push(await norm(s.q, lw.qkNorm.q, s.q, T, Q), await norm(s.k, lw.qkNorm.k, s.k, T, KV));
+    }
+    const ropeArgs = { pos: s.pos, T, headDim: D, rotaryDim: cfg.rotaryDim, theta: cfg.ropeTheta };
+    att.push(
+      await rope(gpu, { x: s.q, heads: cfg.heads, ...ropeArgs }),
+      await rope(gpu, { x: s.k, heads: cfg.kvHeads, ...ropeArgs }),
+      await kvAppend(gpu, {
+        k: s.k,
+        v: s.v,
+        kCache: s.kCache[i],
+        vCache: s.vCache[i],
+        pos: s.pos,
+        T,
+        nKvHeads: cfg.kvHeads,
+        headDim: D,
+        maxSeq: s.maxSeq,
+      }),
+      await attention(gpu, {
+        q: s.q,
+        kCache: s.kCache[i],
+        vCache: s.vCache[i],
+        out: s.attn,
+        pos: s.pos,
+        T,
+        nHeads: cfg.heads,
+        nKvHeads: cfg.kvHeads,
+        headDim: D,
+        maxSeq: s.maxSeq,
+        scale: 1 / Math.sqrt(D),
+        causal: true,
+      }),
+      await lin(s.attn, lw.o, s.x, true),
+    );
+
+    // ---- feed-forward: x += ffn(norm(x))
+    let ffn: LayerPlan["ffn"];
+    const f = lw.ffn, fc = cfg.layers[i].ffn;
+    if (f.kind === "dense") {
+      ffn = { kind: "dense", steps: [await norm(s.x, lw.postNorm, s.h, T, H), ...await mlp(f, s.x, true)] };
+    } else {
+      if (fc.kind !== "moe") throw new Error("unreachable: weights and config disagree");
+      const pool = opts.pool?.(i) ?? f.pool;
+      if (!pool) throw new Error(`layer ${i}: no expert pool (experts are not resident)`);
+      const route: Step[] = [
+        await norm(s.x, lw.postNorm, s.h, T, H),
+        await lin(s.h, f.router, s.routerLogits),
+        await routerTopK(gpu, {
+          logits: s.routerLogits,
+          ids: s.topIds,
+          weights: s.topWeights,
+          T,
+          E: fc.experts,
+          k: fc.topK,
+          renormalize: fc.renormalize,
+        }),
+      ];
+      const moeArgs = {
+        table: pool.table,
+        ids: s.topIds,
+        T,
+        topK: fc.topK,
+        hidden: H,
+        inter: fc.inter,
+        dtype: pool.dtype,
+      };
+      const experts: Step[] = [
+        await moeGateUp(gpu, {
+          ...moeArgs,
+          x: s.h,
+          gate: pool.gate,
+          up: pool.up,
+          out: s.moeH,
+          slotWords: pool.bytes.gateUp / 4,
+        }),
+        await moeDown(gpu, {
+          ...moeArgs,
+          x: s.moeH,
+          down: pool.down,
+          out: s.moeY,
+          slotWords: pool.bytes.down / 4,
+        }),
+      ];
+      if (f.shared) { // Qwen2-MoE: shared expert, gated by sigmoid(w . h)
+        experts.push(
+          ...await mlp(f.shared, s.sharedOut, false),
+          await lin(s.h, f.shared.gateWeight, s.sharedGate),
+        );
+      }
+      experts.push(
+        await moeCombine(gpu, {
+          y: s.moeY,
+          weights: s.topWeights,
+          out: s.x,
+          T,
+          topK: fc.topK,
+          hidden: H,
+          shared: f.shared ? { out: s.sharedOut, gate: s.sharedGate } : undefined,
+        }),
+      );
+      ffn = { kind: "moe", route, experts, ffn: fc };
+    }
+    layers.push({ attention: att, ffn });
+  }
+
+  // ---- head: logits = lm_head(norm(x)) for every row, or for the last row only
+  const head: Step[] = [];
+  if (opts.logits === "all") {
+    head.push(await norm(s.x, w.finalNorm, s.h, T, H), await lin(s.h, w.lmHead, s.logits));
+  } else {
+    head.push(
+      { src: s.x, srcOffset: (T - 1) * H * 4, dst: s.last, dstOffset: 0, size: H * 4 },
+      await norm(s.last, w.finalNorm, s.h, 1, H),
+      await lin(s.h, w.lmHead, s.logits, false, 1),
+    );
+  }
+  return { T, embed: embedSteps, layers, head };
+}

@@ -1,0 +1,679 @@
+/**
+ * Checkpoint inspection: what a Hugging Face MoE checkpoint holds, checked against what its
+ * `config.json` says it must hold.
+ *
+ * {@linkcode expectedTensors} lists every tensor a configuration needs (names from `names.ts`, shapes
+ * from the config, in Hugging Face `state_dict` order); {@linkcode inspectModel} opens a checkpoint
+ * directory (headers only, no weight data is read), validates that every expected tensor is present
+ * with the expected shape and a supported dtype (a {@linkcode WeightFileError} naming the tensor
+ * otherwise), and reports parameter counts (total, dense, routed experts, active per token), the
+ * bytes of one expert, a dtype histogram, the files and their sizes, and warnings (e.g. tensors the
+ * model does not use). {@linkcode formatInspect} renders the report as text.
+ *
+ * @example
+ * ```ts
+ * import { formatInspect, inspectModel } from "./inspect.ts";
+ * const report = await inspectModel("tests/fixtures/hf/mixtral");
+ * console.log(report.params.total, report.layers); // 440256 ["moe", "moe", "moe"]
+ * console.log(formatInspect(report));
+ * ```
+ * @module
+ */
+import { WeightFileError } from "../errors.ts";
+import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
+import { INDEX_FILE_NAME, openCheckpoint } from "../weights/safetensors.ts";
+import { type Arch, loadConfig, type ModelConfig } from "./config.ts";
+import { layerNames, type MlpNames, modelNames } from "./names.ts";
+
+/**
+ * What a tensor is for. `expert` is a routed expert's projection (the only streamed weights); every
+ * other role is "dense" (always resident, used by every token).
+ */
+export type TensorRole =
+  | "embed"
+  | "lm_head"
+  | "norm"
+  | "attn"
+  | "attn_bias"
+  | "qk_norm"
+  | "mlp"
+  | "router"
+  | "shared_expert"
+  | "shared_gate"
+  | "expert";
+
+/**
+ * One tensor a configuration needs.
+ *
+ * @example
+ * ```ts
+ * import type { ExpectedTensor } from "./inspect.ts";
+ * const t: ExpectedTensor = {
+ *   name: "model.norm.weight", shape: [64], role: "norm", layer: null, expert: null,
+ * };
+ * console.log(t.shape);
+ * ```
+ */
+export interface ExpectedTensor {
+  /** The checkpoint name (from `names.ts`). */
+  readonly name: string;
+  /** The shape the model needs (`[out, in]` for matrices, as PyTorch stores `nn.Linear`). */
+  readonly shape: readonly number[];
+  /** What it is for. */
+  readonly role: TensorRole;
+  /** The decoder layer, or `null` for model-level tensors. */
+  readonly layer: number | null;
+  /** The routed expert, for role `expert`; otherwise `null`. */
+  readonly expert: number | null;
+}
+
+function mlpTensors(
+  n: MlpNames,
+  inter: number,
+  hidden: number,
+  role: TensorRole,
+  layer: number,
+  expert: number | null = null,
+): ExpectedTensor[] {
+  return [
+    { name: n.gate, shape: [inter, hidden], role, layer, expert },
+    { name: n.up, shape: [inter, hidden], role, layer, expert },
+    { name: n.down, shape: [hidden, inter], role, layer, expert },
+  ];
+}
+
+/**
+ * Every tensor the model described by `cfg` needs, each once (a tied LM head is the embedding), in
+ * Hugging Face `state_dict` order with each layer's routed experts last and each expert's gate, up
+ * and down projections together: the embedding; per layer the input norm, q/k/v (+ biases), o,
+ * q/k norms, the post-attention norm, then the dense MLP, or the router, shared expert and experts
+ * 0..E-1; the final norm; the LM head.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * import { expectedTensors } from "./inspect.ts";
+ * const cfg = parseConfig({
+ *   model_type: "olmoe", vocab_size: 256, hidden_size: 64, intermediate_size: 80,
+ *   num_hidden_layers: 2, num_attention_heads: 4, num_experts: 8, num_experts_per_tok: 2,
+ * });
+ * const ts = expectedTensors(cfg);
+ * console.log(ts.length, ts.filter((t) => t.role === "expert").length); // 71 48
+ * ```
+ */
+export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
+  const h = cfg.hidden;
+  const qDim = cfg.heads * cfg.headDim;
+  const kvDim = cfg.kvHeads * cfg.headDim;
+  const m = modelNames(cfg);
+  const out: ExpectedTensor[] = [
+    { name: m.embed, shape: [cfg.vocabSize, h], role: "embed", layer: null, expert: null },
+  ];
+  for (let i = 0; i < cfg.layers.length; i++) {
+    const n = layerNames(cfg, i);
+    const t = (name: string, shape: number[], role: TensorRole): ExpectedTensor => ({
+      name,
+      shape,
+      role,
+      layer: i,
+      expert: null,
+    });
+    out.push(t(n.inputNorm, [h], "norm"));
+    out.push(t(n.q, [qDim, h], "attn"));
+    if (n.bias) out.push(t(n.bias.q, [qDim], "attn_bias"));
+    out.push(t(n.k, [kvDim, h], "attn"));
+    if (n.bias) out.push(t(n.bias.k, [kvDim], "attn_bias"));
+    out.push(t(n.v, [kvDim, h], "attn"));
+    if (n.bias) out.push(t(n.bias.v, [kvDim], "attn_bias"));
+    out.push(t(n.o, [h, qDim], "attn"));
+    if (n.qkNorm) {
+      const full = cfg.qkNorm === "full";
+      out.push(t(n.qkNorm.q, [full ? qDim : cfg.headDim], "qk_norm"));
+      out.push(t(n.qkNorm.k, [full ? kvDim : cfg.headDim], "qk_norm"));
+    }
+    out.push(t(n.postNorm, [h], "norm"));
+    const ffn = cfg.layers[i].ffn;
+    const nf = n.ffn;
+    if (nf.kind === "dense") {
+      out.push(...mlpTensors(nf, ffn.inter, h, "mlp", i));
+    } else if (ffn.kind === "moe") {
+      out.push(t(nf.router, [ffn.experts, h], "router"));
+      if (nf.shared) {
+        out.push(...mlpTensors(nf.shared, ffn.sharedInter, h, "shared_expert", i));
+        out.push(t(nf.shared.gateWeight, [1, h], "shared_gate"));
+      }
+      for (let e = 0; e < ffn.experts; e++) {
+        out.push(...mlpTensors(nf.expert(e), ffn.inter, h, "expert", i, e));
+      }
+    }
+  }
+  out.push({ name: m.finalNorm, shape: [h], role: "norm", layer: null, expert: null });
+  if (m.lmHead !== m.embed) {
+    out.push({
+      name: m.lmHead,
+      shape: [cfg.vocabSize, h],
+      role: "lm_head",
+      layer: null,
+      expert: null,
+    });
+  }
+  return out;
+}
+
+/**
+ * Parameter counts of a configuration (from its shapes alone): `total` (a tied embedding counted
+ * once), `experts` (routed experts only), `dense` (everything else: embeddings, attention, norms,
+ * routers, dense MLPs, shared experts), `embedding` (embedding + untied LM head, part of `dense`),
+ * `activePerToken` (`dense` + `topK` routed experts per MoE layer, the usual "active parameters",
+ * embeddings included) and `perExpert` (one expert's three projections in the first MoE layer; 0
+ * without MoE layers).
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * import { countParams } from "./inspect.ts";
+ * const p = countParams(parseConfig({
+ *   model_type: "mixtral", vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336,
+ *   num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8,
+ *   num_local_experts: 8, num_experts_per_tok: 2,
+ * }));
+ * console.log((p.total / 1e9).toFixed(1), (p.activePerToken / 1e9).toFixed(1)); // 46.7 12.9
+ * ```
+ */
+export function countParams(cfg: ModelConfig): ParamCounts {
+  let total = 0;
+  let experts = 0;
+  let embedding = 0;
+  for (const t of expectedTensors(cfg)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    total += n;
+    if (t.role === "expert") experts += n;
+    if (t.role === "embed" || t.role === "lm_head") embedding += n;
+  }
+  let active = total - experts;
+  let perExpert = 0;
+  for (const l of cfg.layers) {
+    if (l.ffn.kind !== "moe") continue;
+    const one = 3 * l.ffn.inter * cfg.hidden;
+    if (perExpert === 0) perExpert = one;
+    active += l.ffn.topK * one;
+  }
+  return { total, dense: total - experts, experts, embedding, activePerToken: active, perExpert };
+}
+
+/**
+ * Parameter counts; see {@linkcode countParams}.
+ *
+ * @example
+ * ```ts
+ * import type { ParamCounts } from "./inspect.ts";
+ * const p: ParamCounts = {
+ *   total: 10, dense: 4, experts: 6, embedding: 2, activePerToken: 7, perExpert: 3,
+ * };
+ * console.log(p.total === p.dense + p.experts); // true
+ * ```
+ */
+export interface ParamCounts {
+  /** All parameters (a tied embedding once). */
+  total: number;
+  /** Everything but the routed experts. */
+  dense: number;
+  /** The routed experts. */
+  experts: number;
+  /** Embedding and untied LM head (included in `dense`). */
+  embedding: number;
+  /** `dense` plus `topK` experts in every MoE layer. */
+  activePerToken: number;
+  /** One routed expert (gate + up + down) of the first MoE layer; 0 without MoE layers. */
+  perExpert: number;
+}
+
+/**
+ * The configuration at a glance (from the parsed {@linkcode ModelConfig}).
+ *
+ * @example
+ * ```ts
+ * import { inspectModel } from "./inspect.ts";
+ * const r = await inspectModel("tests/fixtures/hf/qwen3_moe");
+ * console.log(r.config.headDim, r.config.tieEmbeddings); // 32 true
+ * ```
+ */
+export interface ConfigSummary {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  /** Routed experts per MoE layer (0 without MoE layers). */
+  experts: number;
+  /** Experts chosen per token (0 without MoE layers). */
+  topK: number;
+  /** Intermediate size of one routed expert (0 without MoE layers). */
+  expertInter: number;
+  /** Intermediate size of the dense MLP layers (0 when every layer is MoE). */
+  denseInter: number;
+  /** Intermediate size of the shared expert (0 when absent). */
+  sharedInter: number;
+  /** Whether the chosen experts' weights are renormalised to sum to 1. */
+  renormalize: boolean;
+  tieEmbeddings: boolean;
+  ropeTheta: number;
+  rmsEps: number;
+  qkvBias: boolean;
+  qkNorm: ModelConfig["qkNorm"];
+  clipQkv: number;
+  maxPositions: number;
+}
+
+/**
+ * A file of the checkpoint and its size.
+ *
+ * @example
+ * ```ts
+ * import type { CheckpointFile } from "./inspect.ts";
+ * const f: CheckpointFile = { name: "config.json", path: "m/config.json", bytes: 800 };
+ * console.log(f.bytes);
+ * ```
+ */
+export interface CheckpointFile {
+  /** The file name within the directory. */
+  name: string;
+  /** Its path. */
+  path: string;
+  /** Its size in bytes. */
+  bytes: number;
+}
+
+/**
+ * Tensors, parameters and bytes stored in one dtype.
+ *
+ * @example
+ * ```ts
+ * import type { DTypeCount } from "./inspect.ts";
+ * const d: DTypeCount = { tensors: 3, params: 96, bytes: 192 };
+ * console.log(d.bytes / d.params); // 2
+ * ```
+ */
+export interface DTypeCount {
+  tensors: number;
+  params: number;
+  bytes: number;
+}
+
+/**
+ * The bytes of the routed experts as stored.
+ *
+ * @example
+ * ```ts
+ * import { inspectModel } from "./inspect.ts";
+ * const r = await inspectModel("tests/fixtures/hf/olmoe");
+ * console.log(r.expertBytes?.perExpert, r.expertBytes?.dtype); // 61440 F32
+ * ```
+ */
+export interface ExpertBytes {
+  /** Bytes of one expert (gate + up + down) of the first MoE layer, as stored. */
+  perExpert: number;
+  /** The stored dtype of the experts (`F32`, `BF16`, ...), or `mixed`. */
+  dtype: string;
+  /** What one expert would take in each compute dtype. */
+  byDType: Record<DType, number>;
+  /** Bytes of all routed experts of all layers, as stored. */
+  total: number;
+  /** Number of routed experts in the whole model (experts x MoE layers). */
+  count: number;
+}
+
+/**
+ * What {@linkcode inspectModel} found.
+ *
+ * @example
+ * ```ts
+ * import { inspectModel } from "./inspect.ts";
+ * const r = await inspectModel("tests/fixtures/hf/qwen2_moe");
+ * console.log(r.arch, r.layers, r.tensors, r.warnings); // qwen2_moe ["dense","moe","dense","moe"] 102 []
+ * ```
+ */
+export interface InspectReport {
+  /** The checkpoint directory. */
+  dir: string;
+  /** The architecture. */
+  arch: Arch;
+  /** The parsed configuration. */
+  config: ConfigSummary;
+  /** The kind of each decoder layer's feed-forward block. */
+  layers: ("dense" | "moe")[];
+  /** Parameter counts (from the config; the tensors were checked to match). */
+  params: ParamCounts;
+  /** Routed expert sizes as stored, or `null` without MoE layers. */
+  expertBytes: ExpertBytes | null;
+  /** Stored dtype (`F32`, `BF16`, ...) -> tensors, parameters and bytes, over all stored tensors. */
+  dtypes: Record<string, DTypeCount>;
+  /** config.json, generation_config.json, the index and the safetensors files that exist. */
+  files: CheckpointFile[];
+  /** The sum of the sizes of {@linkcode InspectReport.files}. */
+  checkpointBytes: number;
+  /** Bytes of tensor data over all stored tensors. */
+  tensorBytes: number;
+  /** Number of tensors stored in the safetensors files. */
+  tensors: number;
+  /** Number of tensors the model needs. */
+  expectedTensors: number;
+  /** Tensors stored but not used by the model. */
+  unusedTensors: string[];
+  /** Human-readable warnings (unused tensors, mixed dtypes, ...). */
+  warnings: string[];
+}
+
+/** Options of {@linkcode inspectModel}. */
+export interface InspectOptions {
+  /** How many unused tensor names to list in the warning (default 5; all are in `unusedTensors`). */
+  maxListed?: number;
+}
+
+function shapeText(s: readonly number[]): string {
+  return `[${s.join(", ")}]`;
+}
+
+function summarize(cfg: ModelConfig): ConfigSummary {
+  const moe = cfg.layers.find((l) => l.ffn.kind === "moe")?.ffn;
+  const dense = cfg.layers.find((l) => l.ffn.kind === "dense")?.ffn;
+  return {
+    hidden: cfg.hidden,
+    layers: cfg.layers.length,
+    heads: cfg.heads,
+    kvHeads: cfg.kvHeads,
+    headDim: cfg.headDim,
+    vocabSize: cfg.vocabSize,
+    experts: moe?.kind === "moe" ? moe.experts : 0,
+    topK: moe?.kind === "moe" ? moe.topK : 0,
+    expertInter: moe?.inter ?? 0,
+    denseInter: dense?.inter ?? 0,
+    sharedInter: moe?.kind === "moe" ? moe.sharedInter : 0,
+    renormalize: moe?.kind === "moe" ? moe.renormalize : false,
+    tieEmbeddings: cfg.tieEmbeddings,
+    ropeTheta: cfg.ropeTheta,
+    rmsEps: cfg.rmsEps,
+    qkvBias: cfg.qkvBias,
+    qkNorm: cfg.qkNorm,
+    clipQkv: cfg.clipQkv,
+    maxPositions: cfg.maxPositions,
+  };
+}
+
+function sizeOf(path: string): number | null {
+  try {
+    const st = Deno.statSync(path);
+    return st.isFile ? st.size : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Inspects a checkpoint directory: parses `config.json`, opens the safetensors files (headers only:
+ * read mode, no FFI needed, no weight data read), checks that every tensor the model needs (see
+ * {@linkcode expectedTensors}) exists with the expected shape and an F32/F16/BF16 dtype, and reports
+ * what it found. Tensors the model does not use are listed in `unusedTensors` and warned about.
+ *
+ * @throws {ConfigError} when config.json is missing, unreadable or unsupported.
+ * @throws {WeightFileError} naming the tensor when a tensor is missing (the message counts and lists
+ *   the missing ones), has the wrong shape (expected vs found) or an unsupported dtype, or when the
+ *   safetensors files are malformed.
+ *
+ * @example
+ * ```ts
+ * import { inspectModel } from "./inspect.ts";
+ * const r = await inspectModel("tests/fixtures/hf/mixtral");
+ * console.log(r.params.experts, r.params.activePerToken, r.checkpointBytes); // 368640 132096 1773058
+ * ```
+ */
+export async function inspectModel(dir: string, opts: InspectOptions = {}): Promise<InspectReport> {
+  const cfg = await loadConfig(dir);
+  const store = openCheckpoint(dir, { mode: "read" });
+  try {
+    const label = store.files.length > 1 || sizeOf(`${dir}/${INDEX_FILE_NAME}`) !== null
+      ? `${dir}/${INDEX_FILE_NAME}`
+      : store.files[0];
+    const expected = expectedTensors(cfg);
+    const missing = expected.filter((t) => !store.has(t.name));
+    if (missing.length > 0) {
+      const list = missing.slice(0, 5).map((t) => t.name).join(", ");
+      throw new WeightFileError(
+        label,
+        `missing: the model needs ${expected.length} tensors and ${missing.length} of them ` +
+          `${missing.length === 1 ? "is" : "are"} not in the checkpoint (${list}${
+            missing.length > 5 ? ", ..." : ""
+          }); expected shape ${shapeText(missing[0].shape)}`,
+        {
+          tensor: missing[0].name,
+          hint: "the checkpoint is incomplete, or config.json belongs to a different model",
+        },
+      );
+    }
+    let expertDType: string | null = null;
+    let perExpert = 0;
+    let expertTotal = 0;
+    const expertCount = cfg.layers.reduce(
+      (a, l) => a + (l.ffn.kind === "moe" ? l.ffn.experts : 0),
+      0,
+    );
+    const firstMoe = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
+    for (const t of expected) {
+      const e = store.describe(t.name);
+      if (e.shape.length !== t.shape.length || e.shape.some((d, i) => d !== t.shape[i])) {
+        throw new WeightFileError(
+          e.file,
+          `wrong shape: the model needs ${shapeText(t.shape)} (${t.role}${
+            t.layer === null ? "" : ` of layer ${t.layer}`
+          }), the file has ${shapeText(e.shape)}`,
+          { tensor: t.name, hint: "config.json does not match the weights" },
+        );
+      }
+      if (e.dtype === null) {
+        throw new WeightFileError(
+          e.file,
+          `unsupported dtype ${e.fileDType} (supported: F32, F16, BF16)`,
+          { tensor: t.name, hint: "convert the checkpoint's weights to F32, F16 or BF16" },
+        );
+      }
+      if (t.role === "expert") {
+        expertTotal += e.byteLength;
+        expertDType = expertDType === null || expertDType === e.fileDType ? e.fileDType : "mixed";
+        if (t.layer === firstMoe && t.expert === 0) perExpert += e.byteLength;
+      }
+    }
+    const wanted = new Set(expected.map((t) => t.name));
+    const dtypes: Record<string, DTypeCount> = {};
+    let tensorBytes = 0;
+    const unused: string[] = [];
+    const names = store.names();
+    for (const name of names) {
+      const e = store.describe(name);
+      const d = (dtypes[e.fileDType] ??= { tensors: 0, params: 0, bytes: 0 });
+      d.tensors++;
+      d.params += e.elements;
+      d.bytes += e.byteLength;
+      tensorBytes += e.byteLength;
+      if (!wanted.has(name)) unused.push(name);
+    }
+    const warnings: string[] = [];
+    if (unused.length > 0) {
+      const max = opts.maxListed ?? 5;
+      warnings.push(
+        `${unused.length} tensor(s) in the checkpoint are not used by the model and will be ` +
+          `ignored: ${unused.slice(0, max).join(", ")}${unused.length > max ? ", ..." : ""}`,
+      );
+    }
+    const stored = Object.keys(dtypes).sort();
+    if (stored.length > 1) {
+      warnings.push(
+        `tensors are stored in ${stored.length} dtypes (${
+          stored.join(", ")
+        }); each is used as stored`,
+      );
+    }
+    const files: CheckpointFile[] = [];
+    const extra = ["config.json", "generation_config.json", INDEX_FILE_NAME];
+    for (const name of extra) {
+      const path = `${dir}/${name}`;
+      const bytes = sizeOf(path);
+      if (bytes !== null) files.push({ name, path, bytes });
+    }
+    for (const path of store.files) {
+      const name = path.slice(path.lastIndexOf("/") + 1);
+      files.push({ name, path, bytes: sizeOf(path) ?? 0 });
+    }
+    const params = countParams(cfg);
+    let expertBytes: ExpertBytes | null = null;
+    if (firstMoe >= 0) {
+      const one = params.perExpert;
+      expertBytes = {
+        perExpert,
+        dtype: expertDType ?? "mixed",
+        byDType: {
+          f32: one * DTYPE_BYTES.f32,
+          f16: one * DTYPE_BYTES.f16,
+          bf16: one * DTYPE_BYTES.bf16,
+        },
+        total: expertTotal,
+        count: expertCount,
+      };
+    }
+    return {
+      dir,
+      arch: cfg.arch,
+      config: summarize(cfg),
+      layers: cfg.layers.map((l) => l.ffn.kind),
+      params,
+      expertBytes,
+      dtypes,
+      files,
+      checkpointBytes: files.reduce((a, f) => a + f.bytes, 0),
+      tensorBytes,
+      tensors: names.length,
+      expectedTensors: expected.length,
+      unusedTensors: unused,
+      warnings,
+    };
+  } finally {
+    store.close();
+  }
+}
+
+/**
+ * A number with thousands separators and, when large, a short form: `46,702,792,704 (46.70 B)`.
+ */
+function count(n: number): string {
+  const full = n.toLocaleString("en-US");
+  if (n >= 1e9) return `${full} (${(n / 1e9).toFixed(2)} B)`;
+  if (n >= 1e6) return `${full} (${(n / 1e6).toFixed(2)} M)`;
+  return full;
+}
+
+/**
+ * Bytes in binary units: `1.50 GiB`, `64.0 KiB`, `512 B`.
+ *
+ * @example
+ * ```ts
+ * import { formatBytes } from "./inspect.ts";
+ * console.log(formatBytes(3 * 2 ** 29)); // 1.50 GiB
+ * ```
+ */
+export function formatBytes(n: number): string {
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  if (n < 1024) return `${n} B`;
+  let v = n;
+  let u = -1;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+}
+
+/** `moe x48`, or `dense, moe x2, dense` for mixed patterns. */
+function layerPattern(layers: readonly string[]): string {
+  const runs: [string, number][] = [];
+  for (const k of layers) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] === k) last[1]++;
+    else runs.push([k, 1]);
+  }
+  if (runs.length > 8) {
+    const moe = layers.filter((k) => k === "moe").length;
+    return `${moe} moe, ${layers.length - moe} dense: ${
+      layers.map((k) => k[0].toUpperCase()).join("")
+    }`;
+  }
+  return runs.map(([k, n]) => (n > 1 ? `${k} x${n}` : k)).join(", ");
+}
+
+/**
+ * Renders an {@linkcode InspectReport} as a human-readable block of text (no trailing newline).
+ *
+ * @example
+ * ```ts
+ * import { formatInspect, inspectModel } from "./inspect.ts";
+ * const text = formatInspect(await inspectModel("tests/fixtures/hf/olmoe"));
+ * console.log(text.split("\n")[0]); // model    tests/fixtures/hf/olmoe (olmoe)
+ * ```
+ */
+export function formatInspect(r: InspectReport): string {
+  const c = r.config;
+  const p = r.params;
+  const pct = (x: number) => `${((100 * x) / Math.max(1, p.total)).toFixed(1)}%`;
+  const lines: string[] = [];
+  const row = (k: string, v: string) => lines.push(`${k.padEnd(9)}${v}`);
+  row("model", `${r.dir} (${r.arch})`);
+  row(
+    "shape",
+    `hidden ${c.hidden}, ${c.layers} layers, ${c.heads} heads / ${c.kvHeads} kv heads of ${c.headDim}, ` +
+      `vocab ${c.vocabSize}`,
+  );
+  row("layers", layerPattern(r.layers));
+  if (c.experts > 0) {
+    row(
+      "moe",
+      `${c.experts} experts, top-${c.topK}${c.renormalize ? " (renormalised)" : ""}, expert ` +
+        `inter ${c.expertInter}${c.sharedInter ? `, shared expert inter ${c.sharedInter}` : ""}`,
+    );
+  }
+  if (c.denseInter > 0) row("dense", `MLP inter ${c.denseInter}`);
+  const attn = [
+    `rope theta ${c.ropeTheta}`,
+    `rms eps ${c.rmsEps}`,
+    c.qkvBias ? "qkv bias" : "",
+    c.qkNorm !== "none" ? `qk norm (${c.qkNorm === "head" ? "per head" : "whole projection"})` : "",
+    c.clipQkv ? `clip qkv ${c.clipQkv}` : "",
+    c.tieEmbeddings ? "tied embeddings" : "untied embeddings",
+    `max positions ${c.maxPositions}`,
+  ].filter((s) => s !== "");
+  row("attn", attn.join(", "));
+  row("params", `${count(p.total)} total`);
+  row("", `${count(p.dense)} dense (${pct(p.dense)}; embeddings ${count(p.embedding)})`);
+  row("", `${count(p.experts)} in routed experts (${pct(p.experts)})`);
+  row("", `${count(p.activePerToken)} active per token (${pct(p.activePerToken)})`);
+  if (r.expertBytes) {
+    const e = r.expertBytes;
+    row(
+      "expert",
+      `${count(p.perExpert)} params, ${formatBytes(e.perExpert)} as stored (${e.dtype}); f32 ` +
+        `${formatBytes(e.byDType.f32)}, f16/bf16 ${formatBytes(e.byDType.bf16)}`,
+    );
+    row("", `${e.count} routed experts, ${formatBytes(e.total)} in all`);
+  }
+  const dts = Object.entries(r.dtypes).sort((a, b) => b[1].bytes - a[1].bytes);
+  row(
+    "dtypes",
+    dts.map(([d, v]) => `${d}: ${v.tensors} tensors, ${formatBytes(v.bytes)}`).join("; "),
+  );
+  row(
+    "tensors",
+    `${r.tensors} stored, ${r.expectedTensors} used, ${formatBytes(r.tensorBytes)} of tensor data`,
+  );
+  row("files", `${r.files.length} files, ${formatBytes(r.checkpointBytes)}`);
+  for (const f of r.files) row("", `${f.name.padEnd(36)} ${formatBytes(f.bytes).padStart(10)}`);
+  for (const w of r.warnings) row("warning", w);
+  return lines.join("\n");
+}

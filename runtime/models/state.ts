@@ -1,0 +1,108 @@
+/**
+ * RunState: every activation buffer and the KV cache, allocated once from the config for at most
+ * `maxT` tokens per forward pass and `maxSeq` positions. Decoding a token allocates nothing.
+ *
+ * Shape legend: T tokens in the pass, H hidden, Q = heads * headDim, KV = kvHeads * headDim,
+ * E experts, k experts per token, I intermediate size, V vocabulary.
+ *
+ * @example
+ * ```ts ignore
+ * const state = allocState(gpu, cfg, { maxT: 64, maxSeq: 512 });
+ * ```
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import type { ModelConfig } from "./config.ts";
+
+/** The activation buffers of a model. */
+export interface RunState {
+  readonly maxT: number;
+  readonly maxSeq: number;
+  /** Rows of `logits` (maxT to score every position, 1 to generate). */
+  readonly logitRows: number;
+  /** u32 [maxT]: the token ids of the pass. */
+  readonly ids: GPUBuffer;
+  /** u32 [4]: pos[0] = position of the pass's first token. */
+  readonly pos: GPUBuffer;
+  /** f32 [T, H]: the residual stream. */
+  readonly x: GPUBuffer;
+  /** f32 [T, H]: normalised input of the current block. */
+  readonly h: GPUBuffer;
+  /** f32 [T, Q], [T, KV], [T, KV]: projections. */
+  readonly q: GPUBuffer;
+  readonly k: GPUBuffer;
+  readonly v: GPUBuffer;
+  /** f32 [T, Q]: attention output. */
+  readonly attn: GPUBuffer;
+  /** Per layer f32 [kvHeads, maxSeq, headDim]. */
+  readonly kCache: readonly GPUBuffer[];
+  readonly vCache: readonly GPUBuffer[];
+  /** f32 [T, E] router logits; u32 [T, k] chosen experts; f32 [T, k] their weights. */
+  readonly routerLogits: GPUBuffer;
+  readonly topIds: GPUBuffer;
+  readonly topWeights: GPUBuffer;
+  /** f32 [T * k, I]: expert hidden activations; f32 [T * k, H]: expert outputs. */
+  readonly moeH: GPUBuffer;
+  readonly moeY: GPUBuffer;
+  /** f32 [T, I]: dense / shared-expert gate, up and activation. */
+  readonly mlpGate: GPUBuffer;
+  readonly mlpUp: GPUBuffer;
+  readonly mlpAct: GPUBuffer;
+  /** f32 [T, H]: shared expert output; f32 [T]: its gate logit. */
+  readonly sharedOut: GPUBuffer;
+  readonly sharedGate: GPUBuffer;
+  /** f32 [H]: the last token's hidden state (copied out of x). */
+  readonly last: GPUBuffer;
+  /** f32 [logitRows, V]: logits. */
+  readonly logits: GPUBuffer;
+}
+
+/** Allocates a {@linkcode RunState} for `cfg` (accounted as activations and KV cache). */
+export function allocState(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  sizes: { maxT: number; maxSeq: number; logitRows?: number },
+): RunState {
+  const { maxT, maxSeq } = sizes;
+  const logitRows = sizes.logitRows ?? maxT;
+  const H = cfg.hidden, Q = cfg.heads * cfg.headDim, KV = cfg.kvHeads * cfg.headDim;
+  let E = 1, K = 1, moeI = 1, denseI = 1;
+  for (const l of cfg.layers) {
+    if (l.ffn.kind === "moe") {
+      E = Math.max(E, l.ffn.experts);
+      K = Math.max(K, l.ffn.topK);
+      moeI = Math.max(moeI, l.ffn.inter);
+      denseI = Math.max(denseI, l.ffn.sharedInter);
+    } else {
+      denseI = Math.max(denseI, l.ffn.inter);
+    }
+  }
+  const f = (n: number, label: string) => gpu.storage("activations", n * 4, label);
+  return {
+    maxT,
+    maxSeq,
+    logitRows,
+    ids: f(maxT, "ids"),
+    pos: f(4, "pos"),
+    x: f(maxT * H, "x"),
+    h: f(maxT * H, "h"),
+    q: f(maxT * Q, "q"),
+    k: f(maxT * KV, "k"),
+    v: f(maxT * KV, "v"),
+    attn: f(maxT * Q, "attn"),
+    kCache: cfg.layers.map((_, i) => gpu.storage("kv", KV * maxSeq * 4, `kcache.${i}`)),
+    vCache: cfg.layers.map((_, i) => gpu.storage("kv", KV * maxSeq * 4, `vcache.${i}`)),
+    routerLogits: f(maxT * E, "router_logits"),
+    topIds: f(maxT * K, "top_ids"),
+    topWeights: f(maxT * K, "top_weights"),
+    moeH: f(maxT * K * moeI, "moe_h"),
+    moeY: f(maxT * K * H, "moe_y"),
+    mlpGate: f(maxT * denseI, "mlp_gate"),
+    mlpUp: f(maxT * denseI, "mlp_up"),
+    mlpAct: f(maxT * denseI, "mlp_act"),
+    sharedOut: f(maxT * H, "shared_out"),
+    sharedGate: f(maxT, "shared_gate"),
+    last: f(H, "last"),
+    logits: f(logitRows * cfg.vocabSize, "logits"),
+  };
+}
