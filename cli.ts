@@ -100,7 +100,7 @@ const COMMANDS: Record<string, Command> = {
   },
   generate: {
     usage: "generate --model DIR (--ids LIST | --prompt TEXT) [--max-tokens N] [--temperature T] " +
-      "[--seed S] [--stats] [--json] [--gpu native|dawn|auto]",
+      "[--top-p P] [--seed S] [--stats] [--json] [--context N] [--gpu native|dawn|auto]",
     summary: "generate tokens after a prompt (greedy unless --temperature > 0)",
     options: {
       ...MODEL_OPTIONS,
@@ -127,13 +127,15 @@ const COMMANDS: Record<string, Command> = {
       if (!Number.isFinite(temperature) || temperature < 0) {
         throw new ArgumentError("--temperature", `expected a number >= 0, got '${v.temperature}'`);
       }
-      if (temperature > 0) {
-        throw new ArgumentError("--temperature", "sampling is not available yet; use 0 (greedy)");
+      const topP = v["top-p"] === undefined ? 1 : Number(v["top-p"]);
+      if (!(topP > 0 && topP <= 1)) {
+        throw new ArgumentError("--top-p", `expected a number in (0, 1], got '${v["top-p"]}'`);
       }
+      const seed = intFlag(v.seed, "--seed", 0, 0);
       const model = await openModel(v);
       try {
         const out: number[] = [];
-        for await (const id of model.generate(ids, { maxTokens })) {
+        for await (const id of model.generate(ids, { maxTokens, temperature, topP, seed })) {
           out.push(id);
           if (!v.json) await Deno.stdout.write(new TextEncoder().encode(`${id} `));
         }

@@ -44,8 +44,6 @@ export const MAX_HEAD_DIM = 256;
 export const DECODE_MAX_T = 4;
 
 const APPEND_WG = 256;
-const DECODE_WG = 128;
-const DECODE_CH = 256;
 /** Query rows per prefill workgroup. */
 const PREFILL_BQ = 16;
 
@@ -75,7 +73,7 @@ export const ATTENTION_DECODE = defineKernel({
   file: "attention.wgsl",
   entry: "decode",
   bindings: ATTENTION_BINDINGS,
-  constants: { WG: DECODE_WG, CH: DECODE_CH, DMAX: 128 },
+  constants: { WG: 128, CH: 256, DMAX: 128 },
 });
 
 // ------------------------------------------------------------------ argument checks
@@ -239,7 +237,18 @@ export interface AttentionArgs {
   variant?: "prefill" | "decode";
 }
 
-/** The tile constants of both variants for a head dimension on this device. */
+/**
+ * Workgroup memory (in f32 words) the tiles of one pipeline may use on a fallback (CPU) adapter.
+ * llvmpipe's compile time grows about quadratically with the workgroup memory it must zero, so
+ * software adapters get small tiles; the kernels are the same.
+ */
+const FALLBACK_TILE_WORDS = 1024;
+
+/**
+ * The override constants of both variants for a head dimension on this device: prefill `WG`
+ * threads, `TPR` threads per query row (16 rows per workgroup), `BK` keys per tile, `DMAX` tile row
+ * bound; decode `WG` threads and `CH` keys per chunk.
+ */
 export function attentionConstants(
   gpu: Gpu,
   headDim: number,
@@ -247,12 +256,17 @@ export function attentionConstants(
   const DMAX = headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
   const TPR = headDim <= 128 ? 4 : 8;
   const WG = PREFILL_BQ * TPR;
-  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
   let BK = 32;
-  while (BK > 8 && 4 * BK * (DMAX + WG + PREFILL_BQ) > limit) BK /= 2;
+  if (gpu.isFallback) {
+    while (BK > 1 && BK * DMAX > FALLBACK_TILE_WORDS) BK /= 2;
+  } else {
+    const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+    while (BK > 8 && 4 * BK * (DMAX + PREFILL_BQ) > limit) BK /= 2;
+  }
+  const decodeWg = gpu.isFallback ? 64 : 128;
   return {
     prefill: { WG, TPR, BK, DMAX },
-    decode: { WG: DECODE_WG, CH: DECODE_CH, DMAX },
+    decode: { WG: decodeWg, CH: 2 * decodeWg, DMAX },
   };
 }
 

@@ -21,16 +21,16 @@ struct Params {
   kvLen: u32,
   hasBias: u32,
   scale: f32,
-  biasStride: u32,
+  biasKeys: u32,
 }
 
 // Threads per workgroup (all entry points).
 override WG: u32 = 64u;
 // Row stride bound of the workgroup tiles: headDim <= DMAX.
 override DMAX: u32 = 128u;
-// prefill: threads per query row (a power of two; each owns dims sub, sub + TPR, ...).
+// prefill: threads per query row.
 override TPR: u32 = 4u;
-// prefill: keys per tile (a multiple of TPR).
+// prefill: keys per tile.
 override BK: u32 = 16u;
 // prefill: query rows per workgroup.
 override BQ: u32 = WG / TPR;
@@ -60,7 +60,7 @@ const NEG: f32 = -3.0e38;
 
 // Shared by all entry points.
 @group(0) @binding(5) var<storage, read> pos: array<u32>;
-// prefill / decode: additive score bias [nHeads, T, biasStride] (read only when p.hasBias = 1).
+// prefill / decode: additive score bias [nHeads, T, biasKeys] (read only when p.hasBias = 1).
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
 
 // One thread per element of k_new / v_new; 2-D grid of workgroups.
@@ -99,18 +99,50 @@ fn key_count(pos0: u32, t: u32) -> u32 {
 
 // The additive bias of (head h, query t, key position j), 0 without bias.
 fn score_bias(h: u32, t: u32, j: u32) -> f32 {
-  if (p.hasBias != 0u && j < p.biasStride) {
-    return bias[(h * p.T + t) * p.biasStride + j];
+  if (p.hasBias != 0u && j < p.biasKeys) {
+    return bias[(h * p.T + t) * p.biasKeys + j];
   }
   return 0.0;
 }
 
-var<workgroup> tile: array<f32, BK * DMAX>;
-var<workgroup> partial: array<f32, WG * BK>;
-var<workgroup> scores: array<f32, BQ * BK>;
+// Workgroup arrays hold vec4s: the same bytes as f32 arrays, but a quarter of the elements to
+// zero-initialise (llvmpipe's compile time grows steeply with that count). Element e of a logical
+// f32 array x lives at x[e / 4][e % 4].
+var<workgroup> tile: array<vec4<f32>, BK * DMAX / 4u>;
+var<workgroup> scores: array<vec4<f32>, (BQ * BK + 3u) / 4u>;
 
-// Workgroups: (ceil(T / BQ), nHeads). Thread lid serves query row lid / TPR of the block and head dims
-// d = sub + TPR * i (sub = lid % TPR).
+fn tile_at(e: u32) -> f32 {
+  return tile[e >> 2u][e & 3u];
+}
+
+fn score_at(e: u32) -> f32 {
+  return scores[e >> 2u][e & 3u];
+}
+
+// Loads cache rows kb .. kb + nk - 1 of one kv head (f32 offset base of row 0) into the tile as
+// BK * D contiguous values, zero past nk rows.
+fn load_tile(lid: u32, base: u32, nk: u32, useK: bool) {
+  let D = p.headDim;
+  let n = nk * D;
+  for (var e4 = lid; e4 < (BK * D + 3u) / 4u; e4 += WG) {
+    var x = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let e = e4 * 4u + c;
+      if (e < n) {
+        if (useK) {
+          x[c] = k_cache[base + e];
+        } else {
+          x[c] = v_cache[base + e];
+        }
+      }
+    }
+    tile[e4] = x;
+  }
+}
+
+// Workgroups: (ceil(T / BQ), nHeads). Thread lid serves query row lid / TPR of the block: it scores
+// keys sub, sub + TPR, ... of each tile (sub = lid % TPR) and accumulates head dims
+// d = sub + TPR * i of the output.
 @compute @workgroup_size(WG)
 fn prefill(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -129,72 +161,41 @@ fn prefill(
   let nRow = select(0u, key_count(pos0, t), live);
   let nBlock = key_count(pos0, min(t0 + BQ, p.T) - 1u);
   let kvBase = kvh * p.maxSeq * D;
-
-  var qr: array<f32, DPT>;
-  var acc: array<f32, DPT>;
   let qBase = (t * p.nHeads + h) * D;
+
+  var acc: array<f32, DPT>;
   for (var i = 0u; i < DPT; i++) {
-    let d = sub + TPR * i;
     acc[i] = 0.0;
-    qr[i] = 0.0;
-    if (live && d < D) {
-      qr[i] = q[qBase + d];
-    }
   }
   var m = NEG;
   var l = 0.0;
 
-  let tileLen = BK * D;
   for (var kb = 0u; kb < nBlock; kb += BK) {
     // K tile: keys kb .. kb + BK - 1 are contiguous in the cache.
     let nk = min(BK, nBlock - kb);
-    for (var e = lid; e < tileLen; e += WG) {
-      var x = 0.0;
-      if (e < nk * D) {
-        x = k_cache[kvBase + kb * D + e];
-      }
-      tile[e] = x;
-    }
+    load_tile(lid, kvBase + kb * D, nk, true);
     workgroupBarrier();
-    // Partial dot products over this thread's dims.
-    for (var j = 0u; j < BK; j++) {
-      var s = 0.0;
-      for (var i = 0u; i < DPT; i++) {
-        let d = sub + TPR * i;
-        if (d >= D) {
-          break;
-        }
-        s += qr[i] * tile[j * D + d];
-      }
-      partial[lid * BK + j] = s;
-    }
-    workgroupBarrier();
-    // Row-group reduction: thread sub finishes keys sub, sub + TPR, ...
+    // Scores of this thread's keys of the tile.
     for (var j = sub; j < BK; j += TPR) {
       var s = 0.0;
-      for (var u = 0u; u < TPR; u++) {
-        s += partial[((row * TPR) + u) * BK + j];
+      if (live && kb + j < nRow) {
+        for (var d = 0u; d < D; d++) {
+          s += q[qBase + d] * tile_at(j * D + d);
+        }
+        s = s * p.scale + score_bias(h, t, kb + j);
       }
-      s *= p.scale;
-      if (live) {
-        s += score_bias(h, t, kb + j);
-      }
-      scores[row * BK + j] = s;
+      let e = row * BK + j;
+      scores[e >> 2u][e & 3u] = s;
     }
-    // V tile (the K tile is no longer read after the previous barrier).
-    for (var e = lid; e < tileLen; e += WG) {
-      var x = 0.0;
-      if (e < nk * D) {
-        x = v_cache[kvBase + kb * D + e];
-      }
-      tile[e] = x;
-    }
+    workgroupBarrier();
+    // V tile (the K tile is no longer read).
+    load_tile(lid, kvBase + kb * D, nk, false);
     workgroupBarrier();
     // Online softmax update of this row over the tile's valid keys.
     let nValid = min(BK, select(0u, nRow - kb, nRow > kb));
     var mt = m;
     for (var j = 0u; j < nValid; j++) {
-      mt = max(mt, scores[row * BK + j]);
+      mt = max(mt, score_at(row * BK + j));
     }
     let alpha = exp(m - mt);
     l *= alpha;
@@ -202,14 +203,14 @@ fn prefill(
       acc[i] *= alpha;
     }
     for (var j = 0u; j < nValid; j++) {
-      let pj = exp(scores[row * BK + j] - mt);
+      let pj = exp(score_at(row * BK + j) - mt);
       l += pj;
       for (var i = 0u; i < DPT; i++) {
         let d = sub + TPR * i;
         if (d >= D) {
           break;
         }
-        acc[i] += pj * tile[j * D + d];
+        acc[i] += pj * tile_at(j * D + d);
       }
     }
     m = mt;
@@ -229,8 +230,8 @@ fn prefill(
   }
 }
 
-var<workgroup> dq: array<f32, DMAX>;
-var<workgroup> ds: array<f32, CH>;
+var<workgroup> dq: array<vec4<f32>, DMAX / 4u>;
+var<workgroup> ds: array<vec4<f32>, CH / 4u>;
 var<workgroup> dred: array<f32, WG>;
 
 // Workgroups: (T, nHeads). Scores of a chunk: one key per thread; the weighted sum of values: one
@@ -250,7 +251,7 @@ fn decode(
   let qBase = (t * p.nHeads + h) * D;
 
   for (var d = lid; d < D; d += WG) {
-    dq[d] = q[qBase + d];
+    dq[d >> 2u][d & 3u] = q[qBase + d];
   }
   var acc: array<f32, DPTD>;
   for (var i = 0u; i < DPTD; i++) {
@@ -268,10 +269,10 @@ fn decode(
       let kRow = kvBase + (c0 + j) * D;
       var s = 0.0;
       for (var d = 0u; d < D; d++) {
-        s += dq[d] * k_cache[kRow + d];
+        s += dq[d >> 2u][d & 3u] * k_cache[kRow + d];
       }
       s = s * p.scale + score_bias(h, t, c0 + j);
-      ds[j] = s;
+      ds[j >> 2u][j & 3u] = s;
       lm = max(lm, s);
     }
     dred[lid] = lm;
@@ -287,8 +288,8 @@ fn decode(
     // Probabilities (relative to mt), and this thread's sum.
     var ls = 0.0;
     for (var j = lid; j < cn; j += WG) {
-      let pj = exp(ds[j] - mt);
-      ds[j] = pj;
+      let pj = exp(ds[j >> 2u][j & 3u] - mt);
+      ds[j >> 2u][j & 3u] = pj;
       ls += pj;
     }
     dred[lid] = ls;
@@ -309,7 +310,7 @@ fn decode(
       }
       var a = acc[i] * alpha;
       for (var j = 0u; j < cn; j++) {
-        a += ds[j] * v_cache[kvBase + (c0 + j) * D + d];
+        a += ds[j >> 2u][j & 3u] * v_cache[kvBase + (c0 + j) * D + d];
       }
       acc[i] = a;
     }

@@ -140,7 +140,9 @@ Deno.test({
     gpu.submit(dispatches);
     for (const { c, kc, vc, k, v, kBuf, vBuf, guard, cacheN } of built) {
       const ref = kvAppendRef(kc, vc, k, v, c.pos0, c);
-      for (const [which, buf, want] of [["k", kBuf, ref.kCache], ["v", vBuf, ref.vCache]] as const) {
+      for (
+        const [which, buf, want] of [["k", kBuf, ref.kCache], ["v", vBuf, ref.vCache]] as const
+      ) {
         const got = new Uint32Array(await gpu.read(buf));
         const gotF = new Float32Array(got.buffer);
         for (let i = 0; i < got.length; i++) {
@@ -163,8 +165,26 @@ Deno.test({
   ...GPU_TEST,
   fn: () =>
     runCases([
-      { T: 5, nHeads: 2, nKvHeads: 2, headDim: 16, maxSeq: 24, pos0: 0, causal: true, append: true },
-      { T: 37, nHeads: 4, nKvHeads: 2, headDim: 64, maxSeq: 64, pos0: 0, causal: true, append: true },
+      {
+        T: 5,
+        nHeads: 2,
+        nKvHeads: 2,
+        headDim: 16,
+        maxSeq: 24,
+        pos0: 0,
+        causal: true,
+        append: true,
+      },
+      {
+        T: 37,
+        nHeads: 4,
+        nKvHeads: 2,
+        headDim: 64,
+        maxSeq: 64,
+        pos0: 0,
+        causal: true,
+        append: true,
+      },
       {
         T: 20,
         nHeads: 8,
@@ -175,7 +195,16 @@ Deno.test({
         causal: true,
         append: true,
       },
-      { T: 9, nHeads: 2, nKvHeads: 1, headDim: 256, maxSeq: 40, pos0: 7, causal: true, append: true },
+      {
+        T: 9,
+        nHeads: 2,
+        nKvHeads: 1,
+        headDim: 256,
+        maxSeq: 40,
+        pos0: 7,
+        causal: true,
+        append: true,
+      },
       { T: 17, nHeads: 4, nKvHeads: 4, headDim: 128, maxSeq: 50, pos0: 30, causal: true },
       // Batch runs past maxSeq: keys are clipped to the cache.
       { T: 6, nHeads: 2, nKvHeads: 1, headDim: 24, maxSeq: 20, pos0: 17, causal: true },
@@ -200,7 +229,16 @@ Deno.test({
   ...GPU_TEST,
   fn: () =>
     runCases([
-      { T: 17, nHeads: 2, nKvHeads: 2, headDim: 128, maxSeq: 48, pos0: 0, causal: false, kvLen: 33 },
+      {
+        T: 17,
+        nHeads: 2,
+        nKvHeads: 2,
+        headDim: 128,
+        maxSeq: 48,
+        pos0: 0,
+        causal: false,
+        kvLen: 33,
+      },
       { T: 6, nHeads: 4, nKvHeads: 1, headDim: 64, maxSeq: 19, pos0: 0, causal: false, kvLen: 19 },
       { T: 23, nHeads: 4, nKvHeads: 2, headDim: 100, maxSeq: 30, pos0: 5, causal: false, kvLen: 1 },
       {
@@ -223,13 +261,58 @@ Deno.test({
   ...GPU_TEST,
   fn: () =>
     runCases([
-      { T: 1, nHeads: 4, nKvHeads: 4, headDim: 64, maxSeq: 16, pos0: 0, causal: true, append: true },
-      { T: 1, nHeads: 4, nKvHeads: 2, headDim: 100, maxSeq: 16, pos0: 1, causal: true, append: true },
-      { T: 1, nHeads: 8, nKvHeads: 2, headDim: 128, maxSeq: 64, pos0: 37, causal: true, append: true },
+      {
+        T: 1,
+        nHeads: 4,
+        nKvHeads: 4,
+        headDim: 64,
+        maxSeq: 16,
+        pos0: 0,
+        causal: true,
+        append: true,
+      },
+      {
+        T: 1,
+        nHeads: 4,
+        nKvHeads: 2,
+        headDim: 100,
+        maxSeq: 16,
+        pos0: 1,
+        causal: true,
+        append: true,
+      },
+      {
+        T: 1,
+        nHeads: 8,
+        nKvHeads: 2,
+        headDim: 128,
+        maxSeq: 64,
+        pos0: 37,
+        causal: true,
+        append: true,
+      },
       // Crosses several key chunks (256 keys each).
-      { T: 1, nHeads: 2, nKvHeads: 1, headDim: 16, maxSeq: 700, pos0: 600, causal: true, append: true },
+      {
+        T: 1,
+        nHeads: 2,
+        nKvHeads: 1,
+        headDim: 16,
+        maxSeq: 700,
+        pos0: 600,
+        causal: true,
+        append: true,
+      },
       { T: 1, nHeads: 2, nKvHeads: 1, headDim: 256, maxSeq: 300, pos0: 256, causal: true },
-      { T: 1, nHeads: 4, nKvHeads: 1, headDim: 48, maxSeq: 300, pos0: 0, causal: false, kvLen: 270 },
+      {
+        T: 1,
+        nHeads: 4,
+        nKvHeads: 1,
+        headDim: 48,
+        maxSeq: 300,
+        pos0: 0,
+        causal: false,
+        kvLen: 270,
+      },
       {
         T: 1,
         nHeads: 2,
@@ -242,7 +325,16 @@ Deno.test({
         scale: 1,
       },
       // Small batches on the decode variant, and T = 1 forced onto the prefill variant.
-      { T: 3, nHeads: 4, nKvHeads: 2, headDim: 64, maxSeq: 40, pos0: 10, causal: true, append: true },
+      {
+        T: 3,
+        nHeads: 4,
+        nKvHeads: 2,
+        headDim: 64,
+        maxSeq: 40,
+        pos0: 10,
+        causal: true,
+        append: true,
+      },
       {
         T: 7,
         nHeads: 2,

@@ -2,8 +2,8 @@
  * Linear-layer kernels: `y[T, N] = x[T, K] · W[N, K]^T`, optionally accumulated into `y`.
  *
  * - {@linkcode matmul} (`matmul.wgsl`): tiled GEMM for prefill (many rows of `x`).
- * - {@linkcode matvec} (`matvec.wgsl`): GEMV for decode (1 .. {@linkcode MATVEC_MAX_T} rows of `x`),
- *   bandwidth-bound, 16-byte loads of the weights.
+ * - {@linkcode matvec} (`matvec.wgsl`): GEMV for decode (a few rows of `x`), bandwidth-bound, 16-byte
+ *   loads of the weights.
  * - {@linkcode linear}: picks one of the two from `T`.
  *
  * `x` and `y` are f32 and row-major. `W` is the weight matrix in its file layout (`[N, K]`, one row
@@ -27,23 +27,45 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { DTYPE_CODE, DTYPES, type DType } from "../runtime/weights/dtype.ts";
+import { type DType, DTYPE_CODE, DTYPES } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 
 // ------------------------------------------------------------------------------------ tuning knobs
 
-/** Tiling of {@linkcode MATMUL}: threads along N and T (4 x 4 outputs each) and the K step. */
-export const MATMUL_TILE = Object.freeze({ WGX: 16, WGY: 16, BK: 16 });
-/** Output rows (of `x`) per {@linkcode matmul} workgroup. */
-const MATMUL_BM = 4 * MATMUL_TILE.WGY;
-/** Outputs (rows of `W`) per {@linkcode matmul} workgroup. */
-const MATMUL_BN = 4 * MATMUL_TILE.WGX;
+/**
+ * Tiling of {@linkcode matmul} (`matmul.wgsl` overrides): a workgroup of `WGX x WGY` threads computes
+ * a `4*WGY x 4*WGX` block of `y` (4 x 4 outputs per thread), walking K in steps of `BK` (even).
+ */
+export interface MatmulTuning {
+  /** Threads along N. */
+  WGX: number;
+  /** Threads along T. */
+  WGY: number;
+  /** K step staged in workgroup memory (even). */
+  BK: number;
+}
 
-/** Layout of {@linkcode MATVEC}: threads per weight row (a power of two) and rows per workgroup. */
-export const MATVEC_LAYOUT = Object.freeze({ TPR: 32, ROWS: 8 });
+/** The default {@linkcode MatmulTuning}: 64 x 64 outputs per workgroup of 256, K step 16 (8 KiB). */
+export const MATMUL_TUNING: Readonly<MatmulTuning> = Object.freeze({ WGX: 16, WGY: 16, BK: 16 });
 
-/** The most rows of `x` {@linkcode matvec} handles in one dispatch (`MAX_T` in `matvec.wgsl`). */
-export const MATVEC_MAX_T = 8;
+/**
+ * Layout of {@linkcode matvec} (`matvec.wgsl` overrides): `TPR` threads per weight row (a power of
+ * two), `ROWS` weight rows per workgroup, `TB` rows of `x` per pass over the weights (1 .. 8).
+ */
+export interface MatvecTuning {
+  /** Threads per weight row (a power of two). */
+  TPR: number;
+  /** Weight rows per workgroup. */
+  ROWS: number;
+  /** Rows of `x` per pass over the weights, 1 .. 8. */
+  TB: number;
+}
+
+/** The default {@linkcode MatvecTuning}: 32 threads per row, 8 rows per workgroup, 1 token per pass. */
+export const MATVEC_TUNING: Readonly<MatvecTuning> = Object.freeze({ TPR: 32, ROWS: 8, TB: 1 });
+
+/** `MAX_TB` of `matvec.wgsl`. */
+const MATVEC_MAX_TB = 8;
 
 /** {@linkcode linear} uses {@linkcode matvec} for `T <= LINEAR_MATVEC_MAX_T`, else {@linkcode matmul}. */
 export const LINEAR_MATVEC_MAX_T = 8;
@@ -56,24 +78,24 @@ export const MATMUL: KernelSpec = defineKernel({
   file: "matmul.wgsl",
   includes: ["dtype.wgsl"],
   bindings: ["params", "x", "w", "y"],
-  constants: { ...MATMUL_TILE, WDTYPE: 0, ACC: 0 },
+  constants: { ...MATMUL_TUNING, WDTYPE: 0, ACC: 0 },
 });
 
 /**
- * GEMV `y[t, n] (+)= W[n, :] · x[t, :]` for `t < TCOLS` (`matvec.wgsl`). The weights are bound twice:
- * as `array<vec4<u32>>` (`wv`, aligned body of each row) and as `array<u32>` (`wu`, row edges).
+ * GEMV `y[t, n] (+)= W[n, :] · x[t, :]` for `t < T` (`matvec.wgsl`). The weights are bound twice: as
+ * `array<vec4<u32>>` (`wv`, the aligned body of each row) and as `array<u32>` (`wu`, row edges).
  */
 export const MATVEC: KernelSpec = defineKernel({
   name: "matvec",
   file: "matvec.wgsl",
   includes: ["dtype.wgsl"],
   bindings: ["params", "x", "wv", "wu", "y"],
-  constants: { ...MATVEC_LAYOUT, TCOLS: 1, WDTYPE: 0, ACC: 0 },
+  constants: { ...MATVEC_TUNING, WDTYPE: 0, ACC: 0 },
 });
 
 // ------------------------------------------------------------------------------------ arguments
 
-/** Arguments of {@linkcode matmul} and {@linkcode linear}. */
+/** Arguments of {@linkcode matmul}, {@linkcode matvec} and {@linkcode linear}. */
 export interface LinearArgs {
   /** Input activations, f32 `[T, K]` row-major. */
   x: Binding;
@@ -81,7 +103,7 @@ export interface LinearArgs {
   w: Binding;
   /** Output f32 `[T, N]` row-major; must not overlap `x` or `w`. */
   y: Binding;
-  /** Rows of `x` (tokens), >= 1. */
+  /** Rows of `x` (tokens), >= 1. Optional for {@linkcode matvec} (default 1). */
   T: number;
   /** Inputs per row, >= 1 (even for 16-bit dtypes). */
   K: number;
@@ -93,19 +115,27 @@ export interface LinearArgs {
   accumulate?: boolean;
 }
 
-/** Arguments of {@linkcode matvec}: as {@linkcode LinearArgs}, with `T` optional (default 1). */
+/** Arguments of {@linkcode matmul}: {@linkcode LinearArgs} and optional tiling overrides. */
+export interface MatmulArgs extends LinearArgs {
+  /** Tiling overrides (default {@linkcode MATMUL_TUNING}); for tuning and tests. */
+  tune?: Partial<MatmulTuning>;
+}
+
+/** Arguments of {@linkcode matvec}: {@linkcode LinearArgs} with `T` optional (default 1). */
 export interface MatvecArgs extends Omit<LinearArgs, "T"> {
-  /** Rows of `x` (tokens), 1 .. {@linkcode MATVEC_MAX_T}; default 1. */
+  /** Rows of `x` (tokens), >= 1; default 1. Meant for a few (decode); see {@linkcode linear}. */
   T?: number;
+  /** Layout overrides (default {@linkcode MATVEC_TUNING}); for tuning and tests. */
+  tune?: Partial<MatvecTuning>;
 }
 
 const U32_MAX = 0xffffffff;
 
-function checkDim(name: string, v: unknown, max = U32_MAX): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > max) {
+function checkInt(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
     throw new ArgumentError(
       name,
-      `expected an integer in [1, ${max}], got ${typeof v === "number" ? v : typeof v}`,
+      `expected an integer in [${min}, ${max}], got ${typeof v === "number" ? v : typeof v}`,
     );
   }
   return v;
@@ -122,10 +152,10 @@ function range(gpu: Gpu, name: string, b: Binding, need: number): Range {
     throw new ArgumentError(name, `expected a GPUBuffer or {buffer, offset?, size?}, got ${b}`);
   }
   const buffer = "buffer" in b ? b.buffer : b;
-  const offset = "buffer" in b ? b.offset ?? 0 : 0;
-  if (!buffer || typeof buffer.size !== "number") {
+  if (!buffer || typeof buffer !== "object" || typeof buffer.size !== "number") {
     throw new ArgumentError(name, "expected a GPUBuffer or {buffer, offset?, size?}");
   }
+  const offset = "buffer" in b ? b.offset ?? 0 : 0;
   const size = "buffer" in b ? b.size ?? buffer.size - offset : buffer.size;
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   if (!Number.isInteger(offset) || offset < 0 || offset % align !== 0) {
@@ -134,10 +164,11 @@ function range(gpu: Gpu, name: string, b: Binding, need: number): Range {
       `binding offset ${offset} is not a multiple of ${align} (minStorageBufferOffsetAlignment)`,
     );
   }
-  if (!Number.isInteger(size) || size < 0 || offset + size > buffer.size) {
+  if (!Number.isInteger(size) || size < 0 || size % 4 !== 0 || offset + size > buffer.size) {
     throw new ArgumentError(
       name,
-      `binding range [${offset}, ${offset + size}) exceeds the buffer's ${buffer.size} bytes`,
+      `binding range [${offset}, ${offset + size}) is not a whole number of 4-byte words inside ` +
+        `the buffer's ${buffer.size} bytes`,
     );
   }
   if (size < need) {
@@ -177,11 +208,11 @@ interface Checked {
   accumulate: boolean;
 }
 
-function validate(gpu: Gpu, args: LinearArgs, maxT: number): Checked {
+function validate(gpu: Gpu, args: LinearArgs): Checked {
   if (!args || typeof args !== "object") throw new ArgumentError("args", "expected an object");
-  const T = checkDim("T", args.T, maxT);
-  const K = checkDim("K", args.K);
-  const N = checkDim("N", args.N);
+  const T = checkInt("T", args.T, 1, U32_MAX);
+  const K = checkInt("K", args.K, 1, U32_MAX);
+  const N = checkInt("N", args.N, 1, U32_MAX);
   const dtype = args.dtype;
   if (!DTYPES.includes(dtype)) {
     throw new ArgumentError("dtype", `unsupported dtype '${dtype}'`, `use ${DTYPES.join(", ")}`);
@@ -205,6 +236,47 @@ function validate(gpu: Gpu, args: LinearArgs, maxT: number): Checked {
   return { x, w, y, T, K, N, dtype, accumulate: args.accumulate ?? false };
 }
 
+function checkTune<K extends string>(
+  tune: Partial<Record<K, number>> | undefined,
+  defaults: Readonly<Record<K, number>>,
+  bounds: Record<K, [number, number]>,
+): Record<K, number> {
+  if (tune !== undefined && (tune === null || typeof tune !== "object")) {
+    throw new ArgumentError("tune", `expected an object, got ${tune}`);
+  }
+  const out = { ...defaults } as Record<K, number>;
+  for (const key of Object.keys(bounds) as K[]) {
+    const v = tune?.[key];
+    if (v !== undefined) out[key] = checkInt(`tune.${key}`, v, bounds[key][0], bounds[key][1]);
+  }
+  return out;
+}
+
+function checkWorkgroup(
+  gpu: Gpu,
+  what: string,
+  size: [number, number],
+  sharedBytes: number,
+) {
+  const threads = size[0] * size[1];
+  const maxThreads = gpu.limits.maxComputeInvocationsPerWorkgroup;
+  const [maxX, maxY] = [gpu.limits.maxComputeWorkgroupSizeX, gpu.limits.maxComputeWorkgroupSizeY];
+  if (threads > maxThreads || size[0] > maxX || size[1] > maxY) {
+    throw new ArgumentError(
+      "tune",
+      `${what}: workgroup of ${size[0]} x ${size[1]} threads, over this device's limits ` +
+        `(${maxThreads} threads, ${maxX} x ${maxY})`,
+    );
+  }
+  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
+  if (sharedBytes > maxShared) {
+    throw new ArgumentError(
+      "tune",
+      `${what}: ${sharedBytes} bytes of workgroup memory, over this device's limit of ${maxShared}`,
+    );
+  }
+}
+
 function bind(r: Range, size = r.size): Binding {
   return { buffer: r.buffer, offset: r.offset, size };
 }
@@ -216,7 +288,8 @@ function bind(r: Range, size = r.size): Binding {
  * Best for prefill (large `T`); {@linkcode linear} picks it for `T > LINEAR_MATVEC_MAX_T`.
  *
  * @throws {ArgumentError} naming the bad argument: non-positive or non-integer sizes, an unknown
- *   dtype, an odd `K` with 16-bit weights, bindings too small, misaligned or overlapping `y`.
+ *   dtype, an odd `K` with 16-bit weights, bindings too small, misaligned or overlapping (`y` with
+ *   `x` or `w`), tiling overrides out of range or over the device's limits.
  * @example
  * ```ts ignore
  * import { openGpu } from "../runtime/gpu/device.ts";
@@ -229,10 +302,20 @@ function bind(r: Range, size = r.size): Binding {
  * console.log(await gpu.readF32(y)); // Float32Array [1, 2, 3, 3, 4, 7]
  * ```
  */
-export async function matmul(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
-  const a = validate(gpu, args, U32_MAX);
-  const groups: [number, number] = [Math.ceil(a.N / MATMUL_BN), Math.ceil(a.T / MATMUL_BM)];
+export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
+  const a = validate(gpu, args);
+  const tune = checkTune(args.tune, MATMUL_TUNING, {
+    WGX: [1, 256],
+    WGY: [1, 256],
+    BK: [2, 256],
+  });
+  if (tune.BK % 2 !== 0) throw new ArgumentError("tune.BK", `must be even, got ${tune.BK}`);
+  checkWorkgroup(gpu, "matmul", [tune.WGX, tune.WGY], 16 * tune.BK * (tune.WGX + tune.WGY));
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const groups: [number, number] = [
+    Math.ceil(a.N / (4 * tune.WGX)),
+    Math.ceil(a.T / (4 * tune.WGY)),
+  ];
   if (groups[0] > max) {
     throw new ArgumentError("N", `N=${a.N} needs ${groups[0]} workgroups, over the limit ${max}`);
   }
@@ -244,7 +327,7 @@ export async function matmul(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
     );
   }
   const pipeline = await gpu.pipeline(MATMUL, {
-    ...MATMUL_TILE,
+    ...tune,
     WDTYPE: DTYPE_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,
   });
@@ -253,13 +336,12 @@ export async function matmul(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
 }
 
 /**
- * Builds the GEMV `y[t, n] = W[n, :] · x[t, :]` for the `T` (1 .. {@linkcode MATVEC_MAX_T}) rows of
- * `x` (`+=` with `accumulate`): one pass over the weights serves every row of `x`. `T` is compiled
- * into the pipeline (one pipeline per `T` and dtype). Best for decode; {@linkcode linear} picks it for
- * `T <= LINEAR_MATVEC_MAX_T`.
+ * Builds the GEMV `y[t, n] = W[n, :] · x[t, :]` for the `T` rows of `x` (`+=` with `accumulate`),
+ * for any K and N. Bandwidth-bound: 16-byte loads of the weights, `TB` rows of `x` per pass over
+ * them (later passes re-read a workgroup's weight rows from cache), so it is meant for a few rows
+ * (decode); {@linkcode linear} picks it for `T <= LINEAR_MATVEC_MAX_T`.
  *
- * @throws {ArgumentError} naming the bad argument (as {@linkcode matmul}, and `T` above
- *   {@linkcode MATVEC_MAX_T}).
+ * @throws {ArgumentError} naming the bad argument (as {@linkcode matmul}).
  * @example
  * ```ts ignore
  * import { openGpu } from "../runtime/gpu/device.ts";
@@ -274,33 +356,40 @@ export async function matmul(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
  * ```
  */
 export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
-  const a = validate(gpu, { ...args, T: args?.T ?? 1 }, MATVEC_MAX_T);
-  const { TPR, ROWS } = MATVEC_LAYOUT;
+  const a = validate(gpu, { ...args, T: args?.T ?? 1 });
+  const tune = checkTune(args.tune, MATVEC_TUNING, {
+    TPR: [1, 1024],
+    ROWS: [1, 1024],
+    TB: [1, MATVEC_MAX_TB],
+  });
+  if ((tune.TPR & (tune.TPR - 1)) !== 0) {
+    throw new ArgumentError("tune.TPR", `must be a power of two, got ${tune.TPR}`);
+  }
+  const threads = tune.TPR * tune.ROWS;
+  checkWorkgroup(gpu, "matvec", [threads, 1], 4 * tune.TB * threads);
   const pipeline = await gpu.pipeline(MATVEC, {
-    TPR,
-    ROWS,
-    TCOLS: a.T,
+    ...tune,
     WDTYPE: DTYPE_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,
   });
-  const params = gpu.uniform(new ParamWriter().u32(a.K, a.N).bytes(), "matvec.params");
-  // The vec4 view needs at least one whole vec4; a smaller weight range has no aligned body at all
-  // (every word is read through `wu`), so any 16-byte buffer can stand in for it.
-  const wv = a.w.size >= 16 ? bind(a.w, a.w.size - (a.w.size % 16)) : dummy(gpu);
+  const params = gpu.uniform(new ParamWriter().u32(a.T, a.K, a.N).bytes(), "matvec.params");
+  // The vec4 view covers whole 16-byte blocks only. A weight range under 16 bytes has no aligned
+  // body (every word is read through `wu`), so any 16-byte buffer can stand in for it.
+  const wv = a.w.size >= 16 ? bind(a.w, a.w.size - (a.w.size % 16)) : placeholder(gpu);
   return gpu.dispatch(
     pipeline,
     [params, bind(a.x), wv, bind(a.w), bind(a.y)],
-    gpu.grid(Math.ceil(a.N / ROWS)),
+    gpu.grid(Math.ceil(a.N / tune.ROWS)),
   );
 }
 
-const dummies = new WeakMap<Gpu, GPUBuffer>();
+const placeholders = new WeakMap<Gpu, GPUBuffer>();
 
-function dummy(gpu: Gpu): GPUBuffer {
-  let b = dummies.get(gpu);
+function placeholder(gpu: Gpu): GPUBuffer {
+  let b = placeholders.get(gpu);
   if (!b) {
-    b = gpu.storage("other", 16, "matvec.dummy");
-    dummies.set(gpu, b);
+    b = gpu.storage("other", 16, "matvec.placeholder");
+    placeholders.set(gpu, b);
   }
   return b;
 }
@@ -323,6 +412,9 @@ function dummy(gpu: Gpu): GPUBuffer {
  * ```
  */
 export async function linear(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
-  const T = checkDim("T", args?.T);
-  return await (T <= LINEAR_MATVEC_MAX_T ? matvec(gpu, args) : matmul(gpu, args));
+  const T = checkInt("T", args?.T, 1, U32_MAX);
+  // Only the documented fields are forwarded (no tuning overrides through linear).
+  const { x, w, y, K, N, dtype, accumulate } = args;
+  const a = { x, w, y, T, K, N, dtype, accumulate };
+  return await (T <= LINEAR_MATVEC_MAX_T ? matvec(gpu, a) : matmul(gpu, a));
 }

@@ -6,10 +6,11 @@ import {
   LINEAR_MATVEC_MAX_T,
   type LinearArgs,
   matmul,
-  MATMUL_TILE,
+  MATMUL_TUNING,
+  type MatmulTuning,
   matvec,
-  MATVEC_LAYOUT,
-  MATVEC_MAX_T,
+  MATVEC_TUNING,
+  type MatvecTuning,
 } from "./linear.ts";
 import { matmulRef } from "./reference_linear.ts";
 import { assertClose, GPU_TEST, POISON, poisoned, randn, testGpu } from "./test_util.ts";
@@ -23,16 +24,32 @@ interface Case {
   N: number;
   dtype: DType;
   accumulate?: boolean;
+  tune?: Partial<MatmulTuning & MatvecTuning>;
 }
 
-const BUILDERS: Record<Op, (gpu: Gpu, args: LinearArgs) => Promise<Dispatch>> = {
-  matmul,
-  matvec,
-  linear,
-};
+type Builder = (gpu: Gpu, args: LinearArgs & { tune?: Case["tune"] }) => Promise<Dispatch>;
+const BUILDERS: Record<Op, Builder> = { matmul, matvec, linear };
 
 function describe(c: Case): string {
-  return `${c.op} ${c.dtype} T=${c.T} K=${c.K} N=${c.N}${c.accumulate ? " acc" : ""}`;
+  return `${c.op} ${c.dtype} T=${c.T} K=${c.K} N=${c.N}${c.accumulate ? " acc" : ""}` +
+    (c.tune ? ` ${JSON.stringify(c.tune)}` : "");
+}
+
+/**
+ * Uploads `data` for binding: odd `i` as a whole buffer, even `i` as a range at offset 256 of a
+ * larger buffer whose other words are NaN (so a read outside the range poisons the result).
+ */
+function upload(gpu: Gpu, data: ArrayBufferView, i: number, made: GPUBuffer[]) {
+  if (i % 2) {
+    const b = gpu.storage("activations", data);
+    made.push(b);
+    return b;
+  }
+  const offset = 256;
+  const buffer = poisoned(gpu, (offset + data.byteLength + 64) / 4);
+  gpu.write(buffer, data, offset);
+  made.push(buffer);
+  return { buffer, offset, size: data.byteLength };
 }
 
 /**
@@ -55,9 +72,8 @@ async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
   for (const [i, c] of cases.entries()) {
     const x = randn(c.T * c.K);
     const wf = randn(c.N * c.K, 1 / Math.sqrt(c.K));
-    const xBuf = gpu.storage("activations", x, "linear_test.x");
-    const wBuf = gpu.storage("dense", packWeights(wf, c.dtype), "linear_test.w");
-    made.push(xBuf, wBuf);
+    const xBuf = upload(gpu, x, i, made);
+    const wBuf = upload(gpu, packWeights(wf, c.dtype), i, made);
     const ySize = c.T * c.N * 4;
     let init: Float32Array | undefined;
     if (c.accumulate) {
@@ -74,6 +90,7 @@ async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
         N: c.N,
         dtype: c.dtype,
         accumulate: c.accumulate,
+        tune: c.tune,
       }),
     );
     checks.push(() => {
@@ -105,18 +122,23 @@ async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
 }
 
 /** Expands shapes into cases for each dtype (16-bit dtypes only where K is even) and mode. */
-function cases(op: Op, shapes: [number, number, number][], acc = [false, true]): Case[] {
+function cases(
+  op: Op,
+  shapes: [number, number, number][],
+  tune?: Case["tune"],
+  acc = [false, true],
+): Case[] {
   const out: Case[] = [];
   for (const [T, K, N] of shapes) {
     for (const dtype of ["f32", "f16", "bf16"] as const) {
       if (dtype !== "f32" && K % 2) continue;
-      for (const accumulate of acc) out.push({ op, T, K, N, dtype, accumulate });
+      for (const accumulate of acc) out.push({ op, T, K, N, dtype, accumulate, tune });
     }
   }
   return out;
 }
 
-const BM = 4 * MATMUL_TILE.WGY, BN = 4 * MATMUL_TILE.WGX, BK = MATMUL_TILE.BK;
+const BM = 4 * MATMUL_TUNING.WGY, BN = 4 * MATMUL_TUNING.WGX, BK = MATMUL_TUNING.BK;
 
 Deno.test({
   name: "matmul matches the CPU reference at tile-aligned and ragged shapes",
@@ -144,19 +166,46 @@ Deno.test({
 });
 
 Deno.test({
-  name: "matvec matches the CPU reference for T = 1 .. MATVEC_MAX_T and every row alignment",
+  name: "matmul is correct with other tilings (tune overrides)",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const shapes: [number, number, number][] = [[1, 2, 1], [19, 38, 21], [33, 70, 9]];
+    await runCases(gpu, [
+      ...cases("matmul", shapes, { WGX: 4, WGY: 8, BK: 6 }, [false]),
+      ...cases("matmul", shapes, { WGX: 8, WGY: 2, BK: 32 }, [true]),
+    ]);
+  },
+});
+
+Deno.test({
+  name: "matvec matches the CPU reference for T = 1 .. 12 and every row alignment",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
     const shapes: [number, number, number][] = [];
-    // Rows of K words start at every residue mod 4 when N >= 4; K spans head-only rows (< 4 words),
-    // one body vec4, and several strides of TPR vec4s.
+    // Rows of K words start at every residue mod 4 when N >= 4; K spans head/tail-only rows (< 4
+    // words), one body vec4, and several strides of TPR vec4s. N = 1 with K < 8 leaves a weight range
+    // under 16 bytes (no vec4 view at all).
     const ks = [1, 2, 3, 4, 5, 6, 8, 10, 17, 34, 64, 130, 259, 1030];
     const ns = [1, 3, 17, 65];
     for (const [i, K] of ks.entries()) shapes.push([1 + (i % 3), K, ns[i % ns.length]]);
-    for (let T = 1; T <= MATVEC_MAX_T; T++) shapes.push([T, 2 * T + 8, 3 + 2 * T]);
-    shapes.push([1, 258, MATVEC_LAYOUT.ROWS * 5], [MATVEC_MAX_T, 130, 67]);
+    for (let T = 1; T <= 12; T += T < 4 ? 1 : 4) shapes.push([T, 2 * T + 8, 3 + 2 * T]);
+    shapes.push([1, 258, MATVEC_TUNING.ROWS * 5], [8, 130, 67]);
     await runCases(gpu, cases("matvec", shapes));
+  },
+});
+
+Deno.test({
+  name: "matvec is correct with other layouts (tune overrides, several rows of x per pass)",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const shapes: [number, number, number][] = [[1, 6, 5], [2, 130, 19], [5, 34, 9], [7, 66, 3]];
+    await runCases(gpu, [
+      ...cases("matvec", shapes, { TPR: 8, ROWS: 4, TB: 2 }, [true]),
+      ...cases("matvec", shapes, { TPR: 64, ROWS: 2, TB: 1 }, [false]),
+    ]);
   },
 });
 
@@ -176,7 +225,7 @@ Deno.test({
       const w = gpu.storage("dense", packWeights(randn(12), "bf16"));
       const y = poisoned(gpu, T * 3);
       const d = await linear(gpu, { x, w, y, T, K: 4, N: 3, dtype: "bf16" });
-      if (!d.label.startsWith(`${kernel}|`)) {
+      if (!new RegExp(`^${kernel}[:|]`).test(d.label)) {
         throw new Error(`linear T=${T}: expected a ${kernel} dispatch, got '${d.label}'`);
       }
       for (const b of [x, w, y]) gpu.destroyBuffer(b);
@@ -190,7 +239,7 @@ Deno.test({
   fn: async () => {
     const gpu = await testGpu();
     const groups = gpu.limits.maxComputeWorkgroupsPerDimension + 2;
-    const N = groups * MATVEC_LAYOUT.ROWS - 3, K = 8;
+    const N = groups * MATVEC_TUNING.ROWS - 3, K = 8;
     const x = randn(K), wf = randn(N * K);
     const xBuf = gpu.storage("activations", x);
     const wBuf = gpu.storage("dense", packWeights(wf, "f16"));
@@ -255,11 +304,19 @@ Deno.test({
         );
       }
     }
-    await expectArgumentError(
-      `matvec: T > ${MATVEC_MAX_T}`,
-      "T",
-      () => matvec(gpu, { ...good, T: MATVEC_MAX_T + 1 }),
-    );
+    const badTune: [string, string, Builder, Record<string, unknown>][] = [
+      ["TPR not a power of two", "tune.TPR", matvec, { TPR: 3 }],
+      ["TB too large", "tune.TB", matvec, { TB: 9 }],
+      ["ROWS zero", "tune.ROWS", matvec, { ROWS: 0 }],
+      ["too many threads", "tune", matvec, { TPR: 256, ROWS: 64 }],
+      ["odd BK", "tune.BK", matmul, { BK: 7 }],
+      ["WGX not an integer", "tune.WGX", matmul, { WGX: 2.5 }],
+      ["too many threads", "tune", matmul, { WGX: 256, WGY: 256 }],
+      ["too much workgroup memory", "tune", matmul, { WGX: 16, WGY: 16, BK: 256 }],
+    ];
+    for (const [what, argument, builder, tune] of badTune) {
+      await expectArgumentError(what, argument, () => builder(gpu, { ...good, tune }));
+    }
     // The good call itself is accepted.
     await matmul(gpu, good);
     await matvec(gpu, good);

@@ -20,6 +20,7 @@ import { type ModelWeights, uploadWeights } from "./models/weights.ts";
 import { allocState, type RunState } from "./models/state.ts";
 import { buildForward, flattenPlan } from "./models/decoder.ts";
 import { argmax } from "../kernels/argmax.ts";
+import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
 
 /** Options of {@linkcode loadModel}. */
@@ -44,6 +45,12 @@ export interface GenerateOptions {
   maxTokens?: number;
   /** Stop after emitting one of these ids. */
   stopIds?: readonly number[];
+  /** 0 (default) = greedy; > 0 samples from softmax(logits / temperature) on the GPU. */
+  temperature?: number;
+  /** Nucleus sampling mass in (0, 1]; default 1. Used when temperature > 0. */
+  topP?: number;
+  /** Seed of the GPU random stream; default 0. Same seed, same tokens. */
+  seed?: number;
 }
 
 /** Statistics of the last {@linkcode Model.generate} call. */
@@ -208,6 +215,16 @@ export class Model {
     }
     this.#checkIds(ids, "ids", maxTokens);
     const stop = new Set(opts.stopIds ?? []);
+    const temperature = opts.temperature ?? 0, topP = opts.topP ?? 1, seed = opts.seed ?? 0;
+    if (!Number.isFinite(temperature) || temperature < 0) {
+      throw new ArgumentError("temperature", `expected a number >= 0, got ${temperature}`);
+    }
+    if (!(topP > 0 && topP <= 1)) {
+      throw new ArgumentError("topP", `expected a number in (0, 1], got ${topP}`);
+    }
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+      throw new ArgumentError("seed", `expected an integer in [0, 2^32), got ${seed}`);
+    }
     const gpu = this.gpu;
     const chunk = Math.min(this.#prefillChunk, ids.length);
     const s = this.#stateFor(chunk, 1);
@@ -215,7 +232,10 @@ export class Model {
     const c0 = { ...gpu.counters };
     gpu.resetPeak();
     const V = this.config.vocabSize;
-    const sample = await argmax(gpu, { x: s.logits, out: s.ids, rows: 1, cols: V });
+    const rng = temperature > 0 ? sampleRng(gpu, seed) : null;
+    const sample = rng
+      ? await sampleKernel(gpu, { logits: s.logits, out: s.ids, rows: 1, V, temperature, topP, rng })
+      : await argmax(gpu, { x: s.logits, out: s.ids, rows: 1, cols: V });
     const t0 = performance.now();
     try {
       // Prefill in chunks; the last chunk's logits give the first new token.
@@ -269,6 +289,7 @@ export class Model {
         this.lastStats = this.#stats(c0, ids.length, 1, (performance.now() - t0) / 1e3, 0);
       }
       gpu.destroyBuffer(history);
+      if (rng) gpu.destroyBuffer(rng);
     }
   }
 

@@ -50,6 +50,7 @@ export type TensorRole =
  * import type { ExpectedTensor } from "./inspect.ts";
  * const t: ExpectedTensor = {
  *   name: "model.norm.weight", shape: [64], role: "norm", layer: null, expert: null,
+ *   projection: null,
  * };
  * console.log(t.shape);
  * ```
@@ -65,7 +66,12 @@ export interface ExpectedTensor {
   readonly layer: number | null;
   /** The routed expert, for role `expert`; otherwise `null`. */
   readonly expert: number | null;
+  /** Which projection a matrix of a layer is (`o` and `down` write into the residual stream). */
+  readonly projection: Projection | null;
 }
+
+/** The projection a layer matrix is: attention q, k, v, o, or an MLP's gate, up, down. */
+export type Projection = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
 
 function mlpTensors(
   n: MlpNames,
@@ -76,9 +82,9 @@ function mlpTensors(
   expert: number | null = null,
 ): ExpectedTensor[] {
   return [
-    { name: n.gate, shape: [inter, hidden], role, layer, expert },
-    { name: n.up, shape: [inter, hidden], role, layer, expert },
-    { name: n.down, shape: [hidden, inter], role, layer, expert },
+    { name: n.gate, shape: [inter, hidden], role, layer, expert, projection: "gate" },
+    { name: n.up, shape: [inter, hidden], role, layer, expert, projection: "up" },
+    { name: n.down, shape: [hidden, inter], role, layer, expert, projection: "down" },
   ];
 }
 
@@ -98,7 +104,7 @@ function mlpTensors(
  *   num_hidden_layers: 2, num_attention_heads: 4, num_experts: 8, num_experts_per_tok: 2,
  * });
  * const ts = expectedTensors(cfg);
- * console.log(ts.length, ts.filter((t) => t.role === "expert").length); // 71 48
+ * console.log(ts.length, ts.filter((t) => t.role === "expert").length); // 69 48
  * ```
  */
 export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
@@ -107,25 +113,31 @@ export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
   const kvDim = cfg.kvHeads * cfg.headDim;
   const m = modelNames(cfg);
   const out: ExpectedTensor[] = [
-    { name: m.embed, shape: [cfg.vocabSize, h], role: "embed", layer: null, expert: null },
+    {
+      name: m.embed,
+      shape: [cfg.vocabSize, h],
+      role: "embed",
+      layer: null,
+      expert: null,
+      projection: null,
+    },
   ];
   for (let i = 0; i < cfg.layers.length; i++) {
     const n = layerNames(cfg, i);
-    const t = (name: string, shape: number[], role: TensorRole): ExpectedTensor => ({
-      name,
-      shape,
-      role,
-      layer: i,
-      expert: null,
-    });
+    const t = (
+      name: string,
+      shape: number[],
+      role: TensorRole,
+      projection: Projection | null = null,
+    ): ExpectedTensor => ({ name, shape, role, layer: i, expert: null, projection });
     out.push(t(n.inputNorm, [h], "norm"));
-    out.push(t(n.q, [qDim, h], "attn"));
+    out.push(t(n.q, [qDim, h], "attn", "q"));
     if (n.bias) out.push(t(n.bias.q, [qDim], "attn_bias"));
-    out.push(t(n.k, [kvDim, h], "attn"));
+    out.push(t(n.k, [kvDim, h], "attn", "k"));
     if (n.bias) out.push(t(n.bias.k, [kvDim], "attn_bias"));
-    out.push(t(n.v, [kvDim, h], "attn"));
+    out.push(t(n.v, [kvDim, h], "attn", "v"));
     if (n.bias) out.push(t(n.bias.v, [kvDim], "attn_bias"));
-    out.push(t(n.o, [h, qDim], "attn"));
+    out.push(t(n.o, [h, qDim], "attn", "o"));
     if (n.qkNorm) {
       const full = cfg.qkNorm === "full";
       out.push(t(n.qkNorm.q, [full ? qDim : cfg.headDim], "qk_norm"));
@@ -147,15 +159,10 @@ export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
       }
     }
   }
-  out.push({ name: m.finalNorm, shape: [h], role: "norm", layer: null, expert: null });
+  const model = { layer: null, expert: null, projection: null };
+  out.push({ name: m.finalNorm, shape: [h], role: "norm", ...model });
   if (m.lmHead !== m.embed) {
-    out.push({
-      name: m.lmHead,
-      shape: [cfg.vocabSize, h],
-      role: "lm_head",
-      layer: null,
-      expert: null,
-    });
+    out.push({ name: m.lmHead, shape: [cfg.vocabSize, h], role: "lm_head", ...model });
   }
   return out;
 }
@@ -331,7 +338,7 @@ export interface ExpertBytes {
  * ```ts
  * import { inspectModel } from "./inspect.ts";
  * const r = await inspectModel("tests/fixtures/hf/qwen2_moe");
- * console.log(r.arch, r.layers, r.tensors, r.warnings); // qwen2_moe ["dense","moe","dense","moe"] 102 []
+ * console.log(r.arch, r.layers, r.tensors, r.warnings); // qwen2_moe ["dense","moe","dense","moe"] 103 []
  * ```
  */
 export interface InspectReport {
@@ -425,7 +432,7 @@ function sizeOf(path: string): number | null {
  * ```ts
  * import { inspectModel } from "./inspect.ts";
  * const r = await inspectModel("tests/fixtures/hf/mixtral");
- * console.log(r.params.experts, r.params.activePerToken, r.checkpointBytes); // 368640 132096 1773058
+ * console.log(r.params.experts, r.params.activePerToken, r.checkpointBytes); // 368640 163776 1773058
  * ```
  */
 export async function inspectModel(dir: string, opts: InspectOptions = {}): Promise<InspectReport> {
@@ -436,21 +443,6 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
       ? `${dir}/${INDEX_FILE_NAME}`
       : store.files[0];
     const expected = expectedTensors(cfg);
-    const missing = expected.filter((t) => !store.has(t.name));
-    if (missing.length > 0) {
-      const list = missing.slice(0, 5).map((t) => t.name).join(", ");
-      throw new WeightFileError(
-        label,
-        `missing: the model needs ${expected.length} tensors and ${missing.length} of them ` +
-          `${missing.length === 1 ? "is" : "are"} not in the checkpoint (${list}${
-            missing.length > 5 ? ", ..." : ""
-          }); expected shape ${shapeText(missing[0].shape)}`,
-        {
-          tensor: missing[0].name,
-          hint: "the checkpoint is incomplete, or config.json belongs to a different model",
-        },
-      );
-    }
     let expertDType: string | null = null;
     let perExpert = 0;
     let expertTotal = 0;
@@ -459,7 +451,14 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
       0,
     );
     const firstMoe = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
+    // Wrong shapes are reported before missing tensors: with a config that does not match the
+    // weights (say, another expert count) the first wrong shape says more than a missing expert.
+    const missing: ExpectedTensor[] = [];
     for (const t of expected) {
+      if (!store.has(t.name)) {
+        missing.push(t);
+        continue;
+      }
       const e = store.describe(t.name);
       if (e.shape.length !== t.shape.length || e.shape.some((d, i) => d !== t.shape[i])) {
         throw new WeightFileError(
@@ -482,6 +481,20 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
         expertDType = expertDType === null || expertDType === e.fileDType ? e.fileDType : "mixed";
         if (t.layer === firstMoe && t.expert === 0) perExpert += e.byteLength;
       }
+    }
+    if (missing.length > 0) {
+      const list = missing.slice(0, 5).map((t) => t.name).join(", ");
+      throw new WeightFileError(
+        label,
+        `missing: the model needs ${expected.length} tensors and ${missing.length} of them ` +
+          `${missing.length === 1 ? "is" : "are"} not in the checkpoint (${list}${
+            missing.length > 5 ? ", ..." : ""
+          }); expected shape ${shapeText(missing[0].shape)}`,
+        {
+          tensor: missing[0].name,
+          hint: "the checkpoint is incomplete, or config.json belongs to a different model",
+        },
+      );
     }
     const wanted = new Set(expected.map((t) => t.name));
     const dtypes: Record<string, DTypeCount> = {};

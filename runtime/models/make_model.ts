@@ -7,8 +7,11 @@
  * `names.ts`, see {@linkcode expectedTensors}).
  *
  * Weights are random normal with scales chosen so a forward pass gives O(1) logits and routing that
- * spreads over the experts: matrices N(0, 1/fan_in) (std `1/sqrt(fan_in)`), routers twice that,
- * untied embeddings N(0, 1), norm weights `1 + 0.1 N(0, 1)`, biases `0.1 N(0, 1)`. They are
+ * spreads over the experts in every layer: matrices std `1/sqrt(fan_in)`, the o and down
+ * projections (which write into the residual stream) also scaled by `1/sqrt(2 layers)` (the
+ * preset's layer count when `overrides.layers` shrinks it), routers
+ * std `2/sqrt(hidden)`, untied embeddings N(0, 1) (tied: std `1/sqrt(hidden)`, and the o/down
+ * projections scaled to match), norm weights `1 + 0.1 N(0, 1)`, biases `0.1 N(0, 1)`. They are
  * deterministic from the seed: every tensor has its own counter-based random stream keyed by the
  * seed and its name, so a tensor's values do not depend on the other tensors (layer 0 of a 2-layer
  * model equals layer 0 of the 48-layer one) and the three dtypes hold the same samples, rounded.
@@ -17,7 +20,7 @@
  * written, so multi-GB checkpoints are written at disk speed.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { makeModel } from "./make_model.ts";
  * const made = await makeModel({ arch: "qwen3_moe", out: "/tmp/tiny-qwen3", force: true });
  * console.log(made.config.layers.map((l) => l.ffn.kind)); // ["moe", "dense", "moe"]
@@ -25,7 +28,7 @@
  *   preset: "mixtral-8x7b", out: "/tmp/mixtral-2l", dtype: "bf16", force: true,
  *   overrides: { layers: 2 }, onProgress: (done, total) => console.log(done / total),
  * });
- * console.log(big.files.length, big.tensorBytes); // several shards, ~6.2 GB
+ * console.log(big.files.length, big.tensorBytes); // 4 shards, 6.3 GB
  * ```
  * @module
  */
@@ -588,7 +591,7 @@ export interface ModelPlan {
  * ```ts
  * import { makeModel } from "./make_model.ts";
  * const m = await makeModel({ arch: "olmoe", out: "/tmp/olmoe-tiny", force: true });
- * console.log(m.files, m.index, m.tensors.length); // ["/tmp/olmoe-tiny/model.safetensors"] null 71
+ * console.log(m.files, m.index, m.tensors.length); // ["/tmp/olmoe-tiny/model.safetensors"] null 69
  * ```
  */
 export interface MadeModel extends ModelPlan {
@@ -838,9 +841,23 @@ function checkEven(d: ModelDims, arch: Arch, layers: ModelConfig["layers"], dtyp
   }
 }
 
-/** The initialisation of a tensor of each role (see the module documentation). */
-function initOf(t: ExpectedTensor, cfg: ModelConfig): { mean: number; std: number } {
+/**
+ * The initialisation of a tensor (see the module documentation). The embedding sets the scale of
+ * the residual stream (std 1, or `1/sqrt(hidden)` when it is also the LM head, so logits stay O(1));
+ * the projections writing into the residual stream (o, down) are scaled by that and by
+ * `1/sqrt(2 refLayers)`, so the token's own embedding stays a large part of the stream in every
+ * layer (otherwise deep layers see nearly the same hidden state for every token and route them all
+ * to a few experts). RMSNorm makes the overall scale irrelevant to everything downstream.
+ * `refLayers` is the larger of the preset's and the model's layer count, so a preset shrunk with
+ * `overrides.layers` keeps every remaining tensor identical to the full model's.
+ */
+function initOf(
+  t: ExpectedTensor,
+  cfg: ModelConfig,
+  refLayers: number,
+): { mean: number; std: number } {
   const fanIn = t.shape.length === 2 ? t.shape[1] : 1;
+  const embedStd = cfg.tieEmbeddings ? 1 / Math.sqrt(cfg.hidden) : 1;
   const role: TensorRole = t.role;
   switch (role) {
     case "norm":
@@ -849,11 +866,14 @@ function initOf(t: ExpectedTensor, cfg: ModelConfig): { mean: number; std: numbe
     case "attn_bias":
       return { mean: 0, std: 0.1 };
     case "embed":
-      return { mean: 0, std: cfg.tieEmbeddings ? 1 / Math.sqrt(cfg.hidden) : 1 };
+      return { mean: 0, std: embedStd };
     case "router":
       return { mean: 0, std: 2 / Math.sqrt(fanIn) };
-    default:
-      return { mean: 0, std: 1 / Math.sqrt(fanIn) };
+    default: {
+      const residual = t.projection === "o" || t.projection === "down";
+      const scale = residual ? embedStd / Math.sqrt(2 * refLayers) : 1;
+      return { mean: 0, std: scale / Math.sqrt(fanIn) };
+    }
   }
 }
 
@@ -868,7 +888,7 @@ function initOf(t: ExpectedTensor, cfg: ModelConfig): { mean: number; std: numbe
  * ```ts
  * import { planModel } from "./make_model.ts";
  * const plan = planModel({ preset: "mixtral-8x7b", out: "", dtype: "bf16", overrides: { layers: 1 } });
- * console.log(plan.tensors.length, plan.totalBytes); // 33 3348119552
+ * console.log(plan.tensors.length, plan.totalBytes); // 34 3426836480
  * ```
  */
 export function planModel(opts: MakeModelOptions): ModelPlan {
@@ -918,7 +938,8 @@ export function planModel(opts: MakeModelOptions): ModelPlan {
         `tensor ${t.name} ${JSON.stringify(t.shape)} is too large`,
       );
     }
-    return { ...t, dtype, bytes: elements * DTYPE_BYTES[dtype], ...initOf(t, config) };
+    const init = initOf(t, config, Math.max(preset.dims.layers, d.layers));
+    return { ...t, dtype, bytes: elements * DTYPE_BYTES[dtype], ...init };
   });
   return {
     arch,
@@ -1124,10 +1145,6 @@ class Producer {
   }
 
   #generate(buf: number, t: number, start: number): Uint8Array {
-    const t0 = performance.now();
-    try { return this.#generate2(buf, t, start); } finally { (globalThis as any).GEN = ((globalThis as any).GEN ?? 0) + performance.now() - t0; }
-  }
-  #generate2(buf: number, t: number, start: number): Uint8Array {
     const p = this.#plan.tensors[t];
     const pairs = Math.min(CHUNK_PAIRS, this.#pairs(t) - start);
     const out = this.#buffers[buf];
@@ -1163,9 +1180,7 @@ class Producer {
     let buf: number;
     let bytes: Uint8Array;
     if (p && p.t === t && p.start === start) {
-      const w0 = performance.now();
       await p.done;
-      (globalThis as any).WAIT = ((globalThis as any).WAIT ?? 0) + performance.now() - w0;
       buf = p.buf;
       bytes = this.#view(buf, t, start);
     } else {

@@ -1,0 +1,87 @@
+import type { Dispatch } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+import { argmax, type ArgmaxArgs } from "./argmax.ts";
+import { argmaxRef } from "./reference_attention.ts";
+import { GPU_TEST, POISON, poisoned, randn, rng, testGpu } from "./test_util.ts";
+
+Deno.test({
+  name: "argmax matches the reference exactly (ties, NaN, -Infinity, vocab-sized rows)",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const shapes = [
+      { rows: 1, cols: 1 },
+      { rows: 3, cols: 7 },
+      { rows: 5, cols: 255 },
+      { rows: 2, cols: 256 },
+      { rows: 4, cols: 1000 },
+      { rows: 3, cols: 50_257 },
+      { rows: 1, cols: 262_144 },
+    ];
+    const cases = [];
+    const dispatches: Dispatch[] = [];
+    for (const { rows, cols } of shapes) {
+      const x = randn(rows * cols);
+      const r = rng(rows * 7919 + cols);
+      // Row 1: an exact tie of the maximum at two places; row 2: a NaN; row 3: -Infinity entries.
+      if (rows > 1 && cols > 1) {
+        const a = Math.floor(r() * cols), b = (a + 1 + Math.floor(r() * (cols - 1))) % cols;
+        x[cols + a] = x[cols + b] = 10;
+      }
+      if (rows > 2) {
+        x[2 * cols + Math.floor(r() * cols)] = NaN;
+        x[2 * cols + Math.floor(r() * cols)] = NaN;
+      }
+      if (rows > 3) {
+        for (let c = 0; c < cols; c += 3) x[3 * cols + c] = -Infinity;
+      }
+      const out = poisoned(gpu, rows);
+      dispatches.push(await argmax(gpu, { x: gpu.storage("activations", x), out, rows, cols }));
+      cases.push({ rows, cols, x, out });
+    }
+    gpu.submit(dispatches);
+    for (const { rows, cols, x, out } of cases) {
+      const got = await gpu.readU32(out, 0, rows);
+      const want = argmaxRef(x, rows, cols);
+      for (let i = 0; i < rows; i++) {
+        if (got[i] !== want[i]) {
+          throw new Error(
+            `argmax rows=${rows} cols=${cols} row ${i}: got ${
+              got[i] === POISON ? "never written" : got[i]
+            }, expected ${want[i]}`,
+          );
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "argmax rejects bad arguments, naming them",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const buf = (bytes: number) => gpu.storage("activations", bytes);
+    const base: ArgmaxArgs = { x: buf(2 * 10 * 4), out: buf(8), rows: 2, cols: 10 };
+    await argmax(gpu, base); // valid
+    const cases: [Partial<ArgmaxArgs>, string, string][] = [
+      [{ rows: 0 }, "rows", "got 0"],
+      [{ cols: 1.5 }, "cols", "got 1.5"],
+      [{ cols: 11 }, "x", "expected at least 88 bytes"],
+      [{ out: buf(4) }, "out", "got a binding of 4 bytes"],
+      [{ out: base.x }, "out", "distinct from x"],
+    ];
+    for (const [patch, argument, text] of cases) {
+      try {
+        await argmax(gpu, { ...base, ...patch });
+      } catch (e) {
+        if (!(e instanceof ArgumentError)) throw e;
+        if (e.argument !== argument || !e.message.includes(text)) {
+          throw new Error(`expected an ArgumentError on ${argument} (${text}), got: ${e.message}`);
+        }
+        continue;
+      }
+      throw new Error(`expected an ArgumentError on ${argument}, nothing was thrown`);
+    }
+  },
+});

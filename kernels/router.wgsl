@@ -1,0 +1,133 @@
+// MoE router: per row of E logits, softmax over E and the top-k experts (ties: lower index first),
+// written in descending probability order as ids [T, k] (u32) and weights [T, k] (f32). With
+// p.renormalize = 1 the k weights are rescaled to sum to 1.
+//
+// One workgroup per row (2-D grid); WG threads (a power of two), E <= EMAX, k <= KMAX.
+struct Params {
+  T: u32,
+  E: u32,
+  k: u32,
+  renormalize: u32,
+}
+
+override WG: u32 = 128u;
+// Largest expert count (a multiple of 4).
+override EMAX: u32 = 512u;
+const KMAX: u32 = 16u;
+const NONE: u32 = 0xffffffffu;
+// Finite stand-in for -infinity.
+const NEG: f32 = -3.0e38;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> weights: array<f32>;
+
+// vec4 elements: a quarter of the elements for llvmpipe to zero-initialise. Logit e is lg[e/4][e%4].
+var<workgroup> lg: array<vec4<f32>, EMAX / 4u>;
+var<workgroup> red_v: array<f32, WG>;
+var<workgroup> red_i: array<u32, WG>;
+var<workgroup> sel: array<u32, KMAX>;
+
+fn logit(e: u32) -> f32 {
+  return lg[e >> 2u][e & 3u];
+}
+
+// Whether candidate (av, ai) ranks before (bv, bi): larger value, then lower index; NONE ranks last.
+fn before(av: f32, ai: u32, bv: f32, bi: u32) -> bool {
+  if (ai == NONE) {
+    return false;
+  }
+  if (bi == NONE) {
+    return true;
+  }
+  return av > bv || (av == bv && ai < bi);
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let t = wid.x + wid.y * nwg.x;
+  if (t >= p.T) {
+    return;
+  }
+  let E = p.E;
+  let base = t * E;
+  var lm = NEG;
+  for (var e = lid; e < E; e += WG) {
+    let x = logits[base + e];
+    lg[e >> 2u][e & 3u] = x;
+    lm = max(lm, x);
+  }
+  red_v[lid] = lm;
+  workgroupBarrier();
+  for (var st = WG / 2u; st > 0u; st /= 2u) {
+    if (lid < st) {
+      red_v[lid] = max(red_v[lid], red_v[lid + st]);
+    }
+    workgroupBarrier();
+  }
+  let mx = red_v[0];
+  workgroupBarrier();
+  var ls = 0.0;
+  for (var e = lid; e < E; e += WG) {
+    ls += exp(logit(e) - mx);
+  }
+  red_v[lid] = ls;
+  workgroupBarrier();
+  for (var st = WG / 2u; st > 0u; st /= 2u) {
+    if (lid < st) {
+      red_v[lid] += red_v[lid + st];
+    }
+    workgroupBarrier();
+  }
+  let total = red_v[0];
+  workgroupBarrier();
+
+  // k rounds of a workgroup argmax over the experts not chosen yet (compared on logits, which order
+  // like the probabilities but cannot tie where the probabilities round to equal values).
+  for (var r = 0u; r < p.k; r++) {
+    var bv = NEG;
+    var bi = NONE;
+    for (var e = lid; e < E; e += WG) {
+      var taken = false;
+      for (var u = 0u; u < r; u++) {
+        taken = taken || sel[u] == e;
+      }
+      let x = logit(e);
+      if (!taken && before(x, e, bv, bi)) {
+        bv = x;
+        bi = e;
+      }
+    }
+    red_v[lid] = bv;
+    red_i[lid] = bi;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st /= 2u) {
+      if (lid < st && before(red_v[lid + st], red_i[lid + st], red_v[lid], red_i[lid])) {
+        red_v[lid] = red_v[lid + st];
+        red_i[lid] = red_i[lid + st];
+      }
+      workgroupBarrier();
+    }
+    if (lid == 0u) {
+      sel[r] = red_i[0];
+    }
+    workgroupBarrier();
+  }
+
+  if (lid == 0u) {
+    var chosen = 0.0;
+    for (var r = 0u; r < p.k; r++) {
+      chosen += exp(logit(sel[r]) - mx);
+    }
+    let denom = select(total, chosen, p.renormalize != 0u);
+    for (var r = 0u; r < p.k; r++) {
+      ids[t * p.k + r] = sel[r];
+      weights[t * p.k + r] = exp(logit(sel[r]) - mx) / denom;
+    }
+  }
+}

@@ -1,0 +1,135 @@
+import type { Dispatch } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+import { routerTopK, type RouterTopKArgs } from "./router.ts";
+import { routerTopKRef } from "./reference_attention.ts";
+import { assertClose, GPU_TEST, POISON, poisoned, randn, testGpu } from "./test_util.ts";
+
+Deno.test({
+  name: "routerTopK matches the reference (ids exactly, weights to 1e-5), both modes",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const shapes = [
+      { T: 1, E: 8, k: 2 },
+      { T: 3, E: 60, k: 4 },
+      { T: 17, E: 64, k: 8 },
+      { T: 5, E: 128, k: 1 },
+      { T: 4, E: 300, k: 16 },
+      { T: 9, E: 512, k: 8 },
+      { T: 2, E: 16, k: 16 },
+      { T: 2, E: 1, k: 1 },
+    ];
+    const cases = [];
+    const dispatches: Dispatch[] = [];
+    for (const s of shapes) {
+      for (const renormalize of [true, false]) {
+        // randn values are distinct almost surely; scale 3 spreads the probabilities.
+        const logits = randn(s.T * s.E, 3);
+        const ids = poisoned(gpu, s.T * s.k, "ids"), weights = poisoned(gpu, s.T * s.k, "weights");
+        dispatches.push(
+          await routerTopK(gpu, {
+            logits: gpu.storage("activations", logits),
+            ids,
+            weights,
+            renormalize,
+            ...s,
+          }),
+        );
+        cases.push({ s, renormalize, logits, ids, weights });
+      }
+    }
+    // Exact ties: lower index first.
+    const tie = new Float32Array([1, 3, 0.5, 3, 2, 3, -1, 2]);
+    const tieIds = poisoned(gpu, 4, "ids"), tieW = poisoned(gpu, 4, "weights");
+    dispatches.push(
+      await routerTopK(gpu, {
+        logits: gpu.storage("activations", tie),
+        ids: tieIds,
+        weights: tieW,
+        T: 1,
+        E: 8,
+        k: 4,
+        renormalize: true,
+      }),
+    );
+    cases.push({
+      s: { T: 1, E: 8, k: 4 },
+      renormalize: true,
+      logits: tie,
+      ids: tieIds,
+      weights: tieW,
+    });
+    gpu.submit(dispatches);
+    for (const { s, renormalize, logits, ids, weights } of cases) {
+      const what = `router T=${s.T} E=${s.E} k=${s.k} renormalize=${renormalize}`;
+      const ref = routerTopKRef(logits, s.T, s.E, s.k, renormalize);
+      const gotIds = await gpu.readU32(ids, 0, s.T * s.k);
+      for (let i = 0; i < ref.ids.length; i++) {
+        if (gotIds[i] !== ref.ids[i]) {
+          throw new Error(
+            `${what}: ids[${i}] = ${gotIds[i] === POISON ? "never written" : gotIds[i]}, ` +
+              `expected ${ref.ids[i]} (got ${gotIds.slice(0, s.k)}, expected ${
+                ref.ids.slice(0, s.k)
+              } for row 0)`,
+          );
+        }
+      }
+      assertClose(await gpu.readF32(weights, 0, s.T * s.k), ref.weights, 1e-5, `${what} weights`);
+    }
+    const tieRef = routerTopKRef(tie, 1, 8, 4, true);
+    if (tieRef.ids.join() !== "1,3,5,4") throw new Error(`reference tie order ${tieRef.ids}`);
+  },
+});
+
+async function assertArgError(what: Promise<unknown>, argument: string, text: string) {
+  try {
+    await what;
+  } catch (e) {
+    if (!(e instanceof ArgumentError)) throw e;
+    if (e.argument !== argument || !e.message.includes(text)) {
+      throw new Error(`expected an ArgumentError on ${argument} (${text}), got: ${e.message}`);
+    }
+    return;
+  }
+  throw new Error(`expected an ArgumentError on ${argument}, nothing was thrown`);
+}
+
+Deno.test({
+  name: "routerTopK rejects bad arguments, naming them",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const buf = (bytes: number) => gpu.storage("activations", bytes);
+    const base: RouterTopKArgs = {
+      logits: buf(4 * 64 * 4),
+      ids: buf(4 * 8 * 4),
+      weights: buf(4 * 8 * 4),
+      T: 4,
+      E: 64,
+      k: 8,
+      renormalize: true,
+    };
+    await routerTopK(gpu, base); // valid
+    await assertArgError(
+      routerTopK(gpu, { ...base, E: 513, logits: buf(4 * 513 * 4) }),
+      "E",
+      "513",
+    );
+    await assertArgError(routerTopK(gpu, { ...base, k: 17 }), "k", "[1, 16], got 17");
+    await assertArgError(routerTopK(gpu, { ...base, E: 4, k: 5 }), "k", "[1, 4], got 5");
+    await assertArgError(routerTopK(gpu, { ...base, k: 0 }), "k", "got 0");
+    await assertArgError(routerTopK(gpu, { ...base, T: -1 }), "T", "got -1");
+    await assertArgError(routerTopK(gpu, { ...base, T: 5 }), "logits", "at least 1280 bytes");
+    await assertArgError(routerTopK(gpu, { ...base, ids: buf(16) }), "ids", "got a binding of 16");
+    await assertArgError(
+      routerTopK(gpu, { ...base, weights: base.ids }),
+      "ids",
+      "distinct from weights",
+    );
+    await assertArgError(
+      routerTopK(gpu, { ...base, renormalize: 1 as unknown as boolean }),
+      "renormalize",
+      "got 1",
+    );
+  },
+});
