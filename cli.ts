@@ -14,6 +14,8 @@ import { parseArgs } from "node:util";
 import { ArgumentError, PregateError } from "./runtime/errors.ts";
 import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
 import { loadModel, type Model } from "./runtime/model.ts";
+import { makeModel, type ModelDims, presetNames } from "./runtime/models/make_model.ts";
+import { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
 
 /** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
 interface Command {
@@ -80,6 +82,21 @@ const MODEL_OPTIONS = {
   ...GPU_OPTION,
   model: { type: "string" as const },
   context: { type: "string" as const },
+};
+
+/** make-model's dimension flags and the ModelDims field each sets. */
+const DIM_FLAGS: Record<string, keyof ModelDims> = {
+  hidden: "hidden",
+  layers: "layers",
+  heads: "heads",
+  "kv-heads": "kvHeads",
+  "head-dim": "headDim",
+  inter: "inter",
+  "dense-inter": "denseInter",
+  "shared-inter": "sharedInter",
+  experts: "experts",
+  "top-k": "topK",
+  vocab: "vocab",
 };
 
 const COMMANDS: Record<string, Command> = {
@@ -150,6 +167,68 @@ const COMMANDS: Record<string, Command> = {
       }
     },
   },
+  "make-model": {
+    usage: "make-model --arch ARCH --out DIR [--preset NAME] [--dtype f32|f16|bf16] [--seed N] " +
+      "[--force] [--hidden N] [--layers N] [--heads N] [--kv-heads N] [--head-dim N] [--inter N] " +
+      "[--dense-inter N] [--shared-inter N] [--experts N] [--top-k N] [--vocab N]",
+    summary: "write a random-weight checkpoint in Hugging Face hub format (config.json + safetensors)",
+    options: {
+      arch: { type: "string" },
+      out: { type: "string" },
+      preset: { type: "string" },
+      dtype: { type: "string" },
+      seed: { type: "string" },
+      force: { type: "boolean" },
+      json: { type: "boolean" },
+      ...Object.fromEntries(Object.keys(DIM_FLAGS).map((k) => [k, { type: "string" as const }])),
+    },
+    async run(v) {
+      if (typeof v.arch !== "string") {
+        throw new ArgumentError("--arch", "is required", `one of ${ARCH_LIST}`);
+      }
+      if (typeof v.out !== "string") throw new ArgumentError("--out", "is required: a directory");
+      const overrides: Partial<Record<keyof ModelDims, number>> = {};
+      for (const [flag, key] of Object.entries(DIM_FLAGS)) {
+        if (v[flag] !== undefined) overrides[key] = intFlag(v[flag], `--${flag}`, 1, 0);
+      }
+      let last = -1;
+      const made = await makeModel({
+        arch: v.arch,
+        out: v.out,
+        preset: v.preset as string | undefined,
+        dtype: (v.dtype as string | undefined) ?? "f32",
+        seed: intFlag(v.seed, "--seed", 0, 0),
+        force: Boolean(v.force),
+        overrides: overrides as Partial<ModelDims>,
+        onProgress: (done, total) => {
+          const pct = total ? Math.floor((100 * done) / total) : 100;
+          if (total > 256 << 20 && pct !== last && pct % 10 === 0) {
+            last = pct;
+            console.error(`writing: ${pct}% of ${(total / 2 ** 30).toFixed(2)} GiB`);
+          }
+        },
+      });
+      const summary = {
+        dir: made.dir,
+        arch: made.arch,
+        preset: made.preset,
+        dtype: made.dtype,
+        files: made.files.length,
+        bytes: made.tensorBytes,
+        seconds: Number(made.seconds.toFixed(2)),
+      };
+      console.log(v.json ? JSON.stringify(summary) : Object.entries(summary).map(([k, x]) => `${k}: ${x}`).join("\n"));
+    },
+  },
+  inspect: {
+    usage: "inspect --model DIR [--json]",
+    summary: "architecture, parameter counts (dense vs experts), bytes per expert, dtypes",
+    options: { model: { type: "string" }, json: { type: "boolean" } },
+    async run(v) {
+      const report = await inspectModel(requireModel(v.model));
+      console.log(v.json ? JSON.stringify(report) : formatInspect(report));
+    },
+  },
   "gpu-info": {
     usage: "gpu-info [--gpu native|dawn|auto] [--json]",
     summary: "open the GPU and print its implementation, adapter, features and limits",
@@ -180,9 +259,12 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
+const ARCH_LIST = "mixtral, qwen2_moe, qwen3_moe, olmoe";
+
 function usage(): string {
   const lines = ["usage: pregate <command> [flags]", "", "commands:"];
   for (const c of Object.values(COMMANDS)) lines.push(`  ${c.usage}\n      ${c.summary}`);
+  lines.push("", `make-model presets: ${presetNames().join(", ")}`);
   return lines.join("\n");
 }
 

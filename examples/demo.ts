@@ -1,65 +1,50 @@
 /**
- * The demo: opens the GPU it finds, checks a few kernels against their CPU references, and prints
- * what it measured. (Replaced by generation on an embedded model once models run.)
+ * The demo: runs the embedded checkpoints (tiny random MoE models of four architectures, written by
+ * Hugging Face transformers' own save_pretrained, in tests/fixtures/hf/) on the GPU it finds,
+ * generates greedily, and checks each result against the tokens HF transformers produced.
  *
- * Usage: deno task demo [--gpu native|dawn|auto]
+ * Usage: deno task demo [--gpu native|dawn|auto] [--arch mixtral|qwen2_moe|qwen3_moe|olmoe]
  * @module
  */
 import { parseArgs } from "node:util";
 import { type GpuChoice, openGpu } from "../runtime/gpu/device.ts";
-import { matmul, matvec } from "../kernels/linear.ts";
-import { matmulRef } from "../kernels/reference_linear.ts";
-import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
-import { relError } from "../kernels/test_util.ts";
+import { loadModel } from "../runtime/model.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { gpu: { type: "string", default: "native" } },
+  options: { gpu: { type: "string", default: "native" }, arch: { type: "string" } },
 });
 const gpu = await openGpu({ gpu: values.gpu as GpuChoice, log: (m) => console.error(m) });
-console.log(`GPU: ${gpu.describe()}`);
+console.log(`GPU: ${gpu.describe()}\n`);
 
-const small = gpu.isFallback;
-const [N, K] = small ? [1024, 1024] : [14336, 4096];
-const rand = (n: number) => Float32Array.from({ length: n }, () => Math.random() * 2 - 1);
-for (const dtype of ["f32", "f16", "bf16"] as const) {
-  const w = rand(N * K), x = rand(K);
-  const wBuf = gpu.storage("dense", packWeights(w, dtype));
-  const xBuf = gpu.storage("activations", x);
-  const yBuf = gpu.storage("activations", N * 4);
-  const d = await matvec(gpu, { x: xBuf, w: wBuf, y: yBuf, K, N, dtype });
-  gpu.submit([d]);
-  const y = await gpu.readF32(yBuf, 0, 64);
-  const err = relError(y, matmulRef(x, roundTo(w.subarray(0, 64 * K), dtype), 1, K, 64));
-  const reps = 20;
-  const t0 = performance.now();
-  gpu.submit(Array(reps).fill(d));
-  await gpu.sync();
-  const sec = (performance.now() - t0) / 1e3;
+const archs = values.arch ? [values.arch] : ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
+let failures = 0;
+for (const arch of archs) {
+  const dir = new URL(`../tests/fixtures/hf/${arch}/`, import.meta.url).pathname;
+  const ref = JSON.parse(await Deno.readTextFile(`${dir}reference.json`));
+  const model = await loadModel(dir, { device: gpu });
+  const out: number[] = [];
+  for await (const id of model.generate(ref.ids, { maxTokens: ref.greedy.length })) out.push(id);
+  const st = model.lastStats!;
+  const same = out.length === ref.greedy.length && out.every((x, i) => x === ref.greedy[i]);
+  if (!same) failures++;
+  console.log(`${arch} (${model.config.layers.length} layers, ${describeFfn(model.config)})`);
+  console.log(`  prompt    ${ref.ids.join(" ")}`);
+  console.log(`  pregate   ${out.join(" ")}`);
+  console.log(`  HF ${ref.transformers_version}  ${ref.greedy.join(" ")}  ${same ? "(identical)" : "(DIFFERENT)"}`);
   console.log(
-    `GEMV ${dtype.padEnd(4)} ${N}x${K}: rel. error ${err.toExponential(1)}, ` +
-      `${(reps * wBuf.size / sec / 1e9).toFixed(1)} GB/s of weights (incl. one sync)`,
+    `  ${st.decode_tokens_per_s.toFixed(1)} tok/s decode, ${st.syncs_per_token.toFixed(2)} GPU syncs ` +
+      `per token, peak GPU memory ${(st.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB\n`,
   );
-  gpu.destroyBuffer(wBuf);
+  model.dispose();
 }
-
-const M = small ? 256 : 2048;
-const a = rand(M * M), b = rand(M * M);
-const aBuf = gpu.storage("activations", a), bBuf = gpu.storage("dense", b);
-const cBuf = gpu.storage("activations", M * M * 4);
-const mm = await matmul(gpu, { x: aBuf, w: bBuf, y: cBuf, T: M, K: M, N: M, dtype: "f32" });
-gpu.submit([mm]);
-const c = await gpu.readF32(cBuf, 0, 4 * M);
-const t0 = performance.now();
-gpu.submit([mm, mm, mm, mm]);
-await gpu.sync();
-const sec = (performance.now() - t0) / 1e3 / 4;
-console.log(
-  `matmul f32 ${M}^3: rel. error ${relError(c, matmulRef(a, b, 4, M, M)).toExponential(1)}, ` +
-    `${(2 * M ** 3 / sec / 1e9).toFixed(1)} GFLOP/s`,
-);
-const t1 = performance.now();
-await gpu.readF32(cBuf, 0, 1);
-console.log(`one readback: ${(performance.now() - t1).toFixed(2)} ms`);
-console.log(`peak GPU memory: ${(gpu.memory().peak / 2 ** 20).toFixed(1)} MiB`);
 gpu.destroy();
+console.log(
+  failures ? `${failures} architecture(s) differ from HF` : "all match HF transformers' greedy tokens",
+);
+if (failures) Deno.exit(1);
+
+function describeFfn(cfg: { layers: readonly { ffn: { kind: string } }[] }): string {
+  const moe = cfg.layers.filter((l) => l.ffn.kind === "moe").length;
+  return `${moe} MoE + ${cfg.layers.length - moe} dense`;
+}

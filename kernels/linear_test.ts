@@ -13,7 +13,7 @@ import {
   type MatvecTuning,
 } from "./linear.ts";
 import { matmulRef } from "./reference_linear.ts";
-import { assertClose, GPU_TEST, POISON, poisoned, randn, testGpu } from "./test_util.ts";
+import { assertClose, GPU_TEST, POISON, poisoned, randn, relError, testGpu } from "./test_util.ts";
 
 type Op = "matmul" | "matvec" | "linear";
 
@@ -50,6 +50,26 @@ function upload(gpu: Gpu, data: ArrayBufferView, i: number, made: GPUBuffer[]) {
   gpu.write(buffer, data, offset);
   made.push(buffer);
   return { buffer, offset, size: data.byteLength };
+}
+
+/**
+ * Checks `out` against `ref` to normwise relative error `tol` (with {@linkcode assertClose}). Tiny
+ * outputs (at most 8 values) can cancel to far below the size of their terms, so for them a failed
+ * normwise check is still accepted if every element is within the rounding-error bound
+ * `tol * |ref| + unit * scale` (`scale` = sum_k |x||w| + |init|, `unit` the rounding unit of the
+ * arithmetic and weight dtype): the kernel is then right and the problem ill-conditioned.
+ */
+function checkLinear(
+  out: Float32Array,
+  ref: Float64Array,
+  scale: Float64Array,
+  tol: number,
+  unit: number,
+  what: string,
+): void {
+  const withinBound = ref.length <= 8 &&
+    ref.every((r, i) => Math.abs(out[i] - r) <= tol * Math.abs(r) + unit * scale[i]);
+  assertClose(out, ref, relError(out, ref) > tol && withinBound ? Infinity : tol, what);
 }
 
 /**
@@ -96,12 +116,19 @@ async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
     checks.push(() => {
       const out = new Float32Array(all.buffer, slots[i], c.T * c.N);
       const what = describe(c);
+      const abs = (a: Float32Array) => a.map(Math.abs);
+      // sum_k |x||w| + |init|: the scale of the rounding errors of each output.
+      const scale = matmulRef(abs(x), abs(wf), c.T, c.K, c.N, init && abs(init));
+      const arith = (c.K + 2) * 2 ** -24; // f32 dot product + accumulate
       if (c.dtype === "f32") {
-        assertClose(out, matmulRef(x, wf, c.T, c.K, c.N, init), 1e-5, what);
+        checkLinear(out, matmulRef(x, wf, c.T, c.K, c.N, init), scale, 1e-5, arith, what);
       } else {
         const wr = roundTo(wf, c.dtype);
-        assertClose(out, matmulRef(x, wr, c.T, c.K, c.N, init), 1e-5, `${what} (rounded W)`);
-        assertClose(out, matmulRef(x, wf, c.T, c.K, c.N, init), 1e-2, `${what} (f32 W)`);
+        const ref = matmulRef(x, wr, c.T, c.K, c.N, init);
+        checkLinear(out, ref, scale, 1e-5, arith, `${what} (rounded W)`);
+        const unit = c.dtype === "f16" ? 2 ** -11 : 2 ** -8;
+        const ref32 = matmulRef(x, wf, c.T, c.K, c.N, init);
+        checkLinear(out, ref32, scale, 1e-2, arith + 2 * unit, `${what} (f32 W)`);
       }
     });
   }

@@ -655,7 +655,7 @@ export function formatInspect(r: InspectReport): string {
   if (c.denseInter > 0) row("dense", `MLP inter ${c.denseInter}`);
   const attn = [
     `rope theta ${c.ropeTheta}`,
-    `rms eps ${c.rmsEps}`,
+    `rms eps ${c.rmsEps.toExponential()}`,
     c.qkvBias ? "qkv bias" : "",
     c.qkNorm !== "none" ? `qk norm (${c.qkNorm === "head" ? "per head" : "whole projection"})` : "",
     c.clipQkv ? `clip qkv ${c.clipQkv}` : "",

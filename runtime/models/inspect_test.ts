@@ -92,7 +92,7 @@ Deno.test("tiny Mixtral: every count equals the hand computation", async () => {
       "generation_config.json",
       "model.safetensors",
     ]);
-    for (const f of r.files) assertEquals(f.bytes, Deno.statSync(f.path).size);
+    for (const f of r.files) assertEquals(f.bytes, (await Deno.stat(f.path)).size);
     assertEquals(r.checkpointBytes, r.files.reduce((a, f) => a + f.bytes, 0));
     assertEquals(r.warnings, []);
     assertEquals(r.unusedTensors, []);
@@ -147,7 +147,7 @@ Deno.test("tiny Qwen2-MoE: dense layers, shared expert and biases counted as den
 Deno.test("HF fixtures: inspect agrees with reference.json (tensors, params, files, layers)", async () => {
   for (const arch of ARCHS) {
     const dir = `${FIXTURES}${arch}`;
-    const ref = JSON.parse(Deno.readTextFileSync(`${dir}/reference.json`));
+    const ref = JSON.parse(await Deno.readTextFile(`${dir}/reference.json`));
     const r = await inspectModel(dir);
     assertEquals(r.arch, arch);
     assertEquals(r.layers, ref.layer_kinds);
@@ -223,7 +223,7 @@ async function rewrite(
   } finally {
     store.close();
   }
-  Deno.copyFileSync(`${src}/config.json`, `${dst}/config.json`);
+  await Deno.copyFile(`${src}/config.json`, `${dst}/config.json`);
 }
 
 Deno.test("errors: missing tensor, wrong shape, unsupported dtype -> WeightFileError naming the tensor", async () => {
@@ -276,16 +276,16 @@ Deno.test("errors: missing tensor, wrong shape, unsupported dtype -> WeightFileE
 
     // a config that does not match the weights (another expert count)
     await rewrite(src, `${tmp}/cfg`, (ts) => ts);
-    const raw = JSON.parse(Deno.readTextFileSync(`${src}/config.json`));
-    Deno.writeTextFileSync(`${tmp}/cfg/config.json`, JSON.stringify({ ...raw, num_experts: 16 }));
+    const raw = JSON.parse(await Deno.readTextFile(`${src}/config.json`));
+    await Deno.writeTextFile(`${tmp}/cfg/config.json`, JSON.stringify({ ...raw, num_experts: 16 }));
     e = await rejects(inspectModel(`${tmp}/cfg`), WeightFileError);
     assertEquals(e.tensor, "model.layers.0.mlp.gate.weight");
     assert(e.message.includes("needs [16, 64]"), e.message);
 
     // no config.json / no weights
     await rejects(inspectModel(`${tmp}/nowhere`), ConfigError);
-    Deno.mkdirSync(`${tmp}/noweights`);
-    Deno.copyFileSync(`${src}/config.json`, `${tmp}/noweights/config.json`);
+    await Deno.mkdir(`${tmp}/noweights`);
+    await Deno.copyFile(`${src}/config.json`, `${tmp}/noweights/config.json`);
     await rejects(inspectModel(`${tmp}/noweights`), WeightFileError);
   });
 });

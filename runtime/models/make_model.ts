@@ -7,14 +7,14 @@
  * `names.ts`, see {@linkcode expectedTensors}).
  *
  * Weights are random normal with scales chosen so a forward pass gives O(1) logits and routing that
- * spreads over the experts in every layer: matrices std `1/sqrt(fan_in)`, the o and down
- * projections (which write into the residual stream) also scaled by `1/sqrt(2 layers)` (the
- * preset's layer count when `overrides.layers` shrinks it), routers
- * std `2/sqrt(hidden)`, untied embeddings N(0, 1) (tied: std `1/sqrt(hidden)`, and the o/down
- * projections scaled to match), norm weights `1 + 0.1 N(0, 1)`, biases `0.1 N(0, 1)`. They are
- * deterministic from the seed: every tensor has its own counter-based random stream keyed by the
- * seed and its name, so a tensor's values do not depend on the other tensors (layer 0 of a 2-layer
- * model equals layer 0 of the 48-layer one) and the three dtypes hold the same samples, rounded.
+ * spreads over the experts in every layer: matrices std `1/sqrt(fan_in)`; routers std
+ * `2/sqrt(hidden)`; untied embeddings N(0, 1), tied ones std `1/sqrt(hidden)` (they are the LM
+ * head too); the o and down projections, which write into the residual stream, additionally scaled
+ * by the embedding's std and `1/sqrt(2 layers)` (see `initOf`); norm weights `1 + 0.1 N(0, 1)`;
+ * biases `0.1 N(0, 1)`. They are deterministic from the seed: every tensor has its own
+ * counter-based random stream keyed by the seed and its name, so a tensor's values do not depend on
+ * the other tensors (a preset shrunk with `overrides.layers` holds exactly the full model's first
+ * layers) and the three dtypes hold the same samples, rounded.
  * Each random 32-bit word picks two samples from a 65536-entry table of normal quantiles already
  * encoded in the output dtype, and the next chunk is generated while the previous one is being
  * written, so multi-GB checkpoints are written at disk speed.
@@ -893,7 +893,7 @@ function initOf(
  */
 export function planModel(opts: MakeModelOptions): ModelPlan {
   const { arch, preset } = resolveArch(opts);
-  const dtype = (opts.dtype ?? "f32") as DType;
+  const dtype = (opts.dtype ?? "f32").toLowerCase() as DType;
   if (!DTYPES.includes(dtype)) {
     throw new ArgumentError(
       "dtype",
@@ -1105,29 +1105,35 @@ export function tensorValues(t: PlannedTensor, seed: number): Float32Array {
   return out;
 }
 
+/** Random words (sample pairs) of a tensor. */
+function pairsOf(t: PlannedTensor): number {
+  return Math.ceil(t.bytes / DTYPE_BYTES[t.dtype] / 2);
+}
+
 /**
- * Produces the tensors' bytes chunk by chunk, in file order, into two reused buffers: when a chunk is
- * handed to the writer, the next one is generated in a macrotask (a MessageChannel message), which
- * runs while the writer's `write` is in flight on Deno's I/O thread. The writer asks for the next
- * chunk only after the previous write completed, so the buffer being written is never touched.
+ * Produces the tensors' bytes chunk by chunk, in file order, into two reused buffers: when a chunk
+ * is handed to the writer, the next one is generated in a macrotask (a MessageChannel message: no
+ * timer clamping), which runs while the writer's `write` is in flight on Deno's I/O thread. The
+ * writer asks for the next chunk only after the previous write completed, so the buffer being
+ * written is never touched.
  */
 class Producer {
-  readonly #plan: ModelPlan;
+  readonly #tensors: readonly PlannedTensor[];
+  readonly #total: number;
   readonly #keys: number[];
   readonly #buffers: Uint32Array[];
   readonly #channel = new MessageChannel();
+  readonly #onProgress?: (done: number, total: number) => void;
   #pending: { t: number; start: number; buf: number; done: Promise<void> } | null = null;
   #run: (() => void) | null = null;
   #last = 1;
   #done = 0;
-  readonly #onProgress?: (done: number, total: number) => void;
 
   constructor(plan: ModelPlan, onProgress?: (done: number, total: number) => void) {
-    this.#plan = plan;
+    this.#tensors = plan.tensors;
+    this.#total = plan.totalBytes;
     this.#keys = plan.tensors.map((t) => streamKey(plan.seed, t.name));
-    const largest = Math.max(
-      ...plan.tensors.map((t) => Math.ceil(t.bytes / DTYPE_BYTES[t.dtype] / 2)),
-    );
+    const largest = plan.tensors.reduce((a, t) => Math.max(a, pairsOf(t)), 1);
     const words = Math.min(CHUNK_PAIRS, largest) * (plan.dtype === "f32" ? 2 : 1);
     this.#buffers = [new Uint32Array(words), new Uint32Array(words)];
     this.#onProgress = onProgress;
@@ -1138,39 +1144,27 @@ class Producer {
     };
   }
 
-  /** Pairs (random words) of tensor `t`. */
-  #pairs(t: number): number {
-    const p = this.#plan.tensors[t];
-    return Math.ceil(p.bytes / DTYPE_BYTES[p.dtype] / 2);
+  /** The bytes of the chunk of tensor `t` starting at pair `start`, in buffer `buf`. */
+  #view(buf: number, t: number, start: number): Uint8Array {
+    const p = this.#tensors[t];
+    const unit = DTYPE_BYTES[p.dtype];
+    const bytes = Math.min(CHUNK_PAIRS * 2 * unit, p.bytes - start * 2 * unit);
+    return new Uint8Array(this.#buffers[buf].buffer, 0, bytes);
   }
 
-  #generate(buf: number, t: number, start: number): Uint8Array {
-    const p = this.#plan.tensors[t];
-    const pairs = Math.min(CHUNK_PAIRS, this.#pairs(t) - start);
-    const out = this.#buffers[buf];
+  #generate(buf: number, t: number, start: number): void {
+    const p = this.#tensors[t];
+    const pairs = Math.min(CHUNK_PAIRS, pairsOf(p) - start);
     const table = sampleTable(p.dtype, p.mean, p.std);
+    const out = this.#buffers[buf];
     if (p.dtype === "f32") fill32(out, pairs, this.#keys[t], start, table as Uint32Array);
     else fill16(out, pairs, this.#keys[t], start, table as Uint16Array);
-    const unit = DTYPE_BYTES[p.dtype];
-    const bytes = Math.min(pairs * 2 * unit, p.bytes - start * 2 * unit);
-    return new Uint8Array(out.buffer, 0, bytes);
-  }
-
-  #view(buf: number, t: number, start: number): Uint8Array {
-    const p = this.#plan.tensors[t];
-    const unit = DTYPE_BYTES[p.dtype];
-    const pairs = Math.min(CHUNK_PAIRS, this.#pairs(t) - start);
-    return new Uint8Array(
-      this.#buffers[buf].buffer,
-      0,
-      Math.min(pairs * 2 * unit, p.bytes - start * 2 * unit),
-    );
   }
 
   /** The chunk after (t, start) in file order, or null at the end. */
   #after(t: number, start: number): { t: number; start: number } | null {
-    if (start + CHUNK_PAIRS < this.#pairs(t)) return { t, start: start + CHUNK_PAIRS };
-    return t + 1 < this.#plan.tensors.length ? { t: t + 1, start: 0 } : null;
+    if (start + CHUNK_PAIRS < pairsOf(this.#tensors[t])) return { t, start: start + CHUNK_PAIRS };
+    return t + 1 < this.#tensors.length ? { t: t + 1, start: 0 } : null;
   }
 
   /** The bytes of tensor `t` from pair `start` (a chunk start), valid until the next call. */
@@ -1178,17 +1172,15 @@ class Producer {
     const p = this.#pending;
     this.#pending = null;
     let buf: number;
-    let bytes: Uint8Array;
     if (p && p.t === t && p.start === start) {
       await p.done;
       buf = p.buf;
-      bytes = this.#view(buf, t, start);
     } else {
       // Not what was prefetched (the writer asked out of order): let any prefetch finish, then
       // generate the chunk now. Both buffers are free: the last chunk handed out was written.
       if (p) await p.done;
       buf = this.#last ^ 1;
-      bytes = this.#generate(buf, t, start);
+      this.#generate(buf, t, start);
     }
     this.#last = buf;
     const next = this.#after(t, start);
@@ -1203,14 +1195,15 @@ class Producer {
       this.#pending = { ...next, buf: nb, done };
       this.#channel.port2.postMessage(0);
     }
+    const bytes = this.#view(buf, t, start);
     this.#done += bytes.byteLength;
-    this.#onProgress?.(this.#done, this.#plan.totalBytes);
+    this.#onProgress?.(this.#done, this.#total);
     return bytes;
   }
 
   /** The lazy data source of tensor `t` for the writer. */
   source(t: number): () => AsyncIterable<Uint8Array> {
-    const pairs = this.#pairs(t);
+    const pairs = pairsOf(this.#tensors[t]);
     const take = (start: number) => this.take(t, start);
     return async function* () {
       for (let s = 0; s < pairs; s += CHUNK_PAIRS) yield await take(s);

@@ -352,7 +352,7 @@ Deno.test("tiny model of every arch and dtype: exactly the expected tensors, sha
         } finally {
           store.close();
         }
-        const entries = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+        const entries = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
         assertEquals(entries, ["config.json", "generation_config.json", "model.safetensors"]);
       });
     }
@@ -403,11 +403,11 @@ Deno.test("with the HF fixtures' dimensions: config.json, generation_config.json
   for (const arch of ARCHS) {
     await withTemp(async (dir) => {
       await make({ arch, overrides: fixtureDims(arch), configStyle: "hf5" }, dir);
-      const want = Deno.readTextFileSync(`${FIXTURES}${arch}/config.json`);
-      assertEquals(Deno.readTextFileSync(`${dir}/config.json`), want, arch);
+      const want = await Deno.readTextFile(`${FIXTURES}${arch}/config.json`);
+      assertEquals(await Deno.readTextFile(`${dir}/config.json`), want, arch);
       assertEquals(
-        Deno.readTextFileSync(`${dir}/generation_config.json`),
-        Deno.readTextFileSync(`${FIXTURES}${arch}/generation_config.json`),
+        await Deno.readTextFile(`${dir}/generation_config.json`),
+        await Deno.readTextFile(`${FIXTURES}${arch}/generation_config.json`),
       );
       const ref = reference(arch);
       const store = openCheckpoint(dir, { mode: "read" });
@@ -431,7 +431,11 @@ Deno.test("same seed -> identical bytes; different seed -> every tensor differs"
     await make({ arch: "qwen2_moe", dtype: "bf16", seed: 42 }, dirs[1]);
     await make({ arch: "qwen2_moe", dtype: "bf16", seed: 43 }, dirs[2]);
     for (const f of ["model.safetensors", "config.json", "generation_config.json"]) {
-      assertEquals(Deno.readFileSync(`${dirs[0]}/${f}`), Deno.readFileSync(`${dirs[1]}/${f}`), f);
+      assertEquals(
+        await Deno.readFile(`${dirs[0]}/${f}`),
+        await Deno.readFile(`${dirs[1]}/${f}`),
+        f,
+      );
     }
     const a = openCheckpoint(dirs[0], { mode: "read" });
     const c = openCheckpoint(dirs[2], { mode: "read" });
@@ -556,10 +560,18 @@ Deno.test("random models give O(1) logits and routing spread over the experts", 
         inter: 64,
         experts: 32,
         topK: 4,
-        layers: 4,
+        layers: 8,
         vocab: 1000,
         mlpOnlyLayers: [],
       },
+    },
+    {
+      // untied, many experts, deeper: routing must stay spread in the last layers too
+      arch: "olmoe",
+      out: "",
+      seed: 4,
+      dtype: "bf16",
+      overrides: { hidden: 256, heads: 8, kvHeads: 8, inter: 32, experts: 64, topK: 8, layers: 8 },
     },
     {
       arch: "mixtral",
@@ -624,8 +636,8 @@ Deno.test("sharding: a small maxShardBytes writes shards and an index that openC
     const n = made.files.length;
     const pad = (x: number) => String(x).padStart(5, "0");
     assertEquals(made.files[0], `${dir}/model-00001-of-${pad(n)}.safetensors`);
-    for (const f of made.files) assert(Deno.statSync(f).size <= 100_000 + 20_000, f);
-    const index = JSON.parse(Deno.readTextFileSync(made.index!));
+    for (const f of made.files) assert((await Deno.stat(f)).size <= 100_000 + 20_000, f);
+    const index = JSON.parse(await Deno.readTextFile(made.index!));
     assertEquals(index.metadata.total_size, made.totalBytes);
     assertEquals(Object.keys(index.weight_map).length, made.tensors.length);
     const store = openCheckpoint(dir, { mode: "read" });
@@ -756,16 +768,18 @@ Deno.test("real presets: shapes, configs and parameter counts of the published m
 Deno.test("output directory: refuses a non-empty one, force overwrites the old checkpoint files only", async () => {
   await withTemp(async (dir) => {
     await make({ arch: "mixtral", maxShardBytes: 200_000 }, dir);
-    const shards = [...Deno.readDirSync(dir)].filter((e) => e.name.startsWith("model-")).length;
+    const shards = (await Array.fromAsync(Deno.readDir(dir))).filter((e) =>
+      e.name.startsWith("model-")
+    ).length;
     assert(shards > 3);
     const err = await make({ arch: "mixtral" }, dir).catch((e) => e);
     assert(err instanceof ArgumentError, String(err));
     assertEquals(err.argument, "out");
     assert(err.message.includes("not empty") && err.message.includes("config.json"), err.message);
     assert(err.message.includes("force"));
-    Deno.writeTextFileSync(`${dir}/README.md`, "keep me");
+    await Deno.writeTextFile(`${dir}/README.md`, "keep me");
     await make({ arch: "mixtral", force: true }, dir);
-    const entries = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    const entries = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
     assertEquals(entries, [
       "README.md",
       "config.json",
@@ -887,7 +901,7 @@ Deno.test("makeModel rejects bad maxShardBytes before writing anything", async (
     assert(e instanceof ArgumentError && e.argument === "maxShardBytes", String(e));
     let exists = true;
     try {
-      Deno.statSync(out);
+      await Deno.stat(out);
     } catch {
       exists = false;
     }

@@ -1,0 +1,134 @@
+/**
+ * Resident decode benchmark: `deno bench -A bench/decode_bench.ts`.
+ *
+ * Writes (or reuses) a `make-model` checkpoint, loads it with every weight on the GPU, checks that
+ * two greedy runs agree and that the logits are finite, then measures decode tokens/s. The ceiling is
+ * the bandwidth bound: the weight bytes one decode step must read (attention, norms, routers, the
+ * chosen experts of every MoE layer, the LM head) over the streaming-read bandwidth measured on the
+ * same device.
+ *
+ * Environment: PREGATE_GPU (native|dawn|auto, default native); PREGATE_BENCH_MODELS: comma list of
+ * `arch:preset:layers:dtype` (default: small shapes on a software adapter, real layer shapes on a
+ * GPU); PREGATE_BENCH_DIR (where checkpoints are written, default a temp dir);
+ * PREGATE_BENCH_TOKENS (decode tokens, default 64); PREGATE_BENCH_OUT (JSON results path).
+ * @module
+ */
+import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
+import { loadModel } from "../runtime/model.ts";
+import { makeModel } from "../runtime/models/make_model.ts";
+import type { ModelConfig } from "../runtime/models/config.ts";
+import { type DType, DTYPE_BYTES } from "../runtime/weights/dtype.ts";
+import { measureReadBandwidth } from "./ceilings.ts";
+import { markdownTable, median, type ResultRow } from "./harness.ts";
+
+const gpu: Gpu = await openGpu({
+  gpu: (Deno.env.get("PREGATE_GPU") ?? "native") as "native" | "dawn" | "auto",
+  log: (m) => console.error(m),
+});
+const specs = (Deno.env.get("PREGATE_BENCH_MODELS") ??
+  (gpu.isFallback
+    ? "mixtral:tiny:2:f32,qwen3_moe:tiny:3:bf16"
+    : "mixtral:mixtral-8x7b:4:bf16,qwen3_moe:qwen3-30b-a3b:8:bf16,olmoe:olmoe-1b-7b:8:bf16"))
+  .split(",");
+const tokens = Number(Deno.env.get("PREGATE_BENCH_TOKENS") ?? 64);
+const root = Deno.env.get("PREGATE_BENCH_DIR") ??
+  await Deno.makeTempDir({ prefix: "pregate-bench-" });
+const readBw = await measureReadBandwidth(gpu);
+const rows: ResultRow[] = [];
+let benchModel: { dir: string; model: Awaited<ReturnType<typeof loadModel>> } | undefined;
+const results: Record<string, unknown>[] = [];
+
+/** Weight bytes read by one decode step of the resident model (batch 1). */
+function activeBytesPerToken(cfg: ModelConfig, dtype: DType): number {
+  const b = DTYPE_BYTES[dtype], H = cfg.hidden;
+  const Q = cfg.heads * cfg.headDim, KV = cfg.kvHeads * cfg.headDim;
+  let n = cfg.vocabSize * H + H; // LM head + final norm
+  for (const l of cfg.layers) {
+    n += H * (2 * Q + 2 * KV) + 2 * H; // q, k, v, o + norms
+    if (l.ffn.kind === "dense") n += 3 * H * l.ffn.inter;
+    else n += H * l.ffn.experts + l.ffn.topK * 3 * H * l.ffn.inter + 3 * H * l.ffn.sharedInter;
+  }
+  return n * b;
+}
+
+for (const spec of specs) {
+  const [arch, preset, layers, dtype] = spec.split(":");
+  const dir = `${root}/${arch}-${preset}-${layers}-${dtype}`;
+  try {
+    await Deno.stat(`${dir}/config.json`);
+  } catch {
+    const t0 = performance.now();
+    const made = await makeModel({
+      arch,
+      preset,
+      out: dir,
+      dtype,
+      seed: 1,
+      overrides: { layers: Number(layers) },
+    });
+    console.error(
+      `wrote ${dir}: ${(made.tensorBytes / 2 ** 30).toFixed(2)} GiB in ` +
+        `${((performance.now() - t0) / 1e3).toFixed(1)} s`,
+    );
+  }
+  const t0 = performance.now();
+  const model = await loadModel(dir, { device: gpu, contextLength: 512 });
+  const loadSeconds = (performance.now() - t0) / 1e3;
+  const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % model.config.vocabSize);
+  // Validate: finite logits, and two greedy runs give the same tokens.
+  const logits = await model.logits(prompt.slice(0, 4));
+  if (!logits.every((r) => r.every(Number.isFinite))) throw new Error(`${spec}: non-finite logits`);
+  const run = async () => {
+    const out: number[] = [];
+    for await (const id of model.generate(prompt, { maxTokens: tokens })) out.push(id);
+    return { out, stats: model.lastStats! };
+  };
+  const first = await run();
+  const samples = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await run();
+    if (r.out.join() !== first.out.join()) throw new Error(`${spec}: greedy runs disagree`);
+    samples.push(r.stats);
+  }
+  const tps = median(samples.map((s) => s.decode_tokens_per_s));
+  const active = activeBytesPerToken(model.config, dtype as DType);
+  const ceiling = (readBw * 1e9) / active;
+  const peak = Math.max(...samples.map((s) => s.peak_gpu_bytes));
+  rows.push({
+    name: `${arch} ${preset} (${layers} layers, ${dtype}) resident decode`,
+    value: tps,
+    unit: "tok/s",
+    ceiling,
+    ceilingNote: `${(active / 2 ** 20).toFixed(0)} MiB/token at ${readBw.toFixed(0)} GB/s`,
+    note: `peak GPU ${(peak / 2 ** 30).toFixed(2)} GiB, ${
+      samples[0].syncs_per_token.toFixed(2)
+    } syncs/token, load ${loadSeconds.toFixed(1)} s`,
+  });
+  results.push({
+    spec,
+    decode_tokens_per_s: tps,
+    ceiling_tokens_per_s: ceiling,
+    active_bytes_per_token: active,
+    read_bandwidth_gb_s: readBw,
+    load_seconds: loadSeconds,
+    stats: samples,
+  });
+  model.dispose();
+  // deno bench's own statistics: the model is reloaded during the warm-up iteration.
+  Deno.bench({ name: `decode ${spec} (${tokens} tokens)`, n: 3, warmup: 1 }, async () => {
+    if (benchModel?.dir !== dir) {
+      benchModel?.model.dispose();
+      benchModel = { dir, model: await loadModel(dir, { device: gpu, contextLength: 512 }) };
+    }
+    for await (const _ of benchModel.model.generate(prompt, { maxTokens: tokens })) { /* drain */ }
+  });
+}
+
+const header = `Pregate resident decode bench, ${
+  new Date().toISOString().slice(0, 10)
+}, ${gpu.describe()}`;
+console.log(`\n${header}\n\n${markdownTable(rows)}\n`);
+const out = Deno.env.get("PREGATE_BENCH_OUT");
+if (out) {
+  await Deno.writeTextFile(out, JSON.stringify({ header, gpu: gpu.describe(), results }, null, 2));
+}
