@@ -43,6 +43,11 @@ fn reduce_rows(lid: u32, lane: u32, both: bool) {
   }
 }
 
+// A quiet NaN built from a runtime value: Tint rejects a constant NaN.
+fn nan_of(slot: u32) -> f32 {
+  return bitcast<f32>(0x7fc00000u | (slot & 1u));
+}
+
 fn slot_of(pair: u32) -> u32 {
   let e = ids[pair];
   if (e >= p.experts) {
@@ -87,7 +92,7 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let g = red0[lid];
     var v = g / (1.0 + exp(-g)) * red1[lid];
     if (slot >= p.slots) {
-      v = bitcast<f32>(0x7fc00000u);
+      v = nan_of(slot);
     }
     out[pair * p.rows + row] = v;
   }
@@ -119,7 +124,7 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lane == 0u && row < p.rows) {
     var v = red0[lid];
     if (slot >= p.slots) {
-      v = bitcast<f32>(0x7fc00000u);
+      v = nan_of(slot);
     }
     out[pair * p.rows + row] = v;
   }
