@@ -56,7 +56,10 @@ function intFlag(v: unknown, flag: string, min: number, fallback: number): numbe
 
 function requireModel(v: unknown): string {
   if (typeof v !== "string" || !v) {
-    throw new ArgumentError("--model", "is required: a directory with config.json and *.safetensors");
+    throw new ArgumentError(
+      "--model",
+      "is required: a directory with config.json and *.safetensors",
+    );
   }
   return v;
 }
@@ -171,7 +174,8 @@ const COMMANDS: Record<string, Command> = {
     usage: "make-model --arch ARCH --out DIR [--preset NAME] [--dtype f32|f16|bf16] [--seed N] " +
       "[--force] [--hidden N] [--layers N] [--heads N] [--kv-heads N] [--head-dim N] [--inter N] " +
       "[--dense-inter N] [--shared-inter N] [--experts N] [--top-k N] [--vocab N]",
-    summary: "write a random-weight checkpoint in Hugging Face hub format (config.json + safetensors)",
+    summary:
+      "write a random-weight checkpoint in Hugging Face hub format (config.json + safetensors)",
     options: {
       arch: { type: "string" },
       out: { type: "string" },
@@ -217,7 +221,11 @@ const COMMANDS: Record<string, Command> = {
         bytes: made.tensorBytes,
         seconds: Number(made.seconds.toFixed(2)),
       };
-      console.log(v.json ? JSON.stringify(summary) : Object.entries(summary).map(([k, x]) => `${k}: ${x}`).join("\n"));
+      console.log(
+        v.json
+          ? JSON.stringify(summary)
+          : Object.entries(summary).map(([k, x]) => `${k}: ${x}`).join("\n"),
+      );
     },
   },
   inspect: {

@@ -34,6 +34,8 @@ const MB = 1 << 20;
 
 // ------------------------------------------------------------------ ceilings, measured on this device
 
+const stage = (m: string) => console.error(`[kernels_bench] ${m}`);
+stage(`measuring ceilings on ${gpu.describe()}`);
 const readBw = await measureReadBandwidth(gpu);
 rows.push({
   name: `ceiling: streaming-read kernel (WGSL, vec4<u32>)`,
@@ -64,6 +66,7 @@ const peakTflops = await measureFmaRate(gpu);
 rows.push({ name: "ceiling: f32 FMA-only kernel", value: peakTflops, unit: "TFLOP/s" });
 
 // ------------------------------------------------------------------ GEMV (decode)
+stage("GEMV (decode)");
 
 const [gemvN, gemvK] = full ? [14336, 4096] : [512, 1024];
 for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
@@ -96,6 +99,7 @@ for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
 }
 
 // ------------------------------------------------------------------ matmul (prefill)
+stage("matmul (prefill)");
 
 const mm = full ? 4096 : 256;
 for (const dtype of ["f32", "f16"] as DType[]) {
@@ -123,6 +127,7 @@ for (const dtype of ["f32", "f16"] as DType[]) {
 }
 
 // ------------------------------------------------------------------ uploads
+stage("uploads");
 
 const PCIE_GEN5_X16 = 63; // GB/s per direction, nominal
 for (const chunkMB of full ? [4, 16, 64, 256] : [1, 4, 16]) {
@@ -175,6 +180,7 @@ for (const chunkMB of full ? [4, 16, 64, 256] : [1, 4, 16]) {
 }
 
 // ------------------------------------------------------------------ readback latency, dispatch cost
+stage("readback latency, dispatch cost");
 
 const one = gpu.storage("activations", new Float32Array([1, 2, 3, 4]));
 const oneOut = gpu.storage("activations", 16);

@@ -31,16 +31,24 @@ for (const arch of archs) {
   console.log(`${arch} (${model.config.layers.length} layers, ${describeFfn(model.config)})`);
   console.log(`  prompt    ${ref.ids.join(" ")}`);
   console.log(`  pregate   ${out.join(" ")}`);
-  console.log(`  HF ${ref.transformers_version}  ${ref.greedy.join(" ")}  ${same ? "(identical)" : "(DIFFERENT)"}`);
   console.log(
-    `  ${st.decode_tokens_per_s.toFixed(1)} tok/s decode, ${st.syncs_per_token.toFixed(2)} GPU syncs ` +
+    `  HF ${ref.transformers_version}  ${ref.greedy.join(" ")}  ${
+      same ? "(identical)" : "(DIFFERENT)"
+    }`,
+  );
+  console.log(
+    `  ${st.decode_tokens_per_s.toFixed(1)} tok/s decode, ${
+      st.syncs_per_token.toFixed(2)
+    } GPU syncs ` +
       `per token, peak GPU memory ${(st.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB\n`,
   );
   model.dispose();
 }
 gpu.destroy();
 console.log(
-  failures ? `${failures} architecture(s) differ from HF` : "all match HF transformers' greedy tokens",
+  failures
+    ? `${failures} architecture(s) differ from HF`
+    : "all match HF transformers' greedy tokens",
 );
 if (failures) Deno.exit(1);
 

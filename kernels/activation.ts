@@ -30,16 +30,16 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
   argBinding,
   argCount,
-  argDisjoint,
+  argDistinct,
   argInPlace,
   argObject,
+  argOneOf,
   type BindingRange,
-} from "./elementwise.ts";
+} from "./args.ts";
 
 /** An activation function (see the module documentation). */
 export type ActivationKind = "silu" | "gelu" | "gelu_tanh" | "relu";
@@ -109,7 +109,7 @@ export interface GatedActivationSplitArgs {
   gate: Binding;
   /** Up projection, `n` f32 values. */
   up: Binding;
-  /** Output, `n` f32 values; must not overlap `gate` or `up`. */
+  /** Output, `n` f32 values; must not share a buffer with `gate` or `up`. */
   out: Binding;
   /** Values, >= 1. */
   n: number;
@@ -121,7 +121,7 @@ export interface GatedActivationSplitArgs {
 export interface GatedActivationFusedArgs {
   /** Fused projection, f32 `[rows, 2 * inter]`: each row is `[gate (inter) | up (inter)]`. */
   gateUp: Binding;
-  /** Output, f32 `[rows, inter]`; must not overlap `gateUp`. */
+  /** Output, f32 `[rows, inter]`; must not share a buffer with `gateUp`. */
   out: Binding;
   /** Rows (tokens), >= 1. */
   rows: number;
@@ -134,15 +134,10 @@ export interface GatedActivationFusedArgs {
 /** Arguments of {@linkcode gatedActivation}: separate or fused gate and up. */
 export type GatedActivationArgs = GatedActivationSplitArgs | GatedActivationFusedArgs;
 
+const KINDS = Object.keys(ACTIVATION_CODE) as ActivationKind[];
+
 function argKind(kind: unknown): ActivationKind {
-  if (typeof kind !== "string" || !Object.hasOwn(ACTIVATION_CODE, kind)) {
-    throw new ArgumentError(
-      "kind",
-      `unsupported activation '${kind}'`,
-      `use one of ${Object.keys(ACTIVATION_CODE).join(", ")}`,
-    );
-  }
-  return kind as ActivationKind;
+  return argOneOf("kind", kind, KINDS, "activation");
 }
 
 /**
@@ -152,7 +147,7 @@ function argKind(kind: unknown): ActivationKind {
  * ```ts ignore
  * gpu.submit([await activation(gpu, { x: h, out: h, n: T * inter, kind: "gelu_tanh" })]);
  * ```
- * @throws {ArgumentError} naming the bad argument (kind, count, bindings too small, overlap).
+ * @throws {ArgumentError} naming the bad argument (kind, count, bindings too small, shared buffer).
  */
 export async function activation(gpu: Gpu, args: ActivationArgs): Promise<Dispatch> {
   argObject(args);
@@ -177,7 +172,7 @@ export async function activation(gpu: Gpu, args: ActivationArgs): Promise<Dispat
 /**
  * Builds the dispatch of `out = act(gate) * up` (f32), from separate `gate` and `up` buffers of `n`
  * values, or from a fused `gateUp` buffer `[rows, 2 * inter]` (rows `[gate | up]`) into `out`
- * `[rows, inter]`. `out` must not overlap the inputs.
+ * `[rows, inter]`. `out` must not share a buffer with the inputs.
  *
  * @example
  * ```ts ignore
@@ -186,7 +181,7 @@ export async function activation(gpu: Gpu, args: ActivationArgs): Promise<Dispat
  * // The same from a fused gate_up projection.
  * gpu.submit([await gatedActivation(gpu, { gateUp, out: h, rows: T, inter, kind: "silu" })]);
  * ```
- * @throws {ArgumentError} naming the bad argument (kind, counts, bindings too small, overlap).
+ * @throws {ArgumentError} naming the bad argument (kind, counts, bindings too small, shared buffer).
  */
 export async function gatedActivation(gpu: Gpu, args: GatedActivationArgs): Promise<Dispatch> {
   argObject(args);
@@ -199,7 +194,7 @@ export async function gatedActivation(gpu: Gpu, args: GatedActivationArgs): Prom
     n = rows * inter;
     gate = up = argBinding(gpu, "gateUp", args.gateUp, 2 * n * 4);
     out = argBinding(gpu, "out", args.out, n * 4);
-    argDisjoint("out", out, "gateUp", gate);
+    argDistinct("out", out, { gateUp: gate });
     gateStride = upStride = 2 * inter;
     upOffset = inter;
   } else {
@@ -207,8 +202,7 @@ export async function gatedActivation(gpu: Gpu, args: GatedActivationArgs): Prom
     gate = argBinding(gpu, "gate", args.gate, n * 4);
     up = argBinding(gpu, "up", args.up, n * 4);
     out = argBinding(gpu, "out", args.out, n * 4);
-    argDisjoint("out", out, "gate", gate);
-    argDisjoint("out", out, "up", up);
+    argDistinct("out", out, { gate, up });
     inter = gateStride = upStride = n;
     upOffset = 0;
   }

@@ -1,8 +1,7 @@
-import { ArgumentError } from "../runtime/errors.ts";
 import type { Dispatch } from "../runtime/gpu/device.ts";
 import { activation, type ActivationKind, gatedActivation } from "./activation.ts";
-import { activationRef, gatedActivationRef } from "./reference_pointwise.ts";
-import { assertClose, GPU_TEST, poisoned, randn, testGpu } from "./test_util.ts";
+import { activationRef, gatedActivationRef } from "./reference.ts";
+import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 const KINDS: ActivationKind[] = ["silu", "gelu", "gelu_tanh", "relu"];
 
@@ -149,14 +148,3 @@ Deno.test({
     await rejects(fused({ out: a }), "out");
   },
 });
-
-/** Asserts `p` rejects with an ArgumentError naming `argument`. */
-async function rejects(p: Promise<unknown>, argument: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ArgumentError && e.argument === argument) return;
-    throw new Error(`expected an ArgumentError for '${argument}', got ${e}`);
-  }
-  throw new Error(`expected an ArgumentError for '${argument}', nothing was thrown`);
-}

@@ -14,42 +14,19 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { defineKernel, ParamWriter } from "./registry.ts";
+import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { argBinding, argCount, argDistinct, argObject } from "./args.ts";
 
 const WG = 256;
 
 /** Row-wise argmax, one workgroup per row. */
-export const ARGMAX = defineKernel({
+export const ARGMAX: KernelSpec = defineKernel({
   name: "argmax",
   file: "argmax.wgsl",
   entry: "main",
   bindings: ["params", "x", "out"],
   constants: { WG },
 });
-
-function checkInt(name: string, value: unknown, min: number, max = 0xffffffff): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    const range = max === 0xffffffff ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new ArgumentError(name, `expected an integer ${range}, got ${String(value)}`);
-  }
-  return value;
-}
-
-function checkBinding(name: string, b: unknown, bytes: number, shape: string): Binding {
-  if (!b || typeof b !== "object") {
-    throw new ArgumentError(name, `expected a GPU buffer of ${bytes} bytes (${shape}), got ${b}`);
-  }
-  const bb = b as Binding;
-  const have = "buffer" in bb ? bb.size ?? bb.buffer.size - (bb.offset ?? 0) : bb.size;
-  if (!(have >= bytes)) {
-    throw new ArgumentError(
-      name,
-      `expected at least ${bytes} bytes (${shape}), got a binding of ${have} bytes`,
-    );
-  }
-  return bb;
-}
 
 /** Arguments of {@linkcode argmax}. */
 export interface ArgmaxArgs {
@@ -74,13 +51,12 @@ export interface ArgmaxArgs {
  * @throws {ArgumentError} naming the first bad argument.
  */
 export async function argmax(gpu: Gpu, args: ArgmaxArgs): Promise<Dispatch> {
-  const rows = checkInt("rows", args.rows, 1);
-  const cols = checkInt("cols", args.cols, 1, 0xfffffffe);
-  const x = checkBinding("x", args.x, rows * cols * 4, `f32 [rows=${rows}, cols=${cols}]`);
-  const out = checkBinding("out", args.out, rows * 4, `u32 [rows=${rows}]`);
-  if (("buffer" in x ? x.buffer : x) === ("buffer" in out ? out.buffer : out)) {
-    throw new ArgumentError("out", "expected a buffer distinct from x, got the same one");
-  }
+  argObject(args);
+  const rows = argCount("rows", args.rows);
+  const cols = argCount("cols", args.cols, 1, 0xfffffffe);
+  const x = argBinding(gpu, "x", args.x, rows * cols * 4, `f32 [rows=${rows}, cols=${cols}]`);
+  const out = argBinding(gpu, "out", args.out, rows * 4, `u32 [rows=${rows}]`);
+  argDistinct("out", out, { x });
   const pipeline = await gpu.pipeline(ARGMAX, { WG });
   const params = gpu.uniform(new ParamWriter().u32(rows, cols).bytes(), "argmax.params");
   return gpu.dispatch(pipeline, [params, x, out], gpu.grid(rows));

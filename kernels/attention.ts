@@ -36,7 +36,17 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { defineKernel, ParamWriter } from "./registry.ts";
+import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import {
+  argBinding,
+  argBoolean,
+  argCount,
+  argDistinct,
+  argNumber,
+  argObject,
+  argOneOf,
+  type BindingRange,
+} from "./args.ts";
 
 /** Largest head dimension the attention kernels support. */
 export const MAX_HEAD_DIM = 256;
@@ -49,8 +59,11 @@ const PREFILL_BQ = 16;
 
 const ATTENTION_BINDINGS = ["params", "q", "kCache", "vCache", "out", "pos", "bias"];
 
+/** What the `pos` binding holds, for messages. */
+const POS_SHAPE = "u32 [1]: the first token's position";
+
 /** Writes a batch's keys and values into the caches at `pos[0]...`. */
-export const KV_APPEND = defineKernel({
+export const KV_APPEND: KernelSpec = defineKernel({
   name: "kv_append",
   file: "attention.wgsl",
   entry: "kv_append",
@@ -59,7 +72,7 @@ export const KV_APPEND = defineKernel({
 });
 
 /** Flash-style attention for batches of queries (prefill). */
-export const ATTENTION_PREFILL = defineKernel({
+export const ATTENTION_PREFILL: KernelSpec = defineKernel({
   name: "attention_prefill",
   file: "attention.wgsl",
   entry: "prefill",
@@ -68,62 +81,13 @@ export const ATTENTION_PREFILL = defineKernel({
 });
 
 /** Split-key attention for one or a few queries (decode). */
-export const ATTENTION_DECODE = defineKernel({
+export const ATTENTION_DECODE: KernelSpec = defineKernel({
   name: "attention_decode",
   file: "attention.wgsl",
   entry: "decode",
   bindings: ATTENTION_BINDINGS,
   constants: { WG: 128, CH: 256, DMAX: 128 },
 });
-
-// ------------------------------------------------------------------ argument checks
-
-/** Throws unless `value` is an integer in [min, max]. */
-function checkInt(name: string, value: unknown, min: number, max = 0xffffffff): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    const range = max === 0xffffffff ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new ArgumentError(name, `expected an integer ${range}, got ${String(value)}`);
-  }
-  return value;
-}
-
-/** Bytes a binding exposes to a kernel. */
-function bindingBytes(b: Binding): number {
-  if ("buffer" in b) return b.size ?? b.buffer.size - (b.offset ?? 0);
-  return b.size;
-}
-
-function bufferOf(b: Binding): GPUBuffer {
-  return "buffer" in b ? b.buffer : b;
-}
-
-/** Throws unless `b` is a binding of at least `bytes` bytes (`shape` describes what it holds). */
-function checkBinding(name: string, b: unknown, bytes: number, shape: string): Binding {
-  if (!b || typeof b !== "object") {
-    throw new ArgumentError(name, `expected a GPU buffer of ${bytes} bytes (${shape}), got ${b}`);
-  }
-  const have = bindingBytes(b as Binding);
-  if (!(have >= bytes)) {
-    throw new ArgumentError(
-      name,
-      `expected at least ${bytes} bytes (${shape}), got a binding of ${have} bytes`,
-    );
-  }
-  return b as Binding;
-}
-
-/** Throws if the written binding `outName` shares a GPU buffer with one of `inputs`. */
-function checkNoAlias(outName: string, out: Binding, inputs: Record<string, Binding | undefined>) {
-  for (const [name, b] of Object.entries(inputs)) {
-    if (b && bufferOf(b) === bufferOf(out)) {
-      throw new ArgumentError(
-        outName,
-        `expected a buffer distinct from ${name}, got the same GPU buffer`,
-        "WebGPU forbids binding a buffer that a kernel writes twice in one dispatch",
-      );
-    }
-  }
-}
 
 // ------------------------------------------------------------------ kvAppend
 
@@ -162,21 +126,22 @@ export interface KvAppendArgs {
  * @throws {ArgumentError} naming the first bad argument.
  */
 export async function kvAppend(gpu: Gpu, args: KvAppendArgs): Promise<Dispatch> {
-  const T = checkInt("T", args.T, 1);
-  const nKvHeads = checkInt("nKvHeads", args.nKvHeads, 1);
-  const headDim = checkInt("headDim", args.headDim, 1, MAX_HEAD_DIM);
-  const maxSeq = checkInt("maxSeq", args.maxSeq, 1);
+  argObject(args);
+  const T = argCount("T", args.T);
+  const nKvHeads = argCount("nKvHeads", args.nKvHeads);
+  const headDim = argCount("headDim", args.headDim, 1, MAX_HEAD_DIM);
+  const maxSeq = argCount("maxSeq", args.maxSeq);
   const batch = T * nKvHeads * headDim;
   const cache = nKvHeads * maxSeq * headDim;
   const batchShape = `f32 [T=${T}, nKvHeads=${nKvHeads}, headDim=${headDim}]`;
   const cacheShape = `f32 [nKvHeads=${nKvHeads}, maxSeq=${maxSeq}, headDim=${headDim}]`;
-  const k = checkBinding("k", args.k, batch * 4, batchShape);
-  const v = checkBinding("v", args.v, batch * 4, batchShape);
-  const kCache = checkBinding("kCache", args.kCache, cache * 4, cacheShape);
-  const vCache = checkBinding("vCache", args.vCache, cache * 4, cacheShape);
-  const pos = checkBinding("pos", args.pos, 4, "u32 [1]: the first token's position");
-  checkNoAlias("kCache", kCache, { k, v, pos, vCache });
-  checkNoAlias("vCache", vCache, { k, v, pos });
+  const k = argBinding(gpu, "k", args.k, batch * 4, batchShape);
+  const v = argBinding(gpu, "v", args.v, batch * 4, batchShape);
+  const kCache = argBinding(gpu, "kCache", args.kCache, cache * 4, cacheShape);
+  const vCache = argBinding(gpu, "vCache", args.vCache, cache * 4, cacheShape);
+  const pos = argBinding(gpu, "pos", args.pos, 4, POS_SHAPE);
+  argDistinct("kCache", kCache, { k, v, pos, vCache });
+  argDistinct("vCache", vCache, { k, v, pos });
 
   const pipeline = await gpu.pipeline(KV_APPEND, { WG: APPEND_WG });
   const params = gpu.uniform(
@@ -289,47 +254,45 @@ export function attentionConstants(
  * @throws {ArgumentError} naming the first bad argument.
  */
 export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch> {
-  const T = checkInt("T", args.T, 1);
-  const nHeads = checkInt("nHeads", args.nHeads, 1);
-  const nKvHeads = checkInt("nKvHeads", args.nKvHeads, 1, nHeads);
+  argObject(args);
+  const T = argCount("T", args.T);
+  const nHeads = argCount("nHeads", args.nHeads);
+  const nKvHeads = argCount("nKvHeads", args.nKvHeads, 1, nHeads);
   if (nHeads % nKvHeads !== 0) {
     throw new ArgumentError(
       "nKvHeads",
       `expected a divisor of nHeads=${nHeads}, got ${nKvHeads}`,
     );
   }
-  const headDim = checkInt("headDim", args.headDim, 1, MAX_HEAD_DIM);
-  const maxSeq = checkInt("maxSeq", args.maxSeq, 1);
-  if (typeof args.scale !== "number" || !Number.isFinite(args.scale)) {
-    throw new ArgumentError("scale", `expected a finite number, got ${String(args.scale)}`);
-  }
-  if (typeof args.causal !== "boolean") {
-    throw new ArgumentError("causal", `expected true or false, got ${String(args.causal)}`);
-  }
-  const causal = args.causal;
-  let kvLen = 0;
-  if (!causal) kvLen = checkInt("kvLen", args.kvLen, 1, maxSeq);
-  const variant = args.variant ?? (T <= DECODE_MAX_T ? "decode" : "prefill");
-  if (variant !== "prefill" && variant !== "decode") {
-    throw new ArgumentError("variant", `expected "prefill" or "decode", got ${String(variant)}`);
-  }
+  const headDim = argCount("headDim", args.headDim, 1, MAX_HEAD_DIM);
+  const maxSeq = argCount("maxSeq", args.maxSeq);
+  const scale = argNumber("scale", args.scale);
+  const causal = argBoolean("causal", args.causal);
+  const kvLen = causal ? 0 : argCount("kvLen", args.kvLen, 1, maxSeq);
+  const variant = argOneOf(
+    "variant",
+    args.variant ?? (T <= DECODE_MAX_T ? "decode" : "prefill"),
+    ["prefill", "decode"] as const,
+    "attention variant",
+  );
 
   const rows = T * nHeads * headDim;
   const cache = nKvHeads * maxSeq * headDim;
   const rowShape = `f32 [T=${T}, nHeads=${nHeads}, headDim=${headDim}]`;
   const cacheShape = `f32 [nKvHeads=${nKvHeads}, maxSeq=${maxSeq}, headDim=${headDim}]`;
-  const q = checkBinding("q", args.q, rows * 4, rowShape);
-  const kCache = checkBinding("kCache", args.kCache, cache * 4, cacheShape);
-  const vCache = checkBinding("vCache", args.vCache, cache * 4, cacheShape);
-  const out = checkBinding("out", args.out, rows * 4, rowShape);
+  const q = argBinding(gpu, "q", args.q, rows * 4, rowShape);
+  const kCache = argBinding(gpu, "kCache", args.kCache, cache * 4, cacheShape);
+  const vCache = argBinding(gpu, "vCache", args.vCache, cache * 4, cacheShape);
+  const out = argBinding(gpu, "out", args.out, rows * 4, rowShape);
   const pos = causal || args.pos !== undefined
-    ? checkBinding("pos", args.pos, 4, "u32 [1]: the first token's position")
+    ? argBinding(gpu, "pos", args.pos, 4, POS_SHAPE)
     : undefined;
-  let bias: Binding | undefined;
+  let bias: BindingRange | undefined;
   let biasKeys = 0;
   if (args.bias !== undefined) {
-    biasKeys = checkInt("biasKeys", args.biasKeys, 1);
-    bias = checkBinding(
+    biasKeys = argCount("biasKeys", args.biasKeys);
+    bias = argBinding(
+      gpu,
       "bias",
       args.bias,
       nHeads * T * biasKeys * 4,
@@ -338,7 +301,7 @@ export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch
   } else if (args.biasKeys !== undefined) {
     throw new ArgumentError("bias", `expected a buffer since biasKeys is given, got undefined`);
   }
-  checkNoAlias("out", out, { q, kCache, vCache, pos, bias });
+  argDistinct("out", out, { q, kCache, vCache, pos, bias });
 
   const constants = attentionConstants(gpu, headDim);
   const pipeline = variant === "prefill"
@@ -347,7 +310,7 @@ export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch
   const params = gpu.uniform(
     new ParamWriter()
       .u32(T, nHeads, nKvHeads, headDim, maxSeq, causal ? 1 : 0, kvLen, bias ? 1 : 0)
-      .f32(args.scale)
+      .f32(scale)
       .u32(biasKeys)
       .bytes(),
     `attention_${variant}.params`,

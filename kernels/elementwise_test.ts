@@ -1,9 +1,7 @@
-import { ArgumentError } from "../runtime/errors.ts";
 import type { Dispatch } from "../runtime/gpu/device.ts";
 import { add, addBias, addInPlace, scale } from "./elementwise.ts";
-import { addRef } from "./reference.ts";
-import { addBiasRef, scaleRef } from "./reference_pointwise.ts";
-import { assertClose, GPU_TEST, poisoned, randn, testGpu } from "./test_util.ts";
+import { addBiasRef, addRef, scaleRef } from "./reference.ts";
+import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 Deno.test({
   name: "add matches the CPU reference at several sizes",
@@ -129,14 +127,3 @@ Deno.test({
     await rejects(addBias(gpu, undefined as never), "args");
   },
 });
-
-/** Asserts `p` rejects with an ArgumentError naming `argument`. */
-async function rejects(p: Promise<unknown>, argument: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ArgumentError && e.argument === argument) return;
-    throw new Error(`expected an ArgumentError for '${argument}', got ${e}`);
-  }
-  throw new Error(`expected an ArgumentError for '${argument}', nothing was thrown`);
-}

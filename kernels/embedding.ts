@@ -26,9 +26,17 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPE_BYTES, DTYPE_CODE, DTYPES } from "../runtime/weights/dtype.ts";
+import { type DType, DTYPE_BYTES, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { argBinding, argCount, argDisjoint, argNumber, argObject } from "./elementwise.ts";
+import {
+  argBinding,
+  argCount,
+  argDistinct,
+  argDType,
+  argEvenRow,
+  argNumber,
+  argObject,
+} from "./args.ts";
 
 const WG = 256;
 
@@ -70,23 +78,14 @@ export interface EmbedArgs {
  * gpu.submit([await embed(gpu, { table: embedTokens, ids, out: h, T, dim: 4096, dtype: "bf16" })]);
  * ```
  * @throws {ArgumentError} naming the bad argument (counts, dtype, odd `dim` for 16-bit tables,
- * bindings too small or overlapping).
+ * bindings too small or sharing a buffer).
  */
 export async function embed(gpu: Gpu, args: EmbedArgs): Promise<Dispatch> {
   argObject(args);
   const T = argCount("T", args.T);
   const dim = argCount("dim", args.dim);
-  const dtype = args.dtype;
-  if (!DTYPES.includes(dtype)) {
-    throw new ArgumentError("dtype", `unsupported dtype '${dtype}'`, `use ${DTYPES.join(", ")}`);
-  }
-  if (dtype !== "f32" && dim % 2 !== 0) {
-    throw new ArgumentError(
-      "dim",
-      `${dtype} tables need an even row length, got dim=${dim}`,
-      "16-bit weights are packed two per u32 word; every row must start on a word",
-    );
-  }
+  const dtype = argDType("dtype", args.dtype);
+  argEvenRow("dim", dim, dtype, "tables");
   const scale = argNumber("scale", args.scale ?? 1);
   const rowBytes = dim * DTYPE_BYTES[dtype];
   const table = argBinding(gpu, "table", args.table, rowBytes);
@@ -102,8 +101,7 @@ export async function embed(gpu: Gpu, args: EmbedArgs): Promise<Dispatch> {
   }
   const ids = argBinding(gpu, "ids", args.ids, T * 4);
   const out = argBinding(gpu, "out", args.out, T * dim * 4);
-  argDisjoint("out", out, "table", table);
-  argDisjoint("out", out, "ids", ids);
+  argDistinct("out", out, { table, ids });
   const pipeline = await gpu.pipeline(EMBED, { WG, WDTYPE: DTYPE_CODE[dtype] });
   const words = dtype === "f32" ? dim : dim / 2;
   const params = gpu.uniform(

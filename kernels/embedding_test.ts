@@ -1,9 +1,8 @@
-import { ArgumentError } from "../runtime/errors.ts";
 import type { Dispatch } from "../runtime/gpu/device.ts";
 import { type DType, DTYPES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import { embed } from "./embedding.ts";
-import { embedRef } from "./reference_pointwise.ts";
-import { assertClose, GPU_TEST, poisoned, randn, rng, testGpu } from "./test_util.ts";
+import { embedRef } from "./reference.ts";
+import { assertClose, GPU_TEST, poisoned, randn, rejects, rng, testGpu } from "./test_util.ts";
 
 Deno.test({
   name: "embed matches the CPU reference for f32, f16 and bf16 tables",
@@ -111,14 +110,3 @@ Deno.test({
     await bad({ table: { buffer: table, size: 8 } }, "table"); // less than one row
   },
 });
-
-/** Asserts `p` rejects with an ArgumentError naming `argument`. */
-async function rejects(p: Promise<unknown>, argument: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ArgumentError && e.argument === argument) return;
-    throw new Error(`expected an ArgumentError for '${argument}', got ${e}`);
-  }
-  throw new Error(`expected an ArgumentError for '${argument}', nothing was thrown`);
-}

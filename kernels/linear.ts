@@ -27,8 +27,18 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPE_CODE, DTYPES } from "../runtime/weights/dtype.ts";
+import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import {
+  argBinding,
+  argBoolean,
+  argCount,
+  argDistinct,
+  argDType,
+  argEvenRow,
+  argObject,
+  type BindingRange,
+} from "./args.ts";
 
 // ------------------------------------------------------------------------------------ tuning knobs
 
@@ -101,7 +111,7 @@ export interface LinearArgs {
   x: Binding;
   /** Weights `[N, K]` (row n = the K inputs of output n), packed u32 words of `dtype`. */
   w: Binding;
-  /** Output f32 `[T, N]` row-major; must not overlap `x` or `w`. */
+  /** Output f32 `[T, N]` row-major; must not share a buffer with `x` or `w`. */
   y: Binding;
   /** Rows of `x` (tokens), >= 1. Optional for {@linkcode matvec} (default 1). */
   T: number;
@@ -129,78 +139,10 @@ export interface MatvecArgs extends Omit<LinearArgs, "T"> {
   tune?: Partial<MatvecTuning>;
 }
 
-const U32_MAX = 0xffffffff;
-
-function checkInt(name: string, v: unknown, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    throw new ArgumentError(
-      name,
-      `expected an integer in [${min}, ${max}], got ${typeof v === "number" ? v : typeof v}`,
-    );
-  }
-  return v;
-}
-
-interface Range {
-  buffer: GPUBuffer;
-  offset: number;
-  size: number;
-}
-
-function range(gpu: Gpu, name: string, b: Binding, need: number): Range {
-  if (!b || typeof b !== "object") {
-    throw new ArgumentError(name, `expected a GPUBuffer or {buffer, offset?, size?}, got ${b}`);
-  }
-  const buffer = "buffer" in b ? b.buffer : b;
-  if (!buffer || typeof buffer !== "object" || typeof buffer.size !== "number") {
-    throw new ArgumentError(name, "expected a GPUBuffer or {buffer, offset?, size?}");
-  }
-  const offset = "buffer" in b ? b.offset ?? 0 : 0;
-  const size = "buffer" in b ? b.size ?? buffer.size - offset : buffer.size;
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  if (!Number.isInteger(offset) || offset < 0 || offset % align !== 0) {
-    throw new ArgumentError(
-      name,
-      `binding offset ${offset} is not a multiple of ${align} (minStorageBufferOffsetAlignment)`,
-    );
-  }
-  if (!Number.isInteger(size) || size < 0 || size % 4 !== 0 || offset + size > buffer.size) {
-    throw new ArgumentError(
-      name,
-      `binding range [${offset}, ${offset + size}) is not a whole number of 4-byte words inside ` +
-        `the buffer's ${buffer.size} bytes`,
-    );
-  }
-  if (size < need) {
-    throw new ArgumentError(name, `needs at least ${need} bytes, the binding has ${size}`);
-  }
-  const max = gpu.limits.maxStorageBufferBindingSize;
-  if (size > max) {
-    throw new ArgumentError(
-      name,
-      `binding of ${size} bytes exceeds this device's maxStorageBufferBindingSize of ${max}`,
-      "bind a range ({buffer, offset, size}) or split the tensor",
-    );
-  }
-  return { buffer, offset, size };
-}
-
-function checkNoOverlap(name: string, a: Range, other: string, b: Range) {
-  if (a.buffer === b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size) {
-    throw new ArgumentError(
-      name,
-      `overlaps ${other} (bytes [${a.offset}, ${a.offset + a.size}) and [${b.offset}, ${
-        b.offset + b.size
-      }) of the same buffer)`,
-      "write the output to a separate buffer",
-    );
-  }
-}
-
 interface Checked {
-  x: Range;
-  w: Range;
-  y: Range;
+  x: BindingRange;
+  w: BindingRange;
+  y: BindingRange;
   T: number;
   K: number;
   N: number;
@@ -209,31 +151,21 @@ interface Checked {
 }
 
 function validate(gpu: Gpu, args: LinearArgs): Checked {
-  if (!args || typeof args !== "object") throw new ArgumentError("args", "expected an object");
-  const T = checkInt("T", args.T, 1, U32_MAX);
-  const K = checkInt("K", args.K, 1, U32_MAX);
-  const N = checkInt("N", args.N, 1, U32_MAX);
-  const dtype = args.dtype;
-  if (!DTYPES.includes(dtype)) {
-    throw new ArgumentError("dtype", `unsupported dtype '${dtype}'`, `use ${DTYPES.join(", ")}`);
-  }
-  if (dtype !== "f32" && K % 2 !== 0) {
-    throw new ArgumentError(
-      "K",
-      `${dtype} weights need an even row length, got K=${K}`,
-      "16-bit weights are packed two per u32 word; every row must start on a word",
-    );
-  }
-  if (args.accumulate !== undefined && typeof args.accumulate !== "boolean") {
-    throw new ArgumentError("accumulate", `expected a boolean, got ${args.accumulate}`);
-  }
+  argObject(args);
+  const T = argCount("T", args.T);
+  const K = argCount("K", args.K);
+  const N = argCount("N", args.N);
+  const dtype = argDType("dtype", args.dtype);
+  argEvenRow("K", K, dtype, "weights");
+  const accumulate = args.accumulate === undefined
+    ? false
+    : argBoolean("accumulate", args.accumulate);
   const words = dtype === "f32" ? N * K : N * K / 2;
-  const x = range(gpu, "x", args.x, T * K * 4);
-  const w = range(gpu, "w", args.w, words * 4);
-  const y = range(gpu, "y", args.y, T * N * 4);
-  checkNoOverlap("y", y, "x", x);
-  checkNoOverlap("y", y, "w", w);
-  return { x, w, y, T, K, N, dtype, accumulate: args.accumulate ?? false };
+  const x = argBinding(gpu, "x", args.x, T * K * 4, `f32 [T=${T}, K=${K}]`);
+  const w = argBinding(gpu, "w", args.w, words * 4, `${dtype} [N=${N}, K=${K}]`);
+  const y = argBinding(gpu, "y", args.y, T * N * 4, `f32 [T=${T}, N=${N}]`);
+  argDistinct("y", y, { x, w });
+  return { x, w, y, T, K, N, dtype, accumulate };
 }
 
 function checkTune<K extends string>(
@@ -247,7 +179,7 @@ function checkTune<K extends string>(
   const out = { ...defaults } as Record<K, number>;
   for (const key of Object.keys(bounds) as K[]) {
     const v = tune?.[key];
-    if (v !== undefined) out[key] = checkInt(`tune.${key}`, v, bounds[key][0], bounds[key][1]);
+    if (v !== undefined) out[key] = argCount(`tune.${key}`, v, bounds[key][0], bounds[key][1]);
   }
   return out;
 }
@@ -277,10 +209,6 @@ function checkWorkgroup(
   }
 }
 
-function bind(r: Range, size = r.size): Binding {
-  return { buffer: r.buffer, offset: r.offset, size };
-}
-
 // ------------------------------------------------------------------------------------ builders
 
 /**
@@ -288,8 +216,8 @@ function bind(r: Range, size = r.size): Binding {
  * Best for prefill (large `T`); {@linkcode linear} picks it for `T > LINEAR_MATVEC_MAX_T`.
  *
  * @throws {ArgumentError} naming the bad argument: non-positive or non-integer sizes, an unknown
- *   dtype, an odd `K` with 16-bit weights, bindings too small, misaligned or overlapping (`y` with
- *   `x` or `w`), tiling overrides out of range or over the device's limits.
+ *   dtype, an odd `K` with 16-bit weights, bindings too small, misaligned or sharing a buffer (`y`
+ *   with `x` or `w`), tiling overrides out of range or over the device's limits.
  * @example
  * ```ts ignore
  * import { openGpu } from "../runtime/gpu/device.ts";
@@ -332,7 +260,7 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
     ACC: a.accumulate ? 1 : 0,
   });
   const params = gpu.uniform(new ParamWriter().u32(a.T, a.K, a.N).bytes(), "matmul.params");
-  return gpu.dispatch(pipeline, [params, bind(a.x), bind(a.w), bind(a.y)], groups);
+  return gpu.dispatch(pipeline, [params, a.x, a.w, a.y], groups);
 }
 
 /**
@@ -356,7 +284,8 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
  * ```
  */
 export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
-  const a = validate(gpu, { ...args, T: args?.T ?? 1 });
+  argObject(args);
+  const a = validate(gpu, { ...args, T: args.T ?? 1 });
   const tune = checkTune(args.tune, MATVEC_TUNING, {
     TPR: [1, 1024],
     ROWS: [1, 1024],
@@ -375,10 +304,10 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
   const params = gpu.uniform(new ParamWriter().u32(a.T, a.K, a.N).bytes(), "matvec.params");
   // The vec4 view covers whole 16-byte blocks only. A weight range under 16 bytes has no aligned
   // body (every word is read through `wu`), so any 16-byte buffer can stand in for it.
-  const wv = a.w.size >= 16 ? bind(a.w, a.w.size - (a.w.size % 16)) : placeholder(gpu);
+  const wv = a.w.size >= 16 ? { ...a.w, size: a.w.size - (a.w.size % 16) } : placeholder(gpu);
   return gpu.dispatch(
     pipeline,
-    [params, bind(a.x), wv, bind(a.w), bind(a.y)],
+    [params, a.x, wv, a.w, a.y],
     gpu.grid(Math.ceil(a.N / tune.ROWS)),
   );
 }
@@ -412,7 +341,8 @@ function placeholder(gpu: Gpu): GPUBuffer {
  * ```
  */
 export async function linear(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
-  const T = checkInt("T", args?.T, 1, U32_MAX);
+  argObject(args);
+  const T = argCount("T", args.T);
   // Only the documented fields are forwarded (no tuning overrides through linear).
   const { x, w, y, K, N, dtype, accumulate } = args;
   const a = { x, w, y, T, K, N, dtype, accumulate };

@@ -12,7 +12,7 @@ import {
   MATVEC_TUNING,
   type MatvecTuning,
 } from "./linear.ts";
-import { matmulRef } from "./reference_linear.ts";
+import { matmulRef } from "./reference.ts";
 import { assertClose, GPU_TEST, POISON, poisoned, randn, relError, testGpu } from "./test_util.ts";
 
 type Op = "matmul" | "matvec" | "linear";

@@ -19,15 +19,22 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { DTYPE_CODE, DTYPES, type DType } from "../runtime/weights/dtype.ts";
-import { defineKernel, ParamWriter } from "./registry.ts";
-import { argBinding, argCount, argDisjoint, argObject, type BindingRange } from "./elementwise.ts";
+import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import {
+  argBinding,
+  argCount,
+  argDistinct,
+  argDType,
+  argEvenRow,
+  argObject,
+  type BindingRange,
+} from "./args.ts";
 
 const WG = 256, TPR = 32, ROWS = WG / TPR;
 
 /** Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`. */
-export const MOE_GATE_UP = defineKernel({
+export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
   file: "moe.wgsl",
   entry: "gate_up",
@@ -37,7 +44,7 @@ export const MOE_GATE_UP = defineKernel({
 });
 
 /** Expert down projection: `out[p] = Wd[slot] x[p]`. */
-export const MOE_DOWN = defineKernel({
+export const MOE_DOWN: KernelSpec = defineKernel({
   name: "moe_down",
   file: "moe.wgsl",
   entry: "down",
@@ -47,7 +54,7 @@ export const MOE_DOWN = defineKernel({
 });
 
 /** Weighted sum of expert outputs (+ sigmoid-gated shared expert) added into the residual. */
-export const MOE_COMBINE = defineKernel({
+export const MOE_COMBINE: KernelSpec = defineKernel({
   name: "moe_combine",
   file: "moe_combine.wgsl",
   bindings: ["params", "y", "weights", "out", "shared_out", "shared_gate"],
@@ -94,28 +101,18 @@ function common(gpu: Gpu, a: MoeArgs): Common {
   const topK = argCount("topK", a.topK, 1, 64);
   const hidden = argCount("hidden", a.hidden);
   const inter = argCount("inter", a.inter);
-  if (!DTYPES.includes(a.dtype)) {
-    throw new ArgumentError("dtype", `unsupported dtype '${a.dtype}'`, `use ${DTYPES.join(", ")}`);
-  }
-  if (a.dtype !== "f32" && (hidden % 2 || inter % 2)) {
-    throw new ArgumentError(
-      a.hidden % 2 ? "hidden" : "inter",
-      `${a.dtype} experts need even hidden and inter sizes, got ${hidden} and ${inter}`,
-    );
-  }
-  const wpw = a.dtype === "f32" ? 1 : 2;
+  const dtype = argDType("dtype", a.dtype);
+  const experts = `experts (hidden=${hidden}, inter=${inter})`;
+  argEvenRow("hidden", hidden, dtype, experts);
+  argEvenRow("inter", inter, dtype, experts);
+  const wpw = dtype === "f32" ? 1 : 2;
   const slotWords = argCount("slotWords", a.slotWords, (hidden * inter) / wpw);
   const table = argBinding(gpu, "table", a.table, 4);
-  const experts = a.experts === undefined
+  const count = a.experts === undefined
     ? table.size / 4
     : argCount("experts", a.experts, 1, table.size / 4);
   const ids = argBinding(gpu, "ids", a.ids, T * topK * 4);
-  return { table, ids, T, topK, hidden, inter, slotWords, experts, dtype: a.dtype };
-}
-
-function poolSlots(gpu: Gpu, name: string, b: Binding, c: Common): BindingRange {
-  const r = argBinding(gpu, name, b, c.slotWords * 4);
-  return r;
+  return { table, ids, T, topK, hidden, inter, slotWords, experts: count, dtype };
 }
 
 /**
@@ -129,10 +126,10 @@ export async function moeGateUp(
 ): Promise<Dispatch> {
   const c = common(gpu, args);
   const x = argBinding(gpu, "x", args.x, c.T * c.hidden * 4);
-  const gate = poolSlots(gpu, "gate", args.gate, c);
-  const up = poolSlots(gpu, "up", args.up, c);
+  const gate = argBinding(gpu, "gate", args.gate, c.slotWords * 4);
+  const up = argBinding(gpu, "up", args.up, c.slotWords * 4);
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.inter * 4);
-  argDisjoint("out", out, "x", x);
+  argDistinct("out", out, { x, table: c.table, ids: c.ids, gate, up });
   const slots = Math.min(gate.size, up.size) / 4 / c.slotWords | 0;
   const pipeline = await gpu.pipeline(MOE_GATE_UP, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
@@ -155,9 +152,9 @@ export async function moeDown(
 ): Promise<Dispatch> {
   const c = common(gpu, args);
   const x = argBinding(gpu, "x", args.x, c.T * c.topK * c.inter * 4);
-  const down = poolSlots(gpu, "down", args.down, c);
+  const down = argBinding(gpu, "down", args.down, c.slotWords * 4);
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.hidden * 4);
-  argDisjoint("out", out, "x", x);
+  argDistinct("out", out, { x, table: c.table, ids: c.ids, down });
   const slots = down.size / 4 / c.slotWords | 0;
   const pipeline = await gpu.pipeline(MOE_DOWN, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
@@ -195,18 +192,21 @@ export async function moeCombine(
   const y = argBinding(gpu, "y", args.y, T * topK * H * 4);
   const weights = argBinding(gpu, "weights", args.weights, T * topK * 4);
   const out = argBinding(gpu, "out", args.out, T * H * 4);
-  argDisjoint("out", out, "y", y);
+  const shared = args.shared && {
+    out: argBinding(gpu, "shared.out", args.shared.out, T * H * 4),
+    gate: argBinding(gpu, "shared.gate", args.shared.gate, T * 4),
+  };
+  argDistinct("out", out, { y, weights, "shared.out": shared?.out, "shared.gate": shared?.gate });
   let sOut: Binding, sGate: Binding;
-  if (args.shared) {
-    sOut = argBinding(gpu, "shared.out", args.shared.out, T * H * 4);
-    sGate = argBinding(gpu, "shared.gate", args.shared.gate, T * 4);
+  if (shared) {
+    [sOut, sGate] = [shared.out, shared.gate];
   } else {
     let d = dummies.get(gpu);
     if (!d) dummies.set(gpu, d = gpu.storage("other", 16, "moe_combine.dummy"));
     sOut = sGate = d;
   }
   const pipeline = await gpu.pipeline(MOE_COMBINE, { WG });
-  const params = new ParamWriter().u32(T, topK, H, args.shared ? 1 : 0).bytes();
+  const params = new ParamWriter().u32(T, topK, H, shared ? 1 : 0).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_combine.params"), y, weights, out, sOut, sGate],

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { moeCombine, moeDown, moeGateUp } from "./moe.ts";
-import { moeCombineRef, moeDownRef, moeGateUpRef } from "./reference_moe.ts";
+import { moeCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, testGpu } from "./test_util.ts";
 import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import { ArgumentError } from "../runtime/errors.ts";
@@ -14,7 +14,13 @@ function makePool(gpu: Gpu, E: number, slots: number, rows: number, cols: number
   // expert e -> slot (slots - 1 - e): not the identity, so the table is really used.
   const table = Uint32Array.from({ length: E }, (_, e) => slots - 1 - e);
   mats.forEach((m, e) => gpu.write(buf, packWeights(m, dtype), table[e] * slotBytes));
-  return { mats, rounded: mats.map((m) => roundTo(m, dtype)), buf, table, slotWords: slotBytes / 4 };
+  return {
+    mats,
+    rounded: mats.map((m) => roundTo(m, dtype)),
+    buf,
+    table,
+    slotWords: slotBytes / 4,
+  };
 }
 
 for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
@@ -46,7 +52,13 @@ for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
             out: hBuf,
             slotWords: g.slotWords,
           }),
-          await moeDown(gpu, { ...common, x: hBuf, down: d.buf, out: yBuf, slotWords: d.slotWords }),
+          await moeDown(gpu, {
+            ...common,
+            x: hBuf,
+            down: d.buf,
+            out: yBuf,
+            slotWords: d.slotWords,
+          }),
         ]);
         const h = await gpu.readF32(hBuf, 0, T * topK * I);
         const hRef = moeGateUpRef(x, g.rounded, u.rounded, ids, T, topK, H, I);
@@ -101,7 +113,14 @@ Deno.test({
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    for (const [T, topK, H, shared] of [[1, 2, 64, false], [4, 3, 33, true], [7, 1, 300, true]] as const) {
+    for (
+      const [T, topK, H, shared] of [[1, 2, 64, false], [4, 3, 33, true], [
+        7,
+        1,
+        300,
+        true,
+      ]] as const
+    ) {
       const y = randn(T * topK * H), w = randn(T * topK), res = randn(T * H);
       const so = randn(T * H), sg = randn(T);
       const out = gpu.storage("activations", res);
@@ -136,7 +155,8 @@ Deno.test({
       (e) => e instanceof ArgumentError && e.argument === "slotWords",
     );
     await assert.rejects(
-      () => moeDown(gpu, { ...base, hidden: 7, dtype: "bf16", x: b, down: b, out: b, slotWords: 64 }),
+      () =>
+        moeDown(gpu, { ...base, hidden: 7, dtype: "bf16", x: b, down: b, out: b, slotWords: 64 }),
       (e) => e instanceof ArgumentError && e.argument === "hidden",
     );
     await assert.rejects(

@@ -9,8 +9,8 @@
  *   `nn.LayerNorm` (biased variance), with or without a bias.
  *
  * Norm weights and biases are f32 vectors of `dim` values (converted on the host at load). `out` may
- * be a separate buffer or exactly `x` (in place, a separate entry point); a partial overlap is an
- * error. Any `dim` >= 1 works (the workgroup strides over the row).
+ * be a separate buffer or exactly `x` (in place, a separate entry point); any other binding sharing
+ * a written buffer is an error. Any `dim` >= 1 works (the workgroup strides over the row).
  *
  * @example
  * ```ts ignore
@@ -28,14 +28,7 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import {
-  argBinding,
-  argCount,
-  argDisjoint,
-  argInPlace,
-  argNumber,
-  argObject,
-} from "./elementwise.ts";
+import { argBinding, argCount, argDistinct, argInPlace, argNumber, argObject } from "./args.ts";
 
 /** RMS norm of each row into `out` (`norm.wgsl`). */
 export const RMSNORM: KernelSpec = defineKernel({
@@ -126,7 +119,7 @@ function workgroupSize(dim: number): number {
  * // Pre-attention norm of T tokens, in place on the hidden states.
  * gpu.submit([await rmsnorm(gpu, { x: h, weight: ln1, out: h, rows: T, dim: 4096, eps: 1e-5 })]);
  * ```
- * @throws {ArgumentError} naming the bad argument (counts, eps, bindings too small, overlap).
+ * @throws {ArgumentError} naming the bad argument (counts, eps, bindings too small, shared buffers).
  */
 export async function rmsnorm(gpu: Gpu, args: RmsNormArgs): Promise<Dispatch> {
   argObject(args);
@@ -138,7 +131,7 @@ export async function rmsnorm(gpu: Gpu, args: RmsNormArgs): Promise<Dispatch> {
   const weight = argBinding(gpu, "weight", args.weight, dim * 4);
   const out = argBinding(gpu, "out", args.out, rows * dim * 4);
   const mode = argInPlace(out, x);
-  argDisjoint("out", out, "weight", weight);
+  argDistinct("out", out, { weight });
   const WG = workgroupSize(dim);
   const spec = mode === "inplace" ? RMSNORM_INPLACE : RMSNORM;
   const pipeline = await gpu.pipeline(spec, { WG });
@@ -160,7 +153,7 @@ export async function rmsnorm(gpu: Gpu, args: RmsNormArgs): Promise<Dispatch> {
  * ```ts ignore
  * gpu.submit([await layernorm(gpu, { x, weight: g, bias: b, out, rows: T, dim: 768, eps: 1e-5 })]);
  * ```
- * @throws {ArgumentError} naming the bad argument (counts, eps, bindings too small, overlap).
+ * @throws {ArgumentError} naming the bad argument (counts, eps, bindings too small, shared buffers).
  */
 export async function layernorm(gpu: Gpu, args: LayerNormArgs): Promise<Dispatch> {
   argObject(args);
@@ -172,8 +165,7 @@ export async function layernorm(gpu: Gpu, args: LayerNormArgs): Promise<Dispatch
   const bias = args.bias === undefined ? undefined : argBinding(gpu, "bias", args.bias, dim * 4);
   const out = argBinding(gpu, "out", args.out, rows * dim * 4);
   const mode = argInPlace(out, x);
-  argDisjoint("out", out, "weight", weight);
-  if (bias) argDisjoint("out", out, "bias", bias);
+  argDistinct("out", out, { weight, bias });
   const WG = workgroupSize(dim);
   const spec = mode === "inplace" ? LAYERNORM_INPLACE : LAYERNORM;
   const pipeline = await gpu.pipeline(spec, { WG, BIAS: bias ? 1 : 0 });

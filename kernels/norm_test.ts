@@ -1,8 +1,7 @@
-import { ArgumentError } from "../runtime/errors.ts";
 import type { Dispatch } from "../runtime/gpu/device.ts";
 import { layernorm, rmsnorm } from "./norm.ts";
-import { layernormRef, rmsnormRef } from "./reference_pointwise.ts";
-import { assertClose, GPU_TEST, poisoned, randn, testGpu } from "./test_util.ts";
+import { layernormRef, rmsnormRef } from "./reference.ts";
+import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 // dims around the workgroup sizes the builder picks (32 .. 256 threads) and non-multiples of them.
 const SHAPES: [rows: number, dim: number][] = [[1, 1], [3, 7], [5, 100], [2, 1000], [2, 2049]];
@@ -97,14 +96,3 @@ Deno.test({
     await rejects(() => layernorm(gpu, { ...ok, eps: -1 }), "eps");
   },
 });
-
-/** Asserts `fn` rejects with an ArgumentError naming `argument`. */
-async function rejects(fn: () => Promise<unknown>, argument: string): Promise<void> {
-  try {
-    await fn();
-  } catch (e) {
-    if (e instanceof ArgumentError && e.argument === argument) return;
-    throw new Error(`expected an ArgumentError for '${argument}', got ${e}`);
-  }
-  throw new Error(`expected an ArgumentError for '${argument}', nothing was thrown`);
-}

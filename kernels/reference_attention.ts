@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { argmaxRef } from "./reference_attention.ts";
+ * import { argmaxRef } from "./reference.ts";
  * console.log(argmaxRef(new Float32Array([1, 3, 3, 2]), 1, 4)); // Uint32Array [1]
  * ```
  * @module
@@ -29,7 +29,7 @@ export interface KvShape {
  *
  * @example
  * ```ts
- * import { kvAppendRef } from "./reference_attention.ts";
+ * import { kvAppendRef } from "./reference.ts";
  * const s = { T: 1, nKvHeads: 1, headDim: 2, maxSeq: 2 };
  * const r = kvAppendRef([0, 0, 0, 0], [0, 0, 0, 0], [1, 2], [3, 4], 1, s);
  * console.log(r.kCache); // Float64Array [0, 0, 1, 2]
@@ -84,7 +84,7 @@ export interface AttentionShape extends KvShape {
  *
  * @example
  * ```ts
- * import { attentionRef } from "./reference_attention.ts";
+ * import { attentionRef } from "./reference.ts";
  * const o = attentionRef([1], [0, 0], [5, 7], { T: 1, nHeads: 1, nKvHeads: 1, headDim: 1,
  *   maxSeq: 2, pos0: 1, scale: 1, causal: true });
  * console.log(o); // Float64Array [6]
@@ -137,7 +137,7 @@ export function attentionRef(
  *
  * @example
  * ```ts
- * import { routerTopKRef } from "./reference_attention.ts";
+ * import { routerTopKRef } from "./reference.ts";
  * const r = routerTopKRef([0, 2, 1], 1, 3, 2, true);
  * console.log(r.ids); // Uint32Array [1, 2]
  * ```
@@ -172,7 +172,7 @@ export function routerTopKRef(
  *
  * @example
  * ```ts
- * import { argmaxRef } from "./reference_attention.ts";
+ * import { argmaxRef } from "./reference.ts";
  * console.log(argmaxRef([0, 5, 5, NaN, 2, 1], 2, 3)); // Uint32Array [1, 0]
  * ```
  */

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { matmulRef } from "./reference_linear.ts";
+ * import { matmulRef } from "./reference.ts";
  * // x = [[1, 2]] (T = 1, K = 2), W = [[1, 0], [1, 1]] (N = 2)
  * console.log(matmulRef([1, 2], [1, 0, 1, 1], 1, 2, 2)); // Float64Array [1, 3]
  * ```
@@ -19,7 +19,7 @@
  *
  * @example
  * ```ts
- * import { matmulRef } from "./reference_linear.ts";
+ * import { matmulRef } from "./reference.ts";
  * console.log(matmulRef([1, 2], [3, 4], 1, 2, 1, [10])); // Float64Array [21]
  * ```
  */
@@ -48,7 +48,7 @@ export function matmulRef(
  *
  * @example
  * ```ts
- * import { matvecRef } from "./reference_linear.ts";
+ * import { matvecRef } from "./reference.ts";
  * console.log(matvecRef([1, 2, 3, 4], [1, 1], 2, 2)); // Float64Array [3, 7]
  * ```
  */

@@ -3,7 +3,7 @@
  *
  * @example
  * ```ts
- * import { moeCombineRef } from "./reference_moe.ts";
+ * import { moeCombineRef } from "./reference.ts";
  * const out = moeCombineRef(new Float32Array([1, 2]), new Float32Array([0.5]), new Float32Array([1, 1]), 1, 1, 2);
  * console.log(out); // Float64Array [1.5, 2]
  * ```

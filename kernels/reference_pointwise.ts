@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * import { rmsnormRef } from "./reference_pointwise.ts";
+ * import { rmsnormRef } from "./reference.ts";
  * console.log(rmsnormRef([3, 4], [1, 1], 1, 2, 0)); // Float64Array [0.8485..., 1.1313...]
  * ```
  * @module

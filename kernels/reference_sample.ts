@@ -8,7 +8,7 @@
  *
  * @example
  * ```ts
- * import { sampleRef, sampleUniformRef } from "./reference_sample.ts";
+ * import { sampleRef, sampleUniformRef } from "./reference.ts";
  * const u = sampleUniformRef(42, 0, 0); // the uniform row 0 of the first call with seed 42 draws
  * const { tokens } = sampleRef(new Float32Array([0, 1, 2]), 1, 3, {
  *   temperature: 1, topP: 1, seed: 42, counter: 0,

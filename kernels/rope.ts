@@ -33,7 +33,7 @@
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { argBinding, argCount, argDisjoint, argNumber, argObject } from "./elementwise.ts";
+import { argBinding, argCount, argDistinct, argNumber, argObject, argOneOf } from "./args.ts";
 
 const WG = 256;
 
@@ -119,7 +119,7 @@ function invFreqTable(gpu: Gpu, theta: number, rotaryDim: number): GPUBuffer {
  * ]);
  * ```
  * @throws {ArgumentError} naming the bad argument (counts, rotaryDim, strides that make heads or
- * tokens overlap, theta/invFreq, bindings too small).
+ * tokens overlap, theta/invFreq, bindings too small or sharing a buffer).
  */
 export async function rope(gpu: Gpu, args: RopeArgs): Promise<Dispatch> {
   argObject(args);
@@ -130,10 +130,12 @@ export async function rope(gpu: Gpu, args: RopeArgs): Promise<Dispatch> {
   if (rotaryDim % 2 !== 0) {
     throw new ArgumentError("rotaryDim", `expected an even number of dims, got ${rotaryDim}`);
   }
-  const style = args.style ?? "neox";
-  if (style !== "neox" && style !== "interleaved") {
-    throw new ArgumentError("style", `unknown RoPE style '${style}'`, "use neox or interleaved");
-  }
+  const style = argOneOf(
+    "style",
+    args.style ?? "neox",
+    ["neox", "interleaved"] as const,
+    "RoPE style",
+  );
   const headStride = argCount("headStride", args.headStride ?? headDim, headDim);
   const minStride = (heads - 1) * headStride + headDim;
   const stride = argCount("stride", args.stride ?? heads * headStride, minStride);
@@ -141,14 +143,14 @@ export async function rope(gpu: Gpu, args: RopeArgs): Promise<Dispatch> {
   const last = offset + (T - 1) * stride + (heads - 1) * headStride + rotaryDim;
   const x = argBinding(gpu, "x", args.x, last * 4);
   const pos = argBinding(gpu, "pos", args.pos, 4);
-  argDisjoint("x", x, "pos", pos);
+  argDistinct("x", x, { pos });
   let invFreq;
   if (args.invFreq !== undefined) {
     if (args.theta !== undefined) {
       throw new ArgumentError("theta", "give theta or invFreq, not both");
     }
     invFreq = argBinding(gpu, "invFreq", args.invFreq, (rotaryDim / 2) * 4);
-    argDisjoint("x", x, "invFreq", invFreq);
+    argDistinct("x", x, { invFreq });
   } else {
     const theta = argNumber("theta", args.theta, { positive: true });
     invFreq = invFreqTable(gpu, theta, rotaryDim);

@@ -1,8 +1,7 @@
-import { ArgumentError } from "../runtime/errors.ts";
 import type { Dispatch } from "../runtime/gpu/device.ts";
 import { rope, ropeInvFreq, type RopeStyle } from "./rope.ts";
-import { ropeInvFreqRef, ropeRef } from "./reference_pointwise.ts";
-import { assertClose, GPU_TEST, POISON, randn, testGpu } from "./test_util.ts";
+import { ropeInvFreqRef, ropeRef } from "./reference.ts";
+import { assertClose, GPU_TEST, POISON, randn, rejects, testGpu } from "./test_util.ts";
 
 interface Case {
   T: number;
@@ -140,14 +139,3 @@ Deno.test({
     await bad({ theta: undefined, invFreq: gpu.storage("dense", 4 * 4) }, "invFreq"); // too small
   },
 });
-
-/** Asserts `p` rejects with an ArgumentError naming `argument`. */
-async function rejects(p: Promise<unknown>, argument: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ArgumentError && e.argument === argument) return;
-    throw new Error(`expected an ArgumentError for '${argument}', got ${e}`);
-  }
-  throw new Error(`expected an ArgumentError for '${argument}', nothing was thrown`);
-}

@@ -15,8 +15,8 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { defineKernel, ParamWriter } from "./registry.ts";
+import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { argBinding, argBoolean, argCount, argDistinct, argObject } from "./args.ts";
 
 /** Most experts {@linkcode routerTopK} supports. */
 export const MAX_EXPERTS = 512;
@@ -26,38 +26,13 @@ export const MAX_TOP_K = 16;
 const WG = 128;
 
 /** Softmax + top-k over router logits, one workgroup per row. */
-export const ROUTER_TOPK = defineKernel({
+export const ROUTER_TOPK: KernelSpec = defineKernel({
   name: "router_topk",
   file: "router.wgsl",
   entry: "main",
   bindings: ["params", "logits", "ids", "weights"],
   constants: { WG, EMAX: MAX_EXPERTS },
 });
-
-function checkInt(name: string, value: unknown, min: number, max = 0xffffffff): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    const range = max === 0xffffffff ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new ArgumentError(name, `expected an integer ${range}, got ${String(value)}`);
-  }
-  return value;
-}
-
-function checkBinding(name: string, b: unknown, bytes: number, shape: string): Binding {
-  if (!b || typeof b !== "object") {
-    throw new ArgumentError(name, `expected a GPU buffer of ${bytes} bytes (${shape}), got ${b}`);
-  }
-  const bb = b as Binding;
-  const have = "buffer" in bb ? bb.size ?? bb.buffer.size - (bb.offset ?? 0) : bb.size;
-  if (!(have >= bytes)) {
-    throw new ArgumentError(
-      name,
-      `expected at least ${bytes} bytes (${shape}), got a binding of ${have} bytes`,
-    );
-  }
-  return bb;
-}
-
-const bufferOf = (b: Binding) => "buffer" in b ? b.buffer : b;
 
 /** Arguments of {@linkcode routerTopK}. */
 export interface RouterTopKArgs {
@@ -93,32 +68,19 @@ export interface RouterTopKArgs {
  * @throws {ArgumentError} naming the first bad argument.
  */
 export async function routerTopK(gpu: Gpu, args: RouterTopKArgs): Promise<Dispatch> {
-  const T = checkInt("T", args.T, 1);
-  const E = checkInt("E", args.E, 1, MAX_EXPERTS);
-  const k = checkInt("k", args.k, 1, Math.min(E, MAX_TOP_K));
-  if (typeof args.renormalize !== "boolean") {
-    throw new ArgumentError(
-      "renormalize",
-      `expected true or false, got ${String(args.renormalize)}`,
-    );
-  }
-  const logits = checkBinding("logits", args.logits, T * E * 4, `f32 [T=${T}, E=${E}]`);
-  const ids = checkBinding("ids", args.ids, T * k * 4, `u32 [T=${T}, k=${k}]`);
-  const weights = checkBinding("weights", args.weights, T * k * 4, `f32 [T=${T}, k=${k}]`);
-  for (
-    const [name, b, others] of [["ids", ids, { logits, weights }], ["weights", weights, {
-      logits,
-    }]] as const
-  ) {
-    for (const [other, o] of Object.entries(others)) {
-      if (bufferOf(o) === bufferOf(b)) {
-        throw new ArgumentError(name, `expected a buffer distinct from ${other}, got the same one`);
-      }
-    }
-  }
+  argObject(args);
+  const T = argCount("T", args.T);
+  const E = argCount("E", args.E, 1, MAX_EXPERTS);
+  const k = argCount("k", args.k, 1, Math.min(E, MAX_TOP_K));
+  const renormalize = argBoolean("renormalize", args.renormalize);
+  const logits = argBinding(gpu, "logits", args.logits, T * E * 4, `f32 [T=${T}, E=${E}]`);
+  const ids = argBinding(gpu, "ids", args.ids, T * k * 4, `u32 [T=${T}, k=${k}]`);
+  const weights = argBinding(gpu, "weights", args.weights, T * k * 4, `f32 [T=${T}, k=${k}]`);
+  argDistinct("ids", ids, { logits, weights });
+  argDistinct("weights", weights, { logits });
   const pipeline = await gpu.pipeline(ROUTER_TOPK, { WG, EMAX: MAX_EXPERTS });
   const params = gpu.uniform(
-    new ParamWriter().u32(T, E, k, args.renormalize ? 1 : 0).bytes(),
+    new ParamWriter().u32(T, E, k, renormalize ? 1 : 0).bytes(),
     "router_topk.params",
   );
   return gpu.dispatch(pipeline, [params, logits, ids, weights], gpu.grid(T));

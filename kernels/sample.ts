@@ -39,7 +39,7 @@
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { argBinding, argCount, argDisjoint, argNumber, argObject } from "./elementwise.ts";
+import { argBinding, argCount, argDisjoint, argDistinct, argNumber, argObject } from "./args.ts";
 
 /** Samples one token per row (`sample.wgsl`). */
 export const SAMPLE: KernelSpec = defineKernel({
@@ -57,7 +57,7 @@ export const SAMPLE_RNG_BYTES = 16;
 export interface SampleArgs {
   /** f32 `[rows, V]` row-major; read only. */
   logits: Binding;
-  /** u32 `[rows]`: the drawn token of each row. Must not overlap `logits` or `rng`. */
+  /** u32 `[rows]`: the drawn token of each row. Not in `logits`' buffer; must not overlap `rng`. */
   out: Binding;
   /** Rows (sequences of a batch), >= 1. */
   rows: number;
@@ -69,7 +69,8 @@ export interface SampleArgs {
   topP: number;
   /**
    * The RNG state, 16 bytes `[seed, counter, arrivals, reserved]` u32 (see {@linkcode sampleRng});
-   * read and advanced (`counter += 1`) by every call. Must not overlap `logits` or `out`.
+   * read and advanced (`counter += 1`) by every call. Not in `logits`' buffer; must not overlap
+   * `out`.
    */
   rng: Binding;
   /** Added (mod 2^32) to the row index to form each row's random stream; default 0. */
@@ -122,9 +123,9 @@ export async function sample(gpu: Gpu, args: SampleArgs): Promise<Dispatch> {
   const logits = argBinding(gpu, "logits", args.logits, rows * V * 4);
   const out = argBinding(gpu, "out", args.out, rows * 4);
   const rng = argBinding(gpu, "rng", args.rng, SAMPLE_RNG_BYTES);
-  argDisjoint("out", out, "logits", logits);
-  argDisjoint("rng", rng, "logits", logits);
-  argDisjoint("out", out, "rng", rng);
+  argDistinct("out", out, { logits });
+  argDistinct("rng", rng, { logits });
+  argDisjoint("out", out, "rng", rng); // both written: disjoint ranges of one buffer are fine
   // Two variants only (each costs a compile): small vocabularies (tests, toys) and real ones.
   const WG = V < 1024 ? 64 : 256;
   const pipeline = await gpu.pipeline(SAMPLE, { WG });

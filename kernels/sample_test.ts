@@ -1,8 +1,8 @@
 import { ArgumentError } from "../runtime/errors.ts";
 import type { Gpu, Step } from "../runtime/gpu/device.ts";
 import { sample, SAMPLE_RNG_BYTES, sampleRng, sampleRngState } from "./sample.ts";
-import { sampleBitsRef, sampleRef, topPDistributionRef } from "./reference_sample.ts";
-import { freshSeed, GPU_TEST, POISON, poisoned, randn, testGpu } from "./test_util.ts";
+import { sampleBitsRef, sampleRef, topPDistributionRef } from "./reference.ts";
+import { freshSeed, GPU_TEST, POISON, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 /** Rows whose decision is closer than this (relative mass) to a boundary are not compared exactly. */
 const MARGIN = 2e-5;
@@ -366,14 +366,3 @@ Deno.test({
     }
   },
 });
-
-/** Asserts `p` rejects with an ArgumentError naming `argument`. */
-async function rejects(p: Promise<unknown>, argument: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ArgumentError && e.argument === argument) return;
-    throw new Error(`expected an ArgumentError for '${argument}', got ${e}`);
-  }
-  throw new Error(`expected an ArgumentError for '${argument}', nothing was thrown`);
-}

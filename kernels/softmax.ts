@@ -1,7 +1,7 @@
 /**
  * Row-wise softmax (`softmax.wgsl`) over f32 `[rows, cols]`, numerically stable (the row maximum is
  * subtracted before `exp`), in f32, one workgroup per row; any `cols` >= 1. `out` may be a separate
- * buffer or exactly `x` (in place); a partial overlap is an error. Used for router probabilities
+ * buffer or exactly `x` (in place); another range of `x`'s buffer is an error. Used for router probabilities
  * (`softmax(router_logits)` in HF Mixtral/Qwen-MoE) and anywhere a standalone softmax is needed.
  *
  * @example
@@ -17,7 +17,7 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { argBinding, argCount, argInPlace, argObject } from "./elementwise.ts";
+import { argBinding, argCount, argInPlace, argObject } from "./args.ts";
 
 /** Softmax of each row into `out` (`softmax.wgsl`). */
 export const SOFTMAX: KernelSpec = defineKernel({
@@ -59,7 +59,7 @@ export interface SoftmaxArgs {
  * // Router probabilities of T tokens over E experts, in place on the router logits.
  * gpu.submit([await softmax(gpu, { x: logits, out: logits, rows: T, cols: E })]);
  * ```
- * @throws {ArgumentError} naming the bad argument (counts, bindings too small, overlap).
+ * @throws {ArgumentError} naming the bad argument (counts, bindings too small, shared buffer).
  */
 export async function softmax(gpu: Gpu, args: SoftmaxArgs): Promise<Dispatch> {
   argObject(args);

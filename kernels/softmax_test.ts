@@ -1,8 +1,7 @@
-import { ArgumentError } from "../runtime/errors.ts";
 import type { Dispatch } from "../runtime/gpu/device.ts";
 import { softmax } from "./softmax.ts";
-import { softmaxRef } from "./reference_pointwise.ts";
-import { assertClose, GPU_TEST, poisoned, randn, testGpu } from "./test_util.ts";
+import { softmaxRef } from "./reference.ts";
+import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 Deno.test({
   name: "softmax matches the CPU reference (separate out and in place)",
@@ -54,14 +53,3 @@ Deno.test({
     await bad({ x: big, out: { buffer: big, offset: 256 } }, "out");
   },
 });
-
-/** Asserts `p` rejects with an ArgumentError naming `argument`. */
-async function rejects(p: Promise<unknown>, argument: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ArgumentError && e.argument === argument) return;
-    throw new Error(`expected an ArgumentError for '${argument}', got ${e}`);
-  }
-  throw new Error(`expected an ArgumentError for '${argument}', nothing was thrown`);
-}

@@ -10,17 +10,22 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { defineKernel, ParamWriter } from "./registry.ts";
-import { argBinding, argCount, argObject } from "./elementwise.ts";
+import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { argBinding, argCount, argDisjoint, argDistinct, argObject } from "./args.ts";
 
 /** `history[count] = ids[0]; pos += advance; count += 1` (state = [pos, count]). */
-export const ADVANCE_STEP = defineKernel({
+export const ADVANCE_STEP: KernelSpec = defineKernel({
   name: "advance_step",
   file: "step.wgsl",
   bindings: ["params", "ids", "state", "history"],
 });
 
-/** Builds the bookkeeping dispatch that ends a generation step. */
+/**
+ * Builds the bookkeeping dispatch that ends a generation step. `state` and `history` must not share
+ * a buffer with `ids`, nor overlap each other.
+ *
+ * @throws {ArgumentError} naming the bad argument (counts, bindings too small, shared buffers).
+ */
 export async function advanceStep(
   gpu: Gpu,
   args: { ids: Binding; state: Binding; history: Binding; advance: number; capacity: number },
@@ -31,6 +36,9 @@ export async function advanceStep(
   const ids = argBinding(gpu, "ids", args.ids, 4);
   const state = argBinding(gpu, "state", args.state, 8);
   const history = argBinding(gpu, "history", args.history, capacity * 4);
+  argDistinct("state", state, { ids });
+  argDistinct("history", history, { ids });
+  argDisjoint("history", history, "state", state); // both written: disjoint ranges are fine
   const pipeline = await gpu.pipeline(ADVANCE_STEP);
   const params = gpu.uniform(new ParamWriter().u32(advance, capacity).bytes(), "advance.params");
   return gpu.dispatch(pipeline, [params, ids, state, history], [1], "advance_step");

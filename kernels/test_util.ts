@@ -3,6 +3,7 @@
  * normwise relative error checks. Used by `*_test.ts` files only.
  * @module
  */
+import { ArgumentError } from "../runtime/errors.ts";
 import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
 
 let shared: Promise<Gpu> | undefined;
@@ -99,4 +100,27 @@ export function assertClose(
         `(worst at ${worst}: got ${out[worst]}, expected ${ref[worst]})`,
     );
   }
+}
+
+/**
+ * Asserts that `what` (a promise, or a function that is called and awaited) rejects with an
+ * `ArgumentError` whose `argument` is `argument` and whose message contains `text` (when given).
+ */
+export async function rejects(
+  what: Promise<unknown> | (() => unknown),
+  argument: string,
+  text = "",
+): Promise<void> {
+  try {
+    await (typeof what === "function" ? what() : what);
+  } catch (e) {
+    if (!(e instanceof ArgumentError)) throw e;
+    if (e.argument !== argument || !e.message.includes(text)) {
+      throw new Error(
+        `expected an ArgumentError on '${argument}'${text ? ` (${text})` : ""}, got: ${e.message}`,
+      );
+    }
+    return;
+  }
+  throw new Error(`expected an ArgumentError on '${argument}', nothing was thrown`);
 }

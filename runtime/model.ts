@@ -234,7 +234,15 @@ export class Model {
     const V = this.config.vocabSize;
     const rng = temperature > 0 ? sampleRng(gpu, seed) : null;
     const sample = rng
-      ? await sampleKernel(gpu, { logits: s.logits, out: s.ids, rows: 1, V, temperature, topP, rng })
+      ? await sampleKernel(gpu, {
+        logits: s.logits,
+        out: s.ids,
+        rows: 1,
+        V,
+        temperature,
+        topP,
+        rng,
+      })
       : await argmax(gpu, { x: s.logits, out: s.ids, rows: 1, cols: V });
     const t0 = performance.now();
     try {
@@ -264,7 +272,13 @@ export class Model {
       const decode = [
         ...await this.#plan(s, 1, "last"),
         sample,
-        await advanceStep(gpu, { ids: s.ids, state: s.pos, history, advance: 1, capacity: maxTokens }),
+        await advanceStep(gpu, {
+          ids: s.ids,
+          state: s.pos,
+          history,
+          advance: 1,
+          capacity: maxTokens,
+        }),
       ];
       let produced = 1, emitted = 0, batch = 1;
       const t1 = performance.now();

@@ -1,6 +1,7 @@
 // Pregate must work when imported from an http(s) URL, not only from disk: nothing may read its own
-// files through the file system. This test serves the repository on loopback and imports mod.ts from
-// http://127.0.0.1:PORT/, then runs a kernel through the imported module.
+// files through the file system. This test serves the repository on loopback with Deno.serve and, in
+// a separate Deno process (so the project's lockfile is not touched), imports mod.ts from
+// http://127.0.0.1:PORT/ and runs a kernel through the imported module.
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);
@@ -20,11 +21,7 @@ Deno.test({
         if (path.includes("..")) return new Response("bad path", { status: 400 });
         try {
           const body = await Deno.readFile(new URL("." + path, root));
-          const type = path.endsWith(".ts")
-            ? "application/typescript"
-            : path.endsWith(".wgsl")
-            ? "text/plain"
-            : "application/octet-stream";
+          const type = path.endsWith(".ts") ? "application/typescript" : "text/plain";
           return new Response(body, { headers: { "content-type": type } });
         } catch {
           return new Response("not found", { status: 404 });
@@ -33,16 +30,27 @@ Deno.test({
     );
     try {
       const { port } = server.addr as Deno.NetAddr;
-      const mod = await import(`http://127.0.0.1:${port}/mod.ts`);
-      const gpu = await mod.openGpu({ gpu: "native" });
-      const a = gpu.storage("activations", new Float32Array([1, 2, 3]));
-      const b = gpu.storage("activations", new Float32Array([10, 20, 30]));
-      const out = gpu.storage("activations", 12);
-      gpu.submit([await mod.add(gpu, { a, b, out, n: 3 })]);
-      assert.deepEqual([...await gpu.readF32(out)], [11, 22, 33]);
-      // The kernel source itself came over HTTP, not from the file system.
+      const script = `
+        const mod = await import("http://127.0.0.1:${port}/mod.ts");
+        const gpu = await mod.openGpu({ gpu: "native" });
+        const a = gpu.storage("activations", new Float32Array([1, 2, 3]));
+        const b = gpu.storage("activations", new Float32Array([10, 20, 30]));
+        const out = gpu.storage("activations", 12);
+        gpu.submit([await mod.add(gpu, { a, b, out, n: 3 })]);
+        console.log(JSON.stringify([...await gpu.readF32(out)]));
+        gpu.destroy();`;
+      // No read permission at all: the kernels must come over HTTP.
+      const cmd = new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--no-lock", "--allow-net=127.0.0.1", "--allow-env", script],
+        cwd: await Deno.makeTempDir(),
+        stdout: "piped",
+        stderr: "piped",
+      });
+      const res = await cmd.output();
+      const stdout = new TextDecoder().decode(res.stdout).trim().split("\n").at(-1);
+      assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
+      assert.deepEqual(JSON.parse(stdout ?? ""), [11, 22, 33]);
       assert.ok(requested.includes("/kernels/elementwise.wgsl"), `requested: ${requested}`);
-      gpu.destroy();
     } finally {
       ac.abort();
       await server.finished;

@@ -27,7 +27,16 @@
  */
 import { ArgumentError, BudgetError } from "../errors.ts";
 
-/** The table entry of an expert that is not resident (`0xffffffff`, i.e. `u32` max). */
+/**
+ * The table entry of an expert that is not resident (`0xffffffff`, i.e. `u32` max).
+ *
+ * @example
+ * ```ts
+ * import { NO_SLOT, SlotAllocator } from "./allocator.ts";
+ * const alloc = new SlotAllocator({ experts: 4, layers: [0], slots: 2 });
+ * console.log(alloc.table(0)[1] === NO_SLOT); // true
+ * ```
+ */
 export const NO_SLOT = 0xffffffff;
 
 /**
@@ -327,9 +336,9 @@ export class SlotAllocator {
 
   /**
    * The smallest pool for a mode, such that driving the allocator as documented never throws
-   * {@linkcode BudgetError}. `active` is the number of distinct experts one layer needs per step:
-   * `topK` at batch 1, `min(experts, batch * topK)` for a batch (values above `experts` are
-   * clamped).
+   * {@linkcode BudgetError}. `topK` is the number of distinct experts one layer needs per step
+   * (`active` below): the router's top-k at batch 1, `batch * topK` for a batch (the union; values
+   * above `experts` are clamped).
    *
    * - `"on-demand"`: `active`. Only the current layer is pinned: acquire, compute, release.
    * - `"pregated"`: `2 * active`. The current layer's compute set and the next layer's predicted
@@ -394,7 +403,7 @@ export class SlotAllocator {
    * ```
    */
   acquire(layer: number, experts: readonly number[], pin: PinKind): AcquireResult {
-    const ord = this.#layerOrdinal(layer, "layer");
+    const ord = this.#layerOrdinal(layer);
     if (pin !== "compute" && pin !== "prefetch") {
       throw new ArgumentError(
         "pin",
@@ -531,7 +540,7 @@ export class SlotAllocator {
    * ```
    */
   release(layer: number): void {
-    const ord = this.#layerOrdinal(layer, "layer");
+    const ord = this.#layerOrdinal(layer);
     const start = ord * this.experts;
     for (let j = start, end = start + this.#pinLen[ord]; j < end; j++) {
       this.#unpin(this.#pinList[j]);
@@ -553,7 +562,7 @@ export class SlotAllocator {
    * ```
    */
   table(layer: number, out?: Uint32Array): Uint32Array {
-    const ord = this.#layerOrdinal(layer, "layer");
+    const ord = this.#layerOrdinal(layer);
     const E = this.experts;
     if (out === undefined) out = new Uint32Array(E);
     else if (!(out instanceof Uint32Array) || out.length < E) {
@@ -579,7 +588,7 @@ export class SlotAllocator {
    * ```
    */
   slotOf(layer: number, expert: number): number | undefined {
-    const ord = this.#layerOrdinal(layer, "layer");
+    const ord = this.#layerOrdinal(layer);
     if (!Number.isInteger(expert) || expert < 0 || expert >= this.experts) {
       throw new ArgumentError(
         "expert",
@@ -651,13 +660,13 @@ export class SlotAllocator {
     return out;
   }
 
-  #layerOrdinal(layer: number, argument: string): number {
+  #layerOrdinal(layer: number): number {
     const ord = Number.isInteger(layer) && layer >= 0 && layer < this.#ordinal.length
       ? this.#ordinal[layer]
       : -1;
     if (ord < 0) {
       throw new ArgumentError(
-        argument,
+        "layer",
         `${layer} is not an MoE layer of this allocator (MoE layers: ${this.layers.join(", ")})`,
       );
     }

@@ -93,7 +93,9 @@ function num(raw: Json, key: string, where: string, fallback?: number): number {
   const v = raw[key] ?? fallback;
   if (typeof v !== "number" || !Number.isFinite(v)) {
     throw new ConfigError(
-      `${where}: '${key}' must be a number, found ${v === undefined ? "nothing" : JSON.stringify(v)}`,
+      `${where}: '${key}' must be a number, found ${
+        v === undefined ? "nothing" : JSON.stringify(v)
+      }`,
     );
   }
   return v;
@@ -156,7 +158,9 @@ export function parseConfig(raw: Json, where = "config.json"): ModelConfig {
       `${where}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`,
     );
   }
-  const headDim = raw.head_dim == null ? hidden / heads : int(raw, "head_dim", where);
+  const headDim = raw.head_dim === null || raw.head_dim === undefined
+    ? hidden / heads
+    : int(raw, "head_dim", where);
   if (!Number.isInteger(headDim)) {
     throw new ConfigError(`${where}: hidden_size ${hidden} is not divisible by ${heads} heads`);
   }
@@ -175,7 +179,13 @@ export function parseConfig(raw: Json, where = "config.json"): ModelConfig {
     }
   } else {
     // HF 5 writes qwen3_moe's expert count as num_local_experts; hub configs use num_experts.
-    const experts = int(raw, raw.num_experts != null ? "num_experts" : "num_local_experts", where);
+    const experts = int(
+      raw,
+      raw.num_experts !== null && raw.num_experts !== undefined
+        ? "num_experts"
+        : "num_local_experts",
+      where,
+    );
     const topK = int(raw, "num_experts_per_tok", where);
     const inter = int(raw, "moe_intermediate_size", where);
     const denseInter = int(raw, "intermediate_size", where);
@@ -205,7 +215,9 @@ export function parseConfig(raw: Json, where = "config.json"): ModelConfig {
     }
   }
   if (raw.use_sliding_window === true) {
-    throw new ConfigError(`${where}: sliding-window attention (use_sliding_window) is not supported`);
+    throw new ConfigError(
+      `${where}: sliding-window attention (use_sliding_window) is not supported`,
+    );
   }
   if (arch === "mixtral" && typeof raw.sliding_window === "number") {
     const maxPos = int(raw, "max_position_embeddings", where, 4096);
@@ -223,7 +235,7 @@ export function parseConfig(raw: Json, where = "config.json"): ModelConfig {
     throw new ConfigError(`${where}: attention_bias=true is not supported for ${arch}`);
   }
   const clip = raw.clip_qkv;
-  if (clip != null && (typeof clip !== "number" || !(clip > 0))) {
+  if (clip !== null && clip !== undefined && (typeof clip !== "number" || !(clip > 0))) {
     throw new ConfigError(`${where}: clip_qkv must be a positive number or null, found ${clip}`);
   }
   const cfg: ModelConfig = {

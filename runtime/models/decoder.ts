@@ -192,7 +192,10 @@ export async function buildForward(
     let ffn: LayerPlan["ffn"];
     const f = lw.ffn, fc = cfg.layers[i].ffn;
     if (f.kind === "dense") {
-      ffn = { kind: "dense", steps: [await norm(s.x, lw.postNorm, s.h, T, H), ...await mlp(f, s.x, true)] };
+      ffn = {
+        kind: "dense",
+        steps: [await norm(s.x, lw.postNorm, s.h, T, H), ...await mlp(f, s.x, true)],
+      };
     } else {
       if (fc.kind !== "moe") throw new Error("unreachable: weights and config disagree");
       const pool = opts.pool?.(i) ?? f.pool;

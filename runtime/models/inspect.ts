@@ -2,13 +2,13 @@
  * Checkpoint inspection: what a Hugging Face MoE checkpoint holds, checked against what its
  * `config.json` says it must hold.
  *
- * {@linkcode expectedTensors} lists every tensor a configuration needs (names from `names.ts`, shapes
- * from the config, in Hugging Face `state_dict` order); {@linkcode inspectModel} opens a checkpoint
- * directory (headers only, no weight data is read), validates that every expected tensor is present
- * with the expected shape and a supported dtype (a {@linkcode WeightFileError} naming the tensor
- * otherwise), and reports parameter counts (total, dense, routed experts, active per token), the
- * bytes of one expert, a dtype histogram, the files and their sizes, and warnings (e.g. tensors the
- * model does not use). {@linkcode formatInspect} renders the report as text.
+ * {@linkcode inspectModel} opens a checkpoint directory (headers only, no weight data is read),
+ * validates that every expected tensor is present with the expected shape and a supported dtype (a
+ * {@linkcode WeightFileError} naming the tensor otherwise), and reports parameter counts (total,
+ * dense, routed experts, active per token), the bytes of one expert, a dtype histogram, the files
+ * and their sizes, and warnings (e.g. tensors the model does not use). {@linkcode formatInspect}
+ * renders the report as text. The list of tensors a configuration needs ({@linkcode expectedTensors},
+ * names.ts) and their parameter counts ({@linkcode countParams}, param_counts.ts) are re-exported.
  *
  * @example
  * ```ts
@@ -23,217 +23,11 @@ import { WeightFileError } from "../errors.ts";
 import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
 import { INDEX_FILE_NAME, openCheckpoint } from "../weights/safetensors.ts";
 import { type Arch, loadConfig, type ModelConfig } from "./config.ts";
-import { layerNames, type MlpNames, modelNames } from "./names.ts";
+import { type ExpectedTensor, expectedTensors } from "./names.ts";
+import { countParams, type ParamCounts } from "./param_counts.ts";
 
-/**
- * What a tensor is for. `expert` is a routed expert's projection (the only streamed weights); every
- * other role is "dense" (always resident, used by every token).
- */
-export type TensorRole =
-  | "embed"
-  | "lm_head"
-  | "norm"
-  | "attn"
-  | "attn_bias"
-  | "qk_norm"
-  | "mlp"
-  | "router"
-  | "shared_expert"
-  | "shared_gate"
-  | "expert";
-
-/**
- * One tensor a configuration needs.
- *
- * @example
- * ```ts
- * import type { ExpectedTensor } from "./inspect.ts";
- * const t: ExpectedTensor = {
- *   name: "model.norm.weight", shape: [64], role: "norm", layer: null, expert: null,
- *   projection: null,
- * };
- * console.log(t.shape);
- * ```
- */
-export interface ExpectedTensor {
-  /** The checkpoint name (from `names.ts`). */
-  readonly name: string;
-  /** The shape the model needs (`[out, in]` for matrices, as PyTorch stores `nn.Linear`). */
-  readonly shape: readonly number[];
-  /** What it is for. */
-  readonly role: TensorRole;
-  /** The decoder layer, or `null` for model-level tensors. */
-  readonly layer: number | null;
-  /** The routed expert, for role `expert`; otherwise `null`. */
-  readonly expert: number | null;
-  /** Which projection a matrix of a layer is (`o` and `down` write into the residual stream). */
-  readonly projection: Projection | null;
-}
-
-/** The projection a layer matrix is: attention q, k, v, o, or an MLP's gate, up, down. */
-export type Projection = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
-
-function mlpTensors(
-  n: MlpNames,
-  inter: number,
-  hidden: number,
-  role: TensorRole,
-  layer: number,
-  expert: number | null = null,
-): ExpectedTensor[] {
-  return [
-    { name: n.gate, shape: [inter, hidden], role, layer, expert, projection: "gate" },
-    { name: n.up, shape: [inter, hidden], role, layer, expert, projection: "up" },
-    { name: n.down, shape: [hidden, inter], role, layer, expert, projection: "down" },
-  ];
-}
-
-/**
- * Every tensor the model described by `cfg` needs, each once (a tied LM head is the embedding), in
- * Hugging Face `state_dict` order with each layer's routed experts last and each expert's gate, up
- * and down projections together: the embedding; per layer the input norm, q/k/v (+ biases), o,
- * q/k norms, the post-attention norm, then the dense MLP, or the router, shared expert and experts
- * 0..E-1; the final norm; the LM head.
- *
- * @example
- * ```ts
- * import { parseConfig } from "./config.ts";
- * import { expectedTensors } from "./inspect.ts";
- * const cfg = parseConfig({
- *   model_type: "olmoe", vocab_size: 256, hidden_size: 64, intermediate_size: 80,
- *   num_hidden_layers: 2, num_attention_heads: 4, num_experts: 8, num_experts_per_tok: 2,
- * });
- * const ts = expectedTensors(cfg);
- * console.log(ts.length, ts.filter((t) => t.role === "expert").length); // 69 48
- * ```
- */
-export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
-  const h = cfg.hidden;
-  const qDim = cfg.heads * cfg.headDim;
-  const kvDim = cfg.kvHeads * cfg.headDim;
-  const m = modelNames(cfg);
-  const out: ExpectedTensor[] = [
-    {
-      name: m.embed,
-      shape: [cfg.vocabSize, h],
-      role: "embed",
-      layer: null,
-      expert: null,
-      projection: null,
-    },
-  ];
-  for (let i = 0; i < cfg.layers.length; i++) {
-    const n = layerNames(cfg, i);
-    const t = (
-      name: string,
-      shape: number[],
-      role: TensorRole,
-      projection: Projection | null = null,
-    ): ExpectedTensor => ({ name, shape, role, layer: i, expert: null, projection });
-    out.push(t(n.inputNorm, [h], "norm"));
-    out.push(t(n.q, [qDim, h], "attn", "q"));
-    if (n.bias) out.push(t(n.bias.q, [qDim], "attn_bias"));
-    out.push(t(n.k, [kvDim, h], "attn", "k"));
-    if (n.bias) out.push(t(n.bias.k, [kvDim], "attn_bias"));
-    out.push(t(n.v, [kvDim, h], "attn", "v"));
-    if (n.bias) out.push(t(n.bias.v, [kvDim], "attn_bias"));
-    out.push(t(n.o, [h, qDim], "attn", "o"));
-    if (n.qkNorm) {
-      const full = cfg.qkNorm === "full";
-      out.push(t(n.qkNorm.q, [full ? qDim : cfg.headDim], "qk_norm"));
-      out.push(t(n.qkNorm.k, [full ? kvDim : cfg.headDim], "qk_norm"));
-    }
-    out.push(t(n.postNorm, [h], "norm"));
-    const ffn = cfg.layers[i].ffn;
-    const nf = n.ffn;
-    if (nf.kind === "dense") {
-      out.push(...mlpTensors(nf, ffn.inter, h, "mlp", i));
-    } else if (ffn.kind === "moe") {
-      out.push(t(nf.router, [ffn.experts, h], "router"));
-      if (nf.shared) {
-        out.push(...mlpTensors(nf.shared, ffn.sharedInter, h, "shared_expert", i));
-        out.push(t(nf.shared.gateWeight, [1, h], "shared_gate"));
-      }
-      for (let e = 0; e < ffn.experts; e++) {
-        out.push(...mlpTensors(nf.expert(e), ffn.inter, h, "expert", i, e));
-      }
-    }
-  }
-  const model = { layer: null, expert: null, projection: null };
-  out.push({ name: m.finalNorm, shape: [h], role: "norm", ...model });
-  if (m.lmHead !== m.embed) {
-    out.push({ name: m.lmHead, shape: [cfg.vocabSize, h], role: "lm_head", ...model });
-  }
-  return out;
-}
-
-/**
- * Parameter counts of a configuration (from its shapes alone): `total` (a tied embedding counted
- * once), `experts` (routed experts only), `dense` (everything else: embeddings, attention, norms,
- * routers, dense MLPs, shared experts), `embedding` (embedding + untied LM head, part of `dense`),
- * `activePerToken` (`dense` + `topK` routed experts per MoE layer, the usual "active parameters",
- * embeddings included) and `perExpert` (one expert's three projections in the first MoE layer; 0
- * without MoE layers).
- *
- * @example
- * ```ts
- * import { parseConfig } from "./config.ts";
- * import { countParams } from "./inspect.ts";
- * const p = countParams(parseConfig({
- *   model_type: "mixtral", vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336,
- *   num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8,
- *   num_local_experts: 8, num_experts_per_tok: 2,
- * }));
- * console.log((p.total / 1e9).toFixed(1), (p.activePerToken / 1e9).toFixed(1)); // 46.7 12.9
- * ```
- */
-export function countParams(cfg: ModelConfig): ParamCounts {
-  let total = 0;
-  let experts = 0;
-  let embedding = 0;
-  for (const t of expectedTensors(cfg)) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    total += n;
-    if (t.role === "expert") experts += n;
-    if (t.role === "embed" || t.role === "lm_head") embedding += n;
-  }
-  let active = total - experts;
-  let perExpert = 0;
-  for (const l of cfg.layers) {
-    if (l.ffn.kind !== "moe") continue;
-    const one = 3 * l.ffn.inter * cfg.hidden;
-    if (perExpert === 0) perExpert = one;
-    active += l.ffn.topK * one;
-  }
-  return { total, dense: total - experts, experts, embedding, activePerToken: active, perExpert };
-}
-
-/**
- * Parameter counts; see {@linkcode countParams}.
- *
- * @example
- * ```ts
- * import type { ParamCounts } from "./inspect.ts";
- * const p: ParamCounts = {
- *   total: 10, dense: 4, experts: 6, embedding: 2, activePerToken: 7, perExpert: 3,
- * };
- * console.log(p.total === p.dense + p.experts); // true
- * ```
- */
-export interface ParamCounts {
-  /** All parameters (a tied embedding once). */
-  total: number;
-  /** Everything but the routed experts. */
-  dense: number;
-  /** The routed experts. */
-  experts: number;
-  /** Embedding and untied LM head (included in `dense`). */
-  embedding: number;
-  /** `dense` plus `topK` experts in every MoE layer. */
-  activePerToken: number;
-  /** One routed expert (gate + up + down) of the first MoE layer; 0 without MoE layers. */
-  perExpert: number;
-}
+export { type ExpectedTensor, expectedTensors, type Projection, type TensorRole } from "./names.ts";
+export { countParams, type ParamCounts } from "./param_counts.ts";
 
 /**
  * The configuration at a glance (from the parsed {@linkcode ModelConfig}).

@@ -1,6 +1,8 @@
 /**
  * The one place that maps checkpoint tensor names (Hugging Face hub format, as written by
- * `save_pretrained` of transformers 4.x and 5.x) to the roles Pregate uses.
+ * `save_pretrained` of transformers 4.x and 5.x) to the roles Pregate uses: {@linkcode modelNames}
+ * and {@linkcode layerNames} name each tensor of a model and a layer, and
+ * {@linkcode expectedTensors} lists every tensor a configuration needs with its shape and role.
  *
  * @example
  * ```ts
@@ -114,4 +116,146 @@ export function layerNames(cfg: ModelConfig, i: number): LayerNames {
       : { q: `${a}.q_norm.weight`, k: `${a}.k_norm.weight` },
     ffn,
   };
+}
+
+/**
+ * What a tensor is for. `expert` is a routed expert's projection (the only streamed weights); every
+ * other role is "dense" (always resident, used by every token).
+ */
+export type TensorRole =
+  | "embed"
+  | "lm_head"
+  | "norm"
+  | "attn"
+  | "attn_bias"
+  | "qk_norm"
+  | "mlp"
+  | "router"
+  | "shared_expert"
+  | "shared_gate"
+  | "expert";
+
+/**
+ * One tensor a configuration needs.
+ *
+ * @example
+ * ```ts
+ * import type { ExpectedTensor } from "./names.ts";
+ * const t: ExpectedTensor = {
+ *   name: "model.norm.weight", shape: [64], role: "norm", layer: null, expert: null,
+ *   projection: null,
+ * };
+ * console.log(t.shape);
+ * ```
+ */
+export interface ExpectedTensor {
+  /** The checkpoint name (from `names.ts`). */
+  readonly name: string;
+  /** The shape the model needs (`[out, in]` for matrices, as PyTorch stores `nn.Linear`). */
+  readonly shape: readonly number[];
+  /** What it is for. */
+  readonly role: TensorRole;
+  /** The decoder layer, or `null` for model-level tensors. */
+  readonly layer: number | null;
+  /** The routed expert, for role `expert`; otherwise `null`. */
+  readonly expert: number | null;
+  /** Which projection a matrix of a layer is (`o` and `down` write into the residual stream). */
+  readonly projection: Projection | null;
+}
+
+/** The projection a layer matrix is: attention q, k, v, o, or an MLP's gate, up, down. */
+export type Projection = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
+
+function mlpTensors(
+  n: MlpNames,
+  inter: number,
+  hidden: number,
+  role: TensorRole,
+  layer: number,
+  expert: number | null = null,
+): ExpectedTensor[] {
+  return [
+    { name: n.gate, shape: [inter, hidden], role, layer, expert, projection: "gate" },
+    { name: n.up, shape: [inter, hidden], role, layer, expert, projection: "up" },
+    { name: n.down, shape: [hidden, inter], role, layer, expert, projection: "down" },
+  ];
+}
+
+/**
+ * Every tensor the model described by `cfg` needs, each once (a tied LM head is the embedding), in
+ * Hugging Face `state_dict` order with each layer's routed experts last and each expert's gate, up
+ * and down projections together: the embedding; per layer the input norm, q/k/v (+ biases), o,
+ * q/k norms, the post-attention norm, then the dense MLP, or the router, shared expert and experts
+ * 0..E-1; the final norm; the LM head.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * import { expectedTensors } from "./names.ts";
+ * const cfg = parseConfig({
+ *   model_type: "olmoe", vocab_size: 256, hidden_size: 64, intermediate_size: 80,
+ *   num_hidden_layers: 2, num_attention_heads: 4, num_experts: 8, num_experts_per_tok: 2,
+ * });
+ * const ts = expectedTensors(cfg);
+ * console.log(ts.length, ts.filter((t) => t.role === "expert").length); // 69 48
+ * ```
+ */
+export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
+  const h = cfg.hidden;
+  const qDim = cfg.heads * cfg.headDim;
+  const kvDim = cfg.kvHeads * cfg.headDim;
+  const m = modelNames(cfg);
+  const out: ExpectedTensor[] = [
+    {
+      name: m.embed,
+      shape: [cfg.vocabSize, h],
+      role: "embed",
+      layer: null,
+      expert: null,
+      projection: null,
+    },
+  ];
+  for (let i = 0; i < cfg.layers.length; i++) {
+    const n = layerNames(cfg, i);
+    const t = (
+      name: string,
+      shape: number[],
+      role: TensorRole,
+      projection: Projection | null = null,
+    ): ExpectedTensor => ({ name, shape, role, layer: i, expert: null, projection });
+    out.push(t(n.inputNorm, [h], "norm"));
+    out.push(t(n.q, [qDim, h], "attn", "q"));
+    if (n.bias) out.push(t(n.bias.q, [qDim], "attn_bias"));
+    out.push(t(n.k, [kvDim, h], "attn", "k"));
+    if (n.bias) out.push(t(n.bias.k, [kvDim], "attn_bias"));
+    out.push(t(n.v, [kvDim, h], "attn", "v"));
+    if (n.bias) out.push(t(n.bias.v, [kvDim], "attn_bias"));
+    out.push(t(n.o, [h, qDim], "attn", "o"));
+    if (n.qkNorm) {
+      const full = cfg.qkNorm === "full";
+      out.push(t(n.qkNorm.q, [full ? qDim : cfg.headDim], "qk_norm"));
+      out.push(t(n.qkNorm.k, [full ? kvDim : cfg.headDim], "qk_norm"));
+    }
+    out.push(t(n.postNorm, [h], "norm"));
+    const ffn = cfg.layers[i].ffn;
+    const nf = n.ffn;
+    if (nf.kind === "dense") {
+      out.push(...mlpTensors(nf, ffn.inter, h, "mlp", i));
+    } else if (ffn.kind === "moe") {
+      out.push(t(nf.router, [ffn.experts, h], "router"));
+      if (nf.shared) {
+        out.push(...mlpTensors(nf.shared, ffn.sharedInter, h, "shared_expert", i));
+        out.push(t(nf.shared.gateWeight, [1, h], "shared_gate"));
+      }
+      for (let e = 0; e < ffn.experts; e++) {
+        out.push(...mlpTensors(nf.expert(e), ffn.inter, h, "expert", i, e));
+      }
+    }
+  }
+  const model = { layer: null, expert: null, projection: null };
+  out.push({ name: m.finalNorm, shape: [h], role: "norm", ...model });
+  if (m.lmHead !== m.embed) {
+    out.push({ name: m.lmHead, shape: [cfg.vocabSize, h], role: "lm_head", ...model });
+  }
+  return out;
 }

@@ -23,7 +23,7 @@
  */
 import type { BufferPurpose, Gpu } from "../gpu/device.ts";
 import { BudgetError, WeightFileError } from "../errors.ts";
-import { DTYPE_BYTES, type DType } from "../weights/dtype.ts";
+import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig } from "./config.ts";
 import { layerNames, type MlpNames, modelNames } from "./names.ts";
@@ -206,16 +206,27 @@ export function uploadWeights(
       const f = lc.ffn, nf = n.ffn;
       let pool: ExpertPool | null = null;
       if (opts.experts === "resident") {
-        pool = expertPool(gpu, f.experts, f.experts, f.inter, H, store.get(nf.expert(0).gate).dtype);
+        pool = expertPool(
+          gpu,
+          f.experts,
+          f.experts,
+          f.inter,
+          H,
+          store.get(nf.expert(0).gate).dtype,
+        );
         for (let e = 0; e < f.experts; e++) {
           const en = nf.expert(e);
           for (const [role, nm] of [["gate", en.gate], ["up", en.up], ["down", en.down]] as const) {
             const t = store.get(nm);
             expectShape(t, role === "down" ? [H, f.inter] : [f.inter, H]);
             if (t.dtype !== pool.dtype) {
-              throw new WeightFileError(t.file, `expected dtype ${pool.dtype} like expert 0, found ${t.dtype}`, {
-                tensor: nm,
-              });
+              throw new WeightFileError(
+                t.file,
+                `expected dtype ${pool.dtype} like expert 0, found ${t.dtype}`,
+                {
+                  tensor: nm,
+                },
+              );
             }
             matrixOk(t, role === "down" ? f.inter : H);
             const p = pool;
