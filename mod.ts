@@ -6,18 +6,24 @@
  *
  * @example
  * ```ts ignore
- * import { add, openGpu } from "./mod.ts";
- * const gpu = await openGpu({ gpu: "native" });
- * const a = gpu.storage("activations", new Float32Array([1, 2]));
- * const b = gpu.storage("activations", new Float32Array([3, 4]));
- * const out = gpu.storage("activations", 8);
- * gpu.submit([await add(gpu, { a, b, out, n: 2 })]);
- * console.log(await gpu.readF32(out)); // Float32Array [4, 6]
- * gpu.destroy();
+ * import { loadModel } from "./mod.ts";
+ * const model = await loadModel("models/tiny-mixtral", { gpu: "native" });
+ * for await (const id of model.generate([5, 77, 301], { maxTokens: 8 })) console.log(id);
+ * model.dispose();
  * ```
  * @module
  */
 export * from "./runtime/errors.ts";
 export * from "./runtime/gpu/device.ts";
-export * from "./runtime/weights/dtype.ts";
+export * from "./runtime/weights/mod.ts";
+export * from "./runtime/model.ts";
+export {
+  ARCHITECTURES,
+  loadConfig,
+  type ModelConfig,
+  parseConfig,
+} from "./runtime/models/config.ts";
+export { makeModel, type MakeModelOptions, presetNames } from "./runtime/models/make_model.ts";
+export { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
+export { SlotAllocator } from "./runtime/experts/allocator.ts";
 export * from "./kernels/mod.ts";
