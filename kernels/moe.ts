@@ -28,6 +28,7 @@ import {
   argDType,
   argEvenRow,
   argObject,
+  argOneOf,
   type BindingRange,
 } from "./args.ts";
 
@@ -81,6 +82,12 @@ export interface MoeArgs {
   experts?: number;
   /** The pool's weight dtype. */
   dtype: DType;
+  /**
+   * What a pair whose expert has no slot produces: `nan` (default; shows a missing upload) or
+   * nothing (`skip`: its output row is left as it is; for layers computed in several rounds, each over
+   * the experts resident then).
+   */
+  missing?: "nan" | "skip";
 }
 
 interface Common {
@@ -93,6 +100,7 @@ interface Common {
   slotWords: number;
   experts: number;
   dtype: DType;
+  missingSkip: number;
 }
 
 function common(gpu: Gpu, a: MoeArgs): Common {
@@ -112,7 +120,19 @@ function common(gpu: Gpu, a: MoeArgs): Common {
     ? table.size / 4
     : argCount("experts", a.experts, 1, table.size / 4);
   const ids = argBinding(gpu, "ids", a.ids, T * topK * 4);
-  return { table, ids, T, topK, hidden, inter, slotWords, experts: count, dtype };
+  const missing = argOneOf("missing", a.missing ?? "nan", ["nan", "skip"] as const);
+  return {
+    table,
+    ids,
+    T,
+    topK,
+    hidden,
+    inter,
+    slotWords,
+    experts: count,
+    dtype,
+    missingSkip: missing === "skip" ? 1 : 0,
+  };
 }
 
 /**
@@ -133,7 +153,7 @@ export async function moeGateUp(
   const slots = Math.min(gate.size, up.size) / 4 / c.slotWords | 0;
   const pipeline = await gpu.pipeline(MOE_GATE_UP, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
-    .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts).bytes();
+    .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts, c.missingSkip).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up],
@@ -158,7 +178,7 @@ export async function moeDown(
   const slots = down.size / 4 / c.slotWords | 0;
   const pipeline = await gpu.pipeline(MOE_DOWN, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
-    .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts).bytes();
+    .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_down.params"), x, c.table, c.ids, out, down],

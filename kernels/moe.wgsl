@@ -4,7 +4,10 @@
 // computes ROWS = WG / TPR output rows of one pair; TPR threads share a row and reduce.
 //   gate_up: out[p, r] = silu(Wgate[slot] . x[t])[r] * (Wup[slot] . x[t])[r]   (r < p.rows = inter)
 //   down:    out[p, r] = (Wdown[slot] . x[p])[r]                                (r < p.rows = hidden)
-// A pair whose expert has no slot (table[e] >= p.slots) writes NaN, so a missing upload shows.
+// A pair whose expert has no slot (table[e] >= p.slots) writes NaN, so a missing upload shows, or,
+// when p.missing_skip is set, is left untouched (the offloading engine's rounds: a layer whose experts
+// do not all fit the slots at once runs in several rounds, each computing the pairs of the experts it
+// holds, so after the last round every pair was written exactly once).
 struct Params {
   T: u32,
   topK: u32,
@@ -13,6 +16,7 @@ struct Params {
   slotWords: u32,
   slots: u32,
   experts: u32,
+  missing_skip: u32,
 }
 
 override WG: u32 = 256u;
@@ -88,7 +92,7 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   red0[lid] = ag;
   red1[lid] = au;
   reduce_rows(lid, lane, true);
-  if (lane == 0u && row < p.rows) {
+  if (lane == 0u && row < p.rows && (slot < p.slots || p.missing_skip == 0u)) {
     let g = red0[lid];
     var v = g / (1.0 + exp(-g)) * red1[lid];
     if (slot >= p.slots) {
@@ -121,7 +125,7 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   red0[lid] = acc;
   reduce_rows(lid, lane, false);
-  if (lane == 0u && row < p.rows) {
+  if (lane == 0u && row < p.rows && (slot < p.slots || p.missing_skip == 0u)) {
     var v = red0[lid];
     if (slot >= p.slots) {
       v = nan_of(slot);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { moeCombine, moeDown, moeGateUp } from "./moe.ts";
 import { moeCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
-import { assertClose, GPU_TEST, poisoned, randn, testGpu } from "./test_util.ts";
+import { assertClose, GPU_TEST, POISON, poisoned, randn, testGpu } from "./test_util.ts";
 import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import type { Gpu } from "../runtime/gpu/device.ts";
@@ -105,6 +105,42 @@ Deno.test({
     const h = await gpu.readF32(out, 0, 2 * I);
     assert.ok(h.subarray(0, I).every(Number.isFinite), "resident expert computed");
     assert.ok(h.subarray(I).every(Number.isNaN), "missing expert flagged as NaN");
+  },
+});
+
+Deno.test({
+  name: "moe kernels with missing: skip leave the rows of an expert without a slot untouched",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const [H, I, E] = [32, 16, 3];
+    const g = makePool(gpu, E, E, I, H, "f32");
+    const tableHost = g.table.slice();
+    tableHost[2] = 0xffffffff;
+    const table = gpu.storage("experts", tableHost);
+    const ids = gpu.storage("activations", new Uint32Array([2, 0]));
+    const out = poisoned(gpu, 2 * I);
+    gpu.submit([
+      await moeGateUp(gpu, {
+        table,
+        ids,
+        T: 1,
+        topK: 2,
+        hidden: H,
+        inter: I,
+        dtype: "f32",
+        x: gpu.storage("activations", randn(H)),
+        gate: g.buf,
+        up: g.buf,
+        out,
+        slotWords: g.slotWords,
+        missing: "skip",
+      }),
+    ]);
+    const h = await gpu.readF32(out, 0, 2 * I);
+    const bits = new Uint32Array(h.buffer);
+    assert.ok(bits.subarray(0, I).every((v) => v === POISON), "missing expert's rows untouched");
+    assert.ok(h.subarray(I).some((v) => v !== 0) && h.subarray(I).every(Number.isFinite));
   },
 });
 

@@ -1,10 +1,12 @@
 /**
- * The public model API: load a Hugging Face MoE checkpoint from a directory, score tokens, generate.
+ * The public model API: load a Hugging Face MoE checkpoint from a directory, score tokens, generate,
+ * with every expert on the GPU (`resident`) or streamed from the memory-mapped files by the offloading
+ * engine (`on-demand`, `prefetch-all`, `pregated`).
  *
  * @example
  * ```ts ignore
  * import { loadModel } from "./model.ts";
- * const model = await loadModel("models/tiny-mixtral", { gpu: "native" });
+ * const model = await loadModel("models/tiny-mixtral", { mode: "pregated", budget: 2 ** 30 });
  * const logits = await model.logits([5, 77, 301]); // one Float32Array of vocab logits per position
  * for await (const id of model.generate([5, 77, 301], { maxTokens: 16 })) console.log(id);
  * console.log(model.lastStats);
@@ -18,7 +20,14 @@ import { loadConfig, type ModelConfig } from "./models/config.ts";
 import { openCheckpoint, type TensorStore } from "./weights/safetensors.ts";
 import { type ModelWeights, uploadWeights } from "./models/weights.ts";
 import { allocState, type RunState } from "./models/state.ts";
-import { buildForward, flattenPlan } from "./models/decoder.ts";
+import { buildForward, flattenPlan, type ForwardPlan } from "./models/decoder.ts";
+import {
+  EXPERT_MODES,
+  type ExpertMode,
+  OffloadEngine,
+  type PregatePolicy,
+} from "./experts/engine.ts";
+import type { ExpertTrace } from "./experts/trace.ts";
 import { argmax } from "../kernels/argmax.ts";
 import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
@@ -29,9 +38,19 @@ export interface LoadOptions {
   gpu?: GpuChoice;
   /** An already opened device to use instead (then `gpu` is ignored and it is not destroyed). */
   device?: Gpu;
+  /** Where experts live: `resident` (default), `on-demand`, `prefetch-all` or `pregated`. */
+  mode?: ExpertMode;
+  /** Pre-gate policy in `pregated` mode: `exact` (default, output identical) or `strict`. */
+  pregate?: PregatePolicy;
+  /** GPU memory budget in bytes (offloading modes). */
+  budget?: number;
+  /** Expert slots beyond the mode's minimum, or `auto` (as many as the budget allows). */
+  expertCache?: number | "auto";
+  /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
+  trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */
   contextLength?: number;
-  /** Most prompt tokens per prefill pass (longer prompts run in chunks); default 256. */
+  /** Most prompt tokens per forward pass (longer prompts run in chunks); default 128. */
   prefillChunk?: number;
   /** One-line notices (device choice, mmap fallback). Default: none. */
   log?: (message: string) => void;
@@ -56,6 +75,7 @@ export interface GenerateOptions {
 /** Statistics of the last {@linkcode Model.generate} call. */
 export interface GenerateStats {
   mode: string;
+  pregate: string | null;
   gpu: string;
   prompt_tokens: number;
   generated_tokens: number;
@@ -63,102 +83,172 @@ export interface GenerateStats {
   prefill_tokens_per_s: number;
   decode_seconds: number;
   decode_tokens_per_s: number;
-  syncs_per_token: number;
+  /** Expert bytes copied host -> GPU per generated token (decode only; 0 when resident). */
   upload_bytes_per_token: number;
+  /** GPU -> CPU syncs per generated token (decode only). */
+  syncs_per_token: number;
   peak_gpu_bytes: number;
+  /** Share of the chosen experts the pre-gate had predicted (pregated mode), else null. */
+  pregate_hit_rate: number | null;
+  /** Share of expert acquisitions already resident (offloading modes), else null. */
+  expert_cache_hit_rate: number | null;
+  /** Per decode token, seconds: awaiting routing readbacks, issuing expert copies, the rest. */
+  time_per_token: { sync_wait: number; upload: number; compute: number };
+  expert_slots: number | null;
 }
 
-/** A loaded model: config, GPU weights, run state and plans. */
+/** A loaded model: config, GPU weights, run state, plans and (optionally) the offloading engine. */
 export class Model {
   /** The parsed config. */
   readonly config: ModelConfig;
   /** The GPU it runs on. */
   readonly gpu: Gpu;
+  /** Where experts live. */
+  readonly mode: ExpertMode;
   /** Statistics of the last generation. */
   lastStats: GenerateStats | null = null;
 
   #store: TensorStore;
   #weights: ModelWeights;
-  #state: RunState | null = null;
+  #state: RunState;
+  #engine: OffloadEngine | null;
   #ownsGpu: boolean;
   #contextLength: number;
-  #prefillChunk: number;
-  #plans = new Map<string, Promise<Step[]>>();
+  #dir: string;
+  #plans = new Map<string, Promise<ForwardPlan>>();
 
   private constructor(
+    dir: string,
     cfg: ModelConfig,
     gpu: Gpu,
-    store: TensorStore,
-    weights: ModelWeights,
-    opts: { ownsGpu: boolean; contextLength: number; prefillChunk: number },
+    parts: {
+      store: TensorStore;
+      weights: ModelWeights;
+      state: RunState;
+      engine: OffloadEngine | null;
+      mode: ExpertMode;
+      ownsGpu: boolean;
+      contextLength: number;
+    },
   ) {
+    this.#dir = dir;
     this.config = cfg;
     this.gpu = gpu;
-    this.#store = store;
-    this.#weights = weights;
-    this.#ownsGpu = opts.ownsGpu;
-    this.#contextLength = opts.contextLength;
-    this.#prefillChunk = opts.prefillChunk;
+    this.mode = parts.mode;
+    this.#store = parts.store;
+    this.#weights = parts.weights;
+    this.#state = parts.state;
+    this.#engine = parts.engine;
+    this.#ownsGpu = parts.ownsGpu;
+    this.#contextLength = parts.contextLength;
   }
 
   /** @internal use {@linkcode loadModel}. */
   static async load(dir: string, opts: LoadOptions = {}): Promise<Model> {
+    const mode = opts.mode ?? "resident";
+    if (!EXPERT_MODES.includes(mode)) {
+      throw new ArgumentError("mode", `unknown mode '${mode}'`, `use ${EXPERT_MODES.join(", ")}`);
+    }
+    if (opts.pregate !== undefined && opts.pregate !== "exact" && opts.pregate !== "strict") {
+      throw new ArgumentError("pregate", `expected exact or strict, got '${opts.pregate}'`);
+    }
+    if (opts.budget !== undefined && !(Number.isFinite(opts.budget) && opts.budget > 0)) {
+      throw new ArgumentError("budget", `expected a positive number of bytes, got ${opts.budget}`);
+    }
     const cfg = await loadConfig(dir);
     const contextLength = opts.contextLength ?? Math.min(cfg.maxPositions, 2048);
     if (!Number.isInteger(contextLength) || contextLength < 1) {
       throw new ArgumentError("contextLength", `expected a positive integer, got ${contextLength}`);
     }
-    const prefillChunk = opts.prefillChunk ?? 256;
+    const prefillChunk = opts.prefillChunk ?? 128;
     if (!Number.isInteger(prefillChunk) || prefillChunk < 1) {
       throw new ArgumentError("prefillChunk", `expected a positive integer, got ${prefillChunk}`);
     }
     const store = openCheckpoint(dir, { log: opts.log });
     const gpu = opts.device ?? await openGpu({ gpu: opts.gpu, log: opts.log });
+    const before = gpu.memory().current;
+    let weights: ModelWeights | undefined, state: RunState | undefined;
     try {
-      const weights = uploadWeights(gpu, cfg, store, {
-        experts: "resident",
+      weights = uploadWeights(gpu, cfg, store, {
+        experts: mode === "resident" ? "resident" : "none",
         onProgress: opts.onProgress,
       });
-      return new Model(cfg, gpu, store, weights, {
+      const maxT = Math.min(prefillChunk, contextLength);
+      state = allocState(gpu, cfg, { maxT, maxSeq: contextLength, logitRows: maxT });
+      let engine: OffloadEngine | null = null;
+      if (mode !== "resident") {
+        // The budget covers what this model allocates on the device (not other models sharing it).
+        const budget = opts.budget === undefined ? undefined : opts.budget + before;
+        engine = OffloadEngine.create(gpu, cfg, store, weights, state, {
+          mode,
+          pregate: opts.pregate,
+          budget,
+          expertCache: opts.expertCache,
+          trace: opts.trace,
+        });
+      }
+      return new Model(dir, cfg, gpu, {
+        store,
+        weights,
+        state,
+        engine,
+        mode,
         ownsGpu: !opts.device,
         contextLength,
-        prefillChunk,
       });
     } catch (e) {
+      if (state) freeBuffers(gpu, state);
+      if (weights) freeBuffers(gpu, weights);
       store.close();
       if (!opts.device) gpu.destroy();
       throw e;
     }
   }
 
-  /** The run state, (re)allocated to hold `rows` tokens and `logitRows` rows of logits. */
-  #stateFor(rows: number, logitRows: number): RunState {
-    const s = this.#state;
-    if (s && s.maxT >= rows && s.logitRows >= logitRows) return s;
-    if (s) this.#freeState(s);
-    this.#plans.clear();
-    const maxT = Math.max(rows, s?.maxT ?? 0);
-    const lr = Math.max(logitRows, s?.logitRows ?? 0);
-    this.#state = allocState(this.gpu, this.config, {
-      maxT,
-      maxSeq: this.#contextLength,
-      logitRows: lr,
-    });
-    return this.#state;
+  /** Expert slots of the offloading engine (null when resident). */
+  get expertSlots(): number | null {
+    return this.#engine?.slots ?? null;
   }
 
-  #freeState(s: RunState) {
-    freeBuffers(this.gpu, s);
+  /** The expert trace recorded so far (when loaded with `trace: true` in an offloading mode). */
+  trace(): ExpertTrace | null {
+    const t = this.#engine?.trace;
+    if (!t) return null;
+    return {
+      model: this.#dir,
+      arch: this.config.arch,
+      mode: this.mode,
+      pregate: this.#engine!.pregatePolicy,
+      experts: this.config.layers.find((l) => l.ffn.kind === "moe")!.ffn.kind === "moe"
+        ? (this.config.layers.find((l) => l.ffn.kind === "moe")!.ffn as { experts: number }).experts
+        : 0,
+      moeLayers: this.config.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [i] : [])),
+      records: [...t],
+    };
   }
 
-  #plan(s: RunState, T: number, logits: "all" | "last"): Promise<Step[]> {
+  #plan(T: number, logits: "all" | "last"): Promise<ForwardPlan> {
     const key = `${T}|${logits}`;
     let p = this.#plans.get(key);
     if (!p) {
-      p = buildForward(this.gpu, this.config, this.#weights, s, { T, logits }).then(flattenPlan);
+      p = buildForward(this.gpu, this.config, this.#weights, this.#state, {
+        T,
+        logits,
+        ...this.#engine?.planHooks(),
+      });
       this.#plans.set(key, p);
     }
     return p;
+  }
+
+  /** Runs a forward plan (then `tail`): one submit when resident, layer by layer when offloading. */
+  async #run(plan: ForwardPlan, tail: Step[] = []): Promise<void> {
+    if (this.#engine) {
+      await this.#engine.run(plan);
+      if (tail.length) this.gpu.submit(tail);
+    } else {
+      this.gpu.submit([...flattenPlan(plan), ...tail]);
+    }
   }
 
   #checkIds(ids: readonly number[], argument: string, extra = 0) {
@@ -189,15 +279,15 @@ export class Model {
    */
   async logits(ids: readonly number[]): Promise<Float32Array[]> {
     this.#checkIds(ids, "ids");
-    const chunk = Math.min(this.#prefillChunk, ids.length);
-    const s = this.#stateFor(chunk, chunk);
+    const s = this.#state, chunk = s.maxT;
     const V = this.config.vocabSize;
     const out: Float32Array[] = [];
+    this.#engine?.resetSequence();
     for (let start = 0; start < ids.length; start += chunk) {
       const part = ids.slice(start, start + chunk);
       this.gpu.write(s.ids, Uint32Array.from(part));
       this.gpu.write(s.pos, new Uint32Array([start, 0, 0, 0]));
-      this.gpu.submit(await this.#plan(s, part.length, "all"));
+      await this.#run(await this.#plan(part.length, "all"));
       const flat = await this.gpu.readF32(s.logits, 0, part.length * V);
       for (let t = 0; t < part.length; t++) out.push(flat.slice(t * V, (t + 1) * V));
     }
@@ -205,8 +295,8 @@ export class Model {
   }
 
   /**
-   * Generates up to `maxTokens` tokens greedily after `ids`, yielding each id. Tokens are produced on
-   * the GPU without a CPU round trip per token and read back in growing batches.
+   * Generates up to `maxTokens` tokens after `ids`, yielding each id. Tokens are chosen on the GPU
+   * (argmax, or sampling) and fed back without a CPU round trip; the CPU reads them in batches.
    */
   async *generate(ids: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<number> {
     const maxTokens = opts.maxTokens ?? 32;
@@ -225,13 +315,9 @@ export class Model {
     if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
       throw new ArgumentError("seed", `expected an integer in [0, 2^32), got ${seed}`);
     }
-    const gpu = this.gpu;
-    const chunk = Math.min(this.#prefillChunk, ids.length);
-    const s = this.#stateFor(chunk, 1);
+    const gpu = this.gpu, s = this.#state, V = this.config.vocabSize;
+    const chunk = s.maxT;
     const history = gpu.storage("activations", maxTokens * 4, "history");
-    const c0 = { ...gpu.counters };
-    gpu.resetPeak();
-    const V = this.config.vocabSize;
     const rng = temperature > 0 ? sampleRng(gpu, seed) : null;
     const sample = rng
       ? await sampleKernel(gpu, {
@@ -244,7 +330,14 @@ export class Model {
         rng,
       })
       : await argmax(gpu, { x: s.logits, out: s.ids, rows: 1, cols: V });
+    const advance = (n: number) =>
+      advanceStep(gpu, { ids: s.ids, state: s.pos, history, advance: n, capacity: maxTokens });
+    gpu.resetPeak();
+    const c0 = { ...gpu.counters };
+    const e0 = this.#engine ? { ...this.#engine.stats } : null;
+    this.#engine?.resetSequence();
     const t0 = performance.now();
+    let t1 = t0, c1 = c0, e1 = e0, produced = 0;
     try {
       // Prefill in chunks; the last chunk's logits give the first new token.
       for (let start = 0; start < ids.length; start += chunk) {
@@ -252,36 +345,19 @@ export class Model {
         const last = start + chunk >= ids.length;
         gpu.write(s.ids, Uint32Array.from(part));
         gpu.write(s.pos, new Uint32Array([start, 0, 0, 0]));
-        const steps = [...await this.#plan(s, part.length, "last")];
-        if (last) {
-          steps.push(
-            sample,
-            await advanceStep(gpu, {
-              ids: s.ids,
-              state: s.pos,
-              history,
-              advance: part.length,
-              capacity: maxTokens,
-            }),
-          );
-        }
-        gpu.submit(steps);
+        await this.#run(
+          await this.#plan(part.length, "last"),
+          last ? [sample, await advance(part.length)] : [],
+        );
       }
       const first = await gpu.readU32(history, 0, 1);
-      const prefillSeconds = (performance.now() - t0) / 1e3;
-      const decode = [
-        ...await this.#plan(s, 1, "last"),
-        sample,
-        await advanceStep(gpu, {
-          ids: s.ids,
-          state: s.pos,
-          history,
-          advance: 1,
-          capacity: maxTokens,
-        }),
-      ];
-      let produced = 1, emitted = 0, batch = 1;
-      const t1 = performance.now();
+      produced = 1;
+      t1 = performance.now();
+      c1 = { ...gpu.counters };
+      e1 = this.#engine ? { ...this.#engine.stats } : null;
+      const decodePlan = await this.#plan(1, "last");
+      const tail = [sample, await advance(1)];
+      let emitted = 0, batch = 1;
       let pending: number[] = [first[0]];
       while (true) {
         for (const id of pending) {
@@ -289,52 +365,66 @@ export class Model {
           emitted++;
           if (stop.has(id) || emitted >= maxTokens) return;
         }
-        // Queue the next batch of decode steps, then read back what they produce.
+        // Queue the next batch of decode steps, then read back the tokens they produce.
         const n = Math.min(batch, maxTokens - produced);
-        for (let i = 0; i < n; i++) gpu.submit(decode);
+        for (let i = 0; i < n; i++) await this.#run(decodePlan, tail);
         pending = [...await gpu.readU32(history, produced * 4, n)];
         produced += n;
         batch = Math.min(batch * 2, 32);
-        const decodeSeconds = (performance.now() - t1) / 1e3;
-        this.lastStats = this.#stats(c0, ids.length, produced, prefillSeconds, decodeSeconds);
       }
     } finally {
-      if (!this.lastStats) {
-        this.lastStats = this.#stats(c0, ids.length, 1, (performance.now() - t0) / 1e3, 0);
-      }
+      const t2 = performance.now();
+      this.lastStats = this.#stats({ t0, t1, t2, c1, e1, prompt: ids.length, produced });
       gpu.destroyBuffer(history);
       if (rng) gpu.destroyBuffer(rng);
     }
   }
 
   #stats(
-    c0: { syncs: number; uploadBytes: number },
-    prompt: number,
-    produced: number,
-    prefill: number,
-    decode: number,
+    m: {
+      t0: number;
+      t1: number;
+      t2: number;
+      c1: { syncs: number };
+      e1: OffloadEngine["stats"] | null;
+      prompt: number;
+      produced: number;
+    },
   ): GenerateStats {
-    const c = this.gpu.counters;
-    const decoded = Math.max(produced - 1, 0);
+    const c = this.gpu.counters, e = this.#engine?.stats;
+    const decoded = Math.max(m.produced - 1, 0);
+    const prefill = (m.t1 - m.t0) / 1e3, decode = (m.t2 - m.t1) / 1e3;
+    const per = (x: number) => (decoded ? x / decoded : 0);
+    const syncWait = e && m.e1 ? e.syncSeconds - m.e1.syncSeconds : 0;
+    const upload = e && m.e1 ? e.uploadSeconds - m.e1.uploadSeconds : 0;
     return {
-      mode: "resident",
+      mode: this.mode,
+      pregate: this.mode === "pregated" ? this.#engine!.pregatePolicy : null,
       gpu: this.gpu.describe(),
-      prompt_tokens: prompt,
-      generated_tokens: produced,
+      prompt_tokens: m.prompt,
+      generated_tokens: m.produced,
       prefill_seconds: prefill,
-      prefill_tokens_per_s: prompt / prefill,
+      prefill_tokens_per_s: m.prompt / prefill,
       decode_seconds: decode,
       decode_tokens_per_s: decoded ? decoded / decode : 0,
-      syncs_per_token: (c.syncs - c0.syncs) / Math.max(produced, 1),
-      upload_bytes_per_token: (c.uploadBytes - c0.uploadBytes) / Math.max(produced, 1),
+      upload_bytes_per_token: e && m.e1 ? per(e.uploadBytes - m.e1.uploadBytes) : 0,
+      syncs_per_token: per(c.syncs - m.c1.syncs),
       peak_gpu_bytes: this.gpu.memory().peak,
+      pregate_hit_rate: e && e.pregateChosen ? e.pregateHits / e.pregateChosen : null,
+      expert_cache_hit_rate: e && e.cacheLookups ? e.cacheHits / e.cacheLookups : null,
+      time_per_token: {
+        sync_wait: per(syncWait),
+        upload: per(upload),
+        compute: per(decode - syncWait - upload),
+      },
+      expert_slots: this.#engine?.slots ?? null,
     };
   }
 
   /** Frees the GPU buffers (and the device if the model opened it) and unmaps the weight files. */
   dispose(): void {
-    if (this.#state) this.#freeState(this.#state);
-    this.#state = null;
+    this.#engine?.dispose();
+    freeBuffers(this.gpu, this.#state);
     freeBuffers(this.gpu, this.#weights);
     this.#store.close();
     if (this.#ownsGpu) this.gpu.destroy();

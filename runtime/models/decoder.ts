@@ -40,8 +40,17 @@ import type { RunState } from "./state.ts";
 export interface MoePlan {
   /** Post-attention norm, router logits and top-k (writes state.topIds / topWeights). */
   readonly route: Step[];
+  /** The pre-gate: the next MoE layer's routing predicted from this layer's input (may be empty). */
+  readonly pregate: Step[];
   /** Expert compute through the pool's slot table, shared expert, combine into the residual. */
   readonly experts: Step[];
+  /**
+   * For batches whose experts do not all fit the slots at once, the layer runs in rounds: `round`
+   * once per set of resident experts (pairs of other experts are skipped), then `finish` (shared
+   * expert and combine), which gives exactly what `experts` gives in one go.
+   */
+  readonly round: Step[];
+  readonly finish: Step[];
   /** The layer's config. */
   readonly ffn: MoeFfn;
 }
@@ -75,6 +84,29 @@ export interface ForwardOptions {
    * offloading engine passes its slot pools here.
    */
   pool?: (layer: number) => ExpertPool;
+  /**
+   * Which routing a MoE layer's experts use (default: its own router's, state.topIds/topWeights).
+   * Strict pre-gating passes the ids and weights its pre-gate predicted one block earlier.
+   */
+  routing?: (layer: number) => { ids: GPUBuffer; weights: GPUBuffer } | undefined;
+  /**
+   * The pre-gate computed at MoE layer `layer`: the router (or trained pre-gate) of the next MoE layer
+   * applied to this layer's normalised input, writing its top-k into `ids` / `weights`.
+   */
+  pregate?: (layer: number) => PregateSpec | undefined;
+}
+
+/** Where and how a pre-gate runs (see {@linkcode ForwardOptions.pregate}). */
+export interface PregateSpec {
+  /** The pre-gate's weights [experts of the next MoE layer, hidden]. */
+  readonly router: GpuMatrix;
+  /** The next MoE layer's config (experts, topK, renormalize). */
+  readonly next: MoeFfn;
+  /** u32 [T, topK] and f32 [T, topK] outputs. */
+  readonly ids: GPUBuffer;
+  readonly weights: GPUBuffer;
+  /** f32 [T, experts] scratch for the pre-gate's logits. */
+  readonly logits: GPUBuffer;
 }
 
 /** All steps of a plan in execution order. */
@@ -83,7 +115,7 @@ export function flattenPlan(plan: ForwardPlan): Step[] {
   for (const l of plan.layers) {
     out.push(...l.attention);
     if (l.ffn.kind === "dense") out.push(...l.ffn.steps);
-    else out.push(...l.ffn.route, ...l.ffn.experts);
+    else out.push(...l.ffn.route, ...l.ffn.pregate, ...l.ffn.experts);
   }
   out.push(...plan.head);
   return out;
@@ -213,9 +245,25 @@ export async function buildForward(
           renormalize: fc.renormalize,
         }),
       ];
+      const pg = opts.pregate?.(i);
+      const pregate: Step[] = pg
+        ? [
+          await lin(s.h, pg.router, pg.logits),
+          await routerTopK(gpu, {
+            logits: pg.logits,
+            ids: pg.ids,
+            weights: pg.weights,
+            T,
+            E: pg.next.experts,
+            k: pg.next.topK,
+            renormalize: pg.next.renormalize,
+          }),
+        ]
+        : [];
+      const routing = opts.routing?.(i) ?? { ids: s.topIds, weights: s.topWeights };
       const moeArgs = {
         table: pool.table,
-        ids: s.topIds,
+        ids: routing.ids,
         T,
         topK: fc.topK,
         hidden: H,
@@ -245,18 +293,39 @@ export async function buildForward(
           await lin(s.h, f.shared.gateWeight, s.sharedGate),
         );
       }
-      experts.push(
-        await moeCombine(gpu, {
+      const combine = () =>
+        moeCombine(gpu, {
           y: s.moeY,
-          weights: s.topWeights,
+          weights: routing.weights,
           out: s.x,
           T,
           topK: fc.topK,
           hidden: H,
           shared: f.shared ? { out: s.sharedOut, gate: s.sharedGate } : undefined,
+        });
+      const sharedSteps = experts.slice(2);
+      experts.push(await combine());
+      const round: Step[] = [
+        await moeGateUp(gpu, {
+          ...moeArgs,
+          x: s.h,
+          gate: pool.gate,
+          up: pool.up,
+          out: s.moeH,
+          slotWords: pool.bytes.gateUp / 4,
+          missing: "skip",
         }),
-      );
-      ffn = { kind: "moe", route, experts, ffn: fc };
+        await moeDown(gpu, {
+          ...moeArgs,
+          x: s.moeH,
+          down: pool.down,
+          out: s.moeY,
+          slotWords: pool.bytes.down / 4,
+          missing: "skip",
+        }),
+      ];
+      const finish = [...sharedSteps, experts[experts.length - 1]];
+      ffn = { kind: "moe", route, pregate, experts, round, finish, ffn: fc };
     }
     layers.push({ attention: att, ffn });
   }

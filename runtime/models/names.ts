@@ -70,6 +70,17 @@ export function modelNames(cfg: ModelConfig): ModelNames {
   };
 }
 
+/**
+ * The optional trained pre-gate of MoE layer `i`: `[experts of the next MoE layer, hidden]`, applied
+ * to layer `i`'s normalised feed-forward input to choose the next MoE layer's experts (Pre-gated
+ * MoE). Stock checkpoints have none; Pregate then uses the next layer's own router instead.
+ * Names: `model.layers.{i}.block_sparse_moe.pregate.weight` (Mixtral) or
+ * `model.layers.{i}.mlp.pregate.weight` (the others).
+ */
+export function pregateName(cfg: ModelConfig, i: number): string {
+  return `model.layers.${i}.${cfg.arch === "mixtral" ? "block_sparse_moe" : "mlp"}.pregate.weight`;
+}
+
 /** Tensor names of decoder layer `i`. */
 export function layerNames(cfg: ModelConfig, i: number): LayerNames {
   const p = `model.layers.${i}`;

@@ -26,7 +26,7 @@ import { BudgetError, WeightFileError } from "../errors.ts";
 import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig } from "./config.ts";
-import { layerNames, type MlpNames, modelNames } from "./names.ts";
+import { layerNames, type MlpNames, modelNames, pregateName } from "./names.ts";
 
 /** A weight matrix `[rows, cols]` (rows = outputs) on the GPU, packed in its dtype. */
 export interface GpuMatrix {
@@ -76,6 +76,8 @@ export interface LayerWeights {
     | {
       readonly kind: "moe";
       readonly router: GpuMatrix;
+      /** A trained pre-gate for the next MoE layer, when the checkpoint has one. */
+      readonly pregate?: GpuMatrix;
       /** The layer's expert pool (null when experts live off the GPU and slots are elsewhere). */
       readonly pool: ExpertPool | null;
       readonly shared?: GpuMlp & { readonly gateWeight: GpuMatrix };
@@ -244,6 +246,9 @@ export function uploadWeights(
       ffn = {
         kind: "moe",
         router: matrix(nf.router, f.experts, H, "dense"),
+        pregate: nextMoe(cfg, i) !== undefined && store.has(pregateName(cfg, i))
+          ? matrix(pregateName(cfg, i), nextMoe(cfg, i)!.experts, H, "dense")
+          : undefined,
         pool,
         shared: nf.shared
           ? {
@@ -276,6 +281,15 @@ export function uploadWeights(
   opts.onProgress?.(0, total);
   for (const job of jobs) job();
   return { embed, lmHead, finalNorm, layers };
+}
+
+/** The config of the MoE layer after layer `i`, if any. */
+function nextMoe(cfg: ModelConfig, i: number) {
+  for (let j = i + 1; j < cfg.layers.length; j++) {
+    const f = cfg.layers[j].ffn;
+    if (f.kind === "moe") return f;
+  }
+  return undefined;
 }
 
 /**

@@ -1,0 +1,443 @@
+/**
+ * The offloading engine: runs a forward plan layer by layer with the experts kept in the
+ * memory-mapped checkpoint on the host and copied into a pool of GPU expert slots when needed.
+ *
+ * Modes (see ../shared/docs/pregated-moe.md):
+ * - `on-demand`: after a MoE layer's router runs, its chosen experts are read back, copied in, then
+ *   executed (the copy is on the critical path).
+ * - `prefetch-all`: while layer N runs, every expert of the next MoE layer is copied in; no routing
+ *   readback at all.
+ * - `pregated`: at MoE layer N the pre-gate (the next MoE layer's router, or a trained pre-gate, applied
+ *   to layer N's input) predicts the next layer's experts; they are copied in while layer N computes.
+ *   `exact` (default): each layer still runs its own router; experts the pre-gate missed are fetched
+ *   on demand, so the output is identical to the model's. `strict`: each layer uses the experts and
+ *   weights its pre-gate chose, as in the paper (identical only for models trained with pre-gates).
+ *   The first MoE layer is routed on demand.
+ *
+ * Expert copies are `queue.writeBuffer` calls straight from the mapped file into the slot (one copy
+ * on the host, then the DMA), issued right after the GPU work they overlap with was submitted; WebGPU's
+ * queue order guarantees a slot is overwritten only after the work that read it.
+ *
+ * @example
+ * ```ts ignore
+ * const engine = OffloadEngine.create(gpu, cfg, store, weights, state, { mode: "pregated" });
+ * const plan = await buildForward(gpu, cfg, weights, state, { T: 1, logits: "last", ...engine.planHooks() });
+ * await engine.run(plan);
+ * ```
+ * @module
+ */
+import type { Gpu, Step } from "../gpu/device.ts";
+import { ArgumentError, BudgetError } from "../errors.ts";
+import type { TensorStore } from "../weights/safetensors.ts";
+import type { ModelConfig, MoeFfn } from "../models/config.ts";
+import type { ForwardOptions, ForwardPlan, PregateSpec } from "../models/decoder.ts";
+import { type ExpertPool, expertPool, type ModelWeights } from "../models/weights.ts";
+import type { RunState } from "../models/state.ts";
+import { NO_SLOT, SlotAllocator } from "./allocator.ts";
+import { HostExpertStore } from "./store.ts";
+import type { TraceRecord } from "./trace.ts";
+
+/** How experts are placed: all on the GPU, or streamed by one of the three offloading modes. */
+export type ExpertMode = "resident" | "on-demand" | "prefetch-all" | "pregated";
+/** The modes of {@linkcode ExpertMode}, for argument checks and help texts. */
+export const EXPERT_MODES: readonly ExpertMode[] = [
+  "resident",
+  "on-demand",
+  "prefetch-all",
+  "pregated",
+];
+/** Pre-gate policy (see the module documentation). */
+export type PregatePolicy = "exact" | "strict";
+
+/** Options of {@linkcode OffloadEngine.create}. */
+export interface EngineOptions {
+  /** An offloading mode. */
+  mode: Exclude<ExpertMode, "resident">;
+  /** Pre-gate policy for `pregated`; default `exact`. */
+  pregate?: PregatePolicy;
+  /** GPU memory budget in bytes for everything Pregate allocates; default: none. */
+  budget?: number;
+  /** Expert slots beyond the mode's minimum (a cache), or `auto`: as many as the budget allows. */
+  expertCache?: number | "auto";
+  /** Record an expert trace (one record per MoE layer per pass). */
+  trace?: boolean;
+}
+
+/** Counters of the engine, cumulative. */
+export interface EngineStats {
+  /** Expert bytes copied host -> GPU. */
+  uploadBytes: number;
+  /** Routing readbacks (GPU -> CPU syncs). */
+  syncs: number;
+  /** Seconds awaiting routing readbacks (GPU work + sync latency). */
+  syncSeconds: number;
+  /** Seconds spent issuing expert copies (host-side memcpy into the implementation's staging). */
+  uploadSeconds: number;
+  /** Experts the pre-gate predicted correctly / experts chosen in layers that had a prediction. */
+  pregateHits: number;
+  pregateChosen: number;
+  /** Expert acquisitions for compute found resident / all of them. */
+  cacheHits: number;
+  cacheLookups: number;
+}
+
+const U32 = 4;
+
+/** The offloading engine for one model and run state. */
+export class OffloadEngine {
+  readonly mode: Exclude<ExpertMode, "resident">;
+  readonly pregatePolicy: PregatePolicy;
+  /** Slots in the pool. */
+  readonly slots: number;
+  /** Bytes of one slot (all three projections). */
+  readonly slotBytes: number;
+  readonly allocator: SlotAllocator;
+  readonly stats: EngineStats = {
+    uploadBytes: 0,
+    syncs: 0,
+    syncSeconds: 0,
+    uploadSeconds: 0,
+    pregateHits: 0,
+    pregateChosen: 0,
+    cacheHits: 0,
+    cacheLookups: 0,
+  };
+  /** The expert trace, when enabled. */
+  readonly trace: TraceRecord[] | null;
+  #step = 0;
+
+  #gpu: Gpu;
+  #cfg: ModelConfig;
+  #host: HostExpertStore;
+  #state: RunState;
+  #moeLayers: number[];
+  #next = new Map<number, number>();
+  #pools = new Map<number, ExpertPool>();
+  #pred = new Map<number, { ids: GPUBuffer; weights: GPUBuffer; logits: GPUBuffer }>();
+  #predHost = new Map<number, Uint32Array>();
+  #pregateRouter = new Map<number, ModelWeights["embed"]>();
+  #readback: GPUBuffer;
+  #tableScratch: Uint32Array;
+
+  private constructor(
+    gpu: Gpu,
+    cfg: ModelConfig,
+    host: HostExpertStore,
+    state: RunState,
+    weights: ModelWeights,
+    opts: EngineOptions,
+    slots: number,
+    pool: ExpertPool,
+  ) {
+    this.#gpu = gpu;
+    this.#cfg = cfg;
+    this.#host = host;
+    this.#state = state;
+    this.mode = opts.mode;
+    this.pregatePolicy = opts.pregate ?? "exact";
+    this.slots = slots;
+    this.slotBytes = pool.bytes.gateUp * 2 + pool.bytes.down;
+    this.trace = opts.trace ? [] : null;
+    this.#moeLayers = cfg.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [i] : []));
+    const E = host.experts;
+    this.allocator = new SlotAllocator({ experts: E, layers: this.#moeLayers, slots });
+    this.#tableScratch = new Uint32Array(E);
+    const maxK = Math.max(...this.#moeLayers.map((i) => (cfg.layers[i].ffn as MoeFfn).topK));
+    this.#readback = gpu.createBuffer({
+      size: 2 * state.maxT * maxK * U32,
+      purpose: "readback",
+      label: "engine.routing",
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | GPUBufferUsage.STORAGE,
+    });
+    for (let j = 0; j < this.#moeLayers.length; j++) {
+      const i = this.#moeLayers[j];
+      if (j + 1 < this.#moeLayers.length) this.#next.set(i, this.#moeLayers[j + 1]);
+      // Each MoE layer sees the shared slot buffers through its own slot table.
+      this.#pools.set(i, {
+        ...pool,
+        table: gpu.storage("experts", E * U32, `experts.table.${i}`),
+      });
+      const f = cfg.layers[i].ffn as MoeFfn;
+      if (this.mode === "pregated" && j > 0) {
+        this.#pred.set(i, {
+          ids: gpu.storage("activations", state.maxT * f.topK * U32, `pregate.ids.${i}`),
+          weights: gpu.storage("activations", state.maxT * f.topK * U32, `pregate.weights.${i}`),
+          logits: gpu.storage("activations", state.maxT * f.experts * U32, `pregate.logits.${i}`),
+        });
+      }
+    }
+    if (this.mode === "pregated") {
+      for (const [i, next] of this.#next) {
+        const lw = weights.layers[i].ffn;
+        const nw = weights.layers[next].ffn;
+        if (lw.kind !== "moe" || nw.kind !== "moe") continue;
+        this.#pregateRouter.set(i, lw.pregate ?? nw.router);
+      }
+    }
+  }
+
+  /**
+   * Creates the engine: sizes the slot pool from the mode's minimum, the expert cache and the budget,
+   * and allocates it. Call after the dense weights and the run state are on the GPU (they count
+   * against the budget).
+   *
+   * @throws {BudgetError} when the budget cannot hold the mode's minimum slots (naming the smallest
+   * budget that would work) or the pool exceeds the device's binding limit.
+   */
+  static create(
+    gpu: Gpu,
+    cfg: ModelConfig,
+    store: TensorStore,
+    weights: ModelWeights,
+    state: RunState,
+    opts: EngineOptions,
+  ): OffloadEngine {
+    const host = new HostExpertStore(cfg, store);
+    const moe = cfg.layers.filter((l) => l.ffn.kind === "moe").map((l) => l.ffn as MoeFfn);
+    const topK = Math.max(...moe.map((f) => f.topK));
+    const E = host.experts;
+    const min = SlotAllocator.minimumSlots(topK, opts.mode, E);
+    const probe = expertPoolBytes(host);
+    const slotBytes = probe.gateUp * 2 + probe.down;
+    // Fixed costs besides the slots: slot tables, pre-gate buffers, the routing readback buffer.
+    const fixed = moe.length * E * U32 +
+      moe.length * state.maxT * (2 * topK + E) * U32 + 2 * state.maxT * topK * U32;
+    const used = gpu.memory().current + fixed;
+    const cache = opts.expertCache ?? 0;
+    if (cache !== "auto" && (!Number.isInteger(cache) || cache < 0)) {
+      throw new ArgumentError(
+        "expertCache",
+        `expected a non-negative integer or 'auto', got ${cache}`,
+      );
+    }
+    const bindLimit = Math.floor(gpu.limits.maxStorageBufferBindingSize / probe.gateUp);
+    const allExperts = E * moe.length;
+    let slots = cache === "auto" ? allExperts : min + cache;
+    if (opts.budget !== undefined) {
+      const fit = Math.floor((opts.budget - used) / slotBytes);
+      if (fit < min) {
+        const need = used + min * slotBytes;
+        throw new BudgetError(
+          `a GPU memory budget of ${fmt(opts.budget)} cannot hold ${opts.mode} mode: the dense ` +
+            `weights, KV cache and activations take ${
+              fmt(used)
+            } and the mode needs at least ${min} ` +
+            `expert slots of ${fmt(slotBytes)}; the smallest budget that works is ${fmt(need)} ` +
+            `(${need} bytes)`,
+          need,
+          `use --budget ${Math.ceil(need / 2 ** 20)}MiB or more, or a smaller --context`,
+        );
+      }
+      slots = cache === "auto" ? Math.min(fit, allExperts) : Math.min(slots, fit);
+      if (cache !== "auto" && min + cache > fit) {
+        throw new BudgetError(
+          `--expert-cache ${cache} needs ${min + cache} slots; the budget ${
+            fmt(opts.budget)
+          } holds ` +
+            `${fit}`,
+          used + (min + cache) * slotBytes,
+          `use --expert-cache ${fit - min} or auto`,
+        );
+      }
+    }
+    slots = Math.min(Math.max(slots, min), Math.max(bindLimit, 0));
+    if (slots < min) {
+      throw new BudgetError(
+        `${opts.mode} mode needs ${min} expert slots but this GPU binds at most ${bindLimit} ` +
+          `(maxStorageBufferBindingSize ${gpu.limits.maxStorageBufferBindingSize})`,
+      );
+    }
+    const pool = expertPool(gpu, E, slots, host.inter, host.hidden, host.dtype);
+    return new OffloadEngine(gpu, cfg, host, state, weights, opts, slots, pool);
+  }
+
+  /** The hooks {@linkcode buildForward} needs to build plans that read this engine's slots. */
+  planHooks(): Pick<ForwardOptions, "pool" | "routing" | "pregate"> {
+    return {
+      pool: (layer) => this.#pools.get(layer)!,
+      routing: (layer) => {
+        if (this.mode !== "pregated" || this.pregatePolicy !== "strict") return undefined;
+        const p = this.#pred.get(layer);
+        return p ? { ids: p.ids, weights: p.weights } : undefined;
+      },
+      pregate: (layer): PregateSpec | undefined => {
+        const next = this.#next.get(layer);
+        const router = this.#pregateRouter.get(layer);
+        if (next === undefined || !router) return undefined;
+        const p = this.#pred.get(next)!;
+        return {
+          router,
+          next: this.#cfg.layers[next].ffn as MoeFfn,
+          ids: p.ids,
+          weights: p.weights,
+          logits: p.logits,
+        };
+      },
+    };
+  }
+
+  /** Runs `plan` (built with {@linkcode planHooks}) over `T` tokens, layer by layer. */
+  async run(plan: ForwardPlan): Promise<void> {
+    const gpu = this.#gpu, s = this.#state, T = plan.T;
+    let steps: Step[] = [...plan.embed];
+    const step = this.#step++;
+    for (let i = 0; i < plan.layers.length; i++) {
+      const l = plan.layers[i];
+      steps.push(...l.attention);
+      if (l.ffn.kind === "dense") {
+        steps.push(...l.ffn.steps);
+        continue;
+      }
+      const f = l.ffn, k = f.ffn.topK, E = f.ffn.experts;
+      steps.push(...f.route, ...f.pregate);
+      const next = this.#next.get(i);
+      const pairs = T * k;
+      let chosen: number[] | null = null, predictedNext: Uint32Array | null = null;
+      if (this.mode !== "prefetch-all") {
+        // One readback: this layer's routing (and the pre-gate's prediction for the next layer).
+        const half = this.#readback.size / 2;
+        steps.push({
+          src: s.topIds,
+          srcOffset: 0,
+          dst: this.#readback,
+          dstOffset: 0,
+          size: pairs * U32,
+        });
+        const pred = next !== undefined ? this.#pred.get(next) : undefined;
+        if (pred) {
+          steps.push({
+            src: pred.ids,
+            srcOffset: 0,
+            dst: this.#readback,
+            dstOffset: half,
+            size: pairs * U32,
+          });
+        }
+        gpu.submit(steps);
+        steps = [];
+        const t0 = performance.now();
+        const words = await gpu.readU32(this.#readback, 0, pred ? half / U32 + pairs : pairs);
+        this.stats.syncSeconds += (performance.now() - t0) / 1e3;
+        this.stats.syncs++;
+        chosen = distinct(words.subarray(0, pairs));
+        if (pred) predictedNext = words.subarray(half / U32, half / U32 + pairs).slice();
+      }
+      // The experts this layer computes with, and the prediction made for it one layer earlier.
+      const predictedHere = this.#predHost.get(i);
+      const strict = this.mode === "pregated" && this.pregatePolicy === "strict" && predictedHere;
+      const compute = this.mode === "prefetch-all"
+        ? range(E)
+        : strict
+        ? distinct(predictedHere!)
+        : chosen!;
+      if (predictedHere && chosen) {
+        const pset = new Set(predictedHere);
+        this.stats.pregateChosen += chosen.length;
+        this.stats.pregateHits += chosen.filter((e) => pset.has(e)).length;
+      }
+      const residentBefore = this.trace
+        ? compute.filter((e) => this.allocator.slotOf(i, e) !== undefined)
+        : [];
+      const uploaded: number[] = [], onDemand: number[] = [];
+      // Compute, in rounds of at most `slots` experts (one round unless a batch needs more).
+      const rounds = chunks(compute, this.slots);
+      for (let r = 0; r < rounds.length; r++) {
+        const got = this.allocator.acquire(i, rounds[r], "compute");
+        this.stats.cacheHits += got.hits;
+        this.stats.cacheLookups += got.hits + got.misses;
+        for (const u of got.uploads) {
+          this.#upload(u.layer, u.expert, u.slot);
+          uploaded.push(u.expert);
+          onDemand.push(u.expert);
+        }
+        const table = this.#tableScratch.fill(NO_SLOT);
+        for (const e of rounds[r]) table[e] = this.allocator.slotOf(i, e)!;
+        gpu.write(this.#pools.get(i)!.table, table);
+        const last = r + 1 === rounds.length;
+        steps.push(
+          ...(rounds.length === 1 ? f.experts : last ? [...f.round, ...f.finish] : f.round),
+        );
+        gpu.submit(steps);
+        steps = [];
+        if (!last) this.allocator.release(i);
+      }
+      // Prefetch the next MoE layer's experts while this layer computes.
+      if (next !== undefined && this.mode !== "on-demand") {
+        const want = this.mode === "prefetch-all"
+          ? range(E)
+          : predictedNext
+          ? distinct(predictedNext)
+          : [];
+        const room = this.slots - this.allocator.pinnedSlots();
+        const got = this.allocator.acquire(next, want.slice(0, Math.max(room, 0)), "prefetch");
+        for (const u of got.uploads) this.#upload(u.layer, u.expert, u.slot);
+        if (predictedNext) this.#predHost.set(next, predictedNext);
+      }
+      this.allocator.release(i);
+      this.trace?.push({
+        step,
+        tokens: T,
+        layer: i,
+        chosen: chosen ?? compute,
+        predicted: predictedHere ? distinct(predictedHere) : null,
+        resident: residentBefore,
+        uploaded,
+        onDemand,
+      });
+    }
+    steps.push(...plan.head);
+    gpu.submit(steps);
+  }
+
+  #upload(layer: number, expert: number, slot: number) {
+    const t0 = performance.now();
+    const pool = this.#pools.get(layer)!;
+    this.stats.uploadBytes += this.#host.upload(this.#gpu, layer, expert, pool, slot);
+    this.stats.uploadSeconds += (performance.now() - t0) / 1e3;
+  }
+
+  /** Frees the engine's GPU buffers (slot pool, tables, pre-gate and readback buffers). */
+  dispose(): void {
+    const seen = new Set<GPUBuffer>();
+    for (const p of this.#pools.values()) {
+      [p.gate, p.up, p.down, p.table].forEach((b) => seen.add(b));
+    }
+    for (const p of this.#pred.values()) [p.ids, p.weights, p.logits].forEach((b) => seen.add(b));
+    seen.add(this.#readback);
+    for (const b of seen) this.#gpu.destroyBuffer(b);
+    this.#pools.clear();
+    this.#pred.clear();
+  }
+
+  /** Forgets per-sequence state (predictions); keeps the resident experts as a warm cache. */
+  resetSequence(): void {
+    this.#predHost.clear();
+  }
+}
+
+function expertPoolBytes(host: HostExpertStore) {
+  const raw = host.inter * host.hidden * (host.dtype === "f32" ? 4 : 2);
+  const slot = Math.ceil(raw / 256) * 256;
+  return { gateUp: slot, down: slot };
+}
+
+function distinct(ids: ArrayLike<number>): number[] {
+  return [...new Set(Array.from(ids))].sort((a, b) => a - b);
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+function chunks<T>(xs: T[], n: number): T[][] {
+  if (xs.length <= n) return [xs];
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}
+
+function fmt(bytes: number): string {
+  return bytes >= 2 ** 30
+    ? `${(bytes / 2 ** 30).toFixed(2)} GiB`
+    : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}

@@ -1,0 +1,108 @@
+/**
+ * The host expert store: for every (MoE layer, expert) the three projection tensors of its MLP as
+ * zero-copy views of the memory-mapped checkpoint, validated once, and the upload of one expert into a
+ * GPU slot without copying the file into JS memory first.
+ *
+ * @example
+ * ```ts ignore
+ * const host = new HostExpertStore(cfg, openCheckpoint(dir));
+ * const bytes = host.upload(gpu, 3, 7, pool, 0); // layer 3, expert 7 -> slot 0
+ * ```
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { ConfigError, WeightFileError } from "../errors.ts";
+import type { DType } from "../weights/dtype.ts";
+import type { Tensor, TensorStore } from "../weights/safetensors.ts";
+import type { ModelConfig } from "../models/config.ts";
+import { layerNames } from "../models/names.ts";
+import { type ExpertPool, uploadTensor } from "../models/weights.ts";
+
+/** The expert tensors of a model, by layer and expert. */
+export class HostExpertStore {
+  /** Experts per MoE layer (equal in every MoE layer). */
+  readonly experts: number;
+  /** Expert intermediate size. */
+  readonly inter: number;
+  /** Model width. */
+  readonly hidden: number;
+  /** The experts' dtype (one for all). */
+  readonly dtype: DType;
+  /** Bytes of one expert (gate + up + down) as stored. */
+  readonly bytesPerExpert: number;
+  #tensors = new Map<number, { gate: Tensor; up: Tensor; down: Tensor }[]>();
+
+  /** Looks up and validates every expert tensor of `cfg` in `store`. */
+  constructor(cfg: ModelConfig, store: TensorStore) {
+    const moe = cfg.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [[i, l.ffn] as const] : []));
+    if (!moe.length) throw new ConfigError(`${cfg.arch} model has no MoE layer to offload`);
+    const [, f0] = moe[0];
+    for (const [i, f] of moe) {
+      if (f.experts !== f0.experts || f.inter !== f0.inter) {
+        throw new ConfigError(
+          `layer ${i}: ${f.experts} experts of ${f.inter}, layer ${moe[0][0]}: ${f0.experts} of ` +
+            `${f0.inter}; offloading needs equally sized experts in every MoE layer`,
+        );
+      }
+    }
+    this.experts = f0.experts;
+    this.inter = f0.inter;
+    this.hidden = cfg.hidden;
+    this.dtype = store.get(
+      (layerNames(cfg, moe[0][0]).ffn as { expert(e: number): { gate: string } }).expert(0).gate,
+    ).dtype;
+    for (const [i] of moe) {
+      const names = layerNames(cfg, i).ffn;
+      if (names.kind !== "moe") throw new Error("unreachable");
+      const list = [];
+      for (let e = 0; e < this.experts; e++) {
+        const n = names.expert(e);
+        const t = {
+          gate: this.#check(store.get(n.gate), [this.inter, this.hidden]),
+          up: this.#check(store.get(n.up), [this.inter, this.hidden]),
+          down: this.#check(store.get(n.down), [this.hidden, this.inter]),
+        };
+        list.push(t);
+      }
+      this.#tensors.set(i, list);
+    }
+    const first = this.#tensors.get(moe[0][0])![0];
+    this.bytesPerExpert = first.gate.byteLength + first.up.byteLength + first.down.byteLength;
+  }
+
+  #check(t: Tensor, shape: number[]): Tensor {
+    if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
+      throw new WeightFileError(
+        t.file,
+        `expected shape [${shape.join(", ")}], found [${t.shape.join(", ")}]`,
+        { tensor: t.name },
+      );
+    }
+    if (t.dtype !== this.dtype) {
+      throw new WeightFileError(
+        t.file,
+        `expected dtype ${this.dtype} like the other experts, found ${t.dtype}`,
+        {
+          tensor: t.name,
+        },
+      );
+    }
+    return t;
+  }
+
+  /** The tensors of one expert. */
+  tensors(layer: number, expert: number): { gate: Tensor; up: Tensor; down: Tensor } {
+    const l = this.#tensors.get(layer);
+    if (!l || !l[expert]) throw new RangeError(`no expert ${expert} in layer ${layer}`);
+    return l[expert];
+  }
+
+  /** Copies one expert into `slot` of `pool` (three `writeBuffer`s); returns the bytes copied. */
+  upload(gpu: Gpu, layer: number, expert: number, pool: ExpertPool, slot: number): number {
+    const t = this.tensors(layer, expert);
+    uploadTensor(gpu, t.gate, pool.gate, slot * pool.bytes.gateUp);
+    uploadTensor(gpu, t.up, pool.up, slot * pool.bytes.gateUp);
+    uploadTensor(gpu, t.down, pool.down, slot * pool.bytes.down);
+    return t.gate.byteLength + t.up.byteLength + t.down.byteLength;
+  }
+}

@@ -1,0 +1,124 @@
+// The offloading engine on the HF-written fixtures: every mode with --pregate exact must give exactly
+// the resident result (logits and greedy tokens); strict pre-gating runs and reports its hit rate;
+// upload and memory figures follow the paper's accounting; an impossible budget is a clear error.
+import assert from "node:assert/strict";
+import { loadModel, type LoadOptions } from "../runtime/model.ts";
+import { BudgetError } from "../runtime/errors.ts";
+import { testGpu } from "../kernels/test_util.ts";
+import type { MoeFfn } from "../runtime/models/config.ts";
+
+const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
+const MODES = ["on-demand", "prefetch-all", "pregated"] as const;
+const GPU = { sanitizeResources: false, sanitizeOps: false };
+const fixture = (arch: string) => new URL(`./fixtures/hf/${arch}/`, import.meta.url).pathname;
+
+async function run(arch: string, opts: LoadOptions, ids: number[], n: number) {
+  const model = await loadModel(fixture(arch), { device: await testGpu(), ...opts });
+  try {
+    const logits = await model.logits(ids);
+    const tokens: number[] = [];
+    for await (const id of model.generate(ids, { maxTokens: n })) tokens.push(id);
+    return { logits, tokens, stats: model.lastStats!, cfg: model.config, slots: model.expertSlots };
+  } finally {
+    model.dispose();
+  }
+}
+
+for (const arch of ARCHS) {
+  const ref = JSON.parse(await Deno.readTextFile(`${fixture(arch)}reference.json`));
+  Deno.test({
+    name: `${arch}: on-demand, prefetch-all and pregated (exact) equal resident`,
+    ...GPU,
+    fn: async () => {
+      const base = await run(arch, { mode: "resident" }, ref.ids, 8);
+      assert.deepEqual(base.tokens, ref.greedy.slice(0, 8));
+      assert.equal(base.stats.upload_bytes_per_token, 0);
+      for (const mode of MODES) {
+        const r = await run(arch, { mode }, ref.ids, 8);
+        assert.deepEqual(r.tokens, base.tokens, `${mode} tokens`);
+        for (let t = 0; t < base.logits.length; t++) {
+          assert.deepEqual(r.logits[t], base.logits[t], `${mode} logits at position ${t}`); // bit-identical
+        }
+        // Upload accounting: bytes per decode token against the experts the modes must move.
+        const moe = r.cfg.layers.filter((l) => l.ffn.kind === "moe").map((l) => l.ffn as MoeFfn);
+        const expertBytes = 3 * r.cfg.hidden * moe[0].inter * 4; // fixtures are f32
+        const perToken = r.stats.upload_bytes_per_token / expertBytes;
+        const E = moe[0].experts, k = moe[0].topK, L = moe.length;
+        if (mode === "prefetch-all") {
+          // Every expert of every MoE layer, every token: the pool holds two layers' worth, so with
+          // more than two MoE layers nothing survives to the next token; with two, everything does.
+          if (L > 2) assert.equal(perToken, L * E, `${mode} experts per token`);
+          else assert.ok(perToken <= L * E, `${mode}: ${perToken}`);
+        } else if (mode === "on-demand") {
+          // the chosen top-k of every MoE layer (fewer when an expert is still resident)
+          assert.ok(perToken > 0 && perToken <= L * k, `${mode}: ${perToken}`);
+        } else {
+          // the pre-gate's top-k, plus on demand what it missed (random routers: many misses)
+          assert.ok(perToken > 0 && perToken <= L * 2 * k, `${mode}: ${perToken}`);
+        }
+        assert.equal(
+          r.slots,
+          mode === "prefetch-all"
+            ? 2 * moe[0].experts
+            : (mode === "pregated" ? 2 : 1) * moe[0].topK,
+        );
+        if (mode === "pregated") assert.ok(r.stats.pregate_hit_rate !== null);
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "strict pre-gating runs, uses the pre-gate's choice and reports its hit rate",
+  ...GPU,
+  fn: async () => {
+    const ref = JSON.parse(await Deno.readTextFile(`${fixture("mixtral")}reference.json`));
+    const r = await run("mixtral", { mode: "pregated", pregate: "strict" }, ref.ids, 8);
+    assert.equal(r.tokens.length, 8);
+    const rate = r.stats.pregate_hit_rate!;
+    assert.ok(rate > 0 && rate < 1, `hit rate ${rate} (random router weights: neither 0 nor 1)`);
+    // strict pre-gating changes the computation for a model not trained with pre-gates
+    const exact = await run("mixtral", { mode: "pregated" }, ref.ids, 8);
+    assert.notDeepEqual(r.logits, exact.logits);
+  },
+});
+
+Deno.test({
+  name: "a budget too small for the mode fails with the smallest budget that works",
+  ...GPU,
+  fn: async () => {
+    let needed = 0;
+    await assert.rejects(
+      async () =>
+        loadModel(fixture("olmoe"), { device: await testGpu(), mode: "pregated", budget: 1 << 20 }),
+      (e) => {
+        assert.ok(e instanceof BudgetError, String(e));
+        assert.match(e.message, /smallest budget that works is/);
+        needed = e.minimumBytes!;
+        return true;
+      },
+    );
+    // ...and that budget does work, with exactly the minimum slots.
+    const m = await loadModel(fixture("olmoe"), {
+      device: await testGpu(),
+      mode: "pregated",
+      budget: needed,
+    });
+    assert.equal(m.expertSlots, 6);
+    m.dispose();
+  },
+});
+
+Deno.test({
+  name: "an expert cache adds slots and raises the cache hit rate",
+  ...GPU,
+  fn: async () => {
+    const ref = JSON.parse(await Deno.readTextFile(`${fixture("qwen3_moe")}reference.json`));
+    const small = await run("qwen3_moe", { mode: "on-demand" }, ref.ids, 12);
+    const big = await run("qwen3_moe", { mode: "on-demand", expertCache: 14 }, ref.ids, 12);
+    assert.equal(big.slots, small.slots! + 14);
+    assert.deepEqual(big.tokens, small.tokens);
+    assert.ok(big.stats.expert_cache_hit_rate! > small.stats.expert_cache_hit_rate!);
+    assert.ok(big.stats.upload_bytes_per_token < small.stats.upload_bytes_per_token);
+  },
+});
