@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { ArgumentError, PregateError } from "./runtime/errors.ts";
 import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
 import { loadModel, type Model } from "./runtime/model.ts";
+import { EXPERT_MODES, type ExpertMode } from "./runtime/experts/engine.ts";
 import { makeModel, type ModelDims, presetNames } from "./runtime/models/make_model.ts";
 import { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
 
@@ -64,10 +65,66 @@ function requireModel(v: unknown): string {
   return v;
 }
 
-async function openModel(v: Record<string, string | boolean | undefined>): Promise<Model> {
+/** Parses a byte size: 123, 512MiB, 1.5GiB, 2GB, 800M, 4G (binary units for M/G/K). */
+export function parseSize(v: unknown, flag: string): number {
+  const m = typeof v === "string" ? /^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$/i.exec(v) : null;
+  if (!m) {
+    throw new ArgumentError(
+      flag,
+      `expected a size such as 512MiB, 1.5GiB or 2000000000, got '${v}'`,
+    );
+  }
+  const unit = m[2].toLowerCase();
+  const decimal = m[3].toLowerCase() === "b" && unit !== "";
+  const base = decimal ? 1000 : 1024;
+  const exp = { "": 0, k: 1, m: 2, g: 3, t: 4 }[unit as "" | "k" | "m" | "g" | "t"];
+  const n = Number(m[1]) * base ** exp;
+  if (!(n > 0)) throw new ArgumentError(flag, `expected a positive size, got '${v}'`);
+  return Math.floor(n);
+}
+
+function parseMode(v: unknown): ExpertMode {
+  const mode = (v ?? "resident") as ExpertMode;
+  if (!EXPERT_MODES.includes(mode)) {
+    throw new ArgumentError("--mode", `expected ${EXPERT_MODES.join(", ")}, got '${v}'`);
+  }
+  return mode;
+}
+
+function modelOptions(v: Record<string, string | boolean | undefined>) {
+  const mode = parseMode(v.mode);
+  if (v.pregate !== undefined && v.pregate !== "exact" && v.pregate !== "strict") {
+    throw new ArgumentError("--pregate", `expected exact or strict, got '${v.pregate}'`);
+  }
+  if (v.pregate !== undefined && mode !== "pregated") {
+    throw new ArgumentError("--pregate", "only applies to --mode pregated");
+  }
+  const cache = v["expert-cache"];
+  if (mode === "resident" && (v.budget !== undefined || cache !== undefined)) {
+    throw new ArgumentError(
+      v.budget !== undefined ? "--budget" : "--expert-cache",
+      "applies to the offloading modes (--mode on-demand|prefetch-all|pregated)",
+    );
+  }
+  return {
+    mode,
+    pregate: v.pregate as "exact" | "strict" | undefined,
+    budget: v.budget === undefined ? undefined : parseSize(v.budget, "--budget"),
+    expertCache: cache === undefined || cache === "auto"
+      ? (cache as "auto" | undefined)
+      : intFlag(cache, "--expert-cache", 0, 0),
+  };
+}
+
+async function openModel(
+  v: Record<string, string | boolean | undefined>,
+  extra: { trace?: boolean } = {},
+): Promise<Model> {
   const quiet = Boolean(v.json);
   let lastPct = -1;
   return await loadModel(requireModel(v.model), {
+    ...modelOptions(v),
+    ...extra,
     gpu: parseGpu(v.gpu),
     contextLength: v.context === undefined ? undefined : intFlag(v.context, "--context", 1, 0),
     log: (m) => console.error(m),
@@ -85,7 +142,14 @@ const MODEL_OPTIONS = {
   ...GPU_OPTION,
   model: { type: "string" as const },
   context: { type: "string" as const },
+  mode: { type: "string" as const },
+  pregate: { type: "string" as const },
+  budget: { type: "string" as const },
+  "expert-cache": { type: "string" as const },
 };
+
+const MODE_USAGE = "[--mode resident|on-demand|prefetch-all|pregated] [--pregate exact|strict] " +
+  "[--budget SIZE] [--expert-cache N|auto] [--context N] [--gpu native|dawn|auto]";
 
 /** make-model's dimension flags and the ModelDims field each sets. */
 const DIM_FLAGS: Record<string, keyof ModelDims> = {
@@ -104,7 +168,7 @@ const DIM_FLAGS: Record<string, keyof ModelDims> = {
 
 const COMMANDS: Record<string, Command> = {
   logits: {
-    usage: "logits --model DIR --ids 5,77,301 [--gpu native|dawn|auto]",
+    usage: `logits --model DIR --ids 5,77,301 ${MODE_USAGE}`,
     summary: 'print {"logits": [[...], ...]}: full-vocabulary logits per input position',
     options: { ...MODEL_OPTIONS, ids: { type: "string" } },
     async run(v) {
@@ -120,7 +184,7 @@ const COMMANDS: Record<string, Command> = {
   },
   generate: {
     usage: "generate --model DIR (--ids LIST | --prompt TEXT) [--max-tokens N] [--temperature T] " +
-      "[--top-p P] [--seed S] [--stats] [--json] [--context N] [--gpu native|dawn|auto]",
+      `[--top-p P] [--seed S] [--stats] [--json] ${MODE_USAGE}`,
     summary: "generate tokens after a prompt (greedy unless --temperature > 0)",
     options: {
       ...MODEL_OPTIONS,

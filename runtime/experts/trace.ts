@@ -432,6 +432,8 @@ function esc(s: string): string {
 const fmt = (x: number) => (Number.isInteger(x) ? String(x) : x.toFixed(1).replace(/\.0$/, ""));
 const rect = (x: number, y: number, w: number, h: number) =>
   `<rect x="${fmt(x)}" y="${fmt(y)}" width="${fmt(w)}" height="${fmt(h)}"/>`;
+const group = (cls: string, fill: string, parts: string[]) =>
+  `<g class="${cls}" fill="${fill}">${parts.join("")}</g>`;
 const text = (x: number, y: number, s: string, attrs = "") =>
   `<text x="${fmt(x)}" y="${fmt(y)}"${attrs ? " " + attrs : ""}>${esc(s)}</text>`;
 
@@ -517,9 +519,7 @@ function drawCells(g: Grid, s: TraceSummary, cw: number, ch: number): Plot {
     const x = colX(col.get(r.step)!), y0 = bandY[g.layerIndex.get(r.layer)!];
     for (const [e, st] of out) groups[st].push(rect(x, y0 + e * ch, cwr, chr));
   }
-  const body = STATES.map((st) =>
-    `<g class="cell-${st}" fill="${TRACE_COLORS[st]}">${groups[st].join("")}</g>`
-  );
+  const body = STATES.map((st) => group(`cell-${st}`, TRACE_COLORS[st], groups[st]));
   // Usage: how often each expert was chosen, relative to the layer's busiest expert.
   const ux = w + 10, bars: string[] = [];
   s.layers.forEach((l, i) => {
@@ -530,7 +530,7 @@ function drawCells(g: Grid, s: TraceSummary, cw: number, ch: number): Plot {
       }
     });
   });
-  body.push(`<g class="usage" fill="#9aa3ad">${bars.join("")}</g>`);
+  body.push(group("usage", "#9aa3ad", bars));
   body.push(text(ux, -6, "usage", `font-size="10" fill="#555"`));
   if (ch >= 4 && E * ch >= 40) {
     const a = `font-size="8" fill="#999" text-anchor="end"`;
@@ -538,18 +538,10 @@ function drawCells(g: Grid, s: TraceSummary, cw: number, ch: number): Plot {
       body.push(text(-3, y + 7, "e0", a), text(-3, y + E * ch, `e${E - 1}`, a));
     }
   }
-  return {
-    w,
-    h: L * E * ch + (L - 1) * gap,
-    bandY,
-    bandH: E * ch,
-    colX,
-    colW: cw,
-    spans: g.decode.map((st) => [st, st]),
-    extraRight: usageW + 12,
-    body,
-    note: "y: MoE layer × expert (e0 on top)",
-  };
+  const h = Math.max(0, L * (E * ch + gap) - gap),
+    spans = g.decode.map((st): [number, number] => [st, st]);
+  const note = "y: MoE layer × expert (e0 on top)", extraRight = usageW + 12;
+  return { w, h, bandY, bandH: E * ch, colX, colW: cw, spans, extraRight, body, note };
 }
 
 /** One strip per layer; each column is a 100% stacked bar of its cells' states. */
@@ -592,21 +584,11 @@ function drawStrips(g: Grid, availW: number, availH: number, maxRects: number): 
   for (let b = 0; b < bins; b++) {
     spans.push([g.decode[b * k], g.decode[Math.min(g.decode.length, (b + 1) * k) - 1]]);
   }
-  return {
-    w: Math.max(1, colX(nCols - 1) + cw),
-    h: L * sh + (L - 1) * gap,
-    bandY,
-    bandH: sh,
-    colX,
-    colW: cw,
-    spans,
-    extraRight: 0,
-    body: STATES.map((st) =>
-      `<g class="seg-${st}" fill="${TRACE_COLORS[st]}">${groups[st].join("")}</g>`
-    ),
-    note: `y: MoE layer; bar = share of the layer's experts by state` +
-      (k > 1 ? `, ${k} steps per column` : ""),
-  };
+  const w = Math.max(1, colX(nCols - 1) + cw), h = Math.max(0, L * (sh + gap) - gap);
+  const body = STATES.map((st) => group(`seg-${st}`, TRACE_COLORS[st], groups[st]));
+  const note = `y: MoE layer; bar = share of the layer's experts by state` +
+    (k > 1 ? `, ${k} steps per column` : "");
+  return { w, h, bandY, bandH: sh, colX, colW: cw, spans, extraRight: 0, body, note };
 }
 
 /**
