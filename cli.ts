@@ -15,6 +15,7 @@ import { ArgumentError, PregateError } from "./runtime/errors.ts";
 import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
 import { loadModel, type Model } from "./runtime/model.ts";
 import { EXPERT_MODES, type ExpertMode } from "./runtime/experts/engine.ts";
+import { formatTraceSummary, summarizeTrace, traceToSvg } from "./runtime/experts/trace.ts";
 import { makeModel, type ModelDims, presetNames } from "./runtime/models/make_model.ts";
 import { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
 
@@ -229,6 +230,43 @@ const COMMANDS: Record<string, Command> = {
           console.log();
           if (v.stats) console.error(JSON.stringify(model.lastStats, null, 2));
         }
+      } finally {
+        model.dispose();
+      }
+    },
+  },
+  trace: {
+    usage: "trace --model DIR --ids LIST --out FILE.svg [--max-tokens N] [--json FILE.json] " +
+      "[--mode pregated|on-demand|prefetch-all] [--pregate exact|strict] [--budget SIZE] " +
+      "[--expert-cache N|auto] [--gpu native|dawn|auto]",
+    summary: "generate with an offloading mode and draw which experts were chosen, predicted, " +
+      "cached and fetched per layer and token (SVG heat map + summary)",
+    options: {
+      ...MODEL_OPTIONS,
+      ids: { type: "string" },
+      out: { type: "string" },
+      json: { type: "string" },
+      "max-tokens": { type: "string" },
+    },
+    async run(v) {
+      const ids = parseIds(v.ids);
+      if (typeof v.out !== "string") throw new ArgumentError("--out", "is required: an .svg path");
+      const maxTokens = intFlag(v["max-tokens"], "--max-tokens", 1, 32);
+      const opts = { ...v, mode: v.mode ?? "pregated", json: undefined };
+      if (parseMode(opts.mode) === "resident") {
+        throw new ArgumentError(
+          "--mode",
+          "a trace needs an offloading mode (experts are not moved when resident)",
+        );
+      }
+      const model = await openModel(opts, { trace: true });
+      try {
+        for await (const _ of model.generate(ids, { maxTokens })) { /* trace records as it goes */ }
+        const trace = model.trace()!;
+        await Deno.writeTextFile(v.out, traceToSvg(trace));
+        if (typeof v.json === "string") await Deno.writeTextFile(v.json, JSON.stringify(trace));
+        console.log(formatTraceSummary(summarizeTrace(trace)));
+        console.log(`wrote ${v.out}${typeof v.json === "string" ? ` and ${v.json}` : ""}`);
       } finally {
         model.dispose();
       }

@@ -122,3 +122,23 @@ Deno.test({
     assert.ok(big.stats.upload_bytes_per_token < small.stats.upload_bytes_per_token);
   },
 });
+
+Deno.test({
+  name:
+    "peak GPU memory of pregated mode is dense + two blocks' active experts (the paper's Eq. 1)",
+  ...GPU,
+  fn: async () => {
+    const ref = JSON.parse(await Deno.readTextFile(`${fixture("mixtral")}reference.json`));
+    const resident = await run("mixtral", { mode: "resident" }, ref.ids, 4);
+    const pregated = await run("mixtral", { mode: "pregated" }, ref.ids, 4);
+    const moe = resident.cfg.layers.filter((l) => l.ffn.kind === "moe").map((l) => l.ffn as MoeFfn);
+    const slotBytes = 3 * Math.ceil((moe[0].inter * resident.cfg.hidden * 4) / 256) * 256;
+    const allExperts = moe.length * moe[0].experts * slotBytes;
+    assert.equal(pregated.slots, 2 * moe[0].topK);
+    // Same dense weights, KV cache and activations; the experts shrink to 2 x top-k slots.
+    const expected = resident.stats.peak_gpu_bytes - allExperts + pregated.slots! * slotBytes;
+    const slack = Math.abs(pregated.stats.peak_gpu_bytes - expected);
+    assert.ok(slack < 64 << 10, `peak ${pregated.stats.peak_gpu_bytes}, expected ~${expected}`);
+    assert.ok(pregated.stats.peak_gpu_bytes < resident.stats.peak_gpu_bytes - allExperts / 2);
+  },
+});

@@ -105,6 +105,7 @@ export class OffloadEngine {
   /** The expert trace, when enabled. */
   readonly trace: TraceRecord[] | null;
   #step = 0;
+  #prefetchTrace = new Map<number, { resident: Set<number>; uploaded: number[] }>();
 
   #gpu: Gpu;
   #cfg: ModelConfig;
@@ -335,10 +336,15 @@ export class OffloadEngine {
         this.stats.pregateChosen += chosen.length;
         this.stats.pregateHits += chosen.filter((e) => pset.has(e)).length;
       }
+      // Trace: what was resident before this layer's prefetch (cache hits) and what was copied in.
+      const early = this.#prefetchTrace.get(i);
+      this.#prefetchTrace.delete(i);
       const residentBefore = this.trace
-        ? compute.filter((e) => this.allocator.slotOf(i, e) !== undefined)
+        ? compute.filter((e) =>
+          early ? early.resident.has(e) : this.allocator.slotOf(i, e) !== undefined
+        )
         : [];
-      const uploaded: number[] = [], onDemand: number[] = [];
+      const uploaded: number[] = early ? [...early.uploaded] : [], onDemand: number[] = [];
       // Compute, in rounds of at most `slots` experts (one round unless a batch needs more).
       const rounds = chunks(compute, this.slots);
       for (let r = 0; r < rounds.length; r++) {
@@ -369,8 +375,14 @@ export class OffloadEngine {
           ? distinct(predictedNext)
           : [];
         const room = this.slots - this.allocator.pinnedSlots();
+        const resident = this.trace
+          ? new Set(range(E).filter((e) => this.allocator.slotOf(next, e) !== undefined))
+          : new Set<number>();
         const got = this.allocator.acquire(next, want.slice(0, Math.max(room, 0)), "prefetch");
         for (const u of got.uploads) this.#upload(u.layer, u.expert, u.slot);
+        if (this.trace) {
+          this.#prefetchTrace.set(next, { resident, uploaded: got.uploads.map((u) => u.expert) });
+        }
         if (predictedNext) this.#predHost.set(next, predictedNext);
       }
       this.allocator.release(i);
@@ -381,7 +393,7 @@ export class OffloadEngine {
         chosen: chosen ?? compute,
         predicted: predictedHere ? distinct(predictedHere) : null,
         resident: residentBefore,
-        uploaded,
+        uploaded: distinct(uploaded),
         onDemand,
       });
     }
@@ -409,9 +421,15 @@ export class OffloadEngine {
     this.#pred.clear();
   }
 
-  /** Forgets per-sequence state (predictions); keeps the resident experts as a warm cache. */
+  /**
+   * Starts a new sequence: forgets the predictions and restarts the trace (which therefore covers
+   * the last sequence); keeps the resident experts as a warm cache.
+   */
   resetSequence(): void {
     this.#predHost.clear();
+    this.#prefetchTrace.clear();
+    this.#step = 0;
+    if (this.trace) this.trace.length = 0;
   }
 }
 

@@ -24,6 +24,7 @@
  * console.log(summary.overall.pregateHitRate); // 0.5
  * console.log(formatTraceSummary(summary));
  * const svg = traceToSvg(trace); // write it to a .svg file and open it in a browser
+ * console.log(svg.length);
  * ```
  * @module
  */
@@ -40,6 +41,7 @@ import { ArgumentError } from "../errors.ts";
  * import type { TraceRecord } from "./trace.ts";
  * const r: TraceRecord = { step: 3, tokens: 1, layer: 5, chosen: [2, 7], predicted: [2, 4],
  *   resident: [], uploaded: [2, 4, 7], onDemand: [7] }; // 2 hit, 7 miss, 4 wasted prefetch
+ * console.log(r.chosen);
  * ```
  */
 export interface TraceRecord {
@@ -69,6 +71,7 @@ export interface TraceRecord {
  * import type { ExpertTrace } from "./trace.ts";
  * const t: ExpertTrace = { model: "m", arch: "olmoe", mode: "on-demand", pregate: "none",
  *   experts: 64, moeLayers: [0, 1, 2], records: [] };
+ * console.log(t.moeLayers.length);
  * ```
  */
 export interface ExpertTrace {
@@ -137,6 +140,7 @@ export interface TraceCounts {
  * ```ts
  * import type { LayerTraceSummary } from "./trace.ts";
  * const hottest = (l: LayerTraceSummary) => l.usage.indexOf(Math.max(...l.usage));
+ * console.log(hottest);
  * ```
  */
 export interface LayerTraceSummary extends TraceCounts {
@@ -178,6 +182,7 @@ export interface TraceSummary {
  * ```ts
  * import type { SummarizeOptions } from "./trace.ts";
  * const decodeOnly: SummarizeOptions = { skipPrefill: true };
+ * console.log(decodeOnly);
  * ```
  */
 export interface SummarizeOptions {
@@ -357,9 +362,10 @@ export function formatTraceSummary(summary: TraceSummary): string {
 // SVG
 
 /**
- * The state of one (step, layer, expert) cell, in order of precedence: `cached` (chosen and
- * already resident: no copy needed), `hit` (chosen and predicted: prefetched), `miss` (chosen,
- * neither resident nor predicted: fetched on demand), `wasted` (predicted, not chosen).
+ * The state of one (step, layer, expert) cell, in order of precedence: `hit` (chosen and
+ * predicted: the pre-gate was right, whether or not the expert was still resident), `cached`
+ * (chosen, not predicted, already resident: no copy needed), `miss` (chosen, neither predicted
+ * nor resident: fetched on demand), `wasted` (predicted, not chosen).
  *
  * @example
  * ```ts
@@ -389,7 +395,7 @@ export const TRACE_COLORS: Readonly<Record<CellState, string>> = {
 const STATES: CellState[] = ["hit", "cached", "miss", "wasted"];
 const LEGEND: Record<CellState, string> = {
   hit: "hit: predicted & chosen",
-  cached: "cached: chosen & resident",
+  cached: "cached: resident, not predicted",
   miss: "miss: fetched on demand",
   wasted: "wasted: predicted, not chosen",
 };
@@ -401,6 +407,7 @@ const LEGEND: Record<CellState, string> = {
  * ```ts
  * import type { TraceSvgOptions } from "./trace.ts";
  * const opts: TraceSvgOptions = { layout: "strips", maxWidth: 1200 };
+ * console.log(opts);
  * ```
  */
 export interface TraceSvgOptions {
@@ -438,7 +445,7 @@ const text = (x: number, y: number, s: string, attrs = "") =>
   `<text x="${fmt(x)}" y="${fmt(y)}"${attrs ? " " + attrs : ""}>${esc(s)}</text>`;
 
 function stateOf(e: number, chosen: Set<number>, pred: Set<number> | null, res: Set<number>) {
-  if (chosen.has(e)) return res.has(e) ? "cached" : pred?.has(e) ? "hit" : "miss";
+  if (chosen.has(e)) return pred?.has(e) ? "hit" : res.has(e) ? "cached" : "miss";
   return pred?.has(e) ? "wasted" : null;
 }
 
@@ -682,10 +689,13 @@ export function traceToSvg(trace: ExpertTrace, opts: TraceSvgOptions = {}): stri
   const o = s.overall;
   const title = opts.title ?? `${trace.model} — ${trace.mode}` +
       (trace.pregate && trace.pregate !== "none" ? ` (pre-gate: ${trace.pregate})` : "");
-  const rates = `pre-gate hit ${pct(o.pregateHitRate)} · cache hit ${pct(o.cacheHitRate)} · ` +
+  const preRate = o.pregateHitRate === null
+    ? "no pre-gate"
+    : `pre-gate hit ${pct(o.pregateHitRate)}`;
+  const rates = `${preRate} · cache hit ${pct(o.cacheHitRate)} · ` +
     `${num(o.onDemandPerToken)} on-demand fetches/token · ${o.wastedPrefetches} wasted prefetches`;
   const sizes = `${trace.arch} · ${g.E} experts × ${L} MoE layers × ${s.steps} steps ` +
-    `(${o.tokens} tokens) · x: step (P = prefill) · ${p.note}`;
+    `(${o.tokens} tokens) · x: step${g.hasPrefill ? " (P = prefill)" : ""} · ${p.note}`;
   const legend: string[] = [];
   let lx = 12;
   for (const st of STATES) {

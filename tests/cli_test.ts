@@ -1,0 +1,129 @@
+// The command line as scripts use it: exit codes, JSON shapes, errors that name the argument.
+import assert from "node:assert/strict";
+
+const cli = new URL("../cli.ts", import.meta.url).pathname;
+const fixture = (arch: string) => new URL(`./fixtures/hf/${arch}/`, import.meta.url).pathname;
+
+async function pregate(...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-lock", cli, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("bad arguments print usage and exit 2", async () => {
+  for (
+    const [args, flag] of [
+      [["generate", "--model", fixture("mixtral"), "--ids", "1,x"], "--ids"],
+      [["generate", "--model", fixture("mixtral"), "--ids", "1", "--mode", "fast"], "--mode"],
+      [["logits", "--ids", "1,2"], "--model"],
+      [["generate", "--model", fixture("mixtral"), "--ids", "1", "--budget", "lots"], "--budget"],
+      [["make-model", "--arch", "gpt2", "--out", "/tmp/x"], "arch"],
+      [["inspect", "--model", fixture("mixtral"), "--nope"], "--nope"],
+    ] as const
+  ) {
+    const r = await pregate(...args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.ok(r.stderr.includes(flag), `${args.join(" ")} should name ${flag}: ${r.stderr}`);
+    assert.match(r.stderr, /usage: pregate/);
+  }
+  const none = await pregate();
+  assert.equal(none.code, 2);
+  assert.match(none.stdout, /commands:/);
+});
+
+Deno.test({
+  name: "logits and generate print the documented JSON; modes agree",
+  sanitizeResources: false,
+  fn: async () => {
+    const logits = await pregate("logits", "--model", fixture("qwen3_moe"), "--ids", "5,77,201");
+    assert.equal(logits.code, 0, logits.stderr);
+    const l = JSON.parse(logits.stdout);
+    assert.equal(l.logits.length, 3);
+    assert.equal(l.logits[0].length, 256);
+    const ids: number[][] = [];
+    for (const mode of ["resident", "pregated"]) {
+      const g = await pregate(
+        "generate",
+        "--model",
+        fixture("qwen3_moe"),
+        "--ids",
+        "5,77,201",
+        "--max-tokens",
+        "5",
+        "--mode",
+        mode,
+        "--json",
+      );
+      assert.equal(g.code, 0, g.stderr);
+      const j = JSON.parse(g.stdout);
+      assert.equal(j.ids.length, 5);
+      for (
+        const key of [
+          "mode",
+          "gpu",
+          "prefill_tokens_per_s",
+          "decode_tokens_per_s",
+          "upload_bytes_per_token",
+          "syncs_per_token",
+          "peak_gpu_bytes",
+          "pregate_hit_rate",
+          "expert_cache_hit_rate",
+          "time_per_token",
+        ]
+      ) assert.ok(key in j.stats, `stats.${key}`);
+      assert.equal(j.stats.mode, mode);
+      ids.push(j.ids);
+    }
+    assert.deepEqual(ids[0], ids[1]);
+  },
+});
+
+Deno.test({
+  name: "make-model, inspect and trace work end to end",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    for (const arch of ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]) {
+      const out = `${dir}/${arch}`;
+      const made = await pregate(
+        "make-model",
+        "--arch",
+        arch,
+        "--out",
+        out,
+        "--dtype",
+        "bf16",
+        "--json",
+      );
+      assert.equal(made.code, 0, made.stderr);
+      assert.equal(JSON.parse(made.stdout).arch, arch);
+      const info = await pregate("inspect", "--model", out, "--json");
+      assert.equal(info.code, 0, info.stderr);
+      assert.equal(JSON.parse(info.stdout).arch, arch);
+    }
+    const svg = `${dir}/trace.svg`;
+    const t = await pregate(
+      "trace",
+      "--model",
+      `${dir}/olmoe`,
+      "--ids",
+      "1,2,3",
+      "--max-tokens",
+      "6",
+      "--out",
+      svg,
+    );
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /pre-gate hit/);
+    assert.match(await Deno.readTextFile(svg), /^<svg[\s\S]*<\/svg>\s*$/);
+    const missing = await pregate("inspect", "--model", `${dir}/nothing-here`);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /nothing-here/);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
