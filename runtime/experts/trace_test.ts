@@ -7,6 +7,8 @@ import {
   type TraceRecord,
   traceToSvg,
 } from "./trace.ts";
+import * as traceModule from "./trace.ts";
+import * as svgModule from "./trace_svg.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -267,6 +269,11 @@ Deno.test("traceToSvg: the strips layout aggregates states per (layer, step)", (
   // One segment per state present in each (layer, step): L1 {miss} {cached} {miss};
   // L3 {hit, miss, wasted} {hit} {hit, miss, wasted}.
   assert.deepEqual(groupCounts(svg, "seg"), { hit: 3, cached: 1, miss: 4, wasted: 2 });
+});
+
+Deno.test("traceToSvg: trace.ts re-exports the SVG API of trace_svg.ts", () => {
+  assert.equal(traceModule.traceToSvg, svgModule.traceToSvg);
+  assert.equal(traceModule.TRACE_COLORS, svgModule.TRACE_COLORS);
 });
 
 Deno.test("traceToSvg: escapes text", () => {
