@@ -107,8 +107,13 @@ function modelOptions(v: Record<string, string | boolean | undefined>) {
       "applies to the offloading modes (--mode on-demand|prefetch-all|pregated)",
     );
   }
+  const policy = v["cache-policy"];
+  if (policy !== undefined && policy !== "lru" && policy !== "lfu") {
+    throw new ArgumentError("--cache-policy", `expected lru or lfu, got '${policy}'`);
+  }
   return {
     mode,
+    cachePolicy: policy as "lru" | "lfu" | undefined,
     pregate: v.pregate as "exact" | "strict" | undefined,
     budget: v.budget === undefined ? undefined : parseSize(v.budget, "--budget"),
     expertCache: cache === undefined || cache === "auto"
@@ -147,10 +152,12 @@ const MODEL_OPTIONS = {
   pregate: { type: "string" as const },
   budget: { type: "string" as const },
   "expert-cache": { type: "string" as const },
+  "cache-policy": { type: "string" as const },
 };
 
 const MODE_USAGE = "[--mode resident|on-demand|prefetch-all|pregated] [--pregate exact|strict] " +
-  "[--budget SIZE] [--expert-cache N|auto] [--context N] [--gpu native|dawn|auto]";
+  "[--budget SIZE] [--expert-cache N|auto] [--cache-policy lru|lfu] [--context N] " +
+  "[--gpu native|dawn|auto]";
 
 /** make-model's dimension flags and the ModelDims field each sets. */
 const DIM_FLAGS: Record<string, keyof ModelDims> = {

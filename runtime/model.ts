@@ -46,6 +46,8 @@ export interface LoadOptions {
   budget?: number;
   /** Expert slots beyond the mode's minimum, or `auto` (as many as the budget allows). */
   expertCache?: number | "auto";
+  /** Eviction policy of the expert slots: `lru` (default) or `lfu`. */
+  cachePolicy?: "lru" | "lfu";
   /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
   trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */
@@ -184,6 +186,7 @@ export class Model {
           pregate: opts.pregate,
           budget,
           expertCache: opts.expertCache,
+          cachePolicy: opts.cachePolicy,
           trace: opts.trace,
         });
       }

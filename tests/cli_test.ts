@@ -127,3 +127,21 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+Deno.test({
+  name: "cli.ts logits matches HF's logits on every architecture fixture (max abs diff < 2e-3)",
+  sanitizeResources: false,
+  fn: async () => {
+    for (const arch of ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]) {
+      const ref = JSON.parse(await Deno.readTextFile(`${fixture(arch)}reference.json`));
+      const r = await pregate("logits", "--model", fixture(arch), "--ids", ref.ids.join(","));
+      assert.equal(r.code, 0, r.stderr);
+      const rows: number[][] = JSON.parse(r.stdout).logits;
+      let worst = 0;
+      rows.forEach((row, t) =>
+        row.forEach((v, i) => worst = Math.max(worst, Math.abs(v - ref.logits[t][i])))
+      );
+      assert.ok(worst < 2e-3, `${arch}: max abs diff ${worst}`);
+    }
+  },
+});

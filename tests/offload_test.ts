@@ -120,6 +120,14 @@ Deno.test({
     assert.deepEqual(big.tokens, small.tokens);
     assert.ok(big.stats.expert_cache_hit_rate! > small.stats.expert_cache_hit_rate!);
     assert.ok(big.stats.upload_bytes_per_token < small.stats.upload_bytes_per_token);
+    const lfu = await run(
+      "qwen3_moe",
+      { mode: "on-demand", expertCache: 6, cachePolicy: "lfu" },
+      ref.ids,
+      12,
+    );
+    assert.deepEqual(lfu.tokens, small.tokens);
+    assert.ok(lfu.stats.expert_cache_hit_rate! > small.stats.expert_cache_hit_rate!);
   },
 });
 

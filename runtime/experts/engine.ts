@@ -59,6 +59,8 @@ export interface EngineOptions {
   budget?: number;
   /** Expert slots beyond the mode's minimum (a cache), or `auto`: as many as the budget allows. */
   expertCache?: number | "auto";
+  /** Which resident, unpinned expert to evict when a slot is needed: `lru` (default) or `lfu`. */
+  cachePolicy?: "lru" | "lfu";
   /** Record an expert trace (one record per MoE layer per pass). */
   trace?: boolean;
 }
@@ -141,7 +143,12 @@ export class OffloadEngine {
     this.trace = opts.trace ? [] : null;
     this.#moeLayers = cfg.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [i] : []));
     const E = host.experts;
-    this.allocator = new SlotAllocator({ experts: E, layers: this.#moeLayers, slots });
+    this.allocator = new SlotAllocator({
+      experts: E,
+      layers: this.#moeLayers,
+      slots,
+      policy: opts.cachePolicy ?? "lru",
+    });
     this.#tableScratch = new Uint32Array(E);
     const maxK = Math.max(...this.#moeLayers.map((i) => (cfg.layers[i].ffn as MoeFfn).topK));
     this.#readback = gpu.createBuffer({
