@@ -289,6 +289,7 @@ export class OffloadEngine {
     const gpu = this.#gpu, s = this.#state, T = plan.T;
     let steps: Step[] = [...plan.embed];
     const step = this.#step++;
+    let deferred: (() => void) | null = null;
     for (let i = 0; i < plan.layers.length; i++) {
       const l = plan.layers[i];
       steps.push(...l.attention);
@@ -323,9 +324,15 @@ export class OffloadEngine {
         }
         gpu.submit(steps);
         steps = [];
-        const t0 = performance.now();
-        const words = await gpu.readU32(this.#readback, 0, pred ? half / U32 + pairs : pairs);
-        this.stats.syncSeconds += (performance.now() - t0) / 1e3;
+        const t0 = performance.now(), u0 = this.stats.uploadSeconds;
+        // The readback's copy is submitted now; while it is in flight (GPU compute + the
+        // implementation's sync latency), issue the copies the pre-gate asked for this layer.
+        const reading = gpu.readU32(this.#readback, 0, pred ? half / U32 + pairs : pairs);
+        deferred?.();
+        deferred = null;
+        const words = await reading;
+        const waited = (performance.now() - t0) / 1e3 - (this.stats.uploadSeconds - u0);
+        this.stats.syncSeconds += Math.max(waited, 0);
         this.stats.syncs++;
         chosen = distinct(words.subarray(0, pairs));
         if (pred) predictedNext = words.subarray(half / U32, half / U32 + pairs).slice();
@@ -374,25 +381,28 @@ export class OffloadEngine {
         steps = [];
         if (!last) this.allocator.release(i);
       }
-      // Prefetch the next MoE layer's experts while this layer computes.
-      if (next !== undefined && this.mode !== "on-demand") {
-        const want = this.mode === "prefetch-all"
-          ? range(E)
-          : predictedNext
-          ? distinct(predictedNext)
-          : [];
+      // Prefetch the next MoE layer's experts. prefetch-all copies them now, while this layer
+      // computes. pregated defers the copies until the next layer's routing readback is in flight
+      // (above): they then overlap the GPU's work and the sync latency instead of preceding them.
+      const prefetch = (want: number[]) => {
+        const nl = next!;
         const room = this.slots - this.allocator.pinnedSlots();
         const resident = this.trace
-          ? new Set(range(E).filter((e) => this.allocator.slotOf(next, e) !== undefined))
+          ? new Set(range(E).filter((e) => this.allocator.slotOf(nl, e) !== undefined))
           : new Set<number>();
-        const got = this.allocator.acquire(next, want.slice(0, Math.max(room, 0)), "prefetch");
+        const got = this.allocator.acquire(nl, want.slice(0, Math.max(room, 0)), "prefetch");
         for (const u of got.uploads) this.#upload(u.layer, u.expert, u.slot);
         if (this.trace) {
-          this.#prefetchTrace.set(next, { resident, uploaded: got.uploads.map((u) => u.expert) });
+          this.#prefetchTrace.set(nl, { resident, uploaded: got.uploads.map((u) => u.expert) });
         }
-        if (predictedNext) this.#predHost.set(next, predictedNext);
-      }
+      };
+      if (next !== undefined && this.mode === "prefetch-all") prefetch(range(E));
       this.allocator.release(i);
+      if (next !== undefined && this.mode === "pregated" && predictedNext) {
+        const want = distinct(predictedNext);
+        this.#predHost.set(next, predictedNext);
+        deferred = () => prefetch(want);
+      }
       this.trace?.push({
         step,
         tokens: T,
