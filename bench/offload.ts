@@ -7,7 +7,8 @@
  *
  * Run: `deno run -A bench/offload.ts` (or `deno bench -A bench/offload.ts`). Environment:
  * PREGATE_GPU (native|dawn|auto), PREGATE_BENCH_MODELS (comma list of `arch:preset:layers:dtype`),
- * PREGATE_BENCH_DIR (checkpoint cache dir), PREGATE_BENCH_TOKENS (decode tokens, default 16; prefetch-
+ * PREGATE_BENCH_OVERRIDES (JSON of make-model dimension overrides applied to every model, e.g.
+ * `{"hidden":512,"inter":1536,"experts":16}`), PREGATE_BENCH_DIR (checkpoint cache dir), PREGATE_BENCH_TOKENS (decode tokens, default 16; prefetch-
  * all uses a quarter), PREGATE_BENCH_OUT (path prefix for .json and .md results).
  * @module
  */
@@ -30,6 +31,7 @@ const tokens = Number(Deno.env.get("PREGATE_BENCH_TOKENS") ?? 16);
 const root = Deno.env.get("PREGATE_BENCH_DIR") ??
   await Deno.makeTempDir({ prefix: "pregate-offload-" });
 const outPrefix = Deno.env.get("PREGATE_BENCH_OUT");
+const overrides = JSON.parse(Deno.env.get("PREGATE_BENCH_OVERRIDES") ?? "{}");
 const log = (m: string) => console.error(`[offload] ${m}`);
 
 const MODES: { name: string; opts: LoadOptions; tokens: number }[] = [
@@ -65,7 +67,8 @@ const results: Record<string, unknown>[] = [];
 const tables: string[] = [];
 for (const spec of specs) {
   const [arch, preset, layers, dtype] = spec.split(":");
-  const dir = `${root}/${arch}-${preset}-${layers}-${dtype}`;
+  const tag = Object.entries(overrides).map(([k, v]) => `${k}${v}`).join("-");
+  const dir = `${root}/${arch}-${preset}-${layers}-${dtype}${tag ? `-${tag}` : ""}`;
   try {
     await Deno.stat(`${dir}/config.json`);
   } catch {
@@ -76,7 +79,7 @@ for (const spec of specs) {
       out: dir,
       dtype,
       seed: 1,
-      overrides: { layers: Number(layers) },
+      overrides: { ...overrides, layers: Number(layers) },
     });
   }
   const uploadGBs = await measureUploadRate(dir);
@@ -132,7 +135,7 @@ for (const spec of specs) {
   }
   tables.push(
     [
-      `### ${spec} on ${gpu.describe()}`,
+      `### ${spec}${tag ? ` (${tag})` : ""} on ${gpu.describe()}`,
       "",
       `Expert copies from the mapped file measured at ${
         uploadGBs.toFixed(2)

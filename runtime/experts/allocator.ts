@@ -26,161 +26,28 @@
  * @module
  */
 import { ArgumentError, BudgetError } from "../errors.ts";
+import { EvictionHeap } from "./allocator_heap.ts";
+import {
+  type AcquireResult,
+  type AllocatorOptions,
+  type AllocatorStats,
+  type ExpertMode,
+  NO_SLOT,
+  type PinKind,
+  type SlotState,
+  type Upload,
+} from "./allocator_types.ts";
 
-/**
- * The table entry of an expert that is not resident (`0xffffffff`, i.e. `u32` max).
- *
- * @example
- * ```ts
- * import { NO_SLOT, SlotAllocator } from "./allocator.ts";
- * const alloc = new SlotAllocator({ experts: 4, layers: [0], slots: 2 });
- * console.log(alloc.table(0)[1] === NO_SLOT); // true
- * ```
- */
-export const NO_SLOT = 0xffffffff;
-
-/**
- * How a slot is pinned: `"compute"` (the layer's compute reads it) or `"prefetch"` (predicted for a
- * layer not yet computed).
- *
- * @example
- * ```ts
- * import { type PinKind, SlotAllocator } from "./allocator.ts";
- * const pin: PinKind = "prefetch";
- * new SlotAllocator({ experts: 4, layers: [0], slots: 2 }).acquire(0, [1], pin);
- * ```
- */
-export type PinKind = "compute" | "prefetch";
-
-/**
- * How the executor streams experts; decides the smallest pool ({@linkcode SlotAllocator.minimumSlots}).
- * `"on-demand"`: copy a layer's routed experts after its router ran. `"pregated"`: copy the next
- * layer's predicted experts while this layer computes. `"prefetch-all"`: copy all of the next
- * layer's experts while this layer computes.
- *
- * @example
- * ```ts
- * import { type ExpertMode, SlotAllocator } from "./allocator.ts";
- * const mode: ExpertMode = "pregated";
- * console.log(SlotAllocator.minimumSlots(2, mode, 8)); // 4
- * ```
- */
-export type ExpertMode = "on-demand" | "pregated" | "prefetch-all";
-
-/**
- * Options of a {@linkcode SlotAllocator}.
- *
- * @example
- * ```ts
- * import { type AllocatorOptions, SlotAllocator } from "./allocator.ts";
- * const opts: AllocatorOptions = { experts: 64, layers: [1, 3, 5], slots: 8, policy: "lfu" };
- * new SlotAllocator(opts);
- * ```
- */
-export interface AllocatorOptions {
-  /** Experts per MoE layer (ids are `0 .. experts-1`). */
-  experts: number;
-  /** The model's MoE layer indices (distinct non-negative integers, any order). */
-  layers: readonly number[];
-  /** Slots in the pool (each holds one expert of one layer). */
-  slots: number;
-  /**
-   * Which unpinned resident expert to evict when no slot is empty (empty slots are always used
-   * first). `"lru"` (default): the least recently acquired. `"lfu"`: the one acquired by the fewest
-   * `acquire` calls since the allocator was created (counts survive eviction, so popular experts
-   * win their place back), ties broken by LRU.
-   */
-  policy?: "lru" | "lfu";
-}
-
-/**
- * One host -> GPU copy to issue: expert `expert` of layer `layer` goes into slot `slot`, replacing
- * `evicted` when the slot held another expert.
- *
- * @example
- * ```ts
- * import { SlotAllocator, type Upload } from "./allocator.ts";
- * const alloc = new SlotAllocator({ experts: 4, layers: [0], slots: 2 });
- * const up: Upload = alloc.acquire(0, [3], "compute").uploads[0];
- * console.log(up.layer, up.expert, up.slot, up.evicted); // 0 3 0 undefined
- * ```
- */
-export interface Upload {
-  /** The MoE layer index (as given in {@linkcode AllocatorOptions.layers}). */
-  layer: number;
-  /** The expert id within the layer. */
-  expert: number;
-  /** The destination slot, `0 .. slots-1`. */
-  slot: number;
-  /** The expert the slot held before, now no longer resident. */
-  evicted?: { layer: number; expert: number };
-}
-
-/**
- * What one {@linkcode SlotAllocator.acquire} call did.
- *
- * @example
- * ```ts
- * import { type AcquireResult, SlotAllocator } from "./allocator.ts";
- * const alloc = new SlotAllocator({ experts: 4, layers: [0], slots: 2 });
- * const r: AcquireResult = alloc.acquire(0, [1, 1, 2], "compute");
- * console.log(r.hits, r.misses, r.uploads.length); // 0 2 2
- * ```
- */
-export interface AcquireResult {
-  /** Uploads to issue, one per distinct non-resident expert, in order of first occurrence. */
-  uploads: Upload[];
-  /** Distinct requested experts that were already resident. */
-  hits: number;
-  /** Distinct requested experts that were not resident (= `uploads.length`). */
-  misses: number;
-}
-
-/**
- * Running totals of a {@linkcode SlotAllocator} (distinct experts per call; duplicates count once).
- *
- * @example
- * ```ts
- * import { type AllocatorStats, SlotAllocator } from "./allocator.ts";
- * const alloc = new SlotAllocator({ experts: 4, layers: [0], slots: 2 });
- * alloc.acquire(0, [0, 1], "prefetch");
- * const s: AllocatorStats = alloc.stats;
- * console.log(s.uploads, s.demandUploads); // 2 0
- * ```
- */
-export interface AllocatorStats {
-  /** Requested experts found resident. */
-  hits: number;
-  /** Requested experts not resident. */
-  misses: number;
-  /** Uploads that displaced a resident expert. */
-  evictions: number;
-  /** Uploads issued (every miss is one upload, so this equals `misses`). */
-  uploads: number;
-  /** Uploads issued by `"compute"` acquires: copies on the critical path (mispredictions). */
-  demandUploads: number;
-}
-
-/**
- * What a slot holds, as returned by {@linkcode SlotAllocator.snapshot}.
- *
- * @example
- * ```ts
- * import { SlotAllocator, type SlotState } from "./allocator.ts";
- * const alloc = new SlotAllocator({ experts: 4, layers: [0], slots: 2 });
- * alloc.acquire(0, [2], "compute");
- * const s: SlotState | null = alloc.snapshot()[0];
- * console.log(s); // { layer: 0, expert: 2, pin: "compute" }
- * ```
- */
-export interface SlotState {
-  /** The MoE layer index of the resident expert. */
-  layer: number;
-  /** The resident expert's id. */
-  expert: number;
-  /** Its pin, or `null` when it is evictable. */
-  pin: PinKind | null;
-}
+export {
+  type AcquireResult,
+  type AllocatorOptions,
+  type AllocatorStats,
+  type ExpertMode,
+  NO_SLOT,
+  type PinKind,
+  type SlotState,
+  type Upload,
+} from "./allocator_types.ts";
 
 const UNPINNED = 0, PREFETCH = 1, COMPUTE = 2;
 
@@ -244,13 +111,11 @@ export class SlotAllocator {
   // per slot
   readonly #keyOfSlot: Int32Array; // -1: empty
   readonly #pin: Uint8Array; // UNPINNED | PREFETCH | COMPUTE
-  readonly #heapPos: Int32Array; // index in #heap, -1 when pinned or empty
   // pinned slots of each layer: #pinList[ordinal * experts .. + #pinLen[ordinal]]
   readonly #pinList: Int32Array;
   readonly #pinLen: Int32Array;
-  // unpinned resident slots, min-heap by eviction priority
-  readonly #heap: Int32Array;
-  #heapLen = 0;
+  // unpinned resident slots, the next victim on top
+  readonly #heap: EvictionHeap;
   #filled = 0; // slots 0 .. #filled-1 hold an expert
   #pinned = 0;
   #tick = 0;
@@ -313,10 +178,9 @@ export class SlotAllocator {
     this.#order = new Uint32Array(keys);
     this.#keyOfSlot = new Int32Array(slots).fill(-1);
     this.#pin = new Uint8Array(slots);
-    this.#heapPos = new Int32Array(slots).fill(-1);
     this.#pinList = new Int32Array(keys);
     this.#pinLen = new Int32Array(layers.length);
-    this.#heap = new Int32Array(slots);
+    this.#heap = new EvictionHeap(slots, (a, b) => this.#before(a, b));
   }
 
   /**
@@ -498,8 +362,8 @@ export class SlotAllocator {
       if (this.#filled < this.slots) {
         s = this.#filled++;
       } else {
-        s = this.#heap[0]; // non-empty: guaranteed by the budget check
-        this.#heapRemove(s);
+        s = this.#heap.peek(); // non-empty: guaranteed by the budget check
+        this.#heap.remove(s);
         const old = this.#keyOfSlot[s];
         slotOfKey[old] = -1;
         const oldOrd = (old / E) | 0;
@@ -682,7 +546,7 @@ export class SlotAllocator {
   #pinSlot(s: number, ord: number, want: number): void {
     const p = this.#pin[s];
     if (p === UNPINNED) {
-      if (this.#heapPos[s] >= 0) this.#heapRemove(s); // before its priority changes
+      if (this.#heap.has(s)) this.#heap.remove(s); // before its priority changes
       this.#pinList[ord * this.experts + this.#pinLen[ord]++] = s;
       this.#pinned++;
       this.#pin[s] = want;
@@ -695,7 +559,7 @@ export class SlotAllocator {
   #unpin(s: number): void {
     this.#pin[s] = UNPINNED;
     this.#pinned--;
-    this.#heapInsert(s);
+    this.#heap.insert(s);
   }
 
   /** True when slot `a` should be evicted before slot `b`. */
@@ -706,52 +570,5 @@ export class SlotAllocator {
       if (ua !== ub) return ua < ub;
     }
     return this.#lastUse[ka] < this.#lastUse[kb];
-  }
-
-  #heapInsert(s: number): void {
-    const i = this.#heapLen++;
-    this.#heap[i] = s;
-    this.#heapPos[s] = i;
-    this.#siftUp(i);
-  }
-
-  #heapRemove(s: number): void {
-    const i = this.#heapPos[s];
-    this.#heapPos[s] = -1;
-    const last = this.#heap[--this.#heapLen];
-    if (i < this.#heapLen) {
-      this.#heap[i] = last;
-      this.#heapPos[last] = i;
-      this.#siftDown(i);
-      this.#siftUp(this.#heapPos[last]);
-    }
-  }
-
-  #siftUp(i: number): void {
-    const heap = this.#heap, pos = this.#heapPos, x = heap[i];
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!this.#before(x, heap[p])) break;
-      heap[i] = heap[p];
-      pos[heap[i]] = i;
-      i = p;
-    }
-    heap[i] = x;
-    pos[x] = i;
-  }
-
-  #siftDown(i: number): void {
-    const heap = this.#heap, pos = this.#heapPos, n = this.#heapLen, x = heap[i];
-    for (;;) {
-      let c = 2 * i + 1;
-      if (c >= n) break;
-      if (c + 1 < n && this.#before(heap[c + 1], heap[c])) c++;
-      if (!this.#before(heap[c], x)) break;
-      heap[i] = heap[c];
-      pos[heap[i]] = i;
-      i = c;
-    }
-    heap[i] = x;
-    pos[x] = i;
   }
 }

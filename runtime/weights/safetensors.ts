@@ -1,13 +1,10 @@
 /**
- * Reading safetensors checkpoints, zero-copy through {@linkcode openMapped}.
+ * Reading safetensors checkpoints, zero-copy through {@linkcode openMapped}: one file
+ * ({@linkcode openSafetensors}) or a Hugging Face checkpoint directory, single-file or sharded
+ * ({@linkcode openCheckpoint}), behind one {@linkcode TensorStore}.
  *
- * A safetensors file is an 8-byte little-endian header length `N`, `N` bytes of UTF-8 JSON
- * (`{"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__":
- * {..}}`), then the data section; `data_offsets` are relative to the start of the data section,
- * which is byte `8 + N` of the file. {@linkcode Tensor.offset} is the absolute offset in the file.
- *
- * Everything that can be checked is checked at open (header, every entry's types, offsets in range,
- * no overlaps, element count times dtype size equal to the byte length), and every failure is a
+ * Each file's header is parsed and fully validated at open by `parseHeader`
+ * (`./safetensors_header.ts`, whose constants are re-exported here); every failure is a
  * {@linkcode WeightFileError} naming the file and the tensor. A tensor of a dtype Pregate does not
  * compute with (I64, U8, F8_E4M3, ...) is validated at open but only rejected when it is asked for
  * with {@linkcode TensorStore.get}, because Hugging Face checkpoints often carry such tensors that
@@ -33,47 +30,14 @@
 import { WeightFileError } from "../errors.ts";
 import { bf16BitsToF32, type DType, f16BitsToF32 } from "./dtype.ts";
 import { type MapKind, type MappedFile, openMapped, type OpenMappedOptions } from "./mmap.ts";
+import { type HeaderEntry, isObject, parseHeader, typeName } from "./safetensors_header.ts";
 
-/**
- * Bytes per element of the safetensors dtypes whose size is a whole number of bytes (sub-byte types
- * such as `F4` are not listed; their byte lengths are not checked).
- */
-export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = {
-  F64: 8,
-  F32: 4,
-  F16: 2,
-  BF16: 2,
-  I64: 8,
-  I32: 4,
-  I16: 2,
-  I8: 1,
-  U64: 8,
-  U32: 4,
-  U16: 2,
-  U8: 1,
-  BOOL: 1,
-  F8_E4M3: 1,
-  F8_E5M2: 1,
-  F8_E8M0: 1,
-  C64: 8,
-};
-
-/** The safetensors dtype names Pregate computes with, and their {@linkcode DType}. */
-export const SAFETENSORS_DTYPES: Readonly<Record<string, DType>> = {
-  F32: "f32",
-  F16: "f16",
-  BF16: "bf16",
-};
-
-/** The safetensors name of each {@linkcode DType}. */
-export const DTYPE_TO_SAFETENSORS: Readonly<Record<DType, string>> = {
-  f32: "F32",
-  f16: "F16",
-  bf16: "BF16",
-};
-
-/** The largest JSON header accepted, in bytes (the reference implementation's limit). */
-export const MAX_HEADER_BYTES = 100_000_000;
+export {
+  DTYPE_TO_SAFETENSORS,
+  MAX_HEADER_BYTES,
+  SAFETENSORS_DTYPE_BYTES,
+  SAFETENSORS_DTYPES,
+} from "./safetensors_header.ts";
 
 /**
  * One tensor's header entry as stored, whatever its dtype: what {@linkcode TensorStore.describe}
@@ -173,212 +137,6 @@ export interface TensorStore {
   close(): void;
 }
 
-// ---------------------------------------------------------------------------------------------
-// header parsing
-// ---------------------------------------------------------------------------------------------
-
-interface Entry {
-  name: string;
-  fileDType: string;
-  dtype: DType | null;
-  shape: number[];
-  elements: number;
-  offset: number;
-  byteLength: number;
-  /** data_offsets as in the file, for messages. */
-  begin: number;
-  end: number;
-  mapped: MappedFile;
-}
-
-interface Parsed {
-  entries: Entry[];
-  metadata: Record<string, string>;
-}
-
-const HEADER_HINT = "the file is not a safetensors file, or it is truncated or corrupt";
-
-function show(value: unknown): string {
-  let s: string;
-  try {
-    s = value === undefined ? "nothing" : JSON.stringify(value);
-  } catch {
-    s = String(value);
-  }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
-
-function typeName(value: unknown): string {
-  if (value === null) return "null";
-  if (value === undefined) return "nothing";
-  if (Array.isArray(value)) return "an array";
-  return typeof value === "object" ? "an object" : `a ${typeof value} (${show(value)})`;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function isCount(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-}
-
-function alignmentOf(offset: number): number {
-  let a = 1;
-  while (a < 4096 && offset % (a * 2) === 0) a *= 2;
-  return a;
-}
-
-function parseFile(mapped: MappedFile): Parsed {
-  const path = mapped.path;
-  const size = mapped.byteLength;
-  if (size < 8) {
-    throw new WeightFileError(
-      path,
-      `file is ${size} bytes, shorter than the 8-byte header length that starts a safetensors file`,
-      { hint: HEADER_HINT },
-    );
-  }
-  const prefix = mapped.bytes(0, 8);
-  const n = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
-  if (n + 8n > BigInt(size)) {
-    throw new WeightFileError(
-      path,
-      `header length ${n} runs past the end of the file (expected at most ${size - 8} bytes of ` +
-        `header in a ${size}-byte file${
-          n > BigInt(MAX_HEADER_BYTES) ? "; it is also absurdly large" : ""
-        })`,
-      { hint: HEADER_HINT },
-    );
-  }
-  if (n > BigInt(MAX_HEADER_BYTES)) {
-    throw new WeightFileError(
-      path,
-      `header length ${n} is absurdly large (limit ${MAX_HEADER_BYTES} bytes)`,
-      { hint: HEADER_HINT },
-    );
-  }
-  const headerLength = Number(n);
-  const dataStart = 8 + headerLength;
-  const dataLength = size - dataStart;
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(mapped.bytes(8, headerLength));
-  } catch {
-    throw new WeightFileError(path, `header (${headerLength} bytes) is not valid UTF-8`, {
-      hint: HEADER_HINT,
-    });
-  }
-  let header: unknown;
-  try {
-    header = JSON.parse(text);
-  } catch (e) {
-    throw new WeightFileError(
-      path,
-      `header is not valid JSON (${(e as Error).message}); it starts with ${
-        show(text.slice(0, 40))
-      }`,
-      { hint: HEADER_HINT },
-    );
-  }
-  if (!isObject(header)) {
-    throw new WeightFileError(
-      path,
-      `header must be a JSON object of tensor entries, found ${typeName(header)}`,
-      { hint: HEADER_HINT },
-    );
-  }
-
-  const metadata: Record<string, string> = {};
-  const entries: Entry[] = [];
-  for (const [name, value] of Object.entries(header)) {
-    if (name === "__metadata__") {
-      if (!isObject(value)) {
-        throw new WeightFileError(
-          path,
-          `__metadata__ must be an object of strings, found ${typeName(value)}`,
-          { hint: HEADER_HINT },
-        );
-      }
-      for (const [k, v] of Object.entries(value)) {
-        metadata[k] = typeof v === "string" ? v : JSON.stringify(v);
-      }
-      continue;
-    }
-    const bad = (what: string): never => {
-      throw new WeightFileError(path, what, { tensor: name, hint: HEADER_HINT });
-    };
-    if (!isObject(value)) {
-      bad(`entry must be an object with dtype, shape and data_offsets, found ${typeName(value)}`);
-    }
-    const entry = value as Record<string, unknown>;
-    const { dtype, shape, data_offsets: offsets } = entry;
-    if (typeof dtype !== "string") {
-      bad(`dtype: expected a string such as "BF16", found ${show(dtype)}`);
-    }
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
-      bad(`shape: expected an array of non-negative integers, found ${show(shape)}`);
-    }
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
-      bad(
-        `data_offsets: expected [begin, end] (two non-negative integers), found ${show(offsets)}`,
-      );
-    }
-    const dims = shape as number[];
-    const [begin, end] = offsets as [number, number];
-    const fileDType = dtype as string;
-    if (begin > end) bad(`data_offsets [${begin}, ${end}]: begin is after end`);
-    if (end > dataLength) {
-      bad(
-        `data_offsets [${begin}, ${end}] run past the end of the data section (expected end <= ` +
-          `${dataLength}: the data starts at byte ${dataStart} of a ${size}-byte file)`,
-      );
-    }
-    let elements = 1;
-    for (const d of dims) elements *= d;
-    if (!Number.isSafeInteger(elements)) bad(`shape ${show(dims)} has too many elements`);
-    const unit = SAFETENSORS_DTYPE_BYTES[fileDType];
-    if (unit !== undefined && elements * unit !== end - begin) {
-      bad(
-        `shape ${show(dims)} of dtype ${fileDType} needs ${elements} x ${unit} = ${
-          elements * unit
-        } bytes, but data_offsets [${begin}, ${end}] hold ${end - begin} bytes`,
-      );
-    }
-    entries.push({
-      name,
-      fileDType,
-      dtype: SAFETENSORS_DTYPES[fileDType] ?? null,
-      shape: dims.slice(),
-      elements,
-      offset: dataStart + begin,
-      byteLength: end - begin,
-      begin,
-      end,
-      mapped,
-    });
-  }
-
-  const byBegin = entries.filter((e) => e.byteLength > 0).sort((a, b) => a.begin - b.begin);
-  for (let i = 1; i < byBegin.length; i++) {
-    const prev = byBegin[i - 1];
-    const cur = byBegin[i];
-    if (cur.begin < prev.end) {
-      throw new WeightFileError(
-        path,
-        `data_offsets [${cur.begin}, ${cur.end}] overlap those of tensor ${prev.name} ` +
-          `[${prev.begin}, ${prev.end}] (expected begin >= ${prev.end})`,
-        { tensor: cur.name, hint: HEADER_HINT },
-      );
-    }
-  }
-  return { entries, metadata };
-}
-
-// ---------------------------------------------------------------------------------------------
-// the store
-// ---------------------------------------------------------------------------------------------
-
 function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
@@ -397,6 +155,12 @@ function closeNames(name: string, names: Iterable<string>, count = 3): string[] 
   for (const n of names) scored.push([editDistance(name, n), n]);
   scored.sort((x, y) => x[0] - y[0] || (x[1] < y[1] ? -1 : 1));
   return scored.slice(0, count).map((s) => s[1]);
+}
+
+function alignmentOf(offset: number): number {
+  let a = 1;
+  while (a < 4096 && offset % (a * 2) === 0) a *= 2;
+  return a;
 }
 
 function toF32(t: Tensor): Float32Array {
@@ -422,7 +186,7 @@ class Store implements TensorStore {
     /** What errors about missing tensors name: the file, or the index of a sharded checkpoint. */
     private readonly label: string,
     private readonly mapped: MappedFile[],
-    private readonly entries: Map<string, Entry>,
+    private readonly entries: Map<string, HeaderEntry>,
     metadata: Record<string, string>,
   ) {
     this.files = mapped.map((m) => m.path);
@@ -438,7 +202,7 @@ class Store implements TensorStore {
     return this.entries.has(name);
   }
 
-  #entry(name: string): Entry {
+  #entry(name: string): HeaderEntry {
     if (this.#closed) {
       throw new WeightFileError(this.label, "the tensor store was used after close()", {
         tensor: name,
@@ -534,7 +298,7 @@ function statOrNull(path: string): Deno.FileInfo | null {
 export function openSafetensors(path: string, options: OpenMappedOptions = {}): TensorStore {
   const mapped = openMapped(path, options);
   try {
-    const { entries, metadata } = parseFile(mapped);
+    const { entries, metadata } = parseHeader(mapped);
     return new Store(path, [mapped], new Map(entries.map((e) => [e.name, e])), metadata);
   } catch (e) {
     mapped.close();
@@ -673,7 +437,7 @@ export function openCheckpoint(dir: string, options: OpenMappedOptions = {}): Te
 
   const opened: MappedFile[] = [];
   try {
-    const entries = new Map<string, Entry>();
+    const entries = new Map<string, HeaderEntry>();
     const metadata: Record<string, string> = {};
     const pathOf = new Map<string, string>();
     for (const shard of shardNames) {
@@ -681,7 +445,7 @@ export function openCheckpoint(dir: string, options: OpenMappedOptions = {}): Te
       pathOf.set(shard, path);
       const mapped = openMapped(path, options);
       opened.push(mapped);
-      const parsed = parseFile(mapped);
+      const parsed = parseHeader(mapped);
       for (const [k, v] of Object.entries(parsed.metadata)) if (!(k in metadata)) metadata[k] = v;
       for (const e of parsed.entries) {
         const other = entries.get(e.name);
