@@ -111,8 +111,15 @@ function modelOptions(v: Record<string, string | boolean | undefined>) {
   if (policy !== undefined && policy !== "lru" && policy !== "lfu") {
     throw new ArgumentError("--cache-policy", `expected lru or lfu, got '${policy}'`);
   }
+  const uploader = v.uploader;
+  if (
+    uploader !== undefined && uploader !== "auto" && uploader !== "write" && uploader !== "mapped"
+  ) {
+    throw new ArgumentError("--uploader", `expected auto, write or mapped, got '${uploader}'`);
+  }
   return {
     mode,
+    uploader: uploader as "auto" | "write" | "mapped" | undefined,
     cachePolicy: policy as "lru" | "lfu" | undefined,
     pregate: v.pregate as "exact" | "strict" | undefined,
     budget: v.budget === undefined ? undefined : parseSize(v.budget, "--budget"),
@@ -153,10 +160,12 @@ const MODEL_OPTIONS = {
   budget: { type: "string" as const },
   "expert-cache": { type: "string" as const },
   "cache-policy": { type: "string" as const },
+  uploader: { type: "string" as const },
 };
 
 const MODE_USAGE = "[--mode resident|on-demand|prefetch-all|pregated] [--pregate exact|strict] " +
-  "[--budget SIZE] [--expert-cache N|auto] [--cache-policy lru|lfu] [--context N] " +
+  "[--budget SIZE] [--expert-cache N|auto] [--cache-policy lru|lfu] [--uploader auto|write|mapped] " +
+  "[--context N] " +
   "[--gpu native|dawn|auto]";
 
 /** make-model's dimension flags and the ModelDims field each sets. */

@@ -19,6 +19,7 @@ import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { loadConfig } from "../runtime/models/config.ts";
 import { HostExpertStore } from "../runtime/experts/store.ts";
 import { expertPool } from "../runtime/models/weights.ts";
+import { createUploader } from "../runtime/experts/uploader.ts";
 import { median } from "./harness.ts";
 
 const gpu: Gpu = await openGpu({
@@ -43,21 +44,26 @@ const MODES: { name: string; opts: LoadOptions; tokens: number }[] = [
 ];
 
 /** Host->GPU GB/s of expert copies from the mapped file into slots (the path the engine uses). */
-async function measureUploadRate(dir: string): Promise<number> {
+async function measureUploadRate(dir: string, path: "write" | "mapped" | "auto"): Promise<number> {
   const cfg = await loadConfig(dir);
   const store = openCheckpoint(dir);
   const host = new HostExpertStore(cfg, store);
   const slots = Math.max(2, Math.min(16, Math.floor(2 ** 30 / host.bytesPerExpert)));
   const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype);
   const layer = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
+  const uploader = createUploader(gpu, path);
   const rates: number[] = [];
   for (let rep = 0; rep < 4; rep++) {
     const t0 = performance.now();
     let bytes = 0;
-    for (let s = 0; s < slots; s++) bytes += host.upload(gpu, layer, s % host.experts, pool, s);
+    for (let s = 0; s < slots; s++) {
+      bytes += await host.upload(uploader, layer, s % host.experts, pool, s);
+    }
+    uploader.flush();
     await gpu.sync();
     if (rep > 0) rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
   }
+  uploader.dispose();
   for (const b of [pool.gate, pool.up, pool.down, pool.table]) gpu.destroyBuffer(b);
   store.close();
   return median(rates);
@@ -82,7 +88,8 @@ for (const spec of specs) {
       overrides: { ...overrides, layers: Number(layers) },
     });
   }
-  const uploadGBs = await measureUploadRate(dir);
+  const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as "auto" | "write" | "mapped";
+  const uploadGBs = await measureUploadRate(dir, uploaderPath);
   log(`${spec}: expert upload rate ${uploadGBs.toFixed(2)} GB/s`);
   const vocab = (await loadConfig(dir)).vocabSize;
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % vocab);
@@ -90,7 +97,12 @@ for (const spec of specs) {
   let reference: number[] | null = null;
   for (const m of MODES) {
     log(`${spec}: ${m.name}`);
-    const model = await loadModel(dir, { device: gpu, contextLength: 256, ...m.opts });
+    const model = await loadModel(dir, {
+      device: gpu,
+      contextLength: 256,
+      uploader: uploaderPath,
+      ...m.opts,
+    });
     try {
       const runs: { ids: number[]; stats: GenerateStats }[] = [];
       for (let r = 0; r < 2; r++) {

@@ -48,6 +48,8 @@ export interface LoadOptions {
   expertCache?: number | "auto";
   /** Eviction policy of the expert slots: `lru` (default) or `lfu`. */
   cachePolicy?: "lru" | "lfu";
+  /** Expert copy path: `auto` (default: writeBuffer), `write` or `mapped` staging buffers. */
+  uploader?: "auto" | "write" | "mapped";
   /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
   trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */
@@ -187,6 +189,7 @@ export class Model {
           budget,
           expertCache: opts.expertCache,
           cachePolicy: opts.cachePolicy,
+          uploader: opts.uploader,
           trace: opts.trace,
         });
       }

@@ -150,3 +150,16 @@ Deno.test({
     assert.ok(pregated.stats.peak_gpu_bytes < resident.stats.peak_gpu_bytes - allExperts / 2);
   },
 });
+
+Deno.test({
+  name: "the mapped-staging uploader gives the same tokens as writeBuffer",
+  ...GPU,
+  fn: async () => {
+    const ref = JSON.parse(await Deno.readTextFile(`${fixture("qwen2_moe")}reference.json`));
+    const w = await run("qwen2_moe", { mode: "pregated", uploader: "write" }, ref.ids, 8);
+    const m = await run("qwen2_moe", { mode: "pregated", uploader: "mapped" }, ref.ids, 8);
+    assert.deepEqual(m.tokens, w.tokens);
+    assert.deepEqual(m.logits, w.logits);
+    assert.equal(m.stats.upload_bytes_per_token, w.stats.upload_bytes_per_token);
+  },
+});

@@ -35,6 +35,7 @@ import { type ExpertPool, expertPool, type ModelWeights } from "../models/weight
 import type { RunState } from "../models/state.ts";
 import { NO_SLOT, SlotAllocator } from "./allocator.ts";
 import { HostExpertStore } from "./store.ts";
+import { createUploader, type Uploader, type UploadPath } from "./uploader.ts";
 import type { TraceRecord } from "./trace.ts";
 
 /** How experts are placed: all on the GPU, or streamed by one of the three offloading modes. */
@@ -61,6 +62,8 @@ export interface EngineOptions {
   expertCache?: number | "auto";
   /** Which resident, unpinned expert to evict when a slot is needed: `lru` (default) or `lfu`. */
   cachePolicy?: "lru" | "lfu";
+  /** How expert bytes are copied: `auto` (default), `write` or `mapped` (see uploader.ts). */
+  uploader?: UploadPath | "auto";
   /** Record an expert trace (one record per MoE layer per pass). */
   trace?: boolean;
 }
@@ -121,6 +124,7 @@ export class OffloadEngine {
   #pregateRouter = new Map<number, ModelWeights["embed"]>();
   #readback: GPUBuffer;
   #tableScratch: Uint32Array;
+  #uploader: Uploader;
 
   private constructor(
     gpu: Gpu,
@@ -150,6 +154,10 @@ export class OffloadEngine {
       policy: opts.cachePolicy ?? "lru",
     });
     this.#tableScratch = new Uint32Array(E);
+    // Staging (mapped path): one expert's bytes per buffer, at most 64 MiB; host-visible memory.
+    this.#uploader = createUploader(gpu, opts.uploader ?? "auto", {
+      stagingBytes: Math.min(64 << 20, Math.max(1 << 16, Math.ceil(host.bytesPerExpert / 4) * 4)),
+    });
     const maxK = Math.max(...this.#moeLayers.map((i) => (cfg.layers[i].ffn as MoeFfn).topK));
     this.#readback = gpu.createBuffer({
       size: 2 * state.maxT * maxK * U32,
@@ -289,7 +297,7 @@ export class OffloadEngine {
     const gpu = this.#gpu, s = this.#state, T = plan.T;
     let steps: Step[] = [...plan.embed];
     const step = this.#step++;
-    let deferred: (() => void) | null = null;
+    let deferred: (() => Promise<void>) | null = null;
     for (let i = 0; i < plan.layers.length; i++) {
       const l = plan.layers[i];
       steps.push(...l.attention);
@@ -328,8 +336,11 @@ export class OffloadEngine {
         // The readback's copy is submitted now; while it is in flight (GPU compute + the
         // implementation's sync latency), issue the copies the pre-gate asked for this layer.
         const reading = gpu.readU32(this.#readback, 0, pred ? half / U32 + pairs : pairs);
-        deferred?.();
-        deferred = null;
+        if (deferred) {
+          await deferred();
+          this.#uploader.flush();
+          deferred = null;
+        }
         const words = await reading;
         const waited = (performance.now() - t0) / 1e3 - (this.stats.uploadSeconds - u0);
         this.stats.syncSeconds += Math.max(waited, 0);
@@ -366,10 +377,11 @@ export class OffloadEngine {
         this.stats.cacheHits += got.hits;
         this.stats.cacheLookups += got.hits + got.misses;
         for (const u of got.uploads) {
-          this.#upload(u.layer, u.expert, u.slot);
+          await this.#upload(u.layer, u.expert, u.slot);
           uploaded.push(u.expert);
           onDemand.push(u.expert);
         }
+        this.#uploader.flush();
         const table = this.#tableScratch.fill(NO_SLOT);
         for (const e of rounds[r]) table[e] = this.allocator.slotOf(i, e)!;
         gpu.write(this.#pools.get(i)!.table, table);
@@ -384,19 +396,22 @@ export class OffloadEngine {
       // Prefetch the next MoE layer's experts. prefetch-all copies them now, while this layer
       // computes. pregated defers the copies until the next layer's routing readback is in flight
       // (above): they then overlap the GPU's work and the sync latency instead of preceding them.
-      const prefetch = (want: number[]) => {
+      const prefetch = async (want: number[]) => {
         const nl = next!;
         const room = this.slots - this.allocator.pinnedSlots();
         const resident = this.trace
           ? new Set(range(E).filter((e) => this.allocator.slotOf(nl, e) !== undefined))
           : new Set<number>();
         const got = this.allocator.acquire(nl, want.slice(0, Math.max(room, 0)), "prefetch");
-        for (const u of got.uploads) this.#upload(u.layer, u.expert, u.slot);
+        for (const u of got.uploads) await this.#upload(u.layer, u.expert, u.slot);
         if (this.trace) {
           this.#prefetchTrace.set(nl, { resident, uploaded: got.uploads.map((u) => u.expert) });
         }
       };
-      if (next !== undefined && this.mode === "prefetch-all") prefetch(range(E));
+      if (next !== undefined && this.mode === "prefetch-all") {
+        await prefetch(range(E));
+        this.#uploader.flush();
+      }
       this.allocator.release(i);
       if (next !== undefined && this.mode === "pregated" && predictedNext) {
         const want = distinct(predictedNext);
@@ -418,15 +433,21 @@ export class OffloadEngine {
     gpu.submit(steps);
   }
 
-  #upload(layer: number, expert: number, slot: number) {
+  async #upload(layer: number, expert: number, slot: number) {
     const t0 = performance.now();
     const pool = this.#pools.get(layer)!;
-    this.stats.uploadBytes += this.#host.upload(this.#gpu, layer, expert, pool, slot);
+    this.stats.uploadBytes += await this.#host.upload(this.#uploader, layer, expert, pool, slot);
     this.stats.uploadSeconds += (performance.now() - t0) / 1e3;
+  }
+
+  /** The upload path in use. */
+  get uploadPath(): UploadPath {
+    return this.#uploader.path;
   }
 
   /** Frees the engine's GPU buffers (slot pool, tables, pre-gate and readback buffers). */
   dispose(): void {
+    this.#uploader.dispose();
     const seen = new Set<GPUBuffer>();
     for (const p of this.#pools.values()) {
       [p.gate, p.up, p.down, p.table].forEach((b) => seen.add(b));

@@ -6,17 +6,17 @@
  * @example
  * ```ts ignore
  * const host = new HostExpertStore(cfg, openCheckpoint(dir));
- * const bytes = host.upload(gpu, 3, 7, pool, 0); // layer 3, expert 7 -> slot 0
+ * const bytes = await host.upload(createUploader(gpu), 3, 7, pool, 0); // layer 3, expert 7 -> slot 0
  * ```
  * @module
  */
-import type { Gpu } from "../gpu/device.ts";
 import { ConfigError, WeightFileError } from "../errors.ts";
 import type { DType } from "../weights/dtype.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig } from "../models/config.ts";
 import { layerNames } from "../models/names.ts";
-import { type ExpertPool, uploadTensor } from "../models/weights.ts";
+import type { ExpertPool } from "../models/weights.ts";
+import type { Uploader } from "./uploader.ts";
 
 /** The expert tensors of a model, by layer and expert. */
 export class HostExpertStore {
@@ -97,12 +97,21 @@ export class HostExpertStore {
     return l[expert];
   }
 
-  /** Copies one expert into `slot` of `pool` (three `writeBuffer`s); returns the bytes copied. */
-  upload(gpu: Gpu, layer: number, expert: number, pool: ExpertPool, slot: number): number {
+  /**
+   * Copies one expert into `slot` of `pool` straight from the mapped file (three copies through
+   * `up`); returns the bytes copied. Staged copies are submitted on `up.flush()`.
+   */
+  async upload(
+    up: Uploader,
+    layer: number,
+    expert: number,
+    pool: ExpertPool,
+    slot: number,
+  ): Promise<number> {
     const t = this.tensors(layer, expert);
-    uploadTensor(gpu, t.gate, pool.gate, slot * pool.bytes.gateUp);
-    uploadTensor(gpu, t.up, pool.up, slot * pool.bytes.gateUp);
-    uploadTensor(gpu, t.down, pool.down, slot * pool.bytes.down);
+    await up.upload(pool.gate, slot * pool.bytes.gateUp, t.gate.bytes());
+    await up.upload(pool.up, slot * pool.bytes.gateUp, t.up.bytes());
+    await up.upload(pool.down, slot * pool.bytes.down, t.down.bytes());
     return t.gate.byteLength + t.up.byteLength + t.down.byteLength;
   }
 }
