@@ -4,8 +4,11 @@
 import assert from "node:assert/strict";
 import { loadModel, type LoadOptions } from "../runtime/model.ts";
 import { BudgetError } from "../runtime/errors.ts";
-import { testGpu } from "../kernels/test_util.ts";
-import type { MoeFfn } from "../runtime/models/config.ts";
+import { loadConfig, type MoeFfn } from "../runtime/models/config.ts";
+import { openCheckpoint } from "../runtime/weights/safetensors.ts";
+import { writeSafetensors } from "../runtime/weights/safetensors_writer.ts";
+import { pregateName } from "../runtime/models/names.ts";
+import { randn, testGpu } from "../kernels/test_util.ts";
 
 const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
 const MODES = ["on-demand", "prefetch-all", "pregated"] as const;
@@ -161,5 +164,48 @@ Deno.test({
     assert.deepEqual(m.tokens, w.tokens);
     assert.deepEqual(m.logits, w.logits);
     assert.equal(m.stats.upload_bytes_per_token, w.stats.upload_bytes_per_token);
+  },
+});
+
+Deno.test({
+  name: "trained pre-gate tensors in a checkpoint are used instead of the next layer's router",
+  ...GPU,
+  fn: async () => {
+    // The mixtral fixture plus a pre-gate per MoE block (but the last): random [experts, hidden].
+    const src = fixture("mixtral");
+    const dir = await Deno.makeTempDir();
+    const store = openCheckpoint(src);
+    const cfg = await loadConfig(src);
+    const tensors = store.names().map((name) => {
+      const t = store.get(name);
+      return { name, dtype: t.dtype, shape: t.shape, data: t.bytes().slice() as Uint8Array };
+    });
+    const E = (cfg.layers[0].ffn as MoeFfn).experts;
+    for (let i = 0; i + 1 < cfg.layers.length; i++) {
+      tensors.push({
+        name: pregateName(cfg, i),
+        dtype: "f32",
+        shape: [E, cfg.hidden],
+        data: new Uint8Array(randn(E * cfg.hidden, 0.5, 1000 + i).buffer) as Uint8Array,
+      });
+    }
+    await writeSafetensors(`${dir}/model.safetensors`, tensors);
+    await Deno.copyFile(`${src}config.json`, `${dir}/config.json`);
+    store.close();
+    const ref = JSON.parse(await Deno.readTextFile(`${src}reference.json`));
+    const opts = { mode: "pregated" as const, pregate: "strict" as const };
+    const stock = await run("mixtral", opts, ref.ids, 6);
+    const model = await loadModel(dir, { device: await testGpu(), ...opts });
+    const trained = await model.logits(ref.ids);
+    model.dispose();
+    // Different pre-gates choose different experts: strict outputs differ from the stock stand-in.
+    assert.notDeepEqual(trained, stock.logits);
+    // Exact mode still reproduces the model whatever the pre-gate predicts.
+    const exact = await loadModel(dir, { device: await testGpu(), mode: "pregated" });
+    const exactLogits = await exact.logits(ref.ids);
+    exact.dispose();
+    const resident = await run("mixtral", { mode: "resident" }, ref.ids, 1);
+    assert.deepEqual(exactLogits, resident.logits);
+    await Deno.remove(dir, { recursive: true });
   },
 });
