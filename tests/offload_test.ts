@@ -8,6 +8,7 @@ import { loadConfig, type MoeFfn } from "../runtime/models/config.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { writeSafetensors } from "../runtime/weights/safetensors_writer.ts";
 import { pregateName } from "../runtime/models/names.ts";
+import { makeModel } from "../runtime/models/make_model.ts";
 import { randn, testGpu } from "../kernels/test_util.ts";
 
 const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
@@ -206,6 +207,33 @@ Deno.test({
     exact.dispose();
     const resident = await run("mixtral", { mode: "resident" }, ref.ids, 1);
     assert.deepEqual(exactLogits, resident.logits);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "bf16 checkpoints, chunked prefill and expert rounds: every mode matches resident",
+  ...GPU,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    await makeModel({ arch: "qwen2_moe", preset: "tiny", out: `${dir}/m`, dtype: "bf16", seed: 5 });
+    const ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5];
+    const go = async (opts: LoadOptions) => {
+      // prefillChunk 4: the 11-token prompt runs in three passes at positions 0, 4, 8; each pass's
+      // 4 x top-k choices exceed on-demand's slots, so layers run in rounds.
+      const m = await loadModel(`${dir}/m`, { device: await testGpu(), prefillChunk: 4, ...opts });
+      const logits = await m.logits(ids);
+      const out: number[] = [];
+      for await (const id of m.generate(ids, { maxTokens: 6 })) out.push(id);
+      m.dispose();
+      return { logits, out };
+    };
+    const base = await go({ mode: "resident" });
+    for (const mode of MODES) {
+      const r = await go({ mode });
+      assert.deepEqual(r.out, base.out, mode);
+      assert.deepEqual(r.logits, base.logits, mode);
+    }
     await Deno.remove(dir, { recursive: true });
   },
 });
