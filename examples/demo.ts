@@ -1,7 +1,9 @@
 /**
  * The demo: runs the embedded checkpoints (tiny random MoE models of four architectures, written by
  * Hugging Face transformers' own save_pretrained, in tests/fixtures/hf/) on the GPU it finds,
- * generates greedily, and checks each result against the tokens HF transformers produced.
+ * generates greedily, and checks each result against the tokens HF transformers produced. Then it
+ * runs one of them with the experts kept off the GPU in each offloading mode and compares tokens,
+ * GPU memory and expert traffic.
  *
  * Usage: deno task demo [--gpu native|dawn|auto] [--arch mixtral|qwen2_moe|qwen3_moe|olmoe]
  * @module
@@ -44,12 +46,49 @@ for (const arch of archs) {
   );
   model.dispose();
 }
-gpu.destroy();
 console.log(
   failures
     ? `${failures} architecture(s) differ from HF`
     : "all match HF transformers' greedy tokens",
 );
+
+// The main job: the same model with its experts streamed from the memory-mapped file.
+const arch = archs.includes("olmoe") ? "olmoe" : archs[0];
+const dir = new URL(`../tests/fixtures/hf/${arch}/`, import.meta.url).pathname;
+const prompt = [3, 17, 42, 99, 128, 201, 250];
+console.log(`\n${arch}, 24 greedy tokens, experts resident vs streamed from the mapped file:\n`);
+console.log("mode               tokens   peak GPU  expert KiB/token  syncs/token  pre-gate hit");
+let reference = "";
+for (
+  const [mode, pregate] of [
+    ["resident", undefined],
+    ["on-demand", undefined],
+    ["prefetch-all", undefined],
+    ["pregated", "exact"],
+    ["pregated", "strict"],
+  ] as const
+) {
+  const model = await loadModel(dir, { device: gpu, mode, pregate });
+  const out: number[] = [];
+  for await (const id of model.generate(prompt, { maxTokens: 24 })) out.push(id);
+  const st = model.lastStats!;
+  model.dispose();
+  const key = out.join(" ");
+  reference ||= key;
+  const label = pregate ? `${mode} (${pregate})` : mode;
+  const hit = st.pregate_hit_rate === null ? "-" : `${(100 * st.pregate_hit_rate).toFixed(0)}%`;
+  console.log(
+    `${label.padEnd(18)} ${(key === reference ? "same" : "differ").padEnd(7)} ` +
+      `${(st.peak_gpu_bytes / 2 ** 20).toFixed(2).padStart(5)} MiB  ` +
+      `${(st.upload_bytes_per_token / 1024).toFixed(0).padStart(16)}  ` +
+      `${st.syncs_per_token.toFixed(2).padStart(11)}  ${hit.padStart(12)}`,
+  );
+}
+console.log(
+  "\nExact modes reproduce the model's own tokens; strict pre-gating computes with the experts the\n" +
+    "pre-gate chose, so a model not trained with pre-gates may change (random weights here).",
+);
+gpu.destroy();
 if (failures) Deno.exit(1);
 
 function describeFfn(cfg: { layers: readonly { ffn: { kind: string } }[] }): string {
