@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything the next GPU-host session should measure, in one command, logs under $OUT (the device
+# tool's output folder). Prepare here with `bash ../shared/tools/device-prep.sh`, carry [".device"],
+# and run on the host:  source .device/env.sh && bash tools/gpu_session.sh
+# Each step has its own time limit so one hang cannot eat the whole call; read $OUT/summary.txt first.
+set -u
+out=${OUT:-/tmp/pregate-out}; mkdir -p "$out"
+export NO_COLOR=1 PREGATE_BENCH_DIR=/tmp/pregate-bench
+step() { # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1; local rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$out/summary.txt"
+}
+# 1. Is the mapped-staging uploader safe on Dawn? (platform.md: dawn.node crashed after dozens of
+#    64 MB map/unmap cycles in an earlier probe.) rc 0 = passed; 139 = segfault.
+step soak_dawn 120 deno run -A tools/soak_upload.ts --gpu dawn --cycles 3000 --mb 64 --verify-every 250
+# 2. Offloading experiment on Dawn, writeBuffer and mapped uploads (native was measured 2026-11-28).
+step offload_dawn_write 150 env PREGATE_GPU=dawn PREGATE_UPLOADER=write \
+  PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 PREGATE_BENCH_TOKENS=16 \
+  PREGATE_BENCH_OUT="$out/offload_dawn_write" deno run -A bench/offload.ts
+step offload_dawn_mapped 150 env PREGATE_GPU=dawn PREGATE_UPLOADER=mapped \
+  PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 PREGATE_BENCH_TOKENS=16 \
+  PREGATE_BENCH_OUT="$out/offload_dawn_mapped" deno run -A bench/offload.ts
+# 3. Native again, after the overlap of pre-gated copies with the routing readback.
+step offload_native 170 env PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
+  PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native" deno run -A bench/offload.ts
+# 4. Kernels on both implementations (GEMV 16-bit path changed since the last run).
+step kernels_dawn 120 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
+  deno bench -A bench/kernels_bench.ts
+step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
+grep -h "^|" "$out"/*.md 2>/dev/null | head -40
+cat "$out/summary.txt"
