@@ -99,7 +99,7 @@ export const MATVEC: KernelSpec = defineKernel({
   name: "matvec",
   file: "matvec.wgsl",
   includes: ["dtype.wgsl"],
-  bindings: ["params", "x", "wv", "wu", "y"],
+  bindings: ["params", "x", "wv", "wu", "y", "xv"],
   constants: { ...MATVEC_TUNING, WDTYPE: 0, ACC: 0 },
 });
 
@@ -301,13 +301,22 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
     WDTYPE: DTYPE_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,
   });
-  const params = gpu.uniform(new ParamWriter().u32(a.T, a.K, a.N).bytes(), "matvec.params");
+  const ppw = a.dtype === "f32" ? 1 : 2;
+  const xvec = (a.K / ppw) % 4 === 0 ? 1 : 0;
+  const params = gpu.uniform(
+    new ParamWriter().u32(a.T, a.K, a.N, xvec).bytes(),
+    "matvec.params",
+  );
+  // x read as vec4 in the aligned case; any 16-byte buffer stands in when it is not used.
+  const xv = xvec && a.x.size >= 16
+    ? { ...a.x, size: a.x.size - (a.x.size % 16) }
+    : placeholder(gpu);
   // The vec4 view covers whole 16-byte blocks only. A weight range under 16 bytes has no aligned
   // body (every word is read through `wu`), so any 16-byte buffer can stand in for it.
   const wv = a.w.size >= 16 ? { ...a.w, size: a.w.size - (a.w.size % 16) } : placeholder(gpu);
   return gpu.dispatch(
     pipeline,
-    [params, a.x, wv, a.w, a.y],
+    [params, a.x, wv, a.w, a.y, xv],
     gpu.grid(Math.ceil(a.N / tune.ROWS)),
   );
 }

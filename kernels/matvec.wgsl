@@ -20,6 +20,9 @@ struct Params {
   T: u32,
   K: u32,
   N: u32,
+  // 1 when every row starts on a 16-byte boundary (K / values-per-word is a multiple of 4): the body
+  // then reads x as vec4 too (`xv`) and does its math on vectors.
+  xvec: u32,
 }
 
 // Threads per weight row (a power of two) and weight rows per workgroup: TPR * ROWS threads.
@@ -38,6 +41,7 @@ const MAX_TB: u32 = 8u;
 @group(0) @binding(2) var<storage, read> wv: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> wu: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> xv: array<vec4<f32>>;
 
 // red[j * TPR * ROWS + thread]: partial sums of the pass's row j of x.
 var<workgroup> red: array<f32, TB * TPR * ROWS>;
@@ -49,6 +53,24 @@ fn dot_word(word: u32, xi: u32) -> f32 {
     return v.x * x[xi];
   }
   return v.x * x[xi] + v.y * x[xi + 1u];
+}
+
+// Four packed words (4 or 8 weights) times the matching x values, read as vec4 from x element 4 * xi4.
+fn dot_quad(q: vec4<u32>, xi4: u32) -> f32 {
+  if (WDTYPE == 0u) {
+    return dot(bitcast<vec4<f32>>(q), xv[xi4]);
+  }
+  let xa = xv[xi4];
+  let xb = xv[xi4 + 1u];
+  if (WDTYPE == 2u) {
+    // bf16: the low halves are weights 0, 2, 4, 6 and the high halves 1, 3, 5, 7.
+    let lo = bitcast<vec4<f32>>(q << vec4<u32>(16u));
+    let hi = bitcast<vec4<f32>>(q & vec4<u32>(0xffff0000u));
+    return dot(lo, vec4<f32>(xa.x, xa.z, xb.x, xb.z)) + dot(hi, vec4<f32>(xa.y, xa.w, xb.y, xb.w));
+  }
+  let w0 = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+  let w1 = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+  return dot(w0, xa) + dot(w1, xb);
 }
 
 @compute @workgroup_size(TPR * ROWS)
@@ -89,7 +111,18 @@ fn main(
       }
     }
     // Aligned body: 4 words (4 or 8 weights) per load.
-    for (var v = a / 4u + lane; v < b / 4u; v += TPR) {
+    if (p.xvec != 0u) {
+      for (var v = a / 4u + lane; v < b / 4u; v += TPR) {
+        let q = wv[v];
+        let k = (v * 4u - rs) * ppw;
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            acc[j] += dot_quad(q, ((t0 + j) * p.K + k) / 4u);
+          }
+        }
+      }
+    }
+    for (var v = a / 4u + lane; p.xvec == 0u && v < b / 4u; v += TPR) {
       let q = wv[v];
       let k = (v * 4u - rs) * ppw;
       for (var j = 0u; j < TB; j++) {
