@@ -120,6 +120,7 @@ export class Model {
   #contextLength: number;
   #dir: string;
   #plans = new Map<string, Promise<ForwardPlan>>();
+  #flat = new WeakMap<ForwardPlan, Step[]>();
 
   private constructor(
     dir: string,
@@ -253,7 +254,10 @@ export class Model {
       await this.#engine.run(plan);
       if (tail.length) this.gpu.submit(tail);
     } else {
-      this.gpu.submit([...flattenPlan(plan), ...tail]);
+      // Flattened once per plan: a decode step encodes the same steps without allocating.
+      let flat = this.#flat.get(plan);
+      if (!flat) this.#flat.set(plan, flat = flattenPlan(plan));
+      this.gpu.submit(flat, tail.length ? (enc) => this.gpu.encode(enc, tail) : undefined);
     }
   }
 
