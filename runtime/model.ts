@@ -78,19 +78,29 @@ export interface GenerateOptions {
 
 /** Statistics of the last {@linkcode Model.generate} call. */
 export interface GenerateStats {
+  /** Where experts lived: resident, on-demand, prefetch-all or pregated. */
   mode: string;
+  /** Pre-gate policy (exact or strict) in pregated mode, else null. */
   pregate: string | null;
+  /** Implementation and adapter, e.g. `native: NVIDIA H200 [shaderF16, timestampQuery]`. */
   gpu: string;
+  /** Prompt length. */
   prompt_tokens: number;
+  /** Tokens generated. */
   generated_tokens: number;
+  /** Seconds from the start until the first new token was on the CPU. */
   prefill_seconds: number;
+  /** Prompt tokens per prefill second. */
   prefill_tokens_per_s: number;
+  /** Seconds of decoding after the first token. */
   decode_seconds: number;
+  /** Tokens after the first per decode second. */
   decode_tokens_per_s: number;
   /** Expert bytes copied host -> GPU per generated token (decode only; 0 when resident). */
   upload_bytes_per_token: number;
   /** GPU -> CPU syncs per generated token (decode only). */
   syncs_per_token: number;
+  /** Most bytes of GPU buffers held at once during the call (Pregate's own accounting). */
   peak_gpu_bytes: number;
   /** Share of the chosen experts the pre-gate had predicted (pregated mode), else null. */
   pregate_hit_rate: number | null;
@@ -98,6 +108,7 @@ export interface GenerateStats {
   expert_cache_hit_rate: number | null;
   /** Per decode token, seconds: awaiting routing readbacks, issuing expert copies, the rest. */
   time_per_token: { sync_wait: number; upload: number; compute: number };
+  /** Expert slots of the offloading engine, null when resident. */
   expert_slots: number | null;
 }
 

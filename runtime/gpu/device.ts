@@ -106,11 +106,13 @@ export interface Dispatch {
 
 /** A buffer-to-buffer copy recorded in a plan beside dispatches. */
 export interface Copy {
-  /** Source buffer and byte offset. */
+  /** Source buffer. */
   readonly src: GPUBuffer;
+  /** Byte offset in the source (a multiple of 4). */
   readonly srcOffset: number;
-  /** Destination buffer and byte offset. */
+  /** Destination buffer. */
   readonly dst: GPUBuffer;
+  /** Byte offset in the destination (a multiple of 4). */
   readonly dstOffset: number;
   /** Bytes to copy (a multiple of 4). */
   readonly size: number;

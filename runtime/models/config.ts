@@ -87,7 +87,8 @@ export interface ModelConfig {
   readonly raw: Readonly<Record<string, unknown>>;
 }
 
-type Json = Record<string, unknown>;
+/** A parsed JSON object (a config.json). */
+export type Json = Record<string, unknown>;
 
 function num(raw: Json, key: string, where: string, fallback?: number): number {
   const v = raw[key] ?? fallback;
