@@ -3,7 +3,7 @@
 // upload and memory figures follow the paper's accounting; an impossible budget is a clear error.
 import assert from "node:assert/strict";
 import { loadModel, type LoadOptions } from "../runtime/model.ts";
-import { BudgetError } from "../runtime/errors.ts";
+import { ArgumentError, BudgetError } from "../runtime/errors.ts";
 import { loadConfig, type MoeFfn } from "../runtime/models/config.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { writeSafetensors } from "../runtime/weights/safetensors_writer.ts";
@@ -235,5 +235,38 @@ Deno.test({
       assert.deepEqual(r.logits, base.logits, mode);
     }
     await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "--expert-cache auto fills the budget and needs one",
+  ...GPU,
+  fn: async () => {
+    await assert.rejects(
+      async () =>
+        loadModel(fixture("olmoe"), {
+          device: await testGpu(),
+          mode: "on-demand",
+          expertCache: "auto",
+        }),
+      (e) =>
+        e instanceof ArgumentError && e.argument === "expertCache" && /--budget/.test(e.message),
+    );
+    const small = await loadModel(fixture("olmoe"), {
+      device: await testGpu(),
+      mode: "on-demand",
+      expertCache: "auto",
+      budget: 2 << 20,
+    });
+    const big = await loadModel(fixture("olmoe"), {
+      device: await testGpu(),
+      mode: "on-demand",
+      expertCache: "auto",
+      budget: 64 << 20,
+    });
+    assert.ok(small.expertSlots! >= 3 && small.expertSlots! < big.expertSlots!);
+    assert.equal(big.expertSlots, 3 * 8); // every expert of the 3 MoE layers fits in 64 MiB
+    small.dispose();
+    big.dispose();
   },
 });

@@ -226,6 +226,13 @@ export class OffloadEngine {
         `expected a non-negative integer or 'auto', got ${cache}`,
       );
     }
+    if (cache === "auto" && opts.budget === undefined) {
+      throw new ArgumentError(
+        "expertCache",
+        "'auto' sizes the cache from the GPU memory budget, and no budget was given",
+        "add --budget SIZE (e.g. --budget 8GiB), or give a number of extra slots",
+      );
+    }
     const bindLimit = Math.floor(gpu.limits.maxStorageBufferBindingSize / probe.gateUp);
     const allExperts = E * moe.length;
     let slots = cache === "auto" ? allExperts : min + cache;
