@@ -166,7 +166,9 @@ export function argBinding(
   }
   const r = b as { offset?: number; size?: number };
   const offset = isRange ? r.offset ?? 0 : 0;
-  const size = isRange ? r.size ?? buffer.size - offset : buffer.size;
+  // Whole buffers count with the size they were asked for (allocations are rounded up to 16 bytes).
+  const length = gpu.byteLength(buffer);
+  const size = isRange ? r.size ?? length - offset : length;
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   if (!Number.isInteger(offset) || offset < 0 || offset % align !== 0) {
     throw new ArgumentError(

@@ -14,6 +14,7 @@ import { rejects } from "./test_util.ts";
 /** A stand-in for the few `Gpu` fields the checks read. */
 const fakeGpu = {
   limits: { minStorageBufferOffsetAlignment: 256, maxStorageBufferBindingSize: 1 << 20 },
+  byteLength: (b: GPUBuffer) => b.size,
 } as unknown as Gpu;
 const fakeBuffer = (size: number) => ({ size }) as GPUBuffer;
 

@@ -19,6 +19,7 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/errors.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
@@ -115,6 +116,12 @@ function common(gpu: Gpu, a: MoeArgs): Common {
   argEvenRow("inter", inter, dtype, experts);
   const wpw = dtype === "f32" ? 1 : 2;
   const slotWords = argCount("slotWords", a.slotWords, (hidden * inter) / wpw);
+  if (slotWords % 4) {
+    throw new ArgumentError(
+      "slotWords",
+      `must be a multiple of 4 (slots start on 16-byte boundaries), got ${slotWords}`,
+    );
+  }
   const table = argBinding(gpu, "table", a.table, 4);
   const count = a.experts === undefined
     ? table.size / 4
@@ -145,15 +152,16 @@ export async function moeGateUp(
   args: MoeArgs & { x: Binding; gate: Binding; up: Binding; out: Binding },
 ): Promise<Dispatch> {
   const c = common(gpu, args);
-  const x = argBinding(gpu, "x", args.x, c.T * c.hidden * 4);
-  const gate = argBinding(gpu, "gate", args.gate, c.slotWords * 4);
-  const up = argBinding(gpu, "up", args.up, c.slotWords * 4);
+  const x = vec4View("x", argBinding(gpu, "x", args.x, c.T * c.hidden * 4), c.T * c.hidden * 4);
+  const gate = vec4View("gate", argBinding(gpu, "gate", args.gate, c.slotWords * 4), 16);
+  const up = vec4View("up", argBinding(gpu, "up", args.up, c.slotWords * 4), 16);
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.inter * 4);
   argDistinct("out", out, { x, table: c.table, ids: c.ids, gate, up });
   const slots = Math.min(gate.size, up.size) / 4 / c.slotWords | 0;
   const pipeline = await gpu.pipeline(MOE_GATE_UP, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
-    .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts, c.missingSkip).bytes();
+    .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts, c.missingSkip)
+    .u32(aligned(c.hidden, c.dtype)).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up],
@@ -171,20 +179,46 @@ export async function moeDown(
   args: MoeArgs & { x: Binding; down: Binding; out: Binding },
 ): Promise<Dispatch> {
   const c = common(gpu, args);
-  const x = argBinding(gpu, "x", args.x, c.T * c.topK * c.inter * 4);
-  const down = argBinding(gpu, "down", args.down, c.slotWords * 4);
+  const need = c.T * c.topK * c.inter * 4;
+  const x = vec4View("x", argBinding(gpu, "x", args.x, need), need);
+  const down = vec4View("down", argBinding(gpu, "down", args.down, c.slotWords * 4), 16);
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.hidden * 4);
   argDistinct("out", out, { x, table: c.table, ids: c.ids, down });
   const slots = down.size / 4 / c.slotWords | 0;
   const pipeline = await gpu.pipeline(MOE_DOWN, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
-    .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip).bytes();
+    .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip)
+    .u32(aligned(c.inter, c.dtype)).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_down.params"), x, c.table, c.ids, out, down],
     [Math.ceil(c.hidden / ROWS), c.T * c.topK],
     "moe_down",
   );
+}
+
+/** 1 when rows of K values start on 16-byte boundaries (the kernels' vector path), else 0. */
+function aligned(K: number, dtype: DType): number {
+  return (K / (dtype === "f32" ? 1 : 2)) % 4 === 0 ? 1 : 0;
+}
+
+/**
+ * The binding as seen through a vec4 array: its size rounded up to whole 16-byte vectors when the
+ * buffer has room (Pregate's buffers are 16-byte multiples), else down (if that still covers `need`).
+ */
+function vec4View(argument: string, r: BindingRange, need: number): BindingRange {
+  const up = Math.ceil(r.size / 16) * 16;
+  if (r.offset + up <= r.buffer.size) return { ...r, size: up };
+  const down = r.size - (r.size % 16);
+  if (down < need) {
+    throw new ArgumentError(
+      argument,
+      `is read as vec4 and needs a binding of whole 16-byte vectors covering ${need} bytes; ` +
+        `the buffer ends ${r.buffer.size - r.offset} bytes after the offset`,
+      "allocate buffers in multiples of 16 bytes (gpu.storage does)",
+    );
+  }
+  return { ...r, size: down };
 }
 
 const dummies = new WeakMap<Gpu, GPUBuffer>();

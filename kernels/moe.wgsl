@@ -8,6 +8,11 @@
 // when p.missing_skip is set, is left untouched (the offloading engine's rounds: a layer whose experts
 // do not all fit the slots at once runs in several rounds, each computing the pairs of the experts it
 // holds, so after the last round every pair was written exactly once).
+//
+// x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
+// (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
+// matching x values per load and does its math on vectors; otherwise it reads word by word (vector
+// components indexed at run time), which works for any shape.
 struct Params {
   T: u32,
   topK: u32,
@@ -17,18 +22,19 @@ struct Params {
   slots: u32,
   experts: u32,
   missing_skip: u32,
+  aligned: u32,
 }
 
 override WG: u32 = 256u;
 override TPR: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> table: array<u32>;
 @group(0) @binding(3) var<storage, read> ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read> w0: array<u32>;
-@group(0) @binding(6) var<storage, read> w1: array<u32>;
+@group(0) @binding(5) var<storage, read> w0: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> w1: array<vec4<u32>>;
 
 var<workgroup> red0: array<f32, WG>;
 var<workgroup> red1: array<f32, WG>;
@@ -50,6 +56,37 @@ fn reduce_rows(lid: u32, lane: u32, both: bool) {
 // A quiet NaN built from a runtime value: Tint rejects a constant NaN.
 fn nan_of(slot: u32) -> f32 {
   return bitcast<f32>(0x7fc00000u | (slot & 1u));
+}
+
+fn xs(i: u32) -> f32 {
+  return x[i >> 2u][i & 3u];
+}
+
+// Word i (weight i for f32) of a row times x, scalar path: w is the word, xi the first x index.
+fn dot_word(w: u32, xi: u32) -> f32 {
+  let v = unpack_word(w);
+  if (WDTYPE == 0u) {
+    return v.x * xs(xi);
+  }
+  return v.x * xs(xi) + v.y * xs(xi + 1u);
+}
+
+// Four words (4 or 8 weights) times the x values from element xk (a multiple of 4), vector path.
+fn dot_quad(q: vec4<u32>, xk: u32) -> f32 {
+  let xa = x[xk >> 2u];
+  if (WDTYPE == 0u) {
+    return dot(bitcast<vec4<f32>>(q), xa);
+  }
+  let xb = x[(xk >> 2u) + 1u];
+  if (WDTYPE == 2u) {
+    // bf16: the low halves are weights 0, 2, 4, 6 and the high halves 1, 3, 5, 7.
+    let lo = bitcast<vec4<f32>>(q << vec4<u32>(16u));
+    let hi = bitcast<vec4<f32>>(q & vec4<u32>(0xffff0000u));
+    return dot(lo, vec4<f32>(xa.x, xa.z, xb.x, xb.z)) + dot(hi, vec4<f32>(xa.y, xa.w, xb.y, xb.w));
+  }
+  let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+  let wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+  return dot(wa, xa) + dot(wb, xb);
 }
 
 fn slot_of(pair: u32) -> u32 {
@@ -74,18 +111,17 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   if (row < p.rows && slot < p.slots) {
     let base = slot * p.slotWords + row * rowWords;
     let xb = t * p.K;
-    for (var j = lane; j < rowWords; j += TPR) {
-      let g = unpack_word(w0[base + j]);
-      let u = unpack_word(w1[base + j]);
-      if (WDTYPE == 0u) {
-        let xv = x[xb + j];
-        ag += g.x * xv;
-        au += u.x * xv;
-      } else {
-        let x0 = x[xb + 2u * j];
-        let x1 = x[xb + 2u * j + 1u];
-        ag += g.x * x0 + g.y * x1;
-        au += u.x * x0 + u.y * x1;
+    if (p.aligned != 0u) {
+      for (var j = lane; j < rowWords / 4u; j += TPR) {
+        let xk = xb + j * 4u * wpw;
+        ag += dot_quad(w0[base / 4u + j], xk);
+        au += dot_quad(w1[base / 4u + j], xk);
+      }
+    } else {
+      for (var j = lane; j < rowWords; j += TPR) {
+        let i = base + j;
+        ag += dot_word(w0[i >> 2u][i & 3u], xb + j * wpw);
+        au += dot_word(w1[i >> 2u][i & 3u], xb + j * wpw);
       }
     }
   }
@@ -114,12 +150,14 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (row < p.rows && slot < p.slots) {
     let base = slot * p.slotWords + row * rowWords;
     let xb = pair * p.K;
-    for (var j = lane; j < rowWords; j += TPR) {
-      let w = unpack_word(w0[base + j]);
-      if (WDTYPE == 0u) {
-        acc += w.x * x[xb + j];
-      } else {
-        acc += w.x * x[xb + 2u * j] + w.y * x[xb + 2u * j + 1u];
+    if (p.aligned != 0u) {
+      for (var j = lane; j < rowWords / 4u; j += TPR) {
+        acc += dot_quad(w0[base / 4u + j], xb + j * 4u * wpw);
+      }
+    } else {
+      for (var j = lane; j < rowWords; j += TPR) {
+        let i = base + j;
+        acc += dot_word(w0[i >> 2u][i & 3u], xb + j * wpw);
       }
     }
   }

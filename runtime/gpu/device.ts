@@ -253,7 +253,7 @@ export class Gpu {
   readonly counters: GpuCounters = { syncs: 0, submits: 0, dispatches: 0, uploadBytes: 0 };
 
   #keepAlive: unknown;
-  #buffers = new Map<GPUBuffer, { size: number; purpose: BufferPurpose }>();
+  #buffers = new Map<GPUBuffer, { size: number; purpose: BufferPurpose; requested: number }>();
   #current = 0;
   #peak = 0;
   #byPurpose: MemoryReport["byPurpose"] = {};
@@ -319,7 +319,10 @@ export class Gpu {
 
   // ---------------------------------------------------------------- buffers and accounting
 
-  /** Creates an accounted buffer. Sizes are rounded up to a multiple of 4 bytes. */
+  /**
+   * Creates an accounted buffer. Sizes are rounded up to a multiple of 16 bytes, so any buffer can
+   * also be bound as an array of 16-byte vectors.
+   */
   createBuffer(desc: {
     size: number;
     usage: GPUBufferUsageFlags;
@@ -327,7 +330,7 @@ export class Gpu {
     label?: string;
     mappedAtCreation?: boolean;
   }): GPUBuffer {
-    const size = Math.max(4, Math.ceil(desc.size / 4) * 4);
+    const size = Math.max(16, Math.ceil(desc.size / 16) * 16);
     if (size > this.limits.maxBufferSize) {
       throw new GpuError(
         `buffer '${desc.label ?? desc.purpose}' of ${size} bytes exceeds this device's ` +
@@ -340,7 +343,7 @@ export class Gpu {
       label: desc.label ?? desc.purpose,
       mappedAtCreation: desc.mappedAtCreation ?? false,
     });
-    this.#account(buffer, size, desc.purpose);
+    this.#account(buffer, size, desc.purpose, Math.ceil(desc.size / 4) * 4);
     return buffer;
   }
 
@@ -399,13 +402,21 @@ export class Gpu {
     for (const v of Object.values(this.#byPurpose)) v.peak = v.current;
   }
 
-  #account(buffer: GPUBuffer, size: number, purpose: BufferPurpose) {
-    this.#buffers.set(buffer, { size, purpose });
+  #account(buffer: GPUBuffer, size: number, purpose: BufferPurpose, requested: number) {
+    this.#buffers.set(buffer, { size, purpose, requested });
     this.#current += size;
     this.#peak = Math.max(this.#peak, this.#current);
     const p = this.#byPurpose[purpose] ??= { current: 0, peak: 0 };
     p.current += size;
     p.peak = Math.max(p.peak, p.current);
+  }
+
+  /**
+   * The size a buffer was asked for (rounded to 4 bytes), which reads default to; the allocation
+   * itself is a multiple of 16. Buffers not created here report their own size.
+   */
+  byteLength(buffer: GPUBuffer): number {
+    return this.#buffers.get(buffer)?.requested ?? buffer.size;
   }
 
   /** Writes host data into a buffer (`queue.writeBuffer`), counting the bytes. */
@@ -539,7 +550,11 @@ export class Gpu {
    * the GPU; every call counts as a sync (>= 10 ms on Deno's native WebGPU). Throws the first GPU
    * error raised since the last read, if any.
    */
-  async read(buffer: GPUBuffer, offset = 0, size = buffer.size - offset): Promise<ArrayBuffer> {
+  async read(
+    buffer: GPUBuffer,
+    offset = 0,
+    size = this.byteLength(buffer) - offset,
+  ): Promise<ArrayBuffer> {
     const alignedSize = Math.ceil(size / 4) * 4;
     const staging = this.#takeReadback(alignedSize);
     const enc = this.device.createCommandEncoder();
@@ -562,13 +577,13 @@ export class Gpu {
 
   /** Reads a buffer range as float32 values. */
   async readF32(buffer: GPUBuffer, offset = 0, count?: number): Promise<Float32Array> {
-    const size = count === undefined ? buffer.size - offset : count * 4;
+    const size = count === undefined ? this.byteLength(buffer) - offset : count * 4;
     return new Float32Array(await this.read(buffer, offset, size));
   }
 
   /** Reads a buffer range as uint32 values. */
   async readU32(buffer: GPUBuffer, offset = 0, count?: number): Promise<Uint32Array> {
-    const size = count === undefined ? buffer.size - offset : count * 4;
+    const size = count === undefined ? this.byteLength(buffer) - offset : count * 4;
     return new Uint32Array(await this.read(buffer, offset, size));
   }
 

@@ -12,20 +12,20 @@ Deno.test({
     const gpu = await openGpu({ gpu: "native" });
     try {
       assert.equal(gpu.memory().current, 0);
-      const a = gpu.storage("dense", 1000); // rounded up to 1000 (multiple of 4)
+      const a = gpu.storage("dense", 1000); // sizes are multiples of 16 bytes: 1008
       const b = gpu.storage("kv", 4096);
       const c = gpu.uniform(new Uint32Array([1, 2, 3])); // uniform blocks are 16-byte multiples
       let m = gpu.memory();
-      assert.equal(m.current, 1000 + 4096 + 16);
-      assert.deepEqual(m.byPurpose.dense, { current: 1000, peak: 1000 });
+      assert.equal(m.current, 1008 + 4096 + 16);
+      assert.deepEqual(m.byPurpose.dense, { current: 1008, peak: 1008 });
       assert.deepEqual(m.byPurpose.kv, { current: 4096, peak: 4096 });
       gpu.destroyBuffer(b);
       m = gpu.memory();
-      assert.equal(m.current, 1016);
-      assert.equal(m.peak, 1000 + 4096 + 16);
+      assert.equal(m.current, 1024);
+      assert.equal(m.peak, 1008 + 4096 + 16);
       assert.deepEqual(m.byPurpose.kv, { current: 0, peak: 4096 });
       gpu.resetPeak();
-      assert.equal(gpu.memory().peak, 1016);
+      assert.equal(gpu.memory().peak, 1024);
       gpu.destroyBuffer(a);
       gpu.destroyBuffer(c);
       assert.equal(gpu.memory().current, 0);
