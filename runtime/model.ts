@@ -100,6 +100,8 @@ export interface GenerateStats {
   upload_bytes_per_token: number;
   /** GPU -> CPU syncs per generated token (decode only). */
   syncs_per_token: number;
+  /** Compute dispatches per generated token (decode only). */
+  dispatches_per_token: number;
   /** Most bytes of GPU buffers held at once during the call (Pregate's own accounting). */
   peak_gpu_bytes: number;
   /** Share of the chosen experts the pre-gate had predicted (pregated mode), else null. */
@@ -406,7 +408,7 @@ export class Model {
       t0: number;
       t1: number;
       t2: number;
-      c1: { syncs: number };
+      c1: { syncs: number; dispatches: number };
       e1: OffloadEngine["stats"] | null;
       prompt: number;
       produced: number;
@@ -430,6 +432,7 @@ export class Model {
       decode_tokens_per_s: decoded ? decoded / decode : 0,
       upload_bytes_per_token: e && m.e1 ? per(e.uploadBytes - m.e1.uploadBytes) : 0,
       syncs_per_token: per(c.syncs - m.c1.syncs),
+      dispatches_per_token: per(c.dispatches - m.c1.dispatches),
       peak_gpu_bytes: this.gpu.memory().peak,
       pregate_hit_rate: e && e.pregateChosen ? e.pregateHits / e.pregateChosen : null,
       expert_cache_hit_rate: e && e.cacheLookups ? e.cacheHits / e.cacheLookups : null,
