@@ -29,5 +29,11 @@ step offload_native 170 env PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 
 step kernels_dawn 120 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno bench -A bench/kernels_bench.ts
 step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
-grep -h "^|" "$out"/*.md 2>/dev/null | head -40
+# 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
+#    (GPU-only and experts offloaded through accelerate).
+step peer_bench 300 env PYTHONUNBUFFERED=1 python3 tools/peer_bench.py --out "$out/peer_bench" \
+  --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
+# The device returns at most 8 files: pack everything.
+(cd "$out" && tar -czf ../pregate-session.tgz . && mv ../pregate-session.tgz .)
+grep -h "^|" "$out"/*.md 2>/dev/null | head -60
 cat "$out/summary.txt"
