@@ -17,13 +17,21 @@ export * from "./runtime/errors.ts";
 export * from "./runtime/gpu/device.ts";
 export * from "./runtime/weights/mod.ts";
 export * from "./runtime/model.ts";
+export * from "./runtime/models/config.ts";
 export {
-  ARCHITECTURES,
-  loadConfig,
-  type ModelConfig,
-  parseConfig,
-} from "./runtime/models/config.ts";
-export { makeModel, type MakeModelOptions, presetNames } from "./runtime/models/make_model.ts";
-export { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
-export { SlotAllocator } from "./runtime/experts/allocator.ts";
+  type MadeModel,
+  makeModel,
+  type MakeModelOptions,
+  type ModelDims,
+  presetNames,
+} from "./runtime/models/make_model.ts";
+export {
+  formatInspect,
+  inspectModel,
+  type InspectOptions,
+  type InspectReport,
+} from "./runtime/models/inspect.ts";
+export * from "./runtime/experts/allocator.ts";
+export { EXPERT_MODES, type ExpertMode, type PregatePolicy } from "./runtime/experts/engine.ts";
+export * from "./runtime/experts/trace.ts";
 export * from "./kernels/mod.ts";

@@ -31,8 +31,8 @@ import {
   type AcquireResult,
   type AllocatorOptions,
   type AllocatorStats,
-  type ExpertMode,
   NO_SLOT,
+  type OffloadMode,
   type PinKind,
   type SlotState,
   type Upload,
@@ -42,8 +42,8 @@ export {
   type AcquireResult,
   type AllocatorOptions,
   type AllocatorStats,
-  type ExpertMode,
   NO_SLOT,
+  type OffloadMode,
   type PinKind,
   type SlotState,
   type Upload,
@@ -221,7 +221,7 @@ export class SlotAllocator {
    * console.log(SlotAllocator.minimumSlots(2, "prefetch-all", 8)); // 16
    * ```
    */
-  static minimumSlots(topK: number, mode: ExpertMode, experts: number): number {
+  static minimumSlots(topK: number, mode: OffloadMode, experts: number): number {
     if (!Number.isInteger(experts) || experts < 1) {
       throw new ArgumentError("experts", `expected a positive integer, got ${experts}`);
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ExpertMode, SlotAllocator } from "./allocator.ts";
+import { type OffloadMode, SlotAllocator } from "./allocator.ts";
 import { Harness, type HarnessOptions, type Op, rng } from "./allocator_test_util.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -24,7 +24,7 @@ function drive(c: DriveConfig, policy: "lru" | "lfu", seed: number): Harness {
   const r = rng(seed);
   const E = c.experts, L = c.layers.length;
   const active = Math.min(E, c.batch * c.topK);
-  const base: ExpertMode = c.mode === "strict" ? "pregated" : c.mode;
+  const base: OffloadMode = c.mode === "strict" ? "pregated" : c.mode;
   const slots = SlotAllocator.minimumSlots(active, base, E) + c.extra;
   const h = new Harness({ experts: E, layers: c.layers, slots, policy });
   // skewed routing (a few popular experts per layer) so that caching policies differ

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { ArgumentError, BudgetError } from "../errors.ts";
 import {
   type AcquireResult,
-  type ExpertMode,
   NO_SLOT,
+  type OffloadMode,
   type PinKind,
   SlotAllocator,
 } from "./allocator.ts";
@@ -219,7 +219,7 @@ Deno.test("bad arguments throw ArgumentError naming the argument", () => {
   assertThrows(() => h.alloc.acquire(3, [4], "compute"), ArgumentError, "[0, 4)", "layer 3");
   assertThrows(() => SlotAllocator.minimumSlots(0, "pregated", 8), ArgumentError, "topK");
   assertThrows(() => SlotAllocator.minimumSlots(2, "pregated", 0), ArgumentError, "experts");
-  assertThrows(() => SlotAllocator.minimumSlots(2, "x" as ExpertMode, 8), ArgumentError, "mode");
+  assertThrows(() => SlotAllocator.minimumSlots(2, "x" as OffloadMode, 8), ArgumentError, "mode");
 });
 
 Deno.test("minimumSlots: on-demand k, pregated 2k, prefetch-all 2E; batch unions clamp", () => {

@@ -47,12 +47,12 @@ export type PinKind = "compute" | "prefetch";
  *
  * @example
  * ```ts
- * import { type ExpertMode, SlotAllocator } from "./allocator.ts";
- * const mode: ExpertMode = "pregated";
+ * import { type OffloadMode, SlotAllocator } from "./allocator.ts";
+ * const mode: OffloadMode = "pregated";
  * console.log(SlotAllocator.minimumSlots(2, mode, 8)); // 4
  * ```
  */
-export type ExpertMode = "on-demand" | "pregated" | "prefetch-all";
+export type OffloadMode = "on-demand" | "pregated" | "prefetch-all";
 
 /**
  * Options of a {@linkcode SlotAllocator}.
