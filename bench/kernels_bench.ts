@@ -18,6 +18,8 @@ import { measureFmaRate, measureReadBandwidth } from "./ceilings.ts";
 import { matmul, matvec } from "../kernels/linear.ts";
 import { matmulRef } from "../kernels/reference_linear.ts";
 import { add } from "../kernels/elementwise.ts";
+import { moeDown, moeGateUp } from "../kernels/moe.ts";
+import { moeGateUpRef } from "../kernels/reference_moe.ts";
 import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import type { DType } from "../runtime/weights/dtype.ts";
 import { assertClose, randn } from "../kernels/test_util.ts";
@@ -96,6 +98,71 @@ for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
     gpu.submit([d]);
     await gpu.sync();
   }); // (the weights stay allocated: deno bench runs this case after the table is printed)
+}
+
+// ------------------------------------------------------------------ MoE expert GEMVs (decode)
+stage("MoE expert GEMVs (decode)");
+{
+  // One token, top-k experts read through a slot table from a pool (Mixtral-8x7B expert shape on a
+  // GPU: 14336 x 4096; small on a software adapter).
+  const [I, H, k, slots] = full ? [14336, 4096, 2, 4] : [256, 512, 2, 4];
+  for (const dtype of ["bf16", "f32"] as DType[]) {
+    const bytes = dtype === "f32" ? 4 : 2;
+    const slotBytes = Math.ceil((I * H * bytes) / 256) * 256;
+    // Two random matrices, reused across pools and slots (a real-size set would need GBs of JS).
+    const base = [randn(I * H, 0.02), randn(I * H, 0.02)];
+    const packed = base.map((m) => packWeights(m, dtype));
+    const pools = [0, 1, 2].map((p) => {
+      const buf = gpu.storage("experts", slotBytes * slots);
+      for (let sl = 0; sl < slots; sl++) {
+        gpu.write(buf, packed[(p + sl) % 2], sl * slotBytes);
+      }
+      return buf;
+    });
+    const table = gpu.storage("experts", Uint32Array.from({ length: slots }, (_, e) => e));
+    const ids = gpu.storage("activations", new Uint32Array([1, 3]));
+    const x = randn(H);
+    const xBuf = gpu.storage("activations", x);
+    const hBuf = gpu.storage("activations", k * I * 4);
+    const yBuf = gpu.storage("activations", k * H * 4);
+    const common = {
+      table,
+      ids,
+      T: 1,
+      topK: k,
+      hidden: H,
+      inter: I,
+      dtype,
+      slotWords: slotBytes / 4,
+    };
+    const gu = await moeGateUp(gpu, {
+      ...common,
+      x: xBuf,
+      gate: pools[0],
+      up: pools[1],
+      out: hBuf,
+    });
+    const dn = await moeDown(gpu, { ...common, x: hBuf, down: pools[2], out: yBuf });
+    gpu.submit([gu, dn]);
+    // Validate a sample of rows of the first pair against the reference.
+    const h = await gpu.readF32(hBuf, 0, I);
+    const sample = Math.min(I, 64);
+    const gate1 = roundTo(base[1].subarray(0, sample * H), dtype); // pool 0, slot 1
+    const up1 = roundTo(base[0].subarray(0, sample * H), dtype); // pool 1, slot 1
+    const ref = moeGateUpRef(x, [gate1], [up1], new Uint32Array([0]), 1, 1, H, sample);
+    assertClose(h.subarray(0, sample), ref, 1e-5, `moe gate_up ${dtype}`);
+    const t = await gpuTime(gpu, [gu, dn], { inner: full ? 20 : 2 });
+    const moved = 3 * k * I * H * bytes;
+    rows.push({
+      name: `MoE gate_up+down ${dtype}, top-${k} of ${I}x${H} experts`,
+      value: moved / t.seconds / 1e9,
+      unit: "GB/s",
+      ceiling: readBw,
+      ceilingNote: "streaming read",
+      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}`,
+    });
+    pools.forEach((b) => gpu.destroyBuffer(b));
+  }
 }
 
 // ------------------------------------------------------------------ matmul (prefill)
