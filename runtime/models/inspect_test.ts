@@ -12,22 +12,7 @@ import {
   type InspectReport,
 } from "./inspect.ts";
 import { makeModel } from "./make_model.ts";
-
-const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"] as const;
-const FIXTURES = new URL("../../tests/fixtures/hf/", import.meta.url).pathname;
-
-function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  assert.deepStrictEqual(actual, expected, message);
-}
-
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "pregate_inspect_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { ARCHS, assertEquals, FIXTURES, withTemp } from "./model_test_util.ts";
 
 async function rejects<E extends Error>(
   p: Promise<unknown>,

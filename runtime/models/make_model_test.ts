@@ -2,42 +2,17 @@ import assert from "node:assert/strict";
 import { ArgumentError } from "../errors.ts";
 import { openCheckpoint, type TensorStore } from "../weights/safetensors.ts";
 import { loadConfig, type ModelConfig } from "./config.ts";
-import { makeModel, type MakeModelOptions, type ModelDims } from "./make_model.ts";
+import { makeModel, type ModelDims } from "./make_model.ts";
 import { expectedTensors, layerNames, modelNames } from "./names.ts";
-
-function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  assert.deepStrictEqual(actual, expected, message);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"] as const;
-const FIXTURES = new URL("../../tests/fixtures/hf/", import.meta.url).pathname;
-
-async function tempDir(): Promise<string> {
-  return await Deno.makeTempDir({ prefix: "pregate_make_model_" });
-}
-
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await tempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function make(opts: Omit<MakeModelOptions, "out">, dir: string) {
-  return await makeModel({ ...opts, out: dir });
-}
-
-function reference(arch: string): Record<string, unknown> {
-  return JSON.parse(Deno.readTextFileSync(`${FIXTURES}${arch}/reference.json`));
-}
+import {
+  ARCHS,
+  assertEquals,
+  FIXTURES,
+  make,
+  reference,
+  sameBytes,
+  withTemp,
+} from "./model_test_util.ts";
 
 /** The fixture's dimensions as overrides (so makeModel writes the same model shape). */
 function fixtureDims(arch: string): Partial<ModelDims> {

@@ -6,10 +6,7 @@ import { parseConfig } from "./config.ts";
 import { countParams } from "./param_counts.ts";
 import { type MakeModelOptions, planModel } from "./plan_model.ts";
 import { type ModelDims, presetNames, PRESETS } from "./presets.ts";
-
-function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  assert.deepStrictEqual(actual, expected, message);
-}
+import { ARCHS, assertEquals } from "./model_test_util.ts";
 
 function throwsArgumentError(fn: () => unknown): ArgumentError {
   try {
@@ -20,8 +17,6 @@ function throwsArgumentError(fn: () => unknown): ArgumentError {
   }
   throw new Error("expected an ArgumentError, nothing was thrown");
 }
-
-const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"] as const;
 
 Deno.test("tiny presets: the intended configs, two in the HF 4 form (top-level rope_theta)", () => {
   const hf4 = ["mixtral", "qwen3_moe"];

@@ -9,44 +9,17 @@ import { makeModel, type MakeModelOptions } from "./make_model.ts";
 import { layerNames, modelNames } from "./names.ts";
 import { planModel } from "./plan_model.ts";
 import { tensorValues } from "./random_weights.ts";
-
-function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  assert.deepStrictEqual(actual, expected, message);
-}
-
-function assertNotEquals(actual: unknown, expected: unknown, message?: string): void {
-  assert.notDeepStrictEqual(actual, expected, message);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"] as const;
-const FIXTURES = new URL("../../tests/fixtures/hf/", import.meta.url).pathname;
-
-async function tempDir(): Promise<string> {
-  return await Deno.makeTempDir({ prefix: "pregate_make_model_" });
-}
-
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await tempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function make(opts: Omit<MakeModelOptions, "out">, dir: string) {
-  return await makeModel({ ...opts, out: dir });
-}
-
-function reference(arch: string): Record<string, unknown> {
-  return JSON.parse(Deno.readTextFileSync(`${FIXTURES}${arch}/reference.json`));
-}
+import {
+  ARCHS,
+  assertEquals,
+  assertNotEquals,
+  FIXTURES,
+  make,
+  reference,
+  sameBytes,
+  tempDir,
+  withTemp,
+} from "./model_test_util.ts";
 
 // -----------------------------------------------------------------------------------------------
 // a plain float64 CPU forward pass, validated against the HF fixtures' logits
