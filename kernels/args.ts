@@ -271,3 +271,18 @@ export function argInPlace(
   argDistinct(outName, out, { [xName]: x });
   return "separate";
 }
+
+const placeholders = new WeakMap<Gpu, GPUBuffer>();
+
+/**
+ * A 16-byte buffer (one per device) that stands in for a binding a kernel declares but does not read
+ * in the variant being dispatched (WGSL's static use requires every declared binding to be bound).
+ */
+export function placeholder(gpu: Gpu): GPUBuffer {
+  let b = placeholders.get(gpu);
+  if (!b) {
+    b = gpu.storage("other", 16, "placeholder");
+    placeholders.set(gpu, b);
+  }
+  return b;
+}

@@ -38,6 +38,7 @@ import {
   argEvenRow,
   argObject,
   type BindingRange,
+  placeholder,
 } from "./args.ts";
 
 // ------------------------------------------------------------------------------------ tuning knobs
@@ -319,17 +320,6 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
     [params, a.x, wv, a.w, a.y, xv],
     gpu.grid(Math.ceil(a.N / tune.ROWS)),
   );
-}
-
-const placeholders = new WeakMap<Gpu, GPUBuffer>();
-
-function placeholder(gpu: Gpu): GPUBuffer {
-  let b = placeholders.get(gpu);
-  if (!b) {
-    b = gpu.storage("other", 16, "matvec.placeholder");
-    placeholders.set(gpu, b);
-  }
-  return b;
 }
 
 /**

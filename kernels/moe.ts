@@ -31,6 +31,7 @@ import {
   argObject,
   argOneOf,
   type BindingRange,
+  placeholder,
 } from "./args.ts";
 
 const WG = 256, TPR = 32, ROWS = WG / TPR;
@@ -221,8 +222,6 @@ function vec4View(argument: string, r: BindingRange, need: number): BindingRange
   return { ...r, size: down };
 }
 
-const dummies = new WeakMap<Gpu, GPUBuffer>();
-
 /**
  * Builds `out[t, :] += sum_j weights[t, j] * y[t * topK + j, :] (+ sigmoid(shared.gate[t]) *
  * shared.out[t, :])`: the routed experts' weighted sum (and Qwen2-MoE's gated shared expert) added
@@ -255,8 +254,7 @@ export async function moeCombine(
   if (shared) {
     [sOut, sGate] = [shared.out, shared.gate];
   } else {
-    let d = dummies.get(gpu);
-    if (!d) dummies.set(gpu, d = gpu.storage("other", 16, "moe_combine.dummy"));
+    const d = placeholder(gpu);
     sOut = sGate = d;
   }
   const pipeline = await gpu.pipeline(MOE_COMBINE, { WG });

@@ -31,7 +31,12 @@ import { ArgumentError, BudgetError } from "../errors.ts";
 import type { TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig, MoeFfn } from "../models/config.ts";
 import type { ForwardOptions, ForwardPlan, PregateSpec } from "../models/decoder.ts";
-import { type ExpertPool, expertPool, type ModelWeights } from "../models/weights.ts";
+import {
+  type ExpertPool,
+  expertPool,
+  expertSlotBytes,
+  type ModelWeights,
+} from "../models/weights.ts";
 import type { RunState } from "../models/state.ts";
 import { NO_SLOT, SlotAllocator } from "./allocator.ts";
 import { HostExpertStore } from "./store.ts";
@@ -213,8 +218,8 @@ export class OffloadEngine {
     const topK = Math.max(...moe.map((f) => f.topK));
     const E = host.experts;
     const min = SlotAllocator.minimumSlots(topK, opts.mode, E);
-    const probe = expertPoolBytes(host);
-    const slotBytes = probe.gateUp * 2 + probe.down;
+    const projection = expertSlotBytes(host.inter, host.hidden, host.dtype);
+    const slotBytes = 3 * projection; // gate, up and down
     // Fixed costs besides the slots: slot tables, pre-gate buffers, the routing readback buffer.
     const fixed = moe.length * E * U32 +
       moe.length * state.maxT * (2 * topK + E) * U32 + 2 * state.maxT * topK * U32;
@@ -233,7 +238,7 @@ export class OffloadEngine {
         "add --budget SIZE (e.g. --budget 8GiB), or give a number of extra slots",
       );
     }
-    const bindLimit = Math.floor(gpu.limits.maxStorageBufferBindingSize / probe.gateUp);
+    const bindLimit = Math.floor(gpu.limits.maxStorageBufferBindingSize / projection);
     const allExperts = E * moe.length;
     let slots = cache === "auto" ? allExperts : min + cache;
     if (opts.budget !== undefined) {
@@ -476,12 +481,6 @@ export class OffloadEngine {
     this.#step = 0;
     if (this.trace) this.trace.length = 0;
   }
-}
-
-function expertPoolBytes(host: HostExpertStore) {
-  const raw = host.inter * host.hidden * (host.dtype === "f32" ? 4 : 2);
-  const slot = Math.ceil(raw / 256) * 256;
-  return { gateUp: slot, down: slot };
 }
 
 function distinct(ids: ArrayLike<number>): number[] {

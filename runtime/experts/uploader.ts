@@ -41,9 +41,7 @@ export interface Uploader {
   dispose(): void;
 }
 
-const CHUNK = 64 << 20;
-
-/** `queue.writeBuffer` in chunks, padding a ragged tail to 4 bytes. */
+/** `queue.writeBuffer` through {@linkcode Gpu.write}. */
 class WriteUploader implements Uploader {
   readonly path = "write" as const;
   bytes = 0;
@@ -52,15 +50,7 @@ class WriteUploader implements Uploader {
     this.#gpu = gpu;
   }
   upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
-    const whole = data.byteLength & ~3;
-    for (let o = 0; o < whole; o += CHUNK) {
-      this.#gpu.write(dst, data.subarray(o, Math.min(whole, o + CHUNK)), offset + o);
-    }
-    if (whole < data.byteLength) {
-      const tail = new Uint8Array(4);
-      tail.set(data.subarray(whole));
-      this.#gpu.write(dst, tail, offset + whole);
-    }
+    this.#gpu.write(dst, data, offset); // chunked, ragged tail padded
     this.bytes += data.byteLength;
     return Promise.resolve();
   }

@@ -124,6 +124,8 @@ export type Step = Dispatch | Copy;
 /** A storage or uniform buffer binding: a whole buffer, or a range of it. */
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
 
+const WRITE_CHUNK = 64 << 20;
+
 const LIMIT_NAMES = [
   "maxBufferSize",
   "maxStorageBufferBindingSize",
@@ -419,16 +421,23 @@ export class Gpu {
     return this.#buffers.get(buffer)?.requested ?? buffer.size;
   }
 
-  /** Writes host data into a buffer (`queue.writeBuffer`), counting the bytes. */
+  /**
+   * Writes host data into a buffer (`queue.writeBuffer`), counting the bytes. Large writes go in
+   * 64 MiB chunks; a length that is not a multiple of 4 gets its last word padded with zeros.
+   */
   write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
-    this.device.queue.writeBuffer(
-      buffer,
-      offset,
-      data.buffer as ArrayBuffer,
-      data.byteOffset,
-      data.byteLength,
-    );
-    this.counters.uploadBytes += data.byteLength;
+    const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    const whole = bytes.byteLength & ~3;
+    for (let o = 0; o < whole; o += WRITE_CHUNK) {
+      const n = Math.min(WRITE_CHUNK, whole - o);
+      this.device.queue.writeBuffer(buffer, offset + o, bytes.buffer, bytes.byteOffset + o, n);
+    }
+    if (whole < bytes.byteLength) {
+      const tail = new Uint8Array(4);
+      tail.set(bytes.subarray(whole));
+      this.device.queue.writeBuffer(buffer, offset + whole, tail.buffer, 0, 4);
+    }
+    this.counters.uploadBytes += bytes.byteLength;
   }
 
   // ---------------------------------------------------------------- pipelines and dispatch

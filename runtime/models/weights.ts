@@ -100,20 +100,9 @@ export interface UploadOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-const CHUNK = 64 << 20;
-
-/** Writes a tensor's bytes into `buffer` at `offset`, in chunks, padding a ragged tail to 4 bytes. */
+/** Writes a tensor's bytes (zero-copy view of the mapped file) into `buffer` at `offset`. */
 export function uploadTensor(gpu: Gpu, t: Tensor, buffer: GPUBuffer, offset = 0): void {
-  const bytes = t.bytes();
-  const whole = bytes.byteLength & ~3;
-  for (let o = 0; o < whole; o += CHUNK) {
-    gpu.write(buffer, bytes.subarray(o, Math.min(whole, o + CHUNK)), offset + o);
-  }
-  if (whole < bytes.byteLength) {
-    const tail = new Uint8Array(4);
-    tail.set(bytes.subarray(whole));
-    gpu.write(buffer, tail, offset + whole);
-  }
+  gpu.write(buffer, t.bytes(), offset);
 }
 
 function expectShape(t: Tensor, shape: readonly number[]): void {
@@ -283,6 +272,14 @@ export function uploadWeights(
   return { embed, lmHead, finalNorm, layers };
 }
 
+/**
+ * Bytes of one slot of one projection of an expert pool: an (inter x hidden) matrix in `dtype`,
+ * rounded up to 256 bytes so each slot can also be bound on its own.
+ */
+export function expertSlotBytes(inter: number, hidden: number, dtype: DType): number {
+  return Math.ceil((inter * hidden * DTYPE_BYTES[dtype]) / 256) * 256;
+}
+
 /** The config of the MoE layer after layer `i`, if any. */
 function nextMoe(cfg: ModelConfig, i: number) {
   for (let j = i + 1; j < cfg.layers.length; j++) {
@@ -304,8 +301,7 @@ export function expertPool(
   hidden: number,
   dtype: DType,
 ): ExpertPool {
-  const raw = inter * hidden * DTYPE_BYTES[dtype];
-  const slotBytes = Math.ceil(raw / 256) * 256;
+  const slotBytes = expertSlotBytes(inter, hidden, dtype);
   const size = slotBytes * slots;
   const maxBind = gpu.limits.maxStorageBufferBindingSize;
   if (size > maxBind) {
