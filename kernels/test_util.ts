@@ -10,9 +10,15 @@ let shared: Promise<Gpu> | undefined;
 
 /** The GPU tests run on (`PREGATE_TEST_GPU` = native | dawn | auto; default native). */
 export function testGpu(): Promise<Gpu> {
-  shared ??= openGpu({
-    gpu: (Deno.env.get("PREGATE_TEST_GPU") ?? "native") as "native" | "dawn" | "auto",
-  });
+  if (!shared) {
+    shared = openGpu({
+      gpu: (Deno.env.get("PREGATE_TEST_GPU") ?? "native") as "native" | "dawn" | "auto",
+    });
+    // Destroy the device before the process exits rather than leaving it to driver teardown.
+    let opened: Gpu | undefined;
+    shared.then((g) => opened = g, () => {});
+    globalThis.addEventListener("unload", () => opened?.destroy());
+  }
   return shared;
 }
 
