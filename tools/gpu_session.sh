@@ -6,12 +6,17 @@
 set -u
 out=${OUT:-/tmp/pregate-out}; mkdir -p "$out"
 export NO_COLOR=1 PREGATE_BENCH_DIR=/tmp/pregate-bench
+# With arguments, only the named steps run (e.g. `bash tools/gpu_session.sh soak_dawn kernels_dawn`).
+only=" $* "
 step() { # step NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
+  if [ "$only" != "  " ] && [[ "$only" != *" $name "* ]]; then return; fi
   local t0=$(date +%s)
   timeout "$limit" "$@" > "$out/$name.log" 2>&1; local rc=$?
   echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$out/summary.txt"
 }
+# 0. What Dawn offers here: subgroup sizes, subgroup-matrix configurations, a tiny kernel of each.
+step probe_dawn 60 deno run -A tools/probe_dawn.ts
 # 1. Is the mapped-staging uploader safe on Dawn? (platform.md: dawn.node crashed after dozens of
 #    64 MB map/unmap cycles in an earlier probe.) rc 0 = passed; 139 = segfault.
 step soak_dawn 120 deno run -A tools/soak_upload.ts --gpu dawn --cycles 3000 --mb 64 --verify-every 250
