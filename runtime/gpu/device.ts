@@ -80,6 +80,33 @@ export interface OpenGpuOptions {
   powerPreference?: GPUPowerPreference;
   /** Receives one-line notices (e.g. which implementation `auto` chose). Default: none. */
   log?: (message: string) => void;
+  /**
+   * Flags for Dawn's instance (`create(flags)` of npm `webgpu`); default {@linkcode DAWN_FLAGS}, or
+   * the space-separated `PREGATE_DAWN_FLAGS` environment variable when set and readable.
+   */
+  dawnFlags?: readonly string[];
+}
+
+/**
+ * Dawn instance flags used by default. `allow_unsafe_apis` exposes
+ * `chromium-experimental-subgroup-matrix` (tensor cores); `vulkan_enable_f16_on_nvidia` exposes
+ * `shader-f16` on NVIDIA's Vulkan driver, where Dawn hides it by default. Measured on the H200
+ * (`tools/probe_dawn.ts`): without them Dawn offers neither feature; with them a 16x16x16 f16
+ * subgroup-matrix product is correct. Kernels still validate every path against CPU references.
+ */
+export const DAWN_FLAGS: readonly string[] = [
+  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",
+];
+
+function dawnFlagsFromEnv(): string[] | undefined {
+  try {
+    const state = Deno.permissions.querySync({ name: "env", variable: "PREGATE_DAWN_FLAGS" }).state;
+    if (state !== "granted") return undefined;
+    const v = Deno.env.get("PREGATE_DAWN_FLAGS");
+    return v === undefined ? undefined : v.split(" ").filter(Boolean);
+  } catch {
+    return undefined;
+  }
 }
 
 /** What a pipeline is built from: a name for the cache and errors, WGSL source and entry point. */
@@ -160,7 +187,7 @@ interface GpuEntry {
   readonly keepAlive?: unknown;
 }
 
-async function loadDawn(): Promise<GpuEntry> {
+async function loadDawn(flags: readonly string[]): Promise<GpuEntry> {
   // Loaded lazily so that native users never download or load dawn.node.
   const spec = "npm:webgpu@0.6.2";
   let mod: { create: (flags: string[]) => GPU };
@@ -174,7 +201,7 @@ async function loadDawn(): Promise<GpuEntry> {
       { cause: e },
     );
   }
-  const gpu = mod.create([]);
+  const gpu = mod.create([...flags]);
   return { gpu, impl: "dawn", keepAlive: gpu };
 }
 
@@ -210,7 +237,7 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   let adapter: GPUAdapter | null = null;
   if (choice === "dawn" || choice === "auto") {
     try {
-      entry = await loadDawn();
+      entry = await loadDawn(options.dawnFlags ?? dawnFlagsFromEnv() ?? DAWN_FLAGS);
       adapter = await requestAdapter(entry, pref);
       if (adapter && choice === "auto" && adapter.info.isFallbackAdapter) adapter = null;
       if (!adapter && choice === "dawn") {
