@@ -50,6 +50,8 @@ export interface LoadOptions {
   cachePolicy?: "lru" | "lfu";
   /** Expert copy path: `auto` (default: writeBuffer), `write` or `mapped` staging buffers. */
   uploader?: "auto" | "write" | "mapped";
+  /** When pre-gated copies are issued: `auto` (default), `sync` or `compute` (see engine.ts). */
+  prefetchAt?: "auto" | "sync" | "compute";
   /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
   trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */
@@ -204,6 +206,7 @@ export class Model {
           expertCache: opts.expertCache,
           cachePolicy: opts.cachePolicy,
           uploader: opts.uploader,
+          prefetchAt: opts.prefetchAt,
           trace: opts.trace,
         });
       }

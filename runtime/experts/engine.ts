@@ -71,6 +71,13 @@ export interface EngineOptions {
   uploader?: UploadPath | "auto";
   /** Record an expert trace (one record per MoE layer per pass). */
   trace?: boolean;
+  /**
+   * When `pregated` issues the copies the pre-gate asked for: `sync` (while the next layer's routing
+   * readback is in flight: hides them under a slow sync, Deno's native WebGPU), `compute` (right
+   * after this layer's experts are submitted: overlaps them with the experts' GPU work, for fast
+   * syncs, Dawn), or `auto` (default): `sync` on native, `compute` on Dawn.
+   */
+  prefetchAt?: "sync" | "compute" | "auto";
 }
 
 /** Counters of the engine, cumulative. */
@@ -97,6 +104,8 @@ const U32 = 4;
 export class OffloadEngine {
   readonly mode: Exclude<ExpertMode, "resident">;
   readonly pregatePolicy: PregatePolicy;
+  /** When pre-gated copies are issued (see {@linkcode EngineOptions.prefetchAt}). */
+  readonly prefetchAt: "sync" | "compute";
   /** Slots in the pool. */
   readonly slots: number;
   /** Bytes of one slot (all three projections). */
@@ -147,6 +156,8 @@ export class OffloadEngine {
     this.#state = state;
     this.mode = opts.mode;
     this.pregatePolicy = opts.pregate ?? "exact";
+    const at = opts.prefetchAt ?? "auto";
+    this.prefetchAt = at === "auto" ? (gpu.impl === "native" ? "sync" : "compute") : at;
     this.slots = slots;
     this.slotBytes = pool.bytes.gateUp * 2 + pool.bytes.down;
     this.trace = opts.trace ? [] : null;
@@ -428,7 +439,10 @@ export class OffloadEngine {
       if (next !== undefined && this.mode === "pregated" && predictedNext) {
         const want = distinct(predictedNext);
         this.#predHost.set(next, predictedNext);
-        deferred = () => prefetch(want);
+        if (this.prefetchAt === "compute") {
+          await prefetch(want);
+          this.#uploader.flush();
+        } else deferred = () => prefetch(want);
       }
       this.trace?.push({
         step,
