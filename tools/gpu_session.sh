@@ -4,7 +4,9 @@
 # and run on the host:  source .device/env.sh && bash tools/gpu_session.sh
 # Each step has its own time limit so one hang cannot eat the whole call; read $OUT/summary.txt first.
 set -u
-out=${OUT:-/tmp/pregate-out}; mkdir -p "$out"
+# Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
+# (the device tool returns at most 8 files).
+final=${OUT:-/tmp/pregate-out}; out=/tmp/pregate-logs; rm -rf "$out"; mkdir -p "$out" "$final"
 export NO_COLOR=1 PREGATE_BENCH_DIR=/tmp/pregate-bench
 # With arguments, only the named steps run (e.g. `bash tools/gpu_session.sh soak_dawn kernels_dawn`).
 only=" $* "
@@ -39,6 +41,7 @@ step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno be
 step peer_bench 300 env PYTHONUNBUFFERED=1 python3 tools/peer_bench.py --out "$out/peer_bench" \
   --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
 # The device returns at most 8 files: pack everything.
-(cd "$out" && tar -czf ../pregate-session.tgz . && mv ../pregate-session.tgz .)
+(cd "$out" && tar -czf "$final/pregate-session.tgz" .)
+cp "$out/summary.txt" "$final/" 2>/dev/null
 grep -h "^|" "$out"/*.md 2>/dev/null | head -60
 cat "$out/summary.txt"

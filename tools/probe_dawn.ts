@@ -6,12 +6,27 @@
  * @module
  */
 const mod = await import("npm:webgpu@0.6.2");
-const g = mod.create([]);
+const flags = (Deno.env.get("DAWN_FLAGS") ?? "enable-dawn-features=allow_unsafe_apis").split(" ")
+  .filter(Boolean);
+console.log(JSON.stringify({ flags }));
+const g = mod.create(flags);
 const adapter = await g.requestAdapter({ powerPreference: "high-performance" });
 if (!adapter) throw new Error("no Dawn adapter");
 const info: Record<string, unknown> = {};
 for (const k in adapter.info) info[k] = (adapter.info as unknown as Record<string, unknown>)[k];
-const features = [...adapter.features.values()];
+const KNOWN = [
+  "shader-f16",
+  "subgroups",
+  "subgroup-size-control",
+  "timestamp-query",
+  "chromium-experimental-subgroup-matrix",
+  "chromium-experimental-timestamp-query-inside-passes",
+  "float32-filterable",
+  "bgra8unorm-storage",
+  "indirect-first-instance",
+];
+const fs = adapter.features as unknown as { has(f: string): boolean };
+const features = KNOWN.filter((f) => fs.has(f));
 console.log(JSON.stringify({ info, features }, null, 1));
 const has = adapter.features as unknown as { has(f: string): boolean };
 const want: string[] = ["subgroups", "shader-f16", "chromium-experimental-subgroup-matrix"]
@@ -139,5 +154,12 @@ enable chromium_experimental_subgroup_matrix;
     }
   }
 }
-console.log(JSON.stringify({ subgroupMatrixConfigs: cfgs ?? null }));
+const cfgFields = (c: unknown) => {
+  const o: Record<string, unknown> = {};
+  for (const k of ["componentType", "resultComponentType", "M", "N", "K"]) {
+    o[k] = (c as Record<string, unknown>)[k];
+  }
+  return o;
+};
+console.log(JSON.stringify({ subgroupMatrixConfigs: (cfgs ?? []).map(cfgFields) }));
 device.destroy();
