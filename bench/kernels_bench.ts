@@ -4,7 +4,8 @@
  * Measures, after validating each kernel against its CPU reference:
  * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights,
  * - tiled matmul (prefill) FLOP/s,
- * - host->GPU upload bytes/s with `queue.writeBuffer` and with mapped staging buffers,
+ * - host->GPU upload bytes/s with `queue.writeBuffer`, with mapped staging buffers, and through the
+ *   expert uploader's mapped path (parallel memcpy into a ring of staging buffers),
  * - readback latency (tiny dispatch + copy + mapAsync) and per-dispatch cost,
  * and prints each beside its ceiling, measured on the same device: the bandwidth of a streaming-read
  * kernel (for GEMV), the rate of an FMA-only kernel (for matmul), and the nominal bus figure for uploads.
@@ -23,6 +24,7 @@ import { moeGateUpRef } from "../kernels/reference_moe.ts";
 import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import type { DType } from "../runtime/weights/dtype.ts";
 import { assertClose, randn } from "../kernels/test_util.ts";
+import { createUploader } from "../runtime/experts/uploader.ts";
 import { gpuTime, markdownTable, median, type ResultRow, wallTime } from "./harness.ts";
 
 const gpu: Gpu = await openGpu({
@@ -250,6 +252,22 @@ for (const chunkMB of full ? [4, 16, 64, 256] : [1, 4, 16]) {
     ceilingNote: "PCIe 5 x16 nominal",
     note: "mapAsync + getMappedRange + copyBufferToBuffer",
   });
+  // The expert uploader's mapped path: a ring of 3 staging buffers filled by parallel memcpys.
+  const up = createUploader(gpu, "mapped", { stagingBytes: Math.min(bytes, 64 * MB), log: stage });
+  const tu = await wallTime(async () => {
+    for (let i = 0; i < mapReps; i++) await up.upload(dst, 0, src);
+    up.flush();
+    await gpu.sync();
+  }, { samples: slowMaps ? 2 : 3, warmup: 1 });
+  rows.push({
+    name: `upload mapped uploader ${chunkMB} MiB chunks`,
+    value: (mapReps * bytes) / tu / 1e9,
+    unit: "GB/s",
+    ceiling: PCIE_GEN5_X16,
+    ceilingNote: "PCIe 5 x16 nominal",
+    note: `${up.stats.fill} x${up.stats.threads}, 3 x ${Math.min(chunkMB, 64)} MiB staging`,
+  });
+  await up.dispose();
   staging.forEach((s) => gpu.destroyBuffer(s));
   gpu.destroyBuffer(dst);
 }

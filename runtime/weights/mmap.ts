@@ -1,5 +1,5 @@
 /**
- * Memory-mapped weight files: the only FFI in Pregate.
+ * Memory-mapped weight files, and host `memcpy`: the only FFI in Pregate.
  *
  * {@linkcode openMapped} maps a whole file read-only (`mmap(PROT_READ, MAP_PRIVATE)` through
  * `Deno.dlopen` of the C library: `libc.so.6` on Linux, `libSystem.B.dylib` on macOS) and hands out
@@ -21,6 +21,10 @@
  *   Do not rewrite weight files in place while Pregate runs.
  * - A mapping that is never closed is unmapped when its buffer and every view of it are
  *   garbage-collected.
+ *
+ * The same library handle also gives {@linkcode hostMemcpy}: libc `memcpy` between raw addresses,
+ * on the calling thread or (`copyAsync`) on one of Deno's blocking-pool threads, so that several
+ * copies run at once (the expert uploader fills GPU staging buffers this way).
  *
  * @example
  * ```ts ignore
@@ -145,6 +149,13 @@ function libcSymbols(errnoName: string) {
     munmap: { parameters: ["pointer", "usize"], result: "i32" },
     madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
     getpagesize: { parameters: [], result: "i32" },
+    memcpy: { parameters: ["pointer", "pointer", "usize"], result: "void" },
+    memcpyAsync: {
+      name: "memcpy",
+      parameters: ["pointer", "pointer", "usize"],
+      result: "void",
+      nonblocking: true,
+    },
     errnoLocation: { name: errnoName, parameters: [], result: "pointer" },
   } as const;
 }
@@ -222,6 +233,50 @@ function errnoText(libc: Libc): string {
 export function mmapSupport(): { available: boolean; reason?: string } {
   const s = loadLibc();
   return s.libc ? { available: true } : { available: false, reason: s.reason };
+}
+
+/**
+ * libc `memcpy` between raw addresses (see {@linkcode hostMemcpy}). Both ranges must stay valid and
+ * unmoved until the copy returns (for `copyAsync`, until its promise settles): keep a reference to
+ * the buffers they point into, and never unmap or detach them meanwhile. Tiny typed arrays may live
+ * on the V8 heap, which moves them: give `copyAsync` only `ArrayBuffer`-backed memory (reading a
+ * view's `.buffer` moves it off the heap for good) or mapped memory.
+ */
+export interface HostMemcpy {
+  /** Copies `bytes` bytes from `src` to `dst` on the calling thread. */
+  copy(dst: Deno.PointerObject, src: Deno.PointerObject, bytes: number): void;
+  /**
+   * Copies on one of Deno's blocking-pool threads (a `nonblocking` FFI call); several calls in
+   * flight run in parallel. The JS thread is free meanwhile.
+   */
+  copyAsync(dst: Deno.PointerObject, src: Deno.PointerObject, bytes: number): Promise<void>;
+}
+
+let memcpyCache: HostMemcpy | null | undefined;
+
+/**
+ * libc `memcpy` through the same library handle as the mappings, or `null` when FFI is unusable
+ * (then {@linkcode mmapSupport} says why).
+ *
+ * @example
+ * ```ts
+ * import { hostMemcpy } from "./mmap.ts";
+ * const m = hostMemcpy();
+ * const a = new Uint8Array(new ArrayBuffer(1 << 20)).fill(7), b = new Uint8Array(1 << 20);
+ * const [pa, pb] = [Deno.UnsafePointer.of(a)!, Deno.UnsafePointer.of(b)!];
+ * if (m) await Promise.all([0, 1].map((h) => m.copyAsync(
+ *   Deno.UnsafePointer.offset(pb, h << 19)!, Deno.UnsafePointer.offset(pa, h << 19)!, 1 << 19)));
+ * console.log(m ? b[b.length - 1] : 7); // 7
+ * ```
+ */
+export function hostMemcpy(): HostMemcpy | null {
+  if (memcpyCache !== undefined) return memcpyCache;
+  const libc = loadLibc().libc;
+  if (!libc) return memcpyCache = null;
+  return memcpyCache = {
+    copy: (dst, src, bytes) => libc.memcpy(dst, src, BigInt(bytes)),
+    copyAsync: (dst, src, bytes) => libc.memcpyAsync(dst, src, BigInt(bytes)),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
