@@ -195,7 +195,7 @@ const COMMANDS: Record<string, Command> = {
         const rows = await model.logits(ids);
         console.log(JSON.stringify({ logits: rows.map((r) => Array.from(r)) }));
       } finally {
-        model.dispose();
+        await model.dispose();
       }
     },
   },
@@ -247,7 +247,7 @@ const COMMANDS: Record<string, Command> = {
           if (v.stats) console.error(JSON.stringify(model.lastStats, null, 2));
         }
       } finally {
-        model.dispose();
+        await model.dispose();
       }
     },
   },
@@ -284,7 +284,7 @@ const COMMANDS: Record<string, Command> = {
         console.log(formatTraceSummary(summarizeTrace(trace)));
         console.log(`wrote ${v.out}${typeof v.json === "string" ? ` and ${v.json}` : ""}`);
       } finally {
-        model.dispose();
+        await model.dispose();
       }
     },
   },

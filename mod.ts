@@ -9,7 +9,7 @@
  * import { loadModel } from "./mod.ts";
  * const model = await loadModel("models/tiny-mixtral", { gpu: "native" });
  * for await (const id of model.generate([5, 77, 301], { maxTokens: 8 })) console.log(id);
- * model.dispose();
+ * await model.dispose();
  * ```
  * @module
  */

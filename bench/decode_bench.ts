@@ -113,7 +113,7 @@ for (const spec of specs) {
     load_seconds: loadSeconds,
     stats: samples,
   });
-  model.dispose();
+  await model.dispose();
   // deno bench's own statistics: the model is reloaded during the warm-up iteration.
   Deno.bench({ name: `decode ${spec} (${tokens} tokens)`, n: 3, warmup: 1 }, async () => {
     if (benchModel?.dir !== dir) {

@@ -146,7 +146,7 @@ for (const spec of specs) {
         } |`,
       );
     } finally {
-      model.dispose();
+      await model.dispose();
     }
   }
   tables.push(

@@ -44,7 +44,7 @@ for (const arch of archs) {
     } GPU syncs ` +
       `per token, peak GPU memory ${(st.peak_gpu_bytes / 2 ** 20).toFixed(1)} MiB\n`,
   );
-  model.dispose();
+  await model.dispose();
 }
 console.log(
   failures
@@ -72,7 +72,7 @@ for (
   const out: number[] = [];
   for await (const id of model.generate(prompt, { maxTokens: 24 })) out.push(id);
   const st = model.lastStats!;
-  model.dispose();
+  await model.dispose();
   const key = out.join(" ");
   reference ||= key;
   const label = pregate ? `${mode} (${pregate})` : mode;

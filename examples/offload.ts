@@ -64,4 +64,4 @@ console.log(
       ? ""
       : `, pre-gate hit rate ${(100 * s.pregate_hit_rate).toFixed(0)}%`),
 );
-model.dispose();
+await model.dispose();

@@ -10,7 +10,7 @@
  * const logits = await model.logits([5, 77, 301]); // one Float32Array of vocab logits per position
  * for await (const id of model.generate([5, 77, 301], { maxTokens: 16 })) console.log(id);
  * console.log(model.lastStats);
- * model.dispose();
+ * await model.dispose();
  * ```
  * @module
  */
@@ -448,13 +448,20 @@ export class Model {
     };
   }
 
-  /** Frees the GPU buffers (and the device if the model opened it) and unmaps the weight files. */
-  dispose(): void {
-    this.#engine?.dispose();
+  /**
+   * Frees the GPU buffers and unmaps the weight files at once; staging buffers of the expert
+   * uploader (and the device, if the model opened it) go once their pending maps have settled,
+   * which the returned promise marks. Awaiting it is only needed before destroying a device the
+   * caller passed in.
+   */
+  dispose(): Promise<void> {
+    const staging = this.#engine?.dispose() ?? Promise.resolve();
     freeBuffers(this.gpu, this.#state);
     freeBuffers(this.gpu, this.#weights);
     this.#store.close();
-    if (this.#ownsGpu) this.gpu.destroy();
+    return staging.catch(() => {}).finally(() => {
+      if (this.#ownsGpu) this.gpu.destroy();
+    });
   }
 }
 

@@ -38,7 +38,7 @@ for (const arch of ARCHS) {
         }
         assert.ok(worst < 2e-3, `max abs logit difference ${worst}`);
       } finally {
-        model.dispose();
+        await model.dispose();
       }
     },
   });
@@ -59,7 +59,7 @@ for (const arch of ARCHS) {
         assert.equal(st.generated_tokens, ref.greedy.length);
         assert.ok(st.syncs_per_token < 1, `syncs per token ${st.syncs_per_token}`);
       } finally {
-        model.dispose();
+        await model.dispose();
       }
     },
   });

@@ -24,7 +24,7 @@ async function run(arch: string, opts: LoadOptions, ids: number[], n: number) {
     for await (const id of model.generate(ids, { maxTokens: n })) tokens.push(id);
     return { logits, tokens, stats: model.lastStats!, cfg: model.config, slots: model.expertSlots };
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }
 
@@ -124,7 +124,7 @@ Deno.test({
       budget: needed,
     });
     assert.equal(m.expertSlots, 6);
-    m.dispose();
+    await m.dispose();
   },
 });
 
@@ -213,13 +213,13 @@ Deno.test({
     const stock = await run("mixtral", opts, ref.ids, 6);
     const model = await loadModel(dir, { device: await testGpu(), ...opts });
     const trained = await model.logits(ref.ids);
-    model.dispose();
+    await model.dispose();
     // Different pre-gates choose different experts: strict outputs differ from the stock stand-in.
     assert.notDeepEqual(trained, stock.logits);
     // Exact mode still reproduces the model whatever the pre-gate predicts.
     const exact = await loadModel(dir, { device: await testGpu(), mode: "pregated" });
     const exactLogits = await exact.logits(ref.ids);
-    exact.dispose();
+    await exact.dispose();
     const resident = await run("mixtral", { mode: "resident" }, ref.ids, 1);
     assert.deepEqual(exactLogits, resident.logits);
     await Deno.remove(dir, { recursive: true });
@@ -240,7 +240,7 @@ Deno.test({
       const logits = await m.logits(ids);
       const out: number[] = [];
       for await (const id of m.generate(ids, { maxTokens: 6 })) out.push(id);
-      m.dispose();
+      await m.dispose();
       return { logits, out };
     };
     const base = await go({ mode: "resident" });
@@ -281,7 +281,7 @@ Deno.test({
     });
     assert.ok(small.expertSlots! >= 3 && small.expertSlots! < big.expertSlots!);
     assert.equal(big.expertSlots, 3 * 8); // every expert of the 3 MoE layers fits in 64 MiB
-    small.dispose();
-    big.dispose();
+    await small.dispose();
+    await big.dispose();
   },
 });

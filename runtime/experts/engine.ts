@@ -471,9 +471,12 @@ export class OffloadEngine {
     return this.#uploader.path;
   }
 
-  /** Frees the engine's GPU buffers (slot pool, tables, pre-gate and readback buffers). */
-  dispose(): void {
-    this.#uploader.dispose();
+  /**
+   * Frees the engine's GPU buffers (slot pool, tables, pre-gate and readback buffers) now; the
+   * uploader's staging buffers are freed once their pending maps have settled (the promise).
+   */
+  dispose(): Promise<void> {
+    const staging = this.#uploader.dispose();
     const seen = new Set<GPUBuffer>();
     for (const p of this.#pools.values()) {
       [p.gate, p.up, p.down, p.table].forEach((b) => seen.add(b));
@@ -483,6 +486,7 @@ export class OffloadEngine {
     for (const b of seen) this.#gpu.destroyBuffer(b);
     this.#pools.clear();
     this.#pred.clear();
+    return staging;
   }
 
   /**
