@@ -48,7 +48,7 @@ export interface LoadOptions {
   expertCache?: number | "auto";
   /** Eviction policy of the expert slots: `lru` (default) or `lfu`. */
   cachePolicy?: "lru" | "lfu";
-  /** Expert copy path: `auto` (default: writeBuffer), `write` or `mapped` staging buffers. */
+  /** Expert copy path: `auto` (default: mapped on Dawn, writeBuffer on native), `write`, `mapped`. */
   uploader?: "auto" | "write" | "mapped";
   /** When pre-gated copies are issued: `auto` (default), `sync` or `compute` (see engine.ts). */
   prefetchAt?: "auto" | "sync" | "compute";
