@@ -8,7 +8,8 @@
  * - Storage bindings: {@linkcode argBinding} (shape, alignment, size and device limits) and the
  *   aliasing rules of one dispatch: {@linkcode argDistinct} (a written binding may not share its
  *   buffer with a binding the kernel reads, as WebGPU requires), {@linkcode argDisjoint} (two written
- *   bindings: byte ranges) and {@linkcode argInPlace} (kernels with an in-place variant).
+ *   bindings: byte ranges) and {@linkcode argInPlace} (kernels with an in-place variant);
+ *   {@linkcode vec4View} for a binding a kernel reads as a `vec4` array.
  *
  * @example
  * ```ts ignore
@@ -285,4 +286,26 @@ export function placeholder(gpu: Gpu): GPUBuffer {
     placeholders.set(gpu, b);
   }
   return b;
+}
+
+/**
+ * A storage binding as seen through a `vec4` array (`array<vec4<f32>>`, `array<vec4<u32>>`): its
+ * size rounded up to whole 16-byte vectors when the buffer has room (Pregate's buffers are 16-byte
+ * multiples), else down, if that still covers `need` bytes.
+ *
+ * @throws {ArgumentError} on `argument` when neither covers `need`.
+ */
+export function vec4View(argument: string, r: BindingRange, need: number): BindingRange {
+  const up = Math.ceil(r.size / 16) * 16;
+  if (r.offset + up <= r.buffer.size) return { ...r, size: up };
+  const down = r.size - (r.size % 16);
+  if (down < need) {
+    throw new ArgumentError(
+      argument,
+      `is read as vec4 and needs a binding of whole 16-byte vectors covering ${need} bytes; ` +
+        `the buffer ends ${r.buffer.size - r.offset} bytes after the offset`,
+      "allocate buffers in multiples of 16 bytes (gpu.storage does)",
+    );
+  }
+  return { ...r, size: down };
 }

@@ -23,6 +23,7 @@ import * as embedding from "./embedding.ts";
 import * as linear from "./linear.ts";
 import * as moe from "./moe.ts";
 import * as norm from "./norm.ts";
+import * as qkv from "./qkv.ts";
 import * as rope from "./rope.ts";
 import * as router from "./router.ts";
 import * as sample from "./sample.ts";
@@ -39,6 +40,7 @@ export * from "./embedding.ts";
 export * from "./linear.ts";
 export * from "./moe.ts";
 export * from "./norm.ts";
+export * from "./qkv.ts";
 export * from "./rope.ts";
 export * from "./router.ts";
 export * from "./sample.ts";
@@ -55,6 +57,7 @@ const FAMILIES: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {
   linear,
   moe,
   norm,
+  qkv,
   rope,
   router,
   sample,

@@ -3,6 +3,12 @@
  * table: `table[e]` is the slot of expert `e` in a stacked pool `[slots, rows, K]` of packed weights,
  * so the same kernels serve resident experts (identity table) and the offloading engine's slots.
  *
+ * A MoE block is `moeGateUp`, then either {@linkcode moeDownCombine} (the down projections, their
+ * weighted sum and the shared expert added into the residual in one dispatch) or, unfused,
+ * {@linkcode moeDown} + {@linkcode moeCombine}. A block whose experts do not all fit the slots at once
+ * runs in rounds: `moeDownCombine` with `mode: "round"` once per set of resident experts, then with
+ * `mode: "finish"`, which gives bit for bit what `mode: "combine"` gives in one pass.
+ *
  * Shape legend: T tokens, k = topK choices per token, P = T * k (token, choice) pairs,
  * H hidden, I expert intermediate size.
  *
@@ -32,6 +38,7 @@ import {
   argOneOf,
   type BindingRange,
   placeholder,
+  vec4View,
 } from "./args.ts";
 
 const WG = 256, TPR = 32, ROWS = WG / TPR;
@@ -41,7 +48,7 @@ export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
   file: "moe.wgsl",
   entry: "gate_up",
-  includes: ["dtype.wgsl"],
+  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
   constants: { WG, TPR, WDTYPE: 0 },
 });
@@ -51,9 +58,22 @@ export const MOE_DOWN: KernelSpec = defineKernel({
   name: "moe_down",
   file: "moe.wgsl",
   entry: "down",
-  includes: ["dtype.wgsl"],
+  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down"],
   constants: { WG, TPR, WDTYPE: 0 },
+});
+
+/**
+ * Expert down projections, their weighted sum and the sigmoid-gated shared expert added into the
+ * residual, in one pass (`down_combine` of `moe.wgsl`; also its round / finish modes).
+ */
+export const MOE_DOWN_COMBINE: KernelSpec = defineKernel({
+  name: "moe_down_combine",
+  file: "moe.wgsl",
+  entry: "down_combine",
+  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  bindings: ["params", "x", "table", "ids", "out", "down", "weights", "shared_out", "shared_gate"],
+  constants: { WG, TPR, WDTYPE: 0, P: 1 },
 });
 
 /** Weighted sum of expert outputs (+ sigmoid-gated shared expert) added into the residual. */
@@ -162,7 +182,7 @@ export async function moeGateUp(
   const pipeline = await gpu.pipeline(MOE_GATE_UP, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts, c.missingSkip)
-    .u32(aligned(c.hidden, c.dtype)).bytes();
+    .u32(aligned(c.hidden, c.dtype), 0, 0).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up],
@@ -189,7 +209,7 @@ export async function moeDown(
   const pipeline = await gpu.pipeline(MOE_DOWN, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip)
-    .u32(aligned(c.inter, c.dtype)).bytes();
+    .u32(aligned(c.inter, c.dtype), 0, 0).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_down.params"), x, c.table, c.ids, out, down],
@@ -203,23 +223,132 @@ function aligned(K: number, dtype: DType): number {
   return (K / (dtype === "f32" ? 1 : 2)) % 4 === 0 ? 1 : 0;
 }
 
+/** What a {@linkcode moeDownCombine} dispatch does. */
+export type MoeDownCombineMode = "combine" | "round" | "finish";
+
+/** Arguments of {@linkcode moeDownCombine}. */
+export interface MoeDownCombineArgs extends Omit<MoeArgs, "missing"> {
+  /**
+   * `combine` (default): `out[t] += sum_j weights[t, j] * (down[slot_j] . x[t * topK + j]) (+
+   * sigmoid(shared.gate[t]) * shared.out[t])`; a pair whose expert has no slot makes the row NaN.
+   * `round`: `out[p] = down[slot] . x[p]` for the pairs whose expert has a slot, the others left as
+   * they are (as {@linkcode moeDown} with `missing: "skip"`). `finish`: as `combine` with the expert
+   * outputs read from `x` (f32 [T * topK, hidden], written by the rounds) instead of computed.
+   */
+  mode?: MoeDownCombineMode;
+  /** `combine` / `round`: f32 [T * topK, inter] expert hidden activations; `finish`: see `mode`. */
+  x: Binding;
+  /** The down-projection pool [slots, hidden, inter] (bound but not read by `finish`). */
+  down: Binding;
+  /** `combine` / `finish`: the residual f32 [T, hidden] (added to); `round`: f32 [T * topK, hidden]. */
+  out: Binding;
+  /** f32 [T, topK]: the routing weights (`combine` / `finish`). */
+  weights?: Binding;
+  /** Qwen2-MoE's shared expert: f32 [T, hidden] output and f32 [T] gate logit. */
+  shared?: { out: Binding; gate: Binding };
+}
+
 /**
- * The binding as seen through a vec4 array: its size rounded up to whole 16-byte vectors when the
- * buffer has room (Pregate's buffers are 16-byte multiples), else down (if that still covers `need`).
+ * Builds the fused expert down projection + combine: one workgroup per few output rows of one token
+ * computes the rows of the token's `topK` pairs (several side by side) and adds their weighted sum,
+ * in pair order, (and the gated shared expert) into the residual, without atomics and without the
+ * `[T * topK, hidden]` intermediate. The `round` / `finish` modes split the same work for layers run in rounds (see
+ * {@linkcode MoeDownCombineArgs.mode}); all modes share one pipeline, so the results agree bit for
+ * bit.
+ *
+ * @example
+ * ```ts ignore
+ * await moeDownCombine(gpu, { x: moeH, down, table, ids, weights, out: x, T, topK, hidden: H,
+ *   inter: I, slotWords, dtype: "bf16" });
+ * ```
+ * @throws {ArgumentError} naming the bad argument (as {@linkcode moeDown} and {@linkcode moeCombine};
+ * `missing` is not an argument: `round` skips pairs without a slot, the other modes give NaN).
  */
-function vec4View(argument: string, r: BindingRange, need: number): BindingRange {
-  const up = Math.ceil(r.size / 16) * 16;
-  if (r.offset + up <= r.buffer.size) return { ...r, size: up };
-  const down = r.size - (r.size % 16);
-  if (down < need) {
+export async function moeDownCombine(gpu: Gpu, args: MoeDownCombineArgs): Promise<Dispatch> {
+  argObject(args);
+  if ((args as { missing?: unknown }).missing !== undefined) {
     throw new ArgumentError(
-      argument,
-      `is read as vec4 and needs a binding of whole 16-byte vectors covering ${need} bytes; ` +
-        `the buffer ends ${r.buffer.size - r.offset} bytes after the offset`,
-      "allocate buffers in multiples of 16 bytes (gpu.storage does)",
+      "missing",
+      "moeDownCombine takes no 'missing' argument",
+      "mode 'round' skips pairs whose expert has no slot; 'combine' and 'finish' make them NaN",
     );
   }
-  return { ...r, size: down };
+  const mode = argOneOf(
+    "mode",
+    args.mode ?? "combine",
+    ["combine", "round", "finish"] as const,
+    "moeDownCombine mode",
+  );
+  const c = common(gpu, { ...args, missing: mode === "round" ? "skip" : "nan" });
+  const pairs = c.T * c.topK;
+  const xNeed = pairs * (mode === "finish" ? c.hidden : c.inter) * 4;
+  const x = vec4View("x", argBinding(gpu, "x", args.x, xNeed), xNeed);
+  const down = vec4View("down", argBinding(gpu, "down", args.down, c.slotWords * 4), 16);
+  const outRows = mode === "round" ? pairs : c.T;
+  const out = argBinding(
+    gpu,
+    "out",
+    args.out,
+    outRows * c.hidden * 4,
+    `f32 [${mode === "round" ? "T * topK" : "T"}=${outRows}, hidden=${c.hidden}]`,
+  );
+  let weights: BindingRange | undefined;
+  let shared: { out: BindingRange; gate: BindingRange } | undefined;
+  if (mode === "round") {
+    if (args.weights !== undefined || args.shared !== undefined) {
+      throw new ArgumentError(
+        args.weights !== undefined ? "weights" : "shared",
+        "mode 'round' only computes the expert outputs; give weights and shared to 'finish'",
+      );
+    }
+  } else {
+    weights = argBinding(gpu, "weights", args.weights, pairs * 4, `f32 [T=${c.T}, topK=${c.topK}]`);
+    shared = args.shared && {
+      out: argBinding(gpu, "shared.out", args.shared.out, c.T * c.hidden * 4),
+      gate: argBinding(gpu, "shared.gate", args.shared.gate, c.T * 4),
+    };
+  }
+  argDistinct("out", out, {
+    x,
+    table: c.table,
+    ids: c.ids,
+    down,
+    weights,
+    "shared.out": shared?.out,
+    "shared.gate": shared?.gate,
+  });
+  const slots = down.size / 4 / c.slotWords | 0;
+  // Pairs side by side: as many of the token's topK as fit (a power of two, at most WG / TPR), so
+  // a workgroup holds WG / (TPR * P) rows and the grid has about as many workgroups as moeDown's.
+  let P = 1;
+  while (P * 2 <= Math.min(c.topK, ROWS)) P *= 2;
+  const pipeline = await gpu.pipeline(MOE_DOWN_COMBINE, {
+    WG,
+    TPR,
+    WDTYPE: DTYPE_CODE[c.dtype],
+    P,
+  });
+  const modeCode = { combine: 0, round: 1, finish: 2 }[mode];
+  const params = new ParamWriter()
+    .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip)
+    .u32(aligned(c.inter, c.dtype), modeCode, shared ? 1 : 0).bytes();
+  const none = placeholder(gpu);
+  return gpu.dispatch(
+    pipeline,
+    [
+      gpu.uniform(params, `moe_down_combine.params`),
+      x,
+      c.table,
+      c.ids,
+      out,
+      down,
+      weights ?? none,
+      shared?.out ?? none,
+      shared?.gate ?? none,
+    ],
+    [Math.ceil(c.hidden / (ROWS / P)), c.T],
+    `moe_down_combine.${mode}`,
+  );
 }
 
 /**

@@ -9,10 +9,24 @@
 // do not all fit the slots at once runs in several rounds, each computing the pairs of the experts it
 // holds, so after the last round every pair was written exactly once).
 //
+//
+// down_combine (one workgroup per few output rows of one token t, computing the token's topK pairs
+// P at a time, each pair's row exactly as `down` computes it) has three modes (p.mode):
+//   0 combine: out[t, r] += sum_j cw[t * topK + j] * (Wdown[slot_j] . x[t * topK + j])[r]
+//              (+ sigmoid(shared_gate[t]) * shared_out[t, r])   -- down + moe_combine in one pass
+//   1 round:   out[pair, r] = (Wdown[slot] . x[pair])[r] for the pairs whose expert has a slot (the
+//              others are left as they are): one round of a layer computed in rounds
+//   2 finish:  as combine, with the expert outputs read from x ([T * topK, hidden], the rounds'
+//              outputs) instead of computed
+// All three run the same pipeline and the same code for the row dot products and for the combine, so
+// a layer computed in rounds (round..., finish) gives bit for bit what combine gives in one pass. The
+// combine arithmetic is moe_combine.wgsl's: the expert sum in pair order, then the shared expert,
+// then the residual.
+//
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
 // matching x values per load and does its math on vectors; otherwise it reads word by word (vector
-// components indexed at run time), which works for any shape.
+// components indexed at run time), which works for any shape (the dot products: vec4_dot.wgsl).
 struct Params {
   T: u32,
   topK: u32,
@@ -23,10 +37,15 @@ struct Params {
   experts: u32,
   missing_skip: u32,
   aligned: u32,
+  // down_combine only: its mode (above) and whether the shared expert is added.
+  mode: u32,
+  has_shared: u32,
 }
 
 override WG: u32 = 256u;
 override TPR: u32 = 32u;
+// down_combine: pairs computed side by side (a power of two, TPR * P <= WG).
+override P: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -35,6 +54,16 @@ override TPR: u32 = 32u;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> w0: array<vec4<u32>>;
 @group(0) @binding(6) var<storage, read> w1: array<vec4<u32>>;
+
+// down_combine only: the combine weights [T, topK] and the shared expert's output [T, hidden] and gate
+// logit [T] (read only when p.has_shared = 1).
+@group(0) @binding(6) var<storage, read> cw: array<f32>;
+@group(0) @binding(7) var<storage, read> shared_out: array<f32>;
+@group(0) @binding(8) var<storage, read> shared_gate: array<f32>;
+
+const MODE_COMBINE: u32 = 0u;
+const MODE_ROUND: u32 = 1u;
+const MODE_FINISH: u32 = 2u;
 
 var<workgroup> red0: array<f32, WG>;
 var<workgroup> red1: array<f32, WG>;
@@ -56,37 +85,6 @@ fn reduce_rows(lid: u32, lane: u32, both: bool) {
 // A quiet NaN built from a runtime value: Tint rejects a constant NaN.
 fn nan_of(slot: u32) -> f32 {
   return bitcast<f32>(0x7fc00000u | (slot & 1u));
-}
-
-fn xs(i: u32) -> f32 {
-  return x[i >> 2u][i & 3u];
-}
-
-// Word i (weight i for f32) of a row times x, scalar path: w is the word, xi the first x index.
-fn dot_word(w: u32, xi: u32) -> f32 {
-  let v = unpack_word(w);
-  if (WDTYPE == 0u) {
-    return v.x * xs(xi);
-  }
-  return v.x * xs(xi) + v.y * xs(xi + 1u);
-}
-
-// Four words (4 or 8 weights) times the x values from element xk (a multiple of 4), vector path.
-fn dot_quad(q: vec4<u32>, xk: u32) -> f32 {
-  let xa = x[xk >> 2u];
-  if (WDTYPE == 0u) {
-    return dot(bitcast<vec4<f32>>(q), xa);
-  }
-  let xb = x[(xk >> 2u) + 1u];
-  if (WDTYPE == 2u) {
-    // bf16: the low halves are weights 0, 2, 4, 6 and the high halves 1, 3, 5, 7.
-    let lo = bitcast<vec4<f32>>(q << vec4<u32>(16u));
-    let hi = bitcast<vec4<f32>>(q & vec4<u32>(0xffff0000u));
-    return dot(lo, vec4<f32>(xa.x, xa.z, xb.x, xb.z)) + dot(hi, vec4<f32>(xa.y, xa.w, xb.y, xb.w));
-  }
-  let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-  let wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-  return dot(wa, xa) + dot(wb, xb);
 }
 
 fn slot_of(pair: u32) -> u32 {
@@ -138,12 +136,8 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   }
 }
 
-@compute @workgroup_size(WG)
-fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let pair = wid.y;
-  let row = wid.x * (WG / TPR) + lid / TPR;
-  let lane = lid % TPR;
-  let slot = slot_of(pair);
+// This lane's part of (Wdown[slot] . x[pair])[row] (0 when the row or the slot is out of range).
+fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
   let wpw = w_per_word();
   let rowWords = p.K / wpw;
   var acc = 0.0;
@@ -161,7 +155,16 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
-  red0[lid] = acc;
+  return acc;
+}
+
+@compute @workgroup_size(WG)
+fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pair = wid.y;
+  let row = wid.x * (WG / TPR) + lid / TPR;
+  let lane = lid % TPR;
+  let slot = slot_of(pair);
+  red0[lid] = down_partial(pair, row, lane, slot);
   reduce_rows(lid, lane, false);
   if (lane == 0u && row < p.rows && (slot < p.slots || p.missing_skip == 0u)) {
     var v = red0[lid];
@@ -169,5 +172,67 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       v = nan_of(slot);
     }
     out[pair * p.rows + row] = v;
+  }
+}
+
+// Workgroups: (ceil(hidden / R), T) with R = WG / (TPR * P) rows each. p.K = inter, p.rows = hidden.
+// The workgroup's TPR-thread segments are P pair slots x R rows: segment (q, r) computes pair
+// j0 + q of row r for j0 = 0, P, 2P, ... (the same lane striding and tree as `down`, so the same
+// bits); the row's owner (slot 0, lane 0) then adds the group's P values in pair order.
+@compute @workgroup_size(WG)
+fn down_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let t = wid.y;
+  let rows_per = WG / (TPR * P);
+  let seg = lid / TPR;
+  let q = seg / rows_per;
+  let r = seg - q * rows_per;
+  let row = wid.x * rows_per + r;
+  let lane = lid % TPR;
+  let combine = p.mode != MODE_ROUND;
+  let owner = lane == 0u && q == 0u && row < p.rows && combine;
+  var acc = 0.0;
+  for (var j0 = 0u; j0 < p.topK; j0 += P) {
+    let has = j0 + q < p.topK;
+    let pair = t * p.topK + j0 + q;
+    var slot = 0xffffffffu;
+    var part = 0.0;
+    if (has) {
+      slot = slot_of(pair);
+      if (p.mode != MODE_FINISH) {
+        part = down_partial(pair, row, lane, slot);
+      }
+    }
+    red0[lid] = part;
+    reduce_rows(lid, lane, false);
+    if (lane == 0u && has && row < p.rows) {
+      var v = red0[lid];
+      if (slot >= p.slots) {
+        v = nan_of(slot);
+      }
+      if (p.mode == MODE_FINISH) {
+        v = xs(pair * p.rows + row);
+      }
+      if (p.mode == MODE_ROUND && slot < p.slots) {
+        out[pair * p.rows + row] = v;
+      }
+      red0[lid] = v;
+    }
+    workgroupBarrier();
+    if (owner) {
+      for (var i = 0u; i < P; i++) {
+        if (j0 + i < p.topK) {
+          acc += cw[t * p.topK + j0 + i] * red0[(i * rows_per + r) * TPR];
+        }
+      }
+    }
+    workgroupBarrier(); // red0 is reused by the next group
+  }
+  if (owner) {
+    if (p.has_shared != 0u) {
+      let g = 1.0 / (1.0 + exp(-shared_gate[t]));
+      acc += g * shared_out[t * p.rows + row];
+    }
+    let i = t * p.rows + row;
+    out[i] = out[i] + acc;
   }
 }

@@ -5,9 +5,9 @@
  * here:
  *
  * - `reference_pointwise.ts`: elementwise, norm, rope, softmax, activation, embedding.
- * - `reference_linear.ts`: matmul, matvec.
- * - `reference_attention.ts`: kv append, attention, router top-k, argmax.
- * - `reference_moe.ts`: expert gate/up, down, combine.
+ * - `reference_linear.ts`: matmul, matvec, the fused q/k/v projections (+ biases).
+ * - `reference_attention.ts`: kv append, fused rope + kv append, attention, router top-k, argmax.
+ * - `reference_moe.ts`: expert gate/up, down, combine, fused down + combine.
  * - `reference_sample.ts`: the sampler's hash and rule.
  *
  * @example

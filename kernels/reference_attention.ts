@@ -1,6 +1,7 @@
 /**
  * CPU references (float64, plainest loops) of the attention, router and argmax kernels
- * (`attention.ts`, `router.ts`, `argmax.ts`). Kernel tests compare the GPU against these.
+ * (`attention.ts`, `router.ts`, `argmax.ts`) and of the fused RoPE + KV append (`ropeKv` of
+ * `rope.ts`). Kernel tests compare the GPU against these.
  *
  * @example
  * ```ts
@@ -9,6 +10,7 @@
  * ```
  * @module
  */
+import { ropeRef } from "./reference_pointwise.ts";
 
 /** Shapes of a KV cache `[nKvHeads, maxSeq, headDim]` and of a batch of `T` tokens. */
 export interface KvShape {
@@ -56,6 +58,56 @@ export function kvAppendRef(
     }
   }
   return { kCache: kc, vCache: vc };
+}
+
+/** Shapes and RoPE parameters of {@linkcode ropeKvRef}. */
+export interface RopeKvShape extends KvShape {
+  /** Query heads. */
+  nHeads: number;
+  /** Rotated dims per head (even). */
+  rotaryDim: number;
+  /** Inverse frequencies, `rotaryDim / 2` f32 values. */
+  invFreq: Float32Array;
+  /** Pairing (see {@linkcode ropeRef}). */
+  style: "neox" | "interleaved";
+}
+
+/**
+ * The fused RoPE + KV append: `q` rotated ({@linkcode ropeRef}), and the caches after
+ * {@linkcode kvAppendRef} of the rotated `k` and of `v`, token t at position `pos0 + t`.
+ *
+ * @example
+ * ```ts
+ * import { ropeKvRef } from "./reference.ts";
+ * const s = { T: 1, nHeads: 1, nKvHeads: 1, headDim: 2, maxSeq: 1, rotaryDim: 2,
+ *   invFreq: new Float32Array([1]), style: "neox" as const };
+ * const r = ropeKvRef([1, 0], [0, 1], [5, 6], [0, 0], [0, 0], 0, s);
+ * console.log(r.q, r.kCache, r.vCache); // [1, 0] [0, 1] [5, 6] (position 0: no rotation)
+ * ```
+ */
+export function ropeKvRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  kCache: ArrayLike<number>,
+  vCache: ArrayLike<number>,
+  pos0: number,
+  s: RopeKvShape,
+): { q: Float64Array; kCache: Float64Array; vCache: Float64Array } {
+  const rot = (x: ArrayLike<number>, heads: number) =>
+    ropeRef(x, {
+      T: s.T,
+      heads,
+      rotaryDim: s.rotaryDim,
+      stride: heads * s.headDim,
+      headStride: s.headDim,
+      offset: 0,
+      pos0,
+      invFreq: s.invFreq,
+      style: s.style,
+    });
+  const caches = kvAppendRef(kCache, vCache, rot(k, s.nKvHeads), v, pos0, s);
+  return { q: rot(q, s.nHeads), ...caches };
 }
 
 /** Shapes and options of {@linkcode attentionRef} (as for the `attention` kernel). */

@@ -61,3 +61,32 @@ export function matvecRef(
 ): Float64Array {
   return matmulRef(x, w, 1, K, N, init);
 }
+
+/**
+ * The q, k and v projections of `x` (`[T, K]`) as `qkvProj` computes them, plus the biases as
+ * `qkvBias` adds them: `q = x wq^T (+ bq)` (`wq` is `[Nq, K]`), `k = x wk^T (+ bk)`,
+ * `v = x wv^T (+ bv)` (`wk`, `wv` are `[Nkv, K]`), each `[T, N]` row-major.
+ *
+ * @example
+ * ```ts
+ * import { qkvRef } from "./reference.ts";
+ * const r = qkvRef([1, 2], { q: [1, 1], k: [1, 0], v: [0, 1] }, 1, 2, 1, 1, { q: [1], k: [0], v: [0] });
+ * console.log(r.q, r.k, r.v); // [4] [1] [2]
+ * ```
+ */
+export function qkvRef(
+  x: ArrayLike<number>,
+  w: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number> },
+  T: number,
+  K: number,
+  Nq: number,
+  Nkv: number,
+  bias?: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number> },
+): { q: Float64Array; k: Float64Array; v: Float64Array } {
+  const proj = (m: ArrayLike<number>, N: number, b?: ArrayLike<number>) => {
+    const y = matmulRef(x, m, T, K, N);
+    if (b) { for (let i = 0; i < y.length; i++) y[i] += b[i % N]; }
+    return y;
+  };
+  return { q: proj(w.q, Nq, bias?.q), k: proj(w.k, Nkv, bias?.k), v: proj(w.v, Nkv, bias?.v) };
+}

@@ -86,3 +86,44 @@ export function moeCombineRef(
   }
   return out;
 }
+
+/**
+ * The fused down projection + combine (`moeDownCombine`): `residual[t] + sum_j w[t, j] * (Wd_e
+ * h[t * topK + j]) (+ sigmoid(g[t]) s[t])` with `e = ids[t * topK + j]`, `down[e]` [H, I] row-major:
+ * {@linkcode moeDownRef} followed by {@linkcode moeCombineRef}, as one loop.
+ *
+ * @example
+ * ```ts
+ * import { moeDownCombineRef } from "./reference.ts";
+ * // One token, one choice: expert 0 is the 1 x 1 matrix [3]; weight 0.5; residual 1.
+ * console.log(moeDownCombineRef([2], [[3]], [0], [0.5], [1], 1, 1, 1, 1)); // Float64Array [4]
+ * ```
+ */
+export function moeDownCombineRef(
+  h: ArrayLike<number>,
+  down: ArrayLike<number>[],
+  ids: ArrayLike<number>,
+  weights: ArrayLike<number>,
+  residual: ArrayLike<number>,
+  T: number,
+  topK: number,
+  H: number,
+  I: number,
+  shared?: { out: ArrayLike<number>; gate: ArrayLike<number> },
+): Float64Array {
+  const out = new Float64Array(T * H);
+  for (let t = 0; t < T; t++) {
+    for (let r = 0; r < H; r++) {
+      let acc = 0;
+      for (let j = 0; j < topK; j++) {
+        const p = t * topK + j, e = ids[p];
+        let y = 0;
+        for (let c = 0; c < I; c++) y += down[e][r * I + c] * h[p * I + c];
+        acc += weights[p] * y;
+      }
+      if (shared) acc += shared.out[t * H + r] / (1 + Math.exp(-shared.gate[t]));
+      out[t * H + r] = residual[t * H + r] + acc;
+    }
+  }
+  return out;
+}

@@ -17,6 +17,9 @@
  *
  * Scaled variants (linear, NTK, Llama 3, YaRN frequency tables) pass their own `invFreq` buffer.
  *
+ * {@linkcode ropeKv} fuses an attention block's three steps before attention (RoPE of q, RoPE of k,
+ * KV-cache append) into one dispatch with the same arithmetic.
+ *
  * @example
  * ```ts ignore
  * import { openGpu } from "../runtime/gpu/device.ts";
@@ -33,7 +36,16 @@
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { argBinding, argCount, argDistinct, argNumber, argObject, argOneOf } from "./args.ts";
+import {
+  argBinding,
+  argCount,
+  argDisjoint,
+  argDistinct,
+  argNumber,
+  argObject,
+  argOneOf,
+  type BindingRange,
+} from "./args.ts";
 
 const WG = 256;
 
@@ -43,6 +55,15 @@ export const ROPE: KernelSpec = defineKernel({
   file: "rope.wgsl",
   entry: "rope",
   bindings: ["params", "inv_freq", "pos", "x"],
+  constants: { WG, NEOX: 1 },
+});
+
+/** RoPE of q (in place) and of k, written with v into the KV caches (`rope_kv` of `rope.wgsl`). */
+export const ROPE_KV: KernelSpec = defineKernel({
+  name: "rope_kv",
+  file: "rope.wgsl",
+  entry: "rope_kv",
+  bindings: ["params", "inv_freq", "pos", "q", "k", "v", "kCache", "vCache"],
   constants: { WG, NEOX: 1 },
 });
 
@@ -126,6 +147,35 @@ export async function rope(gpu: Gpu, args: RopeArgs): Promise<Dispatch> {
   const T = argCount("T", args.T);
   const heads = argCount("heads", args.heads);
   const headDim = argCount("headDim", args.headDim, 2);
+  const { rotaryDim, style } = rotaryArgs(args, headDim);
+  const headStride = argCount("headStride", args.headStride ?? headDim, headDim);
+  const minStride = (heads - 1) * headStride + headDim;
+  const stride = argCount("stride", args.stride ?? heads * headStride, minStride);
+  const offset = argCount("offset", args.offset ?? 0, 0);
+  const last = offset + (T - 1) * stride + (heads - 1) * headStride + rotaryDim;
+  const x = argBinding(gpu, "x", args.x, last * 4);
+  const pos = argBinding(gpu, "pos", args.pos, 4);
+  argDistinct("x", x, { pos });
+  const invFreq = frequencies(gpu, args, rotaryDim);
+  if (invFreq.custom) argDistinct("x", x, { invFreq: invFreq.custom });
+  const pipeline = await gpu.pipeline(ROPE, { WG, NEOX: style === "neox" ? 1 : 0 });
+  const params = gpu.uniform(
+    new ParamWriter().u32(T, heads, rotaryDim / 2, stride, headStride, offset).bytes(),
+    "rope.params",
+  );
+  const threads = T * heads * (rotaryDim / 2);
+  return gpu.dispatch(
+    pipeline,
+    [params, invFreq.binding, pos, x],
+    gpu.grid(Math.ceil(threads / WG)),
+  );
+}
+
+/** The checked `rotaryDim` (even, 2 .. headDim; default headDim) and `style` (default neox). */
+function rotaryArgs(
+  args: { rotaryDim?: number; style?: RopeStyle },
+  headDim: number,
+): { rotaryDim: number; style: RopeStyle } {
   const rotaryDim = argCount("rotaryDim", args.rotaryDim ?? headDim, 2, headDim);
   if (rotaryDim % 2 !== 0) {
     throw new ArgumentError("rotaryDim", `expected an even number of dims, got ${rotaryDim}`);
@@ -136,30 +186,107 @@ export async function rope(gpu: Gpu, args: RopeArgs): Promise<Dispatch> {
     ["neox", "interleaved"] as const,
     "RoPE style",
   );
-  const headStride = argCount("headStride", args.headStride ?? headDim, headDim);
-  const minStride = (heads - 1) * headStride + headDim;
-  const stride = argCount("stride", args.stride ?? heads * headStride, minStride);
-  const offset = argCount("offset", args.offset ?? 0, 0);
-  const last = offset + (T - 1) * stride + (heads - 1) * headStride + rotaryDim;
-  const x = argBinding(gpu, "x", args.x, last * 4);
-  const pos = argBinding(gpu, "pos", args.pos, 4);
-  argDistinct("x", x, { pos });
-  let invFreq;
+  return { rotaryDim, style };
+}
+
+/** The inverse frequency binding: the caller's `invFreq` (also as `custom`) or theta's table. */
+function frequencies(
+  gpu: Gpu,
+  args: { theta?: number; invFreq?: Binding },
+  rotaryDim: number,
+): { binding: Binding; custom?: BindingRange } {
   if (args.invFreq !== undefined) {
     if (args.theta !== undefined) {
       throw new ArgumentError("theta", "give theta or invFreq, not both");
     }
-    invFreq = argBinding(gpu, "invFreq", args.invFreq, (rotaryDim / 2) * 4);
-    argDistinct("x", x, { invFreq });
-  } else {
-    const theta = argNumber("theta", args.theta, { positive: true });
-    invFreq = invFreqTable(gpu, theta, rotaryDim);
+    const custom = argBinding(gpu, "invFreq", args.invFreq, (rotaryDim / 2) * 4);
+    return { binding: custom, custom };
   }
-  const pipeline = await gpu.pipeline(ROPE, { WG, NEOX: style === "neox" ? 1 : 0 });
+  const theta = argNumber("theta", args.theta, { positive: true });
+  return { binding: invFreqTable(gpu, theta, rotaryDim) };
+}
+
+/** Arguments of {@linkcode ropeKv}. */
+export interface RopeKvArgs {
+  /** Queries, f32 `[T, nHeads, headDim]`, rotated in place. */
+  q: Binding;
+  /** Keys and values of the batch, f32 `[T, nKvHeads, headDim]` (read only). */
+  k: Binding;
+  v: Binding;
+  /** The caches, f32 `[nKvHeads, maxSeq, headDim]`. */
+  kCache: Binding;
+  vCache: Binding;
+  /** `array<u32>` whose element 0 is the position of token 0. */
+  pos: Binding;
+  /** Tokens, >= 1. */
+  T: number;
+  /** Query heads, >= 1. */
+  nHeads: number;
+  /** Key/value heads, >= 1. */
+  nKvHeads: number;
+  /** Dims per head, >= 2. */
+  headDim: number;
+  /** Cache capacity in positions (tokens at or past it are not written). */
+  maxSeq: number;
+  /** Rotated dims per head (the first ones): even, 2 .. headDim; default headDim. */
+  rotaryDim?: number;
+  /** Frequency base, > 0; or give `invFreq` instead. */
+  theta?: number;
+  /** Own inverse frequencies, `rotaryDim / 2` f32 values; replaces `theta`. */
+  invFreq?: Binding;
+  /** Pairing; default `neox`. */
+  style?: RopeStyle;
+}
+
+/**
+ * Builds the fused RoPE + KV append of an attention block: {@linkcode rope} of `q` in place, then
+ * {@linkcode rope} of `k` and `kvAppend` of the rotated `k` and of `v` into the caches at positions
+ * `pos[0] + t` — one dispatch instead of three, the same arithmetic (`k` is not modified: the rotated
+ * keys go to the cache only).
+ *
+ * @example
+ * ```ts ignore
+ * gpu.submit([await ropeKv(gpu, { q, k, v, kCache, vCache, pos, T: 1, nHeads: 32, nKvHeads: 8,
+ *   headDim: 128, maxSeq: 4096, theta: 1e6 })]);
+ * ```
+ * @throws {ArgumentError} naming the bad argument (counts, rotaryDim, theta/invFreq, bindings too
+ * small or sharing a buffer a written one uses).
+ */
+export async function ropeKv(gpu: Gpu, args: RopeKvArgs): Promise<Dispatch> {
+  argObject(args);
+  const T = argCount("T", args.T);
+  const nHeads = argCount("nHeads", args.nHeads);
+  const nKvHeads = argCount("nKvHeads", args.nKvHeads);
+  const headDim = argCount("headDim", args.headDim, 2);
+  const maxSeq = argCount("maxSeq", args.maxSeq);
+  const { rotaryDim, style } = rotaryArgs(args, headDim);
+  const qShape = `f32 [T=${T}, nHeads=${nHeads}, headDim=${headDim}]`;
+  const kvShape = `f32 [T=${T}, nKvHeads=${nKvHeads}, headDim=${headDim}]`;
+  const cacheShape = `f32 [nKvHeads=${nKvHeads}, maxSeq=${maxSeq}, headDim=${headDim}]`;
+  const q = argBinding(gpu, "q", args.q, T * nHeads * headDim * 4, qShape);
+  const k = argBinding(gpu, "k", args.k, T * nKvHeads * headDim * 4, kvShape);
+  const v = argBinding(gpu, "v", args.v, T * nKvHeads * headDim * 4, kvShape);
+  const cache = nKvHeads * maxSeq * headDim * 4;
+  const kCache = argBinding(gpu, "kCache", args.kCache, cache, cacheShape);
+  const vCache = argBinding(gpu, "vCache", args.vCache, cache, cacheShape);
+  const pos = argBinding(gpu, "pos", args.pos, 4, "u32 [1]: the first token's position");
+  const invFreq = frequencies(gpu, args, rotaryDim);
+  const read = { k, v, pos, invFreq: invFreq.custom };
+  argDistinct("q", q, read);
+  argDistinct("kCache", kCache, read);
+  argDistinct("vCache", vCache, read);
+  argDisjoint("kCache", kCache, "q", q);
+  argDisjoint("vCache", vCache, "q", q);
+  argDistinct("vCache", vCache, { kCache });
+  const pipeline = await gpu.pipeline(ROPE_KV, { WG, NEOX: style === "neox" ? 1 : 0 });
   const params = gpu.uniform(
-    new ParamWriter().u32(T, heads, rotaryDim / 2, stride, headStride, offset).bytes(),
-    "rope.params",
+    new ParamWriter().u32(T, nHeads, nKvHeads, headDim, rotaryDim / 2, maxSeq).bytes(),
+    "rope_kv.params",
   );
-  const threads = T * heads * (rotaryDim / 2);
-  return gpu.dispatch(pipeline, [params, invFreq, pos, x], gpu.grid(Math.ceil(threads / WG)));
+  const threads = T * (nHeads * (rotaryDim / 2) + nKvHeads * headDim);
+  return gpu.dispatch(
+    pipeline,
+    [params, invFreq.binding, pos, q, k, v, kCache, vCache],
+    gpu.grid(Math.ceil(threads / WG)),
+  );
 }

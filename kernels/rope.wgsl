@@ -9,6 +9,13 @@
 // [-pi, pi] (angles reach pos * 1 rad): exact reduction by pi/2 with a 96-bit 2/pi in integer
 // arithmetic (Payne-Hanek style), then f32 minimax polynomials on [-pi/4, pi/4]; absolute error
 // ~1e-7 for every angle below 2^60.
+//
+// rope_kv: the attention block's RoPE and KV-cache append in one pass over a batch laid out
+// [T, heads, headDim] (q) and [T, kvHeads, headDim] (k, v): q is rotated in place; k is rotated and
+// written, with v, into the caches [kvHeads, maxSeq, headDim] at position pos[0] + t (tokens at or
+// past maxSeq are not written; k itself is left as it is). The rotation is the same code as rope's.
+// Per token one thread per q pair and one per k/v element (the thread of a rotated pair's first
+// element writes both of the pair's k values).
 struct Params {
   T: u32,
   heads: u32,
@@ -26,6 +33,22 @@ override NEOX: bool = true;
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
 @group(0) @binding(2) var<storage, read> pos: array<u32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
+
+// rope_kv's parameters and bindings (x at binding 3 is its q).
+struct KvParams {
+  T: u32,
+  heads: u32,
+  kv_heads: u32,
+  head_dim: u32,
+  half: u32,
+  max_seq: u32,
+}
+
+@group(0) @binding(0) var<uniform> pk: KvParams;
+@group(0) @binding(4) var<storage, read> k_new: array<f32>;
+@group(0) @binding(5) var<storage, read> v_new: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;
 
 // The 64-bit product a * b as (low, high) words.
 fn mul_wide(a: u32, b: u32) -> vec2<u32> {
@@ -116,10 +139,69 @@ fn rope(
   let base = p.offset + t * p.stride + h * p.head_stride;
   let i1 = select(base + 2u * i, base + i, NEOX);
   let i2 = select(i1 + 1u, i1 + p.half, NEOX);
-  let angle = f32(pos[0] + t) * inv_freq[i];
+  let r = rotated(x[i1], x[i2], pos[0] + t, i);
+  x[i1] = r.x;
+  x[i2] = r.y;
+}
+
+// The pair (x1, x2) of pair index i rotated for position at.
+fn rotated(x1: f32, x2: f32, at: u32, i: u32) -> vec2<f32> {
+  let angle = f32(at) * inv_freq[i];
   let cs = cos_sin(angle);
-  let x1 = x[i1];
-  let x2 = x[i2];
-  x[i1] = x1 * cs.x - x2 * cs.y;
-  x[i2] = x2 * cs.x + x1 * cs.y;
+  return vec2<f32>(x1 * cs.x - x2 * cs.y, x2 * cs.x + x1 * cs.y);
+}
+
+@compute @workgroup_size(WG)
+fn rope_kv(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let idx = (wid.x + wid.y * nwg.x) * WG + lid;
+  let D = pk.head_dim;
+  let half = pk.half;
+  let nq = pk.heads * half;
+  let per = nq + pk.kv_heads * D;
+  if (idx >= pk.T * per) {
+    return;
+  }
+  let t = idx / per;
+  let u = idx - t * per;
+  let at = pos[0] + t;
+  if (u < nq) {
+    // q pair i of head h, in place.
+    let h = u / half;
+    let i = u - h * half;
+    let base = (t * pk.heads + h) * D;
+    let i1 = select(base + 2u * i, base + i, NEOX);
+    let i2 = select(i1 + 1u, i1 + half, NEOX);
+    let r = rotated(x[i1], x[i2], at, i);
+    x[i1] = r.x;
+    x[i2] = r.y;
+    return;
+  }
+  if (at >= pk.max_seq) {
+    return;
+  }
+  // Element d of kv head g: v copied; k copied past the rotary dims, else rotated by its pair's
+  // first element's thread.
+  let e = u - nq;
+  let g = e / D;
+  let d = e - g * D;
+  let src = t * pk.kv_heads * D + e;
+  let dst = (g * pk.max_seq + at) * D + d;
+  v_cache[dst] = v_new[src];
+  if (d >= 2u * half) {
+    k_cache[dst] = k_new[src];
+    return;
+  }
+  let first = select((d & 1u) == 0u, d < half, NEOX);
+  if (!first) {
+    return;
+  }
+  let i = select(d / 2u, d, NEOX);
+  let step = select(1u, half, NEOX);
+  let r = rotated(k_new[src], k_new[src + step], at, i);
+  k_cache[dst] = r.x;
+  k_cache[dst + step] = r.y;
 }

@@ -1,7 +1,7 @@
 import type { Dispatch } from "../runtime/gpu/device.ts";
-import { rope, ropeInvFreq, type RopeStyle } from "./rope.ts";
-import { ropeInvFreqRef, ropeRef } from "./reference.ts";
-import { assertClose, GPU_TEST, POISON, randn, rejects, testGpu } from "./test_util.ts";
+import { rope, ropeInvFreq, ropeKv, type RopeStyle } from "./rope.ts";
+import { ropeInvFreqRef, ropeKvRef, ropeRef } from "./reference.ts";
+import { assertClose, GPU_TEST, POISON, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 interface Case {
   T: number;
@@ -137,5 +137,207 @@ Deno.test({
     await bad({ pos: x }, "x");
     await bad({ invFreq: gpu.storage("dense", 4 * 8) }, "theta"); // both given
     await bad({ theta: undefined, invFreq: gpu.storage("dense", 4 * 4) }, "invFreq"); // too small
+  },
+});
+
+interface KvCase {
+  T: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  rotaryDim?: number;
+  maxSeq: number;
+  pos0: number;
+  theta: number;
+  style: RopeStyle;
+  linearScale?: number;
+}
+
+// Ragged head counts and dims, partial rotary, both styles, tokens past the cache's end.
+const KV_CASES: KvCase[] = [
+  { T: 1, nHeads: 4, nKvHeads: 2, headDim: 16, maxSeq: 8, pos0: 3, theta: 10000, style: "neox" },
+  { T: 5, nHeads: 3, nKvHeads: 3, headDim: 10, maxSeq: 9, pos0: 0, theta: 1e6, style: "neox" },
+  {
+    T: 3,
+    nHeads: 6,
+    nKvHeads: 2,
+    headDim: 12,
+    rotaryDim: 6,
+    maxSeq: 20,
+    pos0: 11,
+    theta: 10000,
+    style: "interleaved",
+  },
+  {
+    T: 4,
+    nHeads: 2,
+    nKvHeads: 1,
+    headDim: 14,
+    rotaryDim: 8,
+    maxSeq: 6,
+    pos0: 4, // tokens 2 and 3 fall past maxSeq
+    theta: 500000,
+    style: "neox",
+  },
+  {
+    T: 2,
+    nHeads: 5,
+    nKvHeads: 1,
+    headDim: 8,
+    maxSeq: 123_460,
+    pos0: 123_457,
+    theta: 10000,
+    style: "neox",
+    linearScale: 4,
+  },
+];
+
+Deno.test({
+  name: "ropeKv (rope q, rope k, kv append in one pass) matches the CPU reference",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const runs: Dispatch[] = [];
+    const checks: (() => Promise<void>)[] = [];
+    for (const c of KV_CASES) {
+      const D = c.headDim, rotaryDim = c.rotaryDim ?? D;
+      const nq = c.T * c.nHeads * D, nkv = c.T * c.nKvHeads * D;
+      const cacheN = c.nKvHeads * c.maxSeq * D;
+      const q = randn(nq), k = randn(nkv), v = randn(nkv);
+      const kc = randn(cacheN), vc = randn(cacheN);
+      const qWords = new Uint32Array(nq + GUARD).fill(POISON);
+      qWords.set(new Uint32Array(q.buffer));
+      const qb = gpu.storage("activations", qWords);
+      const kb = gpu.storage("activations", k), vb = gpu.storage("activations", v);
+      const kcb = gpu.storage("kv", kc), vcb = gpu.storage("kv", vc);
+      const pos = gpu.storage("activations", new Uint32Array([c.pos0, 99, 99, 99]));
+      let invFreq = ropeInvFreqRef(c.theta, rotaryDim);
+      const args = {
+        q: qb,
+        k: kb,
+        v: vb,
+        kCache: kcb,
+        vCache: vcb,
+        pos,
+        T: c.T,
+        nHeads: c.nHeads,
+        nKvHeads: c.nKvHeads,
+        headDim: D,
+        maxSeq: c.maxSeq,
+        rotaryDim,
+        style: c.style,
+      };
+      if (c.linearScale) {
+        invFreq = invFreq.map((f) => f / c.linearScale!);
+        runs.push(await ropeKv(gpu, { ...args, invFreq: gpu.storage("dense", invFreq) }));
+      } else {
+        runs.push(await ropeKv(gpu, { ...args, theta: c.theta }));
+      }
+      const ref = ropeKvRef(q, k, v, kc, vc, c.pos0, { ...c, rotaryDim, invFreq });
+      const what = `ropeKv ${JSON.stringify(c)}`;
+      checks.push(async () => {
+        const got = await gpu.readF32(qb);
+        assertClose(got.subarray(0, nq), ref.q, 1e-5, `${what} q`);
+        const guard = new Uint32Array(got.buffer, nq * 4, GUARD);
+        if (guard.some((w) => w !== POISON)) throw new Error(`${what}: wrote past the end of q`);
+        assertClose(await gpu.readF32(kcb, 0, cacheN), ref.kCache, 1e-5, `${what} kCache`);
+        // v is copied: exact.
+        const vGot = await gpu.readF32(vcb, 0, cacheN);
+        if (vGot.some((x, i) => x !== ref.vCache[i])) throw new Error(`${what}: vCache differs`);
+        const kAfter = await gpu.readF32(kb, 0, nkv);
+        if (kAfter.some((x, i) => x !== k[i])) throw new Error(`${what}: k was modified`);
+      });
+    }
+    gpu.submit(runs);
+    for (const check of checks) await check();
+  },
+});
+
+Deno.test({
+  name: "ropeKv gives the bits of rope(q), rope(k) and kvAppend",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const { kvAppend } = await import("./attention.ts");
+    const [T, nHeads, nKvHeads, D, maxSeq, pos0] = [3, 4, 2, 16, 32, 1000];
+    const q = randn(T * nHeads * D), k = randn(T * nKvHeads * D), v = randn(T * nKvHeads * D);
+    const pos = gpu.storage("activations", new Uint32Array([pos0 % maxSeq, 0, 0, 0]));
+    const common = { pos, T, headDim: D, theta: 1e6, rotaryDim: 12 };
+    const [q1, q2] = [gpu.storage("activations", q), gpu.storage("activations", q)];
+    const [k1, k2] = [gpu.storage("activations", k), gpu.storage("activations", k)];
+    const vb = gpu.storage("activations", v);
+    const caches = [0, 1, 2, 3].map(() => poisoned(gpu, nKvHeads * maxSeq * D, "cache"));
+    const kv = { nKvHeads, maxSeq };
+    gpu.submit([
+      await rope(gpu, { ...common, x: q1, heads: nHeads }),
+      await rope(gpu, { ...common, x: k1, heads: nKvHeads }),
+      await kvAppend(gpu, {
+        ...kv,
+        k: k1,
+        v: vb,
+        kCache: caches[0],
+        vCache: caches[1],
+        pos,
+        T,
+        headDim: D,
+      }),
+      await ropeKv(gpu, {
+        ...common,
+        ...kv,
+        nHeads,
+        q: q2,
+        k: k2,
+        v: vb,
+        kCache: caches[2],
+        vCache: caches[3],
+      }),
+    ]);
+    const bits = async (b: GPUBuffer) => new Uint32Array((await gpu.readF32(b)).buffer);
+    const same = (a: Uint32Array, b: Uint32Array) =>
+      a.length === b.length && a.every((x, i) => x === b[i]);
+    if (!same(await bits(q1), await bits(q2))) throw new Error("q differs");
+    if (!same(await bits(caches[0]), await bits(caches[2]))) throw new Error("kCache differs");
+    if (!same(await bits(caches[1]), await bits(caches[3]))) throw new Error("vCache differs");
+  },
+});
+
+Deno.test({
+  name: "ropeKv rejects bad arguments",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const f = (n: number) => gpu.storage("activations", n * 4);
+    const pos = gpu.storage("activations", new Uint32Array([0]));
+    const [T, H, G, D, S] = [2, 4, 2, 8, 16];
+    const ok = {
+      q: f(T * H * D),
+      k: f(T * G * D),
+      v: f(T * G * D),
+      kCache: f(G * S * D),
+      vCache: f(G * S * D),
+      pos,
+      T,
+      nHeads: H,
+      nKvHeads: G,
+      headDim: D,
+      maxSeq: S,
+      theta: 10000,
+    };
+    const bad = (a: Record<string, unknown>, arg: string, text = "") =>
+      rejects(ropeKv(gpu, { ...ok, ...a } as never), arg, text);
+    await bad({ T: 0 }, "T");
+    await bad({ nKvHeads: 0 }, "nKvHeads");
+    await bad({ headDim: 1 }, "headDim");
+    await bad({ rotaryDim: 5 }, "rotaryDim");
+    await bad({ style: "gptj" }, "style");
+    await bad({ theta: -1 }, "theta");
+    await bad({ invFreq: f(4) }, "theta", "not both");
+    await bad({ T: 3 }, "q");
+    await bad({ nKvHeads: 3 }, "k");
+    await bad({ maxSeq: 17 }, "kCache");
+    await bad({ k: ok.q }, "q", "distinct from k");
+    await bad({ v: ok.kCache }, "kCache", "distinct from v");
+    await bad({ vCache: ok.kCache }, "vCache", "distinct from kCache");
+    await bad({ vCache: pos }, "vCache");
   },
 });

@@ -1,0 +1,176 @@
+/**
+ * An attention block's input projections in one dispatch each (`qkv.wgsl`): {@linkcode qkvProj}
+ * computes `q = x Wq^T`, `k = x Wk^T` and `v = x Wv^T` in one decode GEMV over the three weight
+ * matrices (one workgroup per block of rows of one matrix), and {@linkcode qkvBias} adds the three
+ * projection biases (Qwen2-MoE) in one pass. They replace three `linear` and three `addBias`
+ * dispatches per layer; the math is the same (a row's dot product, f32 accumulation, a tree
+ * reduction; bias added after).
+ *
+ * `qkvProj` is a GEMV (each token is one pass over the weights): meant for decode, `T <=`
+ * {@linkcode QKV_MAX_T}; longer batches (prefill) are better served by three `matmul`s.
+ *
+ * @example
+ * ```ts ignore
+ * gpu.submit([
+ *   await qkvProj(gpu, { x: h, wq, wk, wv, q, k, v, T: 1, K: H, Nq: Q, Nkv: KV, dtype: "bf16" }),
+ *   await qkvBias(gpu, { q, k, v, bq, bk, bv, T: 1, Nq: Q, Nkv: KV }),
+ * ]);
+ * ```
+ * @module
+ */
+import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import {
+  argBinding,
+  argCount,
+  argDisjoint,
+  argDistinct,
+  argDType,
+  argEvenRow,
+  argObject,
+  vec4View,
+} from "./args.ts";
+
+const WG = 256, TPR = 32, ROWS = WG / TPR;
+
+/** The largest `T` the decoder hands {@linkcode qkvProj} (it uses three matmuls beyond). */
+export const QKV_MAX_T = 8;
+
+/** q, k and v projections of `x` in one GEMV dispatch (`qkv` of `qkv.wgsl`). */
+export const QKV: KernelSpec = defineKernel({
+  name: "qkv",
+  file: "qkv.wgsl",
+  entry: "qkv",
+  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  bindings: ["params", "x", "wq", "wk", "wv", "q", "k", "v"],
+  constants: { WG, TPR, WDTYPE: 0 },
+});
+
+/** q, k and v projection biases added in place in one dispatch (`qkv_bias` of `qkv.wgsl`). */
+export const QKV_BIAS: KernelSpec = defineKernel({
+  name: "qkv_bias",
+  file: "qkv.wgsl",
+  entry: "qkv_bias",
+  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  bindings: ["params", "q", "k", "v", "bq", "bk", "bv"],
+  constants: { WG },
+});
+
+/** Arguments of {@linkcode qkvProj}. */
+export interface QkvArgs {
+  /** Input activations, f32 `[T, K]`. */
+  x: Binding;
+  /** Weights `[Nq, K]`, `[Nkv, K]`, `[Nkv, K]`, packed u32 words of `dtype`. */
+  wq: Binding;
+  wk: Binding;
+  wv: Binding;
+  /** Outputs f32 `[T, Nq]`, `[T, Nkv]`, `[T, Nkv]` (overwritten). */
+  q: Binding;
+  k: Binding;
+  v: Binding;
+  /** Tokens, >= 1 (meant for a few: see {@linkcode QKV_MAX_T}). */
+  T: number;
+  /** Inputs per row (the model width), even for 16-bit weights. */
+  K: number;
+  /** Rows of `wq` (heads * headDim) and of `wk` / `wv` (kvHeads * headDim). */
+  Nq: number;
+  Nkv: number;
+  /** The weights' dtype (one for all three). */
+  dtype: DType;
+}
+
+/**
+ * Builds `q[t] = Wq x[t]`, `k[t] = Wk x[t]`, `v[t] = Wv x[t]` for the `T` rows of `x` as one
+ * dispatch.
+ *
+ * @throws {ArgumentError} naming the bad argument: counts, dtype, an odd `K` with 16-bit weights,
+ * bindings too small, an output sharing a buffer with an input or overlapping another output.
+ */
+export async function qkvProj(gpu: Gpu, args: QkvArgs): Promise<Dispatch> {
+  argObject(args);
+  const T = argCount("T", args.T);
+  const K = argCount("K", args.K);
+  const Nq = argCount("Nq", args.Nq);
+  const Nkv = argCount("Nkv", args.Nkv);
+  const dtype = argDType("dtype", args.dtype);
+  argEvenRow("K", K, dtype, "weights");
+  const wpw = dtype === "f32" ? 1 : 2;
+  const xNeed = T * K * 4;
+  const x = vec4View("x", argBinding(gpu, "x", args.x, xNeed, `f32 [T=${T}, K=${K}]`), xNeed);
+  const weight = (name: string, b: Binding, N: number) => {
+    const need = (N * K / wpw) * 4;
+    return vec4View(name, argBinding(gpu, name, b, need, `${dtype} [N=${N}, K=${K}]`), need);
+  };
+  const wq = weight("wq", args.wq, Nq);
+  const wk = weight("wk", args.wk, Nkv);
+  const wv = weight("wv", args.wv, Nkv);
+  const q = argBinding(gpu, "q", args.q, T * Nq * 4, `f32 [T=${T}, Nq=${Nq}]`);
+  const k = argBinding(gpu, "k", args.k, T * Nkv * 4, `f32 [T=${T}, Nkv=${Nkv}]`);
+  const v = argBinding(gpu, "v", args.v, T * Nkv * 4, `f32 [T=${T}, Nkv=${Nkv}]`);
+  const read = { x, wq, wk, wv };
+  argDistinct("q", q, read);
+  argDistinct("k", k, read);
+  argDistinct("v", v, read);
+  argDisjoint("k", k, "q", q);
+  argDisjoint("v", v, "q", q);
+  argDisjoint("v", v, "k", k);
+  const gq = Math.ceil(Nq / ROWS), gkv = Math.ceil(Nkv / ROWS);
+  const pipeline = await gpu.pipeline(QKV, { WG, TPR, WDTYPE: DTYPE_CODE[dtype] });
+  const aligned = (K / wpw) % 4 === 0 ? 1 : 0;
+  const params = gpu.uniform(
+    new ParamWriter().u32(T, K, Nq, Nkv, gq, gkv, aligned).bytes(),
+    "qkv.params",
+  );
+  return gpu.dispatch(pipeline, [params, x, wq, wk, wv, q, k, v], gpu.grid(gq + 2 * gkv));
+}
+
+/** Arguments of {@linkcode qkvBias}. */
+export interface QkvBiasArgs {
+  /** f32 `[T, Nq]`, `[T, Nkv]`, `[T, Nkv]`, updated in place. */
+  q: Binding;
+  k: Binding;
+  v: Binding;
+  /** f32 `[Nq]`, `[Nkv]`, `[Nkv]`. */
+  bq: Binding;
+  bk: Binding;
+  bv: Binding;
+  /** Tokens, >= 1. */
+  T: number;
+  /** Values per row of q and of k / v. */
+  Nq: number;
+  Nkv: number;
+}
+
+/**
+ * Builds `q[t] += bq`, `k[t] += bk`, `v[t] += bv` for `t < T` as one dispatch (three `addBias`).
+ *
+ * @throws {ArgumentError} naming the bad argument (counts, bindings too small, an output sharing a
+ * buffer with a bias or overlapping another output).
+ */
+export async function qkvBias(gpu: Gpu, args: QkvBiasArgs): Promise<Dispatch> {
+  argObject(args);
+  const T = argCount("T", args.T);
+  const Nq = argCount("Nq", args.Nq);
+  const Nkv = argCount("Nkv", args.Nkv);
+  const q = argBinding(gpu, "q", args.q, T * Nq * 4, `f32 [T=${T}, Nq=${Nq}]`);
+  const k = argBinding(gpu, "k", args.k, T * Nkv * 4, `f32 [T=${T}, Nkv=${Nkv}]`);
+  const v = argBinding(gpu, "v", args.v, T * Nkv * 4, `f32 [T=${T}, Nkv=${Nkv}]`);
+  const bq = argBinding(gpu, "bq", args.bq, Nq * 4, `f32 [Nq=${Nq}]`);
+  const bk = argBinding(gpu, "bk", args.bk, Nkv * 4, `f32 [Nkv=${Nkv}]`);
+  const bv = argBinding(gpu, "bv", args.bv, Nkv * 4, `f32 [Nkv=${Nkv}]`);
+  const read = { bq, bk, bv };
+  argDistinct("q", q, read);
+  argDistinct("k", k, read);
+  argDistinct("v", v, read);
+  argDisjoint("k", k, "q", q);
+  argDisjoint("v", v, "q", q);
+  argDisjoint("v", v, "k", k);
+  const pipeline = await gpu.pipeline(QKV_BIAS, { WG });
+  const params = gpu.uniform(
+    new ParamWriter().u32(T, 0, Nq, Nkv, 0, 0, 0).bytes(),
+    "qkv_bias.params",
+  );
+  const n = T * (Nq + 2 * Nkv);
+  return gpu.dispatch(pipeline, [params, q, k, v, bq, bk, bv], gpu.grid(Math.ceil(n / WG)));
+}
