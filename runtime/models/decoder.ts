@@ -15,6 +15,10 @@
  * needs (everything in one submit when experts are resident). Building a plan allocates uniform
  * buffers once; replaying it allocates nothing.
  *
+ * Fused kernels keep the dispatch count down (a Mixtral decode layer is 10 dispatches: norm, qkv,
+ * rope + KV append, attention, o_proj, norm, router, top-k, expert gate/up, expert down + combine);
+ * each computes exactly what the unfused kernels compute.
+ *
  * @example
  * ```ts ignore
  * const plan = await buildForward(gpu, cfg, weights, state, { T: ids.length, logits: "all" });
@@ -25,13 +29,13 @@
 import type { Gpu, Step } from "../gpu/device.ts";
 import { linear } from "../../kernels/linear.ts";
 import { rmsnorm } from "../../kernels/norm.ts";
-import { rope } from "../../kernels/rope.ts";
-import { attention, kvAppend } from "../../kernels/attention.ts";
+import { ropeKv } from "../../kernels/rope.ts";
+import { attention } from "../../kernels/attention.ts";
 import { embed } from "../../kernels/embedding.ts";
 import { gatedActivation } from "../../kernels/activation.ts";
-import { addBias } from "../../kernels/elementwise.ts";
+import { QKV_MAX_T, qkvBias, qkvProj } from "../../kernels/qkv.ts";
 import { routerTopK } from "../../kernels/router.ts";
-import { moeCombine, moeDown, moeGateUp } from "../../kernels/moe.ts";
+import { moeDownCombine, moeGateUp } from "../../kernels/moe.ts";
 import type { ModelConfig, MoeFfn } from "./config.ts";
 import type { ExpertPool, GpuMatrix, GpuMlp, ModelWeights } from "./weights.ts";
 import type { RunState } from "./state.ts";
@@ -167,17 +171,41 @@ export async function buildForward(
   for (let i = 0; i < cfg.layers.length; i++) {
     const lw = w.layers[i];
     // ---- attention: x += o_proj(attn(rope(q), rope(k), v)) over norm(x)
-    const att: Step[] = [
-      await norm(s.x, lw.inputNorm, s.h, T, H),
-      await lin(s.h, lw.q, s.q),
-      await lin(s.h, lw.k, s.k),
-      await lin(s.h, lw.v, s.v),
-    ];
-    if (lw.bias) { // Qwen2-MoE
+    const att: Step[] = [await norm(s.x, lw.inputNorm, s.h, T, H)];
+    if (T <= QKV_MAX_T && lw.k.dtype === lw.q.dtype && lw.v.dtype === lw.q.dtype) {
       att.push(
-        await addBias(gpu, { x: s.q, bias: lw.bias.q, rows: T, n: Q }),
-        await addBias(gpu, { x: s.k, bias: lw.bias.k, rows: T, n: KV }),
-        await addBias(gpu, { x: s.v, bias: lw.bias.v, rows: T, n: KV }),
+        await qkvProj(gpu, {
+          x: s.h,
+          wq: lw.q.buffer,
+          wk: lw.k.buffer,
+          wv: lw.v.buffer,
+          q: s.q,
+          k: s.k,
+          v: s.v,
+          T,
+          K: H,
+          Nq: Q,
+          Nkv: KV,
+          dtype: lw.q.dtype,
+        }),
+      );
+    } else { // prefill: three tiled matmuls
+      att.push(await lin(s.h, lw.q, s.q), await lin(s.h, lw.k, s.k), await lin(s.h, lw.v, s.v));
+    }
+    if (lw.bias) { // Qwen2-MoE
+      const b = lw.bias;
+      att.push(
+        await qkvBias(gpu, {
+          q: s.q,
+          k: s.k,
+          v: s.v,
+          bq: b.q,
+          bk: b.k,
+          bv: b.v,
+          T,
+          Nq: Q,
+          Nkv: KV,
+        }),
       );
     }
     if (lw.qkNorm && cfg.qkNorm === "head") { // Qwen3-MoE: per head
@@ -188,20 +216,22 @@ export async function buildForward(
     } else if (lw.qkNorm) { // OLMoE: whole projection
       att.push(await norm(s.q, lw.qkNorm.q, s.q, T, Q), await norm(s.k, lw.qkNorm.k, s.k, T, KV));
     }
-    const ropeArgs = { pos: s.pos, T, headDim: D, rotaryDim: cfg.rotaryDim, theta: cfg.ropeTheta };
     att.push(
-      await rope(gpu, { x: s.q, heads: cfg.heads, ...ropeArgs }),
-      await rope(gpu, { x: s.k, heads: cfg.kvHeads, ...ropeArgs }),
-      await kvAppend(gpu, {
+      // RoPE of q and k, k and v appended to the cache.
+      await ropeKv(gpu, {
+        q: s.q,
         k: s.k,
         v: s.v,
         kCache: s.kCache[i],
         vCache: s.vCache[i],
         pos: s.pos,
         T,
+        nHeads: cfg.heads,
         nKvHeads: cfg.kvHeads,
         headDim: D,
         maxSeq: s.maxSeq,
+        rotaryDim: cfg.rotaryDim,
+        theta: cfg.ropeTheta,
       }),
       await attention(gpu, {
         q: s.q,
@@ -270,61 +300,54 @@ export async function buildForward(
         inter: fc.inter,
         dtype: pool.dtype,
       };
-      const experts: Step[] = [
-        await moeGateUp(gpu, {
+      const gateUp = (missing: "nan" | "skip") =>
+        moeGateUp(gpu, {
           ...moeArgs,
           x: s.h,
           gate: pool.gate,
           up: pool.up,
           out: s.moeH,
           slotWords: pool.bytes.gateUp / 4,
-        }),
-        await moeDown(gpu, {
-          ...moeArgs,
-          x: s.moeH,
-          down: pool.down,
-          out: s.moeY,
-          slotWords: pool.bytes.down / 4,
-        }),
-      ];
+          missing,
+        });
+      const shared: Step[] = [];
       if (f.shared) { // Qwen2-MoE: shared expert, gated by sigmoid(w . h)
-        experts.push(
+        shared.push(
           ...await mlp(f.shared, s.sharedOut, false),
           await lin(s.h, f.shared.gateWeight, s.sharedGate),
         );
       }
-      const combine = () =>
-        moeCombine(gpu, {
-          y: s.moeY,
-          weights: routing.weights,
-          out: s.x,
-          T,
-          topK: fc.topK,
-          hidden: H,
-          shared: f.shared ? { out: s.sharedOut, gate: s.sharedGate } : undefined,
-        });
-      const sharedSteps = experts.slice(2);
-      experts.push(await combine());
+      const downArgs = {
+        ...moeArgs,
+        down: pool.down,
+        slotWords: pool.bytes.down / 4,
+        weights: routing.weights,
+        out: s.x,
+        shared: f.shared ? { out: s.sharedOut, gate: s.sharedGate } : undefined,
+      };
+      // One pass: x += sum_j w_j * down_j(h_j) (+ shared), without the [T * k, H] intermediate.
+      const experts: Step[] = [
+        await gateUp("nan"),
+        ...shared,
+        await moeDownCombine(gpu, { ...downArgs, x: s.moeH }),
+      ];
+      // In rounds: each round writes its pairs' expert outputs to moeY, finish combines them (the
+      // same pipeline as the one pass, so the same bits).
       const round: Step[] = [
-        await moeGateUp(gpu, {
+        await gateUp("skip"),
+        await moeDownCombine(gpu, {
           ...moeArgs,
-          x: s.h,
-          gate: pool.gate,
-          up: pool.up,
-          out: s.moeH,
-          slotWords: pool.bytes.gateUp / 4,
-          missing: "skip",
-        }),
-        await moeDown(gpu, {
-          ...moeArgs,
-          x: s.moeH,
           down: pool.down,
-          out: s.moeY,
           slotWords: pool.bytes.down / 4,
-          missing: "skip",
+          x: s.moeH,
+          out: s.moeY,
+          mode: "round",
         }),
       ];
-      const finish = [...sharedSteps, experts[experts.length - 1]];
+      const finish: Step[] = [
+        ...shared,
+        await moeDownCombine(gpu, { ...downArgs, x: s.moeY, mode: "finish" }),
+      ];
       ffn = { kind: "moe", route, pregate, experts, round, finish, ffn: fc };
     }
     layers.push({ attention: att, ffn });
