@@ -3,7 +3,8 @@
  *
  * Measures, after validating each kernel against its CPU reference:
  * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights,
- * - tiled matmul (prefill) FLOP/s,
+ * - tiled matmul (prefill) FLOP/s, portable and (where the device has subgroup matrices) on tensor
+ *   cores,
  * - host->GPU upload bytes/s with `queue.writeBuffer`, with mapped staging buffers, and through the
  *   expert uploader's mapped path (parallel memcpy into a ring of staging buffers),
  * - readback latency (tiny dispatch + copy + mapAsync) and per-dispatch cost,
@@ -16,7 +17,7 @@
  */
 import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
 import { measureFmaRate, measureReadBandwidth } from "./ceilings.ts";
-import { matmul, matvec } from "../kernels/linear.ts";
+import { matmul, matmulSgmatrix, matmulVariant, matvec } from "../kernels/linear.ts";
 import { matmulRef } from "../kernels/reference_linear.ts";
 import { add } from "../kernels/elementwise.ts";
 import { moeDown, moeGateUp } from "../kernels/moe.ts";
@@ -193,6 +194,54 @@ for (const dtype of ["f32", "f16"] as DType[]) {
   gpu.destroyBuffer(wBuf);
   gpu.destroyBuffer(xBuf);
   gpu.destroyBuffer(yBuf);
+}
+
+// ------------------------------------------------------------------ matmul on subgroup matrices
+// Tensor cores, where matmulVariant picks them for this shape. Their peak cannot be measured by an
+// FMA kernel, so the rows are set beside the peer figure instead: PyTorch fp16 (cuBLAS) 4096^3 on
+// the same H200 (platform.md), where the device is an H200.
+const PYTORCH_FP16_TFLOPS_H200 = 721;
+{
+  const choice = matmulVariant(gpu, { T: mm, K: mm, N: mm, dtype: "f16" });
+  if (choice.variant !== "sgmatrix") {
+    stage(`matmul on subgroup matrices: not run (${choice.reason})`);
+  } else {
+    stage(`matmul on subgroup matrices (${choice.reason})`);
+    const h200 = /H200/i.test(gpu.adapterName);
+    for (const dtype of ["f16", "bf16"] as DType[]) {
+      const wF = randn(mm * mm, 0.05), x = randn(mm * mm);
+      const wBuf = gpu.storage("dense", packWeights(wF, dtype));
+      const xBuf = gpu.storage("activations", x);
+      const yBuf = gpu.storage("activations", mm * mm * 4);
+      const args = { x: xBuf, w: wBuf, y: yBuf, T: mm, K: mm, N: mm, dtype, tune: choice.tune };
+      const d = await matmulSgmatrix(gpu, args);
+      gpu.submit([d]);
+      const y = await gpu.readF32(yBuf, 0, 8 * mm);
+      // The kernel rounds x and W to f16: the reference does too (then only the f32 sums differ).
+      const w16 = roundTo(roundTo(wF, dtype), "f16");
+      const ref = matmulRef(roundTo(x.subarray(0, 8 * mm), "f16"), w16, 8, mm, mm);
+      assertClose(y, ref, 1e-3, `matmul ${dtype} (subgroup matrix)`);
+      const t = await gpuTime(gpu, [d], { inner: full ? 10 : 1, samples: 5 });
+      const tune = choice.tune!;
+      rows.push({
+        name: `matmul ${dtype} weights ${mm}^3 (subgroup matrix)`,
+        value: (2 * mm ** 3) / t.seconds / 1e12,
+        unit: "TFLOP/s",
+        ...(h200
+          ? {
+            ceiling: PYTORCH_FP16_TFLOPS_H200,
+            ceilingNote: "peer: PyTorch fp16, platform.md; tensor-core peak not measurable by FMA",
+          }
+          : {}),
+        note:
+          `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}, ${tune.SGM}x${tune.SGN} subgroups of ` +
+          `${tune.TM}x${tune.TN} tiles, BK ${tune.BK}, ${tune.STAGES} buffer(s)`,
+      });
+      gpu.destroyBuffer(wBuf);
+      gpu.destroyBuffer(xBuf);
+      gpu.destroyBuffer(yBuf);
+    }
+  }
 }
 
 // ------------------------------------------------------------------ uploads

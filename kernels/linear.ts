@@ -1,10 +1,14 @@
 /**
  * Linear-layer kernels: `y[T, N] = x[T, K] · W[N, K]^T`, optionally accumulated into `y`.
  *
- * - {@linkcode matmul} (`matmul.wgsl`): tiled GEMM for prefill (many rows of `x`).
+ * - {@linkcode matmul} (`matmul.wgsl`): tiled GEMM for prefill (many rows of `x`), f32 arithmetic,
+ *   portable (no optional feature).
+ * - {@linkcode matmulSgmatrix} (`matmul_sgmatrix.wgsl`): the same GEMM on subgroup matrices (tensor
+ *   cores), f16 operands and f32 sums; needs `shader-f16` and `chromium-experimental-subgroup-matrix`.
  * - {@linkcode matvec} (`matvec.wgsl`): GEMV for decode (a few rows of `x`), bandwidth-bound, 16-byte
  *   loads of the weights.
- * - {@linkcode linear}: picks one of the two from `T`.
+ * - {@linkcode linear}: picks one of them from `T` and, for prefill, {@linkcode matmulVariant} (the one
+ *   place that decides between the portable and the subgroup-matrix GEMM).
  *
  * `x` and `y` are f32 and row-major. `W` is the weight matrix in its file layout (`[N, K]`, one row
  * per output) packed in u32 words of `dtype` (see `runtime/weights/dtype.ts`); 16-bit dtypes need an
@@ -25,8 +29,8 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import type { Binding, Dispatch, Gpu, PipelineSource } from "../runtime/gpu/device.ts";
+import { ArgumentError, GpuError } from "../runtime/errors.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
@@ -37,8 +41,10 @@ import {
   argDType,
   argEvenRow,
   argObject,
+  argOneOf,
   type BindingRange,
   placeholder,
+  vec4View,
 } from "./args.ts";
 
 // ------------------------------------------------------------------------------------ tuning knobs
@@ -81,6 +87,51 @@ const MATVEC_MAX_TB = 8;
 /** {@linkcode linear} uses {@linkcode matvec} for `T <= LINEAR_MATVEC_MAX_T`, else {@linkcode matmul}. */
 export const LINEAR_MATVEC_MAX_T = 8;
 
+/**
+ * Tiling of {@linkcode matmulSgmatrix} (`matmul_sgmatrix.wgsl` overrides): a workgroup of
+ * `SGM x SGN` subgroups of 32 threads computes a `16*SGM*TM x 16*SGN*TN` block of `y`, each subgroup
+ * `TM x TN` result tiles of 16 x 16, walking K in steps of `BK` staged in `STAGES` workgroup buffers.
+ */
+export interface SgmatrixTuning {
+  /** Subgroups along T (rows of x), 1 .. 8. */
+  SGM: number;
+  /** Subgroups along N (outputs), 1 .. 8. */
+  SGN: number;
+  /** 16 x 16 result tiles per subgroup along T, 1 .. 4. */
+  TM: number;
+  /** 16 x 16 result tiles per subgroup along N, 1 .. 4. */
+  TN: number;
+  /** K step staged in workgroup memory: a multiple of 16, 16 .. 128. */
+  BK: number;
+  /** Workgroup tile buffers: 2 (double-buffered, one barrier per K step) or 1 (two barriers). */
+  STAGES: number;
+}
+
+/**
+ * The default {@linkcode SgmatrixTuning}: 128 x 128 outputs per workgroup of 4 subgroups (each 64 x 64,
+ * 16 f32 result tiles), K step 32, double-buffered (44 KiB of workgroup memory; {@linkcode linear}
+ * uses one buffer, 24 KiB, where the device allows less). A first guess: `tools/probe_sgmatrix.ts`
+ * measures others on the device.
+ */
+export const SGMATRIX_TUNING: Readonly<SgmatrixTuning> = Object.freeze({
+  SGM: 2,
+  SGN: 2,
+  TM: 4,
+  TN: 4,
+  BK: 32,
+  STAGES: 2,
+});
+
+/**
+ * {@linkcode linear} considers {@linkcode matmulSgmatrix} only from this many rows of `x` (prefill);
+ * below it the portable {@linkcode matmul} (or {@linkcode matvec}, decode) runs. One workgroup covers
+ * 128 rows at the default tiling, so fewer rows waste most of it.
+ */
+export const SGMATRIX_MIN_T = 64;
+
+/** `MAX_TM`, `MAX_TN`, `MAX_XV` and `MAX_WV` of `matmul_sgmatrix.wgsl`. */
+const SGMATRIX_MAX_TILE = 4, SGMATRIX_MAX_LOADS = 16;
+
 // ------------------------------------------------------------------------------------ kernel specs
 
 /** Tiled GEMM `y[T, N] (+)= x[T, K] · W[N, K]^T` (`matmul.wgsl`). */
@@ -104,6 +155,17 @@ export const MATVEC: KernelSpec = defineKernel({
   constants: { ...MATVEC_TUNING, WDTYPE: 0, ACC: 0 },
 });
 
+/**
+ * Subgroup-matrix (tensor-core) GEMM `y[T, N] (+)= x[T, K] · W[N, K]^T` (`matmul_sgmatrix.wgsl`):
+ * f16 operands, f32 sums. `x` and `W` are bound as 16-byte vectors.
+ */
+export const MATMUL_SGMATRIX: KernelSpec = defineKernel({
+  name: "matmul_sgmatrix",
+  file: "matmul_sgmatrix.wgsl",
+  bindings: ["params", "x", "w", "y"],
+  constants: { ...SGMATRIX_TUNING, WG: 128, WDTYPE: 1, ACC: 0 },
+});
+
 // ------------------------------------------------------------------------------------ arguments
 
 /** Arguments of {@linkcode matmul}, {@linkcode matvec} and {@linkcode linear}. */
@@ -124,6 +186,12 @@ export interface LinearArgs {
   dtype: DType;
   /** Add the product to the existing contents of `y` instead of overwriting them. Default false. */
   accumulate?: boolean;
+  /**
+   * Which GEMM {@linkcode linear} may pick for prefill (see {@linkcode matmulVariant}): `auto`
+   * (default) or `portable` (never the subgroup-matrix kernel, e.g. to A/B it). Ignored by the other
+   * builders.
+   */
+  kernels?: KernelPreference;
 }
 
 /** Arguments of {@linkcode matmul}: {@linkcode LinearArgs} and optional tiling overrides. */
@@ -214,7 +282,8 @@ function checkWorkgroup(
 
 /**
  * Builds the tiled GEMM `y[T, N] = x[T, K] · W[N, K]^T` (`+=` with `accumulate`), for any T, K, N.
- * Best for prefill (large `T`); {@linkcode linear} picks it for `T > LINEAR_MATVEC_MAX_T`.
+ * The portable prefill GEMM (f32 arithmetic, no optional feature); {@linkcode linear} picks it for
+ * `T > LINEAR_MATVEC_MAX_T` unless {@linkcode matmulVariant} picks {@linkcode matmulSgmatrix}.
  *
  * @throws {ArgumentError} naming the bad argument: non-positive or non-integer sizes, an unknown
  *   dtype, an odd `K` with 16-bit weights, bindings too small, misaligned or sharing a buffer (`y`
@@ -324,7 +393,9 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
 
 /**
  * Builds a linear layer `y[T, N] = x[T, K] · W[N, K]^T` (`+=` with `accumulate`): {@linkcode matvec}
- * for `T <= LINEAR_MATVEC_MAX_T` (decode), {@linkcode matmul} otherwise (prefill).
+ * for `T <= LINEAR_MATVEC_MAX_T` (decode), otherwise (prefill) the GEMM {@linkcode matmulVariant}
+ * picks: {@linkcode matmulSgmatrix} on devices with subgroup matrices (16-bit weights, `T >=
+ * SGMATRIX_MIN_T`), else {@linkcode matmul}. `kernels: "portable"` keeps to the portable kernels.
  *
  * @throws {ArgumentError} naming the bad argument.
  * @example
@@ -345,5 +416,325 @@ export async function linear(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
   // Only the documented fields are forwarded (no tuning overrides through linear).
   const { x, w, y, K, N, dtype, accumulate } = args;
   const a = { x, w, y, T, K, N, dtype, accumulate };
-  return await (T <= LINEAR_MATVEC_MAX_T ? matvec(gpu, a) : matmul(gpu, a));
+  if (T <= LINEAR_MATVEC_MAX_T) return await matvec(gpu, a);
+  const choice = matmulVariant(gpu, { T, K, N, dtype }, args.kernels ?? "auto");
+  return await (choice.variant === "sgmatrix"
+    ? matmulSgmatrix(gpu, { ...a, tune: choice.tune })
+    : matmul(gpu, a));
+}
+
+// ------------------------------------------------------------------------------------ kernel variants
+
+/**
+ * The prefill GEMMs: `portable` ({@linkcode matmul}, any device, f32 arithmetic) and `sgmatrix`
+ * ({@linkcode matmulSgmatrix}, subgroup matrices, f16 operands).
+ */
+export type MatmulVariant = "portable" | "sgmatrix";
+
+/**
+ * Which GEMMs a caller allows: `auto` (the fastest the device and shape allow) or `portable` (only
+ * {@linkcode matmul}). `PREGATE_KERNELS=portable` in the environment forces `portable` everywhere.
+ */
+export type KernelPreference = "auto" | "portable";
+
+/** The values of {@linkcode KernelPreference}. */
+export const KERNEL_PREFERENCES: readonly KernelPreference[] = ["auto", "portable"];
+
+/** A GEMM shape as {@linkcode matmulVariant} sees it. */
+export interface MatmulShape {
+  /** Rows of `x` (tokens). */
+  T: number;
+  /** Inputs per row. */
+  K: number;
+  /** Outputs per row. */
+  N: number;
+  /** The weights' dtype. */
+  dtype: DType;
+}
+
+/** The answer of {@linkcode matmulVariant}. */
+export interface MatmulChoice {
+  /** The GEMM to run. */
+  readonly variant: MatmulVariant;
+  /** Why (the first condition that ruled `sgmatrix` out, or what it runs with): for logs and tests. */
+  readonly reason: string;
+  /** For `sgmatrix`: the tiling to run with (the default, adapted to the device's limits). */
+  readonly tune?: Readonly<SgmatrixTuning>;
+}
+
+/** The subgroup-matrix configuration `matmul_sgmatrix.wgsl` is written for. */
+const SGMATRIX_CONFIG = { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 };
+
+interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** `PREGATE_KERNELS` when set and readable (undefined without `--allow-env`). */
+function kernelsFromEnv(): KernelPreference | undefined {
+  let v: string | undefined;
+  try {
+    const state = Deno.permissions.querySync({ name: "env", variable: "PREGATE_KERNELS" }).state;
+    if (state !== "granted") return undefined;
+    v = Deno.env.get("PREGATE_KERNELS");
+  } catch {
+    return undefined;
+  }
+  if (v === undefined || v === "") return undefined;
+  return argOneOf("PREGATE_KERNELS", v, KERNEL_PREFERENCES, "kernel preference");
+}
+
+/**
+ * Why this device cannot run {@linkcode matmulSgmatrix}, or `undefined` when it can. It needs the
+ * features `shader-f16`, `subgroups` and `chromium-experimental-subgroup-matrix` (Dawn with
+ * `allow_unsafe_apis`), the subgroup-matrix configuration f16 x f16 -> f32 at M = N = K = 16 in the
+ * adapter's `subgroupMatrixConfigs`, and subgroups of exactly 32 lanes.
+ */
+export function sgmatrixUnsupported(gpu: Gpu): string | undefined {
+  const needs: [keyof Gpu["features"], string][] = [
+    ["shaderF16", "shader-f16"],
+    ["subgroups", "subgroups"],
+    ["subgroupMatrix", "chromium-experimental-subgroup-matrix"],
+  ];
+  const missing = needs.filter(([k]) => !gpu.features[k]).map(([, name]) => name);
+  if (missing.length) return `the device lacks ${missing.join(", ")} (${gpu.describe()})`;
+  const info = (gpu.device as unknown as {
+    adapterInfo?: {
+      subgroupMinSize?: number;
+      subgroupMaxSize?: number;
+      subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
+    };
+  }).adapterInfo;
+  if (!info) {
+    return "the device reports no adapterInfo (subgroup sizes, subgroup-matrix configurations)";
+  }
+  if (info.subgroupMinSize !== 32 || info.subgroupMaxSize !== 32) {
+    return `the kernel needs 32-wide subgroups; the device has ${info.subgroupMinSize} .. ` +
+      `${info.subgroupMaxSize}`;
+  }
+  const cfgs = [...(info.subgroupMatrixConfigs ?? [])];
+  const c = SGMATRIX_CONFIG;
+  if (
+    !cfgs.some((g) =>
+      g.componentType === c.componentType && g.resultComponentType === c.resultComponentType &&
+      g.M === c.M && g.N === c.N && g.K === c.K
+    )
+  ) {
+    const have = cfgs.map((g) =>
+      `${g.componentType}->${g.resultComponentType} ${g.M}x${g.N}x${g.K}`
+    );
+    return `no subgroup-matrix configuration f16->f32 16x16x16 (the device has ` +
+      `${have.length ? have.join(", ") : "none"})`;
+  }
+  return undefined;
+}
+
+/** Bytes of workgroup memory `matmul_sgmatrix.wgsl` uses with tiling `t`. */
+export function sgmatrixSharedBytes(t: SgmatrixTuning): number {
+  const rows = 16 * (t.SGM * t.TM + t.SGN * t.TN);
+  return 2 * t.STAGES * rows * (t.BK + 8) + 4 * 256 * t.SGM * t.SGN;
+}
+
+/** {@linkcode SGMATRIX_TUNING}, with one buffer where two do not fit; a reason if none fits. */
+function defaultSgmatrixTune(gpu: Gpu): SgmatrixTuning | string {
+  const max = gpu.limits.maxComputeWorkgroupStorageSize;
+  for (let stages = SGMATRIX_TUNING.STAGES; stages >= 1; stages--) {
+    const t = { ...SGMATRIX_TUNING, STAGES: stages };
+    if (sgmatrixSharedBytes(t) <= max) return t;
+  }
+  return `the default tiling needs ${sgmatrixSharedBytes({ ...SGMATRIX_TUNING, STAGES: 1 })} ` +
+    `bytes of workgroup memory, over this device's ${max}`;
+}
+
+/** Validates a (partial) tiling for {@linkcode matmulSgmatrix} on this device. */
+function checkSgmatrixTune(gpu: Gpu, tune: unknown): SgmatrixTuning {
+  let base: SgmatrixTuning = { ...SGMATRIX_TUNING };
+  if (tune === undefined) {
+    const d = defaultSgmatrixTune(gpu);
+    if (typeof d === "string") throw new ArgumentError("tune", d, "pass a smaller tiling");
+    base = d;
+  }
+  const t = checkTune(tune as Partial<SgmatrixTuning> | undefined, base, {
+    SGM: [1, 8],
+    SGN: [1, 8],
+    TM: [1, SGMATRIX_MAX_TILE],
+    TN: [1, SGMATRIX_MAX_TILE],
+    BK: [16, 128],
+    STAGES: [1, 2],
+  });
+  if (t.BK % 16 !== 0) {
+    throw new ArgumentError("tune.BK", `must be a multiple of 16, got ${t.BK}`);
+  }
+  const threads = 32 * t.SGM * t.SGN;
+  // 16-byte loads per thread and K step: x is f32; W at most f32 too.
+  const loads = Math.ceil((16 * Math.max(t.SGM * t.TM, t.SGN * t.TN) * t.BK) / 4 / threads);
+  if (loads > SGMATRIX_MAX_LOADS) {
+    throw new ArgumentError(
+      "tune",
+      `matmul_sgmatrix: ${loads} 16-byte loads per thread and K step, over ${SGMATRIX_MAX_LOADS}`,
+      "use more subgroups, fewer tiles per subgroup or a smaller BK",
+    );
+  }
+  checkWorkgroup(gpu, "matmul_sgmatrix", [threads, 1], sgmatrixSharedBytes(t));
+  return t;
+}
+
+/** Workgroup grid of the subgroup-matrix GEMM, or the argument and message if over the limit. */
+function sgmatrixGroups(
+  gpu: Gpu,
+  t: SgmatrixTuning,
+  T: number,
+  N: number,
+): { groups: [number, number] } | { argument: string; message: string } {
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const groups: [number, number] = [
+    Math.ceil(N / (16 * t.SGN * t.TN)),
+    Math.ceil(T / (16 * t.SGM * t.TM)),
+  ];
+  for (const [i, argument, v] of [[0, "N", N], [1, "T", T]] as const) {
+    if (groups[i] > max) {
+      return {
+        argument,
+        message: `${argument}=${v} needs ${groups[i]} workgroups, over the limit ${max}`,
+      };
+    }
+  }
+  return { groups };
+}
+
+/**
+ * The one place that chooses the prefill GEMM: `sgmatrix` ({@linkcode matmulSgmatrix}) when nothing
+ * forbids it, the device can run it ({@linkcode sgmatrixUnsupported}), the weights are 16-bit (f32
+ * weights keep f32 arithmetic), `T >= SGMATRIX_MIN_T` (decode and small batches stay portable), `K`
+ * is a multiple of 8 and the default tiling fits the device; otherwise `portable`
+ * ({@linkcode matmul}). `kernels: "portable"` or `PREGATE_KERNELS=portable` (read with
+ * `--allow-env`) force `portable`. {@linkcode linear} follows the answer.
+ *
+ * @throws {ArgumentError} on a malformed shape, an unknown `kernels` or `PREGATE_KERNELS` value.
+ * @example
+ * ```ts ignore
+ * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { matmulVariant } from "./linear.ts";
+ * const gpu = await openGpu({ gpu: "dawn" });
+ * const c = matmulVariant(gpu, { T: 512, K: 4096, N: 4096, dtype: "bf16" });
+ * console.log(c.variant, c.reason); // "sgmatrix ..." on an H200 with Dawn, "portable ..." elsewhere
+ * ```
+ */
+export function matmulVariant(
+  gpu: Gpu,
+  shape: MatmulShape,
+  kernels: KernelPreference = "auto",
+): MatmulChoice {
+  const prefer = argOneOf("kernels", kernels, KERNEL_PREFERENCES, "kernel preference");
+  argObject(shape);
+  const T = argCount("T", shape.T);
+  const K = argCount("K", shape.K);
+  const N = argCount("N", shape.N);
+  const dtype = argDType("dtype", shape.dtype);
+  const portable = (reason: string): MatmulChoice => ({ variant: "portable", reason });
+  if (prefer === "portable") return portable("the caller asked for the portable kernels");
+  if (kernelsFromEnv() === "portable") return portable("PREGATE_KERNELS=portable");
+  const unsupported = sgmatrixUnsupported(gpu);
+  if (unsupported) return portable(unsupported);
+  if (dtype === "f32") {
+    return portable("f32 weights keep f32 arithmetic (the subgroup-matrix kernel rounds to f16)");
+  }
+  if (T < SGMATRIX_MIN_T) {
+    return portable(
+      `T=${T} rows is under SGMATRIX_MIN_T=${SGMATRIX_MIN_T} (decode, small batches)`,
+    );
+  }
+  if (K % 8 !== 0) return portable(`K=${K} is not a multiple of 8`);
+  const tune = defaultSgmatrixTune(gpu);
+  if (typeof tune === "string") return portable(tune);
+  const grid = sgmatrixGroups(gpu, tune, T, N);
+  if ("message" in grid) return portable(grid.message);
+  return {
+    variant: "sgmatrix",
+    reason: `subgroup matrices f16->f32 16x16x16, ${dtype} weights, T=${T}, ` +
+      `${tune.STAGES} workgroup buffer(s)`,
+    tune: Object.freeze(tune),
+  };
+}
+
+/** Arguments of {@linkcode matmulSgmatrix}: {@linkcode LinearArgs} and optional tiling overrides. */
+export interface MatmulSgmatrixArgs extends LinearArgs {
+  /** Tiling overrides (default {@linkcode SGMATRIX_TUNING}, adapted to the device); for tuning. */
+  tune?: Partial<SgmatrixTuning>;
+}
+
+/**
+ * Builds the subgroup-matrix (tensor-core) GEMM `y[T, N] = x[T, K] · W[N, K]^T` (`+=` with
+ * `accumulate`) for any T and N and K a multiple of 8, with f32, f16 or bf16 weights. `x` and `W`
+ * are rounded to f16 in the kernel (bf16 and f32 values beyond the f16 range, +-65504, become inf);
+ * products are summed in f32. Expect a normwise relative error of a few 1e-4 against f32
+ * arithmetic. {@linkcode linear} uses it where {@linkcode matmulVariant} says so.
+ *
+ * @throws {GpuError} when the device cannot run it ({@linkcode sgmatrixUnsupported} says why).
+ * @throws {ArgumentError} naming the bad argument (as {@linkcode matmul}; `K` not a multiple of 8;
+ *   tiling overrides out of range or over the device's limits).
+ * @example
+ * ```ts ignore
+ * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { packWeights } from "../runtime/weights/dtype.ts";
+ * import { matmulSgmatrix } from "./linear.ts";
+ * const gpu = await openGpu({ gpu: "dawn" }); // a device with subgroup matrices
+ * const [T, K, N] = [256, 1024, 512];
+ * const x = gpu.storage("activations", new Float32Array(T * K).fill(0.5));
+ * const w = gpu.storage("dense", packWeights(new Float32Array(N * K).fill(0.25), "f16"));
+ * const y = gpu.storage("activations", T * N * 4);
+ * gpu.submit([await matmulSgmatrix(gpu, { x, w, y, T, K, N, dtype: "f16" })]);
+ * console.log((await gpu.readF32(y, 0, 1))[0]); // 128
+ * ```
+ */
+export async function matmulSgmatrix(gpu: Gpu, args: MatmulSgmatrixArgs): Promise<Dispatch> {
+  const unsupported = sgmatrixUnsupported(gpu);
+  if (unsupported) {
+    throw new GpuError(
+      `matmul_sgmatrix cannot run on this device: ${unsupported}`,
+      "use linear() (matmulVariant picks the portable matmul here) or matmul()",
+    );
+  }
+  return await matmulSgmatrixWith(gpu, args, MATMUL_SGMATRIX);
+}
+
+/**
+ * {@linkcode matmulSgmatrix} with another source for the kernel and without the device check.
+ * @internal For tests: `matmul_sgmatrix_test.ts` runs the kernel's logic with emulated subgroup
+ * matrices on devices that have none.
+ */
+export async function matmulSgmatrixWith(
+  gpu: Gpu,
+  args: MatmulSgmatrixArgs,
+  spec: PipelineSource,
+): Promise<Dispatch> {
+  const a = validate(gpu, args);
+  if (a.K % 8 !== 0) {
+    throw new ArgumentError(
+      "K",
+      `matmul_sgmatrix needs a multiple of 8, got K=${a.K}`,
+      "matmul (portable) takes any K; linear picks it for such shapes",
+    );
+  }
+  const t = checkSgmatrixTune(gpu, args.tune);
+  const grid = sgmatrixGroups(gpu, t, a.T, a.N);
+  if ("message" in grid) {
+    throw new ArgumentError(grid.argument, grid.message, "split the rows into several calls");
+  }
+  const pipeline = await gpu.pipeline(spec, {
+    ...t,
+    WG: 32 * t.SGM * t.SGN,
+    WDTYPE: DTYPE_CODE[a.dtype],
+    ACC: a.accumulate ? 1 : 0,
+  });
+  const params = gpu.uniform(
+    new ParamWriter().u32(a.T, a.K, a.N).bytes(),
+    "matmul_sgmatrix.params",
+  );
+  const x = vec4View("x", a.x, a.T * a.K * 4);
+  const w = vec4View("w", a.w, a.N * a.K * (a.dtype === "f32" ? 4 : 2));
+  return gpu.dispatch(pipeline, [params, x, w, a.y], grid.groups);
 }

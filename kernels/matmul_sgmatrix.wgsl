@@ -1,0 +1,318 @@
+// Prefill GEMM on subgroup matrices (tensor cores): y[T, N] = x[T, K] · W[N, K]^T (+ y when ACC = 1).
+//
+// Needs the device features shader-f16 and chromium-experimental-subgroup-matrix (Dawn, with the
+// allow_unsafe_apis toggle), the subgroup-matrix configuration f16 x f16 -> f32 at M = N = K = 16
+// and 32-wide subgroups (lanes 32s .. 32s+31 of the workgroup form subgroup s); linear.ts checks
+// all of it (sgmatrixUnsupported) before it builds this kernel, and matmul.wgsl is the portable one.
+//
+// Numerics: x (f32) and W are rounded to f16 when staged into workgroup memory; products and sums
+// are f32 (the accumulators are f32 result matrices). bf16 and f32 weights are converted to f16 on
+// staging: bf16 has 8 exponent bits, f16 only 5, so values beyond +-65504 become inf and values below
+// 6.1e-5 lose precision (f16 subnormals) or flush to 0. Activations have the same f16 range.
+//
+// Tiling: a workgroup of SGM x SGN subgroups (WG = 32 * SGM * SGN threads) computes a BM x BN block
+// of y (BM = 16 * SGM * TM rows of x, BN = 16 * SGN * TN outputs); each subgroup owns TM x TN result
+// tiles of 16 x 16 (f32 subgroup matrices, kept for the whole K loop). K is walked in steps of BK (a
+// multiple of 16): the x and W slices of a step are read with 16-byte loads (coalesced: consecutive
+// threads read consecutive 16-byte pieces of a row), converted, and stored in workgroup memory as f16
+// rows of BK + PAD values (the pad staggers rows across memory banks). The loads of step k+1 are
+// issued before the products of step k (prefetch into registers); with STAGES = 2 the workgroup
+// tiles are double-buffered and a K step costs one barrier, with STAGES = 1 two.
+// Both tiles are stored "row = output index, column = k": the x tile is the row-major left matrix;
+// the W tile, read column-major, is the right matrix W^T (K rows x N columns), so no transposition
+// is needed anywhere.
+//
+// Edges: rows past T, outputs past N and K values past K are staged as zeros and never stored, so
+// any T and N work; K must be a multiple of 8 (every 16-byte load then lies wholly inside or outside
+// a row). Results go through a per-subgroup 16 x 16 f32 scratch tile in workgroup memory to y, which
+// masks the edges and adds the old y when ACC = 1.
+//
+// Workgroup memory: 2 * STAGES * (BM + BN) * (BK + PAD) + 4 * 256 * SGM * SGN bytes.
+// Dispatch: (ceil(N / BN), ceil(T / BM), 1) workgroups.
+
+// ---- header: kernels/matmul_sgmatrix_test.ts replaces this block to emulate it ----
+enable f16;
+enable chromium_experimental_subgroup_matrix;
+// Subgroup-matrix calls must be subgroup-uniform. Offsets here depend on the subgroup index
+// (local_invocation_index / 32), which the analysis cannot prove uniform; they are uniform per
+// subgroup by construction.
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+// The staging type of x and W.
+alias h16 = f16;
+// Left (x rows), right (W^T) and result matrices, 16 x 16 each.
+alias mat_a = subgroup_matrix_left<f16, 16, 16>;
+alias mat_b = subgroup_matrix_right<f16, 16, 16>;
+alias mat_c = subgroup_matrix_result<f32, 16, 16>;
+// Largest TM and TN (arrays of matrices in registers need constant sizes).
+const MAX_TM: u32 = 4u;
+const MAX_TN: u32 = 4u;
+// ---- end header ----
+
+struct Params {
+  T: u32,
+  K: u32,
+  N: u32,
+}
+
+// Subgroups along T (rows of x) and along N (outputs).
+override SGM: u32 = 2u;
+override SGN: u32 = 2u;
+// 16 x 16 result tiles per subgroup along T and along N (each <= 4).
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+// K step (a multiple of 16).
+override BK: u32 = 32u;
+// Workgroup tile buffers: 1 or 2.
+override STAGES: u32 = 2u;
+// Threads per workgroup; must be 32 * SGM * SGN.
+override WG: u32 = 128u;
+// Weight dtype: 0 = f32, 1 = f16, 2 = bf16 (as dtype.wgsl; 16-bit values two per word, low first).
+override WDTYPE: u32 = 1u;
+// 1: add the product to the existing y; 0: overwrite y.
+override ACC: u32 = 0u;
+
+// Subgroup width the lane layout assumes.
+const SG: u32 = 32u;
+// f16 values of padding after each staged row of BK values.
+const PAD: u32 = 8u;
+// Most 16-byte global loads per thread and K step, for x and for W.
+const MAX_XV: u32 = 16u;
+const MAX_WV: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+// ---- primitives: kernels/matmul_sgmatrix_test.ts replaces this block to emulate it ----
+// STAGES tiles of x: BM rows of BK (+ PAD) values each.
+var<workgroup> xs: array<h16, STAGES * SGM * TM * 16u * (BK + PAD)>;
+// STAGES tiles of W: BN rows of BK (+ PAD) values each.
+var<workgroup> ws: array<h16, STAGES * SGN * TN * 16u * (BK + PAD)>;
+// One 16 x 16 f32 scratch tile per subgroup (the epilogue).
+var<workgroup> cs: array<f32, SGM * SGN * 256u>;
+
+// Stores 4 x values at xs[o ..] (o is a multiple of 4).
+fn put_x4(o: u32, v: vec4<f32>) {
+  xs[o] = h16(v.x);
+  xs[o + 1u] = h16(v.y);
+  xs[o + 2u] = h16(v.z);
+  xs[o + 3u] = h16(v.w);
+}
+
+// Stores 2 W values at ws[o ..] (o is even).
+fn put_w2(o: u32, v: vec2<h16>) {
+  ws[o] = v.x;
+  ws[o + 1u] = v.y;
+}
+
+// Element i of the scratch tiles.
+fn get_c(i: u32) -> f32 {
+  return cs[i];
+}
+
+// The left matrix whose element (r, c) is xs[off + r * (BK + PAD) + c].
+fn load_a(off: u32) -> mat_a {
+  return subgroupMatrixLoad<mat_a, row_major>(&xs, off, BK + PAD);
+}
+
+// The right matrix whose element (k, n) is ws[off + n * (BK + PAD) + k] (W^T).
+fn load_b(off: u32) -> mat_b {
+  return subgroupMatrixLoad<mat_b, col_major>(&ws, off, BK + PAD);
+}
+
+// a · b + c.
+fn mma(a: mat_a, b: mat_b, c: mat_c) -> mat_c {
+  return subgroupMatrixMultiplyAccumulate(a, b, c);
+}
+
+// Stores c row-major at cs[off ..], stride 16.
+fn store_c(off: u32, c: mat_c) {
+  subgroupMatrixStore<row_major>(&cs, off, c, 16u);
+}
+
+// The two f16 values of a word, low half first.
+fn f16x2(word: u32) -> vec2<h16> {
+  return bitcast<vec2<h16>>(word);
+}
+// ---- end primitives ----
+
+// Weight values per 16-byte load: 8 for the 16-bit dtypes, 4 for f32.
+fn w_per_load() -> u32 {
+  return select(8u, 4u, WDTYPE == 0u);
+}
+
+// Loads this thread's share of x[t0 .. t0+BM, k0 .. k0+BK] (zeros outside T and K) into r.
+fn fetch_x(t0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
+  let per_row = BK / 4u;
+  let total = SGM * TM * 16u * per_row;
+  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
+    let e = lid + i * WG;
+    let t = t0 + e / per_row;
+    let k = k0 + (e % per_row) * 4u;
+    var v = vec4<f32>(0.0);
+    if (e < total && t < p.T && k < p.K) {
+      v = x[(t * p.K + k) / 4u];
+    }
+    (*r)[i] = v;
+  }
+}
+
+// Stores r (from fetch_x) into stage `stage` of xs as f16.
+fn put_x(stage: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
+  let per_row = BK / 4u;
+  let total = SGM * TM * 16u * per_row;
+  let lds = BK + PAD;
+  let base = stage * SGM * TM * 16u * lds;
+  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
+    let e = lid + i * WG;
+    if (e < total) {
+      put_x4(base + (e / per_row) * lds + (e % per_row) * 4u, (*r)[i]);
+    }
+  }
+}
+
+// Loads this thread's share of W[n0 .. n0+BN, k0 .. k0+BK] (zeros outside N and K) into r, as
+// packed words.
+fn fetch_w(n0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_WV>>) {
+  let vals = w_per_load();
+  let per_row = BK / vals;
+  let total = SGN * TN * 16u * per_row;
+  // Words per W row: K for f32, K / 2 for 16-bit dtypes.
+  let row_words = select(p.K / 2u, p.K, WDTYPE == 0u);
+  let word_vals = select(2u, 1u, WDTYPE == 0u);
+  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
+    let e = lid + i * WG;
+    let n = n0 + e / per_row;
+    let k = k0 + (e % per_row) * vals;
+    var v = vec4<u32>(0u);
+    if (e < total && n < p.N && k < p.K) {
+      v = w[(n * row_words + k / word_vals) / 4u];
+    }
+    (*r)[i] = v;
+  }
+}
+
+// The two weights of a 16-bit word as f16 (low half first).
+fn w_pair(word: u32) -> vec2<h16> {
+  if (WDTYPE == 2u) {
+    let f = vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
+    return vec2<h16>(f);
+  }
+  return f16x2(word);
+}
+
+// Stores r (from fetch_w) into stage `stage` of ws as f16.
+fn put_w(stage: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_WV>>) {
+  let vals = w_per_load();
+  let per_row = BK / vals;
+  let total = SGN * TN * 16u * per_row;
+  let lds = BK + PAD;
+  let base = stage * SGN * TN * 16u * lds;
+  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
+    let e = lid + i * WG;
+    if (e < total) {
+      let o = base + (e / per_row) * lds + (e % per_row) * vals;
+      let v = (*r)[i];
+      if (WDTYPE == 0u) {
+        let f = bitcast<vec4<f32>>(v);
+        put_w2(o, vec2<h16>(f.xy));
+        put_w2(o + 2u, vec2<h16>(f.zw));
+      } else {
+        for (var q = 0u; q < 4u; q++) {
+          put_w2(o + 2u * q, w_pair(v[q]));
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let lds = BK + PAD;
+  let bm = SGM * TM * 16u;
+  let bn = SGN * TN * 16u;
+  let t0 = wid.y * bm;
+  let n0 = wid.x * bn;
+  let sg = lid / SG;
+  let lane = lid % SG;
+  let sgm = sg % SGM;
+  let sgn = sg / SGM;
+  // This subgroup's first x row and first W row within a stage.
+  let a_base = sgm * TM * 16u * lds;
+  let b_base = sgn * TN * 16u * lds;
+
+  var acc: array<mat_c, MAX_TM * MAX_TN>;
+  for (var i = 0u; i < TM * TN; i++) {
+    acc[i] = mat_c();
+  }
+  var a: array<mat_a, MAX_TM>;
+  var xr: array<vec4<f32>, MAX_XV>;
+  var wr: array<vec4<u32>, MAX_WV>;
+
+  let nk = (p.K + BK - 1u) / BK;
+  fetch_x(t0, 0u, lid, &xr);
+  fetch_w(n0, 0u, lid, &wr);
+  put_x(0u, lid, &xr);
+  put_w(0u, lid, &wr);
+  workgroupBarrier();
+
+  for (var kt = 0u; kt < nk; kt++) {
+    let cur = select(0u, kt % 2u, STAGES == 2u);
+    let more = kt + 1u < nk;
+    if (more) {
+      fetch_x(t0, (kt + 1u) * BK, lid, &xr);
+      fetch_w(n0, (kt + 1u) * BK, lid, &wr);
+    }
+    let xo = cur * bm * lds + a_base;
+    let wo = cur * bn * lds + b_base;
+    for (var kk = 0u; kk < BK; kk += 16u) {
+      for (var i = 0u; i < TM; i++) {
+        a[i] = load_a(xo + i * 16u * lds + kk);
+      }
+      for (var j = 0u; j < TN; j++) {
+        let b = load_b(wo + j * 16u * lds + kk);
+        for (var i = 0u; i < TM; i++) {
+          acc[i * TN + j] = mma(a[i], b, acc[i * TN + j]);
+        }
+      }
+    }
+    if (STAGES == 1u) {
+      workgroupBarrier(); // everyone is done reading the only stage
+    }
+    if (more) {
+      let nxt = select(0u, 1u - cur, STAGES == 2u);
+      put_x(nxt, lid, &xr);
+      put_w(nxt, lid, &wr);
+    }
+    workgroupBarrier();
+  }
+
+  // Epilogue, one result tile at a time: the subgroup stores it to its scratch tile, then lane l
+  // writes column l % 16 of rows l / 16, l / 16 + 2, ... (two 64-byte row pieces per store).
+  let cso = sg * 256u;
+  let col = lane % 16u;
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      store_c(cso, acc[i * TN + j]);
+      workgroupBarrier();
+      let n = n0 + (sgn * TN + j) * 16u + col;
+      for (var s = 0u; s < 8u; s++) {
+        let r = lane / 16u + 2u * s;
+        let t = t0 + (sgm * TM + i) * 16u + r;
+        if (t < p.T && n < p.N) {
+          let idx = t * p.N + n;
+          var v = get_c(cso + r * 16u + col);
+          if (ACC != 0u) {
+            v += y[idx];
+          }
+          y[idx] = v;
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+}

@@ -1,0 +1,615 @@
+/**
+ * Tests of the subgroup-matrix GEMM (`matmul_sgmatrix.wgsl`, {@linkcode matmulSgmatrix}) and of the
+ * one place that selects it ({@linkcode matmulVariant}).
+ *
+ * - The kernel itself runs only where the device has subgroup matrices (Dawn on the GPU host:
+ *   `PREGATE_TEST_GPU=dawn deno test -A kernels/matmul_sgmatrix_test.ts`). Elsewhere that test says
+ *   so on stdout and asserts instead that this device gets the portable kernel.
+ * - Everywhere: the kernel's logic (tiling, staging, masking of ragged edges, accumulate) runs with
+ *   the subgroup-matrix primitives emulated in plain WGSL (f32, every lane computing whole 16 x 16
+ *   tiles), and the real WGSL is compiled by Dawn's shader compiler on Dawn's null backend (when the
+ *   npm package `webgpu` loads), so WGSL mistakes show up before a GPU-host run.
+ * - The selection is checked on described devices (all branches) and on the test device.
+ * @module
+ */
+import type { Binding, Dispatch, Gpu, PipelineSource } from "../runtime/gpu/device.ts";
+import { Gpu as GpuClass } from "../runtime/gpu/device.ts";
+import { ArgumentError, GpuError } from "../runtime/errors.ts";
+import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import {
+  linear,
+  MATMUL_SGMATRIX,
+  matmulSgmatrix,
+  matmulSgmatrixWith,
+  type MatmulShape,
+  matmulVariant,
+  SGMATRIX_MIN_T,
+  SGMATRIX_TUNING,
+  sgmatrixSharedBytes,
+  type SgmatrixTuning,
+  sgmatrixUnsupported,
+} from "./linear.ts";
+import { wgslFile } from "./registry.ts";
+import { matmulRef } from "./reference.ts";
+import { assertClose, GPU_TEST, POISON, poisoned, randn, relError, testGpu } from "./test_util.ts";
+
+// ------------------------------------------------------------------------------------ cases
+
+/** Builds the dispatch of one case from its bindings. */
+type Build = (c: Case, x: Binding, w: Binding, y: Binding) => Promise<Dispatch>;
+
+interface Case {
+  T: number;
+  K: number;
+  N: number;
+  dtype: DType;
+  accumulate: boolean;
+  tune?: Partial<SgmatrixTuning>;
+}
+
+function describe(c: Case): string {
+  return `matmul_sgmatrix ${c.dtype} T=${c.T} K=${c.K} N=${c.N}${c.accumulate ? " acc" : ""}` +
+    (c.tune ? ` ${JSON.stringify(c.tune)}` : "");
+}
+
+/** Every dtype and mode for each shape (K must be a multiple of 8). */
+function cases(shapes: [number, number, number][], tune?: Partial<SgmatrixTuning>): Case[] {
+  const out: Case[] = [];
+  for (const [i, [T, K, N]] of shapes.entries()) {
+    for (const dtype of ["f16", "bf16", "f32"] as const) {
+      // Alternate accumulate across shapes and dtypes so both modes see every dtype.
+      out.push({ T, K, N, dtype, accumulate: (i + dtype.length) % 2 === 0, tune });
+    }
+  }
+  return out;
+}
+
+/**
+ * Normwise check as in linear_test.ts: outputs of at most 8 values can cancel far below the size of
+ * their terms, so for them a failed normwise check is accepted when every element is within
+ * `tol * |ref| + unit * scale` (`scale` = sum_k |x||w| + |init|).
+ */
+function check(
+  out: Float32Array,
+  ref: Float64Array,
+  scale: Float64Array,
+  tol: number,
+  unit: number,
+  what: string,
+): number {
+  const err = relError(out, ref);
+  const withinBound = ref.length <= 8 &&
+    ref.every((r, i) => Math.abs(out[i] - r) <= tol * Math.abs(r) + unit * scale[i]);
+  assertClose(out, ref, err > tol && withinBound ? Infinity : tol, what);
+  return err;
+}
+
+/**
+ * Runs `cases` through `build` in one submit: each case's y is a 256-byte-aligned slice of one
+ * poisoned buffer (bindings with offsets; every word between slices must stay poisoned), inputs are
+ * bound alternately as whole buffers and as ranges inside NaN-filled buffers. `emulated`: the
+ * kernel computes in f32 (no f16 rounding), so it is held to the f32 tolerance of the portable GEMM
+ * against the reference on the dtype-rounded weights; otherwise x and W are rounded to f16 and the
+ * result is compared with the reference on f16-rounded operands (1e-3) and on the f32 weights (1e-2).
+ * Returns the largest errors seen.
+ */
+async function runCases(
+  gpu: Gpu,
+  all: Case[],
+  build: Build,
+  emulated: boolean,
+): Promise<{ rounded: number; f32: number }> {
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const slots: number[] = [];
+  let bytes = 0;
+  for (const c of all) {
+    slots.push(bytes);
+    bytes += Math.ceil((c.T * c.N * 4 + 64) / align) * align;
+  }
+  const yBuf = poisoned(gpu, bytes / 4, "sgmatrix_test.y");
+  const made: GPUBuffer[] = [yBuf];
+  const upload = (data: ArrayBufferView, i: number) => {
+    if (i % 2) {
+      const b = gpu.storage("activations", data);
+      made.push(b);
+      return b;
+    }
+    const offset = 256;
+    const buffer = poisoned(gpu, (offset + data.byteLength + 64) / 4);
+    gpu.write(buffer, data, offset);
+    made.push(buffer);
+    return { buffer, offset, size: data.byteLength };
+  };
+  const dispatches: Dispatch[] = [];
+  const checks: ((out: Float32Array) => { rounded: number; f32: number })[] = [];
+  for (const [i, c] of all.entries()) {
+    const x = randn(c.T * c.K);
+    const wf = randn(c.N * c.K, 1 / Math.sqrt(c.K));
+    let init: Float32Array | undefined;
+    if (c.accumulate) {
+      init = randn(c.T * c.N);
+      gpu.write(yBuf, init, slots[i]);
+    }
+    const y = { buffer: yBuf, offset: slots[i], size: c.T * c.N * 4 };
+    dispatches.push(await build(c, upload(x, i), upload(packWeights(wf, c.dtype), i + 1), y));
+    checks.push((out) => {
+      const what = describe(c) + (emulated ? " (emulated)" : "");
+      const abs = (a: Float32Array) => a.map(Math.abs);
+      const scale = matmulRef(abs(x), abs(wf), c.T, c.K, c.N, init && abs(init));
+      const arith = (c.K + 2) * 2 ** -24;
+      const wr = roundTo(wf, c.dtype);
+      if (emulated) {
+        const e = check(out, matmulRef(x, wr, c.T, c.K, c.N, init), scale, 1e-5, arith, what);
+        return { rounded: e, f32: e };
+      }
+      // What the tensor cores see: x and W rounded to f16 (bf16 and f32 weights through f16 too).
+      const x16 = roundTo(x, "f16"), w16 = roundTo(wr, "f16");
+      const rounded = check(
+        out,
+        matmulRef(x16, w16, c.T, c.K, c.N, init),
+        scale,
+        1e-3,
+        arith + 2 ** -11,
+        `${what} (f16-rounded operands)`,
+      );
+      const f32 = check(
+        out,
+        matmulRef(x, wf, c.T, c.K, c.N, init),
+        scale,
+        1e-2,
+        arith + 2 * 2 ** -11 + 2 ** -8,
+        `${what} (f32 operands)`,
+      );
+      return { rounded, f32 };
+    });
+  }
+  gpu.submit(dispatches);
+  const outAll = await gpu.readF32(yBuf);
+  const worst = { rounded: 0, f32: 0 };
+  for (const [i, c] of all.entries()) {
+    const e = checks[i](new Float32Array(outAll.buffer, slots[i], c.T * c.N));
+    worst.rounded = Math.max(worst.rounded, e.rounded);
+    worst.f32 = Math.max(worst.f32, e.f32);
+  }
+  const bits = new Uint32Array(outAll.buffer);
+  all.forEach((c, i) => {
+    const end = slots[i] + c.T * c.N * 4;
+    const next = i + 1 < all.length ? slots[i + 1] : bytes;
+    for (let b = end; b < next; b += 4) {
+      if (bits[b / 4] !== POISON) {
+        throw new Error(`${describe(c)}: wrote past its output (byte ${b - slots[i]})`);
+      }
+    }
+  });
+  for (const b of made) gpu.destroyBuffer(b);
+  return worst;
+}
+
+// Ragged against every tile size used below (BM, BN in 16 .. 128; BK 16 .. 64), tile-aligned ones,
+// K not a multiple of BK, single rows and columns.
+const SHAPES: [number, number, number][] = [
+  [1, 8, 1],
+  [3, 16, 5],
+  [17, 40, 33],
+  [64, 64, 64],
+  [70, 136, 50],
+  [33, 200, 130],
+];
+
+// ------------------------------------------------------------------------------------ real kernel
+
+const PREFILL: MatmulShape = { T: 512, K: 4096, N: 4096, dtype: "bf16" };
+
+Deno.test({
+  name:
+    "matmul_sgmatrix matches the CPU reference (f16/bf16/f32 weights, ragged shapes, accumulate)",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const why = sgmatrixUnsupported(gpu);
+    if (why) {
+      console.log(
+        `matmul_sgmatrix: the kernel case needs a subgroup-matrix device (${why}); run ` +
+          "`PREGATE_TEST_GPU=dawn deno test -A kernels/matmul_sgmatrix_test.ts` on the GPU host. " +
+          "Checked here instead: this device gets the portable GEMM, and the kernel refuses it.",
+      );
+      const choice = matmulVariant(gpu, PREFILL);
+      if (choice.variant !== "portable" || choice.reason !== why) {
+        throw new Error(`expected portable (${why}), got ${JSON.stringify(choice)}`);
+      }
+      const x = gpu.storage("activations", 16 * 8 * 4);
+      const w = gpu.storage("dense", 16 * 8 * 2);
+      const y = gpu.storage("activations", 16 * 16 * 4);
+      let threw: unknown;
+      try {
+        await matmulSgmatrix(gpu, { x, w, y, T: 16, K: 8, N: 16, dtype: "f16" });
+      } catch (e) {
+        threw = e;
+      }
+      if (!(threw instanceof GpuError) || !String(threw.message).includes(why)) {
+        throw new Error(`matmulSgmatrix should refuse this device with a GpuError, got ${threw}`);
+      }
+      for (const b of [x, w, y]) gpu.destroyBuffer(b);
+      return;
+    }
+    const build: Build = (c, x, w, y) => matmulSgmatrix(gpu, { ...c, x, w, y });
+    const all = [
+      ...cases([...SHAPES, [300, 520, 260], [129, 1024, 200], [256, 64, 384]]),
+      ...cases([[70, 136, 50], [200, 96, 300]], { SGM: 2, SGN: 4, TM: 4, TN: 2, STAGES: 1 }),
+      ...cases([[70, 136, 50], [200, 96, 300]], { SGM: 4, SGN: 2, TM: 1, TN: 1, BK: 16 }),
+      ...cases([[70, 136, 50], [200, 200, 300]], {
+        SGM: 2,
+        SGN: 2,
+        TM: 2,
+        TN: 4,
+        BK: 64,
+        STAGES: 1,
+      }),
+    ];
+    const worst = await runCases(gpu, all, build, false);
+    console.log(
+      `matmul_sgmatrix on ${gpu.describe()}: ${all.length} cases, worst normwise error ` +
+        `${worst.rounded.toExponential(2)} vs f16-rounded operands, ${
+          worst.f32.toExponential(2)
+        } ` +
+        "vs f32 operands",
+    );
+  },
+});
+
+// ------------------------------------------------------------------------------------ emulation
+
+/**
+ * Emulated subgroup matrices. A left or right matrix is the offset of its first element in `xs` or
+ * `ws` (the kernel reads them within the K step that loaded them, while the tile is unchanged); a
+ * result matrix is spread over the 32 lanes like on the hardware: lane l holds row l / 2, columns
+ * 8 * (l % 2) .. + 7, in f32. The workgroup tiles are f32 vec4 arrays (llvmpipe compiles large
+ * scalar workgroup arrays very slowly).
+ */
+const EMULATED_HEADER = `
+alias h16 = f32;
+alias mat_a = u32;
+alias mat_b = u32;
+alias mat_c = array<f32, 8>;
+const MAX_TM: u32 = 2u;
+const MAX_TN: u32 = 2u;
+var<private> emu_lane: u32;
+`;
+
+/** The primitives, following the layouts documented in matmul_sgmatrix.wgsl. */
+const EMULATED_PRIMITIVES = `
+var<workgroup> xs: array<vec4<f32>, STAGES * SGM * TM * 4u * (BK + PAD)>;
+var<workgroup> ws: array<vec4<f32>, STAGES * SGN * TN * 4u * (BK + PAD)>;
+var<workgroup> cs: array<vec4<f32>, SGM * SGN * 64u>;
+fn put_x4(o: u32, v: vec4<f32>) {
+  xs[o / 4u] = v;
+}
+fn put_w2(o: u32, v: vec2<h16>) {
+  ws[o / 4u][o % 4u] = v.x;
+  ws[o / 4u][o % 4u + 1u] = v.y;
+}
+fn get_c(i: u32) -> f32 {
+  return cs[i / 4u][i % 4u];
+}
+fn load_a(off: u32) -> mat_a {
+  return off; // element (r, c) is xs[off + r * (BK + PAD) + c]
+}
+fn load_b(off: u32) -> mat_b {
+  return off; // element (k, n) is ws[off + n * (BK + PAD) + k]
+}
+fn mma(a: mat_a, b: mat_b, c: mat_c) -> mat_c {
+  var r = c;
+  let i = emu_lane / 2u;
+  for (var q = 0u; q < 8u; q++) {
+    let j = (emu_lane % 2u) * 8u + q;
+    var s = r[q];
+    for (var k = 0u; k < 16u; k++) {
+      let ai = a + i * (BK + PAD) + k;
+      let bi = b + j * (BK + PAD) + k;
+      s += xs[ai / 4u][ai % 4u] * ws[bi / 4u][bi % 4u];
+    }
+    r[q] = s;
+  }
+  return r;
+}
+fn store_c(off: u32, c: mat_c) {
+  for (var q = 0u; q < 8u; q++) {
+    let i = off + (emu_lane / 2u) * 16u + (emu_lane % 2u) * 8u + q;
+    cs[i / 4u][i % 4u] = c[q];
+  }
+}
+fn f16x2(word: u32) -> vec2<h16> {
+  return unpack2x16float(word);
+}
+`;
+
+/** Replaces the block from the line starting with `begin` to the line `end` (each exactly once). */
+function replaceBlock(src: string, begin: string, end: string, by: string): string {
+  const i = src.indexOf(begin), j = src.indexOf(end);
+  if (i < 0 || j < i || src.indexOf(begin, i + 1) >= 0 || src.indexOf(end, j + 1) >= 0) {
+    throw new Error(`matmul_sgmatrix.wgsl: expected one block '${begin}' .. '${end}'`);
+  }
+  return src.slice(0, i) + by + src.slice(j + end.length);
+}
+
+const EMULATED: PipelineSource = {
+  name: "matmul_sgmatrix_emulated",
+  entry: "main",
+  async source() {
+    let src = await wgslFile(MATMUL_SGMATRIX.file);
+    src = replaceBlock(src, "// ---- header:", "// ---- end header ----", EMULATED_HEADER);
+    src = replaceBlock(
+      src,
+      "// ---- primitives:",
+      "// ---- end primitives ----",
+      EMULATED_PRIMITIVES,
+    );
+    // The lanes' share of a result matrix depends on the lane index.
+    const lane = "  let lane = lid % SG;\n";
+    if (src.split(lane).length !== 2) {
+      throw new Error(`matmul_sgmatrix.wgsl: expected one line '${lane.trim()}'`);
+    }
+    return src.replace(lane, `${lane}  emu_lane = lane;\n`);
+  },
+};
+
+Deno.test({
+  name: "matmul_sgmatrix logic (tiling, staging, ragged edges, accumulate) with emulated matrices",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const build: Build = (c, x, w, y) => matmulSgmatrixWith(gpu, { ...c, x, w, y }, EMULATED);
+    // llvmpipe takes 10-20 s to compile each variant (its workgroup arrays), so three variants.
+    const some = (
+      shapes: [number, number, number][],
+      tune: Partial<SgmatrixTuning>,
+      modes: [DType, boolean][],
+    ) =>
+      shapes.flatMap(([T, K, N]) =>
+        modes.map(([dtype, accumulate]) => ({ T, K, N, dtype, accumulate, tune }))
+      );
+    const ragged: [number, number, number][] = [[17, 40, 33], [70, 136, 50], [33, 200, 130]];
+    const all = [
+      // Several subgroups along T and N, double-buffered.
+      ...some(SHAPES, { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 16, STAGES: 2 }, [
+        ["f16", false],
+        ["bf16", true],
+      ]),
+      // Several tiles per subgroup along T and N, one buffer, two 16-steps per K step.
+      ...some(ragged, { SGM: 1, SGN: 1, TM: 2, TN: 2, BK: 32, STAGES: 1 }, [["f32", true]]),
+    ];
+    await runCases(gpu, all, build, true);
+  },
+});
+
+// ------------------------------------------------------------------------------------ selection
+
+interface Described {
+  features?: Partial<Gpu["features"]>;
+  workgroupStorage?: number;
+  subgroups?: [number, number];
+  configs?: {
+    componentType: string;
+    resultComponentType: string;
+    M: number;
+    N: number;
+    K: number;
+  }[];
+  adapterInfo?: false;
+}
+
+const H200_CONFIGS = [
+  { componentType: "f16", resultComponentType: "f16", M: 16, N: 16, K: 16 },
+  { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
+  { componentType: "f16", resultComponentType: "f32", M: 16, N: 8, K: 16 },
+  { componentType: "i8", resultComponentType: "i32", M: 16, N: 16, K: 32 },
+];
+
+/** A device as matmulVariant sees it (features, limits, adapter info); H200 + Dawn by default. */
+function described(d: Described = {}): Gpu {
+  const features = {
+    shaderF16: true,
+    subgroups: true,
+    timestampQuery: true,
+    subgroupMatrix: true,
+    ...d.features,
+  };
+  const [min, max] = d.subgroups ?? [32, 32];
+  return {
+    features,
+    limits: {
+      maxComputeWorkgroupStorageSize: d.workgroupStorage ?? 49152,
+      maxComputeWorkgroupsPerDimension: 65535,
+      maxComputeInvocationsPerWorkgroup: 1024,
+      maxComputeWorkgroupSizeX: 1024,
+      maxComputeWorkgroupSizeY: 1024,
+    },
+    device: d.adapterInfo === false ? {} : {
+      adapterInfo: {
+        subgroupMinSize: min,
+        subgroupMaxSize: max,
+        subgroupMatrixConfigs: d.configs ?? H200_CONFIGS,
+      },
+    },
+    describe: () => "described device",
+  } as unknown as Gpu;
+}
+
+function expectVariant(
+  gpu: Gpu,
+  shape: Partial<MatmulShape>,
+  variant: "portable" | "sgmatrix",
+  reason: string,
+  kernels?: "auto" | "portable",
+) {
+  const c = matmulVariant(gpu, { ...PREFILL, ...shape }, kernels);
+  if (c.variant !== variant || !c.reason.includes(reason)) {
+    throw new Error(
+      `${JSON.stringify(shape)}${kernels ? ` kernels=${kernels}` : ""}: expected ${variant} ` +
+        `('${reason}'), got ${c.variant} ('${c.reason}')`,
+    );
+  }
+  return c;
+}
+
+Deno.test("matmulVariant: sgmatrix only for prefill shapes of 16-bit weights on capable devices", () => {
+  const h200 = described();
+  for (const dtype of ["f16", "bf16"] as const) {
+    const c = expectVariant(h200, { dtype }, "sgmatrix", "subgroup matrices");
+    if (c.tune?.STAGES !== SGMATRIX_TUNING.STAGES) {
+      throw new Error(`tune ${JSON.stringify(c.tune)}`);
+    }
+  }
+  expectVariant(h200, { T: SGMATRIX_MIN_T }, "sgmatrix", "subgroup matrices");
+  expectVariant(h200, { T: 100, K: 8, N: 3 }, "sgmatrix", "subgroup matrices"); // ragged T, N
+  // Decode and small batches stay portable (linear sends T <= 8 to matvec before asking).
+  for (const T of [1, 2, 8, 9, 32, SGMATRIX_MIN_T - 1]) {
+    expectVariant(h200, { T }, "portable", `T=${T} rows is under SGMATRIX_MIN_T`);
+  }
+  expectVariant(h200, { dtype: "f32" }, "portable", "f32 weights keep f32 arithmetic");
+  expectVariant(h200, { K: 4100 }, "portable", "K=4100 is not a multiple of 8");
+  expectVariant(h200, {}, "portable", "the caller asked for the portable kernels", "portable");
+});
+
+Deno.test("matmulVariant: the device's features, subgroups, configurations and limits", () => {
+  for (
+    const [f, name] of [
+      ["subgroupMatrix", "chromium-experimental-subgroup-matrix"],
+      ["shaderF16", "shader-f16"],
+      ["subgroups", "subgroups"],
+    ] as const
+  ) {
+    expectVariant(described({ features: { [f]: false } }), {}, "portable", `lacks ${name}`);
+  }
+  expectVariant(described({ adapterInfo: false }), {}, "portable", "no adapterInfo");
+  expectVariant(described({ subgroups: [4, 128] }), {}, "portable", "32-wide subgroups");
+  expectVariant(described({ subgroups: [64, 64] }), {}, "portable", "32-wide subgroups");
+  expectVariant(described({ configs: [] }), {}, "portable", "no subgroup-matrix configuration");
+  expectVariant(
+    described({ configs: [H200_CONFIGS[0], H200_CONFIGS[2]] }), // f16 results, 16x8x16: not enough
+    {},
+    "portable",
+    "f16->f16 16x16x16, f16->f32 16x8x16",
+  );
+  // Workgroup memory: two buffers need 44 KiB, one 24 KiB.
+  const two = sgmatrixSharedBytes(SGMATRIX_TUNING);
+  const one = sgmatrixSharedBytes({ ...SGMATRIX_TUNING, STAGES: 1 });
+  const c = expectVariant(described({ workgroupStorage: 32768 }), {}, "sgmatrix", "1 workgroup");
+  if (c.tune?.STAGES !== 1 || one > 32768 || two <= 32768) {
+    throw new Error(`expected one buffer (${one} B) under 32768 and two (${two} B) over it`);
+  }
+  expectVariant(described({ workgroupStorage: 16384 }), {}, "portable", "over this device's 16384");
+});
+
+Deno.test("matmulVariant: PREGATE_KERNELS=portable forces the portable GEMM; bad values throw", () => {
+  const h200 = described();
+  const before = Deno.env.get("PREGATE_KERNELS");
+  try {
+    Deno.env.set("PREGATE_KERNELS", "portable");
+    expectVariant(h200, {}, "portable", "PREGATE_KERNELS=portable");
+    Deno.env.set("PREGATE_KERNELS", "auto");
+    expectVariant(h200, {}, "sgmatrix", "subgroup matrices");
+    Deno.env.set("PREGATE_KERNELS", "tensorcores");
+    expectArgumentError("PREGATE_KERNELS", () => matmulVariant(h200, PREFILL));
+  } finally {
+    if (before === undefined) Deno.env.delete("PREGATE_KERNELS");
+    else Deno.env.set("PREGATE_KERNELS", before);
+  }
+  expectArgumentError("kernels", () => matmulVariant(h200, PREFILL, "fast" as "auto"));
+  expectArgumentError("T", () => matmulVariant(h200, { ...PREFILL, T: 0 }));
+  expectArgumentError("dtype", () => matmulVariant(h200, { ...PREFILL, dtype: "fp8" as DType }));
+});
+
+function expectArgumentError(argument: string, f: () => unknown) {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ArgumentError && e.argument === argument) return;
+    throw new Error(`expected an ArgumentError on '${argument}', got ${e}`);
+  }
+  throw new Error(`expected an ArgumentError on '${argument}', nothing was thrown`);
+}
+
+Deno.test({
+  name: "linear follows matmulVariant on the test device (decode and prefill shapes)",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const capable = sgmatrixUnsupported(gpu) === undefined;
+    const K = 64, N = 48;
+    const expect: [number, "auto" | "portable", string][] = [
+      [1, "auto", "matvec"],
+      [8, "auto", "matvec"],
+      [SGMATRIX_MIN_T - 1, "auto", "matmul"],
+      [SGMATRIX_MIN_T, "auto", capable ? "matmul_sgmatrix" : "matmul"],
+      [SGMATRIX_MIN_T, "portable", "matmul"],
+    ];
+    for (const [T, kernels, kernel] of expect) {
+      const x = gpu.storage("activations", randn(T * K));
+      const w = gpu.storage("dense", packWeights(randn(N * K), "bf16"));
+      const y = poisoned(gpu, T * N);
+      const d = await linear(gpu, { x, w, y, T, K, N, dtype: "bf16", kernels });
+      if (!new RegExp(`^${kernel}[:|]`).test(d.label)) {
+        throw new Error(`linear T=${T} kernels=${kernels}: expected ${kernel}, got '${d.label}'`);
+      }
+      for (const b of [x, w, y]) gpu.destroyBuffer(b);
+    }
+  },
+});
+
+// ------------------------------------------------------------------------------------ Dawn's compiler
+
+Deno.test({
+  name:
+    "matmul_sgmatrix.wgsl compiles with Dawn's compiler (null backend) for every dtype and mode",
+  ...GPU_TEST,
+  fn: async () => {
+    // The kernel case above compiles it for real where the device has subgroup matrices.
+    if (sgmatrixUnsupported(await testGpu()) === undefined) return;
+    let create: (flags: string[]) => GPU;
+    try {
+      ({ create } = await import("npm:webgpu@0.6.2"));
+    } catch (e) {
+      console.log(
+        `matmul_sgmatrix: Dawn (npm:webgpu@0.6.2) did not load (${(e as Error).message}); ` +
+          "the WGSL compile check did not run",
+      );
+      return;
+    }
+    const instance = create(["backend=null", "enable-dawn-features=allow_unsafe_apis"]);
+    const adapter = await instance.requestAdapter();
+    if (!adapter) throw new Error("Dawn's null backend gave no adapter");
+    const gpu = await GpuClass.fromAdapter(
+      { gpu: instance, impl: "dawn", keepAlive: instance },
+      adapter,
+    );
+    try {
+      if (!gpu.features.subgroupMatrix || !gpu.features.shaderF16) {
+        throw new Error(`Dawn's null backend lacks the features: ${gpu.describe()}`);
+      }
+      // The null adapter allows 16 KiB of workgroup memory and requires workgroups of a multiple of
+      // 128 threads: tilings within both.
+      const tunings: Partial<SgmatrixTuning>[] = [
+        { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 32, STAGES: 2 },
+        { SGM: 4, SGN: 1, TM: 1, TN: 4, BK: 16, STAGES: 1 },
+      ];
+      const [T, K, N] = [40, 64, 24];
+      const x = gpu.storage("activations", T * K * 4);
+      const w = gpu.storage("dense", N * K * 4);
+      const y = gpu.storage("activations", T * N * 4);
+      const steps: Dispatch[] = [];
+      for (const tune of tunings) {
+        for (const dtype of ["f16", "bf16", "f32"] as const) {
+          for (const accumulate of [false, true]) {
+            const args = { x, w, y, T, K, N, dtype, accumulate, tune };
+            steps.push(await matmulSgmatrixWith(gpu, args, MATMUL_SGMATRIX));
+          }
+        }
+      }
+      gpu.submit(steps);
+      await gpu.sync(); // throws any validation error raised since
+    } finally {
+      gpu.destroy();
+    }
+  },
+});
