@@ -105,6 +105,11 @@ export interface SgmatrixTuning {
   BK: number;
   /** Workgroup tile buffers: 2 (double-buffered, one barrier per K step) or 1 (two barriers). */
   STAGES: number;
+  /**
+   * Workgroup tile layout: 0 = `array<f16>` (one f16 per store, `matmul_sgmatrix_scalar.wgsl`),
+   * 1 = `array<vec4<f16>>` (four per store, `matmul_sgmatrix_vec4.wgsl`).
+   */
+  VEC: number;
 }
 
 /**
@@ -120,6 +125,7 @@ export const SGMATRIX_TUNING: Readonly<SgmatrixTuning> = Object.freeze({
   TN: 4,
   BK: 32,
   STAGES: 2,
+  VEC: 0,
 });
 
 /**
@@ -155,15 +161,39 @@ export const MATVEC: KernelSpec = defineKernel({
   constants: { ...MATVEC_TUNING, WDTYPE: 0, ACC: 0 },
 });
 
+/** Override constants of `matmul_sgmatrix.wgsl` and their defaults. */
+const SGMATRIX_CONSTANTS = {
+  SGM: SGMATRIX_TUNING.SGM,
+  SGN: SGMATRIX_TUNING.SGN,
+  TM: SGMATRIX_TUNING.TM,
+  TN: SGMATRIX_TUNING.TN,
+  BK: SGMATRIX_TUNING.BK,
+  STAGES: SGMATRIX_TUNING.STAGES,
+  WG: 128,
+  WDTYPE: 1,
+  ACC: 0,
+};
+
 /**
  * Subgroup-matrix (tensor-core) GEMM `y[T, N] (+)= x[T, K] · W[N, K]^T` (`matmul_sgmatrix.wgsl`):
- * f16 operands, f32 sums. `x` and `W` are bound as 16-byte vectors.
+ * f16 operands, f32 sums. `x` and `W` are bound as 16-byte vectors. Workgroup tiles as `array<f16>`
+ * (`VEC: 0`).
  */
 export const MATMUL_SGMATRIX: KernelSpec = defineKernel({
   name: "matmul_sgmatrix",
   file: "matmul_sgmatrix.wgsl",
+  includes: ["matmul_sgmatrix_scalar.wgsl"],
   bindings: ["params", "x", "w", "y"],
-  constants: { ...SGMATRIX_TUNING, WG: 128, WDTYPE: 1, ACC: 0 },
+  constants: SGMATRIX_CONSTANTS,
+});
+
+/** {@linkcode MATMUL_SGMATRIX} with the workgroup tiles as `array<vec4<f16>>` (`VEC: 1`). */
+export const MATMUL_SGMATRIX_VEC4: KernelSpec = defineKernel({
+  name: "matmul_sgmatrix_vec4",
+  file: "matmul_sgmatrix.wgsl",
+  includes: ["matmul_sgmatrix_vec4.wgsl"],
+  bindings: ["params", "x", "w", "y"],
+  constants: SGMATRIX_CONSTANTS,
 });
 
 // ------------------------------------------------------------------------------------ arguments
@@ -564,6 +594,7 @@ function checkSgmatrixTune(gpu: Gpu, tune: unknown): SgmatrixTuning {
     TN: [1, SGMATRIX_MAX_TILE],
     BK: [16, 128],
     STAGES: [1, 2],
+    VEC: [0, 1],
   });
   if (t.BK % 16 !== 0) {
     throw new ArgumentError("tune.BK", `must be a multiple of 16, got ${t.BK}`);
@@ -698,18 +729,19 @@ export async function matmulSgmatrix(gpu: Gpu, args: MatmulSgmatrixArgs): Promis
       "use linear() (matmulVariant picks the portable matmul here) or matmul()",
     );
   }
-  return await matmulSgmatrixWith(gpu, args, MATMUL_SGMATRIX);
+  return await matmulSgmatrixWith(gpu, args);
 }
 
 /**
- * {@linkcode matmulSgmatrix} with another source for the kernel and without the device check.
+ * {@linkcode matmulSgmatrix} without the device check, and with another source for the kernel when
+ * `spec` is given (instead of the one `tune.VEC` picks).
  * @internal For tests: `matmul_sgmatrix_test.ts` runs the kernel's logic with emulated subgroup
- * matrices on devices that have none.
+ * matrices on devices that have none, and compiles it with Dawn's null backend.
  */
 export async function matmulSgmatrixWith(
   gpu: Gpu,
   args: MatmulSgmatrixArgs,
-  spec: PipelineSource,
+  spec?: PipelineSource,
 ): Promise<Dispatch> {
   const a = validate(gpu, args);
   if (a.K % 8 !== 0) {
@@ -724,8 +756,9 @@ export async function matmulSgmatrixWith(
   if ("message" in grid) {
     throw new ArgumentError(grid.argument, grid.message, "split the rows into several calls");
   }
-  const pipeline = await gpu.pipeline(spec, {
-    ...t,
+  const { VEC, ...tiling } = t;
+  const pipeline = await gpu.pipeline(spec ?? (VEC ? MATMUL_SGMATRIX_VEC4 : MATMUL_SGMATRIX), {
+    ...tiling,
     WG: 32 * t.SGM * t.SGN,
     WDTYPE: DTYPE_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,

@@ -29,24 +29,15 @@
 //
 // Workgroup memory: 2 * STAGES * (BM + BN) * (BK + PAD) + 4 * 256 * SGM * SGN bytes.
 // Dispatch: (ceil(N / BN), ceil(T / BM), 1) workgroups.
+//
+// Source: one staging include (prepended; it holds the enable directives) followed by this file:
+// - matmul_sgmatrix_scalar.wgsl: the tiles are array<f16>, written one f16 at a time;
+// - matmul_sgmatrix_vec4.wgsl: the tiles are array<vec4<f16>>, written 4 values per store (the
+//   subgroup-matrix loads then count offsets and strides in vec4s).
+// An include declares the staging type h16, the matrix types mat_a / mat_b / mat_c, MAX_TM and
+// MAX_TN, the workgroup arrays xs, ws and cs and the primitives put_x4, put_w4, get_c, load_a,
+// load_b, mma, store_c and f16x2 (matmul_sgmatrix_test.ts swaps in an emulated include).
 
-// ---- header: kernels/matmul_sgmatrix_test.ts replaces this block to emulate it ----
-enable f16;
-enable chromium_experimental_subgroup_matrix;
-// Subgroup-matrix calls must be subgroup-uniform. Offsets here depend on the subgroup index
-// (local_invocation_index / 32), which the analysis cannot prove uniform; they are uniform per
-// subgroup by construction.
-diagnostic(off, chromium.subgroup_matrix_uniformity);
-// The staging type of x and W.
-alias h16 = f16;
-// Left (x rows), right (W^T) and result matrices, 16 x 16 each.
-alias mat_a = subgroup_matrix_left<f16, 16, 16>;
-alias mat_b = subgroup_matrix_right<f16, 16, 16>;
-alias mat_c = subgroup_matrix_result<f32, 16, 16>;
-// Largest TM and TN (arrays of matrices in registers need constant sizes).
-const MAX_TM: u32 = 4u;
-const MAX_TN: u32 = 4u;
-// ---- end header ----
 
 struct Params {
   T: u32,
@@ -84,58 +75,6 @@ const MAX_WV: u32 = 16u;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// ---- primitives: kernels/matmul_sgmatrix_test.ts replaces this block to emulate it ----
-// STAGES tiles of x: BM rows of BK (+ PAD) values each.
-var<workgroup> xs: array<h16, STAGES * SGM * TM * 16u * (BK + PAD)>;
-// STAGES tiles of W: BN rows of BK (+ PAD) values each.
-var<workgroup> ws: array<h16, STAGES * SGN * TN * 16u * (BK + PAD)>;
-// One 16 x 16 f32 scratch tile per subgroup (the epilogue).
-var<workgroup> cs: array<f32, SGM * SGN * 256u>;
-
-// Stores 4 x values at xs[o ..] (o is a multiple of 4).
-fn put_x4(o: u32, v: vec4<f32>) {
-  xs[o] = h16(v.x);
-  xs[o + 1u] = h16(v.y);
-  xs[o + 2u] = h16(v.z);
-  xs[o + 3u] = h16(v.w);
-}
-
-// Stores 2 W values at ws[o ..] (o is even).
-fn put_w2(o: u32, v: vec2<h16>) {
-  ws[o] = v.x;
-  ws[o + 1u] = v.y;
-}
-
-// Element i of the scratch tiles.
-fn get_c(i: u32) -> f32 {
-  return cs[i];
-}
-
-// The left matrix whose element (r, c) is xs[off + r * (BK + PAD) + c].
-fn load_a(off: u32) -> mat_a {
-  return subgroupMatrixLoad<mat_a, row_major>(&xs, off, BK + PAD);
-}
-
-// The right matrix whose element (k, n) is ws[off + n * (BK + PAD) + k] (W^T).
-fn load_b(off: u32) -> mat_b {
-  return subgroupMatrixLoad<mat_b, col_major>(&ws, off, BK + PAD);
-}
-
-// a · b + c.
-fn mma(a: mat_a, b: mat_b, c: mat_c) -> mat_c {
-  return subgroupMatrixMultiplyAccumulate(a, b, c);
-}
-
-// Stores c row-major at cs[off ..], stride 16.
-fn store_c(off: u32, c: mat_c) {
-  subgroupMatrixStore<row_major>(&cs, off, c, 16u);
-}
-
-// The two f16 values of a word, low half first.
-fn f16x2(word: u32) -> vec2<h16> {
-  return bitcast<vec2<h16>>(word);
-}
-// ---- end primitives ----
 
 // Weight values per 16-byte load: 8 for the 16-bit dtypes, 4 for f32.
 fn w_per_load() -> u32 {
@@ -215,13 +154,10 @@ fn put_w(stage: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_WV>>) {
       let o = base + (e / per_row) * lds + (e % per_row) * vals;
       let v = (*r)[i];
       if (WDTYPE == 0u) {
-        let f = bitcast<vec4<f32>>(v);
-        put_w2(o, vec2<h16>(f.xy));
-        put_w2(o + 2u, vec2<h16>(f.zw));
+        put_w4(o, vec4<h16>(bitcast<vec4<f32>>(v)));
       } else {
-        for (var q = 0u; q < 4u; q++) {
-          put_w2(o + 2u * q, w_pair(v[q]));
-        }
+        put_w4(o, vec4<h16>(w_pair(v.x), w_pair(v.y)));
+        put_w4(o + 4u, vec4<h16>(w_pair(v.z), w_pair(v.w)));
       }
     }
   }

@@ -245,6 +245,9 @@ Deno.test({
         BK: 64,
         STAGES: 1,
       }),
+      // Workgroup tiles as vec4<f16> arrays.
+      ...cases([...SHAPES, [300, 520, 260]], { VEC: 1 }),
+      ...cases([[70, 136, 50], [200, 96, 300]], { SGM: 2, SGN: 4, TM: 4, TN: 2, VEC: 1 }),
     ];
     const worst = await runCases(gpu, all, build, false);
     console.log(
@@ -260,13 +263,13 @@ Deno.test({
 // ------------------------------------------------------------------------------------ emulation
 
 /**
- * Emulated subgroup matrices. A left or right matrix is the offset of its first element in `xs` or
- * `ws` (the kernel reads them within the K step that loaded them, while the tile is unchanged); a
- * result matrix is spread over the 32 lanes like on the hardware: lane l holds row l / 2, columns
- * 8 * (l % 2) .. + 7, in f32. The workgroup tiles are f32 vec4 arrays (llvmpipe compiles large
- * scalar workgroup arrays very slowly).
+ * A staging include (see `matmul_sgmatrix.wgsl`) with emulated subgroup matrices, in f32. A left or
+ * right matrix is the offset of its first element in `xs` or `ws` (the kernel reads them within the
+ * K step that loaded them, while the tile is unchanged); a result matrix is spread over the 32 lanes
+ * like on the hardware: lane l holds row l / 2, columns 8 * (l % 2) .. + 7. The tiles are vec4
+ * arrays (llvmpipe compiles large scalar workgroup arrays very slowly).
  */
-const EMULATED_HEADER = `
+const EMULATED_INCLUDE = `
 alias h16 = f32;
 alias mat_a = u32;
 alias mat_b = u32;
@@ -274,28 +277,23 @@ alias mat_c = array<f32, 8>;
 const MAX_TM: u32 = 2u;
 const MAX_TN: u32 = 2u;
 var<private> emu_lane: u32;
-`;
-
-/** The primitives, following the layouts documented in matmul_sgmatrix.wgsl. */
-const EMULATED_PRIMITIVES = `
 var<workgroup> xs: array<vec4<f32>, STAGES * SGM * TM * 4u * (BK + PAD)>;
 var<workgroup> ws: array<vec4<f32>, STAGES * SGN * TN * 4u * (BK + PAD)>;
 var<workgroup> cs: array<vec4<f32>, SGM * SGN * 64u>;
 fn put_x4(o: u32, v: vec4<f32>) {
   xs[o / 4u] = v;
 }
-fn put_w2(o: u32, v: vec2<h16>) {
-  ws[o / 4u][o % 4u] = v.x;
-  ws[o / 4u][o % 4u + 1u] = v.y;
+fn put_w4(o: u32, v: vec4<h16>) {
+  ws[o / 4u] = v;
 }
 fn get_c(i: u32) -> f32 {
   return cs[i / 4u][i % 4u];
 }
 fn load_a(off: u32) -> mat_a {
-  return off; // element (r, c) is xs[off + r * (BK + PAD) + c]
+  return off; // element (r, c) is at f16 offset off + r * (BK + PAD) + c of xs
 }
 fn load_b(off: u32) -> mat_b {
-  return off; // element (k, n) is ws[off + n * (BK + PAD) + k]
+  return off; // element (k, n) is at f16 offset off + n * (BK + PAD) + k of ws
 }
 fn mma(a: mat_a, b: mat_b, c: mat_c) -> mat_c {
   var r = c;
@@ -323,33 +321,19 @@ fn f16x2(word: u32) -> vec2<h16> {
 }
 `;
 
-/** Replaces the block from the line starting with `begin` to the line `end` (each exactly once). */
-function replaceBlock(src: string, begin: string, end: string, by: string): string {
-  const i = src.indexOf(begin), j = src.indexOf(end);
-  if (i < 0 || j < i || src.indexOf(begin, i + 1) >= 0 || src.indexOf(end, j + 1) >= 0) {
-    throw new Error(`matmul_sgmatrix.wgsl: expected one block '${begin}' .. '${end}'`);
-  }
-  return src.slice(0, i) + by + src.slice(j + end.length);
-}
-
 const EMULATED: PipelineSource = {
   name: "matmul_sgmatrix_emulated",
   entry: "main",
   async source() {
-    let src = await wgslFile(MATMUL_SGMATRIX.file);
-    src = replaceBlock(src, "// ---- header:", "// ---- end header ----", EMULATED_HEADER);
-    src = replaceBlock(
-      src,
-      "// ---- primitives:",
-      "// ---- end primitives ----",
-      EMULATED_PRIMITIVES,
-    );
+    const body = await wgslFile(MATMUL_SGMATRIX.file);
     // The lanes' share of a result matrix depends on the lane index.
     const lane = "  let lane = lid % SG;\n";
-    if (src.split(lane).length !== 2) {
+    if (body.split(lane).length !== 2) {
       throw new Error(`matmul_sgmatrix.wgsl: expected one line '${lane.trim()}'`);
     }
-    return src.replace(lane, `${lane}  emu_lane = lane;\n`);
+    // Appended, not prepended like the real includes (which hold enable directives): naga wants
+    // the overrides declared before the workgroup arrays sized by them.
+    return body.replace(lane, `${lane}  emu_lane = lane;\n`) + EMULATED_INCLUDE;
   },
 };
 
@@ -590,8 +574,10 @@ Deno.test({
       // The null adapter allows 16 KiB of workgroup memory and requires workgroups of a multiple of
       // 128 threads: tilings within both.
       const tunings: Partial<SgmatrixTuning>[] = [
-        { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 32, STAGES: 2 },
-        { SGM: 4, SGN: 1, TM: 1, TN: 4, BK: 16, STAGES: 1 },
+        { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 32, STAGES: 2, VEC: 0 },
+        { SGM: 4, SGN: 1, TM: 1, TN: 4, BK: 16, STAGES: 1, VEC: 0 },
+        { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 32, STAGES: 2, VEC: 1 },
+        { SGM: 4, SGN: 1, TM: 1, TN: 4, BK: 16, STAGES: 1, VEC: 1 },
       ];
       const [T, K, N] = [40, 64, 24];
       const x = gpu.storage("activations", T * K * 4);
@@ -602,7 +588,7 @@ Deno.test({
         for (const dtype of ["f16", "bf16", "f32"] as const) {
           for (const accumulate of [false, true]) {
             const args = { x, w, y, T, K, N, dtype, accumulate, tune };
-            steps.push(await matmulSgmatrixWith(gpu, args, MATMUL_SGMATRIX));
+            steps.push(await matmulSgmatrixWith(gpu, args));
           }
         }
       }

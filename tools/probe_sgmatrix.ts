@@ -71,15 +71,20 @@ if (dtype0 !== "f16" && dtype0 !== "bf16") {
   Deno.exit(64);
 }
 
-/** Tilings tried by default: the default, one buffer, 256-thread workgroups, BK 64, smaller tiles. */
+/**
+ * Tilings tried by default: the default, its vec4 staging, one buffer, 256-thread workgroups, BK 64,
+ * smaller tiles (VEC 1 = workgroup tiles as vec4<f16> arrays, 4 values per store).
+ */
 const CONFIGS: Partial<SgmatrixTuning>[] = [
   { ...SGMATRIX_TUNING },
+  { ...SGMATRIX_TUNING, VEC: 1 },
   { ...SGMATRIX_TUNING, STAGES: 1 },
-  { SGM: 2, SGN: 4, TM: 4, TN: 2, BK: 32, STAGES: 2 },
-  { SGM: 4, SGN: 2, TM: 2, TN: 4, BK: 32, STAGES: 2 },
-  { SGM: 2, SGN: 2, TM: 4, TN: 4, BK: 64, STAGES: 1 },
-  { SGM: 2, SGN: 2, TM: 2, TN: 4, BK: 32, STAGES: 2 },
-  { SGM: 1, SGN: 1, TM: 4, TN: 4, BK: 32, STAGES: 2 },
+  { SGM: 2, SGN: 4, TM: 4, TN: 2, BK: 32, STAGES: 2, VEC: 0 },
+  { SGM: 2, SGN: 4, TM: 4, TN: 2, BK: 32, STAGES: 2, VEC: 1 },
+  { SGM: 4, SGN: 2, TM: 2, TN: 4, BK: 32, STAGES: 2, VEC: 1 },
+  { SGM: 2, SGN: 2, TM: 4, TN: 4, BK: 64, STAGES: 1, VEC: 1 },
+  { SGM: 2, SGN: 2, TM: 2, TN: 4, BK: 32, STAGES: 2, VEC: 1 },
+  { SGM: 1, SGN: 1, TM: 4, TN: 4, BK: 32, STAGES: 2, VEC: 1 },
 ];
 let configs = CONFIGS;
 if (args.configs) {
@@ -115,7 +120,7 @@ const describeTune = (t: Partial<SgmatrixTuning>) => {
   const u = { ...SGMATRIX_TUNING, ...t };
   return `${u.SGM}x${u.SGN} sg, ${u.TM}x${u.TN} tiles (${16 * u.SGM * u.TM}x${
     16 * u.SGN * u.TN
-  }), BK ${u.BK}, ${u.STAGES} buf`;
+  }), BK ${u.BK}, ${u.STAGES} buf, ${u.VEC ? "vec4" : "f16"} tiles`;
 };
 
 interface Result {
