@@ -579,14 +579,16 @@ function defaultSgmatrixTune(gpu: Gpu): SgmatrixTuning | string {
     `bytes of workgroup memory, over this device's ${max}`;
 }
 
-/** Validates a (partial) tiling for {@linkcode matmulSgmatrix} on this device. */
+/**
+ * Validates a (partial) tiling for {@linkcode matmulSgmatrix} on this device; fields not given come
+ * from the device's default ({@linkcode SGMATRIX_TUNING} with one buffer where two do not fit).
+ */
 function checkSgmatrixTune(gpu: Gpu, tune: unknown): SgmatrixTuning {
-  let base: SgmatrixTuning = { ...SGMATRIX_TUNING };
-  if (tune === undefined) {
-    const d = defaultSgmatrixTune(gpu);
-    if (typeof d === "string") throw new ArgumentError("tune", d, "pass a smaller tiling");
-    base = d;
+  const d = defaultSgmatrixTune(gpu);
+  if (typeof d === "string" && tune === undefined) {
+    throw new ArgumentError("tune", d, "pass a smaller tiling");
   }
+  const base: SgmatrixTuning = typeof d === "string" ? { ...SGMATRIX_TUNING } : d;
   const t = checkTune(tune as Partial<SgmatrixTuning> | undefined, base, {
     SGM: [1, 8],
     SGN: [1, 8],

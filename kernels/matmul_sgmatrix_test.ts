@@ -31,7 +31,16 @@ import {
 } from "./linear.ts";
 import { wgslFile } from "./registry.ts";
 import { matmulRef } from "./reference.ts";
-import { assertClose, GPU_TEST, POISON, poisoned, randn, relError, testGpu } from "./test_util.ts";
+import {
+  assertClose,
+  GPU_TEST,
+  POISON,
+  poisoned,
+  randn,
+  rejects,
+  relError,
+  testGpu,
+} from "./test_util.ts";
 
 // ------------------------------------------------------------------------------------ cases
 
@@ -483,6 +492,50 @@ Deno.test("matmulVariant: the device's features, subgroups, configurations and l
     throw new Error(`expected one buffer (${one} B) under 32768 and two (${two} B) over it`);
   }
   expectVariant(described({ workgroupStorage: 16384 }), {}, "portable", "over this device's 16384");
+});
+
+Deno.test("matmulSgmatrix: tiling overrides start from the device's default tiling", async () => {
+  // Builds up to the pipeline on a described device with 32 KiB of workgroup memory: { VEC: 1 }
+  // keeps the default's single buffer there (two would need 44 KiB and be refused).
+  const gpu = described({ workgroupStorage: 32768 });
+  const pipelines: Record<string, number>[] = [];
+  Object.assign(gpu, {
+    byteLength: (b: GPUBuffer) => b.size,
+    pipeline: (_: unknown, constants: Record<string, number>) => {
+      pipelines.push(constants);
+      return Promise.reject(new Error("stop"));
+    },
+  });
+  Object.assign(gpu.limits, {
+    minStorageBufferOffsetAlignment: 256,
+    maxStorageBufferBindingSize: 1 << 30,
+  });
+  const buf = (size: number) => ({ size }) as GPUBuffer;
+  const [T, K, N] = [128, 64, 128];
+  const args = {
+    x: buf(T * K * 4),
+    w: buf(N * K * 2),
+    y: buf(T * N * 4),
+    T,
+    K,
+    N,
+    dtype: "f16" as const,
+  };
+  for (const tune of [undefined, { VEC: 1 }, { BK: 16, STAGES: 2 }]) {
+    await matmulSgmatrixWith(gpu, { ...args, tune }).catch((e) => {
+      if ((e as Error).message !== "stop") throw e;
+    });
+  }
+  const stages = pipelines.map((c) => c.STAGES);
+  if (JSON.stringify(stages) !== "[1,1,2]" || "VEC" in pipelines[0]) {
+    throw new Error(
+      `expected STAGES 1, 1, 2 and no VEC constant, got ${JSON.stringify(pipelines)}`,
+    );
+  }
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { STAGES: 2 } }), "tune", "32768");
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, K: 60 }), "K", "multiple of 8");
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 24 } }), "tune.BK");
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { VEC: 2 } }), "tune.VEC");
 });
 
 Deno.test("matmulVariant: PREGATE_KERNELS=portable forces the portable GEMM; bad values throw", () => {
