@@ -6,7 +6,8 @@
  * - {@linkcode matmulSgmatrix} (`matmul_sgmatrix.wgsl`): the same GEMM on subgroup matrices (tensor
  *   cores), f16 operands and f32 sums; needs `shader-f16` and `chromium-experimental-subgroup-matrix`.
  * - {@linkcode matvec} (`matvec.wgsl`): GEMV for decode (a few rows of `x`), bandwidth-bound, 16-byte
- *   loads of the weights.
+ *   loads of the weights, in the layout {@linkcode gemvLayout} picks (the one place that decides
+ *   between the portable and the subgroup decode GEMVs, here and in `moe.ts` and `qkv.ts`).
  * - {@linkcode linear}: picks one of them from `T` and, for prefill, {@linkcode matmulVariant} (the one
  *   place that decides between the portable and the subgroup-matrix GEMM).
  *
@@ -33,6 +34,15 @@ import type { Binding, Dispatch, Gpu, PipelineSource } from "../runtime/gpu/devi
 import { ArgumentError, GpuError } from "../runtime/errors.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import {
+  checkGemvLayout,
+  chooseGemvLayout,
+  gemvConstants,
+  gemvDevice,
+  type GemvLayout,
+  gemvLayoutName,
+  gemvSource,
+} from "./gemv.ts";
 import {
   argBinding,
   argBoolean,
@@ -67,19 +77,33 @@ export const MATMUL_TUNING: Readonly<MatmulTuning> = Object.freeze({ WGX: 16, WG
 
 /**
  * Layout of {@linkcode matvec} (`matvec.wgsl` overrides): `TPR` threads per weight row (a power of
- * two), `ROWS` weight rows per workgroup, `TB` rows of `x` per pass over the weights (1 .. 8).
+ * two), `ROWS` weight rows per workgroup, `UNROLL` 16-byte weight loads in flight per thread (1 or
+ * 2), `TB` rows of `x` per pass over the weights (1 .. 8). The first three (and the reduction) come
+ * from {@linkcode gemvLayout} unless overridden.
  */
 export interface MatvecTuning {
   /** Threads per weight row (a power of two). */
   TPR: number;
   /** Weight rows per workgroup. */
   ROWS: number;
+  /** 16-byte weight loads in flight per thread, 1 or 2. */
+  UNROLL: number;
   /** Rows of `x` per pass over the weights, 1 .. 8. */
   TB: number;
 }
 
-/** The default {@linkcode MatvecTuning}: 32 threads per row, 8 rows per workgroup, 1 token per pass. */
-export const MATVEC_TUNING: Readonly<MatvecTuning> = Object.freeze({ TPR: 32, ROWS: 8, TB: 1 });
+/**
+ * {@linkcode MatvecTuning} of the portable layout for rows under 16 KiB (`t32r4u2-tree`: 32 threads
+ * per row, 4 rows per workgroup, 2 loads in flight, 1 token per pass). {@linkcode matvec} takes its
+ * layout from {@linkcode gemvLayout} (this one on devices without subgroups, for such rows) and `TB`
+ * from here.
+ */
+export const MATVEC_TUNING: Readonly<MatvecTuning> = Object.freeze({
+  TPR: 32,
+  ROWS: 4,
+  UNROLL: 2,
+  TB: 1,
+});
 
 /** `MAX_TB` of `matvec.wgsl`. */
 const MATVEC_MAX_TB = 8;
@@ -152,13 +176,15 @@ export const MATMUL: KernelSpec = defineKernel({
 /**
  * GEMV `y[t, n] (+)= W[n, :] · x[t, :]` for `t < T` (`matvec.wgsl`). The weights are bound twice: as
  * `array<vec4<u32>>` (`wv`, the aligned body of each row) and as `array<u32>` (`wu`, row edges).
+ * The row reduction comes before it in the source (`gemvSource`: `gemv_tree.wgsl` or
+ * `gemv_subgroup.wgsl`).
  */
 export const MATVEC: KernelSpec = defineKernel({
   name: "matvec",
   file: "matvec.wgsl",
-  includes: ["dtype.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl"],
   bindings: ["params", "x", "wv", "wu", "y", "xv"],
-  constants: { ...MATVEC_TUNING, WDTYPE: 0, ACC: 0 },
+  constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },
 });
 
 /** Override constants of `matmul_sgmatrix.wgsl` and their defaults. */
@@ -218,8 +244,9 @@ export interface LinearArgs {
   accumulate?: boolean;
   /**
    * Which GEMM {@linkcode linear} may pick for prefill (see {@linkcode matmulVariant}): `auto`
-   * (default) or `portable` (never the subgroup-matrix kernel, e.g. to A/B it). Ignored by the other
-   * builders.
+   * (default) or `portable` (never the subgroup-matrix kernel, e.g. to A/B it); for decode
+   * ({@linkcode matvec}, also through `linear`) `portable` keeps to the portable GEMV layouts (see
+   * {@linkcode gemvLayout}). Ignored by {@linkcode matmul}.
    */
   kernels?: KernelPreference;
 }
@@ -234,7 +261,12 @@ export interface MatmulArgs extends LinearArgs {
 export interface MatvecArgs extends Omit<LinearArgs, "T"> {
   /** Rows of `x` (tokens), >= 1; default 1. Meant for a few (decode); see {@linkcode linear}. */
   T?: number;
-  /** Layout overrides (default {@linkcode MATVEC_TUNING}); for tuning and tests. */
+  /**
+   * The layout (default: {@linkcode gemvLayout} for this device, `K` and `dtype`, with `kernels`);
+   * for A/B runs and tests. `tune` overrides its sizes.
+   */
+  layout?: GemvLayout;
+  /** Layout overrides (`TB` default {@linkcode MATVEC_TUNING}); for tuning and tests. */
   tune?: Partial<MatvecTuning>;
 }
 
@@ -386,18 +418,34 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
 export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
   argObject(args);
   const a = validate(gpu, { ...args, T: args.T ?? 1 });
-  const tune = checkTune(args.tune, MATVEC_TUNING, {
+  const base = args.layout === undefined
+    ? gemvLayout(gpu, a.K, a.dtype, args.kernels ?? "auto")
+    : checkGemvLayout(gpu, args.layout, "layout");
+  const defaults = { TPR: base.TPR, ROWS: base.ROWS, UNROLL: base.UNROLL, TB: MATVEC_TUNING.TB };
+  const tune = checkTune(args.tune, defaults, {
     TPR: [1, 1024],
     ROWS: [1, 1024],
+    UNROLL: [1, 2],
     TB: [1, MATVEC_MAX_TB],
   });
   if ((tune.TPR & (tune.TPR - 1)) !== 0) {
     throw new ArgumentError("tune.TPR", `must be a power of two, got ${tune.TPR}`);
   }
-  const threads = tune.TPR * tune.ROWS;
-  checkWorkgroup(gpu, "matvec", [threads, 1], 4 * tune.TB * threads);
-  const pipeline = await gpu.pipeline(MATVEC, {
-    ...tune,
+  checkWorkgroup(gpu, "matvec", [tune.TPR * tune.ROWS, 1], 0);
+  const layout = args.tune === undefined ? base : checkGemvLayout(
+    gpu,
+    {
+      ...base,
+      TPR: tune.TPR,
+      ROWS: tune.ROWS,
+      UNROLL: tune.UNROLL,
+      name: gemvLayoutName({ ...base, ...tune }),
+    },
+    "tune",
+  );
+  const pipeline = await gpu.pipeline(gemvSource(MATVEC, layout), {
+    ...gemvConstants(layout),
+    TB: tune.TB,
     WDTYPE: DTYPE_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,
   });
@@ -417,8 +465,59 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
   return gpu.dispatch(
     pipeline,
     [params, a.x, wv, a.w, a.y, xv],
-    gpu.grid(Math.ceil(a.N / tune.ROWS)),
+    gpu.grid(Math.ceil(a.N / layout.ROWS)),
+    `matvec:${layout.name}`,
   );
+}
+
+// ------------------------------------------------------------------------------------ GEMV layouts
+
+export {
+  chooseGemvLayout,
+  GEMV_LAYOUTS,
+  GEMV_SUBGROUP_SIZE,
+  GEMV_THRESHOLDS,
+  type GemvDevice,
+  type GemvLayout,
+  type GemvReduction,
+} from "./gemv.ts";
+
+/**
+ * The one place that chooses the layout of the decode GEMVs ({@linkcode matvec}, `moeGateUp`,
+ * `moeDown`, `moeDownCombine`, `qkvProj`) for rows of `K` weights of `dtype` on this device
+ * ({@linkcode chooseGemvLayout}, with the layouts and thresholds measured on the H200):
+ *
+ * - devices with the `subgroups` feature and subgroups of exactly 32 lanes: the subgroup reduction,
+ *   `t16r16u2-sg` for rows under 2 KiB, `t32r8u2-sg` under 8 KiB, `t128r1u2-sg` beyond;
+ * - otherwise, or with `kernels: "portable"` or `PREGATE_KERNELS=portable` (read with
+ *   `--allow-env`): the portable tree reduction, `t32r4u2-tree` for rows under 16 KiB,
+ *   `t64r4u2-tree` beyond.
+ *
+ * @throws {ArgumentError} on a bad `K`, `dtype`, `kernels` or `PREGATE_KERNELS` value.
+ * @example
+ * ```ts ignore
+ * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { gemvLayout } from "./linear.ts";
+ * const gpu = await openGpu({ gpu: "dawn" });
+ * const l = gemvLayout(gpu, 4096, "bf16");
+ * console.log(l.name, l.reason); // "t128r1u2-sg ..." on an H200 with Dawn, "t32r4u2-tree ..." elsewhere
+ * ```
+ */
+export function gemvLayout(
+  gpu: Pick<Gpu, "features" | "device">,
+  K: number,
+  dtype: DType,
+  kernels: KernelPreference = "auto",
+): GemvLayout {
+  const prefer = argOneOf("kernels", kernels, KERNEL_PREFERENCES, "kernel preference");
+  argCount("K", K);
+  argDType("dtype", dtype);
+  const portable = prefer === "portable"
+    ? "the caller asked for the portable kernels"
+    : kernelsFromEnv() === "portable"
+    ? "PREGATE_KERNELS=portable"
+    : false;
+  return chooseGemvLayout(gemvDevice(gpu), K, dtype, portable);
 }
 
 /**
@@ -446,7 +545,7 @@ export async function linear(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
   // Only the documented fields are forwarded (no tuning overrides through linear).
   const { x, w, y, K, N, dtype, accumulate } = args;
   const a = { x, w, y, T, K, N, dtype, accumulate };
-  if (T <= LINEAR_MATVEC_MAX_T) return await matvec(gpu, a);
+  if (T <= LINEAR_MATVEC_MAX_T) return await matvec(gpu, { ...a, kernels: args.kernels });
   const choice = matmulVariant(gpu, { T, K, N, dtype }, args.kernels ?? "auto");
   return await (choice.variant === "sgmatrix"
     ? matmulSgmatrix(gpu, { ...a, tune: choice.tune })

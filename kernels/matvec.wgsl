@@ -4,30 +4,38 @@
 // x and y are f32, row-major ([T, K] and [T, N]). W is [N, K] in its file layout, packed in u32
 // words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K.
 //
-// A workgroup owns ROWS consecutive rows of W, TPR threads per row. The threads of a row stride over
-// it 16 bytes at a time (coalesced vec4<u32> loads through `wv`). A row starts on a 16-byte boundary
-// only when K allows it, so each row is split into an unaligned head (< 4 words), an aligned body
-// read as vec4, and a tail (< 4 words); head and tail are read word by word through `wu`, which
-// binds the same buffer range (`wv` covers its whole 16-byte blocks only). No load ever leaves the
-// row, whatever K is.
+// Layout (linear.ts `gemvLayout` chooses it per device and row length): a workgroup of WG threads
+// owns ROWS = WG / TPR consecutive rows of W, TPR threads per row. The rows' partial sums are
+// reduced by `row_sum`, from gemv_tree.wgsl (portable) or gemv_subgroup.wgsl (subgroups), which
+// comes before this file in the kernel's source.
+//
+// When every row starts on a 16-byte boundary (p.xvec: K / values-per-word is a multiple of 4) a
+// row is read as whole vec4<u32> blocks (`wv`) and x as vec4 (`xv`), as in tools/tune_gemv.ts: the
+// row's blocks in steps of TPR * UNROLL, each thread issuing its UNROLL 16-byte loads before their
+// math (a uniform trip count for the workgroup), then the rest one block per thread; per-component
+// f32 accumulators (fma), added up at the end. Otherwise each row is split into an unaligned head
+// (< 4 words), an aligned body read as vec4 and a tail (< 4 words); head and tail are read word by
+// word through `wu`, which binds the same buffer range (`wv` covers its whole 16-byte blocks only).
+// No load ever leaves the row, whatever K is.
 //
 // The rows of x are taken TB at a time (one pass over the weight rows per TB rows of x; later passes
-// re-read the workgroup's weight rows from cache). Each pass ends with a tree reduction of the TPR
-// partial sums of every weight row in workgroup memory.
+// re-read the workgroup's weight rows from cache), and each pass ends with TB row reductions.
 //
 // Dispatch: ceil(N / ROWS) workgroups as a 2-D grid (linear index wid.x + wid.y * nwg.x).
 struct Params {
   T: u32,
   K: u32,
   N: u32,
-  // 1 when every row starts on a 16-byte boundary (K / values-per-word is a multiple of 4): the body
-  // then reads x as vec4 too (`xv`) and does its math on vectors.
+  // 1 when every row starts on a 16-byte boundary (K / values-per-word is a multiple of 4): the
+  // aligned path above.
   xvec: u32,
 }
 
-// Threads per weight row (a power of two) and weight rows per workgroup: TPR * ROWS threads.
+// Threads per weight row (a power of two) and per workgroup (TPR * rows per workgroup).
 override TPR: u32 = 32u;
-override ROWS: u32 = 8u;
+override WG: u32 = 128u;
+// 16-byte weight loads in flight per thread in the aligned path: 1 or 2.
+override UNROLL: u32 = 2u;
 // Rows of x per pass over the weights (1 .. MAX_TB). Larger values read W once for more tokens but
 // unroll more code (llvmpipe compiles TB > 1 very slowly).
 override TB: u32 = 1u;
@@ -43,9 +51,6 @@ const MAX_TB: u32 = 8u;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> xv: array<vec4<f32>>;
 
-// red[j * TPR * ROWS + thread]: partial sums of the pass's row j of x.
-var<workgroup> red: array<f32, TB * TPR * ROWS>;
-
 // One packed word (W[n, k], and W[n, k + 1] for 16-bit dtypes) times x[xi] (and x[xi + 1]).
 fn dot_word(word: u32, xi: u32) -> f32 {
   let v = unpack_word(word);
@@ -55,37 +60,61 @@ fn dot_word(word: u32, xi: u32) -> f32 {
   return v.x * x[xi] + v.y * x[xi + 1u];
 }
 
-// Four packed words (4 or 8 weights) times the matching x values, read as vec4 from x element 4 * xi4.
-fn dot_quad(q: vec4<u32>, xi4: u32) -> f32 {
+// acc + four packed words (4 or 8 weights) times the x values from vec4 number xi, per component
+// (the aligned path's step; `blk` of tools/tune_gemv.ts).
+fn quad_fma(acc: vec4<f32>, q: vec4<u32>, xi: u32) -> vec4<f32> {
   if (WDTYPE == 0u) {
-    return dot(bitcast<vec4<f32>>(q), xv[xi4]);
+    return fma(bitcast<vec4<f32>>(q), xv[xi], acc);
   }
-  let xa = xv[xi4];
-  let xb = xv[xi4 + 1u];
+  let xa = xv[xi];
+  let xb = xv[xi + 1u];
   if (WDTYPE == 2u) {
-    // bf16: the low halves are weights 0, 2, 4, 6 and the high halves 1, 3, 5, 7.
-    let lo = bitcast<vec4<f32>>(q << vec4<u32>(16u));
-    let hi = bitcast<vec4<f32>>(q & vec4<u32>(0xffff0000u));
-    return dot(lo, vec4<f32>(xa.x, xa.z, xb.x, xb.z)) + dot(hi, vec4<f32>(xa.y, xa.w, xb.y, xb.w));
+    let a = fma(bitcast<vec4<f32>>(q << vec4<u32>(16u)), vec4<f32>(xa.x, xa.z, xb.x, xb.z), acc);
+    return fma(bitcast<vec4<f32>>(q & vec4<u32>(0xffff0000u)), vec4<f32>(xa.y, xa.w, xb.y, xb.w), a);
   }
-  let w0 = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-  let w1 = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-  return dot(w0, xa) + dot(w1, xb);
+  let a = fma(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), xa, acc);
+  return fma(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), xb, a);
 }
 
-@compute @workgroup_size(TPR * ROWS)
+// Aligned path, one row of x: this lane's part of the row of nv blocks from block v0 of W, times x
+// from vec4 number xo.
+fn aligned_row(v0: u32, nv: u32, xo: u32, lane: u32) -> f32 {
+  let ppw = w_per_word();
+  let step = TPR * UNROLL;
+  let full = nv / step;
+  var a0 = vec4<f32>(0.0);
+  var a1 = vec4<f32>(0.0);
+  for (var i = 0u; i < full; i++) {
+    let o = i * step + lane;
+    let q0 = wv[v0 + o];
+    var q1 = vec4<u32>();
+    if (UNROLL > 1u) {
+      q1 = wv[v0 + o + TPR];
+    }
+    a0 = quad_fma(a0, q0, xo + o * ppw);
+    if (UNROLL > 1u) {
+      a1 = quad_fma(a1, q1, xo + (o + TPR) * ppw);
+    }
+  }
+  for (var b = full * step + lane; b < nv; b += TPR) {
+    a0 = quad_fma(a0, wv[v0 + b], xo + b * ppw);
+  }
+  return dot(a0 + a1, vec4<f32>(1.0));
+}
+
+@compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
+  l: Lanes,
 ) {
-  let row0 = (wid.x + wid.y * nwg.x) * ROWS;
+  let lid = l.lid;
+  let row0 = (wid.x + wid.y * nwg.x) * (WG / TPR);
   if (row0 >= p.N) {
     return;
   }
   let lane = lid % TPR;
   let n = row0 + lid / TPR;
-  let stride = TPR * ROWS;
   let ppw = w_per_word();
   let row_words = select(0u, p.K / ppw, n < p.N); // rows past N are empty (but join barriers)
   let rs = n * row_words; // first word of the row
@@ -96,69 +125,87 @@ fn main(
   let nedge = nhead + re - b;
 
   var acc: array<f32, MAX_TB>;
+  var a0: array<vec4<f32>, MAX_TB>;
+  var a1: array<vec4<f32>, MAX_TB>;
   for (var t0 = 0u; t0 < p.T; t0 += TB) {
     // Reset explicitly: some WGSL compilers do not re-zero a `var` declared inside a loop.
     acc = array<f32, MAX_TB>();
-    // Head and tail words (at most 3 each), one per lane.
-    for (var i = lane; i < nedge; i += TPR) {
-      let wi = select(b + i - nhead, rs + i, i < nhead);
-      let word = wu[wi];
-      let k = (wi - rs) * ppw;
-      for (var j = 0u; j < TB; j++) {
-        if (t0 + j < p.T) {
-          acc[j] += dot_word(word, (t0 + j) * p.K + k);
+    if (p.xvec != 0u && TB == 1u) {
+      // Aligned, one row of x per pass (decode).
+      acc[0] = aligned_row(rs / 4u, row_words / 4u, t0 * p.K / 4u, lane);
+    } else if (p.xvec != 0u) {
+      // Aligned, TB rows of x per pass: the same steps, each block applied to every row of x.
+      a0 = array<vec4<f32>, MAX_TB>();
+      a1 = array<vec4<f32>, MAX_TB>();
+      let v0 = rs / 4u;
+      let nv = row_words / 4u;
+      let step = TPR * UNROLL;
+      let full = nv / step;
+      for (var i = 0u; i < full; i++) {
+        let o = i * step + lane;
+        let q0 = wv[v0 + o];
+        var q1 = vec4<u32>();
+        if (UNROLL > 1u) {
+          q1 = wv[v0 + o + TPR];
+        }
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            let xo = (t0 + j) * p.K / 4u;
+            a0[j] = quad_fma(a0[j], q0, xo + o * ppw);
+            if (UNROLL > 1u) {
+              a1[j] = quad_fma(a1[j], q1, xo + (o + TPR) * ppw);
+            }
+          }
         }
       }
-    }
-    // Aligned body: 4 words (4 or 8 weights) per load.
-    if (p.xvec != 0u) {
+      for (var v = full * step + lane; v < nv; v += TPR) {
+        let q = wv[v0 + v];
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            a0[j] = quad_fma(a0[j], q, (t0 + j) * p.K / 4u + v * ppw);
+          }
+        }
+      }
+      for (var j = 0u; j < TB; j++) {
+        acc[j] = dot(a0[j] + a1[j], vec4<f32>(1.0));
+      }
+    } else {
+      // Head and tail words (at most 3 each), one per lane.
+      for (var i = lane; i < nedge; i += TPR) {
+        let wi = select(b + i - nhead, rs + i, i < nhead);
+        let word = wu[wi];
+        let k = (wi - rs) * ppw;
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            acc[j] += dot_word(word, (t0 + j) * p.K + k);
+          }
+        }
+      }
+      // Body: 4 words (4 or 8 weights) per load, x read word by word (rows are not 16-byte aligned).
       for (var v = a / 4u + lane; v < b / 4u; v += TPR) {
         let q = wv[v];
         let k = (v * 4u - rs) * ppw;
         for (var j = 0u; j < TB; j++) {
           if (t0 + j < p.T) {
-            acc[j] += dot_quad(q, ((t0 + j) * p.K + k) / 4u);
+            let xi = (t0 + j) * p.K + k;
+            acc[j] += dot_word(q.x, xi) + dot_word(q.y, xi + ppw) + dot_word(q.z, xi + 2u * ppw) +
+              dot_word(q.w, xi + 3u * ppw);
           }
-        }
-      }
-    }
-    for (var v = a / 4u + lane; p.xvec == 0u && v < b / 4u; v += TPR) {
-      let q = wv[v];
-      let k = (v * 4u - rs) * ppw;
-      for (var j = 0u; j < TB; j++) {
-        if (t0 + j < p.T) {
-          let xi = (t0 + j) * p.K + k;
-          acc[j] += dot_word(q.x, xi) + dot_word(q.y, xi + ppw) + dot_word(q.z, xi + 2u * ppw) +
-            dot_word(q.w, xi + 3u * ppw);
         }
       }
     }
 
     for (var j = 0u; j < TB; j++) {
-      red[j * stride + lid] = acc[j];
-    }
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-      if (lane < s) {
-        for (var j = 0u; j < TB; j++) {
-          red[j * stride + lid] += red[j * stride + lid + s];
+      let r = row_sum(acc[j], l);
+      let t = t0 + j;
+      if (lane == 0u && n < p.N && t < p.T) {
+        let idx = t * p.N + n;
+        var out = r;
+        if (ACC != 0u) {
+          out += y[idx];
         }
-      }
-      workgroupBarrier();
-    }
-    if (lane == 0u && n < p.N) {
-      for (var j = 0u; j < TB; j++) {
-        let t = t0 + j;
-        if (t < p.T) {
-          let idx = t * p.N + n;
-          var r = red[j * stride + lid];
-          if (ACC != 0u) {
-            r += y[idx];
-          }
-          y[idx] = r;
-        }
+        y[idx] = out;
       }
     }
-    workgroupBarrier(); // red is reused by the next pass
   }
 }

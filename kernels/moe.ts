@@ -12,6 +12,10 @@
  * Shape legend: T tokens, k = topK choices per token, P = T * k (token, choice) pairs,
  * H hidden, I expert intermediate size.
  *
+ * The expert GEMVs run in the layout `gemvLayout` (`linear.ts`) picks for their row length (H for
+ * gate/up, I for down) on the device: threads per row, rows per workgroup, loads in flight, and the
+ * row reduction (portable tree or subgroups).
+ *
  * @example
  * ```ts ignore
  * const steps = [
@@ -28,6 +32,8 @@ import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
+import { gemvLayout } from "./linear.ts";
 import {
   argBinding,
   argCount,
@@ -41,16 +47,20 @@ import {
   vec4View,
 } from "./args.ts";
 
-const WG = 256, TPR = 32, ROWS = WG / TPR;
+/** `moe_combine.wgsl`'s workgroup size. */
+const WG = 256;
 
-/** Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`. */
+/**
+ * Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`. The
+ * GEMV kernels here get their row reduction and layout from `gemvSource` / `gemvLayout`.
+ */
 export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
   file: "moe.wgsl",
   entry: "gate_up",
-  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
-  constants: { WG, TPR, WDTYPE: 0 },
+  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
 });
 
 /** Expert down projection: `out[p] = Wd[slot] x[p]`. */
@@ -58,9 +68,9 @@ export const MOE_DOWN: KernelSpec = defineKernel({
   name: "moe_down",
   file: "moe.wgsl",
   entry: "down",
-  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down"],
-  constants: { WG, TPR, WDTYPE: 0 },
+  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
 });
 
 /**
@@ -71,9 +81,9 @@ export const MOE_DOWN_COMBINE: KernelSpec = defineKernel({
   name: "moe_down_combine",
   file: "moe.wgsl",
   entry: "down_combine",
-  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down", "weights", "shared_out", "shared_gate"],
-  constants: { WG, TPR, WDTYPE: 0, P: 1 },
+  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, P: 1 },
 });
 
 /** Weighted sum of expert outputs (+ sigmoid-gated shared expert) added into the residual. */
@@ -110,6 +120,18 @@ export interface MoeArgs {
    * the experts resident then).
    */
   missing?: "nan" | "skip";
+  /**
+   * The GEMV layout (default: `gemvLayout` of `linear.ts` for this device, the row length and
+   * `dtype`); for A/B runs and tests.
+   */
+  layout?: GemvLayout;
+}
+
+/** The layout of an expert GEMV with rows of `K` weights (the argument's or `gemvLayout`'s). */
+function layoutOf(gpu: Gpu, a: MoeArgs, K: number, dtype: DType, two = false): GemvLayout {
+  return a.layout === undefined
+    ? gemvLayout(gpu, K, dtype)
+    : checkGemvLayout(gpu, a.layout, "layout", 0, two);
 }
 
 interface Common {
@@ -179,14 +201,18 @@ export async function moeGateUp(
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.inter * 4);
   argDistinct("out", out, { x, table: c.table, ids: c.ids, gate, up });
   const slots = Math.min(gate.size, up.size) / 4 / c.slotWords | 0;
-  const pipeline = await gpu.pipeline(MOE_GATE_UP, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
+  const layout = layoutOf(gpu, args, c.hidden, c.dtype, true);
+  const pipeline = await gpu.pipeline(gemvSource(MOE_GATE_UP, layout), {
+    ...gemvConstants(layout),
+    WDTYPE: DTYPE_CODE[c.dtype],
+  });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts, c.missingSkip)
     .u32(aligned(c.hidden, c.dtype), 0, 0).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up],
-    [Math.ceil(c.inter / ROWS), c.T * c.topK],
+    [Math.ceil(c.inter / layout.ROWS), c.T * c.topK],
     "moe_gate_up",
   );
 }
@@ -206,14 +232,18 @@ export async function moeDown(
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.hidden * 4);
   argDistinct("out", out, { x, table: c.table, ids: c.ids, down });
   const slots = down.size / 4 / c.slotWords | 0;
-  const pipeline = await gpu.pipeline(MOE_DOWN, { WG, TPR, WDTYPE: DTYPE_CODE[c.dtype] });
+  const layout = layoutOf(gpu, args, c.inter, c.dtype);
+  const pipeline = await gpu.pipeline(gemvSource(MOE_DOWN, layout), {
+    ...gemvConstants(layout),
+    WDTYPE: DTYPE_CODE[c.dtype],
+  });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip)
     .u32(aligned(c.inter, c.dtype), 0, 0).bytes();
   return gpu.dispatch(
     pipeline,
     [gpu.uniform(params, "moe_down.params"), x, c.table, c.ids, out, down],
-    [Math.ceil(c.hidden / ROWS), c.T * c.topK],
+    [Math.ceil(c.hidden / layout.ROWS), c.T * c.topK],
     "moe_down",
   );
 }
@@ -318,13 +348,14 @@ export async function moeDownCombine(gpu: Gpu, args: MoeDownCombineArgs): Promis
     "shared.gate": shared?.gate,
   });
   const slots = down.size / 4 / c.slotWords | 0;
-  // Pairs side by side: as many of the token's topK as fit (a power of two, at most WG / TPR), so
-  // a workgroup holds WG / (TPR * P) rows and the grid has about as many workgroups as moeDown's.
+  const layout = layoutOf(gpu, args, c.inter, c.dtype);
+  // Pairs side by side: as many of the token's topK as fit (a power of two dividing the layout's
+  // rows per workgroup), so a workgroup holds ROWS / P rows and the grid has about as many
+  // workgroups as moeDown's.
   let P = 1;
-  while (P * 2 <= Math.min(c.topK, ROWS)) P *= 2;
-  const pipeline = await gpu.pipeline(MOE_DOWN_COMBINE, {
-    WG,
-    TPR,
+  while (P * 2 <= Math.min(c.topK, layout.ROWS) && layout.ROWS % (P * 2) === 0) P *= 2;
+  const pipeline = await gpu.pipeline(gemvSource(MOE_DOWN_COMBINE, layout), {
+    ...gemvConstants(layout),
     WDTYPE: DTYPE_CODE[c.dtype],
     P,
   });
@@ -346,7 +377,7 @@ export async function moeDownCombine(gpu: Gpu, args: MoeDownCombineArgs): Promis
       shared?.out ?? none,
       shared?.gate ?? none,
     ],
-    [Math.ceil(c.hidden / (ROWS / P)), c.T],
+    [Math.ceil(c.hidden / (layout.ROWS / P)), c.T],
     `moe_down_combine.${mode}`,
   );
 }

@@ -1,7 +1,9 @@
 // Mixture-of-experts GEMVs that read expert weights through a slot table. For each (token, choice)
 // pair p = t * topK + j, expert e = ids[p] lives in slot table[e] of a stacked pool
 // [slots, rows, K] (packed words, see dtype.wgsl; slot stride p.slotWords words). One workgroup
-// computes ROWS = WG / TPR output rows of one pair; TPR threads share a row and reduce.
+// computes ROWS = WG / TPR output rows of one pair; TPR threads share a row and reduce it with
+// `row_sum` / `row_sum2` (gemv_tree.wgsl, or gemv_subgroup.wgsl on devices with subgroups, before
+// this file in the source; linear.ts `gemvLayout` picks TPR, WG, UNROLL and the reduction).
 //   gate_up: out[p, r] = silu(Wgate[slot] . x[t])[r] * (Wup[slot] . x[t])[r]   (r < p.rows = inter)
 //   down:    out[p, r] = (Wdown[slot] . x[p])[r]                                (r < p.rows = hidden)
 // A pair whose expert has no slot (table[e] >= p.slots) writes NaN, so a missing upload shows, or,
@@ -25,8 +27,11 @@
 //
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
-// matching x values per load and does its math on vectors; otherwise it reads word by word (vector
-// components indexed at run time), which works for any shape (the dot products: vec4_dot.wgsl).
+// matching x values per load and does its math on vectors, as in tools/tune_gemv.ts: the row's
+// blocks in steps of TPR * UNROLL, each lane issuing its UNROLL loads (per matrix) before their math,
+// then the rest one block per lane, per-component accumulators added up at the end. Otherwise it
+// reads word by word (vector components indexed at run time), which works for any shape (the dot
+// products: vec4_dot.wgsl).
 struct Params {
   T: u32,
   topK: u32,
@@ -44,6 +49,8 @@ struct Params {
 
 override WG: u32 = 256u;
 override TPR: u32 = 32u;
+// 16-byte weight loads in flight per lane and matrix in the aligned path: 1 or 2.
+override UNROLL: u32 = 2u;
 // down_combine: pairs computed side by side (a power of two, TPR * P <= WG).
 override P: u32 = 1u;
 
@@ -65,22 +72,9 @@ const MODE_COMBINE: u32 = 0u;
 const MODE_ROUND: u32 = 1u;
 const MODE_FINISH: u32 = 2u;
 
-var<workgroup> red0: array<f32, WG>;
-var<workgroup> red1: array<f32, WG>;
-
-// Sums red0 (and red1) over each TPR-thread row segment; the total lands at the segment's lane 0.
-fn reduce_rows(lid: u32, lane: u32, both: bool) {
-  workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s = s / 2u) {
-    if (lane < s) {
-      red0[lid] += red0[lid + s];
-      if (both) {
-        red1[lid] += red1[lid + s];
-      }
-    }
-    workgroupBarrier();
-  }
-}
+// down_combine: the value of each TPR-thread segment's (pair, row), for the row's owner to combine
+// (the first WG / TPR entries; sized WG as naga 29 can panic on override-expression sizes).
+var<workgroup> seg_val: array<f32, WG>;
 
 // A quiet NaN built from a runtime value: Tint rejects a constant NaN.
 fn nan_of(slot: u32) -> f32 {
@@ -96,7 +90,8 @@ fn slot_of(pair: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
+  let lid = l.lid;
   let pair = wid.y;
   let t = pair / p.topK;
   let row = wid.x * (WG / TPR) + lid / TPR;
@@ -110,11 +105,38 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let base = slot * p.slotWords + row * rowWords;
     let xb = t * p.K;
     if (p.aligned != 0u) {
-      for (var j = lane; j < rowWords / 4u; j += TPR) {
-        let xk = xb + j * 4u * wpw;
-        ag += dot_quad(w0[base / 4u + j], xk);
-        au += dot_quad(w1[base / 4u + j], xk);
+      let v0 = base / 4u;
+      let nv = rowWords / 4u;
+      let xo = xb / 4u;
+      let step = TPR * UNROLL;
+      let full = nv / step;
+      var g0 = vec4<f32>(0.0);
+      var g1 = vec4<f32>(0.0);
+      var u0 = vec4<f32>(0.0);
+      var u1 = vec4<f32>(0.0);
+      for (var i = 0u; i < full; i++) {
+        let o = i * step + lane;
+        let qg0 = w0[v0 + o];
+        let qu0 = w1[v0 + o];
+        var qg1 = vec4<u32>();
+        var qu1 = vec4<u32>();
+        if (UNROLL > 1u) {
+          qg1 = w0[v0 + o + TPR];
+          qu1 = w1[v0 + o + TPR];
+        }
+        g0 = quad_fma(g0, qg0, xo + o * wpw);
+        u0 = quad_fma(u0, qu0, xo + o * wpw);
+        if (UNROLL > 1u) {
+          g1 = quad_fma(g1, qg1, xo + (o + TPR) * wpw);
+          u1 = quad_fma(u1, qu1, xo + (o + TPR) * wpw);
+        }
       }
+      for (var b = full * step + lane; b < nv; b += TPR) {
+        g0 = quad_fma(g0, w0[v0 + b], xo + b * wpw);
+        u0 = quad_fma(u0, w1[v0 + b], xo + b * wpw);
+      }
+      ag = dot(g0 + g1, vec4<f32>(1.0));
+      au = dot(u0 + u1, vec4<f32>(1.0));
     } else {
       for (var j = lane; j < rowWords; j += TPR) {
         let i = base + j;
@@ -123,12 +145,10 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       }
     }
   }
-  red0[lid] = ag;
-  red1[lid] = au;
-  reduce_rows(lid, lane, true);
+  let r = row_sum2(vec2<f32>(ag, au), l);
   if (lane == 0u && row < p.rows && (slot < p.slots || p.missing_skip == 0u)) {
-    let g = red0[lid];
-    var v = g / (1.0 + exp(-g)) * red1[lid];
+    let g = r.x;
+    var v = g / (1.0 + exp(-g)) * r.y;
     if (slot >= p.slots) {
       v = nan_of(slot);
     }
@@ -145,9 +165,29 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
     let base = slot * p.slotWords + row * rowWords;
     let xb = pair * p.K;
     if (p.aligned != 0u) {
-      for (var j = lane; j < rowWords / 4u; j += TPR) {
-        acc += dot_quad(w0[base / 4u + j], xb + j * 4u * wpw);
+      let v0 = base / 4u;
+      let nv = rowWords / 4u;
+      let xo = xb / 4u;
+      let step = TPR * UNROLL;
+      let full = nv / step;
+      var a0 = vec4<f32>(0.0);
+      var a1 = vec4<f32>(0.0);
+      for (var i = 0u; i < full; i++) {
+        let o = i * step + lane;
+        let q0 = w0[v0 + o];
+        var q1 = vec4<u32>();
+        if (UNROLL > 1u) {
+          q1 = w0[v0 + o + TPR];
+        }
+        a0 = quad_fma(a0, q0, xo + o * wpw);
+        if (UNROLL > 1u) {
+          a1 = quad_fma(a1, q1, xo + (o + TPR) * wpw);
+        }
       }
+      for (var b = full * step + lane; b < nv; b += TPR) {
+        a0 = quad_fma(a0, w0[v0 + b], xo + b * wpw);
+      }
+      acc = dot(a0 + a1, vec4<f32>(1.0));
     } else {
       for (var j = lane; j < rowWords; j += TPR) {
         let i = base + j;
@@ -159,15 +199,15 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn down(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
+  let lid = l.lid;
   let pair = wid.y;
   let row = wid.x * (WG / TPR) + lid / TPR;
   let lane = lid % TPR;
   let slot = slot_of(pair);
-  red0[lid] = down_partial(pair, row, lane, slot);
-  reduce_rows(lid, lane, false);
+  let r = row_sum(down_partial(pair, row, lane, slot), l);
   if (lane == 0u && row < p.rows && (slot < p.slots || p.missing_skip == 0u)) {
-    var v = red0[lid];
+    var v = r;
     if (slot >= p.slots) {
       v = nan_of(slot);
     }
@@ -177,10 +217,11 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 // Workgroups: (ceil(hidden / R), T) with R = WG / (TPR * P) rows each. p.K = inter, p.rows = hidden.
 // The workgroup's TPR-thread segments are P pair slots x R rows: segment (q, r) computes pair
-// j0 + q of row r for j0 = 0, P, 2P, ... (the same lane striding and tree as `down`, so the same
-// bits); the row's owner (slot 0, lane 0) then adds the group's P values in pair order.
+// j0 + q of row r for j0 = 0, P, 2P, ... (the same lane striding and reduction as `down`, so the
+// same bits); the row's owner (slot 0, lane 0) then adds the group's P values in pair order.
 @compute @workgroup_size(WG)
-fn down_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn down_combine(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
+  let lid = l.lid;
   let t = wid.y;
   let rows_per = WG / (TPR * P);
   let seg = lid / TPR;
@@ -202,10 +243,9 @@ fn down_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         part = down_partial(pair, row, lane, slot);
       }
     }
-    red0[lid] = part;
-    reduce_rows(lid, lane, false);
+    let sum = row_sum(part, l);
     if (lane == 0u && has && row < p.rows) {
-      var v = red0[lid];
+      var v = sum;
       if (slot >= p.slots) {
         v = nan_of(slot);
       }
@@ -215,17 +255,17 @@ fn down_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
       if (p.mode == MODE_ROUND && slot < p.slots) {
         out[pair * p.rows + row] = v;
       }
-      red0[lid] = v;
+      seg_val[seg] = v;
     }
     workgroupBarrier();
     if (owner) {
       for (var i = 0u; i < P; i++) {
         if (j0 + i < p.topK) {
-          acc += cw[t * p.topK + j0 + i] * red0[(i * rows_per + r) * TPR];
+          acc += cw[t * p.topK + j0 + i] * seg_val[i * rows_per + r];
         }
       }
     }
-    workgroupBarrier(); // red0 is reused by the next group
+    workgroupBarrier(); // seg_val is written again by the next group
   }
   if (owner) {
     if (p.has_shared != 0u) {

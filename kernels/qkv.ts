@@ -21,6 +21,8 @@
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
+import { gemvLayout } from "./linear.ts";
 import {
   argBinding,
   argCount,
@@ -32,19 +34,23 @@ import {
   vec4View,
 } from "./args.ts";
 
-const WG = 256, TPR = 32, ROWS = WG / TPR;
+/** `qkv_bias`'s workgroup size. */
+const WG = 256;
 
 /** The largest `T` the decoder hands {@linkcode qkvProj} (it uses three matmuls beyond). */
 export const QKV_MAX_T = 8;
 
-/** q, k and v projections of `x` in one GEMV dispatch (`qkv` of `qkv.wgsl`). */
+/**
+ * q, k and v projections of `x` in one GEMV dispatch (`qkv` of `qkv.wgsl`), in the layout and with
+ * the row reduction of `gemvLayout` / `gemvSource`.
+ */
 export const QKV: KernelSpec = defineKernel({
   name: "qkv",
   file: "qkv.wgsl",
   entry: "qkv",
-  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "wq", "wk", "wv", "q", "k", "v"],
-  constants: { WG, TPR, WDTYPE: 0 },
+  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
 });
 
 /** q, k and v projection biases added in place in one dispatch (`qkv_bias` of `qkv.wgsl`). */
@@ -52,7 +58,7 @@ export const QKV_BIAS: KernelSpec = defineKernel({
   name: "qkv_bias",
   file: "qkv.wgsl",
   entry: "qkv_bias",
-  includes: ["dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "q", "k", "v", "bq", "bk", "bv"],
   constants: { WG },
 });
@@ -78,6 +84,11 @@ export interface QkvArgs {
   Nkv: number;
   /** The weights' dtype (one for all three). */
   dtype: DType;
+  /**
+   * The GEMV layout (default: `gemvLayout` of `linear.ts` for this device, `K` and `dtype`); for A/B
+   * runs and tests.
+   */
+  layout?: GemvLayout;
 }
 
 /**
@@ -115,8 +126,14 @@ export async function qkvProj(gpu: Gpu, args: QkvArgs): Promise<Dispatch> {
   argDisjoint("k", k, "q", q);
   argDisjoint("v", v, "q", q);
   argDisjoint("v", v, "k", k);
-  const gq = Math.ceil(Nq / ROWS), gkv = Math.ceil(Nkv / ROWS);
-  const pipeline = await gpu.pipeline(QKV, { WG, TPR, WDTYPE: DTYPE_CODE[dtype] });
+  const layout = args.layout === undefined
+    ? gemvLayout(gpu, K, dtype)
+    : checkGemvLayout(gpu, args.layout, "layout");
+  const gq = Math.ceil(Nq / layout.ROWS), gkv = Math.ceil(Nkv / layout.ROWS);
+  const pipeline = await gpu.pipeline(gemvSource(QKV, layout), {
+    ...gemvConstants(layout),
+    WDTYPE: DTYPE_CODE[dtype],
+  });
   const aligned = (K / wpw) % 4 === 0 ? 1 : 0;
   const params = gpu.uniform(
     new ParamWriter().u32(T, K, Nq, Nkv, gq, gkv, aligned).bytes(),

@@ -8,9 +8,11 @@
 // A workgroup owns ROWS = WG / TPR consecutive rows of one matrix: workgroups [0, gq) rows of Wq,
 // [gq, gq + gkv) rows of Wk, [gq + gkv, gq + 2 gkv) rows of Wv (2-D grid, linear index
 // wid.x + wid.y * nwg.x). TPR threads share a row: when every row starts on a 16-byte boundary
-// (p.aligned) each lane reads 4 words (4 or 8 weights) per load, else word by word; then a tree
-// reduction in workgroup memory. The tokens are taken one pass each (later passes re-read the
-// workgroup's rows from cache).
+// (p.aligned) each lane reads 4 words (4 or 8 weights) per load, UNROLL loads in flight (as
+// matvec.wgsl's aligned path), else word by word; then `row_sum` (gemv_tree.wgsl, or
+// gemv_subgroup.wgsl on devices with subgroups, before this file in the source; linear.ts
+// `gemvLayout` picks TPR, WG, UNROLL and the reduction). The tokens are taken one pass each (later
+// passes re-read the workgroup's rows from cache).
 //
 // qkv_bias: q[t] += bq, k[t] += bk, v[t] += bv (Qwen2-MoE's projection biases) in one dispatch, one
 // thread per element.
@@ -26,6 +28,8 @@ struct Params {
 
 override WG: u32 = 256u;
 override TPR: u32 = 32u;
+// 16-byte weight loads in flight per lane in the aligned path: 1 or 2.
+override UNROLL: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -43,8 +47,6 @@ override TPR: u32 = 32u;
 @group(0) @binding(4) var<storage, read> bq: array<f32>;
 @group(0) @binding(5) var<storage, read> bk: array<f32>;
 @group(0) @binding(6) var<storage, read> bv: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
 
 // Four words of matrix m (0 q, 1 k, 2 v) at vec4 index i.
 fn wload(m: u32, i: u32) -> vec4<u32> {
@@ -81,8 +83,9 @@ fn store(m: u32, i: u32, value: f32) {
 fn qkv(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
+  l: Lanes,
 ) {
+  let lid = l.lid;
   let g = wid.x + wid.y * nwg.x;
   if (g >= p.gq + 2u * p.gkv) {
     return;
@@ -110,9 +113,29 @@ fn qkv(
     if (live) {
       let xb = t * p.K;
       if (p.aligned != 0u) {
-        for (var j = lane; j < rowWords / 4u; j += TPR) {
-          acc += dot_quad(wload(m, base / 4u + j), xb + j * 4u * wpw);
+        let v0 = base / 4u;
+        let nv = rowWords / 4u;
+        let xo = xb / 4u;
+        let step = TPR * UNROLL;
+        let full = nv / step;
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        for (var i = 0u; i < full; i++) {
+          let o = i * step + lane;
+          let q0 = wload(m, v0 + o);
+          var q1 = vec4<u32>();
+          if (UNROLL > 1u) {
+            q1 = wload(m, v0 + o + TPR);
+          }
+          a0 = quad_fma(a0, q0, xo + o * wpw);
+          if (UNROLL > 1u) {
+            a1 = quad_fma(a1, q1, xo + (o + TPR) * wpw);
+          }
         }
+        for (var b = full * step + lane; b < nv; b += TPR) {
+          a0 = quad_fma(a0, wload(m, v0 + b), xo + b * wpw);
+        }
+        acc = dot(a0 + a1, vec4<f32>(1.0));
       } else {
         for (var j = lane; j < rowWords; j += TPR) {
           let i = base + j;
@@ -120,18 +143,10 @@ fn qkv(
         }
       }
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
-      if (lane < s) {
-        red[lid] += red[lid + s];
-      }
-      workgroupBarrier();
-    }
+    let r = row_sum(acc, l);
     if (lane == 0u && live) {
-      store(m, t * n + row, red[lid]);
+      store(m, t * n + row, r);
     }
-    workgroupBarrier(); // red is reused by the next token
   }
 }
 

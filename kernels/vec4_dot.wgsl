@@ -16,20 +16,18 @@ fn dot_word(w: u32, xi: u32) -> f32 {
   return v.x * xs(xi) + v.y * xs(xi + 1u);
 }
 
-// Four words (4 or 8 weights) times the x values from element xk (a multiple of 4), vector path.
-fn dot_quad(q: vec4<u32>, xk: u32) -> f32 {
-  let xa = x[xk >> 2u];
+// acc + four words (4 or 8 weights) times the x values from vec4 number xi, per component: the step
+// of the GEMVs' aligned path (`blk` of tools/tune_gemv.ts; the components are added up at the end).
+fn quad_fma(acc: vec4<f32>, q: vec4<u32>, xi: u32) -> vec4<f32> {
   if (WDTYPE == 0u) {
-    return dot(bitcast<vec4<f32>>(q), xa);
+    return fma(bitcast<vec4<f32>>(q), x[xi], acc);
   }
-  let xb = x[(xk >> 2u) + 1u];
+  let xa = x[xi];
+  let xb = x[xi + 1u];
   if (WDTYPE == 2u) {
-    // bf16: the low halves are weights 0, 2, 4, 6 and the high halves 1, 3, 5, 7.
-    let lo = bitcast<vec4<f32>>(q << vec4<u32>(16u));
-    let hi = bitcast<vec4<f32>>(q & vec4<u32>(0xffff0000u));
-    return dot(lo, vec4<f32>(xa.x, xa.z, xb.x, xb.z)) + dot(hi, vec4<f32>(xa.y, xa.w, xb.y, xb.w));
+    let a = fma(bitcast<vec4<f32>>(q << vec4<u32>(16u)), vec4<f32>(xa.x, xa.z, xb.x, xb.z), acc);
+    return fma(bitcast<vec4<f32>>(q & vec4<u32>(0xffff0000u)), vec4<f32>(xa.y, xa.w, xb.y, xb.w), a);
   }
-  let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-  let wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-  return dot(wa, xa) + dot(wb, xb);
+  let a = fma(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), xa, acc);
+  return fma(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), xb, a);
 }
