@@ -6,7 +6,11 @@
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
-final=${OUT:-/tmp/pregate-out}; out=/tmp/pregate-logs; rm -rf "$out"; mkdir -p "$out" "$final"
+# PREGATE_LOG_DIR=$OUT writes logs straight into $OUT (they survive a call cut short by its time
+# limit; then keep to at most 8 files: the summary is printed only).
+final=${OUT:-/tmp/pregate-out}; out=${PREGATE_LOG_DIR:-/tmp/pregate-logs}
+[ "$out" = "$final" ] || rm -rf "$out"
+mkdir -p "$out" "$final"; summary=/tmp/pregate-summary.txt; : > "$summary"
 export NO_COLOR=1 PREGATE_BENCH_DIR=/tmp/pregate-bench
 # With arguments, only the named steps run (e.g. `bash tools/gpu_session.sh soak_dawn kernels_dawn`).
 only=" $* "
@@ -15,7 +19,7 @@ step() { # step NAME SECONDS COMMAND...
   if [ "$only" != "  " ] && [[ "$only" != *" $name "* ]]; then return; fi
   local t0=$(date +%s)
   timeout "$limit" "$@" > "$out/$name.log" 2>&1; local rc=$?
-  echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$out/summary.txt"
+  echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$summary"
 }
 # 0. What Dawn offers here: subgroup sizes, subgroup-matrix configurations, a tiny kernel of each.
 step probe_dawn 60 deno run -A tools/probe_dawn.ts
@@ -36,12 +40,32 @@ step offload_native 170 env PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 
 step kernels_dawn 120 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno bench -A bench/kernels_bench.ts
 step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
+# 4b. Kernel tests on Dawn (subgroup GEMV variants, subgroup-matrix matmul, fused kernels); the
+#     exit code of a Dawn process after its work (a segfault at teardown was seen).
+step probe_sgmatrix 80 deno run -A tools/probe_sgmatrix.ts --gpu dawn
+step tests_dawn 90 bash -c 'for f in kernels/linear_test.ts kernels/gemv_test.ts kernels/moe_test.ts \
+  kernels/qkv_test.ts kernels/rope_test.ts kernels/matmul_sgmatrix_test.ts tests/hf_parity_test.ts; do
+  PREGATE_TEST_GPU=dawn deno test -A --no-check "$f" 2>&1 | grep -E "passed|FAILED|=> |rror|max err|worst" | tail -12
+  echo "$f rc=${PIPESTATUS[0]}"; done'
+step cli_dawn_exit 20 deno run -A cli.ts generate --model tests/fixtures/hf/mixtral --ids 1,2,3 \
+  --max-tokens 4 --gpu dawn --json
+# 4c. Resident decode (Mixtral-8x7B layer shapes, 2 layers) on Dawn, against the bandwidth ceiling.
+step decode_dawn 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=mixtral:mixtral-8x7b:2:bf16 \
+  PREGATE_BENCH_TOKENS=32 PREGATE_BENCH_OUT="$out/decode_dawn.json" deno bench -A --no-check bench/decode_bench.ts
+# 4d. The parallel-memcpy mapped uploader (short soak, thread sweep) and the offloading experiment
+#     with the defaults (auto uploader = mapped on Dawn, pre-gated copies issued after compute).
+step soak_dawn_threads 60 deno run -A tools/soak_upload.ts --gpu dawn --cycles 200 --mb 64 \
+  --verify-every 50 --threads 1,4,8,16
+step offload_dawn_auto 110 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:4:bf16 \
+  PREGATE_BENCH_TOKENS=12 PREGATE_BENCH_OUT="$out/offload_dawn_auto" deno run -A bench/offload.ts
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
 step peer_bench 300 env PYTHONUNBUFFERED=1 python3 tools/peer_bench.py --out "$out/peer_bench" \
   --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
 # The device returns at most 8 files: pack everything.
-(cd "$out" && tar -czf "$final/pregate-session.tgz" .)
-cp "$out/summary.txt" "$final/" 2>/dev/null
+if [ "$out" != "$final" ]; then
+  (cd "$out" && tar -czf "$final/pregate-session.tgz" .)
+  cp "$summary" "$final/summary.txt"
+fi
 grep -h "^|" "$out"/*.md 2>/dev/null | head -60
-cat "$out/summary.txt"
+cat "$summary"
