@@ -107,8 +107,10 @@ export interface GemvDevice {
 }
 
 /** {@linkcode GemvDevice} of a {@linkcode Gpu}: its features and its adapter's subgroup sizes. */
-export function gemvDevice(gpu: Pick<Gpu, "features" | "device">): GemvDevice {
-  const info = (gpu.device as unknown as {
+export function gemvDevice(
+  gpu: Pick<Gpu, "features" | "device"> & { adapterInfo?: Gpu["adapterInfo"] },
+): GemvDevice {
+  const info = gpu.adapterInfo ?? (gpu.device as unknown as {
     adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number };
   } | undefined)?.adapterInfo;
   return {

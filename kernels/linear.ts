@@ -630,13 +630,8 @@ export function sgmatrixUnsupported(gpu: Gpu): string | undefined {
   ];
   const missing = needs.filter(([k]) => !gpu.features[k]).map(([, name]) => name);
   if (missing.length) return `the device lacks ${missing.join(", ")} (${gpu.describe()})`;
-  const info = (gpu.device as unknown as {
-    adapterInfo?: {
-      subgroupMinSize?: number;
-      subgroupMaxSize?: number;
-      subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
-    };
-  }).adapterInfo;
+  const info = (gpu as { adapterInfo?: AdapterInfoLike }).adapterInfo ??
+    (gpu.device as unknown as { adapterInfo?: AdapterInfoLike } | undefined)?.adapterInfo;
   if (!info) {
     return "the device reports no adapterInfo (subgroup sizes, subgroup-matrix configurations)";
   }
@@ -659,6 +654,13 @@ export function sgmatrixUnsupported(gpu: Gpu): string | undefined {
       `${have.length ? have.join(", ") : "none"})`;
   }
   return undefined;
+}
+
+/** The parts of an adapter info the subgroup-matrix selection reads. */
+interface AdapterInfoLike {
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+  subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
 }
 
 /** Bytes of workgroup memory `matmul_sgmatrix.wgsl` uses with tiling `t`. */

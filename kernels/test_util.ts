@@ -14,10 +14,14 @@ export function testGpu(): Promise<Gpu> {
     shared = openGpu({
       gpu: (Deno.env.get("PREGATE_TEST_GPU") ?? "native") as "native" | "dawn" | "auto",
     });
-    // Destroy the device before the process exits rather than leaving it to driver teardown.
+    // Native: destroy the device before the process exits rather than leaving it to driver
+    // teardown (llvmpipe once aborted there). Dawn: leave it; Dawn test processes on the H200
+    // segfaulted after their last test once the device was destroyed in `unload`.
     let opened: Gpu | undefined;
     shared.then((g) => opened = g, () => {});
-    globalThis.addEventListener("unload", () => opened?.destroy());
+    globalThis.addEventListener("unload", () => {
+      if (opened?.impl === "native") opened.destroy();
+    });
   }
   return shared;
 }

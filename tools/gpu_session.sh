@@ -45,8 +45,9 @@ step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno be
 step probe_sgmatrix 80 deno run -A tools/probe_sgmatrix.ts --gpu dawn
 step tests_dawn 90 bash -c 'for f in kernels/linear_test.ts kernels/gemv_test.ts kernels/moe_test.ts \
   kernels/qkv_test.ts kernels/rope_test.ts kernels/matmul_sgmatrix_test.ts tests/hf_parity_test.ts; do
-  PREGATE_TEST_GPU=dawn deno test -A --no-check "$f" 2>&1 | grep -E "passed|FAILED|=> |rror|max err|worst" | tail -12
-  echo "$f rc=${PIPESTATUS[0]}"; done'
+  PREGATE_TEST_GPU=dawn deno test -A --no-check "$f" > /tmp/t.log 2>&1; rc=$?
+  echo "$f rc=$rc tests ok=$(grep -c "\.\.\. ok" /tmp/t.log) failed=$(grep -c "\.\.\. FAILED" /tmp/t.log)"
+  grep -E "^(ok|FAILED) \||FAILED|max err|worst|portable|needs" /tmp/t.log | head -8; done'
 step cli_dawn_exit 20 deno run -A cli.ts generate --model tests/fixtures/hf/mixtral --ids 1,2,3 \
   --max-tokens 4 --gpu dawn --json
 # 4c. Resident decode (Mixtral-8x7B layer shapes, 2 layers) on Dawn, against the bandwidth ceiling.
@@ -58,6 +59,9 @@ step soak_dawn_threads 60 deno run -A tools/soak_upload.ts --gpu dawn --cycles 2
   --verify-every 50 --threads 1,4,8,16
 step offload_dawn_auto 110 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:4:bf16 \
   PREGATE_BENCH_TOKENS=12 PREGATE_BENCH_OUT="$out/offload_dawn_auto" deno run -A bench/offload.ts
+step offload_dawn_sync 110 env PREGATE_GPU=dawn PREGATE_BENCH_PREFETCH_AT=sync \
+  PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:4:bf16 PREGATE_BENCH_TOKENS=12 \
+  PREGATE_BENCH_OUT="$out/offload_dawn_sync" deno run -A bench/offload.ts
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
 step peer_bench 300 env PYTHONUNBUFFERED=1 python3 tools/peer_bench.py --out "$out/peer_bench" \

@@ -101,7 +101,7 @@ const gpu = await openGpu({
   gpu: args.gpu as "dawn" | "native" | "auto",
   log: (m) => console.error(m),
 });
-const info = (gpu.device as unknown as { adapterInfo?: Record<string, unknown> }).adapterInfo;
+const info = gpu.adapterInfo;
 console.log(`device: ${gpu.describe()}`);
 console.log(
   `limits: workgroup storage ${gpu.limits.maxComputeWorkgroupStorageSize} B, ` +

@@ -50,6 +50,52 @@ export interface GpuFeatures {
   readonly subgroupMatrix: boolean;
 }
 
+/** One subgroup-matrix shape an adapter supports (Dawn's `adapter.info.subgroupMatrixConfigs`). */
+export interface SubgroupMatrixConfigInfo {
+  readonly componentType: string;
+  readonly resultComponentType: string;
+  readonly M: number;
+  readonly N: number;
+  readonly K: number;
+}
+
+/** What Pregate keeps of `GPUAdapterInfo`. */
+export interface AdapterInfoSnapshot {
+  readonly vendor: string;
+  readonly architecture: string;
+  readonly device: string;
+  readonly description: string;
+  /** Subgroup sizes, when the implementation reports them. */
+  readonly subgroupMinSize?: number;
+  readonly subgroupMaxSize?: number;
+  /** Subgroup-matrix shapes (Dawn with `chromium-experimental-subgroup-matrix`); else empty. */
+  readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfigInfo[];
+}
+
+function snapshotInfo(info: GPUAdapterInfo): AdapterInfoSnapshot {
+  const raw = info as unknown as Record<string, unknown>;
+  const num = (v: unknown) => (typeof v === "number" ? v : undefined);
+  const cfgs = Array.isArray(raw.subgroupMatrixConfigs) ? raw.subgroupMatrixConfigs : [];
+  return {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    subgroupMinSize: num(raw.subgroupMinSize),
+    subgroupMaxSize: num(raw.subgroupMaxSize),
+    subgroupMatrixConfigs: cfgs.map((c) => {
+      const o = c as Record<string, unknown>;
+      return {
+        componentType: String(o.componentType),
+        resultComponentType: String(o.resultComponentType),
+        M: Number(o.M),
+        N: Number(o.N),
+        K: Number(o.K),
+      };
+    }),
+  };
+}
+
 /** Current and peak bytes of GPU buffers, in total and per purpose. */
 export interface MemoryReport {
   /** Bytes held now. */
@@ -278,6 +324,11 @@ export class Gpu {
   readonly adapterName: string;
   /** Whether the adapter is a software/fallback adapter. */
   readonly isFallback: boolean;
+  /**
+   * The adapter's info as plain data, taken when the device was created (Dawn reports the
+   * subgroup-matrix configurations only on `adapter.info`, not on `device.adapterInfo`).
+   */
+  readonly adapterInfo: AdapterInfoSnapshot;
   /** Optional features enabled on the device. */
   readonly features: GpuFeatures;
   /** The device's limits (as requested: the adapter's own). */
@@ -302,6 +353,7 @@ export class Gpu {
     this.#keepAlive = entry.keepAlive;
     this.adapterName = adapter.info.description || adapter.info.device || adapter.info.vendor;
     this.isFallback = adapter.info.isFallbackAdapter;
+    this.adapterInfo = snapshotInfo(adapter.info);
     const f = device.features as unknown as { has(name: string): boolean };
     this.features = {
       shaderF16: f.has("shader-f16"),
