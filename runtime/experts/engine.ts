@@ -73,9 +73,11 @@ export interface EngineOptions {
   trace?: boolean;
   /**
    * When `pregated` issues the copies the pre-gate asked for: `sync` (while the next layer's routing
-   * readback is in flight: hides them under a slow sync, Deno's native WebGPU), `compute` (right
-   * after this layer's experts are submitted: overlaps them with the experts' GPU work, for fast
-   * syncs, Dawn), or `auto` (default): `sync` on native, `compute` on Dawn.
+   * readback is in flight: hides them under the sync and the next layer's attention), `compute`
+   * (right after this layer's experts are submitted, overlapping the experts' GPU work), or `auto`
+   * (default): `sync`. On Dawn on the H200 `compute` measured slower (pregated strict 18.5 vs
+   * on-demand 37.8 tok/s, upload wait 48 vs 21 ms per token, 4 Qwen3-30B-A3B layers), where `sync`
+   * had run at 0.91x on-demand with the earlier uploader; see bench/results/README.md.
    */
   prefetchAt?: "sync" | "compute" | "auto";
 }
@@ -157,7 +159,7 @@ export class OffloadEngine {
     this.mode = opts.mode;
     this.pregatePolicy = opts.pregate ?? "exact";
     const at = opts.prefetchAt ?? "auto";
-    this.prefetchAt = at === "auto" ? (gpu.impl === "native" ? "sync" : "compute") : at;
+    this.prefetchAt = at === "auto" ? "sync" : at;
     this.slots = slots;
     this.slotBytes = pool.bytes.gateUp * 2 + pool.bytes.down;
     this.trace = opts.trace ? [] : null;
