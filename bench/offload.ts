@@ -55,15 +55,14 @@ async function measureUploadRate(dir: string, path: "write" | "mapped" | "auto")
   const rates: number[] = [];
   for (let rep = 0; rep < 4; rep++) {
     const t0 = performance.now();
-    let bytes = 0;
-    for (let s = 0; s < slots; s++) {
-      bytes += await host.upload(uploader, layer, s % host.experts, pool, s);
-    }
+    // One batch, as the engine copies a layer's experts.
+    const batch = Array.from({ length: slots }, (_, s) => ({ expert: s % host.experts, slot: s }));
+    const bytes = await host.uploadMany(uploader, layer, batch, pool);
     uploader.flush();
     await gpu.sync();
     if (rep > 0) rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
   }
-  uploader.dispose();
+  await uploader.dispose();
   for (const b of [pool.gate, pool.up, pool.down, pool.table]) gpu.destroyBuffer(b);
   store.close();
   return median(rates);

@@ -55,8 +55,8 @@ step decode_dawn 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=mixtral:mixtral-8x
   PREGATE_BENCH_TOKENS=32 PREGATE_BENCH_OUT="$out/decode_dawn.json" deno bench -A --no-check bench/decode_bench.ts
 # 4d. The parallel-memcpy mapped uploader (short soak, thread sweep) and the offloading experiment
 #     with the defaults (auto uploader = mapped on Dawn, pre-gated copies issued after compute).
-step soak_dawn_threads 60 deno run -A tools/soak_upload.ts --gpu dawn --cycles 200 --mb 64 \
-  --verify-every 50 --threads 1,4,8,16
+step soak_dawn_threads 60 deno run -A tools/soak_upload.ts --gpu dawn --cycles 200 --mb 72 \
+  --parts 24 --verify-every 50 --threads 4,8,16
 step offload_dawn_auto 110 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:4:bf16 \
   PREGATE_BENCH_TOKENS=12 PREGATE_BENCH_OUT="$out/offload_dawn_auto" deno run -A bench/offload.ts
 step offload_dawn_sync 110 env PREGATE_GPU=dawn PREGATE_BENCH_PREFETCH_AT=sync \

@@ -21,6 +21,8 @@
  *   --ranges per-cycle|reuse [per-cycle]           --source mmap|heap [mmap]
  *   --ragged  chunk lengths vary (ragged tails) and sources start at odd offsets
  *   --slots N [4]   --verify-every N [100]   --json FILE  (results as JSON)
+ *   --parts N [1]   each chunk goes as N ranges in one `uploadMany` (the engine's path: an
+ *                   expert's tensors, a layer's experts, in one batch)
  *   --gc-every N  force a full GC every N cycles (needs --v8-flags=--expose-gc): provokes the
  *                 collection of detached mapped ArrayBuffers, a suspected crash trigger
  *
@@ -58,6 +60,7 @@ const { values } = parseArgs({
     "verify-every": { type: "string", default: "100" },
     "gc-every": { type: "string", default: "0" },
     json: { type: "string" },
+    parts: { type: "string", default: "1" },
   },
 });
 
@@ -79,6 +82,7 @@ const stagingBytes = Math.floor(
 const slots = Math.floor(num("slots", values.slots, 1));
 const verifyEvery = Math.floor(num("verify-every", values["verify-every"], 1));
 const gcEvery = Math.floor(num("gc-every", values["gc-every"], 0));
+const parts = Math.floor(num("parts", values.parts, 1));
 const threadList: (number | undefined)[] = values.threads
   ? values.threads.split(",").map((t) => Math.floor(num("threads", t, 1)))
   : [undefined];
@@ -178,7 +182,20 @@ async function run(threads: number | undefined): Promise<RunResult> {
       const slot = c % slots, k = c % SOURCES;
       const len = values.ragged ? chunk - rand(Math.min(chunk >> 1, 4096) + 1) : chunk;
       const from = values.ragged ? rand(64) : 0;
-      await up.upload(dst, slot * chunk, source(k, from, len));
+      const data = source(k, from, len);
+      if (parts === 1) await up.upload(dst, slot * chunk, data);
+      else {
+        const step = Math.ceil(len / parts / 4) * 4;
+        const items = [];
+        for (let p = 0; p < len; p += step) {
+          items.push({
+            dst,
+            offset: slot * chunk + p,
+            data: data.subarray(p, Math.min(len, p + step)),
+          });
+        }
+        await up.uploadMany(items);
+      }
       expected[slot] = { k, from, len };
       bytes += len;
       windowBytes += len;

@@ -401,8 +401,8 @@ export class OffloadEngine {
         const got = this.allocator.acquire(i, rounds[r], "compute");
         this.stats.cacheHits += got.hits;
         this.stats.cacheLookups += got.hits + got.misses;
+        await this.#upload(got.uploads);
         for (const u of got.uploads) {
-          await this.#upload(u.layer, u.expert, u.slot);
           uploaded.push(u.expert);
           onDemand.push(u.expert);
         }
@@ -428,7 +428,7 @@ export class OffloadEngine {
           ? new Set(range(E).filter((e) => this.allocator.slotOf(nl, e) !== undefined))
           : new Set<number>();
         const got = this.allocator.acquire(nl, want.slice(0, Math.max(room, 0)), "prefetch");
-        for (const u of got.uploads) await this.#upload(u.layer, u.expert, u.slot);
+        await this.#upload(got.uploads);
         if (this.trace) {
           this.#prefetchTrace.set(nl, { resident, uploaded: got.uploads.map((u) => u.expert) });
         }
@@ -461,10 +461,19 @@ export class OffloadEngine {
     gpu.submit(steps);
   }
 
-  async #upload(layer: number, expert: number, slot: number) {
+  /** Copies the allocator's uploads, one batch per layer (their fills share the copy threads). */
+  async #upload(uploads: readonly { layer: number; expert: number; slot: number }[]) {
+    if (uploads.length === 0) return;
     const t0 = performance.now();
-    const pool = this.#pools.get(layer)!;
-    this.stats.uploadBytes += await this.#host.upload(this.#uploader, layer, expert, pool, slot);
+    for (const layer of new Set(uploads.map((u) => u.layer))) {
+      const batch = uploads.filter((u) => u.layer === layer);
+      this.stats.uploadBytes += await this.#host.uploadMany(
+        this.#uploader,
+        layer,
+        batch,
+        this.#pools.get(layer)!,
+      );
+    }
     this.stats.uploadSeconds += (performance.now() - t0) / 1e3;
   }
 

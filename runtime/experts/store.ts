@@ -16,7 +16,7 @@ import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig } from "../models/config.ts";
 import { layerNames } from "../models/names.ts";
 import type { ExpertPool } from "../models/weights.ts";
-import type { Uploader } from "./uploader.ts";
+import type { Uploader, UploadItem } from "./uploader.ts";
 
 /** The expert tensors of a model, by layer and expert. */
 export class HostExpertStore {
@@ -108,10 +108,31 @@ export class HostExpertStore {
     pool: ExpertPool,
     slot: number,
   ): Promise<number> {
-    const t = this.tensors(layer, expert);
-    await up.upload(pool.gate, slot * pool.bytes.gateUp, t.gate.bytes());
-    await up.upload(pool.up, slot * pool.bytes.gateUp, t.up.bytes());
-    await up.upload(pool.down, slot * pool.bytes.down, t.down.bytes());
-    return t.gate.byteLength + t.up.byteLength + t.down.byteLength;
+    return await this.uploadMany(up, layer, [{ expert, slot }], pool);
+  }
+
+  /**
+   * Copies several experts of one layer into their slots in one batch (their fills share the copy
+   * threads; see {@linkcode Uploader.uploadMany}); returns the bytes copied.
+   */
+  async uploadMany(
+    up: Uploader,
+    layer: number,
+    experts: readonly { expert: number; slot: number }[],
+    pool: ExpertPool,
+  ): Promise<number> {
+    const items: UploadItem[] = [];
+    let bytes = 0;
+    for (const { expert, slot } of experts) {
+      const t = this.tensors(layer, expert);
+      items.push(
+        { dst: pool.gate, offset: slot * pool.bytes.gateUp, data: t.gate.bytes() },
+        { dst: pool.up, offset: slot * pool.bytes.gateUp, data: t.up.bytes() },
+        { dst: pool.down, offset: slot * pool.bytes.down, data: t.down.bytes() },
+      );
+      bytes += t.gate.byteLength + t.up.byteLength + t.down.byteLength;
+    }
+    await up.uploadMany(items);
+    return bytes;
   }
 }

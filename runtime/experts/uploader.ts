@@ -97,6 +97,16 @@ export interface UploaderStats {
   waitSeconds: number;
 }
 
+/** One range for {@linkcode Uploader.uploadMany}. */
+export interface UploadItem {
+  /** Destination buffer. */
+  readonly dst: GPUBuffer;
+  /** Byte offset in `dst` (a multiple of 4). */
+  readonly offset: number;
+  /** The bytes; must stay valid until the promise settles. */
+  readonly data: Uint8Array;
+}
+
 /** Copies host bytes into GPU buffers. */
 export interface Uploader {
   /** The path in use. */
@@ -110,6 +120,12 @@ export interface Uploader {
    * to 4 bytes. May wait for a staging buffer. `data` must stay valid until the promise settles.
    */
   upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Copies several ranges, as {@linkcode upload} each, in order. On `mapped` the fills of all of
+   * them share the copy threads at once (one wait per staging buffer instead of one per range),
+   * which is how the engine copies a layer's experts.
+   */
+  uploadMany(items: readonly UploadItem[]): Promise<void>;
   /** Submits every staged copy (no-op for `write`). Throws while an upload is in flight. */
   flush(): void;
   /**
@@ -142,9 +158,15 @@ class WriteUploader implements Uploader {
     };
   }
   upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4) {
+      return Promise.reject(new ArgumentError("offset", `must be a multiple of 4, got ${offset}`));
+    }
     this.#gpu.write(dst, data, offset); // chunked, ragged tail padded
     this.bytes += data.byteLength;
     return Promise.resolve();
+  }
+  async uploadMany(items: readonly UploadItem[]): Promise<void> {
+    for (const it of items) await this.upload(it.dst, it.offset, it.data);
   }
   flush(): void {}
   dispose(): Promise<void> {
@@ -189,6 +211,23 @@ async function settleAll(jobs: Promise<void>[]): Promise<void> {
   for (const r of results) if (r.status === "rejected") throw r.reason;
 }
 
+/** At most `limit` jobs at once; the rest wait their turn in order. */
+class Gate {
+  #active = 0;
+  #waiting: (() => void)[] = [];
+  constructor(readonly limit: number) {}
+  async run(job: () => Promise<void>): Promise<void> {
+    if (this.#active >= this.limit) await new Promise<void>((r) => this.#waiting.push(r));
+    this.#active++;
+    try {
+      await job();
+    } finally {
+      this.#active--;
+      this.#waiting.shift()?.();
+    }
+  }
+}
+
 /** A ring of mapped staging buffers, filled on the CPU (in parallel) and copied on the GPU. */
 class MappedUploader implements Uploader {
   readonly path = "mapped" as const;
@@ -212,6 +251,8 @@ class MappedUploader implements Uploader {
   #inFlight = 0;
   #tail: Promise<void> = Promise.resolve();
   #disposed: Promise<void> | null = null;
+  /** Bounds the memcpy pieces running at once to `threads` (batches issue many fills together). */
+  #gate: Gate;
 
   constructor(
     gpu: Gpu,
@@ -229,6 +270,7 @@ class MappedUploader implements Uploader {
     this.#size = o.stagingBytes;
     this.#memcpy = o.memcpy;
     this.#threads = o.memcpy ? o.threads : 1;
+    this.#gate = new Gate(this.#threads);
     this.#minPiece = o.minPieceBytes;
     this.#reuse = o.reuse;
     this.#log = o.log;
@@ -376,10 +418,12 @@ class MappedUploader implements Uploader {
       for (let p = 0; p < n; p += step) {
         const len = Math.min(step, n - p);
         jobs.push(
-          m.copyAsync(
-            Deno.UnsafePointer.offset(dst, p)!,
-            Deno.UnsafePointer.offset(start, p)!,
-            len,
+          this.#gate.run(() =>
+            m.copyAsync(
+              Deno.UnsafePointer.offset(dst, p)!,
+              Deno.UnsafePointer.offset(start, p)!,
+              len,
+            )
           ),
         );
       }
@@ -405,29 +449,46 @@ class MappedUploader implements Uploader {
     return s.range;
   }
 
-  async #upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
-    let done = 0;
-    const total = data.byteLength;
-    while (done < total) {
-      const s = await this.#ready();
-      const room = this.#size - s.cursor;
-      if (room < 4) {
-        this.#seal();
-        continue;
+  /**
+   * Stages `items` in order. Fills into one staging buffer run concurrently (bounded by the gate);
+   * all of them settle before that buffer is sealed (rule 2), and before this returns.
+   */
+  async #uploadAll(items: readonly UploadItem[]): Promise<void> {
+    let pending: Promise<void>[] = [];
+    const sealCurrent = async () => {
+      const jobs = pending;
+      pending = [];
+      await settleAll(jobs);
+      this.#seal();
+    };
+    try {
+      for (const { dst, offset, data } of items) {
+        let done = 0;
+        const total = data.byteLength;
+        while (done < total) {
+          const s = await this.#ready();
+          const room = this.#size - s.cursor;
+          if (room < 4) {
+            await sealCurrent();
+            continue;
+          }
+          const n = Math.min(room & ~3, total - done);
+          const padded = (n + 3) & ~3;
+          pending.push(this.#fill(s, s.cursor, data, done, n));
+          if (padded > n) this.#zero(s, s.cursor + n, padded - n);
+          s.copies.push({ src: s.cursor, dst, dstOffset: offset + done, size: padded });
+          s.cursor += padded;
+          done += n;
+          if (s.cursor >= this.#size) await sealCurrent();
+        }
+        this.#bytes += total;
       }
-      const n = Math.min(room & ~3, total - done);
-      const padded = (n + 3) & ~3;
-      await this.#fill(s, s.cursor, data, done, n);
-      if (padded > n) this.#zero(s, s.cursor + n, padded - n);
-      s.copies.push({ src: s.cursor, dst, dstOffset: offset + done, size: padded });
-      s.cursor += padded;
-      done += n;
-      if (s.cursor >= this.#size) this.#seal();
+    } finally {
+      await settleAll(pending); // never leave a fill running (rule 2), even on failure
     }
-    this.#bytes += total;
   }
 
-  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
+  #enqueue(items: readonly UploadItem[]): Promise<void> {
     if (this.#disposed) {
       return Promise.reject(
         new PregateError(
@@ -437,16 +498,26 @@ class MappedUploader implements Uploader {
         ),
       );
     }
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4) {
-      return Promise.reject(
-        new ArgumentError("offset", `must be a multiple of 4, got ${offset}`),
-      );
+    for (const it of items) {
+      if (!Number.isSafeInteger(it.offset) || it.offset < 0 || it.offset % 4) {
+        return Promise.reject(
+          new ArgumentError("offset", `must be a multiple of 4, got ${it.offset}`),
+        );
+      }
     }
     this.#inFlight++;
-    const run = this.#tail.then(() => this.#upload(dst, offset, data));
+    const run = this.#tail.then(() => this.#uploadAll(items));
     const done = run.finally(() => this.#inFlight--);
     this.#tail = done.catch(() => {});
     return done;
+  }
+
+  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
+    return this.#enqueue([{ dst, offset, data }]);
+  }
+
+  uploadMany(items: readonly UploadItem[]): Promise<void> {
+    return this.#enqueue(items);
   }
 
   flush(): void {

@@ -345,3 +345,59 @@ Deno.test({
     assert.equal(createUploader(gpu).path, "write");
   },
 });
+
+for (const path of ["mapped", "write"] as const) {
+  Deno.test({
+    name:
+      `${path} uploader: uploadMany batches of ragged ranges across staging buffers arrive intact`,
+    ...GPU,
+    fn: async () => {
+      const gpu = await testGpu();
+      const up = createUploader(gpu, path, {
+        log: () => {},
+        stagingBytes: 4096,
+        buffers: 3,
+        threads: 3,
+        minPieceBytes: 256,
+      });
+      const size = 48 << 10;
+      const dsts = [gpu.storage("experts", size), gpu.storage("experts", size)];
+      const shadows = [new Uint8Array(size), new Uint8Array(size)];
+      const r = rng(97);
+      try {
+        for (let batch = 0; batch < 12; batch++) {
+          // Non-overlapping ranges per batch (as an expert's tensors are), in random order.
+          const n = 1 + Math.floor(r() * 9), span = Math.floor(size / n / 4) * 4;
+          const items = [];
+          for (let j = 0; j < n; j++) {
+            const d = Math.floor(r() * 2);
+            const len = 1 + Math.floor(r() * (span - 4));
+            const offset = j * span;
+            const data = noise(len, r);
+            items.push({ dst: dsts[d], offset, data });
+          }
+          await up.uploadMany(items);
+          for (const it of items) {
+            const sh = shadows[dsts.indexOf(it.dst)];
+            sh.set(it.data, it.offset);
+            sh.fill(0, it.offset + it.data.length, (it.offset + it.data.length + 3) & ~3);
+          }
+          up.flush();
+          for (const d of [0, 1]) await assertGpuBytes(gpu, dsts[d], shadows[d], `batch ${batch}`);
+        }
+        if (path === "mapped") {
+          const st = up.stats;
+          assert.ok(st.submits > 12, `batches span several staging buffers: ${st.submits}`);
+          assert.ok(st.pieces > st.submits, `fills were split: ${st.pieces} pieces`);
+        }
+        await assert.rejects(
+          up.uploadMany([{ dst: dsts[0], offset: 2, data: new Uint8Array(8) }]),
+          ArgumentError,
+        );
+      } finally {
+        await up.dispose();
+        for (const d of dsts) gpu.destroyBuffer(d);
+      }
+    },
+  });
+}
