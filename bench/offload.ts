@@ -140,9 +140,11 @@ for (const spec of specs) {
           st.expert_cache_hit_rate === null ? "-" : st.expert_cache_hit_rate.toFixed(2)
         } | ${(st.time_per_token.sync_wait * 1e3).toFixed(1)} / ${
           (st.time_per_token.upload * 1e3).toFixed(1)
-        } / ${(st.time_per_token.compute * 1e3).toFixed(1)} | ${st.expert_slots ?? "all"} | ${
-          exact ? (agree ? "same as resident" : "DIFFERENT") : "differs (expected)"
-        } |`,
+        } / ${(st.time_per_token.compute * 1e3).toFixed(1)} | ${
+          (st.time_per_token.upload_fill * 1e3).toFixed(1)
+        } / ${(st.time_per_token.upload_staging_wait * 1e3).toFixed(1)} | ${
+          st.expert_slots ?? "all"
+        } | ${exact ? (agree ? "same as resident" : "DIFFERENT") : "differs (expected)"} |`,
       );
     } finally {
       await model.dispose();
@@ -157,8 +159,8 @@ for (const spec of specs) {
       } GB/s on this machine; ` +
       `the ceiling column is that rate over the mode's upload bytes per token.`,
       "",
-      "| mode | decode tok/s | PCIe ceiling tok/s | peak GPU GiB | upload MiB/token | syncs/token | pre-gate hit | cache hit | ms/token sync / upload / rest | slots | tokens |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      "| mode | decode tok/s | PCIe ceiling tok/s | peak GPU GiB | upload MiB/token | syncs/token | pre-gate hit | cache hit | ms/token sync / upload / rest | upload ms: fill / staging wait | slots | tokens |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
       ...rows,
     ].join("\n"),
   );

@@ -110,8 +110,18 @@ export interface GenerateStats {
   pregate_hit_rate: number | null;
   /** Share of expert acquisitions already resident (offloading modes), else null. */
   expert_cache_hit_rate: number | null;
-  /** Per decode token, seconds: awaiting routing readbacks, issuing expert copies, the rest. */
-  time_per_token: { sync_wait: number; upload: number; compute: number };
+  /**
+   * Per decode token, seconds: awaiting routing readbacks, issuing expert copies, the rest; and of
+   * `upload`, the time filling staging (`upload_fill`, summed over parallel fills) and waiting for a
+   * staging buffer to come back (`upload_staging_wait`), both 0 for the writeBuffer path.
+   */
+  time_per_token: {
+    sync_wait: number;
+    upload: number;
+    compute: number;
+    upload_fill: number;
+    upload_staging_wait: number;
+  };
   /** Expert slots of the offloading engine, null when resident. */
   expert_slots: number | null;
 }
@@ -443,6 +453,10 @@ export class Model {
         sync_wait: per(syncWait),
         upload: per(upload),
         compute: per(decode - syncWait - upload),
+        upload_fill: per(e && m.e1 ? e.uploadFillSeconds - m.e1.uploadFillSeconds : 0),
+        upload_staging_wait: per(
+          e && m.e1 ? e.uploadStagingWaitSeconds - m.e1.uploadStagingWaitSeconds : 0,
+        ),
       },
       expert_slots: this.#engine?.slots ?? null,
     };

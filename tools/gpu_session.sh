@@ -59,9 +59,9 @@ step soak_dawn_threads 60 deno run -A tools/soak_upload.ts --gpu dawn --cycles 2
   --parts 24 --verify-every 50 --threads 4,8,16
 step offload_dawn_auto 110 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:4:bf16 \
   PREGATE_BENCH_TOKENS=12 PREGATE_BENCH_OUT="$out/offload_dawn_auto" deno run -A bench/offload.ts
-step offload_dawn_sync 110 env PREGATE_GPU=dawn PREGATE_BENCH_PREFETCH_AT=sync \
+step offload_dawn_compute 110 env PREGATE_GPU=dawn PREGATE_BENCH_PREFETCH_AT=compute \
   PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:4:bf16 PREGATE_BENCH_TOKENS=12 \
-  PREGATE_BENCH_OUT="$out/offload_dawn_sync" deno run -A bench/offload.ts
+  PREGATE_BENCH_OUT="$out/offload_dawn_compute" deno run -A bench/offload.ts
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
 step peer_bench 300 env PYTHONUNBUFFERED=1 python3 tools/peer_bench.py --out "$out/peer_bench" \

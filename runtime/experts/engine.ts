@@ -92,6 +92,9 @@ export interface EngineStats {
   syncSeconds: number;
   /** Seconds spent issuing expert copies (host-side memcpy into the implementation's staging). */
   uploadSeconds: number;
+  /** Of those: filling staging (memcpy; mapped path) and waiting for a staging buffer's remap. */
+  uploadFillSeconds: number;
+  uploadStagingWaitSeconds: number;
   /** Experts the pre-gate predicted correctly / experts chosen in layers that had a prediction. */
   pregateHits: number;
   pregateChosen: number;
@@ -117,6 +120,8 @@ export class OffloadEngine {
     uploadBytes: 0,
     syncs: 0,
     syncSeconds: 0,
+    uploadFillSeconds: 0,
+    uploadStagingWaitSeconds: 0,
     uploadSeconds: 0,
     pregateHits: 0,
     pregateChosen: 0,
@@ -465,6 +470,7 @@ export class OffloadEngine {
   async #upload(uploads: readonly { layer: number; expert: number; slot: number }[]) {
     if (uploads.length === 0) return;
     const t0 = performance.now();
+    const u0 = this.#uploader.stats;
     for (const layer of new Set(uploads.map((u) => u.layer))) {
       const batch = uploads.filter((u) => u.layer === layer);
       this.stats.uploadBytes += await this.#host.uploadMany(
@@ -475,6 +481,9 @@ export class OffloadEngine {
       );
     }
     this.stats.uploadSeconds += (performance.now() - t0) / 1e3;
+    const u1 = this.#uploader.stats;
+    this.stats.uploadFillSeconds += u1.fillSeconds - u0.fillSeconds;
+    this.stats.uploadStagingWaitSeconds += u1.waitSeconds - u0.waitSeconds;
   }
 
   /** The upload path in use. */
