@@ -48,6 +48,8 @@ step tests_dawn 90 bash -c 'for f in kernels/linear_test.ts kernels/gemv_test.ts
   PREGATE_TEST_GPU=dawn deno test -A --no-check "$f" > /tmp/t.log 2>&1; rc=$?
   echo "$f rc=$rc tests ok=$(grep -c "\.\.\. ok" /tmp/t.log) failed=$(grep -c "\.\.\. FAILED" /tmp/t.log)"
   grep -E "^(ok|FAILED) \||FAILED|max err|worst|portable|needs" /tmp/t.log | head -8; done'
+# Issue "Speed" done-when: --gpu dawn and --gpu native give the same logits for every fixture.
+step impl_parity 60 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step cli_dawn_exit 20 deno run -A cli.ts generate --model tests/fixtures/hf/mixtral --ids 1,2,3 \
   --max-tokens 4 --gpu dawn --json
 # 4c. Resident decode (Mixtral-8x7B layer shapes, 2 layers) on Dawn, against the bandwidth ceiling.
