@@ -564,10 +564,19 @@ export type MatmulVariant = "portable" | "sgmatrix";
  * Which GEMMs a caller allows: `auto` (the fastest the device and shape allow) or `portable` (only
  * {@linkcode matmul}). `PREGATE_KERNELS=portable` in the environment forces `portable` everywhere.
  */
-export type KernelPreference = "auto" | "portable";
+export type KernelPreference = "auto" | "portable" | "experimental";
 
 /** The values of {@linkcode KernelPreference}. */
-export const KERNEL_PREFERENCES: readonly KernelPreference[] = ["auto", "portable"];
+export const KERNEL_PREFERENCES: readonly KernelPreference[] = ["auto", "portable", "experimental"];
+
+/**
+ * Whether the subgroup-matrix matmul has passed its tests on real hardware. Until it has, `auto`
+ * keeps prefill on the portable GEMM and only `kernels: "experimental"` (or
+ * `PREGATE_KERNELS=experimental`) selects it: it was checked with emulated matrices and Dawn's
+ * compiler only (run `PREGATE_TEST_GPU=dawn deno test -A kernels/matmul_sgmatrix_test.ts` on the
+ * GPU host, then flip this).
+ */
+export const SGMATRIX_VALIDATED = false;
 
 /** A GEMM shape as {@linkcode matmulVariant} sees it. */
 export interface MatmulShape {
@@ -786,6 +795,12 @@ export function matmulVariant(
   if (typeof tune === "string") return portable(tune);
   const grid = sgmatrixGroups(gpu, tune, T, N);
   if ("message" in grid) return portable(grid.message);
+  if (!SGMATRIX_VALIDATED && prefer !== "experimental" && kernelsFromEnv() !== "experimental") {
+    return portable(
+      "the subgroup-matrix matmul is not yet validated on hardware (kernels 'experimental' or " +
+        "PREGATE_KERNELS=experimental opts in)",
+    );
+  }
   return {
     variant: "sgmatrix",
     reason: `subgroup matrices f16->f32 16x16x16, ${dtype} weights, T=${T}, ` +

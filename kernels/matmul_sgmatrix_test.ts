@@ -25,6 +25,7 @@ import {
   matmulVariant,
   SGMATRIX_MIN_T,
   SGMATRIX_TUNING,
+  SGMATRIX_VALIDATED,
   sgmatrixSharedBytes,
   type SgmatrixTuning,
   sgmatrixUnsupported,
@@ -433,7 +434,7 @@ function expectVariant(
   shape: Partial<MatmulShape>,
   variant: "portable" | "sgmatrix",
   reason: string,
-  kernels?: "auto" | "portable",
+  kernels: "auto" | "portable" | "experimental" = "experimental",
 ) {
   const c = matmulVariant(gpu, { ...PREFILL, ...shape }, kernels);
   if (c.variant !== variant || !c.reason.includes(reason)) {
@@ -546,6 +547,12 @@ Deno.test("matmulVariant: PREGATE_KERNELS=portable forces the portable GEMM; bad
     expectVariant(h200, {}, "portable", "PREGATE_KERNELS=portable");
     Deno.env.set("PREGATE_KERNELS", "auto");
     expectVariant(h200, {}, "sgmatrix", "subgroup matrices");
+    // Until validated on hardware, `auto` keeps the portable GEMM; `experimental` opts in.
+    if (!SGMATRIX_VALIDATED) {
+      expectVariant(h200, {}, "portable", "not yet validated", "auto");
+      Deno.env.set("PREGATE_KERNELS", "experimental");
+      expectVariant(h200, {}, "sgmatrix", "subgroup matrices", "auto");
+    }
     Deno.env.set("PREGATE_KERNELS", "tensorcores");
     expectArgumentError("PREGATE_KERNELS", () => matmulVariant(h200, PREFILL));
   } finally {
@@ -574,11 +581,12 @@ Deno.test({
     const gpu = await testGpu();
     const capable = sgmatrixUnsupported(gpu) === undefined;
     const K = 64, N = 48;
-    const expect: [number, "auto" | "portable", string][] = [
+    const expect: [number, "auto" | "portable" | "experimental", string][] = [
       [1, "auto", "matvec"],
       [8, "auto", "matvec"],
       [SGMATRIX_MIN_T - 1, "auto", "matmul"],
-      [SGMATRIX_MIN_T, "auto", capable ? "matmul_sgmatrix" : "matmul"],
+      [SGMATRIX_MIN_T, "auto", capable && SGMATRIX_VALIDATED ? "matmul_sgmatrix" : "matmul"],
+      [SGMATRIX_MIN_T, "experimental", capable ? "matmul_sgmatrix" : "matmul"],
       [SGMATRIX_MIN_T, "portable", "matmul"],
     ];
     for (const [T, kernels, kernel] of expect) {
