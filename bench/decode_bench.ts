@@ -10,7 +10,9 @@
  * Environment: PREGATE_GPU (native|dawn|auto, default native); PREGATE_BENCH_MODELS: comma list of
  * `arch:preset:layers:dtype` (default: small shapes on a software adapter, real layer shapes on a
  * GPU); PREGATE_BENCH_DIR (where checkpoints are written, default a temp dir);
- * PREGATE_BENCH_TOKENS (decode tokens, default 64); PREGATE_BENCH_OUT (JSON results path).
+ * PREGATE_BENCH_TOKENS (decode tokens, default 64); PREGATE_BENCH_RUNS (timed runs, default 7; the
+ * median, best and worst are reported, with the SM clock from `nvidia-smi` where there is one);
+ * PREGATE_BENCH_OUT (JSON results path).
  * @module
  */
 import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
@@ -31,6 +33,25 @@ const specs = (Deno.env.get("PREGATE_BENCH_MODELS") ??
     : "mixtral:mixtral-8x7b:4:bf16,qwen3_moe:qwen3-30b-a3b:8:bf16,olmoe:olmoe-1b-7b:8:bf16"))
   .split(",");
 const tokens = Number(Deno.env.get("PREGATE_BENCH_TOKENS") ?? 64);
+const runs = Math.max(1, Number(Deno.env.get("PREGATE_BENCH_RUNS") ?? 7));
+
+/**
+ * The GPU's SM clock and its maximum in MHz, from `nvidia-smi` where there is one (else null): the
+ * GPU host's clock drops under load and made decode runs differ 3x, so each run records it.
+ */
+async function smClock(): Promise<{ sm: number; max: number } | null> {
+  try {
+    const out = await new Deno.Command("nvidia-smi", {
+      args: ["--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader,nounits"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const [sm, max] = new TextDecoder().decode(out.stdout).split("\n")[0].split(",").map(Number);
+    return out.success && Number.isFinite(sm) && Number.isFinite(max) ? { sm, max } : null;
+  } catch {
+    return null;
+  }
+}
 const root = Deno.env.get("PREGATE_BENCH_DIR") ??
   await Deno.makeTempDir({ prefix: "pregate-bench-" });
 const readBw = await measureReadBandwidth(gpu);
@@ -85,12 +106,17 @@ for (const spec of specs) {
   };
   const first = await run();
   const samples = [];
-  for (let i = 0; i < 3; i++) {
+  const clocks: ({ sm: number; max: number } | null)[][] = [];
+  for (let i = 0; i < runs; i++) {
+    const before = await smClock();
     const r = await run();
+    clocks.push([before, await smClock()]);
     if (r.out.join() !== first.out.join()) throw new Error(`${spec}: greedy runs disagree`);
     samples.push(r.stats);
   }
-  const tps = median(samples.map((s) => s.decode_tokens_per_s));
+  const all = samples.map((s) => s.decode_tokens_per_s);
+  const tps = median(all), best = Math.max(...all), worst = Math.min(...all);
+  const smSeen = clocks.flat().filter((c) => c !== null).map((c) => c!.sm);
   const active = activeBytesPerToken(model.config, dtype as DType);
   const ceiling = (readBw * 1e9) / active;
   const peak = Math.max(...samples.map((s) => s.peak_gpu_bytes));
@@ -100,13 +126,20 @@ for (const spec of specs) {
     unit: "tok/s",
     ceiling,
     ceilingNote: `${(active / 2 ** 20).toFixed(0)} MiB/token at ${readBw.toFixed(0)} GB/s`,
-    note: `peak GPU ${(peak / 2 ** 30).toFixed(2)} GiB, ${
+    note: `median of ${runs} runs (best ${best.toFixed(0)}, worst ${worst.toFixed(0)}${
+      smSeen.length ? `; SM clock ${Math.min(...smSeen)}-${Math.max(...smSeen)} MHz` : ""
+    }), peak GPU ${(peak / 2 ** 30).toFixed(2)} GiB, ${
       samples[0].syncs_per_token.toFixed(2)
-    } syncs/token, load ${loadSeconds.toFixed(1)} s`,
+    } syncs/token, ${samples[0].dispatches_per_token.toFixed(0)} dispatches/token, load ${
+      loadSeconds.toFixed(1)
+    } s`,
   });
   results.push({
     spec,
     decode_tokens_per_s: tps,
+    decode_tokens_per_s_best: best,
+    decode_tokens_per_s_worst: worst,
+    sm_clock_mhz_before_after: clocks,
     ceiling_tokens_per_s: ceiling,
     active_bytes_per_token: active,
     read_bandwidth_gb_s: readBw,
@@ -117,7 +150,7 @@ for (const spec of specs) {
   // deno bench's own statistics: the model is reloaded during the warm-up iteration.
   Deno.bench({ name: `decode ${spec} (${tokens} tokens)`, n: 3, warmup: 1 }, async () => {
     if (benchModel?.dir !== dir) {
-      benchModel?.model.dispose();
+      await benchModel?.model.dispose();
       benchModel = { dir, model: await loadModel(dir, { device: gpu, contextLength: 512 }) };
     }
     for await (const _ of benchModel.model.generate(prompt, { maxTokens: tokens })) { /* drain */ }
