@@ -40,7 +40,7 @@ import {
 import type { RunState } from "../models/state.ts";
 import { NO_SLOT, SlotAllocator } from "./allocator.ts";
 import { HostExpertStore } from "./store.ts";
-import { createUploader, type Uploader, type UploadPath } from "./uploader.ts";
+import { createUploader, type Uploader, type UploaderStats, type UploadPath } from "./uploader.ts";
 import type { TraceRecord } from "./trace.ts";
 
 /** How experts are placed: all on the GPU, or streamed by one of the three offloading modes. */
@@ -104,6 +104,23 @@ export interface EngineStats {
 }
 
 const U32 = 4;
+
+/**
+ * Staging ring for the mapped uploader: buffers of one expert's bytes (4-aligned, 64 KiB to
+ * 64 MiB), as many as one layer's copies (`perLayer` experts) need plus one, at least 3 and, beyond
+ * 3, at most 256 MiB in all. A ring smaller than a layer's copies makes a fill wait for a buffer whose copy is still
+ * queued behind the GPU's work: the suspected cause of pre-gated copies running 2x slower than
+ * on-demand ones on Dawn with a 3-buffer ring (to be confirmed on the GPU host).
+ */
+export function stagingPlan(
+  bytesPerExpert: number,
+  perLayer: number,
+): { stagingBytes: number; buffers: number } {
+  const stagingBytes = Math.min(64 << 20, Math.max(1 << 16, Math.ceil(bytesPerExpert / 4) * 4));
+  const need = Math.ceil((perLayer * bytesPerExpert) / stagingBytes) + 1;
+  const cap = Math.max(3, Math.floor((256 << 20) / stagingBytes));
+  return { stagingBytes, buffers: Math.max(3, Math.min(need, cap)) };
+}
 
 /** The offloading engine for one model and run state. */
 export class OffloadEngine {
@@ -177,10 +194,19 @@ export class OffloadEngine {
       policy: opts.cachePolicy ?? "lru",
     });
     this.#tableScratch = new Uint32Array(E);
-    // Staging (mapped path): one expert's bytes per buffer, at most 64 MiB; host-visible memory.
-    this.#uploader = createUploader(gpu, opts.uploader ?? "auto", {
-      stagingBytes: Math.min(64 << 20, Math.max(1 << 16, Math.ceil(host.bytesPerExpert / 4) * 4)),
-    });
+    // Staging (mapped path, host-visible memory): one expert's bytes per buffer (at most 64 MiB),
+    // and enough buffers for one MoE layer's copies (top-k experts; all E for prefetch-all) plus
+    // one (3 to 256 MiB worth), so that
+    // no buffer is reused while the copies of the same layer are still queued behind GPU work.
+    const perLayer = (f: MoeFfn) => (opts.mode === "prefetch-all" ? f.experts : f.topK);
+    this.#uploader = createUploader(
+      gpu,
+      opts.uploader ?? "auto",
+      stagingPlan(
+        host.bytesPerExpert,
+        Math.max(...this.#moeLayers.map((i) => perLayer(cfg.layers[i].ffn as MoeFfn))),
+      ),
+    );
     const maxK = Math.max(...this.#moeLayers.map((i) => (cfg.layers[i].ffn as MoeFfn).topK));
     this.#readback = gpu.createBuffer({
       size: 2 * state.maxT * maxK * U32,
@@ -489,6 +515,11 @@ export class OffloadEngine {
   /** The upload path in use. */
   get uploadPath(): UploadPath {
     return this.#uploader.path;
+  }
+
+  /** The uploader's counters (staging ring, fills, waits). */
+  get uploaderStats(): UploaderStats {
+    return this.#uploader.stats;
   }
 
   /**

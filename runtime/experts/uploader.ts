@@ -95,6 +95,9 @@ export interface UploaderStats {
   fillSeconds: number;
   /** Seconds spent waiting for a staging buffer to be remapped (`mapped`). */
   waitSeconds: number;
+  /** Staging buffers in the ring and bytes each (`mapped`; 0 for `write`). */
+  stagingBuffers: number;
+  stagingBytes: number;
 }
 
 /** One range for {@linkcode Uploader.uploadMany}. */
@@ -155,6 +158,8 @@ class WriteUploader implements Uploader {
       pieces: 0,
       fillSeconds: 0,
       waitSeconds: 0,
+      stagingBuffers: 0,
+      stagingBytes: 0,
     };
   }
   upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
@@ -314,6 +319,8 @@ class MappedUploader implements Uploader {
       pieces: this.#pieces,
       fillSeconds: this.#fillSeconds,
       waitSeconds: this.#waitSeconds,
+      stagingBuffers: this.#ring.length,
+      stagingBytes: this.#size,
     };
   }
 
