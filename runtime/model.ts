@@ -104,8 +104,13 @@ export interface GenerateStats {
   syncs_per_token: number;
   /** Compute dispatches per generated token (decode only). */
   dispatches_per_token: number;
-  /** Most bytes of GPU buffers held at once during the call (Pregate's own accounting). */
+  /**
+   * Most bytes of device-memory buffers held at once during the call (Pregate's own accounting;
+   * mappable staging and readback buffers are host-visible memory and not counted here).
+   */
   peak_gpu_bytes: number;
+  /** Most bytes of mappable (host-visible) buffers held at once: upload staging, readback. */
+  peak_host_staging_bytes: number;
   /** Share of the chosen experts the pre-gate had predicted (pregated mode), else null. */
   pregate_hit_rate: number | null;
   /** Share of expert acquisitions already resident (offloading modes), else null. */
@@ -447,6 +452,7 @@ export class Model {
       syncs_per_token: per(c.syncs - m.c1.syncs),
       dispatches_per_token: per(c.dispatches - m.c1.dispatches),
       peak_gpu_bytes: this.gpu.memory().peak,
+      peak_host_staging_bytes: this.gpu.memory().host.peak,
       pregate_hit_rate: e && e.pregateChosen ? e.pregateHits / e.pregateChosen : null,
       expert_cache_hit_rate: e && e.cacheLookups ? e.cacheHits / e.cacheLookups : null,
       time_per_token: {

@@ -96,13 +96,19 @@ function snapshotInfo(info: GPUAdapterInfo): AdapterInfoSnapshot {
   };
 }
 
-/** Current and peak bytes of GPU buffers, in total and per purpose. */
+/**
+ * Current and peak bytes of GPU buffers. `current` and `peak` count device memory: every buffer that
+ * cannot be mapped. Mappable buffers (MAP_WRITE upload staging, MAP_READ readback) live in
+ * host-visible memory on discrete GPUs and are counted apart, in `host`; `byPurpose` has both.
+ */
 export interface MemoryReport {
-  /** Bytes held now. */
+  /** Device bytes held now. */
   current: number;
-  /** Most bytes held at once since the device was opened (or {@linkcode Gpu.resetPeak}). */
+  /** Most device bytes held at once since the device was opened (or {@linkcode Gpu.resetPeak}). */
   peak: number;
-  /** The same two figures for each purpose that was ever used. */
+  /** The same two figures for mappable (host-visible) buffers. */
+  host: { current: number; peak: number };
+  /** Current and peak for each purpose that was ever used (device and host-visible buffers). */
   byPurpose: Partial<Record<BufferPurpose, { current: number; peak: number }>>;
 }
 
@@ -337,7 +343,12 @@ export class Gpu {
   readonly counters: GpuCounters = { syncs: 0, submits: 0, dispatches: 0, uploadBytes: 0 };
 
   #keepAlive: unknown;
-  #buffers = new Map<GPUBuffer, { size: number; purpose: BufferPurpose; requested: number }>();
+  #buffers = new Map<
+    GPUBuffer,
+    { size: number; purpose: BufferPurpose; requested: number; host: boolean }
+  >();
+  #hostCurrent = 0;
+  #hostPeak = 0;
   #current = 0;
   #peak = 0;
   #byPurpose: MemoryReport["byPurpose"] = {};
@@ -428,7 +439,8 @@ export class Gpu {
       label: desc.label ?? desc.purpose,
       mappedAtCreation: desc.mappedAtCreation ?? false,
     });
-    this.#account(buffer, size, desc.purpose, Math.ceil(desc.size / 4) * 4);
+    const host = (desc.usage & (GPUBufferUsage.MAP_READ | GPUBufferUsage.MAP_WRITE)) !== 0;
+    this.#account(buffer, size, desc.purpose, Math.ceil(desc.size / 4) * 4, host);
     return buffer;
   }
 
@@ -466,7 +478,8 @@ export class Gpu {
     const rec = this.#buffers.get(buffer);
     if (rec) {
       this.#buffers.delete(buffer);
-      this.#current -= rec.size;
+      if (rec.host) this.#hostCurrent -= rec.size;
+      else this.#current -= rec.size;
       this.#byPurpose[rec.purpose]!.current -= rec.size;
     }
     buffer.destroy();
@@ -478,19 +491,36 @@ export class Gpu {
     for (const [k, v] of Object.entries(this.#byPurpose)) {
       byPurpose[k as BufferPurpose] = { ...v };
     }
-    return { current: this.#current, peak: this.#peak, byPurpose };
+    return {
+      current: this.#current,
+      peak: this.#peak,
+      host: { current: this.#hostCurrent, peak: this.#hostPeak },
+      byPurpose,
+    };
   }
 
   /** Restarts peak tracking from the current figures. */
   resetPeak(): void {
     this.#peak = this.#current;
+    this.#hostPeak = this.#hostCurrent;
     for (const v of Object.values(this.#byPurpose)) v.peak = v.current;
   }
 
-  #account(buffer: GPUBuffer, size: number, purpose: BufferPurpose, requested: number) {
-    this.#buffers.set(buffer, { size, purpose, requested });
-    this.#current += size;
-    this.#peak = Math.max(this.#peak, this.#current);
+  #account(
+    buffer: GPUBuffer,
+    size: number,
+    purpose: BufferPurpose,
+    requested: number,
+    host: boolean,
+  ) {
+    this.#buffers.set(buffer, { size, purpose, requested, host });
+    if (host) {
+      this.#hostCurrent += size;
+      this.#hostPeak = Math.max(this.#hostPeak, this.#hostCurrent);
+    } else {
+      this.#current += size;
+      this.#peak = Math.max(this.#peak, this.#current);
+    }
     const p = this.#byPurpose[purpose] ??= { current: 0, peak: 0 };
     p.current += size;
     p.peak = Math.max(p.peak, p.current);

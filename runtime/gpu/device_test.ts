@@ -26,6 +26,19 @@ Deno.test({
       assert.deepEqual(m.byPurpose.kv, { current: 0, peak: 4096 });
       gpu.resetPeak();
       assert.equal(gpu.memory().peak, 1024);
+      // Mappable buffers (upload staging, readback) are host-visible memory: counted apart.
+      const st = gpu.createBuffer({
+        size: 4096,
+        purpose: "staging",
+        usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+      });
+      m = gpu.memory();
+      assert.equal(m.current, 1024);
+      assert.equal(m.peak, 1024);
+      assert.deepEqual(m.host, { current: 4096, peak: 4096 });
+      assert.deepEqual(m.byPurpose.staging, { current: 4096, peak: 4096 });
+      gpu.destroyBuffer(st);
+      assert.deepEqual(gpu.memory().host, { current: 0, peak: 4096 });
       gpu.destroyBuffer(a);
       gpu.destroyBuffer(c);
       assert.equal(gpu.memory().current, 0);
