@@ -3,6 +3,13 @@
 # tool's output folder). Prepare here with `bash ../shared/tools/device-prep.sh`, carry [".device"],
 # and run on the host:  source .device/env.sh && bash tools/gpu_session.sh
 # Each step has its own time limit so one hang cannot eat the whole call; read $OUT/summary.txt first.
+#
+# Plan for the next session (30 min of device time; a cold start costs ~40 s; keep helpers off the
+# device), each call from a snapshot (`git archive HEAD`) with PREGATE_LOG_DIR=$OUT:
+#   1. tests_dawn impl_parity probe_sgmatrix cli_dawn_exit decode_dawn          (~5 min)
+#      -> if matmul_sgmatrix_test passes on Dawn, set SGMATRIX_VALIDATED (kernels/linear.ts)
+#   2. soak_dawn_threads offload_dawn_auto offload_dawn_compute kernels_dawn    (~6 min)
+#   3. peer_bench, then offload_native if time is left                         (~8 min)
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
