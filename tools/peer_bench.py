@@ -27,8 +27,11 @@ Three independent parts (each in its own try/except; one failing does not stop t
        The script checks this placement after loading (hooks, meta parameters, CUDA outputs) and
        records it; `--offload-via dispatch` loads on the CPU and calls dispatch_model itself instead.
 
-Outputs PREFIX.json and PREFIX.md (--out PREFIX), rewritten after every part. Exit status 1 only if
-every part that ran failed. See tools/README.md.
+Outputs PREFIX.json and PREFIX.md (--out PREFIX), rewritten after every part (and after every HF run;
+on SIGTERM, e.g. from `timeout`, the part running is marked "interrupted", the outputs are written and
+the exit status is 143). Exit status 1 only if every part that ran failed. See tools/README.md.
+`--selftest` checks the pure-Python parts (arguments, statistics, device map, report writing) without
+torch or a GPU.
 
 Needs torch (CUDA), and for part 3 transformers (5.x) + accelerate + safetensors. No network.
 """
@@ -38,8 +41,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -69,6 +74,26 @@ def err_text(e: BaseException) -> str:
 
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
+
+
+def percentile(xs, q: float):
+    """Lower nearest-rank percentile (q in [0, 1]): sorted(xs)[floor(q * (n - 1))]; nan if empty."""
+    if not xs:
+        return float("nan")
+    ys = sorted(xs)
+    return ys[int(q * (len(ys) - 1))]
+
+
+def tf32_setting(torch):
+    """torch.backends.cuda.matmul.allow_tf32, or a note if the (legacy) getter fails."""
+    try:
+        return bool(torch.backends.cuda.matmul.allow_tf32)
+    except Exception as e:  # noqa: BLE001
+        return f"unavailable ({err_text(e)})"
+
+
+class Interrupted(BaseException):
+    """Raised from the SIGTERM/SIGINT handler (e.g. `timeout` ran out) so the outputs still get written."""
 
 
 def pregate_prompt(vocab: int) -> list[int]:
@@ -102,7 +127,7 @@ def collect_env() -> dict:
             env["gpu_total_bytes"] = p.total_memory
             env["gpu_capability"] = f"{p.major}.{p.minor}"
             env["gpu_sm_count"] = p.multi_processor_count
-            env["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+            env["matmul_allow_tf32"] = tf32_setting(torch)
     except Exception as e:  # noqa: BLE001
         env["torch_error"] = err_text(e)
     for mod in ("transformers", "accelerate", "safetensors"):
@@ -151,7 +176,7 @@ def time_loop(torch, fn, reps: int) -> float:
     return a.elapsed_time(b) / reps
 
 
-def bench_gemv(args) -> dict:
+def bench_gemv(args, progress=None) -> dict:
     import torch
 
     if not torch.cuda.is_available():
@@ -164,7 +189,7 @@ def bench_gemv(args) -> dict:
         "reps": args.gemv_reps,
         "warmup": args.gemv_warmup,
         "timing": "CUDA events around each call; median; GB/s = weight bytes / time",
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "matmul_allow_tf32": tf32_setting(torch),
         "results": [],
         "errors": [],
     }
@@ -200,7 +225,7 @@ def bench_gemv(args) -> dict:
                 "rotated_bytes": wbytes * k,
                 "median_us": med * 1e3,
                 "min_us": min(ms) * 1e3,
-                "p90_us": sorted(ms)[int(0.9 * (len(ms) - 1))] * 1e3,
+                "p90_us": percentile(ms, 0.9) * 1e3,
                 "gb_s": wbytes / (med * 1e-3) / 1e9,
                 "best_gb_s": wbytes / (min(ms) * 1e-3) / 1e9,
                 "loop_mean_us": loop_ms * 1e3,
@@ -227,7 +252,7 @@ def bench_gemv(args) -> dict:
         dst = torch.empty_like(src)
         for _ in range(3):
             dst.copy_(src)
-        ms = time_events(torch, lambda i: dst.copy_(src), 10)
+        ms = time_events(torch, lambda i, d=dst, s=src: d.copy_(s), 10)
         med = median(ms)
         res["d2d_copy"] = {
             "bytes": n,
@@ -253,7 +278,7 @@ def bench_gemv(args) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def bench_copy(args) -> dict:
+def bench_copy(args, progress=None) -> dict:
     import torch
 
     if not torch.cuda.is_available():
@@ -378,7 +403,8 @@ def offload_device_map(model, expert_names: list[str], gpu=0) -> dict:
 
     Modules that contain an expert module are split into their children (and their own direct
     parameters / persistent buffers, if any); all other modules are mapped whole. The first entry
-    is a GPU one, so accelerate's dispatch_model picks the GPU as main (execution) device."""
+    is a GPU one (cosmetic: accelerate's dispatch_model takes its main device from the set of non-"cpu"/"disk"
+    values, which here is just the one GPU; the dispatch path passes main_device=0 explicitly anyway)."""
     experts = set(expert_names)
     state_keys = set(model.state_dict().keys())
     dm: dict = {}
@@ -405,7 +431,7 @@ def offload_device_map(model, expert_names: list[str], gpu=0) -> dict:
                 dm[full] = gpu
 
     visit(model, "")
-    # Put a GPU entry first (dispatch_model: main device = first value not in {"cpu", "disk"}).
+    # Put a GPU entry first (readability of the recorded map; see the docstring).
     first_gpu = next((k for k, v in dm.items() if v != "cpu"), None)
     if first_gpu is not None:
         dm = {first_gpu: dm[first_gpu], **{k: v for k, v in dm.items() if k != first_gpu}}
@@ -639,11 +665,18 @@ def _run_hf_mode(torch, ckpt, mode, n_new, info, args, res) -> dict:
 
         # Evidence that the experts run on the GPU: device of each expert module's output and of
         # its parameters once its forward has returned (meta again when offloaded).
-        seen = {"calls": 0, "output_devices": set(), "param_devices_after": set()}
+        seen = {"calls": 0, "output_devices": set(), "param_devices_after": set(),
+                "impl_prefill": set(), "impl_decode": set()}
         handles = []
 
-        def after(mod, _inp, out):
+        def after(mod, inp, out):
             seen["calls"] += 1
+            try:  # experts(hidden_states [tokens, H], top_k_index, top_k_weights); 1 row = a decode step
+                rows = inp[0].shape[0] if inp and hasattr(inp[0], "shape") else None
+                impl = getattr(getattr(mod, "config", None), "_experts_implementation", None)
+                seen["impl_decode" if rows == 1 else "impl_prefill"].add(str(impl))
+            except Exception:  # noqa: BLE001
+                pass
             t = out[0] if isinstance(out, (tuple, list)) else out
             if hasattr(t, "device"):
                 seen["output_devices"].add(str(t.device))
@@ -664,7 +697,10 @@ def _run_hf_mode(torch, ckpt, mode, n_new, info, args, res) -> dict:
             "calls_in_warmup": seen["calls"],
             "output_devices": sorted(seen["output_devices"]),
             "param_devices_after_forward": sorted(seen["param_devices_after"]),
+            "experts_impl_prefill": sorted(seen["impl_prefill"]),
+            "experts_impl_decode": sorted(seen["impl_decode"]),
         }
+        res["experts_implementation_decode"] = ",".join(sorted(seen["impl_decode"])) or None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         log(f"  {mode}: timed generate ({n_new} tokens)")
@@ -692,10 +728,22 @@ def _run_hf_mode(torch, ckpt, mode, n_new, info, args, res) -> dict:
     finally:
         if model is not None:
             free_model(torch, model)
+            model = None  # drop this frame's reference too, so the memory can go now
+            gc.collect()
+            torch.cuda.empty_cache()
 
 
-def bench_hf_dir(ckpt: str, args) -> dict:
+def bench_hf_dir(ckpt: str, args, on_update=None) -> dict:
+    """One checkpoint: gpu_only and offload runs. on_update(out) is called after each run (to write
+    the results so far); its failures are ignored."""
     import torch
+
+    def update():
+        if on_update is not None:
+            try:
+                on_update(out)
+            except Exception as e:  # noqa: BLE001
+                log(f"could not write intermediate results: {err_text(e)}")
 
     if not torch.cuda.is_available():
         raise RuntimeError("CUDA is not available")
@@ -708,25 +756,37 @@ def bench_hf_dir(ckpt: str, args) -> dict:
     dtype, why = checkpoint_dtype(torch, ckpt, args.dtype)
     out["dtype"] = str(dtype).replace("torch.", "")
     out["dtype_source"] = why
-    config, meta = meta_model(ckpt)
-    experts = find_expert_modules(meta)
-    out["num_hidden_layers"] = getattr(config, "num_hidden_layers", None)
-    out["vocab_size"] = config.vocab_size
-    out["expert_modules"] = experts
     itemsize = torch.empty((), dtype=dtype).element_size()
-    eb = expert_bytes(meta, experts, itemsize)
+    try:  # the module tree on meta: expert modules, sizes, the offload device_map
+        config, meta = meta_model(ckpt)
+        experts = find_expert_modules(meta)
+        out["num_hidden_layers"] = getattr(config, "num_hidden_layers", None)
+        vocab = getattr(config, "vocab_size", None) or cj.get("vocab_size")
+        eb = expert_bytes(meta, experts, itemsize)
+        out["param_bytes_total"] = sum(p.numel() for p in meta.parameters()) * itemsize
+        dm = offload_device_map(meta, experts, 0) if experts else None
+        del meta
+    except Exception as e:  # noqa: BLE001  (the gpu_only run does not need it)
+        out["errors"].append({"mode": "meta_model", "error": err_text(e),
+                              "traceback": traceback.format_exc()})
+        log(f"{out['name']}: meta-device model FAILED ({err_text(e)}); offload run not possible")
+        experts, eb, dm = [], {"per_module": {}, "total": 0, "fused": False}, None
+        out["num_hidden_layers"] = cj.get("num_hidden_layers")
+        vocab = cj.get("vocab_size")
+        out["param_bytes_total"] = None
+    gc.collect()
+    if not vocab:
+        raise RuntimeError("vocab_size not found (config / config.json)")
+    out["vocab_size"] = vocab
+    out["expert_modules"] = experts
     out["expert_bytes_total"] = eb["total"]
     out["experts_fused"] = eb["fused"]
-    out["param_bytes_total"] = sum(p.numel() for p in meta.parameters()) * itemsize
-    dm = offload_device_map(meta, experts, 0) if experts else None
     out["offload_device_map"] = dm
-    prompt = pregate_prompt(config.vocab_size)
+    prompt = pregate_prompt(vocab)
     out["prompt"] = prompt
-    del meta
-    gc.collect()
     log(f"{out['name']}: {out['model_type']}, {out['num_hidden_layers']} layers, {out['dtype']} "
         f"({why}), {len(experts)} expert modules ({eb['total'] / GIB:.2f} GiB"
-        f"{', fused' if eb['fused'] else ''}), {out['param_bytes_total'] / GIB:.2f} GiB in all")
+        f"{', fused' if eb['fused'] else ''}), {f((out['param_bytes_total'] or 0) / GIB, 2)} GiB in all")
     info = {"dtype": dtype, "device_map": dm, "expert_modules": experts, "expert_bytes": eb,
             "prompt": prompt}
     modes = []
@@ -748,17 +808,18 @@ def bench_hf_dir(ckpt: str, args) -> dict:
             log(f"{out['name']} {mode} FAILED: {err_text(e)}")
             gc.collect()
             torch.cuda.empty_cache()
-    runs = {r["mode"]: r for r in out["runs"]}
-    if "gpu_only" in runs and "offload" in runs:
-        a, b = runs["gpu_only"]["tokens"], runs["offload"]["tokens"]
-        k = min(len(a), len(b))
-        out["offload_tokens_match_gpu_only"] = a[:k] == b[:k]
+        runs = {r["mode"]: r for r in out["runs"]}
+        if "gpu_only" in runs and "offload" in runs:
+            a, b = runs["gpu_only"].get("tokens", []), runs["offload"].get("tokens", [])
+            k = min(len(a), len(b))
+            out["offload_tokens_match_gpu_only"] = a[:k] == b[:k]
+        update()
     if not out["runs"]:
         raise RuntimeError("every HF run failed: " + "; ".join(e["error"] for e in out["errors"]))
     return out
 
 
-def bench_hf(args) -> dict:
+def bench_hf(args, progress=None) -> dict:
     try:  # tqdm bars over thousands of tensors only clutter the log
         from transformers.utils import logging as hf_logging
 
@@ -780,9 +841,13 @@ def bench_hf(args) -> dict:
         "checkpoints": [],
         "errors": [],
     }
+    def on_update(ck):  # results so far, this checkpoint included, written now (a kill loses little)
+        if progress is not None:
+            progress({**res, "checkpoints": res["checkpoints"] + [ck]})
+
     for d in args.dirs:
         try:
-            res["checkpoints"].append(bench_hf_dir(d, args))
+            res["checkpoints"].append(bench_hf_dir(d, args, on_update))
         except Exception as e:  # noqa: BLE001
             res["errors"].append({"dir": d, "error": err_text(e), "traceback": traceback.format_exc()})
             log(f"{d} FAILED: {err_text(e)}")
@@ -801,6 +866,13 @@ def f(x, d=1):
         return f"{x:.{d}f}"
     except (TypeError, ValueError):
         return "-"
+
+
+def impl_note(r: dict) -> str:
+    """' (decode: X)' when the experts kernel seen in the decode steps differs from the loaded one
+    (transformers swaps grouped_mm for batched_mm during GPU decoding)."""
+    d = r.get("experts_implementation_decode")
+    return f" (decode: {d})" if d and d != r.get("experts_implementation") else ""
 
 
 def render_markdown(report: dict) -> str:
@@ -886,7 +958,8 @@ def render_markdown(report: dict) -> str:
                     f"{f(r.get('gpu_peak_bytes', 0) / GIB, 2)} | "
                     f"{f(r['h2d_bytes_per_token'] / GIB, 2) if r.get('h2d_bytes_per_token') else '-'} | "
                     f"{f(r.get('load_s'), 1)} | {r.get('n_tokens', '-')} | "
-                    f"{r.get('attn_implementation')} / {r.get('experts_implementation')} | "
+                    f"{r.get('attn_implementation')} / {r.get('experts_implementation')}"
+                    f"{impl_note(r)} | "
                     f"{'; '.join(n for n in notes if n)} |")
             for e in ck.get("errors", []):
                 L.append(f"| {ck['name']} | {e['mode']} | failed | | | | | | | | {e['error'][:140]} |")
@@ -897,13 +970,30 @@ def render_markdown(report: dict) -> str:
     return "\n".join(L)
 
 
+def json_safe(x):
+    """Strict-JSON form: NaN/inf -> None, tuples/sets -> lists, non-str keys and other objects
+    (torch dtypes, devices) -> str, so Deno's JSON.parse can read the file."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in (sorted(x, key=str) if isinstance(x, (set, frozenset)) else x)]
+    return str(x)
+
+
 def write_outputs(report: dict, prefix: str) -> None:
     d = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(d, exist_ok=True)
-    with open(prefix + ".json", "w") as fh:
-        json.dump(report, fh, indent=1, default=str)
-    with open(prefix + ".md", "w") as fh:
-        fh.write(render_markdown(report))
+    text_json = json.dumps(json_safe(report), indent=1, allow_nan=False)
+    text_md = render_markdown(report)
+    for ext, text in ((".json", text_json), (".md", text_md)):
+        tmp = prefix + ext + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, prefix + ext)  # never a half-written file, even if killed mid-write
 
 
 # --------------------------------------------------------------------------------------------
@@ -940,18 +1030,28 @@ def parse_args(argv=None):
     ap.add_argument("--gemv-warmup", type=int, default=20)
     ap.add_argument("--gemv-copies", type=int, default=4)
     ap.add_argument("--copy-reps", type=int, default=20)
+    ap.add_argument("--selftest", action="store_true",
+                    help="check the pure-Python parts (arguments, statistics, device map, report "
+                         "writing) without torch or a GPU, then exit")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.selftest:
+        return selftest()
+    signal.signal(signal.SIGTERM, _on_signal)  # `timeout` (gpu_session.sh): still write the outputs
     report = {"tool": "tools/peer_bench.py", "env": collect_env(), "parts": {}}
     env = report["env"]
     log(f"torch {env.get('torch')} CUDA {env.get('torch_cuda')} on {env.get('gpu', 'no GPU')}; "
         f"transformers {env.get('transformers')}, accelerate {env.get('accelerate')}")
     parts = [("gemv", args.skip_gemv, bench_gemv), ("copy", args.skip_copy, bench_copy),
              ("hf", args.skip_hf or not args.dirs, bench_hf)]
+    interrupted = None
     for name, skip, fn in parts:
+        if interrupted:
+            report["parts"][name] = {"status": "not run", "why": f"interrupted ({interrupted})"}
+            continue
         if skip:
             why = "no --dirs given" if name == "hf" and not args.skip_hf else "skipped by flag"
             report["parts"][name] = {"status": "skipped", "why": why}
@@ -959,8 +1059,17 @@ def main(argv=None) -> int:
             continue
         log(f"part {name}: start")
         t0 = time.perf_counter()
+
+        def progress(partial, name=name, t0=t0):  # results so far of a long part, written now
+            report[name] = partial
+            report["parts"][name] = {"status": "running", "seconds": round(time.perf_counter() - t0, 1)}
+            try:
+                write_outputs(report, args.out)
+            except Exception as e:  # noqa: BLE001
+                log(f"could not write {args.out}.json/.md: {err_text(e)}")
+
         try:
-            report[name] = fn(args)
+            report[name] = fn(args, progress)
             errs = report[name].get("errors") or []
             report["parts"][name] = {"status": "partial" if errs else "ok",
                                      "seconds": round(time.perf_counter() - t0, 1)}
@@ -969,6 +1078,12 @@ def main(argv=None) -> int:
                                      "traceback": traceback.format_exc(),
                                      "seconds": round(time.perf_counter() - t0, 1)}
             log(f"part {name} FAILED: {err_text(e)}")
+        except (Interrupted, KeyboardInterrupt) as e:
+            interrupted = str(e) or type(e).__name__
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the outputs be written
+            report["parts"][name] = {"status": "interrupted", "error": interrupted,
+                                     "seconds": round(time.perf_counter() - t0, 1)}
+            log(f"part {name} INTERRUPTED: {interrupted}")
         log(f"part {name}: {report['parts'][name]['status']} "
             f"({report['parts'][name]['seconds']} s)")
         try:
@@ -981,9 +1096,215 @@ def main(argv=None) -> int:
         print(render_markdown(report), flush=True)
     except Exception as e:  # noqa: BLE001
         log(f"could not write outputs: {err_text(e)}")
-    ran = [p for p in report["parts"].values() if p["status"] != "skipped"]
-    if ran and all(p["status"] == "failed" for p in ran):
-        return 1
+    if interrupted:
+        return 143
+    return exit_status(report["parts"])
+
+
+def exit_status(parts: dict) -> int:
+    """1 only if every part that ran failed (skipped parts do not count), else 0."""
+    ran = [p for p in parts.values() if p.get("status") not in ("skipped", "not run")]
+    return 1 if ran and all(p.get("status") == "failed" for p in ran) else 0
+
+
+def _on_signal(signum, _frame):
+    raise Interrupted(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------------------------
+# Self-test (no torch, no GPU): python3 tools/peer_bench.py --selftest
+# --------------------------------------------------------------------------------------------
+
+
+class _FakeTensor:
+    def __init__(self, n, device="meta"):
+        self.n, self.device = n, device
+
+    def numel(self):
+        return self.n
+
+
+class _FakeModule:
+    """Just enough of torch.nn.Module for find_expert_modules / offload_device_map / expert_bytes."""
+
+    def __init__(self, params=None, buffers=None, children=None):
+        self._p = dict(params or {})
+        self._b = dict(buffers or {})  # name -> (tensor, persistent)
+        self._c = dict(children or {})
+
+    def named_children(self):
+        return iter(self._c.items())
+
+    def named_parameters(self, prefix="", recurse=True):
+        for k, v in self._p.items():
+            yield (f"{prefix}.{k}" if prefix else k), v
+        if recurse:
+            for cn, c in self._c.items():
+                yield from c.named_parameters(f"{prefix}.{cn}" if prefix else cn, True)
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters(recurse=recurse))
+
+    def named_buffers(self, prefix="", recurse=True):
+        for k, (v, _) in self._b.items():
+            yield (f"{prefix}.{k}" if prefix else k), v
+        if recurse:
+            for cn, c in self._c.items():
+                yield from c.named_buffers(f"{prefix}.{cn}" if prefix else cn, True)
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for cn, c in self._c.items():
+            yield from c.named_modules(f"{prefix}.{cn}" if prefix else cn)
+
+    def state_dict(self, prefix=""):
+        out = {(f"{prefix}.{k}" if prefix else k): v for k, v in self._p.items()}
+        out.update({(f"{prefix}.{k}" if prefix else k): v for k, (v, pers) in self._b.items() if pers})
+        for cn, c in self._c.items():
+            out.update(c.state_dict(f"{prefix}.{cn}" if prefix else cn))
+        return out
+
+    def get_submodule(self, name):
+        m = self
+        for part in name.split(".") if name else []:
+            m = m._c[part]
+        return m
+
+
+def _fake_moe(layers=2, experts=4, fused=True):
+    def moe():
+        if fused:
+            ex = _FakeModule({"gate_up_proj": _FakeTensor(experts * 12), "down_proj": _FakeTensor(experts * 6)})
+        else:
+            ex = _FakeModule(children={str(e): _FakeModule(children={
+                w: _FakeModule({"weight": _FakeTensor(6)}) for w in ("w1", "w2", "w3")}) for e in range(experts)})
+        return _FakeModule(children={"gate": _FakeModule({"weight": _FakeTensor(experts * 4)}), "experts": ex})
+
+    lay = {str(i): _FakeModule(children={
+        "self_attn": _FakeModule(children={"q_proj": _FakeModule({"weight": _FakeTensor(16)})}),
+        "mlp": moe(), "input_layernorm": _FakeModule({"weight": _FakeTensor(4)})}) for i in range(layers)}
+    model = _FakeModule(children={
+        "embed_tokens": _FakeModule({"weight": _FakeTensor(40)}),
+        "layers": _FakeModule(children=lay),
+        "norm": _FakeModule({"weight": _FakeTensor(4)}),
+        "rotary_emb": _FakeModule(buffers={"inv_freq": (_FakeTensor(2), False)})})
+    return _FakeModule({"odd_direct": _FakeTensor(1)}, {"persist": (_FakeTensor(1), True),
+                                                        "scratch": (_FakeTensor(1), False)},
+                       {"model": model, "lm_head": _FakeModule({"weight": _FakeTensor(40)})})
+
+
+def selftest() -> int:
+    import tempfile
+    from types import SimpleNamespace
+
+    # Arguments.
+    a = parse_args(["--out", "x/y", "--dirs", "d1", "d2", "--experts-impl", "batched_mm",
+                    "--offload-via", "dispatch", "--dtype", "bf16", "--skip-gemv"])
+    assert a.dirs == ["d1", "d2"] and a.experts_impl == "batched_mm" and a.offload_via == "dispatch"
+    assert a.skip_gemv and not a.skip_copy and a.tokens == 32 and a.offload_tokens == 8
+    d = parse_args([])
+    assert d.dirs == [] and d.experts_impl is None and d.attn == "sdpa" and not d.selftest
+
+    # Statistics.
+    assert median([3.0, 1.0, 2.0]) == 2.0 and median([1.0, 2.0, 3.0, 4.0]) == 2.5
+    assert math.isnan(median([])) and math.isnan(percentile([], 0.9))
+    xs = [float(i) for i in range(1, 201)]  # 1..200
+    assert percentile(xs, 0.9) == 180.0 and percentile(xs, 0.0) == 1.0 and percentile(xs, 1.0) == 200.0
+    assert percentile([5.0], 0.9) == 5.0
+
+    # Prompt (bench/offload.ts: (i * 7919 + 13) % vocab, 16 ids).
+    pr = pregate_prompt(151936)
+    assert len(pr) == 16 and pr[0] == 13 and pr[1] == 7932 and pr[-1] == (15 * 7919 + 13) % 151936
+    assert all(0 <= t < 100 for t in pregate_prompt(100))
+
+    # Checkpoint dtype with a stand-in torch.
+    ft = SimpleNamespace(bfloat16="BF16", float16="F16", float32="F32")
+    with tempfile.TemporaryDirectory() as td:
+        cfg = os.path.join(td, "config.json")
+        for body, want in (({"dtype": "bfloat16"}, "BF16"), ({"torch_dtype": "float16"}, "F16"),
+                           ({"torch_dtype": "torch.float32"}, "F32"), ({}, "BF16"),
+                           ({"dtype": "int8", "torch_dtype": "float32"}, "F32")):
+            with open(cfg, "w") as fh:
+                json.dump(body, fh)
+            got, why = checkpoint_dtype(ft, td, "auto")
+            assert got == want, (body, got, why)
+        assert checkpoint_dtype(ft, td, "fp16")[0] == "F16"
+
+    # Expert modules and the offload device map (fused and per-expert layouts).
+    for fused in (True, False):
+        m = _fake_moe(layers=2, experts=4, fused=fused)
+        ex = find_expert_modules(m)
+        assert ex == ["model.layers.0.mlp.experts", "model.layers.1.mlp.experts"], ex
+        dm = offload_device_map(m, ex, 0)
+        assert next(iter(dm.values())) == 0, dm
+        assert {k for k, v in dm.items() if v == "cpu"} == set(ex), dm
+        assert "scratch" not in dm and dm.get("persist") == 0 and dm.get("odd_direct") == 0
+        for k in ("model.embed_tokens", "model.norm", "model.rotary_emb", "lm_head",
+                  "model.layers.0.mlp.gate", "model.layers.1.self_attn"):
+            assert dm.get(k) == 0, (k, dm)
+        # Complete and non-overlapping: every parameter / persistent buffer under exactly one key.
+        for key in m.state_dict():
+            owners = [k for k in dm if key == k or key.startswith(k + ".")]
+            assert len(owners) == 1, (key, owners)
+        eb = expert_bytes(m, ex, 2)
+        assert eb["fused"] == fused and eb["total"] == 2 * 2 * (4 * 18), eb
+        json.dumps(dm)
+
+    # Report writing: every part, failures, NaN, odd objects; strict JSON out.
+    nan = float("nan")
+    report = {
+        "tool": "tools/peer_bench.py",
+        "env": {"gpu": "Test GPU", "argv": ["peer_bench.py", "--selftest"], "time_utc": "now",
+                "hostname": "h", "nvidia_smi": {"query": "q", "result": "r"}},
+        "parts": {"gemv": {"status": "partial", "seconds": 1.0},
+                  "copy": {"status": "failed", "error": "RuntimeError: x", "seconds": 0.1},
+                  "hf": {"status": "running", "seconds": 3.0}},
+        "gemv": {"op": "op", "copies": 4, "warmup": 20, "reps": 200,
+                 "results": [{"dtype": "bf16", "gb_s": 4000.0, "median_us": 29.4, "best_gb_s": 4100.0,
+                              "loop_gb_s": 4200.0, "max_rel_err_vs_fp32": 1e-3, "p90_us": nan}],
+                 "d2d_copy": {"gb_s_read_plus_write": 6000.0, "median_ms": 0.36},
+                 "errors": [{"dtype": "fp32", "error": "E"}]},
+        "copy": {"op": "op", "timing": "t",
+                 "results": [{"kind": "pinned", "mib": 4, "gb_s": 50.0, "wall_gb_s": 40.0}],
+                 "errors": [{"kind": "pageable", "mib": 4, "error": "E"}]},
+        "hf": {"prompt": "p", "generate": "g", "mechanism": "m", "errors": [{"dir": "/a/b/", "error": "E"}],
+               "checkpoints": [{"name": "ck", "offload_tokens_match_gpu_only": False, "device": SimpleNamespace(),
+                                "errors": [{"mode": "offload", "error": "E"}],
+                                "runs": [{"mode": "gpu_only", "decode_tokens_per_s": 100.0,
+                                          "decode_s_per_token": 0.01, "prefill_s": 0.05,
+                                          "gpu_peak_bytes": 3 * GIB, "load_s": 2.0, "n_tokens": 32,
+                                          "attn_implementation": "sdpa", "experts_implementation": "grouped_mm",
+                                          "experts_implementation_decode": "batched_mm", "tokens": [1, 2]},
+                                         {"mode": "offload", "via": "dispatch", "tokens": [1, 3],
+                                          "decode_tokens_per_s": None, "h2d_bytes_per_token": 9 * GIB,
+                                          "expert_forward_check": {"output_devices": ["cuda:0"]},
+                                          "placement": {"experts": [{"host_copy_pinned": False}]}}]}]},
+    }
+    md = render_markdown(report)
+    for needle in ("GEMV bf16 14336x4096 | 4000 GB/s", "| 4 MiB | 50.00 | - |", "part `copy`: failed",
+                   "part `hf`: running", "| ck | gpu_only | 100.00 | 10.0 | 50 | 3.00 |",
+                   "sdpa / grouped_mm (decode: batched_mm)", "| ck | offload | - |", "9.00",
+                   "TOKENS DIFFER", "| b | - | failed |"):
+        assert needle in md, (needle, md)
+    with tempfile.TemporaryDirectory() as td:
+        prefix = os.path.join(td, "sub", "peer")
+        write_outputs(report, prefix)
+        with open(prefix + ".json") as fh:
+            back = json.loads(fh.read(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        assert back["gemv"]["results"][0]["p90_us"] is None
+        assert isinstance(back["hf"]["checkpoints"][0]["device"], str)
+        with open(prefix + ".md") as fh:
+            assert fh.read() == md
+        assert sorted(os.listdir(os.path.dirname(prefix))) == ["peer.json", "peer.md"]
+    assert render_markdown({}).startswith("# Peer figures")
+
+    # Exit status: 1 only if every part that ran failed.
+    assert exit_status({"a": {"status": "failed"}, "b": {"status": "skipped"}}) == 1
+    assert exit_status({"a": {"status": "failed"}, "b": {"status": "partial"}}) == 0
+    assert exit_status({"a": {"status": "skipped"}}) == 0 and exit_status({}) == 0
+    assert exit_status({"a": {"status": "failed"}, "b": {"status": "not run"}}) == 1
+
+    print("[peer_bench] selftest ok", flush=True)
     return 0
 
 
