@@ -39,6 +39,7 @@ import { moeDownCombine, moeGateUp } from "../../kernels/moe.ts";
 import type { ModelConfig, MoeFfn } from "./config.ts";
 import type { ExpertPool, GpuMatrix, GpuMlp, ModelWeights } from "./weights.ts";
 import type { RunState } from "./state.ts";
+import { DTYPE_BYTES } from "../weights/dtype.ts";
 
 /** The steps of one MoE feed-forward block, split where routing becomes known. */
 export interface MoePlan {
@@ -142,18 +143,39 @@ export async function buildForward(
     rmsnorm(gpu, { x, weight, out, rows, dim, eps: cfg.rmsEps });
 
   /** SwiGLU MLP of h into `out` (accumulating when `accumulate`). */
-  const mlp = async (m: GpuMlp, out: GPUBuffer, accumulate: boolean): Promise<Step[]> => [
-    await lin(s.h, m.gate, s.mlpGate),
-    await lin(s.h, m.up, s.mlpUp),
-    await gatedActivation(gpu, {
-      gate: s.mlpGate,
-      up: s.mlpUp,
-      out: s.mlpAct,
-      n: T * m.gate.rows,
-      kind: "silu",
-    }),
-    await lin(s.mlpAct, m.down, out, accumulate),
-  ];
+  const mlp = async (m: GpuMlp, out: GPUBuffer, accumulate: boolean): Promise<Step[]> =>
+    T <= QKV_MAX_T && m.up.dtype === m.gate.dtype
+      ? [
+        // Decode: gate, up and SwiGLU in one dispatch, as a one-expert MoE (expert 0 in slot 0).
+        await moeGateUp(gpu, {
+          table: s.zeros,
+          ids: s.zeros,
+          experts: 1,
+          T,
+          topK: 1,
+          hidden: H,
+          inter: m.gate.rows,
+          dtype: m.gate.dtype,
+          slotWords: (m.gate.rows * m.gate.cols * DTYPE_BYTES[m.gate.dtype]) / 4,
+          x: s.h,
+          gate: m.gate.buffer,
+          up: m.up.buffer,
+          out: s.mlpAct,
+        }),
+        await lin(s.mlpAct, m.down, out, accumulate),
+      ]
+      : [
+        await lin(s.h, m.gate, s.mlpGate),
+        await lin(s.h, m.up, s.mlpUp),
+        await gatedActivation(gpu, {
+          gate: s.mlpGate,
+          up: s.mlpUp,
+          out: s.mlpAct,
+          n: T * m.gate.rows,
+          kind: "silu",
+        }),
+        await lin(s.mlpAct, m.down, out, accumulate),
+      ];
 
   const embedSteps: Step[] = [
     await embed(gpu, {

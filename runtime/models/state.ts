@@ -55,6 +55,8 @@ export interface RunState {
   readonly last: GPUBuffer;
   /** f32 [logitRows, V]: logits. */
   readonly logits: GPUBuffer;
+  /** u32 zeros [max(maxT, 4)]: expert ids and slot table of a dense MLP run as a one-expert MoE. */
+  readonly zeros: GPUBuffer;
 }
 
 /** Allocates a {@linkcode RunState} for `cfg` (accounted as activations and KV cache). */
@@ -104,5 +106,6 @@ export function allocState(
     sharedGate: f(maxT, "shared_gate"),
     last: f(H, "last"),
     logits: f(logitRows * cfg.vocabSize, "logits"),
+    zeros: f(Math.max(maxT, 4), "zeros"), // WebGPU zero-initialises buffers
   };
 }
