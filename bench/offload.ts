@@ -18,6 +18,7 @@ import { makeModel } from "../runtime/models/make_model.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { loadConfig } from "../runtime/models/config.ts";
 import { HostExpertStore } from "../runtime/experts/store.ts";
+import { stagingPlan } from "../runtime/experts/engine.ts";
 import { expertPool } from "../runtime/models/weights.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
 import { median } from "./harness.ts";
@@ -51,7 +52,8 @@ async function measureUploadRate(dir: string, path: "write" | "mapped" | "auto")
   const slots = Math.max(2, Math.min(16, Math.floor(2 ** 30 / host.bytesPerExpert)));
   const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype);
   const layer = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
-  const uploader = createUploader(gpu, path);
+  // The engine's staging ring for a layer of `slots` experts (runtime/experts/engine.ts).
+  const uploader = createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));
   const rates: number[] = [];
   for (let rep = 0; rep < 4; rep++) {
     const t0 = performance.now();
