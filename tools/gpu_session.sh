@@ -50,8 +50,9 @@ step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno be
 # 4b. Kernel tests on Dawn (subgroup GEMV variants, subgroup-matrix matmul, fused kernels); the
 #     exit code of a Dawn process after its work (a segfault at teardown was seen).
 step probe_sgmatrix 80 deno run -A tools/probe_sgmatrix.ts --gpu dawn
-step tests_dawn 90 bash -c 'for f in kernels/linear_test.ts kernels/gemv_test.ts kernels/moe_test.ts \
-  kernels/qkv_test.ts kernels/rope_test.ts kernels/matmul_sgmatrix_test.ts tests/hf_parity_test.ts; do
+step tests_dawn 150 bash -c 'for f in kernels/linear_test.ts kernels/gemv_test.ts kernels/moe_test.ts \
+  kernels/qkv_test.ts kernels/rope_test.ts kernels/matmul_sgmatrix_test.ts tests/hf_parity_test.ts \
+  tests/offload_test.ts runtime/experts/uploader_test.ts; do
   PREGATE_TEST_GPU=dawn deno test -A --no-check "$f" > /tmp/t.log 2>&1; rc=$?
   echo "$f rc=$rc tests ok=$(grep -c "\.\.\. ok" /tmp/t.log) failed=$(grep -c "\.\.\. FAILED" /tmp/t.log)"
   grep -E "^(ok|FAILED) \||FAILED|max err|worst|portable|needs" /tmp/t.log | head -8; done'
