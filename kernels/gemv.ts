@@ -108,11 +108,9 @@ export interface GemvDevice {
 
 /** {@linkcode GemvDevice} of a {@linkcode Gpu}: its features and its adapter's subgroup sizes. */
 export function gemvDevice(
-  gpu: Pick<Gpu, "features" | "device"> & { adapterInfo?: Gpu["adapterInfo"] },
+  gpu: Pick<Gpu, "features"> & { adapterInfo?: Gpu["adapterInfo"] },
 ): GemvDevice {
-  const info = gpu.adapterInfo ?? (gpu.device as unknown as {
-    adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number };
-  } | undefined)?.adapterInfo;
+  const info = gpu.adapterInfo;
   return {
     subgroups: gpu.features.subgroups,
     subgroupMinSize: info?.subgroupMinSize,

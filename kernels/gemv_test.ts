@@ -15,7 +15,7 @@
  *   include, and only it enables `subgroups`.
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { Gpu as GpuClass } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
@@ -40,7 +40,15 @@ import {
 import { QKV, qkvProj } from "./qkv.ts";
 import { wgslFile } from "./registry.ts";
 import { matmulRef, moeDownCombineRef, moeDownRef, moeGateUpRef, qkvRef } from "./reference.ts";
-import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
+import {
+  assertClose,
+  bindForTest,
+  GPU_TEST,
+  poisoned,
+  randn,
+  rejects,
+  testGpu,
+} from "./test_util.ts";
 
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
 const SUBGROUP_LAYOUTS = [
@@ -64,9 +72,8 @@ function described(
       timestampQuery: true,
       subgroupMatrix: true,
     },
-    device: d.sizes === false
-      ? {}
-      : { adapterInfo: { subgroupMinSize: min, subgroupMaxSize: max } },
+    device: {},
+    adapterInfo: d.sizes === false ? undefined : { subgroupMinSize: min, subgroupMaxSize: max },
   } as unknown as Gpu;
 }
 
@@ -300,20 +307,6 @@ fn emu_xor(l: Lanes, v: f32, mask: u32) -> f32 {
 
 // ------------------------------------------------------------------------------------ kernel cases
 
-/** Binds odd `i` as a whole buffer, even `i` as a range at offset 256 inside a NaN-filled buffer. */
-function upload(gpu: Gpu, data: ArrayBufferView, i: number, made: GPUBuffer[]): Binding {
-  if (i % 2) {
-    const b = gpu.storage("activations", data);
-    made.push(b);
-    return b;
-  }
-  const offset = 256;
-  const buffer = poisoned(gpu, (offset + data.byteLength + 64) / 4);
-  gpu.write(buffer, data, offset);
-  made.push(buffer);
-  return { buffer, offset, size: data.byteLength };
-}
-
 /**
  * Row lengths for a layout: aligned rows with whole TPR * UNROLL steps and a remainder, the same
  * plus a ragged tail (no 16-byte rows: the word-by-word path), and a row shorter than one step.
@@ -343,8 +336,8 @@ async function matvecCases(gpu: Gpu, layout: GemvLayout, made: GPUBuffer[], tag:
         made.push(y);
         const tune = TB > 1 ? { TB } : undefined;
         const args = {
-          x: upload(gpu, x, i, made),
-          w: upload(gpu, packWeights(wf, dtype), i + 1, made),
+          x: bindForTest(gpu, x, i, made),
+          w: bindForTest(gpu, packWeights(wf, dtype), i + 1, made),
           y,
           T,
           K,
@@ -581,8 +574,8 @@ Deno.test({
         const y = poisoned(gpu, N);
         made.push(y);
         const d = await matvec(gpu, {
-          x: upload(gpu, x, 1, made),
-          w: upload(gpu, packWeights(wf, dtype), 1, made),
+          x: bindForTest(gpu, x, 1, made),
+          w: bindForTest(gpu, packWeights(wf, dtype), 1, made),
           y,
           K,
           N,

@@ -30,6 +30,7 @@
  * ```
  * @module
  */
+import { readEnv } from "../runtime/env.ts";
 import type { Binding, Dispatch, Gpu, PipelineSource } from "../runtime/gpu/device.ts";
 import { ArgumentError, GpuError } from "../runtime/errors.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
@@ -603,24 +604,9 @@ export interface MatmulChoice {
 /** The subgroup-matrix configuration `matmul_sgmatrix.wgsl` is written for. */
 const SGMATRIX_CONFIG = { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 };
 
-interface SubgroupMatrixConfig {
-  componentType: string;
-  resultComponentType: string;
-  M: number;
-  N: number;
-  K: number;
-}
-
 /** `PREGATE_KERNELS` when set and readable (undefined without `--allow-env`). */
 function kernelsFromEnv(): KernelPreference | undefined {
-  let v: string | undefined;
-  try {
-    const state = Deno.permissions.querySync({ name: "env", variable: "PREGATE_KERNELS" }).state;
-    if (state !== "granted") return undefined;
-    v = Deno.env.get("PREGATE_KERNELS");
-  } catch {
-    return undefined;
-  }
+  const v = readEnv("PREGATE_KERNELS");
   if (v === undefined || v === "") return undefined;
   return argOneOf("PREGATE_KERNELS", v, KERNEL_PREFERENCES, "kernel preference");
 }
@@ -639,8 +625,8 @@ export function sgmatrixUnsupported(gpu: Gpu): string | undefined {
   ];
   const missing = needs.filter(([k]) => !gpu.features[k]).map(([, name]) => name);
   if (missing.length) return `the device lacks ${missing.join(", ")} (${gpu.describe()})`;
-  const info = (gpu as { adapterInfo?: AdapterInfoLike }).adapterInfo ??
-    (gpu.device as unknown as { adapterInfo?: AdapterInfoLike } | undefined)?.adapterInfo;
+  // Always set on a real Gpu (taken from the adapter); absent only on described test devices.
+  const info: Gpu["adapterInfo"] | undefined = gpu.adapterInfo;
   if (!info) {
     return "the device reports no adapterInfo (subgroup sizes, subgroup-matrix configurations)";
   }
@@ -663,13 +649,6 @@ export function sgmatrixUnsupported(gpu: Gpu): string | undefined {
       `${have.length ? have.join(", ") : "none"})`;
   }
   return undefined;
-}
-
-/** The parts of an adapter info the subgroup-matrix selection reads. */
-interface AdapterInfoLike {
-  subgroupMinSize?: number;
-  subgroupMaxSize?: number;
-  subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
 }
 
 /** Bytes of workgroup memory `matmul_sgmatrix.wgsl` uses with tiling `t`. */

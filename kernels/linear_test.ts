@@ -13,7 +13,16 @@ import {
   type MatvecTuning,
 } from "./linear.ts";
 import { matmulRef } from "./reference.ts";
-import { assertClose, GPU_TEST, POISON, poisoned, randn, relError, testGpu } from "./test_util.ts";
+import {
+  assertClose,
+  assertNothingPast,
+  bindForTest,
+  GPU_TEST,
+  poisoned,
+  randn,
+  relError,
+  testGpu,
+} from "./test_util.ts";
 
 type Op = "matmul" | "matvec" | "linear";
 
@@ -33,23 +42,6 @@ const BUILDERS: Record<Op, Builder> = { matmul, matvec, linear };
 function describe(c: Case): string {
   return `${c.op} ${c.dtype} T=${c.T} K=${c.K} N=${c.N}${c.accumulate ? " acc" : ""}` +
     (c.tune ? ` ${JSON.stringify(c.tune)}` : "");
-}
-
-/**
- * Uploads `data` for binding: odd `i` as a whole buffer, even `i` as a range at offset 256 of a
- * larger buffer whose other words are NaN (so a read outside the range poisons the result).
- */
-function upload(gpu: Gpu, data: ArrayBufferView, i: number, made: GPUBuffer[]) {
-  if (i % 2) {
-    const b = gpu.storage("activations", data);
-    made.push(b);
-    return b;
-  }
-  const offset = 256;
-  const buffer = poisoned(gpu, (offset + data.byteLength + 64) / 4);
-  gpu.write(buffer, data, offset);
-  made.push(buffer);
-  return { buffer, offset, size: data.byteLength };
 }
 
 /**
@@ -92,8 +84,8 @@ async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
   for (const [i, c] of cases.entries()) {
     const x = randn(c.T * c.K);
     const wf = randn(c.N * c.K, 1 / Math.sqrt(c.K));
-    const xBuf = upload(gpu, x, i, made);
-    const wBuf = upload(gpu, packWeights(wf, c.dtype), i, made);
+    const xBuf = bindForTest(gpu, x, i, made);
+    const wBuf = bindForTest(gpu, packWeights(wf, c.dtype), i, made);
     const ySize = c.T * c.N * 4;
     let init: Float32Array | undefined;
     if (c.accumulate) {
@@ -135,16 +127,8 @@ async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
   gpu.submit(dispatches);
   const all = await gpu.readF32(yBuf);
   for (const check of checks) check();
-  const bits = new Uint32Array(all.buffer);
-  cases.forEach((c, i) => {
-    const end = slots[i] + c.T * c.N * 4;
-    const next = i + 1 < cases.length ? slots[i + 1] : bytes;
-    for (let b = end; b < next; b += 4) {
-      if (bits[b / 4] !== POISON) {
-        throw new Error(`${describe(c)}: wrote past its output (byte ${b - slots[i]})`);
-      }
-    }
-  });
+  const sizes = cases.map((c) => c.T * c.N * 4);
+  assertNothingPast(new Uint32Array(all.buffer), slots, sizes, bytes, (i) => describe(cases[i]));
   for (const b of made) gpu.destroyBuffer(b);
 }
 

@@ -34,8 +34,9 @@ import { wgslFile } from "./registry.ts";
 import { matmulRef } from "./reference.ts";
 import {
   assertClose,
+  assertNothingPast,
+  bindForTest,
   GPU_TEST,
-  POISON,
   poisoned,
   randn,
   rejects,
@@ -118,18 +119,7 @@ async function runCases(
   }
   const yBuf = poisoned(gpu, bytes / 4, "sgmatrix_test.y");
   const made: GPUBuffer[] = [yBuf];
-  const upload = (data: ArrayBufferView, i: number) => {
-    if (i % 2) {
-      const b = gpu.storage("activations", data);
-      made.push(b);
-      return b;
-    }
-    const offset = 256;
-    const buffer = poisoned(gpu, (offset + data.byteLength + 64) / 4);
-    gpu.write(buffer, data, offset);
-    made.push(buffer);
-    return { buffer, offset, size: data.byteLength };
-  };
+  const upload = (data: ArrayBufferView, i: number) => bindForTest(gpu, data, i, made);
   const dispatches: Dispatch[] = [];
   const checks: ((out: Float32Array) => { rounded: number; f32: number })[] = [];
   for (const [i, c] of all.entries()) {
@@ -181,16 +171,8 @@ async function runCases(
     worst.rounded = Math.max(worst.rounded, e.rounded);
     worst.f32 = Math.max(worst.f32, e.f32);
   }
-  const bits = new Uint32Array(outAll.buffer);
-  all.forEach((c, i) => {
-    const end = slots[i] + c.T * c.N * 4;
-    const next = i + 1 < all.length ? slots[i + 1] : bytes;
-    for (let b = end; b < next; b += 4) {
-      if (bits[b / 4] !== POISON) {
-        throw new Error(`${describe(c)}: wrote past its output (byte ${b - slots[i]})`);
-      }
-    }
-  });
+  const sizes = all.map((c) => c.T * c.N * 4);
+  assertNothingPast(new Uint32Array(outAll.buffer), slots, sizes, bytes, (i) => describe(all[i]));
   for (const b of made) gpu.destroyBuffer(b);
   return worst;
 }
@@ -418,12 +400,11 @@ function described(d: Described = {}): Gpu {
       maxComputeWorkgroupSizeX: 1024,
       maxComputeWorkgroupSizeY: 1024,
     },
-    device: d.adapterInfo === false ? {} : {
-      adapterInfo: {
-        subgroupMinSize: min,
-        subgroupMaxSize: max,
-        subgroupMatrixConfigs: d.configs ?? H200_CONFIGS,
-      },
+    device: {},
+    adapterInfo: d.adapterInfo === false ? undefined : {
+      subgroupMinSize: min,
+      subgroupMaxSize: max,
+      subgroupMatrixConfigs: d.configs ?? H200_CONFIGS,
     },
     describe: () => "described device",
   } as unknown as Gpu;

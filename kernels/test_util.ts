@@ -26,6 +26,51 @@ export function testGpu(): Promise<Gpu> {
   return shared;
 }
 
+/**
+ * Binds `data` for a kernel test: odd `i` as a whole buffer, even `i` as a range at offset 256 of a
+ * larger buffer whose other words are NaN (so a read outside the range poisons the result). The
+ * buffers made are pushed to `made` for the caller to destroy.
+ */
+export function bindForTest(
+  gpu: Gpu,
+  data: ArrayBufferView,
+  i: number,
+  made: GPUBuffer[],
+): GPUBuffer | { buffer: GPUBuffer; offset: number; size: number } {
+  if (i % 2) {
+    const b = gpu.storage("activations", data);
+    made.push(b);
+    return b;
+  }
+  const offset = 256;
+  const buffer = poisoned(gpu, (offset + data.byteLength + 64) / 4);
+  gpu.write(buffer, data, offset);
+  made.push(buffer);
+  return { buffer, offset, size: data.byteLength };
+}
+
+/**
+ * Checks that case `i`'s output `[slots[i], slots[i] + sizes[i])` of a shared poisoned output buffer
+ * (`bits`, `bytes` long) left every word up to the next case's slot poisoned; throws naming the case.
+ */
+export function assertNothingPast(
+  bits: Uint32Array,
+  slots: readonly number[],
+  sizes: readonly number[],
+  bytes: number,
+  name: (i: number) => string,
+): void {
+  for (let i = 0; i < slots.length; i++) {
+    const end = slots[i] + sizes[i];
+    const next = i + 1 < slots.length ? slots[i + 1] : bytes;
+    for (let b = end; b < next; b += 4) {
+      if (bits[b / 4] !== POISON) {
+        throw new Error(`${name(i)}: wrote past its output (byte ${b - slots[i]})`);
+      }
+    }
+  }
+}
+
 /** Options for GPU tests: WebGPU keeps a device and timers alive across tests. */
 export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as const;
 

@@ -432,7 +432,7 @@ export class Model {
       produced: number;
     },
   ): GenerateStats {
-    const c = this.gpu.counters, e = this.#engine?.stats;
+    const c = this.gpu.counters, e = this.#engine?.stats, mem = this.gpu.memory();
     const decoded = Math.max(m.produced - 1, 0);
     const prefill = (m.t1 - m.t0) / 1e3, decode = (m.t2 - m.t1) / 1e3;
     const per = (x: number) => (decoded ? x / decoded : 0);
@@ -451,8 +451,8 @@ export class Model {
       upload_bytes_per_token: e && m.e1 ? per(e.uploadBytes - m.e1.uploadBytes) : 0,
       syncs_per_token: per(c.syncs - m.c1.syncs),
       dispatches_per_token: per(c.dispatches - m.c1.dispatches),
-      peak_gpu_bytes: this.gpu.memory().peak,
-      peak_host_staging_bytes: this.gpu.memory().host.peak,
+      peak_gpu_bytes: mem.peak,
+      peak_host_staging_bytes: mem.host.peak,
       pregate_hit_rate: e && e.pregateChosen ? e.pregateHits / e.pregateChosen : null,
       expert_cache_hit_rate: e && e.cacheLookups ? e.cacheHits / e.cacheLookups : null,
       time_per_token: {

@@ -14,35 +14,10 @@ import {
   type SlotState,
 } from "./allocator.ts";
 
-/** A seeded PRNG (mulberry32) returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Asserts that `fn` throws an instance of `cls` whose message includes every string; returns it. */
-export function assertThrows<E extends Error>(
-  fn: () => unknown,
-  cls: new (...args: never[]) => E,
-  ...includes: string[]
-): E {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
-    for (const s of includes) {
-      assert.ok(e.message.includes(s), `expected "${s}" in: ${e.message}`);
-    }
-    return e;
-  }
-  throw new assert.AssertionError({ message: `expected ${cls.name} to be thrown` });
-}
+// The project's seeded PRNG and typed-error assertion, under the names the allocator tests use.
+import { assertThrows } from "../weights/safetensors_test_util.ts";
+export { rng } from "../../kernels/test_util.ts";
+export { assertThrows };
 
 /** The options of a {@linkcode Harness}: those of a `SlotAllocator`, with the policy explicit. */
 export interface HarnessOptions {

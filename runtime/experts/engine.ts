@@ -432,7 +432,7 @@ export class OffloadEngine {
         const got = this.allocator.acquire(i, rounds[r], "compute");
         this.stats.cacheHits += got.hits;
         this.stats.cacheLookups += got.hits + got.misses;
-        await this.#upload(got.uploads);
+        await this.#upload(i, got.uploads);
         for (const u of got.uploads) {
           uploaded.push(u.expert);
           onDemand.push(u.expert);
@@ -459,7 +459,7 @@ export class OffloadEngine {
           ? new Set(range(E).filter((e) => this.allocator.slotOf(nl, e) !== undefined))
           : new Set<number>();
         const got = this.allocator.acquire(nl, want.slice(0, Math.max(room, 0)), "prefetch");
-        await this.#upload(got.uploads);
+        await this.#upload(nl, got.uploads);
         if (this.trace) {
           this.#prefetchTrace.set(nl, { resident, uploaded: got.uploads.map((u) => u.expert) });
         }
@@ -492,20 +492,13 @@ export class OffloadEngine {
     gpu.submit(steps);
   }
 
-  /** Copies the allocator's uploads, one batch per layer (their fills share the copy threads). */
-  async #upload(uploads: readonly { layer: number; expert: number; slot: number }[]) {
+  /** Copies the allocator's uploads for `layer` as one batch (their fills share the copy threads). */
+  async #upload(layer: number, uploads: readonly { expert: number; slot: number }[]) {
     if (uploads.length === 0) return;
     const t0 = performance.now();
     const u0 = this.#uploader.stats;
-    for (const layer of new Set(uploads.map((u) => u.layer))) {
-      const batch = uploads.filter((u) => u.layer === layer);
-      this.stats.uploadBytes += await this.#host.uploadMany(
-        this.#uploader,
-        layer,
-        batch,
-        this.#pools.get(layer)!,
-      );
-    }
+    const pool = this.#pools.get(layer)!;
+    this.stats.uploadBytes += await this.#host.uploadMany(this.#uploader, layer, uploads, pool);
     this.stats.uploadSeconds += (performance.now() - t0) / 1e3;
     const u1 = this.#uploader.stats;
     this.stats.uploadFillSeconds += u1.fillSeconds - u0.fillSeconds;

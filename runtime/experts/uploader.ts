@@ -163,9 +163,8 @@ class WriteUploader implements Uploader {
     };
   }
   upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4) {
-      return Promise.reject(new ArgumentError("offset", `must be a multiple of 4, got ${offset}`));
-    }
+    const bad = badOffset([{ offset }]);
+    if (bad) return Promise.reject(bad);
     this.#gpu.write(dst, data, offset); // chunked, ragged tail padded
     this.bytes += data.byteLength;
     return Promise.resolve();
@@ -209,6 +208,12 @@ function notice(log: (message: string) => void, message: string): void {
 /** Four zero bytes off the V8 heap (an ArrayBuffer's store never moves), for padding by memcpy. */
 const ZEROS = new ArrayBuffer(4);
 const ZEROS_PTR = (): Deno.PointerObject => Deno.UnsafePointer.of(ZEROS)!;
+
+/** The error for the first destination offset that is not a multiple of 4, if any. */
+function badOffset(items: readonly { offset: number }[]): ArgumentError | undefined {
+  const it = items.find((i) => !Number.isSafeInteger(i.offset) || i.offset < 0 || i.offset % 4);
+  return it && new ArgumentError("offset", `must be a multiple of 4, got ${it.offset}`);
+}
 
 /** Awaits every promise, then rethrows the first rejection (none is left running). */
 async function settleAll(jobs: Promise<void>[]): Promise<void> {
@@ -505,13 +510,8 @@ class MappedUploader implements Uploader {
         ),
       );
     }
-    for (const it of items) {
-      if (!Number.isSafeInteger(it.offset) || it.offset < 0 || it.offset % 4) {
-        return Promise.reject(
-          new ArgumentError("offset", `must be a multiple of 4, got ${it.offset}`),
-        );
-      }
-    }
+    const bad = badOffset(items);
+    if (bad) return Promise.reject(bad);
     this.#inFlight++;
     const run = this.#tail.then(() => this.#uploadAll(items));
     const done = run.finally(() => this.#inFlight--);

@@ -21,6 +21,7 @@
  * @module
  */
 import { GpuError, GpuUnavailableError } from "../errors.ts";
+import { readEnv } from "../env.ts";
 
 /** A WebGPU implementation Pregate can run on. */
 export type GpuImpl = "native" | "dawn";
@@ -155,14 +156,7 @@ export const DAWN_FLAGS: readonly string[] = [
 ];
 
 function dawnFlagsFromEnv(): string[] | undefined {
-  try {
-    const state = Deno.permissions.querySync({ name: "env", variable: "PREGATE_DAWN_FLAGS" }).state;
-    if (state !== "granted") return undefined;
-    const v = Deno.env.get("PREGATE_DAWN_FLAGS");
-    return v === undefined ? undefined : v.split(" ").filter(Boolean);
-  } catch {
-    return undefined;
-  }
+  return readEnv("PREGATE_DAWN_FLAGS")?.split(" ").filter(Boolean);
 }
 
 /** What a pipeline is built from: a name for the cache and errors, WGSL source and entry point. */
