@@ -37,7 +37,7 @@ const runs = Math.max(1, Number(Deno.env.get("PREGATE_BENCH_RUNS") ?? 7));
 
 /**
  * The GPU's SM clock and its maximum in MHz, from `nvidia-smi` where there is one (else null): the
- * GPU host's clock drops under load and made decode runs differ 3x, so each run records it.
+ * GPU host's clock was seen dropping under load and decode runs differed 3x, so each run records it.
  */
 async function smClock(): Promise<{ sm: number; max: number } | null> {
   try {

@@ -147,8 +147,8 @@ export interface OpenGpuOptions {
  * (`tools/probe_dawn.ts`): without them Dawn offers neither feature; with them a 16x16x16 f16
  * subgroup-matrix product is correct. Kernels still validate every path against CPU references.
  * Disabling `timestamp_quantization` makes GPU timestamps exact: by default Dawn rounds them (a
- * browser's defence against timing attacks), which made single-kernel timings in the benches read
- * e.g. 140 us where the kernel takes 34 us (`tools/tune_gemv.ts` on the H200).
+ * browser's defence against timing attacks); the likely reason a single GEMV read 140 us in the
+ * kernel bench on the H200 where `tools/tune_gemv.ts`, with it disabled, measured ~34 us.
  */
 export const DAWN_FLAGS: readonly string[] = [
   "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",
