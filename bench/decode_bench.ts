@@ -12,6 +12,8 @@
  * GPU); PREGATE_BENCH_DIR (where checkpoints are written, default a temp dir);
  * PREGATE_BENCH_TOKENS (decode tokens, default 64); PREGATE_BENCH_RUNS (timed runs, default 7; the
  * median, best and worst are reported, with the SM clock from `nvidia-smi` where there is one);
+ * PREGATE_BENCH_WARMUP_S (seconds of untimed decode first, so the GPU's clock has climbed; default 3
+ * on a GPU, 0 on a software adapter);
  * PREGATE_BENCH_OUT (JSON results path).
  * @module
  */
@@ -22,6 +24,7 @@ import type { ModelConfig } from "../runtime/models/config.ts";
 import { type DType, DTYPE_BYTES } from "../runtime/weights/dtype.ts";
 import { measureReadBandwidth } from "./ceilings.ts";
 import { markdownTable, median, type ResultRow } from "./harness.ts";
+import { ClockSampler, warmUp } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
   gpu: (Deno.env.get("PREGATE_GPU") ?? "native") as "native" | "dawn" | "auto",
@@ -35,23 +38,11 @@ const specs = (Deno.env.get("PREGATE_BENCH_MODELS") ??
 const tokens = Number(Deno.env.get("PREGATE_BENCH_TOKENS") ?? 64);
 const runs = Math.max(1, Number(Deno.env.get("PREGATE_BENCH_RUNS") ?? 7));
 
-/**
- * The GPU's SM clock and its maximum in MHz, from `nvidia-smi` where there is one (else null): the
- * GPU host's clock was seen dropping under load and decode runs differed 3x, so each run records it.
- */
-async function smClock(): Promise<{ sm: number; max: number } | null> {
-  try {
-    const out = await new Deno.Command("nvidia-smi", {
-      args: ["--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader,nounits"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const [sm, max] = new TextDecoder().decode(out.stdout).split("\n")[0].split(",").map(Number);
-    return out.success && Number.isFinite(sm) && Number.isFinite(max) ? { sm, max } : null;
-  } catch {
-    return null;
-  }
-}
+const warmupSeconds = Number(Deno.env.get("PREGATE_BENCH_WARMUP_S") ?? (gpu.isFallback ? 0 : 3));
+// The GPU host's SM clock climbs from ~500 MHz to its maximum only after seconds of sustained work
+// (seen in this bench's first H200 run: 495 -> 1320 MHz over 7 short runs, tokens/s following it),
+// so the bench warms up for PREGATE_BENCH_WARMUP_S seconds and reports the clock during each run.
+const clock = ClockSampler.start();
 const root = Deno.env.get("PREGATE_BENCH_DIR") ??
   await Deno.makeTempDir({ prefix: "pregate-bench-" });
 const readBw = await measureReadBandwidth(gpu);
@@ -105,18 +96,19 @@ for (const spec of specs) {
     return { out, stats: model.lastStats! };
   };
   const first = await run();
+  const warm = await warmUp(run, warmupSeconds, clock);
   const samples = [];
-  const clocks: ({ sm: number; max: number } | null)[][] = [];
+  const clocks: ({ min: number; max: number } | null)[] = [];
   for (let i = 0; i < runs; i++) {
-    const before = await smClock();
+    const t0 = performance.now();
     const r = await run();
-    clocks.push([before, await smClock()]);
+    clocks.push(clock?.range(t0, performance.now()) ?? null);
     if (r.out.join() !== first.out.join()) throw new Error(`${spec}: greedy runs disagree`);
     samples.push(r.stats);
   }
   const all = samples.map((s) => s.decode_tokens_per_s);
   const tps = median(all), best = Math.max(...all), worst = Math.min(...all);
-  const smSeen = clocks.flat().filter((c) => c !== null).map((c) => c!.sm);
+  const smSeen = clocks.filter((c) => c !== null).flatMap((c) => [c!.min, c!.max]);
   const active = activeBytesPerToken(model.config, dtype as DType);
   const ceiling = (readBw * 1e9) / active;
   const peak = Math.max(...samples.map((s) => s.peak_gpu_bytes));
@@ -126,8 +118,12 @@ for (const spec of specs) {
     unit: "tok/s",
     ceiling,
     ceilingNote: `${(active / 2 ** 20).toFixed(0)} MiB/token at ${readBw.toFixed(0)} GB/s`,
-    note: `median of ${runs} runs (best ${best.toFixed(0)}, worst ${worst.toFixed(0)}${
-      smSeen.length ? `; SM clock ${Math.min(...smSeen)}-${Math.max(...smSeen)} MHz` : ""
+    note: `median of ${runs} runs after ${warm.runs} warm-up runs (best ${best.toFixed(0)}, worst ${
+      worst.toFixed(0)
+    }${
+      smSeen.length
+        ? `; SM clock ${Math.min(...smSeen)}-${Math.max(...smSeen)} of ${clock?.maxMhz} MHz`
+        : ""
     }), peak GPU ${(peak / 2 ** 30).toFixed(2)} GiB, ${
       samples[0].syncs_per_token.toFixed(2)
     } syncs/token, ${samples[0].dispatches_per_token.toFixed(0)} dispatches/token, load ${
@@ -139,7 +135,9 @@ for (const spec of specs) {
     decode_tokens_per_s: tps,
     decode_tokens_per_s_best: best,
     decode_tokens_per_s_worst: worst,
-    sm_clock_mhz_before_after: clocks,
+    sm_clock_mhz_per_run: clocks,
+    sm_clock_max_mhz: clock?.maxMhz ?? null,
+    warmup_runs: warm.runs,
     ceiling_tokens_per_s: ceiling,
     active_bytes_per_token: active,
     read_bandwidth_gb_s: readBw,
@@ -160,6 +158,7 @@ for (const spec of specs) {
 const header = `Pregate resident decode bench, ${
   new Date().toISOString().slice(0, 10)
 }, ${gpu.describe()}`;
+await clock?.stop();
 console.log(`\n${header}\n\n${markdownTable(rows)}\n`);
 const out = Deno.env.get("PREGATE_BENCH_OUT");
 if (out) {

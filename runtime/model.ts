@@ -398,20 +398,40 @@ export class Model {
       e1 = this.#engine ? { ...this.#engine.stats } : null;
       const decodePlan = await this.#plan(1, "last");
       const tail = [sample, await advance(1)];
-      let emitted = 0, batch = 1;
-      let pending: number[] = [first[0]];
-      while (true) {
-        for (const id of pending) {
-          yield id;
-          emitted++;
-          if (stop.has(id) || emitted >= maxTokens) return;
-        }
-        // Queue the next batch of decode steps, then read back the tokens they produce.
-        const n = Math.min(batch, maxTokens - produced);
+      // Decode in batches (1, 2, 4 ... 32 steps), each ending with one read of the tokens it made.
+      // The next batch is queued before the current one's tokens are awaited, so the GPU always has
+      // work while the CPU waits and encodes: no idle gap at each read (a gap also lets the GPU's
+      // clock fall). After a stop id, at most one queued batch is computed in vain.
+      let queued = produced, batch = 1;
+      const queue = async () => {
+        const n = Math.min(batch, maxTokens - queued);
+        if (n <= 0) return null;
         for (let i = 0; i < n; i++) await this.#run(decodePlan, tail);
-        pending = [...await gpu.readU32(history, produced * 4, n)];
-        produced += n;
+        const tokens = gpu.readU32(history, queued * 4, n);
+        tokens.catch(() => {}); // awaited below; this keeps an early failure from going unhandled
+        queued += n;
         batch = Math.min(batch * 2, 32);
+        return { n, tokens };
+      };
+      let emitted = 0;
+      let pending: number[] = [first[0]];
+      let next = await queue();
+      try {
+        while (true) {
+          for (const id of pending) {
+            yield id;
+            emitted++;
+            if (stop.has(id) || emitted >= maxTokens) return;
+          }
+          if (!next) return;
+          const current = next;
+          next = await queue();
+          pending = [...await current.tokens];
+          produced += current.n;
+        }
+      } finally {
+        // A batch queued past a stop id: let its read finish before the buffers go.
+        await next?.tokens.catch(() => {});
       }
     } finally {
       const t2 = performance.now();

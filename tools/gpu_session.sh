@@ -4,12 +4,12 @@
 # and run on the host:  source .device/env.sh && bash tools/gpu_session.sh
 # Each step has its own time limit so one hang cannot eat the whole call; read $OUT/summary.txt first.
 #
-# Plan for the next session (30 min of device time; a cold start costs ~40 s; keep helpers off the
-# device), each call from a snapshot (`git archive HEAD`) with PREGATE_LOG_DIR=$OUT:
-#   1. tests_dawn impl_parity probe_sgmatrix cli_dawn_exit decode_dawn          (~5 min)
-#      -> if matmul_sgmatrix_test passes on Dawn, set SGMATRIX_VALIDATED (kernels/linear.ts)
-#   2. soak_dawn_threads offload_dawn_auto offload_dawn_compute kernels_dawn    (~6 min)
-#   3. peer_bench, then offload_native if time is left                         (~8 min)
+# Session 3 plan (30 min of device time; a cold start costs ~40 s; keep helpers off the device),
+# each call from a snapshot (`git archive HEAD`) with PREGATE_LOG_DIR=$OUT (at most 8 files):
+#   1. tests_dawn impl_parity probe_sgmatrix cli_dawn_exit decode_dawn          (done: 88 s)
+#   2. decode_dawn decode_dawn_norobust decode_dawn_noval profile_dawn probe_sgmatrix_norobust
+#   3. soak_dawn_threads offload_dawn_auto offload_dawn_compute kernels_dawn
+#   4. peer_bench, then offload_native if time is left
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
@@ -61,8 +61,20 @@ step impl_parity 60 deno run -A tools/impl_parity.ts --json "$out/impl_parity.js
 step cli_dawn_exit 20 deno run -A cli.ts generate --model tests/fixtures/hf/mixtral --ids 1,2,3 \
   --max-tokens 4 --gpu dawn --json
 # 4c. Resident decode (Mixtral-8x7B layer shapes, 2 layers) on Dawn, against the bandwidth ceiling.
-step decode_dawn 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=mixtral:mixtral-8x7b:2:bf16 \
-  PREGATE_BENCH_TOKENS=32 PREGATE_BENCH_OUT="$out/decode_dawn.json" deno bench -A --no-check bench/decode_bench.ts
+#     After 3 s of warm-up (the SM clock climbs from ~500 MHz only under sustained work); then the
+#     same with Dawn's shader robustness off, and with validation off too (A/B of the flags).
+MIX2=mixtral:mixtral-8x7b:2:bf16
+step decode_dawn 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 \
+  PREGATE_BENCH_TOKENS=128 PREGATE_BENCH_OUT="$out/decode_dawn.json" deno bench -A --no-check bench/decode_bench.ts
+FAST="enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness disable-dawn-features=timestamp_quantization"
+FASTER="enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness,skip_validation disable-dawn-features=timestamp_quantization"
+step decode_dawn_norobust 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 PREGATE_DAWN_FLAGS="$FAST" \
+  PREGATE_BENCH_TOKENS=128 PREGATE_BENCH_OUT="$out/decode_dawn_norobust.json" deno bench -A --no-check bench/decode_bench.ts
+step decode_dawn_noval 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 PREGATE_DAWN_FLAGS="$FASTER" \
+  PREGATE_BENCH_TOKENS=128 PREGATE_BENCH_OUT="$out/decode_dawn_noval.json" deno bench -A --no-check bench/decode_bench.ts
+# 4e. Where a decode step's time goes (GPU timestamps per dispatch, CPU time in submit).
+step profile_dawn 60 deno run -A tools/profile_decode.ts --make $MIX2 --gpu dawn --tokens 64
+step probe_sgmatrix_norobust 80 env PREGATE_DAWN_FLAGS="$FAST" deno run -A tools/probe_sgmatrix.ts --gpu dawn
 # 4d. The parallel-memcpy mapped uploader (short soak, thread sweep) and the offloading experiment
 #     with the defaults (auto uploader = mapped on Dawn, pre-gated copies issued after compute).
 step soak_dawn_threads 60 deno run -A tools/soak_upload.ts --gpu dawn --cycles 200 --mb 72 \

@@ -20,7 +20,7 @@
  * ```
  * @module
  */
-import { GpuError, GpuUnavailableError } from "../errors.ts";
+import { ArgumentError, GpuError, GpuUnavailableError } from "../errors.ts";
 import { readEnv } from "../env.ts";
 
 /** A WebGPU implementation Pregate can run on. */
@@ -193,6 +193,15 @@ export interface Copy {
   readonly dstOffset: number;
   /** Bytes to copy (a multiple of 4). */
   readonly size: number;
+}
+
+/** One dispatch timed by {@linkcode Gpu.startProfile}: GPU nanoseconds from the profile's start. */
+export interface ProfiledDispatch {
+  /** The dispatch's label (its pipeline's key). */
+  readonly label: string;
+  /** Start and end, in nanoseconds after the first profiled dispatch began. */
+  readonly start: number;
+  readonly end: number;
 }
 
 /** One step of a plan: a compute dispatch or a buffer copy. */
@@ -643,8 +652,27 @@ export class Gpu {
   /** Encodes `steps` into `encoder` (see {@linkcode Gpu.submit}). */
   encode(encoder: GPUCommandEncoder, steps: readonly Step[]): void {
     let pass: GPUComputePassEncoder | null = null;
+    const prof = this.#profile;
     for (const s of steps) {
-      if ("pipeline" in s) {
+      if ("pipeline" in s && prof && prof.labels.length < prof.capacity) {
+        // Profiling: each dispatch in its own pass, timestamped at its start and end.
+        pass?.end();
+        pass = null;
+        const i = prof.labels.length;
+        prof.labels.push(s.label);
+        const p = encoder.beginComputePass({
+          timestampWrites: {
+            querySet: prof.querySet,
+            beginningOfPassWriteIndex: 2 * i,
+            endOfPassWriteIndex: 2 * i + 1,
+          },
+        });
+        p.setPipeline(s.pipeline);
+        p.setBindGroup(0, s.bindGroup);
+        p.dispatchWorkgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+        p.end();
+        this.counters.dispatches++;
+      } else if ("pipeline" in s) {
         pass ??= encoder.beginComputePass();
         pass.setPipeline(s.pipeline);
         pass.setBindGroup(0, s.bindGroup);
@@ -657,6 +685,70 @@ export class Gpu {
       }
     }
     pass?.end();
+  }
+
+  // ---------------------------------------------------------------- profiling
+
+  #profile: { querySet: GPUQuerySet; labels: string[]; capacity: number } | null = null;
+
+  /**
+   * Starts timing every dispatch encoded from now on (up to `maxDispatches`) with GPU timestamps:
+   * each runs in its own compute pass, which adds pass boundaries, so a profile shows where GPU time
+   * goes, not the unprofiled speed. Needs the `timestamp-query` feature.
+   */
+  startProfile(maxDispatches = 4096): void {
+    if (!this.features.timestampQuery) {
+      throw new GpuError(`${this.describe()}: profiling needs the timestamp-query feature`);
+    }
+    if (this.#profile) throw new GpuError("a profile is already running");
+    if (!Number.isInteger(maxDispatches) || maxDispatches < 1 || 2 * maxDispatches > 4096) {
+      throw new ArgumentError(
+        "maxDispatches",
+        `expected an integer in [1, 2048], got ${maxDispatches}`,
+      );
+    }
+    this.#profile = {
+      querySet: this.device.createQuerySet({ type: "timestamp", count: 2 * maxDispatches }),
+      labels: [],
+      capacity: maxDispatches,
+    };
+  }
+
+  /**
+   * Ends the profile started by {@linkcode Gpu.startProfile} (waits for the GPU) and returns each
+   * timed dispatch in submission order: its label and its start and end in GPU nanoseconds (relative
+   * to the first dispatch's start).
+   */
+  async stopProfile(): Promise<ProfiledDispatch[]> {
+    const prof = this.#profile;
+    if (!prof) throw new GpuError("no profile is running (call startProfile first)");
+    this.#profile = null;
+    const n = prof.labels.length;
+    if (n === 0) {
+      prof.querySet.destroy();
+      return [];
+    }
+    const resolve = this.createBuffer({
+      size: 16 * n,
+      purpose: "other",
+      label: "profile",
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    try {
+      const enc = this.device.createCommandEncoder();
+      enc.resolveQuerySet(prof.querySet, 0, 2 * n, resolve, 0);
+      this.device.queue.submit([enc.finish()]);
+      const ts = new BigUint64Array(await this.read(resolve, 0, 16 * n));
+      const t0 = ts[0];
+      return prof.labels.map((label, i) => ({
+        label,
+        start: Number(ts[2 * i] - t0),
+        end: Number(ts[2 * i + 1] - t0),
+      }));
+    } finally {
+      this.destroyBuffer(resolve);
+      prof.querySet.destroy();
+    }
   }
 
   // ---------------------------------------------------------------- readback

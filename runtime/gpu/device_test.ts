@@ -137,3 +137,41 @@ Deno.test({
     auto.destroy();
   },
 });
+
+Deno.test({
+  name: "profile: each dispatch timed in order with its label; misuse is a clear error",
+  ...GPU,
+  fn: async () => {
+    const gpu = await testGpu();
+    assert.throws(() => gpu.startProfile(0), /maxDispatches/);
+    await assert.rejects(() => gpu.stopProfile(), /no profile is running/);
+    if (!gpu.features.timestampQuery) {
+      assert.throws(() => gpu.startProfile(), /timestamp-query/);
+      return;
+    }
+    const pipeline = await gpu.pipeline({
+      name: "profile_test_fill",
+      entry: "main",
+      source: () =>
+        Promise.resolve(`@group(0) @binding(0) var<storage, read_write> y: array<u32>;
+          @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+            if (g.x < arrayLength(&y)) { y[g.x] = y[g.x] + g.x; } }`),
+    });
+    const y = gpu.storage("other", 4 * 1024);
+    const steps = ["a", "b", "c"].map((l) => gpu.dispatch(pipeline, [y], [16], l));
+    gpu.startProfile(2);
+    assert.throws(() => gpu.startProfile(), /already running/);
+    const before = gpu.counters.dispatches;
+    gpu.submit(steps); // two timed (the capacity), the third encoded as usual
+    const prof = await gpu.stopProfile();
+    assert.equal(gpu.counters.dispatches - before, 3);
+    assert.deepEqual(prof.map((p) => p.label), ["a", "b"]);
+    assert.equal(prof[0].start, 0);
+    for (const p of prof) assert.ok(p.end >= p.start, JSON.stringify(p));
+    assert.ok(prof[1].start >= prof[0].end, "in submission order");
+    // The work itself ran three times: y[i] = 3 i.
+    const out = await gpu.readU32(y);
+    assert.equal(out[5], 15);
+    gpu.destroyBuffer(y);
+  },
+});
