@@ -43,6 +43,24 @@ const warmupSeconds = Number(Deno.env.get("PREGATE_BENCH_WARMUP_S") ?? (gpu.isFa
 // (seen in this bench's first H200 run: 495 -> 1320 MHz over 7 short runs, tokens/s following it),
 // so the bench warms up for PREGATE_BENCH_WARMUP_S seconds and reports the clock during each run.
 const clock = ClockSampler.start();
+const tStart = performance.now();
+/** Progress on stderr, with seconds since start (a stalled step shows where it stalled). */
+const phase = (what: string) =>
+  console.error(`[decode_bench +${((performance.now() - tStart) / 1e3).toFixed(1)} s] ${what}`);
+/** Load options: progress at every quarter of the bytes. */
+const loadOpts = () => {
+  let shown = 0;
+  return {
+    device: gpu,
+    contextLength: 512,
+    onProgress: (done: number, total: number) => {
+      if (done >= ((shown + 1) * total) / 4) {
+        shown = Math.floor((4 * done) / total);
+        phase(`  loaded ${(done / 2 ** 30).toFixed(2)} of ${(total / 2 ** 30).toFixed(2)} GiB`);
+      }
+    },
+  };
+};
 const root = Deno.env.get("PREGATE_BENCH_DIR") ??
   await Deno.makeTempDir({ prefix: "pregate-bench-" });
 const readBw = await measureReadBandwidth(gpu);
@@ -83,8 +101,10 @@ for (const spec of specs) {
         `${((performance.now() - t0) / 1e3).toFixed(1)} s`,
     );
   }
+  phase(`${spec}: loading`);
   const t0 = performance.now();
-  const model = await loadModel(dir, { device: gpu, contextLength: 512 });
+  const model = await loadModel(dir, loadOpts());
+  phase(`${spec}: loaded; validating`);
   const loadSeconds = (performance.now() - t0) / 1e3;
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % model.config.vocabSize);
   // Validate: finite logits, and two greedy runs give the same tokens.
@@ -96,7 +116,9 @@ for (const spec of specs) {
     return { out, stats: model.lastStats! };
   };
   const first = await run();
+  phase(`${spec}: warming up`);
   const warm = await warmUp(run, warmupSeconds, clock);
+  phase(`${spec}: ${warm.runs} warm-up runs; timing ${runs} runs`);
   const samples = [];
   const clocks: ({ min: number; max: number } | null)[] = [];
   for (let i = 0; i < runs; i++) {
@@ -145,13 +167,17 @@ for (const spec of specs) {
     stats: samples,
   });
   await model.dispose();
+  phase(`${spec}: done`);
   // deno bench's own statistics: the model is reloaded during the warm-up iteration.
   Deno.bench({ name: `decode ${spec} (${tokens} tokens)`, n: 3, warmup: 1 }, async () => {
     if (benchModel?.dir !== dir) {
       await benchModel?.model.dispose();
-      benchModel = { dir, model: await loadModel(dir, { device: gpu, contextLength: 512 }) };
+      phase(`deno bench ${spec}: loading`);
+      benchModel = { dir, model: await loadModel(dir, loadOpts()) };
     }
+    phase(`deno bench ${spec}: generating`);
     for await (const _ of benchModel.model.generate(prompt, { maxTokens: tokens })) { /* drain */ }
+    phase(`deno bench ${spec}: generated`);
   });
 }
 

@@ -15,9 +15,8 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { ArgumentError } from "../runtime/errors.ts";
 import { argBinding, argCount, argDistinct, argObject } from "./args.ts";
-
-const WG = 256;
 
 /** Row-wise argmax, one workgroup per row. */
 export const ARGMAX: KernelSpec = defineKernel({
@@ -25,7 +24,7 @@ export const ARGMAX: KernelSpec = defineKernel({
   file: "argmax.wgsl",
   entry: "main",
   bindings: ["params", "x", "out"],
-  constants: { WG },
+  constants: { WG: 256 },
 });
 
 /** Arguments of {@linkcode argmax}. */
@@ -38,6 +37,8 @@ export interface ArgmaxArgs {
   rows: number;
   /** Columns (e.g. the vocabulary size), at most 2^32 - 2. */
   cols: number;
+  /** Threads per row (a power of two, 32 .. the device's limit); default 1024 on a GPU. */
+  threads?: number;
 }
 
 /**
@@ -57,6 +58,23 @@ export async function argmax(gpu: Gpu, args: ArgmaxArgs): Promise<Dispatch> {
   const x = argBinding(gpu, "x", args.x, rows * cols * 4, `f32 [rows=${rows}, cols=${cols}]`);
   const out = argBinding(gpu, "out", args.out, rows * 4, `u32 [rows=${rows}]`);
   argDistinct("out", out, { x });
+  // A wide workgroup on a GPU (one row is a decode step's whole vocabulary), 256 on a software one.
+  const max = Math.min(
+    1024,
+    gpu.limits.maxComputeInvocationsPerWorkgroup,
+    gpu.limits.maxComputeWorkgroupSizeX,
+  );
+  let WG = gpu.isFallback ? 256 : 2 ** Math.floor(Math.log2(max)); // a power of two
+  if (args.threads !== undefined) {
+    const t = args.threads;
+    if (!Number.isInteger(t) || t < 32 || t > max || (t & (t - 1))) {
+      throw new ArgumentError(
+        "threads",
+        `expected a power of two from 32 to ${max} (this device's limit), got ${t}`,
+      );
+    }
+    WG = t;
+  }
   const pipeline = await gpu.pipeline(ARGMAX, { WG });
   const params = gpu.uniform(new ParamWriter().u32(rows, cols).bytes(), "argmax.params");
   return gpu.dispatch(pipeline, [params, x, out], gpu.grid(rows));

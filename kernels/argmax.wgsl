@@ -1,6 +1,7 @@
 // Row-wise argmax: out[r] = index of the largest of the p.cols values of row r (u32), the lowest
 // index on ties; NaN ranks above every number (as in torch.argmax). One workgroup per row (2-D
-// grid), WG threads (a power of two) scan strided columns, then a tree reduction.
+// grid), WG threads (a power of two, up to 1024 on GPUs) scan strided columns, then a tree
+// reduction.
 struct Params {
   rows: u32,
   cols: u32,
@@ -50,11 +51,20 @@ fn main(
   let base = r * p.cols;
   var bv = 0.0;
   var bi = NONE;
-  for (var c = lid; c < p.cols; c += WG) {
-    let v = x[base + c];
-    if (before(v, c, bv, bi)) {
-      bv = v;
-      bi = c;
+  // Four columns per thread per step, loaded before they are compared: four loads in flight (a
+  // vocabulary of 150k is a long scan for one workgroup; its speed is load latency).
+  let last = p.cols - 1u;
+  for (var c0 = lid; c0 < p.cols; c0 += 4u * WG) {
+    var v: array<f32, 4>;
+    for (var u = 0u; u < 4u; u++) {
+      v[u] = x[base + min(c0 + u * WG, last)];
+    }
+    for (var u = 0u; u < 4u; u++) {
+      let c = c0 + u * WG;
+      if (c < p.cols && before(v[u], c, bv, bi)) {
+        bv = v[u];
+        bi = c;
+      }
     }
   }
   red_v[lid] = bv;

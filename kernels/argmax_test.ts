@@ -34,18 +34,22 @@ Deno.test({
       if (rows > 3) {
         for (let c = 0; c < cols; c += 3) x[3 * cols + c] = -Infinity;
       }
-      const out = poisoned(gpu, rows);
-      dispatches.push(await argmax(gpu, { x: gpu.storage("activations", x), out, rows, cols }));
-      cases.push({ rows, cols, x, out });
+      // The default workgroup, and the widest (the default on a GPU): 4 loads per step, ragged.
+      for (const threads of [undefined, 32, 1024]) {
+        const out = poisoned(gpu, rows);
+        const xb = gpu.storage("activations", x);
+        dispatches.push(await argmax(gpu, { x: xb, out, rows, cols, threads }));
+        cases.push({ rows, cols, x, out, threads });
+      }
     }
     gpu.submit(dispatches);
-    for (const { rows, cols, x, out } of cases) {
+    for (const { rows, cols, x, out, threads } of cases) {
       const got = await gpu.readU32(out, 0, rows);
       const want = argmaxRef(x, rows, cols);
       for (let i = 0; i < rows; i++) {
         if (got[i] !== want[i]) {
           throw new Error(
-            `argmax rows=${rows} cols=${cols} row ${i}: got ${
+            `argmax rows=${rows} cols=${cols} threads=${threads} row ${i}: got ${
               got[i] === POISON ? "never written" : got[i]
             }, expected ${want[i]}`,
           );
@@ -69,6 +73,9 @@ Deno.test({
       [{ cols: 11 }, "x", "expected at least 88 bytes"],
       [{ out: buf(4) }, "out", "got a binding of 4 bytes"],
       [{ out: base.x }, "out", "distinct from x"],
+      [{ threads: 48 }, "threads", "power of two"],
+      [{ threads: 16 }, "threads", "got 16"],
+      [{ threads: 1 << 20 }, "threads", "this device's limit"],
     ];
     for (const [patch, argument, text] of cases) {
       await rejects(argmax(gpu, { ...base, ...patch }), argument, text);

@@ -267,10 +267,21 @@ fn decode(
     var lm = NEG;
     for (var j = lid; j < cn; j += WG) {
       let kRow = kvBase + (c0 + j) * D;
-      var s = 0.0;
-      for (var d = 0u; d < D; d++) {
-        s += dq[d >> 2u][d & 3u] * k_cache[kRow + d];
+      // Four independent partial sums: four loads in flight per thread, not one.
+      var s4 = vec4<f32>(0.0);
+      var d = 0u;
+      for (; d + 4u <= D; d += 4u) {
+        s4 += dq[d >> 2u] * vec4<f32>(
+          k_cache[kRow + d],
+          k_cache[kRow + d + 1u],
+          k_cache[kRow + d + 2u],
+          k_cache[kRow + d + 3u],
+        );
       }
+      for (; d < D; d++) {
+        s4.x += dq[d >> 2u][d & 3u] * k_cache[kRow + d];
+      }
+      var s = (s4.x + s4.y) + (s4.z + s4.w);
       s = s * p.scale + score_bias(h, t, c0 + j);
       ds[j >> 2u][j & 3u] = s;
       lm = max(lm, s);
@@ -308,11 +319,22 @@ fn decode(
       if (d >= D) {
         break;
       }
-      var a = acc[i] * alpha;
-      for (var j = 0u; j < cn; j++) {
-        a += ds[j >> 2u][j & 3u] * v_cache[kvBase + (c0 + j) * D + d];
+      // Four keys per step into independent partial sums: four loads in flight, not one.
+      var a4 = vec4<f32>(0.0);
+      let vBase = kvBase + c0 * D + d;
+      var j = 0u;
+      for (; j + 4u <= cn; j += 4u) {
+        a4 += ds[j >> 2u] * vec4<f32>(
+          v_cache[vBase + j * D],
+          v_cache[vBase + (j + 1u) * D],
+          v_cache[vBase + (j + 2u) * D],
+          v_cache[vBase + (j + 3u) * D],
+        );
       }
-      acc[i] = a;
+      for (; j < cn; j++) {
+        a4.x += ds[j >> 2u][j & 3u] * v_cache[vBase + j * D];
+      }
+      acc[i] = acc[i] * alpha + ((a4.x + a4.y) + (a4.z + a4.w));
     }
     workgroupBarrier();
   }

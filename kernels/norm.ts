@@ -28,6 +28,7 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { ArgumentError } from "../runtime/errors.ts";
 import { argBinding, argCount, argDistinct, argInPlace, argNumber, argObject } from "./args.ts";
 
 /** RMS norm of each row into `out` (`norm.wgsl`). */
@@ -82,6 +83,8 @@ export interface RmsNormArgs {
   eps: number;
   /** Added to the weight (1 for Gemma-style `(1 + w)` norms); default 0. */
   offset?: number;
+  /** Threads per row (a power of two, 32 .. the device's limit); default chosen from `dim`. */
+  threads?: number;
 }
 
 /** Arguments of {@linkcode layernorm}. */
@@ -100,12 +103,36 @@ export interface LayerNormArgs {
   dim: number;
   /** Added to the variance, >= 0 (`layer_norm_eps` / `layer_norm_epsilon` in HF configs). */
   eps: number;
+  /** Threads per row (a power of two, 32 .. the device's limit); default chosen from `dim`. */
+  threads?: number;
 }
 
-/** Threads per row: about four values per thread, 32 .. 256, a power of two. */
-function workgroupSize(dim: number): number {
+/**
+ * Threads per row: about four values per thread, a power of two from 32 to 1024 on a GPU (the
+ * device's limit permitting; a decode step's norms are one row, whose speed is load latency) or to
+ * 256 on a software adapter.
+ */
+function workgroupSize(gpu: Gpu, dim: number, threads?: number): number {
+  if (threads !== undefined) {
+    const lim = Math.min(
+      gpu.limits.maxComputeInvocationsPerWorkgroup,
+      gpu.limits.maxComputeWorkgroupSizeX,
+    );
+    if (!Number.isInteger(threads) || threads < 32 || threads > lim || (threads & (threads - 1))) {
+      throw new ArgumentError(
+        "threads",
+        `expected a power of two from 32 to ${lim} (this device's limit), got ${threads}`,
+      );
+    }
+    return threads;
+  }
+  const cap = gpu.isFallback ? 256 : Math.min(
+    1024,
+    gpu.limits.maxComputeInvocationsPerWorkgroup,
+    gpu.limits.maxComputeWorkgroupSizeX,
+  );
   let wg = 32;
-  while (wg < 256 && wg * 4 < dim) wg *= 2;
+  while (wg * 2 <= cap && wg * 4 < dim) wg *= 2;
   return wg;
 }
 
@@ -132,7 +159,7 @@ export async function rmsnorm(gpu: Gpu, args: RmsNormArgs): Promise<Dispatch> {
   const out = argBinding(gpu, "out", args.out, rows * dim * 4);
   const mode = argInPlace(out, x);
   argDistinct("out", out, { weight });
-  const WG = workgroupSize(dim);
+  const WG = workgroupSize(gpu, dim, args.threads);
   const spec = mode === "inplace" ? RMSNORM_INPLACE : RMSNORM;
   const pipeline = await gpu.pipeline(spec, { WG });
   const params = gpu.uniform(
@@ -166,7 +193,7 @@ export async function layernorm(gpu: Gpu, args: LayerNormArgs): Promise<Dispatch
   const out = argBinding(gpu, "out", args.out, rows * dim * 4);
   const mode = argInPlace(out, x);
   argDistinct("out", out, { weight, bias });
-  const WG = workgroupSize(dim);
+  const WG = workgroupSize(gpu, dim, args.threads);
   const spec = mode === "inplace" ? LAYERNORM_INPLACE : LAYERNORM;
   const pipeline = await gpu.pipeline(spec, { WG, BIAS: bias ? 1 : 0 });
   const params = gpu.uniform(

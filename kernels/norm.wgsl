@@ -46,6 +46,40 @@ fn wg_sum(v: f32, lid: u32) -> f32 {
   return total;
 }
 
+// This thread's sum of squares of its elements of the row at `base`: four loads in flight per step.
+fn sum_sq_x(base: u32, lid: u32) -> f32 {
+  var s4 = vec4<f32>(0.0);
+  let last = base + p.dim - 1u;
+  for (var i = lid; i < p.dim; i += 4u * WG) {
+    let v = vec4<f32>(
+      x[min(base + i, last)],
+      x[min(base + i + WG, last)],
+      x[min(base + i + 2u * WG, last)],
+      x[min(base + i + 3u * WG, last)],
+    );
+    let live = vec4<bool>(true, i + WG < p.dim, i + 2u * WG < p.dim, i + 3u * WG < p.dim);
+    s4 += select(vec4<f32>(0.0), v * v, live);
+  }
+  return (s4.x + s4.y) + (s4.z + s4.w);
+}
+
+// As sum_sq_x, through the in-place binding.
+fn sum_sq_xio(base: u32, lid: u32) -> f32 {
+  var s4 = vec4<f32>(0.0);
+  let last = base + p.dim - 1u;
+  for (var i = lid; i < p.dim; i += 4u * WG) {
+    let v = vec4<f32>(
+      xio[min(base + i, last)],
+      xio[min(base + i + WG, last)],
+      xio[min(base + i + 2u * WG, last)],
+      xio[min(base + i + 3u * WG, last)],
+    );
+    let live = vec4<bool>(true, i + WG < p.dim, i + 2u * WG < p.dim, i + 3u * WG < p.dim);
+    s4 += select(vec4<f32>(0.0), v * v, live);
+  }
+  return (s4.x + s4.y) + (s4.z + s4.w);
+}
+
 @compute @workgroup_size(WG)
 fn rmsnorm(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -57,11 +91,7 @@ fn rmsnorm(
     return;
   }
   let base = row * p.dim;
-  var ss = 0.0;
-  for (var i = lid; i < p.dim; i += WG) {
-    let v = x[base + i];
-    ss += v * v;
-  }
+  let ss = sum_sq_x(base, lid);
   let r = inverseSqrt(wg_sum(ss, lid) / f32(p.dim) + p.eps);
   for (var i = lid; i < p.dim; i += WG) {
     out3[base + i] = (x[base + i] * r) * (weight[i] + p.offset);
@@ -79,11 +109,7 @@ fn rmsnorm_inplace(
     return;
   }
   let base = row * p.dim;
-  var ss = 0.0;
-  for (var i = lid; i < p.dim; i += WG) {
-    let v = xio[base + i];
-    ss += v * v;
-  }
+  let ss = sum_sq_xio(base, lid);
   let r = inverseSqrt(wg_sum(ss, lid) / f32(p.dim) + p.eps);
   for (var i = lid; i < p.dim; i += WG) {
     xio[base + i] = (xio[base + i] * r) * (weight[i] + p.offset);

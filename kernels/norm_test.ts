@@ -4,7 +4,15 @@ import { layernormRef, rmsnormRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 // dims around the workgroup sizes the builder picks (32 .. 256 threads) and non-multiples of them.
-const SHAPES: [rows: number, dim: number][] = [[1, 1], [3, 7], [5, 100], [2, 1000], [2, 2049]];
+const SHAPES: [rows: number, dim: number][] = [
+  [1, 1],
+  [3, 7],
+  [5, 100],
+  [2, 1000],
+  [2, 2049],
+  [1, 4096],
+  [2, 5001],
+];
 
 Deno.test({
   name: "rmsnorm matches the CPU reference (separate out, in place, offset)",
@@ -21,6 +29,21 @@ Deno.test({
         const out = poisoned(gpu, rows * dim);
         runs.push(await rmsnorm(gpu, { x: xb, weight: wb, out, rows, dim, eps, offset }));
         checks.push([out, ref, `rmsnorm ${rows}x${dim} offset=${offset}`]);
+        // The widest workgroup (a GPU's choice for long rows): most lanes of the 4-load steps idle.
+        const wide = poisoned(gpu, rows * dim);
+        runs.push(
+          await rmsnorm(gpu, {
+            x: xb,
+            weight: wb,
+            out: wide,
+            rows,
+            dim,
+            eps,
+            offset,
+            threads: 1024,
+          }),
+        );
+        checks.push([wide, ref, `rmsnorm ${rows}x${dim} offset=${offset} 1024 threads`]);
         // In place on a fresh copy of x.
         const io = gpu.storage("activations", x);
         runs.push(await rmsnorm(gpu, { x: io, weight: wb, out: io, rows, dim, eps, offset }));
@@ -92,6 +115,8 @@ Deno.test({
     const big = gpu.storage("activations", 4 * 1024);
     await bad({ x: big, out: { buffer: big, offset: 256 } }, "out"); // partial overlap
     await bad({ x: { buffer: big, offset: 4 } }, "x"); // misaligned offset
+    await bad({ threads: 100 }, "threads"); // not a power of two
+    await bad({ threads: 1 << 20 }, "threads"); // over the device's limit
     await rejects(() => layernorm(gpu, { ...ok, bias: gpu.storage("dense", 8) }), "bias");
     await rejects(() => layernorm(gpu, { ...ok, eps: -1 }), "eps");
   },

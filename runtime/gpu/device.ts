@@ -149,9 +149,14 @@ export interface OpenGpuOptions {
  * Disabling `timestamp_quantization` makes GPU timestamps exact: by default Dawn rounds them (a
  * browser's defence against timing attacks); the likely reason a single GEMV read 140 us in the
  * kernel bench on the H200 where `tools/tune_gemv.ts`, with it disabled, measured ~34 us.
+ * `disable_robustness` drops the bounds clamps Dawn adds to every buffer access in shaders (as
+ * Chrome's Graphite and ONNX Runtime's WebGPU backend do): resident decode of Mixtral-shape layers on
+ * the H200 ran 1384 tok/s with it against 1327 without (`bench/results/README.md`). Pregate's kernels
+ * keep every access in bounds themselves (their tests check the bytes past each output); set
+ * `PREGATE_DAWN_FLAGS` to run without it.
  */
 export const DAWN_FLAGS: readonly string[] = [
-  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",
+  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness",
   "disable-dawn-features=timestamp_quantization",
 ];
 
