@@ -10,7 +10,10 @@
 #   2. decode_dawn decode_dawn_norobust decode_dawn_noval profile_dawn probe_sgmatrix_norobust
 #      (done: 1384 tok/s without robustness = 55.9%; the default-flag run stalled, deno bench too)
 #   3. tests_dawn impl_parity decode_dawn profile_dawn soak_dawn_threads offload_dawn_auto (packed)
-#   4. peer_bench kernels_dawn offload_dawn_compute, then offload_native if time is left
+#      (done: 1537 tok/s = 60.8%; deno bench's first generate after a second load stalled 70 s;
+#      offload resident 50 tok/s; soak 24.4 GB/s with 16 threads)
+#   4. diag_reload profile_qwen3 diag_qwen3 soak_threads_wide tests_sgm (packed)
+#   5. peer_bench kernels_dawn offload_dawn_compute, then offload_native if time is left
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
@@ -86,6 +89,15 @@ step offload_dawn_auto 110 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:q
 step offload_dawn_compute 110 env PREGATE_GPU=dawn PREGATE_BENCH_PREFETCH_AT=compute \
   PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:4:bf16 PREGATE_BENCH_TOKENS=12 \
   PREGATE_BENCH_OUT="$out/offload_dawn_compute" deno run -A bench/offload.ts
+# 4f. Diagnostics: a stall of the first generate after a second load in one process (70 s on the
+#     H200, Dawn), Qwen3's resident decode at 20 ms/token in the offload bench, the upload threads.
+QW4=qwen3_moe:qwen3-30b-a3b:4:bf16
+step diag_reload 120 deno run -A tools/diag_generate.ts --make $MIX2 --gpu dawn --loads 3 --runs 2 --tokens 64
+step profile_qwen3 90 deno run -A tools/profile_decode.ts --make $QW4 --gpu dawn --tokens 32
+step diag_qwen3 90 deno run -A tools/diag_generate.ts --make $QW4 --gpu dawn --loads 2 --runs 2 --tokens 12
+step soak_threads_wide 90 deno run -A tools/soak_upload.ts --gpu dawn --cycles 200 --mb 72 \
+  --parts 24 --verify-every 50 --threads 16,32 --buffers 6
+step tests_sgm 60 env PREGATE_TEST_GPU=dawn deno test -A --no-check kernels/matmul_sgmatrix_test.ts
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
 step peer_bench 300 env PYTHONUNBUFFERED=1 python3 tools/peer_bench.py --out "$out/peer_bench" \
