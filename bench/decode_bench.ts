@@ -65,7 +65,6 @@ const root = Deno.env.get("PREGATE_BENCH_DIR") ??
   await Deno.makeTempDir({ prefix: "pregate-bench-" });
 const readBw = await measureReadBandwidth(gpu);
 const rows: ResultRow[] = [];
-let benchModel: { dir: string; model: Awaited<ReturnType<typeof loadModel>> } | undefined;
 const results: Record<string, unknown>[] = [];
 
 /** Weight bytes read by one decode step of the resident model (batch 1). */
@@ -166,18 +165,11 @@ for (const spec of specs) {
     load_seconds: loadSeconds,
     stats: samples,
   });
-  await model.dispose();
   phase(`${spec}: done`);
-  // deno bench's own statistics: the model is reloaded during the warm-up iteration.
+  // deno bench's own statistics, on the same loaded model (kept until the process ends: a second
+  // load in one process decoded slower on the H200 under Dawn, see tools/diag_generate.ts).
   Deno.bench({ name: `decode ${spec} (${tokens} tokens)`, n: 3, warmup: 1 }, async () => {
-    if (benchModel?.dir !== dir) {
-      await benchModel?.model.dispose();
-      phase(`deno bench ${spec}: loading`);
-      benchModel = { dir, model: await loadModel(dir, loadOpts()) };
-    }
-    phase(`deno bench ${spec}: generating`);
-    for await (const _ of benchModel.model.generate(prompt, { maxTokens: tokens })) { /* drain */ }
-    phase(`deno bench ${spec}: generated`);
+    for await (const _ of model.generate(prompt, { maxTokens: tokens })) { /* drain */ }
   });
 }
 

@@ -3,6 +3,8 @@
  * after disposing the last), generates `--tokens` tokens `--runs` times per load, and prints the time
  * of every phase plus any GPU submit, read or sync that took longer than `--slow-ms`. Written for a
  * stall seen on the H200 under Dawn: the first generate after a second load in one process took 70 s.
+ * `--keep` loads each model on top of the last (no dispose); `--settle-ms N` waits for the GPU and
+ * N ms after each dispose. The SM clock during each run is shown where `nvidia-smi` runs.
  *
  * ```sh
  * deno run -A tools/diag_generate.ts --make mixtral:mixtral-8x7b:2:bf16 --gpu dawn
@@ -14,6 +16,7 @@ import { openGpu } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import { ArgumentError } from "../runtime/errors.ts";
+import { ClockSampler } from "../bench/clock.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -27,6 +30,8 @@ const { values } = parseArgs({
     tokens: { type: "string", default: "16" },
     "slow-ms": { type: "string", default: "20" },
     mode: { type: "string", default: "resident" },
+    keep: { type: "boolean", default: false },
+    "settle-ms": { type: "string", default: "0" },
   },
 });
 const loads = Number(values.loads), runs = Number(values.runs), tokens = Number(values.tokens);
@@ -55,6 +60,9 @@ if (!dir) {
   }
 }
 const gpu = await openGpu({ gpu: values.gpu as "auto", log: (m) => console.error(m) });
+const clock = ClockSampler.start(50);
+const settleMs = Number(values["settle-ms"]);
+const kept: { dispose(): Promise<void> }[] = [];
 const t0 = performance.now();
 let phase = "start";
 const say = (m: string) => console.log(`+${((performance.now() - t0) / 1e3).toFixed(3)} s ${m}`);
@@ -100,21 +108,32 @@ for (let l = 0; l < loads; l++) {
       last = now;
     }
     const st = model.lastStats!;
+    const c = clock?.range(t, performance.now());
     say(
       `load ${l} run ${r}: ${((performance.now() - t) / 1e3).toFixed(3)} s; prefill ${
         (st.prefill_seconds * 1e3).toFixed(1)
       } ms, decode ${st.decode_tokens_per_s.toFixed(0)} tok/s; ms between tokens: ${
         gaps.map((g) => g.toFixed(1)).join(" ")
-      }`,
+      }${c ? `; SM clock ${c.min}-${c.max} MHz` : ""}`,
     );
+  }
+  if (values.keep) {
+    kept.push(model); // --keep: the next load comes on top of this one
+    continue;
   }
   phase = `dispose ${l}`;
   t = performance.now();
   await model.dispose();
+  if (settleMs > 0) { // --settle-ms: let the GPU finish and idle before the next load
+    await gpu.sync();
+    await new Promise((r) => setTimeout(r, settleMs));
+  }
   say(
     `dispose ${l}: ${(performance.now() - t).toFixed(1)} ms; GPU memory now ${
       (gpu.memory().current / 2 ** 30).toFixed(2)
     } GiB`,
   );
 }
+for (const m of kept) await m.dispose();
+await clock?.stop();
 gpu.destroy();

@@ -617,7 +617,9 @@ export function createUploader(
   if (path !== "mapped") return new WriteUploader(gpu);
   const stagingBytes = opts.stagingBytes ?? 64 << 20;
   const buffers = opts.buffers ?? 3;
-  const threads = opts.threads ?? Math.min(8, Math.max(1, navigator.hardwareConcurrency || 4));
+  // 16 threads filled staging fastest on the H200 host's 16 cores (4/8/16/32: 21.3/23.7/24.4/23.6
+  // GB/s, tools/soak_upload.ts); never more than the cores.
+  const threads = opts.threads ?? Math.min(16, Math.max(1, navigator.hardwareConcurrency || 4));
   const minPieceBytes = opts.minPieceBytes ?? 256 << 10;
   const fill = opts.fill ?? "auto";
   const ranges = opts.ranges ?? "per-cycle";
