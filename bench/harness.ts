@@ -14,17 +14,35 @@ export function median(xs: number[]): number {
 
 /**
  * Seconds the GPU spends on one run of `dispatches` (median over `samples`, each sample timing
- * `inner` back-to-back runs in one compute pass, after `warmup` untimed samples). Uses timestamp
+ * `inner` back-to-back runs in one compute pass, after `warmupMs` of untimed runs (default 1000 on a
+ * GPU, 0 on a software adapter) and `warmup` untimed samples). Uses timestamp
  * queries when available (`how: "timestamps"`), else wall clock around submit + sync, which includes
  * the sync cost (`how: "wall"`).
  */
 export async function gpuTime(
   gpu: Gpu,
   dispatches: readonly Dispatch[],
-  opts: { inner?: number; samples?: number; warmup?: number } = {},
+  opts: { inner?: number; samples?: number; warmup?: number; warmupMs?: number } = {},
 ): Promise<{ seconds: number; how: "timestamps" | "wall" }> {
   const inner = opts.inner ?? 10, samples = opts.samples ?? 7, warmup = opts.warmup ?? 2;
   const device = gpu.device;
+  // Keep the GPU busy with the same work first: the H200's SM clock climbs from ~500 MHz only under
+  // sustained load, and a GEMV at the low clock ran 4-5x slower (bench/results/README.md).
+  const warmupMs = opts.warmupMs ?? (gpu.isFallback ? 0 : 1000);
+  for (const t0 = performance.now(); performance.now() - t0 < warmupMs;) {
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (let i = 0; i < inner; i++) {
+      for (const d of dispatches) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(...d.workgroups);
+      }
+    }
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    await gpu.sync();
+  }
   const useTs = gpu.features.timestampQuery;
   let qs: GPUQuerySet | undefined, resolve: GPUBuffer | undefined;
   if (useTs) {

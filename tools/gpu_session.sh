@@ -16,7 +16,9 @@
 #      (done: reloads decode 3x slower with 300 ms stalls; Qwen3 resident 1444 tok/s when warm;
 #      16 threads 22.4-24.4 GB/s, 32 threads 23.6)
 #   5. offload_dawn8 decode_dawn peer_bench kernels_dawn (packed)
-#   6. diag_reload variants (--keep, --settle-ms), offload_native if time is left
+#      (done: decode 62.2%, deno bench part hung again without any reload; uploads 27.7-28.2 GB/s
+#      with 64-256 MiB chunks; sgmatrix 32.7 TFLOP/s; offload upload rate 3.9 GB/s with 16 threads)
+#   6. kernels_dawn decode_dawn diag_reload soak_9mib offload_dawn_auto (packed)
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
@@ -51,7 +53,7 @@ step offload_dawn_mapped 150 env PREGATE_GPU=dawn PREGATE_UPLOADER=mapped \
 step offload_native 170 env PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native" deno run -A bench/offload.ts
 # 4. Kernels on both implementations (GEMV 16-bit path changed since the last run).
-step kernels_dawn 90 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
+step kernels_dawn 150 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno bench -A bench/kernels_bench.ts
 step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
 # 4b. Kernel tests on Dawn (subgroup GEMV variants, subgroup-matrix matmul, fused kernels); the
@@ -72,7 +74,7 @@ step cli_dawn_exit 20 deno run -A cli.ts generate --model tests/fixtures/hf/mixt
 #     After 3 s of warm-up (the SM clock climbs from ~500 MHz only under sustained work); then the
 #     same with Dawn's shader robustness off, and with validation off too (A/B of the flags).
 MIX2=mixtral:mixtral-8x7b:2:bf16
-step decode_dawn 60 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 \
+step decode_dawn 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 \
   PREGATE_BENCH_TOKENS=128 PREGATE_BENCH_OUT="$out/decode_dawn.json" deno bench -A --no-check bench/decode_bench.ts
 FAST="enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness disable-dawn-features=timestamp_quantization"
 FASTER="enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness,skip_validation disable-dawn-features=timestamp_quantization"
@@ -95,13 +97,16 @@ step offload_dawn_compute 110 env PREGATE_GPU=dawn PREGATE_BENCH_PREFETCH_AT=com
 # 4f. Diagnostics: a stall of the first generate after a second load in one process (70 s on the
 #     H200, Dawn), Qwen3's resident decode at 20 ms/token in the offload bench, the upload threads.
 QW4=qwen3_moe:qwen3-30b-a3b:4:bf16
-step diag_reload 120 deno run -A tools/diag_generate.ts --make $MIX2 --gpu dawn --loads 3 --runs 2 --tokens 64
+step diag_reload 45 deno run -A tools/diag_generate.ts --make $MIX2 --gpu dawn --loads 3 --runs 2 --tokens 64
 step diag_keep 60 deno run -A tools/diag_generate.ts --make $MIX2 --gpu dawn --loads 3 --runs 2 --tokens 64 --keep
 step diag_settle 60 deno run -A tools/diag_generate.ts --make $MIX2 --gpu dawn --loads 3 --runs 2 --tokens 64 --settle-ms 3000
 step profile_qwen3 90 deno run -A tools/profile_decode.ts --make $QW4 --gpu dawn --tokens 32
 step diag_qwen3 90 deno run -A tools/diag_generate.ts --make $QW4 --gpu dawn --loads 2 --runs 2 --tokens 12
 step soak_threads_wide 90 deno run -A tools/soak_upload.ts --gpu dawn --cycles 200 --mb 72 \
   --parts 24 --verify-every 50 --threads 16,32 --buffers 6
+# Expert-sized chunks (Qwen3-30B-A3B: 9 MiB per expert) with 8 and 16 copy threads.
+step soak_9mib 40 deno run -A tools/soak_upload.ts --gpu dawn --cycles 600 --mb 9 --verify-every 100 \
+  --threads 8,16
 step tests_sgm 60 env PREGATE_TEST_GPU=dawn deno test -A --no-check kernels/matmul_sgmatrix_test.ts
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).

@@ -16,7 +16,7 @@
  *   --gpu dawn|native|auto [dawn]   --path mapped|write [mapped]
  *   --cycles N [5000]               --mb MiB per chunk, fractions allowed [64]
  *   --staging-mb MiB per staging buffer [= --mb]   --buffers N staging buffers [3]
- *   --threads N or a list 1,4,8 (one run each) [min(16, cores)]
+ *   --threads N or a list 1,4,8 (one run each) [min(8, cores)]
  *   --min-piece-kb KiB per parallel memcpy [256]  --fill auto|ffi|set [auto]
  *   --ranges per-cycle|reuse [per-cycle]           --source mmap|heap [mmap]
  *   --ragged  chunk lengths vary (ragged tails) and sources start at odd offsets

@@ -617,9 +617,10 @@ export function createUploader(
   if (path !== "mapped") return new WriteUploader(gpu);
   const stagingBytes = opts.stagingBytes ?? 64 << 20;
   const buffers = opts.buffers ?? 3;
-  // 16 threads filled staging fastest on the H200 host's 16 cores (4/8/16/32: 21.3/23.7/24.4/23.6
-  // GB/s, tools/soak_upload.ts); never more than the cores.
-  const threads = opts.threads ?? Math.min(16, Math.max(1, navigator.hardwareConcurrency || 4));
+  // 8 threads: on the H200 host's 16 cores the soak's 72 MiB chunks filled at 21.3/23.7/24.4/23.6
+  // GB/s with 4/8/16/32 threads (tools/soak_upload.ts), but the offload bench's expert copies (9 MiB,
+  // beside decode) measured 3.9 GB/s with 16 threads against 21.1 with 8 (bench/results/README.md).
+  const threads = opts.threads ?? Math.min(8, Math.max(1, navigator.hardwareConcurrency || 4));
   const minPieceBytes = opts.minPieceBytes ?? 256 << 10;
   const fill = opts.fill ?? "auto";
   const ranges = opts.ranges ?? "per-cycle";
