@@ -27,9 +27,10 @@ export async function gpuTime(
   const inner = opts.inner ?? 10, samples = opts.samples ?? 7, warmup = opts.warmup ?? 2;
   const device = gpu.device;
   // Keep the GPU busy with the same work first: the H200's SM clock climbs from ~500 MHz only under
-  // sustained load, and a GEMV at the low clock ran 4-5x slower (bench/results/README.md).
+  // sustained load, and a GEMV timed at the low clock ran 4-5x slower (bench/results/README.md).
+  // One timed batch, then enough batches queued for `warmupMs` and one wait (two syncs in all).
   const warmupMs = opts.warmupMs ?? (gpu.isFallback ? 0 : 1000);
-  for (const t0 = performance.now(); performance.now() - t0 < warmupMs;) {
+  const batch = () => {
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
     for (let i = 0; i < inner; i++) {
@@ -41,6 +42,13 @@ export async function gpuTime(
     }
     pass.end();
     device.queue.submit([enc.finish()]);
+  };
+  if (warmupMs > 0) {
+    const t0 = performance.now();
+    batch();
+    await gpu.sync();
+    const each = Math.max(performance.now() - t0, 0.05);
+    for (let i = Math.min(2000, Math.ceil(warmupMs / each)); i > 0; i--) batch();
     await gpu.sync();
   }
   const useTs = gpu.features.timestampQuery;

@@ -19,6 +19,9 @@
 #      (done: decode 62.2%, deno bench part hung again without any reload; uploads 27.7-28.2 GB/s
 #      with 64-256 MiB chunks; sgmatrix 32.7 TFLOP/s; offload upload rate 3.9 GB/s with 16 threads)
 #   6. kernels_dawn decode_dawn diag_reload soak_9mib offload_dawn_auto (packed)
+#      (done: kernels_dawn and the deno-bench part hung again (1 ms timer no help); 9 MiB copies
+#      21.0 GB/s with 8 threads, 20.2 with 16; offload 4 layers at 19.7 GB/s with 8 threads)
+#   7. kernels_dawn decode_dawn (gpuTime warm-up queued with two syncs; no deno-bench part on Dawn)
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).

@@ -775,14 +775,11 @@ export class Gpu {
     this.device.queue.submit([enc.finish()]);
     this.counters.submits++;
     this.counters.syncs++;
-    const wake = this.#wakeWhileWaiting();
     try {
       await staging.mapAsync(GPUMapMode.READ, 0, alignedSize);
     } catch (e) {
       this.#throwPending();
       throw new GpuError(`readback failed: ${(e as Error).message}`, undefined, { cause: e });
-    } finally {
-      clearInterval(wake);
     }
     const out = staging.getMappedRange(0, alignedSize).slice(0, size);
     staging.unmap();
@@ -806,23 +803,8 @@ export class Gpu {
   /** Waits for all submitted work to finish (counted as a sync). Throws pending GPU errors. */
   async sync(): Promise<void> {
     this.counters.syncs++;
-    const wake = this.#wakeWhileWaiting();
-    try {
-      await this.device.queue.onSubmittedWorkDone();
-    } finally {
-      clearInterval(wake);
-    }
+    await this.device.queue.onSubmittedWorkDone();
     this.#throwPending();
-  }
-
-  /**
-   * On Dawn, a 1 ms interval timer while a map or work-done promise is pending. dawn.node delivers
-   * those promises from callbacks it schedules with `setImmediate`; under `deno bench` on the H200 a
-   * decode's readback waited 45-70 s for them (the same code at a script's top level: milliseconds),
-   * as if the event loop slept with nothing to wake it. A timer wakes it every millisecond.
-   */
-  #wakeWhileWaiting(): ReturnType<typeof setInterval> | undefined {
-    return this.impl === "dawn" ? setInterval(() => {}, 1) : undefined;
   }
 
   #takeReadback(size: number): GPUBuffer {
