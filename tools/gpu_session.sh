@@ -56,7 +56,7 @@ step offload_dawn_mapped 150 env PREGATE_GPU=dawn PREGATE_UPLOADER=mapped \
 step offload_native 170 env PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native" deno run -A bench/offload.ts
 # 4. Kernels on both implementations (GEMV 16-bit path changed since the last run).
-step kernels_dawn 150 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
+step kernels_dawn 120 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno bench -A bench/kernels_bench.ts
 step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
 # 4b. Kernel tests on Dawn (subgroup GEMV variants, subgroup-matrix matmul, fused kernels); the
@@ -77,7 +77,7 @@ step cli_dawn_exit 20 deno run -A cli.ts generate --model tests/fixtures/hf/mixt
 #     After 3 s of warm-up (the SM clock climbs from ~500 MHz only under sustained work); then the
 #     same with Dawn's shader robustness off, and with validation off too (A/B of the flags).
 MIX2=mixtral:mixtral-8x7b:2:bf16
-step decode_dawn 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 \
+step decode_dawn 60 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 \
   PREGATE_BENCH_TOKENS=128 PREGATE_BENCH_OUT="$out/decode_dawn.json" deno bench -A --no-check bench/decode_bench.ts
 FAST="enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness disable-dawn-features=timestamp_quantization"
 FASTER="enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness,skip_validation disable-dawn-features=timestamp_quantization"
