@@ -793,6 +793,11 @@ export function matmulVariant(
 export interface MatmulSgmatrixArgs extends LinearArgs {
   /** Tiling overrides (default {@linkcode SGMATRIX_TUNING}, adapted to the device); for tuning. */
   tune?: Partial<SgmatrixTuning>;
+  /**
+   * @internal For `tools/probe_sgmatrix.ts --ablate` only; the result is wrong by design. 1: no
+   * global -> workgroup staging inside the K loop; 2: no subgroup-matrix loads or multiplies.
+   */
+  ablate?: 0 | 1 | 2;
 }
 
 /**
@@ -849,6 +854,9 @@ export async function matmulSgmatrixWith(
       "matmul (portable) takes any K; linear picks it for such shapes",
     );
   }
+  if (args.ablate !== undefined && args.ablate !== 0 && args.ablate !== 1 && args.ablate !== 2) {
+    throw new ArgumentError("ablate", `expected 0, 1 or 2, got ${args.ablate}`);
+  }
   const t = checkSgmatrixTune(gpu, args.tune);
   const grid = sgmatrixGroups(gpu, t, a.T, a.N);
   if ("message" in grid) {
@@ -860,6 +868,7 @@ export async function matmulSgmatrixWith(
     WG: 32 * t.SGM * t.SGN,
     WDTYPE: DTYPE_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,
+    ...(args.ablate ? { ABLATE: args.ablate } : {}),
   });
   const params = gpu.uniform(
     new ParamWriter().u32(a.T, a.K, a.N).bytes(),

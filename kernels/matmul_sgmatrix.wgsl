@@ -61,6 +61,11 @@ override WG: u32 = 128u;
 override WDTYPE: u32 = 1u;
 // 1: add the product to the existing y; 0: overwrite y.
 override ACC: u32 = 0u;
+// Probe-only ablations (tools/probe_sgmatrix.ts --ablate; results are wrong by design): 1 = no
+// global -> workgroup staging inside the K loop (the subgroup-matrix loads and multiplies alone),
+// 2 = no subgroup-matrix loads or multiplies (the staging alone). 0 (always, outside the probe):
+// the full kernel; the branches fold away.
+override ABLATE: u32 = 0u;
 
 // Subgroup width the lane layout assumes.
 const SG: u32 = 32u;
@@ -199,13 +204,13 @@ fn main(
   for (var kt = 0u; kt < nk; kt++) {
     let cur = select(0u, kt % 2u, STAGES == 2u);
     let more = kt + 1u < nk;
-    if (more) {
+    if (more && ABLATE != 1u) {
       fetch_x(t0, (kt + 1u) * BK, lid, &xr);
       fetch_w(n0, (kt + 1u) * BK, lid, &wr);
     }
     let xo = cur * bm * lds + a_base;
     let wo = cur * bn * lds + b_base;
-    for (var kk = 0u; kk < BK; kk += 16u) {
+    for (var kk = 0u; kk < select(BK, 0u, ABLATE == 2u); kk += 16u) {
       for (var i = 0u; i < TM; i++) {
         a[i] = load_a(xo + i * 16u * lds + kk);
       }
@@ -219,7 +224,7 @@ fn main(
     if (STAGES == 1u) {
       workgroupBarrier(); // everyone is done reading the only stage
     }
-    if (more) {
+    if (more && ABLATE != 1u) {
       let nxt = select(0u, 1u - cur, STAGES == 2u);
       put_x(nxt, lid, &xr);
       put_w(nxt, lid, &wr);

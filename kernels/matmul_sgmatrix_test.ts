@@ -518,6 +518,14 @@ Deno.test("matmulSgmatrix: tiling overrides start from the device's default tili
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, K: 60 }), "K", "multiple of 8");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 24 } }), "tune.BK");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { VEC: 2 } }), "tune.VEC");
+  // The probe's ablations reach the kernel as ABLATE; the normal kernel never sets it.
+  await matmulSgmatrixWith(gpu, { ...args, tune: { BK: 16 }, ablate: 2 }).catch((e) => {
+    if ((e as Error).message !== "stop") throw e;
+  });
+  if (pipelines.at(-1)?.ABLATE !== 2 || pipelines.slice(0, -1).some((c) => "ABLATE" in c)) {
+    throw new Error(`expected ABLATE only on the last pipeline, got ${JSON.stringify(pipelines)}`);
+  }
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, ablate: 3 as 1 }), "ablate");
 });
 
 Deno.test("matmulVariant: PREGATE_KERNELS=portable forces the portable GEMM; bad values throw", () => {
@@ -633,6 +641,12 @@ Deno.test({
             const args = { x, w, y, T, K, N, dtype, accumulate, tune };
             steps.push(await matmulSgmatrixWith(gpu, args));
           }
+        }
+        // The probe's ablations (tools/probe_sgmatrix.ts --ablate) compile too.
+        for (const ablate of [1, 2] as const) {
+          steps.push(
+            await matmulSgmatrixWith(gpu, { x, w, y, T, K, N, dtype: "f16", tune, ablate }),
+          );
         }
       }
       gpu.submit(steps);

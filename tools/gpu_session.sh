@@ -22,6 +22,9 @@
 #      (done: kernels_dawn and the deno-bench part hung again (1 ms timer no help); 9 MiB copies
 #      21.0 GB/s with 8 threads, 20.2 with 16; offload 4 layers at 19.7 GB/s with 8 threads)
 #   7. kernels_dawn decode_dawn (gpuTime warm-up queued with two syncs; no deno-bench part on Dawn)
+#      (done: decode 60.9%; kernels_dawn reached its upload section but ran out of its 120 s limit)
+# Next session: probe_sgmatrix_ablate; kernels_dawn (limit 240 s, alone); kernels_native;
+#   offload_native; offload_dawn8 (the 8-layer copy rate: 3.86 GB/s against 19.7-21.1 with 4 layers).
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
@@ -87,6 +90,10 @@ step decode_dawn_noval 70 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=$MIX2 PREGAT
   PREGATE_BENCH_TOKENS=128 PREGATE_BENCH_OUT="$out/decode_dawn_noval.json" deno bench -A --no-check bench/decode_bench.ts
 # 4e. Where a decode step's time goes (GPU timestamps per dispatch, CPU time in submit).
 step profile_dawn 60 deno run -A tools/profile_decode.ts --make $MIX2 --gpu dawn --tokens 64
+# The tensor-core matmul's bound: the two fastest tilings, then the fastest without its global
+# staging and without its multiplies.
+step probe_sgmatrix_ablate 90 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
+  --configs '[{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":32,"STAGES":2,"VEC":1},{"SGM":2,"SGN":2,"TM":4,"TN":4,"BK":64,"STAGES":1,"VEC":1}]'
 step probe_sgmatrix_norobust 80 env PREGATE_DAWN_FLAGS="$FAST" deno run -A tools/probe_sgmatrix.ts --gpu dawn
 # 4d. The parallel-memcpy mapped uploader (short soak, thread sweep) and the offloading experiment
 #     with the defaults (auto uploader = mapped on Dawn, pre-gated copies issued after compute).

@@ -21,6 +21,12 @@
  * `--dry-run` runs the portable `matmul` in place of the subgroup-matrix kernel, on any device (use a
  * small `--size`): it tests this script, not the kernel.
  *
+ * `--ablate` then times the fastest tiling twice more with parts of the kernel removed (results
+ * wrong by design, not validated): without the global -> workgroup staging in the K loop (what the
+ * subgroup-matrix loads and multiplies alone cost) and without the subgroup-matrix loads and
+ * multiplies (what the staging alone costs). Whichever is close to the full kernel's time is its
+ * bound.
+ *
  * Exit status: 0 when at least one tiling was valid, 1 when none was, 2 when the device has no
  * subgroup matrices (the reason is printed; nothing else runs).
  * @module
@@ -50,13 +56,14 @@ const { values: args } = parseArgs({
     out: { type: "string" },
     "no-baseline": { type: "boolean", default: false },
     "dry-run": { type: "boolean", default: false },
+    ablate: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   console.log(
     "deno run -A tools/probe_sgmatrix.ts [--gpu dawn|native|auto] [--size N] [--dtype f16|bf16] " +
-      "[--configs JSON] [--out file.json] [--no-baseline]",
+      "[--configs JSON] [--out file.json] [--no-baseline] [--ablate] [--dry-run]",
   );
   Deno.exit(0);
 }
@@ -287,6 +294,45 @@ if (!args["no-baseline"]) {
     console.log(`portable matmul baseline failed: ${(e as Error).message}`);
   }
 }
+const ablations: { ablate: 1 | 2; what: string; ms?: number; tflops?: number; error?: string }[] =
+  [];
+if (args.ablate && ok.length && !dryRun) {
+  for (
+    const [ablate, what] of [
+      [1, "no global -> workgroup staging (subgroup-matrix loads + multiplies only)"],
+      [2, "no subgroup-matrix loads or multiplies (staging only)"],
+    ] as const
+  ) {
+    const a: (typeof ablations)[number] = { ablate, what };
+    try {
+      const d = await matmulSgmatrix(gpu, {
+        x: xBuf,
+        w: weightsOf(dtype0).buf,
+        y: yBuf,
+        T: S,
+        K: S,
+        N: S,
+        dtype: dtype0,
+        tune: ok[0].tune,
+        ablate,
+      });
+      const t = await gpuTime(gpu, [d], { inner: 10, samples: 5, warmup: 1 });
+      a.ms = t.seconds * 1e3;
+      a.tflops = (2 * S ** 3) / t.seconds / 1e12;
+    } catch (e) {
+      a.error = (e as Error).message.split("\n")[0];
+    }
+    ablations.push(a);
+    console.log(
+      `| ablation of the fastest: ${what} | ${dtype0} | - | ${
+        a.error ? "failed" : "ok"
+      } | - | - | ` +
+        `${a.ms?.toFixed(3) ?? "-"} | ${a.tflops?.toFixed(1) ?? "-"} | ${
+          a.error ?? "not validated (wrong by design); full kernel " + ok[0].ms!.toFixed(3) + " ms"
+        } |`,
+    );
+  }
+}
 if (ok.length) {
   console.log(
     `\nfastest: ${describeTune(ok[0].tune)}: ${ok[0].tflops!.toPrecision(4)} TFLOP/s ` +
@@ -298,7 +344,7 @@ if (ok.length) {
 if (args.out) {
   await Deno.writeTextFile(
     args.out,
-    JSON.stringify({ device: gpu.describe(), size: S, results, baseline }, null, 2),
+    JSON.stringify({ device: gpu.describe(), size: S, results, baseline, ablations }, null, 2),
   );
 }
 gpu.destroy();
