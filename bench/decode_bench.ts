@@ -19,11 +19,10 @@
  */
 import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
-import { makeModel } from "../runtime/models/make_model.ts";
 import type { ModelConfig } from "../runtime/models/config.ts";
 import { type DType, DTYPE_BYTES } from "../runtime/weights/dtype.ts";
 import { measureReadBandwidth } from "./ceilings.ts";
-import { markdownTable, median, type ResultRow } from "./harness.ts";
+import { benchCheckpoint, markdownTable, median, type ResultRow } from "./harness.ts";
 import { ClockSampler, warmUp } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
@@ -82,24 +81,10 @@ function activeBytesPerToken(cfg: ModelConfig, dtype: DType): number {
 
 for (const spec of specs) {
   const [arch, preset, layers, dtype] = spec.split(":");
-  const dir = `${root}/${arch}-${preset}-${layers}-${dtype}`;
-  try {
-    await Deno.stat(`${dir}/config.json`);
-  } catch {
-    const t0 = performance.now();
-    const made = await makeModel({
-      arch,
-      preset,
-      out: dir,
-      dtype,
-      seed: 1,
-      overrides: { layers: Number(layers) },
-    });
-    console.error(
-      `wrote ${dir}: ${(made.tensorBytes / 2 ** 30).toFixed(2)} GiB in ` +
-        `${((performance.now() - t0) / 1e3).toFixed(1)} s`,
-    );
-  }
+  const dir = await benchCheckpoint(spec, root, {
+    log: (m) => console.error(m),
+    what: "PREGATE_BENCH_MODELS",
+  });
   phase(`${spec}: loading`);
   const t0 = performance.now();
   const model = await loadModel(dir, loadOpts());

@@ -4,6 +4,8 @@
  * @module
  */
 import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+import { makeModel } from "../runtime/models/make_model.ts";
 
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
@@ -30,9 +32,16 @@ export async function gpuTime(
   // sustained load, and a GEMV timed at the low clock ran 4-5x slower (bench/results/README.md).
   // One timed batch, then enough batches queued for `warmupMs` and one wait (two syncs in all).
   const warmupMs = opts.warmupMs ?? (gpu.isFallback ? 0 : 1000);
-  const batch = () => {
+  /** `inner` runs of the dispatches in one pass (timestamped at its ends when `qs` is given). */
+  const encode = (qs?: GPUQuerySet) => {
     const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
+    const pass = enc.beginComputePass(
+      qs
+        ? {
+          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+        }
+        : {},
+    );
     for (let i = 0; i < inner; i++) {
       for (const d of dispatches) {
         pass.setPipeline(d.pipeline);
@@ -41,8 +50,9 @@ export async function gpuTime(
       }
     }
     pass.end();
-    device.queue.submit([enc.finish()]);
+    return enc;
   };
+  const batch = () => device.queue.submit([encode().finish()]);
   if (warmupMs > 0) {
     const t0 = performance.now();
     batch();
@@ -63,22 +73,7 @@ export async function gpuTime(
   }
   const times: number[] = [];
   for (let s = 0; s < warmup + samples; s++) {
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass(
-      qs
-        ? {
-          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-        }
-        : {},
-    );
-    for (let i = 0; i < inner; i++) {
-      for (const d of dispatches) {
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(...d.workgroups);
-      }
-    }
-    pass.end();
+    const enc = encode(qs);
     if (qs) enc.resolveQuerySet(qs, 0, 2, resolve!, 0);
     const t0 = performance.now();
     device.queue.submit([enc.finish()]);
@@ -141,4 +136,45 @@ export function markdownTable(rows: readonly ResultRow[]): string {
     lines.push(`| ${r.name} | ${f(r.value)} ${r.unit} | ${c} | ${pct} | ${r.note ?? ""} |`);
   }
   return lines.join("\n");
+}
+
+/**
+ * The directory of the `make-model` checkpoint named by `spec` (`arch:preset:layers:dtype`) under
+ * `root`, written first (seed 1) if it is not there yet. `overrides` (other make-model dimensions)
+ * are added to the directory's name. Benches and tools share the checkpoints this way.
+ * @throws {ArgumentError} naming `what` when the spec is malformed.
+ */
+export async function benchCheckpoint(
+  spec: string,
+  root: string,
+  opts: { overrides?: Record<string, number>; log?: (m: string) => void; what?: string } = {},
+): Promise<string> {
+  const [arch, preset, layers, dtype, ...rest] = spec.split(":");
+  if (!arch || !preset || !(Number(layers) >= 1) || !dtype || rest.length) {
+    throw new ArgumentError(
+      opts.what ?? "spec",
+      `expected arch:preset:layers:dtype (e.g. mixtral:mixtral-8x7b:2:bf16), got '${spec}'`,
+    );
+  }
+  const overrides = opts.overrides ?? {};
+  const tag = Object.entries(overrides).map(([k, v]) => `${k}${v}`).join("-");
+  const dir = `${root}/${arch}-${preset}-${layers}-${dtype}${tag ? `-${tag}` : ""}`;
+  try {
+    await Deno.stat(`${dir}/config.json`);
+  } catch {
+    const t0 = performance.now();
+    const made = await makeModel({
+      arch,
+      preset,
+      out: dir,
+      dtype,
+      seed: 1,
+      overrides: { ...overrides, layers: Number(layers) },
+    });
+    opts.log?.(
+      `wrote ${dir}: ${(made.tensorBytes / 2 ** 30).toFixed(2)} GiB in ` +
+        `${((performance.now() - t0) / 1e3).toFixed(1)} s`,
+    );
+  }
+  return dir;
 }

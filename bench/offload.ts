@@ -16,14 +16,13 @@
  */
 import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
 import { type GenerateStats, loadModel, type LoadOptions } from "../runtime/model.ts";
-import { makeModel } from "../runtime/models/make_model.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { loadConfig } from "../runtime/models/config.ts";
 import { HostExpertStore } from "../runtime/experts/store.ts";
 import { stagingPlan } from "../runtime/experts/engine.ts";
 import { expertPool } from "../runtime/models/weights.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
-import { median } from "./harness.ts";
+import { benchCheckpoint, median } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
@@ -80,22 +79,12 @@ async function measureUploadRate(dir: string, path: "write" | "mapped" | "auto")
 const results: Record<string, unknown>[] = [];
 const tables: string[] = [];
 for (const spec of specs) {
-  const [arch, preset, layers, dtype] = spec.split(":");
   const tag = Object.entries(overrides).map(([k, v]) => `${k}${v}`).join("-");
-  const dir = `${root}/${arch}-${preset}-${layers}-${dtype}${tag ? `-${tag}` : ""}`;
-  try {
-    await Deno.stat(`${dir}/config.json`);
-  } catch {
-    log(`writing ${spec} to ${dir}`);
-    await makeModel({
-      arch,
-      preset,
-      out: dir,
-      dtype,
-      seed: 1,
-      overrides: { ...overrides, layers: Number(layers) },
-    });
-  }
+  const dir = await benchCheckpoint(spec, root, {
+    overrides,
+    log,
+    what: "PREGATE_BENCH_MODELS",
+  });
   const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as "auto" | "write" | "mapped";
   const uploadGBs = await measureUploadRate(dir, uploaderPath);
   log(`${spec}: expert upload rate ${uploadGBs.toFixed(2)} GB/s`);

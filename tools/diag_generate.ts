@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { openGpu } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
-import { makeModel } from "../runtime/models/make_model.ts";
+import { benchCheckpoint } from "../bench/harness.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { ClockSampler } from "../bench/clock.ts";
 
@@ -41,23 +41,13 @@ for (const [k, v] of [["loads", loads], ["runs", runs], ["tokens", tokens]] as c
 }
 let dir = values.model;
 if (!dir) {
-  const [arch, preset, layers, dtype] = (values.make ?? "").split(":");
-  if (!arch || !preset || !Number(layers) || !dtype) {
-    throw new ArgumentError("--make", "give --model DIR or --make arch:preset:layers:dtype");
+  if (!values.make) {
+    throw new ArgumentError("--model", "give --model DIR or --make arch:preset:layers:dtype");
   }
-  dir = `${values.dir}/${arch}-${preset}-${layers}-${dtype}`;
-  try {
-    await Deno.stat(`${dir}/config.json`);
-  } catch {
-    await makeModel({
-      arch,
-      preset,
-      out: dir,
-      dtype,
-      seed: 1,
-      overrides: { layers: Number(layers) },
-    });
-  }
+  dir = await benchCheckpoint(values.make, values.dir!, {
+    log: (m) => console.error(m),
+    what: "--make",
+  });
 }
 const gpu = await openGpu({ gpu: values.gpu as "auto", log: (m) => console.error(m) });
 const clock = ClockSampler.start(50);

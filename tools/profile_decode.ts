@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import { type Gpu, openGpu, type ProfiledDispatch } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
-import { makeModel } from "../runtime/models/make_model.ts";
+import { benchCheckpoint } from "../bench/harness.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 
 const { values } = parseArgs({
@@ -45,24 +45,10 @@ if (!dir) {
   if (!values.make) {
     throw new ArgumentError("--model", "give --model DIR or --make arch:preset:layers:dtype");
   }
-  const [arch, preset, layers, dtype] = values.make.split(":");
-  if (!arch || !preset || !Number(layers) || !dtype) {
-    throw new ArgumentError("--make", `expected arch:preset:layers:dtype, got '${values.make}'`);
-  }
-  dir = `${values.dir}/${arch}-${preset}-${layers}-${dtype}`;
-  try {
-    await Deno.stat(`${dir}/config.json`);
-  } catch {
-    console.error(`writing ${dir} ...`);
-    await makeModel({
-      arch,
-      preset,
-      out: dir,
-      dtype,
-      seed: 1,
-      overrides: { layers: Number(layers) },
-    });
-  }
+  dir = await benchCheckpoint(values.make, values.dir!, {
+    log: (m) => console.error(m),
+    what: "--make",
+  });
 }
 
 const gpu: Gpu = await openGpu({
