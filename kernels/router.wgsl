@@ -14,7 +14,6 @@ override WG: u32 = 128u;
 // Largest expert count (a multiple of 4).
 override EMAX: u32 = 512u;
 const KMAX: u32 = 16u;
-const NONE: u32 = 0xffffffffu;
 // Finite stand-in for -infinity.
 const NEG: f32 = -3.0e38;
 
@@ -26,20 +25,24 @@ const NEG: f32 = -3.0e38;
 // vec4 elements: a quarter of the elements for llvmpipe to zero-initialise. Logit e is lg[e/4][e%4].
 var<workgroup> lg: array<vec4<f32>, EMAX / 4u>;
 var<workgroup> red_v: array<f32, WG>;
-var<workgroup> red_i: array<u32, WG>;
 var<workgroup> sel: array<u32, KMAX>;
 
 fn logit(e: u32) -> f32 {
   return lg[e >> 2u][e & 3u];
 }
 
-// Whether candidate (av, ai) ranks before (bv, bi): larger value, then lower index; NONE ranks last.
+// NaN test on the bits (x != x may be folded away by fast-math compilers).
+fn is_nan(v: f32) -> bool {
+  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Whether expert (av, ai) ranks before (bv, bi): larger logit, then lower index; NaN logits rank
+// after every number (a strict total order, so every expert has a distinct rank).
 fn before(av: f32, ai: u32, bv: f32, bi: u32) -> bool {
-  if (ai == NONE) {
-    return false;
-  }
-  if (bi == NONE) {
-    return true;
+  let an = is_nan(av);
+  let bn = is_nan(bv);
+  if (an || bn) {
+    return !an || (bn && ai < bi);
   }
   return av > bv || (av == bv && ai < bi);
 }
@@ -87,37 +90,26 @@ fn main(
   let total = red_v[0];
   workgroupBarrier();
 
-  // k rounds of a workgroup argmax over the experts not chosen yet (compared on logits, which order
-  // like the probabilities but cannot tie where the probabilities round to equal values).
-  for (var r = 0u; r < p.k; r++) {
-    var bv = NEG;
-    var bi = NONE;
-    for (var e = lid; e < E; e += WG) {
-      var taken = false;
-      for (var u = 0u; u < r; u++) {
-        taken = taken || sel[u] == e;
-      }
-      let x = logit(e);
-      if (!taken && before(x, e, bv, bi)) {
-        bv = x;
-        bi = e;
+  // The top k by rank: each thread counts, for each of its experts, the experts that rank before it
+  // (compared on logits, which order like the probabilities but cannot tie where the probabilities
+  // round to equal values); ranks are distinct, so rank r < k is the r-th choice. One barrier, not k
+  // rounds of a workgroup reduction (k = 8 of 128 experts: 8 x 9 barriers before).
+  for (var e = lid; e < E; e += WG) {
+    let x = logit(e);
+    var rank = 0u;
+    for (var j = 0u; j < E; j++) {
+      if (before(logit(j), j, x, e)) {
+        rank++;
+        if (rank >= p.k) {
+          break;
+        }
       }
     }
-    red_v[lid] = bv;
-    red_i[lid] = bi;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st /= 2u) {
-      if (lid < st && before(red_v[lid + st], red_i[lid + st], red_v[lid], red_i[lid])) {
-        red_v[lid] = red_v[lid + st];
-        red_i[lid] = red_i[lid + st];
-      }
-      workgroupBarrier();
+    if (rank < p.k) {
+      sel[rank] = e;
     }
-    if (lid == 0u) {
-      sel[r] = red_i[0];
-    }
-    workgroupBarrier();
   }
+  workgroupBarrier();
 
   if (lid == 0u) {
     var chosen = 0.0;

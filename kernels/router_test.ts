@@ -119,3 +119,46 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "routerTopK: NaN logits rank after every number; -Infinity is an ordinary low logit",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    // Two rows of 8: NaNs at the front and in the middle, -Infinity among them.
+    const logits = new Float32Array([
+      NaN,
+      0.5,
+      -Infinity,
+      2,
+      NaN,
+      1,
+      -3,
+      0.25,
+      -Infinity,
+      NaN,
+      NaN,
+      NaN,
+      NaN,
+      NaN,
+      -1,
+      NaN,
+    ]);
+    const ids = poisoned(gpu, 2 * 4, "ids"), weights = poisoned(gpu, 2 * 4, "weights");
+    gpu.submit([
+      await routerTopK(gpu, {
+        logits: gpu.storage("activations", logits),
+        ids,
+        weights,
+        T: 2,
+        E: 8,
+        k: 4,
+        renormalize: false,
+      }),
+    ]);
+    const got = [...await gpu.readU32(ids, 0, 8)];
+    // Row 0: 2 > 1 > 0.5 > 0.25. Row 1: -1, -Infinity, then NaNs by index (1, 2).
+    const want = [3, 5, 1, 7, 6, 0, 1, 2];
+    if (got.join() !== want.join()) throw new Error(`ids ${got}, expected ${want}`);
+  },
+});
