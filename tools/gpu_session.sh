@@ -24,7 +24,8 @@
 #   7. kernels_dawn decode_dawn (gpuTime warm-up queued with two syncs; no deno-bench part on Dawn)
 #      (done: decode 60.9%; kernels_dawn reached its upload section but ran out of its 120 s limit)
 # Next session: probe_sgmatrix_ablate; kernels_dawn (limit 240 s, alone); kernels_native;
-#   offload_native; offload_dawn8 (the 8-layer copy rate: 3.86 GB/s against 19.7-21.1 with 4 layers).
+#   offload_native; offload_dawn8 (the 8-layer copy rate: 3.86 GB/s against 19.7-21.1 with 4 layers);
+#   profile_qwen3 and tests_dawn (router top-k by rank since: was 23 us per dispatch at 128 experts).
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
