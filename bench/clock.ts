@@ -61,11 +61,6 @@ export class ClockSampler {
     } catch { /* the process ended */ }
   }
 
-  /** The latest sample, if any. */
-  get latest(): number | null {
-    return this.samples.at(-1)?.mhz ?? null;
-  }
-
   /** Min and max SM clock over samples taken in [t0, t1] (`performance.now()` times), or null. */
   range(t0: number, t1: number): { min: number; max: number } | null {
     const xs = this.samples.filter((s) => s.t >= t0 && s.t <= t1).map((s) => s.mhz);
@@ -84,18 +79,14 @@ export class ClockSampler {
 
 /**
  * Runs `work` repeatedly for at least `seconds` (and at least once), so the GPU's clock has climbed
- * before timed runs; returns how many times it ran and the clock at the end (if sampled).
+ * before timed runs; returns how many times it ran.
  */
-export async function warmUp(
-  work: () => Promise<unknown>,
-  seconds: number,
-  clock: ClockSampler | null,
-): Promise<{ runs: number; mhz: number | null }> {
+export async function warmUp(work: () => Promise<unknown>, seconds: number): Promise<number> {
   const t0 = performance.now();
   let runs = 0;
   do {
     await work();
     runs++;
   } while (performance.now() - t0 < seconds * 1e3);
-  return { runs, mhz: clock?.latest ?? null };
+  return runs;
 }

@@ -101,8 +101,8 @@ for (const spec of specs) {
   };
   const first = await run();
   phase(`${spec}: warming up`);
-  const warm = await warmUp(run, warmupSeconds, clock);
-  phase(`${spec}: ${warm.runs} warm-up runs; timing ${runs} runs`);
+  const warmRuns = await warmUp(run, warmupSeconds);
+  phase(`${spec}: ${warmRuns} warm-up runs; timing ${runs} runs`);
   const samples = [];
   const clocks: ({ min: number; max: number } | null)[] = [];
   for (let i = 0; i < runs; i++) {
@@ -124,7 +124,7 @@ for (const spec of specs) {
     unit: "tok/s",
     ceiling,
     ceilingNote: `${(active / 2 ** 20).toFixed(0)} MiB/token at ${readBw.toFixed(0)} GB/s`,
-    note: `median of ${runs} runs after ${warm.runs} warm-up runs (best ${best.toFixed(0)}, worst ${
+    note: `median of ${runs} runs after ${warmRuns} warm-up runs (best ${best.toFixed(0)}, worst ${
       worst.toFixed(0)
     }${
       smSeen.length
@@ -143,7 +143,7 @@ for (const spec of specs) {
     decode_tokens_per_s_worst: worst,
     sm_clock_mhz_per_run: clocks,
     sm_clock_max_mhz: clock?.maxMhz ?? null,
-    warmup_runs: warm.runs,
+    warmup_runs: warmRuns,
     ceiling_tokens_per_s: ceiling,
     active_bytes_per_token: active,
     read_bandwidth_gb_s: readBw,

@@ -178,3 +178,19 @@ export async function benchCheckpoint(
   }
   return dir;
 }
+
+/**
+ * A tool's model directory from its `--model DIR` or `--make arch:preset:layers:dtype` (written
+ * under `dir` by {@linkcode benchCheckpoint} if missing).
+ * @throws {ArgumentError} naming `--model` when neither is given, `--make` when it is malformed.
+ */
+export async function modelFromArgs(
+  values: { model?: string; make?: string; dir: string },
+  log?: (m: string) => void,
+): Promise<string> {
+  if (values.model) return values.model;
+  if (!values.make) {
+    throw new ArgumentError("--model", "give --model DIR or --make arch:preset:layers:dtype");
+  }
+  return await benchCheckpoint(values.make, values.dir, { log, what: "--make" });
+}

@@ -112,13 +112,13 @@ for (const spec of specs) {
       };
       // Warm up (the GPU's clock climbs only under sustained work), then time `runs` runs and
       // report the median one.
-      const warm = await warmUp(once, warmupSeconds, null);
+      const warmRuns = await warmUp(once, warmupSeconds);
       const runs: { ids: number[]; stats: GenerateStats }[] = [];
       for (let r = 0; r < timedRuns; r++) runs.push(await once());
       runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
       const mid = runs[runs.length >> 1];
       log(
-        `  ${warm.runs} warm-up runs; decode tok/s of ${timedRuns} runs: ${
+        `  ${warmRuns} warm-up runs; decode tok/s of ${timedRuns} runs: ${
           runs.map((r) => r.stats.decode_tokens_per_s.toFixed(1)).join(" ")
         }`,
       );

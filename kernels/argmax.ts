@@ -15,8 +15,7 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { argBinding, argCount, argDistinct, argObject } from "./args.ts";
+import { argBinding, argCount, argDistinct, argObject, argThreads, wideThreads } from "./args.ts";
 
 /** Row-wise argmax, one workgroup per row. */
 export const ARGMAX: KernelSpec = defineKernel({
@@ -59,22 +58,7 @@ export async function argmax(gpu: Gpu, args: ArgmaxArgs): Promise<Dispatch> {
   const out = argBinding(gpu, "out", args.out, rows * 4, `u32 [rows=${rows}]`);
   argDistinct("out", out, { x });
   // A wide workgroup on a GPU (one row is a decode step's whole vocabulary), 256 on a software one.
-  const max = Math.min(
-    1024,
-    gpu.limits.maxComputeInvocationsPerWorkgroup,
-    gpu.limits.maxComputeWorkgroupSizeX,
-  );
-  let WG = gpu.isFallback ? 256 : 2 ** Math.floor(Math.log2(max)); // a power of two
-  if (args.threads !== undefined) {
-    const t = args.threads;
-    if (!Number.isInteger(t) || t < 32 || t > max || (t & (t - 1))) {
-      throw new ArgumentError(
-        "threads",
-        `expected a power of two from 32 to ${max} (this device's limit), got ${t}`,
-      );
-    }
-    WG = t;
-  }
+  const WG = args.threads === undefined ? wideThreads(gpu) : argThreads(gpu, args.threads);
   const pipeline = await gpu.pipeline(ARGMAX, { WG });
   const params = gpu.uniform(new ParamWriter().u32(rows, cols).bytes(), "argmax.params");
   return gpu.dispatch(pipeline, [params, x, out], gpu.grid(rows));

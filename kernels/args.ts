@@ -73,6 +73,42 @@ export function argCount(argument: string, value: unknown, min = 1, max = U32_MA
   return value;
 }
 
+/** The most threads a workgroup may have along x on this device. */
+function threadLimit(gpu: Gpu): number {
+  return Math.min(
+    gpu.limits.maxComputeInvocationsPerWorkgroup,
+    gpu.limits.maxComputeWorkgroupSizeX,
+  );
+}
+
+/**
+ * Checks a `threads` option (threads per workgroup): a power of two from 32 to the device's limit.
+ *
+ * @throws {ArgumentError} `expected a power of two from 32 to N (this device's limit), got ...`.
+ */
+export function argThreads(gpu: Gpu, value: unknown): number {
+  const lim = threadLimit(gpu);
+  if (
+    typeof value !== "number" || !Number.isInteger(value) || value < 32 || value > lim ||
+    (value & (value - 1))
+  ) {
+    throw new ArgumentError(
+      "threads",
+      `expected a power of two from 32 to ${lim} (this device's limit), got ${found(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * The widest workgroup a one-row reduction kernel uses by default: the largest power of two up to
+ * 1024 that the device allows on a GPU (such rows are latency-bound: more threads, more loads in
+ * flight), 256 on a software adapter (whose threads are emulated).
+ */
+export function wideThreads(gpu: Gpu): number {
+  return gpu.isFallback ? 256 : 2 ** Math.floor(Math.log2(Math.min(1024, threadLimit(gpu))));
+}
+
 /**
  * Checks a finite number argument (optionally `> 0` with `positive`, `>= min` with `min`) and
  * returns it.

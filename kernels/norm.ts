@@ -28,8 +28,16 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { argBinding, argCount, argDistinct, argInPlace, argNumber, argObject } from "./args.ts";
+import {
+  argBinding,
+  argCount,
+  argDistinct,
+  argInPlace,
+  argNumber,
+  argObject,
+  argThreads,
+  wideThreads,
+} from "./args.ts";
 
 /** RMS norm of each row into `out` (`norm.wgsl`). */
 export const RMSNORM: KernelSpec = defineKernel({
@@ -113,24 +121,8 @@ export interface LayerNormArgs {
  * 256 on a software adapter.
  */
 function workgroupSize(gpu: Gpu, dim: number, threads?: number): number {
-  if (threads !== undefined) {
-    const lim = Math.min(
-      gpu.limits.maxComputeInvocationsPerWorkgroup,
-      gpu.limits.maxComputeWorkgroupSizeX,
-    );
-    if (!Number.isInteger(threads) || threads < 32 || threads > lim || (threads & (threads - 1))) {
-      throw new ArgumentError(
-        "threads",
-        `expected a power of two from 32 to ${lim} (this device's limit), got ${threads}`,
-      );
-    }
-    return threads;
-  }
-  const cap = gpu.isFallback ? 256 : Math.min(
-    1024,
-    gpu.limits.maxComputeInvocationsPerWorkgroup,
-    gpu.limits.maxComputeWorkgroupSizeX,
-  );
+  if (threads !== undefined) return argThreads(gpu, threads);
+  const cap = wideThreads(gpu);
   let wg = 32;
   while (wg * 2 <= cap && wg * 4 < dim) wg *= 2;
   return wg;

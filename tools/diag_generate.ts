@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { openGpu } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
-import { benchCheckpoint } from "../bench/harness.ts";
+import { modelFromArgs } from "../bench/harness.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { ClockSampler } from "../bench/clock.ts";
 
@@ -39,16 +39,7 @@ const slowMs = Number(values["slow-ms"]);
 for (const [k, v] of [["loads", loads], ["runs", runs], ["tokens", tokens]] as const) {
   if (!Number.isInteger(v) || v < 1) throw new ArgumentError(`--${k}`, `expected >= 1, got ${v}`);
 }
-let dir = values.model;
-if (!dir) {
-  if (!values.make) {
-    throw new ArgumentError("--model", "give --model DIR or --make arch:preset:layers:dtype");
-  }
-  dir = await benchCheckpoint(values.make, values.dir!, {
-    log: (m) => console.error(m),
-    what: "--make",
-  });
-}
+const dir = await modelFromArgs(values, (m) => console.error(m));
 const gpu = await openGpu({ gpu: values.gpu as "auto", log: (m) => console.error(m) });
 const clock = ClockSampler.start(50);
 const settleMs = Number(values["settle-ms"]);

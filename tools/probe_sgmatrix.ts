@@ -172,6 +172,11 @@ const samples = Array.from({ length: 256 }, (_, i) => {
   return [t >>> 0, n >>> 0] as const;
 });
 
+/** The S x S x S product's arguments with `dtype` weights. */
+function fullSize(dtype: DType) {
+  return { x: xBuf, w: weightsOf(dtype).buf, y: yBuf, T: S, K: S, N: S, dtype };
+}
+
 /** The kernel under test (the portable one with --dry-run). */
 function build(a: Parameters<typeof matmulSgmatrix>[1]) {
   if (!dryRun) return matmulSgmatrix(gpu, a);
@@ -209,9 +214,9 @@ async function probe(tune: Partial<SgmatrixTuning>, dtype: DType): Promise<Resul
   }
   try {
     r.smallError = await smallCheck(tune, dtype);
-    const { buf, w16 } = weightsOf(dtype);
+    const { w16 } = weightsOf(dtype);
     gpu.write(yBuf, poison);
-    const d = await build({ x: xBuf, w: buf, y: yBuf, T: S, K: S, N: S, dtype, tune });
+    const d = await build({ ...fullSize(dtype), tune });
     const t0 = performance.now();
     gpu.submit([d]);
     const out = await gpu.readF32(yBuf);
@@ -275,15 +280,7 @@ if (ok.length) {
 let baseline: { ms: number; tflops: number } | undefined;
 if (!args["no-baseline"]) {
   try {
-    const d = await matmul(gpu, {
-      x: xBuf,
-      w: weightsOf(dtype0).buf,
-      y: yBuf,
-      T: S,
-      K: S,
-      N: S,
-      dtype: dtype0,
-    });
+    const d = await matmul(gpu, fullSize(dtype0));
     const t = await gpuTime(gpu, [d], { inner: 2, samples: 3, warmup: 1 });
     baseline = { ms: t.seconds * 1e3, tflops: (2 * S ** 3) / t.seconds / 1e12 };
     console.log(
@@ -305,17 +302,7 @@ if (args.ablate && ok.length && !dryRun) {
   ) {
     const a: (typeof ablations)[number] = { ablate, what };
     try {
-      const d = await matmulSgmatrix(gpu, {
-        x: xBuf,
-        w: weightsOf(dtype0).buf,
-        y: yBuf,
-        T: S,
-        K: S,
-        N: S,
-        dtype: dtype0,
-        tune: ok[0].tune,
-        ablate,
-      });
+      const d = await matmulSgmatrix(gpu, { ...fullSize(dtype0), tune: ok[0].tune, ablate });
       const t = await gpuTime(gpu, [d], { inner: 10, samples: 5, warmup: 1 });
       a.ms = t.seconds * 1e3;
       a.tflops = (2 * S ** 3) / t.seconds / 1e12;

@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import { type Gpu, openGpu, type ProfiledDispatch } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
-import { benchCheckpoint } from "../bench/harness.ts";
+import { modelFromArgs } from "../bench/harness.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 
 const { values } = parseArgs({
@@ -40,16 +40,7 @@ if (!Number.isInteger(tokens) || tokens < 2) {
 if (!(warmupS >= 0)) {
   throw new ArgumentError("--warmup-s", `expected seconds >= 0, got '${values["warmup-s"]}'`);
 }
-let dir = values.model;
-if (!dir) {
-  if (!values.make) {
-    throw new ArgumentError("--model", "give --model DIR or --make arch:preset:layers:dtype");
-  }
-  dir = await benchCheckpoint(values.make, values.dir!, {
-    log: (m) => console.error(m),
-    what: "--make",
-  });
-}
+const dir = await modelFromArgs(values, (m) => console.error(m));
 
 const gpu: Gpu = await openGpu({
   gpu: values.gpu as "native" | "dawn" | "auto",

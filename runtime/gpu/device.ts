@@ -150,8 +150,10 @@ export interface OpenGpuOptions {
  * browser's defence against timing attacks); the likely reason a single GEMV read 140 us in the
  * kernel bench on the H200 where `tools/tune_gemv.ts`, with it disabled, measured ~34 us.
  * `disable_robustness` drops the bounds clamps Dawn adds to every buffer access in shaders (as
- * Chrome's Graphite and ONNX Runtime's WebGPU backend do): resident decode of Mixtral-shape layers on
- * the H200 ran 1384 tok/s with it against 1327 without (`bench/results/README.md`). Pregate's kernels
+ * Chrome's Graphite and ONNX Runtime's WebGPU backend do): on the H200 the tensor-core matmul ran 22.3
+ * -> 32.8 TFLOP/s with it (`tools/probe_sgmatrix.ts`), and resident decode of Mixtral-shape layers
+ * 1384 tok/s (decode bench) against 1327 without it (`tools/profile_decode.ts`; two tools, one
+ * machine; `bench/results/README.md`). Pregate's kernels
  * keep every access in bounds themselves (their tests check the bytes past each output); set
  * `PREGATE_DAWN_FLAGS` to run without it.
  */
