@@ -34,7 +34,8 @@ import { readEnv } from "../runtime/env.ts";
 import type { Binding, Dispatch, Gpu, PipelineSource } from "../runtime/gpu/device.ts";
 import { ArgumentError, GpuError } from "../runtime/errors.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
-import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
+import { defineKernel, type KernelSpec, ParamWriter, wgslFile } from "./registry.ts";
+import { unrolledEntry, unrollKey } from "./sgmatrix_unroll.ts";
 import {
   checkGemvLayout,
   chooseGemvLayout,
@@ -135,6 +136,11 @@ export interface SgmatrixTuning {
    * 1 = `array<vec4<f16>>` (four per store, `matmul_sgmatrix_vec4.wgsl`).
    */
   VEC: number;
+  /**
+   * 1: the generated entry point with the tiling's loops written out (`kernels/sgmatrix_unroll.ts`,
+   * no arrays of matrices or loads indexed in loops); 0: the file's `main` (loops).
+   */
+  UNROLLED: number;
 }
 
 /**
@@ -152,6 +158,7 @@ export const SGMATRIX_TUNING: Readonly<SgmatrixTuning> = Object.freeze({
   BK: 32,
   STAGES: 2,
   VEC: 1,
+  UNROLLED: 0,
 });
 
 /**
@@ -687,6 +694,7 @@ function checkSgmatrixTune(gpu: Gpu, tune: unknown): SgmatrixTuning {
     BK: [16, 128],
     STAGES: [1, 2],
     VEC: [0, 1],
+    UNROLLED: [0, 1],
   });
   if (t.BK % 16 !== 0) {
     throw new ArgumentError("tune.BK", `must be a multiple of 16, got ${t.BK}`);
@@ -795,9 +803,10 @@ export interface MatmulSgmatrixArgs extends LinearArgs {
   tune?: Partial<SgmatrixTuning>;
   /**
    * @internal For `tools/probe_sgmatrix.ts --ablate` only; the result is wrong by design. 1: no
-   * global -> workgroup staging inside the K loop; 2: no subgroup-matrix loads or multiplies.
+   * global -> workgroup staging inside the K loop; 2: no subgroup-matrix loads or multiplies; 3 (with
+   * `tune.UNROLLED`): the multiplies alone.
    */
-  ablate?: 0 | 1 | 2;
+  ablate?: 0 | 1 | 2 | 3;
 }
 
 /**
@@ -836,15 +845,78 @@ export async function matmulSgmatrix(gpu: Gpu, args: MatmulSgmatrixArgs): Promis
 }
 
 /**
- * {@linkcode matmulSgmatrix} without the device check, and with another source for the kernel when
- * `spec` is given (instead of the one `tune.VEC` picks).
+ * A stand-in for the staging include (`matmul_sgmatrix_scalar.wgsl` / `_vec4.wgsl`): its name (part
+ * of the kernel's name) and how it joins the kernel body (`matmul_sgmatrix.wgsl`, plus the generated
+ * entry point when `UNROLLED`).
+ * @internal For tests: `matmul_sgmatrix_test.ts` emulates the subgroup matrices with it.
+ */
+export interface SgmatrixStaging {
+  readonly name: string;
+  join(body: string): string;
+}
+
+const sgmatrixSources = new Map<string, PipelineSource>();
+
+/** The kernel source for tiling `t` (`ablate` only with `UNROLLED`), cached by name. */
+function sgmatrixSource(
+  t: SgmatrixTuning,
+  dtype: DType,
+  ablate: 0 | 1 | 2 | 3,
+  staging?: SgmatrixStaging,
+): PipelineSource {
+  const base = staging
+    ? `matmul_sgmatrix_${staging.name}`
+    : t.VEC
+    ? MATMUL_SGMATRIX_VEC4.name
+    : MATMUL_SGMATRIX.name;
+  if (!t.UNROLLED) {
+    if (!staging) return t.VEC ? MATMUL_SGMATRIX_VEC4 : MATMUL_SGMATRIX;
+    return sgmatrixSourceCached(base, "main", staging, () => "");
+  }
+  const shape = { ...t, wPerLoad: dtype === "f32" ? 4 : 8 };
+  return sgmatrixSourceCached(
+    `${base}_${unrollKey(shape, ablate)}`,
+    "main_unrolled",
+    staging ?? (t.VEC ? STAGING_VEC4 : STAGING_SCALAR),
+    () => unrolledEntry(shape, ablate),
+  );
+}
+
+function sgmatrixSourceCached(
+  name: string,
+  entry: string,
+  staging: SgmatrixStaging | { readonly include: string },
+  extra: () => string,
+): PipelineSource {
+  let src = sgmatrixSources.get(name);
+  if (!src) {
+    src = {
+      name,
+      entry,
+      async source() {
+        const body = (await wgslFile(MATMUL_SGMATRIX.file)) + "\n" + extra();
+        if ("join" in staging) return staging.join(body);
+        return (await wgslFile(staging.include)) + "\n" + body;
+      },
+    };
+    sgmatrixSources.set(name, src);
+  }
+  return src;
+}
+
+const STAGING_SCALAR = { include: "matmul_sgmatrix_scalar.wgsl" } as const;
+const STAGING_VEC4 = { include: "matmul_sgmatrix_vec4.wgsl" } as const;
+
+/**
+ * {@linkcode matmulSgmatrix} without the device check, and with another staging include when
+ * `staging` is given (instead of the one `tune.VEC` picks).
  * @internal For tests: `matmul_sgmatrix_test.ts` runs the kernel's logic with emulated subgroup
  * matrices on devices that have none, and compiles it with Dawn's null backend.
  */
 export async function matmulSgmatrixWith(
   gpu: Gpu,
   args: MatmulSgmatrixArgs,
-  spec?: PipelineSource,
+  staging?: SgmatrixStaging,
 ): Promise<Dispatch> {
   const a = validate(gpu, args);
   if (a.K % 8 !== 0) {
@@ -854,21 +926,26 @@ export async function matmulSgmatrixWith(
       "matmul (portable) takes any K; linear picks it for such shapes",
     );
   }
-  if (args.ablate !== undefined && args.ablate !== 0 && args.ablate !== 1 && args.ablate !== 2) {
-    throw new ArgumentError("ablate", `expected 0, 1 or 2, got ${args.ablate}`);
-  }
   const t = checkSgmatrixTune(gpu, args.tune);
+  const ablate = args.ablate ?? 0;
+  if (![0, 1, 2, 3].includes(ablate) || (ablate === 3 && !t.UNROLLED)) {
+    throw new ArgumentError(
+      "ablate",
+      `expected 0, 1 or 2 (3 with tune.UNROLLED = 1), got ${args.ablate}`,
+    );
+  }
   const grid = sgmatrixGroups(gpu, t, a.T, a.N);
   if ("message" in grid) {
     throw new ArgumentError(grid.argument, grid.message, "split the rows into several calls");
   }
-  const { VEC, ...tiling } = t;
-  const pipeline = await gpu.pipeline(spec ?? (VEC ? MATMUL_SGMATRIX_VEC4 : MATMUL_SGMATRIX), {
+  const { VEC: _vec, UNROLLED: _unrolled, ...tiling } = t;
+  const pipeline = await gpu.pipeline(sgmatrixSource(t, a.dtype, ablate, staging), {
     ...tiling,
     WG: 32 * t.SGM * t.SGN,
     WDTYPE: DTYPE_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,
-    ...(args.ablate ? { ABLATE: args.ablate } : {}),
+    // The generated entry has its ablation written in; the file's main reads ABLATE.
+    ...(ablate && !t.UNROLLED ? { ABLATE: ablate } : {}),
   });
   const params = gpu.uniform(
     new ParamWriter().u32(a.T, a.K, a.N).bytes(),

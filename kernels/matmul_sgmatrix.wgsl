@@ -86,55 +86,41 @@ fn w_per_load() -> u32 {
   return select(8u, 4u, WDTYPE == 0u);
 }
 
-// Loads this thread's share of x[t0 .. t0+BM, k0 .. k0+BK] (zeros outside T and K) into r.
-fn fetch_x(t0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
+// Load e (= lid + i * WG for the thread's i-th) of the x slice x[t0 .. t0+BM, k0 .. k0+BK]: 4 values
+// of one row; zeros past T and K and for e past the slice.
+fn fetch_x1(t0: u32, k0: u32, e: u32) -> vec4<f32> {
   let per_row = BK / 4u;
-  let total = SGM * TM * 16u * per_row;
-  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
-    let e = lid + i * WG;
-    let t = t0 + e / per_row;
-    let k = k0 + (e % per_row) * 4u;
-    var v = vec4<f32>(0.0);
-    if (e < total && t < p.T && k < p.K) {
-      v = x[(t * p.K + k) / 4u];
-    }
-    (*r)[i] = v;
+  let t = t0 + e / per_row;
+  let k = k0 + (e % per_row) * 4u;
+  if (e < SGM * TM * 16u * per_row && t < p.T && k < p.K) {
+    return x[(t * p.K + k) / 4u];
+  }
+  return vec4<f32>(0.0);
+}
+
+// Stores load e of fetch_x1 into stage `stage` of xs as f16 (nothing for e past the slice).
+fn put_x1(stage: u32, e: u32, v: vec4<f32>) {
+  let per_row = BK / 4u;
+  if (e < SGM * TM * 16u * per_row) {
+    let lds = BK + PAD;
+    put_x4(stage * SGM * TM * 16u * lds + (e / per_row) * lds + (e % per_row) * 4u, v);
   }
 }
 
-// Stores r (from fetch_x) into stage `stage` of xs as f16.
-fn put_x(stage: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
-  let per_row = BK / 4u;
-  let total = SGM * TM * 16u * per_row;
-  let lds = BK + PAD;
-  let base = stage * SGM * TM * 16u * lds;
-  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
-    let e = lid + i * WG;
-    if (e < total) {
-      put_x4(base + (e / per_row) * lds + (e % per_row) * 4u, (*r)[i]);
-    }
-  }
-}
-
-// Loads this thread's share of W[n0 .. n0+BN, k0 .. k0+BK] (zeros outside N and K) into r, as
-// packed words.
-fn fetch_w(n0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_WV>>) {
+// Load e of the W slice W[n0 .. n0+BN, k0 .. k0+BK] as packed words: 8 values of one row for the
+// 16-bit dtypes, 4 for f32; zeros past N and K and for e past the slice.
+fn fetch_w1(n0: u32, k0: u32, e: u32) -> vec4<u32> {
   let vals = w_per_load();
   let per_row = BK / vals;
-  let total = SGN * TN * 16u * per_row;
+  let n = n0 + e / per_row;
+  let k = k0 + (e % per_row) * vals;
   // Words per W row: K for f32, K / 2 for 16-bit dtypes.
   let row_words = select(p.K / 2u, p.K, WDTYPE == 0u);
   let word_vals = select(2u, 1u, WDTYPE == 0u);
-  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
-    let e = lid + i * WG;
-    let n = n0 + e / per_row;
-    let k = k0 + (e % per_row) * vals;
-    var v = vec4<u32>(0u);
-    if (e < total && n < p.N && k < p.K) {
-      v = w[(n * row_words + k / word_vals) / 4u];
-    }
-    (*r)[i] = v;
+  if (e < SGN * TN * 16u * per_row && n < p.N && k < p.K) {
+    return w[(n * row_words + k / word_vals) / 4u];
   }
+  return vec4<u32>(0u);
 }
 
 // The two weights of a 16-bit word as f16 (low half first).
@@ -146,26 +132,77 @@ fn w_pair(word: u32) -> vec2<h16> {
   return f16x2(word);
 }
 
-// Stores r (from fetch_w) into stage `stage` of ws as f16.
-fn put_w(stage: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_WV>>) {
+// Stores load e of fetch_w1 into stage `stage` of ws as f16 (nothing for e past the slice).
+fn put_w1(stage: u32, e: u32, v: vec4<u32>) {
   let vals = w_per_load();
   let per_row = BK / vals;
-  let total = SGN * TN * 16u * per_row;
-  let lds = BK + PAD;
-  let base = stage * SGN * TN * 16u * lds;
-  for (var i = 0u; i < (total + WG - 1u) / WG; i++) {
-    let e = lid + i * WG;
-    if (e < total) {
-      let o = base + (e / per_row) * lds + (e % per_row) * vals;
-      let v = (*r)[i];
-      if (WDTYPE == 0u) {
-        put_w4(o, vec4<h16>(bitcast<vec4<f32>>(v)));
-      } else {
-        put_w4(o, vec4<h16>(w_pair(v.x), w_pair(v.y)));
-        put_w4(o + 4u, vec4<h16>(w_pair(v.z), w_pair(v.w)));
-      }
+  if (e < SGN * TN * 16u * per_row) {
+    let lds = BK + PAD;
+    let o = stage * SGN * TN * 16u * lds + (e / per_row) * lds + (e % per_row) * vals;
+    if (WDTYPE == 0u) {
+      put_w4(o, vec4<h16>(bitcast<vec4<f32>>(v)));
+    } else {
+      put_w4(o, vec4<h16>(w_pair(v.x), w_pair(v.y)));
+      put_w4(o + 4u, vec4<h16>(w_pair(v.z), w_pair(v.w)));
     }
   }
+}
+
+// 16-byte loads per thread and K step: of x, of W.
+fn x_loads() -> u32 {
+  return (SGM * TM * 16u * (BK / 4u) + WG - 1u) / WG;
+}
+fn w_loads() -> u32 {
+  return (SGN * TN * 16u * (BK / w_per_load()) + WG - 1u) / WG;
+}
+
+// This thread's share of the x slice at (t0, k0), into r.
+fn fetch_x(t0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
+  for (var i = 0u; i < x_loads(); i++) {
+    (*r)[i] = fetch_x1(t0, k0, lid + i * WG);
+  }
+}
+
+// Stores r (from fetch_x) into stage `stage` of xs.
+fn put_x(stage: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
+  for (var i = 0u; i < x_loads(); i++) {
+    put_x1(stage, lid + i * WG, (*r)[i]);
+  }
+}
+
+// This thread's share of the W slice at (n0, k0), into r.
+fn fetch_w(n0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_WV>>) {
+  for (var i = 0u; i < w_loads(); i++) {
+    (*r)[i] = fetch_w1(n0, k0, lid + i * WG);
+  }
+}
+
+// Stores r (from fetch_w) into stage `stage` of ws.
+fn put_w(stage: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_WV>>) {
+  for (var i = 0u; i < w_loads(); i++) {
+    put_w1(stage, lid + i * WG, (*r)[i]);
+  }
+}
+
+// Writes the 16 x 16 result tile c at rows t .., outputs n .. of y through this subgroup's scratch
+// tile cs[cso ..]: lane l writes column l % 16 of rows l / 16, l / 16 + 2, ... (two 64-byte row
+// pieces per store), masked at the edges, adding the old y when ACC = 1.
+fn store_tile(cso: u32, lane: u32, t: u32, n: u32, c: mat_c) {
+  store_c(cso, c);
+  workgroupBarrier();
+  let col = lane % 16u;
+  for (var s = 0u; s < 8u; s++) {
+    let r = lane / 16u + 2u * s;
+    if (t + r < p.T && n + col < p.N) {
+      let idx = (t + r) * p.N + n + col;
+      var v = get_c(cso + r * 16u + col);
+      if (ACC != 0u) {
+        v += y[idx];
+      }
+      y[idx] = v;
+    }
+  }
+  workgroupBarrier();
 }
 
 @compute @workgroup_size(WG)
@@ -232,28 +269,10 @@ fn main(
     workgroupBarrier();
   }
 
-  // Epilogue, one result tile at a time: the subgroup stores it to its scratch tile, then lane l
-  // writes column l % 16 of rows l / 16, l / 16 + 2, ... (two 64-byte row pieces per store).
-  let cso = sg * 256u;
-  let col = lane % 16u;
+  // Epilogue, one result tile at a time.
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
-      store_c(cso, acc[i * TN + j]);
-      workgroupBarrier();
-      let n = n0 + (sgn * TN + j) * 16u + col;
-      for (var s = 0u; s < 8u; s++) {
-        let r = lane / 16u + 2u * s;
-        let t = t0 + (sgm * TM + i) * 16u + r;
-        if (t < p.T && n < p.N) {
-          let idx = t * p.N + n;
-          var v = get_c(cso + r * 16u + col);
-          if (ACC != 0u) {
-            v += y[idx];
-          }
-          y[idx] = v;
-        }
-      }
-      workgroupBarrier();
+      store_tile(sg * 256u, lane, t0 + (sgm * TM + i) * 16u, n0 + (sgn * TN + j) * 16u, acc[i * TN + j]);
     }
   }
 }

@@ -12,13 +12,12 @@
  * - The selection is checked on described devices (all branches) and on the test device.
  * @module
  */
-import type { Binding, Dispatch, Gpu, PipelineSource } from "../runtime/gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { Gpu as GpuClass } from "../runtime/gpu/device.ts";
 import { ArgumentError, GpuError } from "../runtime/errors.ts";
 import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import {
   linear,
-  MATMUL_SGMATRIX,
   matmulSgmatrix,
   matmulSgmatrixWith,
   type MatmulShape,
@@ -27,10 +26,10 @@ import {
   SGMATRIX_TUNING,
   SGMATRIX_VALIDATED,
   sgmatrixSharedBytes,
+  type SgmatrixStaging,
   type SgmatrixTuning,
   sgmatrixUnsupported,
 } from "./linear.ts";
-import { wgslFile } from "./registry.ts";
 import { matmulRef } from "./reference.ts";
 import {
   assertClose,
@@ -240,6 +239,18 @@ Deno.test({
       // Workgroup tiles as vec4<f16> arrays.
       ...cases([...SHAPES, [300, 520, 260]], { VEC: 1 }),
       ...cases([[70, 136, 50], [200, 96, 300]], { SGM: 2, SGN: 4, TM: 4, TN: 2, VEC: 1 }),
+      // The generated entry (loops written out), both tile layouts.
+      ...cases([...SHAPES, [300, 520, 260]], { UNROLLED: 1 }),
+      ...cases([[70, 136, 50], [200, 96, 300]], { UNROLLED: 1, VEC: 0, STAGES: 1 }),
+      ...cases([[70, 136, 50], [200, 200, 300]], {
+        SGM: 2,
+        SGN: 2,
+        TM: 4,
+        TN: 4,
+        BK: 32,
+        STAGES: 1,
+        UNROLLED: 1,
+      }),
     ];
     const worst = await runCases(gpu, all, build, false);
     console.log(
@@ -313,19 +324,18 @@ fn f16x2(word: u32) -> vec2<h16> {
 }
 `;
 
-const EMULATED: PipelineSource = {
-  name: "matmul_sgmatrix_emulated",
-  entry: "main",
-  async source() {
-    const body = await wgslFile(MATMUL_SGMATRIX.file);
-    // The lanes' share of a result matrix depends on the lane index.
+const EMULATED: SgmatrixStaging = {
+  name: "emulated",
+  join(body: string) {
+    // The lanes' share of a result matrix depends on the lane index (in `main` and in the generated
+    // `main_unrolled`).
     const lane = "  let lane = lid % SG;\n";
-    if (body.split(lane).length !== 2) {
-      throw new Error(`matmul_sgmatrix.wgsl: expected one line '${lane.trim()}'`);
+    if (body.split(lane).length < 2) {
+      throw new Error(`matmul_sgmatrix.wgsl: expected a line '${lane.trim()}'`);
     }
     // Appended, not prepended like the real includes (which hold enable directives): naga wants
     // the overrides declared before the workgroup arrays sized by them.
-    return body.replace(lane, `${lane}  emu_lane = lane;\n`) + EMULATED_INCLUDE;
+    return body.replaceAll(lane, `${lane}  emu_lane = lane;\n`) + EMULATED_INCLUDE;
   },
 };
 
@@ -353,6 +363,15 @@ Deno.test({
       ]),
       // Several tiles per subgroup along T and N, one buffer, two 16-steps per K step.
       ...some(ragged, { SGM: 1, SGN: 1, TM: 2, TN: 2, BK: 32, STAGES: 1 }, [["f32", true]]),
+      // The generated entry (loops written out): several subgroups and tiles, both buffer counts,
+      // 16-bit and f32 weights (their load counts differ).
+      ...some(ragged, { SGM: 2, SGN: 1, TM: 1, TN: 2, BK: 32, STAGES: 2, UNROLLED: 1 }, [
+        ["bf16", false],
+        ["f32", true],
+      ]),
+      ...some(ragged, { SGM: 1, SGN: 2, TM: 2, TN: 1, BK: 16, STAGES: 1, UNROLLED: 1 }, [
+        ["f16", true],
+      ]),
     ];
     await runCases(gpu, all, build, true);
   },
@@ -629,6 +648,8 @@ Deno.test({
         { SGM: 4, SGN: 1, TM: 1, TN: 4, BK: 16, STAGES: 1, VEC: 0 },
         { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 32, STAGES: 2, VEC: 1 },
         { SGM: 4, SGN: 1, TM: 1, TN: 4, BK: 16, STAGES: 1, VEC: 1 },
+        { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 32, STAGES: 2, VEC: 1, UNROLLED: 1 },
+        { SGM: 4, SGN: 1, TM: 1, TN: 4, BK: 16, STAGES: 1, VEC: 0, UNROLLED: 1 },
       ];
       const [T, K, N] = [40, 64, 24];
       const x = gpu.storage("activations", T * K * 4);
@@ -643,7 +664,7 @@ Deno.test({
           }
         }
         // The probe's ablations (tools/probe_sgmatrix.ts --ablate) compile too.
-        for (const ablate of [1, 2] as const) {
+        for (const ablate of tune.UNROLLED ? [1, 2, 3] as const : [1, 2] as const) {
           steps.push(
             await matmulSgmatrixWith(gpu, { x, w, y, T, K, N, dtype: "f16", tune, ablate }),
           );

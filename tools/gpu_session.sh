@@ -95,6 +95,10 @@ step profile_dawn 60 deno run -A tools/profile_decode.ts --make $MIX2 --gpu dawn
 # staging and without its multiplies.
 step probe_sgmatrix_ablate 90 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
   --configs '[{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":32,"STAGES":2,"VEC":1},{"SGM":2,"SGN":2,"TM":4,"TN":4,"BK":64,"STAGES":1,"VEC":1}]'
+# The generated entry (loops written out) against the loops, with ablations of the fastest of each
+# (the multiplies alone for the unrolled one).
+step probe_sgmatrix_unrolled 150 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
+  --out "$out/probe_sgmatrix_unrolled.json"
 step probe_sgmatrix_norobust 80 env PREGATE_DAWN_FLAGS="$FAST" deno run -A tools/probe_sgmatrix.ts --gpu dawn
 # 4d. The parallel-memcpy mapped uploader (short soak, thread sweep) and the offloading experiment
 #     with the defaults (auto uploader = mapped on Dawn, pre-gated copies issued after compute).

@@ -21,11 +21,12 @@
  * `--dry-run` runs the portable `matmul` in place of the subgroup-matrix kernel, on any device (use a
  * small `--size`): it tests this script, not the kernel.
  *
- * `--ablate` then times the fastest tiling twice more with parts of the kernel removed (results
- * wrong by design, not validated): without the global -> workgroup staging in the K loop (what the
- * subgroup-matrix loads and multiplies alone cost) and without the subgroup-matrix loads and
- * multiplies (what the staging alone costs). Whichever is close to the full kernel's time is its
- * bound.
+ * `--ablate` then times the fastest tiling of each entry point (the file's `main` with loops, the
+ * generated `main_unrolled`) again with parts of the kernel removed (results wrong by design, not
+ * validated): without the global -> workgroup staging in the K loop (what the subgroup-matrix loads
+ * and multiplies alone cost), without the subgroup-matrix loads and multiplies (what the staging
+ * alone costs) and, unrolled only, the multiplies alone (the tensor-core rate this code reaches).
+ * Whichever is close to the full kernel's time is its bound.
  *
  * Exit status: 0 when at least one tiling was valid, 1 when none was, 2 when the device has no
  * subgroup matrices (the reason is printed; nothing else runs).
@@ -92,6 +93,12 @@ const CONFIGS: Partial<SgmatrixTuning>[] = [
   { SGM: 2, SGN: 2, TM: 4, TN: 4, BK: 64, STAGES: 1, VEC: 1 },
   { SGM: 2, SGN: 2, TM: 2, TN: 4, BK: 32, STAGES: 2, VEC: 1 },
   { SGM: 1, SGN: 1, TM: 4, TN: 4, BK: 32, STAGES: 2, VEC: 1 },
+  // The generated entry (loops written out): the default, larger subgroup tiles, BK 64.
+  { ...SGMATRIX_TUNING, UNROLLED: 1 },
+  { SGM: 2, SGN: 2, TM: 4, TN: 4, BK: 32, STAGES: 2, VEC: 1, UNROLLED: 1 },
+  { SGM: 2, SGN: 4, TM: 4, TN: 2, BK: 32, STAGES: 2, VEC: 1, UNROLLED: 1 },
+  { SGM: 2, SGN: 2, TM: 4, TN: 4, BK: 64, STAGES: 1, VEC: 1, UNROLLED: 1 },
+  { SGM: 4, SGN: 2, TM: 2, TN: 4, BK: 32, STAGES: 2, VEC: 0, UNROLLED: 1 },
 ];
 let configs = CONFIGS;
 if (args.configs) {
@@ -127,7 +134,9 @@ const describeTune = (t: Partial<SgmatrixTuning>) => {
   const u = { ...SGMATRIX_TUNING, ...t };
   return `${u.SGM}x${u.SGN} sg, ${u.TM}x${u.TN} tiles (${16 * u.SGM * u.TM}x${
     16 * u.SGN * u.TN
-  }), BK ${u.BK}, ${u.STAGES} buf, ${u.VEC ? "vec4" : "f16"} tiles`;
+  }), BK ${u.BK}, ${u.STAGES} buf, ${u.VEC ? "vec4" : "f16"} tiles${
+    u.UNROLLED ? ", unrolled" : ""
+  }`;
 };
 
 interface Result {
@@ -291,33 +300,43 @@ if (!args["no-baseline"]) {
     console.log(`portable matmul baseline failed: ${(e as Error).message}`);
   }
 }
-const ablations: { ablate: 1 | 2; what: string; ms?: number; tflops?: number; error?: string }[] =
-  [];
+const ablations: {
+  tune: Partial<SgmatrixTuning>;
+  ablate: 1 | 2 | 3;
+  what: string;
+  ms?: number;
+  tflops?: number;
+  error?: string;
+}[] = [];
 if (args.ablate && ok.length && !dryRun) {
-  for (
-    const [ablate, what] of [
+  // The fastest tiling of each entry point (loops, unrolled); the multiplies alone only unrolled.
+  const fastest = [0, 1].map((u) => ok.find((r) => (r.tune.UNROLLED ?? 0) === u))
+    .filter((r) => r !== undefined);
+  for (const best of fastest) {
+    const steps = [
       [1, "no global -> workgroup staging (subgroup-matrix loads + multiplies only)"],
       [2, "no subgroup-matrix loads or multiplies (staging only)"],
-    ] as const
-  ) {
-    const a: (typeof ablations)[number] = { ablate, what };
-    try {
-      const d = await matmulSgmatrix(gpu, { ...fullSize(dtype0), tune: ok[0].tune, ablate });
-      const t = await gpuTime(gpu, [d], { inner: 10, samples: 5, warmup: 1 });
-      a.ms = t.seconds * 1e3;
-      a.tflops = (2 * S ** 3) / t.seconds / 1e12;
-    } catch (e) {
-      a.error = (e as Error).message.split("\n")[0];
-    }
-    ablations.push(a);
-    console.log(
-      `| ablation of the fastest: ${what} | ${dtype0} | - | ${
-        a.error ? "failed" : "ok"
-      } | - | - | ` +
-        `${a.ms?.toFixed(3) ?? "-"} | ${a.tflops?.toFixed(1) ?? "-"} | ${
-          a.error ?? "not validated (wrong by design); full kernel " + ok[0].ms!.toFixed(3) + " ms"
+      ...(best.tune.UNROLLED ? [[3, "the multiplies alone (no staging, no loads)"] as const] : []),
+    ] as const;
+    for (const [ablate, what] of steps) {
+      const a: (typeof ablations)[number] = { tune: best.tune, ablate, what };
+      try {
+        const d = await matmulSgmatrix(gpu, { ...fullSize(dtype0), tune: best.tune, ablate });
+        const t = await gpuTime(gpu, [d], { inner: 10, samples: 5, warmup: 1 });
+        a.ms = t.seconds * 1e3;
+        a.tflops = (2 * S ** 3) / t.seconds / 1e12;
+      } catch (e) {
+        a.error = (e as Error).message.split("\n")[0];
+      }
+      ablations.push(a);
+      console.log(
+        `| ablation of ${describeTune(best.tune)}: ${what} | ${dtype0} | - | ${
+          a.error ? "failed" : "ok"
+        } | - | - | ${a.ms?.toFixed(3) ?? "-"} | ${a.tflops?.toFixed(1) ?? "-"} | ${
+          a.error ?? "not validated (wrong by design); full kernel " + best.ms!.toFixed(3) + " ms"
         } |`,
-    );
+      );
+    }
   }
 }
 if (ok.length) {
