@@ -60,7 +60,7 @@ step offload_dawn_mapped 150 env PREGATE_GPU=dawn PREGATE_UPLOADER=mapped \
 step offload_native 170 env PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native" deno run -A bench/offload.ts
 # 4. Kernels on both implementations (GEMV 16-bit path changed since the last run).
-step kernels_dawn 120 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
+step kernels_dawn 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno bench -A bench/kernels_bench.ts
 step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
 # 4b. Kernel tests on Dawn (subgroup GEMV variants, subgroup-matrix matmul, fused kernels); the
