@@ -146,9 +146,11 @@ export interface SgmatrixTuning {
 /**
  * The default {@linkcode SgmatrixTuning}: 128 x 128 outputs per workgroup of 8 subgroups (4 along T,
  * 2 along N, each 32 x 64: 8 f32 result tiles), K step 32, double-buffered `vec4<f16>` tiles (48 KiB
- * of workgroup memory; one buffer where the device allows less). The fastest of the tilings
- * `tools/probe_sgmatrix.ts` measured on the H200 under Dawn (2026-11-28: 22.3 TFLOP/s at 4096^3;
- * the earlier first guess, 2 x 2 subgroups of 4 x 4 scalar tiles, ran at 4.0).
+ * of workgroup memory; one buffer where the device allows less), the generated entry point with the
+ * loops written out. Measured with `tools/probe_sgmatrix.ts` on the H200 under Dawn at 4096^3
+ * (2026-11-29): 146.9 TFLOP/s; the same tiling with loops 33.1 (the driver kept the arrays of
+ * matrices out of registers); the earlier first guess, 2 x 2 subgroups of 4 x 4 scalar tiles with
+ * loops, 4.0.
  */
 export const SGMATRIX_TUNING: Readonly<SgmatrixTuning> = Object.freeze({
   SGM: 4,
@@ -158,7 +160,7 @@ export const SGMATRIX_TUNING: Readonly<SgmatrixTuning> = Object.freeze({
   BK: 32,
   STAGES: 2,
   VEC: 1,
-  UNROLLED: 0,
+  UNROLLED: 1,
 });
 
 /**
@@ -290,7 +292,7 @@ interface Checked {
   accumulate: boolean;
 }
 
-function validate(gpu: Gpu, args: LinearArgs): Checked {
+function validate(gpu: Gpu, args: LinearArgs, xDtype: "f32" | "f16" = "f32"): Checked {
   argObject(args);
   const T = argCount("T", args.T);
   const K = argCount("K", args.K);
@@ -301,7 +303,14 @@ function validate(gpu: Gpu, args: LinearArgs): Checked {
     ? false
     : argBoolean("accumulate", args.accumulate);
   const words = dtype === "f32" ? N * K : N * K / 2;
-  const x = argBinding(gpu, "x", args.x, T * K * 4, `f32 [T=${T}, K=${K}]`);
+  if (xDtype === "f16") argEvenRow("K", K, "f16", "activations");
+  const x = argBinding(
+    gpu,
+    "x",
+    args.x,
+    T * K * (xDtype === "f16" ? 2 : 4),
+    `${xDtype} [T=${T}, K=${K}]`,
+  );
   const w = argBinding(gpu, "w", args.w, words * 4, `${dtype} [N=${N}, K=${K}]`);
   const y = argBinding(gpu, "y", args.y, T * N * 4, `f32 [T=${T}, N=${N}]`);
   argDistinct("y", y, { x, w });
@@ -807,6 +816,11 @@ export interface MatmulSgmatrixArgs extends LinearArgs {
    * `tune.UNROLLED`): the multiplies alone.
    */
   ablate?: 0 | 1 | 2 | 3;
+  /**
+   * The dtype of `x`: `f32` (default, `[T, K]` f32) or `f16` (`[T, K]` packed two per u32 word,
+   * e.g. from `packWeights(values, "f16")`; half the activation bytes to stage).
+   */
+  xDtype?: "f32" | "f16";
 }
 
 /**
@@ -861,6 +875,7 @@ const sgmatrixSources = new Map<string, PipelineSource>();
 function sgmatrixSource(
   t: SgmatrixTuning,
   dtype: DType,
+  xDtype: "f32" | "f16",
   ablate: 0 | 1 | 2 | 3,
   staging?: SgmatrixStaging,
 ): PipelineSource {
@@ -873,7 +888,7 @@ function sgmatrixSource(
     if (!staging) return t.VEC ? MATMUL_SGMATRIX_VEC4 : MATMUL_SGMATRIX;
     return sgmatrixSourceCached(base, "main", staging, () => "");
   }
-  const shape = { ...t, wPerLoad: dtype === "f32" ? 4 : 8 };
+  const shape = { ...t, wPerLoad: dtype === "f32" ? 4 : 8, xPerLoad: xDtype === "f32" ? 4 : 8 };
   return sgmatrixSourceCached(
     `${base}_${unrollKey(shape, ablate)}`,
     "main_unrolled",
@@ -918,7 +933,13 @@ export async function matmulSgmatrixWith(
   args: MatmulSgmatrixArgs,
   staging?: SgmatrixStaging,
 ): Promise<Dispatch> {
-  const a = validate(gpu, args);
+  const xDtype = argOneOf(
+    "xDtype",
+    args.xDtype ?? "f32",
+    ["f32", "f16"] as const,
+    "activation dtype",
+  );
+  const a = validate(gpu, args, xDtype);
   if (a.K % 8 !== 0) {
     throw new ArgumentError(
       "K",
@@ -939,10 +960,11 @@ export async function matmulSgmatrixWith(
     throw new ArgumentError(grid.argument, grid.message, "split the rows into several calls");
   }
   const { VEC: _vec, UNROLLED: _unrolled, ...tiling } = t;
-  const pipeline = await gpu.pipeline(sgmatrixSource(t, a.dtype, ablate, staging), {
+  const pipeline = await gpu.pipeline(sgmatrixSource(t, a.dtype, xDtype, ablate, staging), {
     ...tiling,
     WG: 32 * t.SGM * t.SGN,
     WDTYPE: DTYPE_CODE[a.dtype],
+    ...(xDtype === "f16" ? { XDTYPE: 1 } : {}),
     ACC: a.accumulate ? 1 : 0,
     // The generated entry has its ablation written in; the file's main reads ABLATE.
     ...(ablate && !t.UNROLLED ? { ABLATE: ablate } : {}),
@@ -951,7 +973,7 @@ export async function matmulSgmatrixWith(
     new ParamWriter().u32(a.T, a.K, a.N).bytes(),
     "matmul_sgmatrix.params",
   );
-  const x = vec4View("x", a.x, a.T * a.K * 4);
+  const x = vec4View("x", a.x, a.T * a.K * (xDtype === "f32" ? 4 : 2));
   const w = vec4View("w", a.w, a.N * a.K * (a.dtype === "f32" ? 4 : 2));
   return gpu.dispatch(pipeline, [params, x, w, a.y], grid.groups);
 }

@@ -5,7 +5,8 @@
 // and 32-wide subgroups (lanes 32s .. 32s+31 of the workgroup form subgroup s); linear.ts checks
 // all of it (sgmatrixUnsupported) before it builds this kernel, and matmul.wgsl is the portable one.
 //
-// Numerics: x (f32) and W are rounded to f16 when staged into workgroup memory; products and sums
+// Numerics: x (f32, or f16 with XDTYPE = 1) and W are rounded to f16 when staged into workgroup
+// memory (f16 values are copied); products and sums
 // are f32 (the accumulators are f32 result matrices). bf16 and f32 weights are converted to f16 on
 // staging: bf16 has 8 exponent bits, f16 only 5, so values beyond +-65504 become inf and values below
 // 6.1e-5 lose precision (f16 subnormals) or flush to 0. Activations have the same f16 range.
@@ -30,12 +31,18 @@
 // Workgroup memory: 2 * STAGES * (BM + BN) * (BK + PAD) + 4 * 256 * SGM * SGN bytes.
 // Dispatch: (ceil(N / BN), ceil(T / BM), 1) workgroups.
 //
+// Entry points: `main` walks the tiles, loads and 16-wide K steps in loops over arrays; the
+// generated `main_unrolled` (kernels/sgmatrix_unroll.ts, appended per tiling) writes those loops out
+// with a variable per matrix and load, which the H200's driver keeps in registers: 147 TFLOP/s
+// against 33 at the same tiling (2026-11-29, tools/probe_sgmatrix.ts). linear.ts picks it
+// (SgmatrixTuning.UNROLLED).
+//
 // Source: one staging include (prepended; it holds the enable directives) followed by this file:
 // - matmul_sgmatrix_scalar.wgsl: the tiles are array<f16>, written one f16 at a time;
 // - matmul_sgmatrix_vec4.wgsl: the tiles are array<vec4<f16>>, written 4 values per store (the
 //   subgroup-matrix loads then count offsets and strides in vec4s).
 // An include declares the staging type h16, the matrix types mat_a / mat_b / mat_c, MAX_TM and
-// MAX_TN, the workgroup arrays xs, ws and cs and the primitives put_x4, put_w4, get_c, load_a,
+// MAX_TN, the workgroup arrays xs, ws and cs and the primitives put_x4, put_x4h, put_w4, get_c, load_a,
 // load_b, mma, store_c and f16x2 (matmul_sgmatrix_test.ts swaps in an emulated include).
 
 
@@ -59,6 +66,8 @@ override STAGES: u32 = 2u;
 override WG: u32 = 128u;
 // Weight dtype: 0 = f32, 1 = f16, 2 = bf16 (as dtype.wgsl; 16-bit values two per word, low first).
 override WDTYPE: u32 = 1u;
+// Activation dtype: 0 = f32, 1 = f16 (two per word, low first).
+override XDTYPE: u32 = 0u;
 // 1: add the product to the existing y; 0: overwrite y.
 override ACC: u32 = 0u;
 // Probe-only ablations (tools/probe_sgmatrix.ts --ablate; results are wrong by design): 1 = no
@@ -76,7 +85,7 @@ const MAX_XV: u32 = 16u;
 const MAX_WV: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
@@ -86,24 +95,40 @@ fn w_per_load() -> u32 {
   return select(8u, 4u, WDTYPE == 0u);
 }
 
-// Load e (= lid + i * WG for the thread's i-th) of the x slice x[t0 .. t0+BM, k0 .. k0+BK]: 4 values
-// of one row; zeros past T and K and for e past the slice.
-fn fetch_x1(t0: u32, k0: u32, e: u32) -> vec4<f32> {
-  let per_row = BK / 4u;
+// Activation values per 16-byte load: 4 for f32, 8 for f16.
+fn x_per_load() -> u32 {
+  return select(4u, 8u, XDTYPE == 1u);
+}
+
+// Load e (= lid + i * WG for the thread's i-th) of the x slice x[t0 .. t0+BM, k0 .. k0+BK], as
+// words: 4 values of one row for f32, 8 for f16; zeros past T and K and for e past the slice.
+fn fetch_x1(t0: u32, k0: u32, e: u32) -> vec4<u32> {
+  let vals = x_per_load();
+  let per_row = BK / vals;
   let t = t0 + e / per_row;
-  let k = k0 + (e % per_row) * 4u;
+  let k = k0 + (e % per_row) * vals;
+  // Words per x row: K for f32, K / 2 for f16.
+  let row_words = select(p.K, p.K / 2u, XDTYPE == 1u);
+  let word_vals = select(1u, 2u, XDTYPE == 1u);
   if (e < SGM * TM * 16u * per_row && t < p.T && k < p.K) {
-    return x[(t * p.K + k) / 4u];
+    return x[(t * row_words + k / word_vals) / 4u];
   }
-  return vec4<f32>(0.0);
+  return vec4<u32>(0u);
 }
 
 // Stores load e of fetch_x1 into stage `stage` of xs as f16 (nothing for e past the slice).
-fn put_x1(stage: u32, e: u32, v: vec4<f32>) {
-  let per_row = BK / 4u;
+fn put_x1(stage: u32, e: u32, v: vec4<u32>) {
+  let vals = x_per_load();
+  let per_row = BK / vals;
   if (e < SGM * TM * 16u * per_row) {
     let lds = BK + PAD;
-    put_x4(stage * SGM * TM * 16u * lds + (e / per_row) * lds + (e % per_row) * 4u, v);
+    let o = stage * SGM * TM * 16u * lds + (e / per_row) * lds + (e % per_row) * vals;
+    if (XDTYPE == 0u) {
+      put_x4(o, bitcast<vec4<f32>>(v));
+    } else {
+      put_x4h(o, vec4<h16>(f16x2(v.x), f16x2(v.y)));
+      put_x4h(o + 4u, vec4<h16>(f16x2(v.z), f16x2(v.w)));
+    }
   }
 }
 
@@ -150,21 +175,21 @@ fn put_w1(stage: u32, e: u32, v: vec4<u32>) {
 
 // 16-byte loads per thread and K step: of x, of W.
 fn x_loads() -> u32 {
-  return (SGM * TM * 16u * (BK / 4u) + WG - 1u) / WG;
+  return (SGM * TM * 16u * (BK / x_per_load()) + WG - 1u) / WG;
 }
 fn w_loads() -> u32 {
   return (SGN * TN * 16u * (BK / w_per_load()) + WG - 1u) / WG;
 }
 
 // This thread's share of the x slice at (t0, k0), into r.
-fn fetch_x(t0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
+fn fetch_x(t0: u32, k0: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_XV>>) {
   for (var i = 0u; i < x_loads(); i++) {
     (*r)[i] = fetch_x1(t0, k0, lid + i * WG);
   }
 }
 
 // Stores r (from fetch_x) into stage `stage` of xs.
-fn put_x(stage: u32, lid: u32, r: ptr<function, array<vec4<f32>, MAX_XV>>) {
+fn put_x(stage: u32, lid: u32, r: ptr<function, array<vec4<u32>, MAX_XV>>) {
   for (var i = 0u; i < x_loads(); i++) {
     put_x1(stage, lid + i * WG, (*r)[i]);
   }
@@ -228,7 +253,7 @@ fn main(
     acc[i] = mat_c();
   }
   var a: array<mat_a, MAX_TM>;
-  var xr: array<vec4<f32>, MAX_XV>;
+  var xr: array<vec4<u32>, MAX_XV>;
   var wr: array<vec4<u32>, MAX_WV>;
 
   let nk = (p.K + BK - 1u) / BK;

@@ -32,6 +32,14 @@ fn put_x4(o: u32, v: vec4<f32>) {
   xs[o + 3u] = f16(v.w);
 }
 
+// Stores 4 x values (already f16) at xs[o ..] (o is a multiple of 4).
+fn put_x4h(o: u32, v: vec4<f16>) {
+  xs[o] = v.x;
+  xs[o + 1u] = v.y;
+  xs[o + 2u] = v.z;
+  xs[o + 3u] = v.w;
+}
+
 // Stores 4 W values at ws[o ..] (o is a multiple of 4).
 fn put_w4(o: u32, v: vec4<f16>) {
   ws[o] = v.x;

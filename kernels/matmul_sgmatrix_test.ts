@@ -55,10 +55,13 @@ interface Case {
   dtype: DType;
   accumulate: boolean;
   tune?: Partial<SgmatrixTuning>;
+  /** Activations as f16 (packed) instead of f32. */
+  xDtype?: "f16";
 }
 
 function describe(c: Case): string {
   return `matmul_sgmatrix ${c.dtype} T=${c.T} K=${c.K} N=${c.N}${c.accumulate ? " acc" : ""}` +
+    (c.xDtype ? ` x ${c.xDtype}` : "") +
     (c.tune ? ` ${JSON.stringify(c.tune)}` : "");
 }
 
@@ -122,7 +125,9 @@ async function runCases(
   const dispatches: Dispatch[] = [];
   const checks: ((out: Float32Array) => { rounded: number; f32: number })[] = [];
   for (const [i, c] of all.entries()) {
-    const x = randn(c.T * c.K);
+    // f16 activations: the f16-rounded values are the operands (the f32 check stays on x).
+    const x0 = randn(c.T * c.K);
+    const x = c.xDtype ? roundTo(x0, "f16") : x0;
     const wf = randn(c.N * c.K, 1 / Math.sqrt(c.K));
     let init: Float32Array | undefined;
     if (c.accumulate) {
@@ -130,7 +135,8 @@ async function runCases(
       gpu.write(yBuf, init, slots[i]);
     }
     const y = { buffer: yBuf, offset: slots[i], size: c.T * c.N * 4 };
-    dispatches.push(await build(c, upload(x, i), upload(packWeights(wf, c.dtype), i + 1), y));
+    const xData = c.xDtype ? packWeights(x, c.xDtype) : x;
+    dispatches.push(await build(c, upload(xData, i), upload(packWeights(wf, c.dtype), i + 1), y));
     checks.push((out) => {
       const what = describe(c) + (emulated ? " (emulated)" : "");
       const abs = (a: Float32Array) => a.map(Math.abs);
@@ -153,7 +159,7 @@ async function runCases(
       );
       const f32 = check(
         out,
-        matmulRef(x, wf, c.T, c.K, c.N, init),
+        matmulRef(x0, wf, c.T, c.K, c.N, init),
         scale,
         1e-2,
         arith + 2 * 2 ** -11 + 2 ** -8,
@@ -251,6 +257,15 @@ Deno.test({
         STAGES: 1,
         UNROLLED: 1,
       }),
+      // f16 activations, both entries.
+      ...cases([...SHAPES, [300, 520, 260]], { UNROLLED: 1 }).map((c) => ({
+        ...c,
+        xDtype: "f16" as const,
+      })),
+      ...cases([[70, 136, 50], [200, 96, 300]], { UNROLLED: 0 }).map((c) => ({
+        ...c,
+        xDtype: "f16" as const,
+      })),
     ];
     const worst = await runCases(gpu, all, build, false);
     console.log(
@@ -284,6 +299,9 @@ var<workgroup> xs: array<vec4<f32>, STAGES * SGM * TM * 4u * (BK + PAD)>;
 var<workgroup> ws: array<vec4<f32>, STAGES * SGN * TN * 4u * (BK + PAD)>;
 var<workgroup> cs: array<vec4<f32>, SGM * SGN * 64u>;
 fn put_x4(o: u32, v: vec4<f32>) {
+  xs[o / 4u] = v;
+}
+fn put_x4h(o: u32, v: vec4<h16>) {
   xs[o / 4u] = v;
 }
 fn put_w4(o: u32, v: vec4<h16>) {
@@ -372,6 +390,13 @@ Deno.test({
       ...some(ragged, { SGM: 1, SGN: 2, TM: 2, TN: 1, BK: 16, STAGES: 1, UNROLLED: 1 }, [
         ["f16", true],
       ]),
+      // f16 activations, both entries.
+      ...some(ragged, { SGM: 2, SGN: 1, TM: 1, TN: 2, BK: 32, STAGES: 2, UNROLLED: 1 }, [
+        ["bf16", true],
+        ["f32", false],
+      ]).map((c) => ({ ...c, xDtype: "f16" as const })),
+      ...some(ragged, { SGM: 2, SGN: 2, TM: 1, TN: 1, BK: 16, STAGES: 2 }, [["f16", false]])
+        .map((c) => ({ ...c, xDtype: "f16" as const })),
     ];
     await runCases(gpu, all, build, true);
   },
@@ -500,10 +525,12 @@ Deno.test("matmulSgmatrix: tiling overrides start from the device's default tili
   // keeps the default's single buffer there (two would need 44 KiB and be refused).
   const gpu = described({ workgroupStorage: 32768 });
   const pipelines: Record<string, number>[] = [];
+  const names: string[] = [];
   Object.assign(gpu, {
     byteLength: (b: GPUBuffer) => b.size,
-    pipeline: (_: unknown, constants: Record<string, number>) => {
+    pipeline: (src: { name: string }, constants: Record<string, number>) => {
       pipelines.push(constants);
+      names.push(src.name);
       return Promise.reject(new Error("stop"));
     },
   });
@@ -537,14 +564,41 @@ Deno.test("matmulSgmatrix: tiling overrides start from the device's default tili
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, K: 60 }), "K", "multiple of 8");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 24 } }), "tune.BK");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { VEC: 2 } }), "tune.VEC");
-  // The probe's ablations reach the kernel as ABLATE; the normal kernel never sets it.
-  await matmulSgmatrixWith(gpu, { ...args, tune: { BK: 16 }, ablate: 2 }).catch((e) => {
-    if ((e as Error).message !== "stop") throw e;
-  });
-  if (pipelines.at(-1)?.ABLATE !== 2 || pipelines.slice(0, -1).some((c) => "ABLATE" in c)) {
-    throw new Error(`expected ABLATE only on the last pipeline, got ${JSON.stringify(pipelines)}`);
+  // The probe's ablations reach the file's main as ABLATE and are written into the generated entry
+  // (its name says which); the normal kernel has neither.
+  for (const UNROLLED of [0, 1]) {
+    await matmulSgmatrixWith(gpu, { ...args, tune: { BK: 16, UNROLLED }, ablate: 2 }).catch((e) => {
+      if ((e as Error).message !== "stop") throw e;
+    });
   }
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, ablate: 3 as 1 }), "ablate");
+  const [loops, unrolled] = [pipelines.at(-2)!, names.at(-1)!];
+  if (
+    loops.ABLATE !== 2 || "ABLATE" in pipelines.at(-1)! || !unrolled.endsWith("_ablate2") ||
+    pipelines.slice(0, -2).some((c) => "ABLATE" in c) ||
+    names.slice(0, -2).some((n) => n.includes("ablate"))
+  ) {
+    throw new Error(
+      `expected ABLATE=2 on the loops' pipeline and _ablate2 in the unrolled one's name only, got ` +
+        `${JSON.stringify(pipelines)} ${JSON.stringify(names)}`,
+    );
+  }
+  // The default entry is the generated one.
+  if (!names[0].includes("_u42")) throw new Error(`expected the unrolled entry, got ${names[0]}`);
+  await rejects(
+    () => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 0 }, ablate: 3 }),
+    "ablate",
+  );
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, ablate: 4 as 1 }), "ablate");
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 2 } }), "tune.UNROLLED");
+  await rejects(
+    () => matmulSgmatrixWith(gpu, { ...args, xDtype: "bf16" as "f16" }),
+    "xDtype",
+  );
+  await rejects(
+    () => matmulSgmatrixWith(gpu, { ...args, xDtype: "f16", x: buf(T * K * 2 - 4) }),
+    "x",
+    "f16 [T=128, K=64]",
+  );
 });
 
 Deno.test("matmulVariant: PREGATE_KERNELS=portable forces the portable GEMM; bad values throw", () => {
@@ -662,6 +716,10 @@ Deno.test({
             const args = { x, w, y, T, K, N, dtype, accumulate, tune };
             steps.push(await matmulSgmatrixWith(gpu, args));
           }
+          // f16 activations.
+          steps.push(
+            await matmulSgmatrixWith(gpu, { x, w, y, T, K, N, dtype, tune, xDtype: "f16" }),
+          );
         }
         // The probe's ablations (tools/probe_sgmatrix.ts --ablate) compile too.
         for (const ablate of tune.UNROLLED ? [1, 2, 3] as const : [1, 2] as const) {

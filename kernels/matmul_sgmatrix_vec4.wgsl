@@ -31,6 +31,11 @@ fn put_x4(o: u32, v: vec4<f32>) {
   xs[o / 4u] = vec4<f16>(v);
 }
 
+// Stores 4 x values (already f16) at f16 offset o (a multiple of 4).
+fn put_x4h(o: u32, v: vec4<f16>) {
+  xs[o / 4u] = v;
+}
+
 // Stores 4 W values at f16 offset o (a multiple of 4).
 fn put_w4(o: u32, v: vec4<f16>) {
   ws[o / 4u] = v;

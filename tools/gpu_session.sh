@@ -99,6 +99,19 @@ step probe_sgmatrix_ablate 90 deno run -A tools/probe_sgmatrix.ts --gpu dawn --a
 # (the multiplies alone for the unrolled one).
 step probe_sgmatrix_unrolled 150 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
   --out "$out/probe_sgmatrix_unrolled.json"
+# Unrolled tilings with f32 activations (the runtime's) and with f16 activations (the issue's "f16
+# inputs"), each with the ablations of its fastest.
+UCFG='[{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":32,"STAGES":2,"VEC":1,"UNROLLED":1},
+{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":32,"STAGES":2,"VEC":0,"UNROLLED":1},
+{"SGM":2,"SGN":4,"TM":4,"TN":2,"BK":32,"STAGES":2,"VEC":0,"UNROLLED":1},
+{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":64,"STAGES":1,"VEC":1,"UNROLLED":1},
+{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":16,"STAGES":2,"VEC":1,"UNROLLED":1},
+{"SGM":4,"SGN":1,"TM":2,"TN":4,"BK":32,"STAGES":2,"VEC":1,"UNROLLED":1},
+{"SGM":2,"SGN":2,"TM":4,"TN":4,"BK":32,"STAGES":2,"VEC":1,"UNROLLED":1}]'
+step probe_sgm_x32 100 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
+  --configs "$UCFG" --out "$out/probe_sgm_x32.json"
+step probe_sgm_x16 100 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
+  --x f16 --configs "$UCFG" --out "$out/probe_sgm_x16.json"
 step probe_sgmatrix_norobust 80 env PREGATE_DAWN_FLAGS="$FAST" deno run -A tools/probe_sgmatrix.ts --gpu dawn
 # 4d. The parallel-memcpy mapped uploader (short soak, thread sweep) and the offloading experiment
 #     with the defaults (auto uploader = mapped on Dawn, pre-gated copies issued after compute).

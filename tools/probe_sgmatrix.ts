@@ -4,7 +4,7 @@
  * GPU-host slot:
  *
  * ```sh
- * deno run -A tools/probe_sgmatrix.ts --gpu dawn [--size 4096] [--dtype f16] [--out probe.json]
+ * deno run -A tools/probe_sgmatrix.ts --gpu dawn [--size 4096] [--dtype f16] [--x f32|f16] [--out probe.json]
  *   [--configs '[{"SGM":2,"SGN":2,"TM":4,"TN":4,"BK":32,"STAGES":2}]'] [--no-baseline]
  * ```
  *
@@ -53,6 +53,7 @@ const { values: args } = parseArgs({
     gpu: { type: "string", default: "dawn" },
     size: { type: "string", default: "4096" },
     dtype: { type: "string", default: "f16" },
+    x: { type: "string", default: "f32" },
     configs: { type: "string" },
     out: { type: "string" },
     "no-baseline": { type: "boolean", default: false },
@@ -63,7 +64,7 @@ const { values: args } = parseArgs({
 });
 if (args.help) {
   console.log(
-    "deno run -A tools/probe_sgmatrix.ts [--gpu dawn|native|auto] [--size N] [--dtype f16|bf16] " +
+    "deno run -A tools/probe_sgmatrix.ts [--gpu dawn|native|auto] [--size N] [--dtype f16|bf16] [--x f32|f16] " +
       "[--configs JSON] [--out file.json] [--no-baseline] [--ablate] [--dry-run]",
   );
   Deno.exit(0);
@@ -71,6 +72,17 @@ if (args.help) {
 const S = Number(args.size);
 if (!Number.isInteger(S) || S < 16 || S % 8 !== 0) {
   console.error(`--size must be a multiple of 8, got ${args.size}`);
+  Deno.exit(64);
+}
+const xDtype = args.x as "f32" | "f16";
+if (xDtype !== "f32" && xDtype !== "f16") {
+  console.error(`--x must be f32 or f16, got ${args.x}`);
+  Deno.exit(64);
+}
+if (xDtype === "f16" && args["dry-run"]) {
+  console.error(
+    "--dry-run runs the portable matmul, which takes f32 activations only: drop --x f16",
+  );
   Deno.exit(64);
 }
 const dtype0 = args.dtype as DType;
@@ -159,6 +171,8 @@ const x = randn(S * S);
 const wF = randn(S * S, 1 / Math.sqrt(S));
 const x16 = roundTo(x, "f16");
 const xBuf = gpu.storage("activations", x);
+// The kernel's activations: x itself, or x packed as f16 (--x f16).
+const xIn = xDtype === "f16" ? gpu.storage("activations", packWeights(x16, "f16")) : xBuf;
 const yBuf = gpu.storage("activations", S * S * 4);
 const poison = new Uint32Array(S * S).fill(POISON);
 const weights = new Map<DType, { buf: GPUBuffer; w16: Float32Array }>();
@@ -183,25 +197,25 @@ const samples = Array.from({ length: 256 }, (_, i) => {
 
 /** The S x S x S product's arguments with `dtype` weights. */
 function fullSize(dtype: DType) {
-  return { x: xBuf, w: weightsOf(dtype).buf, y: yBuf, T: S, K: S, N: S, dtype };
+  return { x: xIn, w: weightsOf(dtype).buf, y: yBuf, T: S, K: S, N: S, dtype, xDtype };
 }
 
 /** The kernel under test (the portable one with --dry-run). */
 function build(a: Parameters<typeof matmulSgmatrix>[1]) {
   if (!dryRun) return matmulSgmatrix(gpu, a);
-  const { tune: _tune, ...rest } = a;
+  const { tune: _tune, xDtype: _x, ...rest } = a;
   return matmul(gpu, rest);
 }
 
 /** Full check of one tiling on a small ragged shape. */
 async function smallCheck(tune: Partial<SgmatrixTuning>, dtype: DType): Promise<number> {
   const [T, K, N] = [200, 264, 136];
-  const xs = randn(T * K), ws = randn(N * K, 1 / Math.sqrt(K));
-  const bx = gpu.storage("activations", xs);
+  const xs = roundTo(randn(T * K), xDtype), ws = randn(N * K, 1 / Math.sqrt(K));
+  const bx = gpu.storage("activations", xDtype === "f16" ? packWeights(xs, "f16") : xs);
   const bw = gpu.storage("dense", packWeights(ws, dtype));
   const by = gpu.storage("activations", new Uint32Array(T * N).fill(POISON));
   try {
-    gpu.submit([await build({ x: bx, w: bw, y: by, T, K, N, dtype, tune })]);
+    gpu.submit([await build({ x: bx, w: bw, y: by, T, K, N, dtype, tune, xDtype })]);
     const out = await gpu.readF32(by);
     const bits = new Uint32Array(out.buffer);
     const unwritten = bits.findIndex((b) => b === POISON);
@@ -266,7 +280,9 @@ function line(r: Result): string {
 
 console.log(
   `\n${dryRun ? "DRY RUN (the portable matmul in place of the kernel): " : ""}` +
-    `subgroup-matrix GEMM, ${S}^3, x f32 -> f16, W ${dtype0} (peer: PyTorch fp16 721 TFLOP/s on ` +
+    `subgroup-matrix GEMM, ${S}^3, x ${xDtype}${
+      xDtype === "f32" ? " -> f16" : ""
+    }, W ${dtype0} (peer: PyTorch fp16 721 TFLOP/s on ` +
     `the H200, platform.md; target >= 150)\n`,
 );
 console.log(
@@ -289,7 +305,8 @@ if (ok.length) {
 let baseline: { ms: number; tflops: number } | undefined;
 if (!args["no-baseline"]) {
   try {
-    const d = await matmul(gpu, fullSize(dtype0));
+    const { xDtype: _x, ...f32Args } = fullSize(dtype0);
+    const d = await matmul(gpu, { ...f32Args, x: xBuf });
     const t = await gpuTime(gpu, [d], { inner: 2, samples: 3, warmup: 1 });
     baseline = { ms: t.seconds * 1e3, tflops: (2 * S ** 3) / t.seconds / 1e12 };
     console.log(
