@@ -656,8 +656,9 @@ Deno.test({
       const w = gpu.storage("dense", packWeights(randn(N * K), "bf16"));
       const y = poisoned(gpu, T * N);
       const d = await linear(gpu, { x, w, y, T, K, N, dtype: "bf16", kernels });
-      // The subgroup-matrix kernel's name carries its tile layout (`matmul_sgmatrix_vec4`).
-      if (!new RegExp(`^${kernel}(_vec4)?[:|]`).test(d.label)) {
+      // The subgroup-matrix kernel's name carries its tile layout and its generated entry's key
+      // (`matmul_sgmatrix_vec4_u4224_32_2_x4w8`).
+      if (!new RegExp(`^${kernel}(_vec4)?(_u\\w+)?[:|]`).test(d.label)) {
         throw new Error(`linear T=${T} kernels=${kernels}: expected ${kernel}, got '${d.label}'`);
       }
       for (const b of [x, w, y]) gpu.destroyBuffer(b);

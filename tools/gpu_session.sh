@@ -112,6 +112,15 @@ step probe_sgm_x32 100 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate -
   --configs "$UCFG" --out "$out/probe_sgm_x32.json"
 step probe_sgm_x16 100 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
   --x f16 --configs "$UCFG" --out "$out/probe_sgm_x16.json"
+# The candidates again, each after 2 s of warm-up with the SM clock logged, f16 and bf16 weights.
+FCFG='[{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":32,"STAGES":2,"VEC":1,"UNROLLED":1},
+{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":64,"STAGES":1,"VEC":1,"UNROLLED":1},
+{"SGM":4,"SGN":2,"TM":2,"TN":4,"BK":32,"STAGES":2,"VEC":0,"UNROLLED":1},
+{"SGM":2,"SGN":4,"TM":4,"TN":2,"BK":64,"STAGES":1,"VEC":1,"UNROLLED":1}]'
+step probe_final_x32 110 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
+  --dtype f16,bf16 --configs "$FCFG" --out "$out/probe_final_x32.json"
+step probe_final_x16 110 deno run -A tools/probe_sgmatrix.ts --gpu dawn --ablate --no-baseline \
+  --dtype f16,bf16 --x f16 --configs "$FCFG" --out "$out/probe_final_x16.json"
 step probe_sgmatrix_norobust 80 env PREGATE_DAWN_FLAGS="$FAST" deno run -A tools/probe_sgmatrix.ts --gpu dawn
 # 4d. The parallel-memcpy mapped uploader (short soak, thread sweep) and the offloading experiment
 #     with the defaults (auto uploader = mapped on Dawn, pre-gated copies issued after compute).

@@ -4,7 +4,7 @@
  * GPU-host slot:
  *
  * ```sh
- * deno run -A tools/probe_sgmatrix.ts --gpu dawn [--size 4096] [--dtype f16] [--x f32|f16] [--out probe.json]
+ * deno run -A tools/probe_sgmatrix.ts --gpu dawn [--size 4096] [--dtype f16|bf16|f16,bf16] [--x f32|f16] [--out probe.json]
  *   [--configs '[{"SGM":2,"SGN":2,"TM":4,"TN":4,"BK":32,"STAGES":2}]'] [--no-baseline]
  * ```
  *
@@ -46,6 +46,7 @@ import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import { POISON, randn, relError } from "../kernels/test_util.ts";
 import { matmulRef } from "../kernels/reference.ts";
 import { gpuTime } from "../bench/harness.ts";
+import { ClockSampler } from "../bench/clock.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -85,11 +86,14 @@ if (xDtype === "f16" && args["dry-run"]) {
   );
   Deno.exit(64);
 }
-const dtype0 = args.dtype as DType;
-if (dtype0 !== "f16" && dtype0 !== "bf16") {
-  console.error(`--dtype must be f16 or bf16, got ${args.dtype}`);
+// One weight dtype (the fastest tiling then runs once with the other too) or a list (every tiling
+// with each).
+const dtypes = args.dtype.split(",") as DType[];
+if (!dtypes.length || dtypes.some((d) => d !== "f16" && d !== "bf16")) {
+  console.error(`--dtype must be f16, bf16 or a comma-separated list of them, got ${args.dtype}`);
   Deno.exit(64);
 }
+const dtype0 = dtypes[0];
 
 /**
  * Tilings tried by default: the default, its vec4 staging, one buffer, 256-thread workgroups, BK 64,
@@ -162,6 +166,8 @@ interface Result {
   ms?: number;
   tflops?: number;
   timing?: string;
+  /** SM clock range (MHz) during the timed runs, where nvidia-smi runs. */
+  clock?: { min: number; max: number } | null;
 }
 
 // ------------------------------------------------------------------ data (generated once per dtype)
@@ -229,6 +235,22 @@ async function smallCheck(tune: Partial<SgmatrixTuning>, dtype: DType): Promise<
   }
 }
 
+// The H200's SM clock climbs from ~500 MHz only after seconds of sustained work: each timing runs
+// after 2 s of the same work (gpuTime's warm-up), and reports the clock range nvidia-smi saw.
+const clock = ClockSampler.start(50);
+
+/** GPU time of `d` (median of 5 samples of `inner` runs, after 2 s of warm-up) and the clock. */
+async function timeAt(d: Awaited<ReturnType<typeof build>>, inner: number) {
+  const t0 = performance.now();
+  const t = await gpuTime(gpu, [d], { inner, samples: 5, warmup: 1, warmupMs: 2000 });
+  // The samples follow the warm-up; this range covers both (the tail is what matters).
+  return { ...t, clock: clock?.range(t0 + 1500, performance.now()) ?? null };
+}
+
+function clockText(c: { min: number; max: number } | null | undefined): string {
+  return c ? `, SM ${c.min}-${c.max} MHz` : "";
+}
+
 async function probe(tune: Partial<SgmatrixTuning>, dtype: DType): Promise<Result> {
   const full = { ...SGMATRIX_TUNING, ...tune };
   const r: Result = { tune, dtype, status: "failed", sharedBytes: sgmatrixSharedBytes(full) };
@@ -258,10 +280,11 @@ async function probe(tune: Partial<SgmatrixTuning>, dtype: DType): Promise<Resul
     if (!(r.sampledError < 1e-3)) throw new Error(`sampled error ${r.sampledError} >= 1e-3`);
     // About 50 ms of GPU work per timed sample.
     const inner = Math.max(1, Math.min(50, Math.round(50 / Math.max(firstMs / 4, 0.5))));
-    const t = await gpuTime(gpu, [d], { inner, samples: 5, warmup: 1 });
-    r.ms = t.seconds * 1e3;
-    r.tflops = (2 * S ** 3) / t.seconds / 1e12;
-    r.timing = `${t.how}, ${inner} per sample`;
+    const timed = await timeAt(d, inner);
+    r.ms = timed.seconds * 1e3;
+    r.tflops = (2 * S ** 3) / timed.seconds / 1e12;
+    r.clock = timed.clock;
+    r.timing = `${timed.how}, ${inner} per sample${clockText(timed.clock)}`;
     r.status = "ok";
   } catch (e) {
     r.message = (e as Error).message.split("\n").slice(0, 6).join(" | ");
@@ -291,12 +314,15 @@ console.log(
 console.log("|---|---|---|---|---|---|---|---|---|");
 const results: Result[] = [];
 for (const tune of configs) {
-  const r = await probe(tune, dtype0);
-  results.push(r);
-  console.log(line(r));
+  for (const dtype of dtypes) {
+    const r = await probe(tune, dtype);
+    results.push(r);
+    console.log(line(r));
+  }
 }
-const ok = results.filter((r) => r.status === "ok").sort((a, b) => b.tflops! - a.tflops!);
-if (ok.length) {
+const ok = results.filter((r) => r.status === "ok" && r.dtype === dtype0)
+  .sort((a, b) => b.tflops! - a.tflops!);
+if (ok.length && dtypes.length === 1) {
   const other: DType = dtype0 === "f16" ? "bf16" : "f16";
   const r = await probe(ok[0].tune, other);
   results.push(r);
@@ -323,6 +349,7 @@ const ablations: {
   what: string;
   ms?: number;
   tflops?: number;
+  clock?: { min: number; max: number } | null;
   error?: string;
 }[] = [];
 if (args.ablate && ok.length && !dryRun) {
@@ -339,9 +366,10 @@ if (args.ablate && ok.length && !dryRun) {
       const a: (typeof ablations)[number] = { tune: best.tune, ablate, what };
       try {
         const d = await matmulSgmatrix(gpu, { ...fullSize(dtype0), tune: best.tune, ablate });
-        const t = await gpuTime(gpu, [d], { inner: 10, samples: 5, warmup: 1 });
+        const t = await timeAt(d, 10);
         a.ms = t.seconds * 1e3;
         a.tflops = (2 * S ** 3) / t.seconds / 1e12;
+        a.clock = t.clock;
       } catch (e) {
         a.error = (e as Error).message.split("\n")[0];
       }
@@ -350,7 +378,9 @@ if (args.ablate && ok.length && !dryRun) {
         `| ablation of ${describeTune(best.tune)}: ${what} | ${dtype0} | - | ${
           a.error ? "failed" : "ok"
         } | - | - | ${a.ms?.toFixed(3) ?? "-"} | ${a.tflops?.toFixed(1) ?? "-"} | ${
-          a.error ?? "not validated (wrong by design); full kernel " + best.ms!.toFixed(3) + " ms"
+          a.error ??
+            "not validated (wrong by design); full kernel " + best.ms!.toFixed(3) + " ms" +
+              clockText(a.clock)
         } |`,
       );
     }
@@ -370,5 +400,6 @@ if (args.out) {
     JSON.stringify({ device: gpu.describe(), size: S, results, baseline, ablations }, null, 2),
   );
 }
+await clock?.stop();
 gpu.destroy();
 Deno.exit(ok.length ? 0 : 1);
