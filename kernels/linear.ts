@@ -144,24 +144,28 @@ export interface SgmatrixTuning {
 }
 
 /**
- * The default {@linkcode SgmatrixTuning}: 128 x 128 outputs per workgroup of 8 subgroups (4 along T,
- * 2 along N, each 32 x 64: 8 f32 result tiles), K step 32, double-buffered `vec4<f16>` tiles (48 KiB
- * of workgroup memory; one buffer where the device allows less), the generated entry point with the
- * loops written out. Measured with `tools/probe_sgmatrix.ts` on the H200 under Dawn at 4096^3
- * (2026-11-29): 146.9 TFLOP/s; the same tiling with loops 33.1 (the driver kept the arrays of
- * matrices out of registers); the earlier first guess, 2 x 2 subgroups of 4 x 4 scalar tiles with
- * loops, 4.0.
+ * The default {@linkcode SgmatrixTuning}: 128 x 128 outputs per workgroup of 8 subgroups (2 along T,
+ * 4 along N, each 64 x 32: 8 f32 result tiles), K step 64 in one `vec4<f16>` buffer (44 KiB of
+ * workgroup memory; K step 32, then 16, where the device allows less), the generated entry point
+ * with the loops written out. The fastest of `tools/probe_sgmatrix.ts`'s candidates on the H200
+ * under Dawn at 4096^3, each after 2 s of warm-up at 1980 MHz (2026-11-29): 147.4 TFLOP/s with f16
+ * weights, 143.5 with bf16 (f16 activations: 162.0 / 158.7); two buffers at K step 32 104.7 -
+ * 106.9 (147 in an earlier build); the same tilings with loops instead of the generated entry
+ * 30-33 (the driver kept the arrays of matrices out of registers).
  */
 export const SGMATRIX_TUNING: Readonly<SgmatrixTuning> = Object.freeze({
-  SGM: 4,
-  SGN: 2,
-  TM: 2,
-  TN: 4,
-  BK: 32,
-  STAGES: 2,
+  SGM: 2,
+  SGN: 4,
+  TM: 4,
+  TN: 2,
+  BK: 64,
+  STAGES: 1,
   VEC: 1,
   UNROLLED: 1,
 });
+
+/** Smaller K steps tried, in order, where the default's workgroup memory is over the device's. */
+const SGMATRIX_SMALLER_BK = [32, 16];
 
 /**
  * {@linkcode linear} considers {@linkcode matmulSgmatrix} only from this many rows of `x` (prefill);
@@ -674,15 +678,19 @@ export function sgmatrixSharedBytes(t: SgmatrixTuning): number {
   return 2 * t.STAGES * rows * (t.BK + 8) + 4 * 256 * t.SGM * t.SGN;
 }
 
-/** {@linkcode SGMATRIX_TUNING}, with one buffer where two do not fit; a reason if none fits. */
+/**
+ * {@linkcode SGMATRIX_TUNING}, with a smaller K step where its workgroup memory is over the device's
+ * limit; a reason if none fits.
+ */
 function defaultSgmatrixTune(gpu: Gpu): SgmatrixTuning | string {
   const max = gpu.limits.maxComputeWorkgroupStorageSize;
-  for (let stages = SGMATRIX_TUNING.STAGES; stages >= 1; stages--) {
-    const t = { ...SGMATRIX_TUNING, STAGES: stages };
+  for (const BK of [SGMATRIX_TUNING.BK, ...SGMATRIX_SMALLER_BK]) {
+    const t = { ...SGMATRIX_TUNING, BK };
     if (sgmatrixSharedBytes(t) <= max) return t;
   }
-  return `the default tiling needs ${sgmatrixSharedBytes({ ...SGMATRIX_TUNING, STAGES: 1 })} ` +
-    `bytes of workgroup memory, over this device's ${max}`;
+  const least = { ...SGMATRIX_TUNING, BK: SGMATRIX_SMALLER_BK.at(-1)! };
+  return `the default tiling needs at least ${sgmatrixSharedBytes(least)} bytes of workgroup ` +
+    `memory, over this device's ${max}`;
 }
 
 /**
@@ -801,7 +809,7 @@ export function matmulVariant(
   return {
     variant: "sgmatrix",
     reason: `subgroup matrices f16->f32 16x16x16, ${dtype} weights, T=${T}, ` +
-      `${tune.STAGES} workgroup buffer(s)`,
+      `K step ${tune.BK} in ${tune.STAGES} workgroup buffer(s)`,
     tune: Object.freeze(tune),
   };
 }

@@ -510,19 +510,21 @@ Deno.test("matmulVariant: the device's features, subgroups, configurations and l
     "portable",
     "f16->f16 16x16x16, f16->f32 16x8x16",
   );
-  // Workgroup memory: two buffers need 44 KiB, one 24 KiB.
-  const two = sgmatrixSharedBytes(SGMATRIX_TUNING);
-  const one = sgmatrixSharedBytes({ ...SGMATRIX_TUNING, STAGES: 1 });
-  const c = expectVariant(described({ workgroupStorage: 32768 }), {}, "sgmatrix", "1 workgroup");
-  if (c.tune?.STAGES !== 1 || one > 32768 || two <= 32768) {
-    throw new Error(`expected one buffer (${one} B) under 32768 and two (${two} B) over it`);
+  // Workgroup memory: the default's K step of 64 needs 44 KiB, 32 needs 28 KiB.
+  const full = sgmatrixSharedBytes(SGMATRIX_TUNING);
+  const half = sgmatrixSharedBytes({ ...SGMATRIX_TUNING, BK: 32 });
+  const c = expectVariant(described({ workgroupStorage: 32768 }), {}, "sgmatrix", "K step 32");
+  if (c.tune?.BK !== 32 || SGMATRIX_TUNING.BK !== 64 || half > 32768 || full <= 32768) {
+    throw new Error(`expected K step 32 (${half} B) under 32768 and 64 (${full} B) over it`);
   }
+  expectVariant(described({ workgroupStorage: 49152 }), {}, "sgmatrix", "K step 64");
   expectVariant(described({ workgroupStorage: 16384 }), {}, "portable", "over this device's 16384");
 });
 
 Deno.test("matmulSgmatrix: tiling overrides start from the device's default tiling", async () => {
-  // Builds up to the pipeline on a described device with 32 KiB of workgroup memory: { VEC: 1 }
-  // keeps the default's single buffer there (two would need 44 KiB and be refused).
+  // Builds up to the pipeline on a described device with 32 KiB of workgroup memory: the default
+  // and { VEC: 1 } get the default's smaller K step there (64 would need 44 KiB), an explicit one
+  // is kept.
   const gpu = described({ workgroupStorage: 32768 });
   const pipelines: Record<string, number>[] = [];
   const names: string[] = [];
@@ -554,13 +556,15 @@ Deno.test("matmulSgmatrix: tiling overrides start from the device's default tili
       if ((e as Error).message !== "stop") throw e;
     });
   }
-  const stages = pipelines.map((c) => c.STAGES);
-  if (JSON.stringify(stages) !== "[1,1,2]" || "VEC" in pipelines[0]) {
+  const got = JSON.stringify(pipelines.map((c) => [c.BK, c.STAGES]));
+  if (got !== "[[32,1],[32,1],[16,2]]" || "VEC" in pipelines[0]) {
     throw new Error(
-      `expected STAGES 1, 1, 2 and no VEC constant, got ${JSON.stringify(pipelines)}`,
+      `expected (BK, STAGES) (32, 1), (32, 1), (16, 2) and no VEC constant, got ` +
+        JSON.stringify(pipelines),
     );
   }
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { STAGES: 2 } }), "tune", "32768");
+  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 64 } }), "tune", "32768");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, K: 60 }), "K", "multiple of 8");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 24 } }), "tune.BK");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { VEC: 2 } }), "tune.VEC");
@@ -583,7 +587,9 @@ Deno.test("matmulSgmatrix: tiling overrides start from the device's default tili
     );
   }
   // The default entry is the generated one.
-  if (!names[0].includes("_u42")) throw new Error(`expected the unrolled entry, got ${names[0]}`);
+  if (!names[0].includes("_u2442_32_1")) {
+    throw new Error(`expected the unrolled entry, got ${names[0]}`);
+  }
   await rejects(
     () => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 0 }, ablate: 3 }),
     "ablate",
