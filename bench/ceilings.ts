@@ -6,6 +6,7 @@
  */
 import type { Gpu, PipelineSource } from "../runtime/gpu/device.ts";
 import { gpuTime } from "./harness.ts";
+import type { ClockSampler } from "./clock.ts";
 
 const STREAM: PipelineSource = {
   name: "bench_stream_read",
@@ -56,20 +57,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 };
 
 /** GB/s of a streaming-read kernel over a buffer (1 GiB on a GPU, 32 MiB on a software adapter). */
-export async function measureReadBandwidth(gpu: Gpu): Promise<number> {
+export async function measureReadBandwidth(
+  gpu: Gpu,
+  clock: ClockSampler | null = null,
+): Promise<number> {
   const bytes = (gpu.isFallback ? 32 : 1024) << 20;
   const src = gpu.storage("other", bytes, "stream-src");
   const sink = gpu.storage("other", 16, "sink");
   const pipe = await gpu.pipeline(STREAM, { WG: 256 });
   const d = gpu.dispatch(pipe, [src, sink], gpu.grid(Math.ceil(bytes / 16 / 256 / 16)));
-  const t = await gpuTime(gpu, [d], { inner: gpu.isFallback ? 2 : 20, samples: 5 });
+  const t = await gpuTime(gpu, [d], { inner: gpu.isFallback ? 2 : 20, samples: 5, clock });
   gpu.destroyBuffer(src);
   gpu.destroyBuffer(sink);
   return bytes / t.seconds / 1e9;
 }
 
 /** TFLOP/s of an f32 FMA-only kernel (8 vec4 FMAs per iteration, 512 iterations per thread). */
-export async function measureFmaRate(gpu: Gpu): Promise<number> {
+export async function measureFmaRate(
+  gpu: Gpu,
+  clock: ClockSampler | null = null,
+): Promise<number> {
   const threads = (gpu.isFallback ? 16 : 2048) * 256;
   const sink = gpu.storage(
     "other",
@@ -77,7 +84,7 @@ export async function measureFmaRate(gpu: Gpu): Promise<number> {
     "sink",
   );
   const d = gpu.dispatch(await gpu.pipeline(FMA), [sink], [threads / 256]);
-  const t = await gpuTime(gpu, [d], { inner: gpu.isFallback ? 1 : 10, samples: 5 });
+  const t = await gpuTime(gpu, [d], { inner: gpu.isFallback ? 1 : 10, samples: 5, clock });
   gpu.destroyBuffer(sink);
   return (threads * 512 * 8 * 4 * 2) / t.seconds / 1e12;
 }

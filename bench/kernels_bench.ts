@@ -15,7 +15,7 @@
  * small on a software adapter, full otherwise); PREGATE_BENCH_OUT=path.json writes the results.
  * @module
  */
-import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
+import { type Dispatch, type Gpu, openGpu } from "../runtime/gpu/device.ts";
 import { measureFmaRate, measureReadBandwidth } from "./ceilings.ts";
 import { matmul, matmulSgmatrix, matmulVariant, matvec } from "../kernels/linear.ts";
 import { matmulRef } from "../kernels/reference_linear.ts";
@@ -26,7 +26,16 @@ import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import type { DType } from "../runtime/weights/dtype.ts";
 import { assertClose, randn } from "../kernels/test_util.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
-import { gpuTime, markdownTable, median, type ResultRow, wallTime } from "./harness.ts";
+import {
+  type GpuTime,
+  gpuTime,
+  type GpuTimeOptions,
+  markdownTable,
+  median,
+  type ResultRow,
+  wallTime,
+} from "./harness.ts";
+import { ClockSampler } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
   gpu: (Deno.env.get("PREGATE_GPU") ?? "native") as "native" | "dawn" | "auto",
@@ -36,12 +45,19 @@ const size = Deno.env.get("PREGATE_BENCH_SIZE") ?? (gpu.isFallback ? "small" : "
 const full = size === "full";
 const rows: ResultRow[] = [];
 const MB = 1 << 20;
+// The SM clock while each figure is timed (nvidia-smi, where there is one): a measurement at a
+// fallen clock is repeated, and each GPU row's note says the clock it ran at.
+const clock = gpu.isFallback ? null : ClockSampler.start(50);
+const time = (ds: Dispatch[], o: GpuTimeOptions) => gpuTime(gpu, ds, { ...o, clock });
+const clockNote = (t: GpuTime) =>
+  (t.clock ? `, SM ${t.clock.min}-${t.clock.max} MHz` : "") +
+  (t.attempts && t.attempts > 1 ? ` (${t.attempts} attempts)` : "");
 
 // ------------------------------------------------------------------ ceilings, measured on this device
 
 const stage = (m: string) => console.error(`[kernels_bench] ${m}`);
 stage(`measuring ceilings on ${gpu.describe()}`);
-const readBw = await measureReadBandwidth(gpu);
+const readBw = await measureReadBandwidth(gpu, clock);
 rows.push({
   name: `ceiling: streaming-read kernel (WGSL, vec4<u32>)`,
   value: readBw,
@@ -67,7 +83,7 @@ rows.push({
 gpu.destroyBuffer(copyDst);
 gpu.destroyBuffer(streamBuf);
 
-const peakTflops = await measureFmaRate(gpu);
+const peakTflops = await measureFmaRate(gpu, clock);
 rows.push({ name: "ceiling: f32 FMA-only kernel", value: peakTflops, unit: "TFLOP/s" });
 
 // ------------------------------------------------------------------ GEMV (decode)
@@ -87,7 +103,7 @@ for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
   const check = Math.min(gemvN, 256);
   const ref = matmulRef(x, roundTo(wF.subarray(0, check * gemvK), dtype), 1, gemvK, check);
   assertClose(y.subarray(0, check), ref, 1e-5, `gemv ${dtype}`);
-  const t = await gpuTime(gpu, [d], { inner: full ? 50 : 5 });
+  const t = await time([d], { inner: full ? 50 : 5 });
   const bytes = wBuf.size + gemvK * 4 + gemvN * 4;
   rows.push({
     name: `GEMV ${dtype} ${gemvN}x${gemvK}`,
@@ -95,7 +111,7 @@ for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
     unit: "GB/s",
     ceiling: readBw,
     ceilingNote: "streaming read",
-    note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}`,
+    note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
   });
   Deno.bench({ name: `gemv ${dtype} ${gemvN}x${gemvK}`, n: 20, warmup: 3 }, async () => {
     gpu.submit([d]);
@@ -154,7 +170,7 @@ stage("MoE expert GEMVs (decode)");
     const up1 = roundTo(base[0].subarray(0, sample * H), dtype); // pool 1, slot 1
     const ref = moeGateUpRef(x, [gate1], [up1], new Uint32Array([0]), 1, 1, H, sample);
     assertClose(h.subarray(0, sample), ref, 1e-5, `moe gate_up ${dtype}`);
-    const t = await gpuTime(gpu, [gu, dn], { inner: full ? 20 : 2 });
+    const t = await time([gu, dn], { inner: full ? 20 : 2 });
     const moved = 3 * k * I * H * bytes;
     rows.push({
       name: `MoE gate_up+down ${dtype}, top-${k} of ${I}x${H} experts`,
@@ -162,7 +178,7 @@ stage("MoE expert GEMVs (decode)");
       unit: "GB/s",
       ceiling: readBw,
       ceilingNote: "streaming read",
-      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}`,
+      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
     });
     pools.forEach((b) => gpu.destroyBuffer(b));
   }
@@ -182,14 +198,14 @@ for (const dtype of ["f32", "f16"] as DType[]) {
   const y = await gpu.readF32(yBuf, 0, 8 * mm);
   const ref = matmulRef(x.subarray(0, 8 * mm), roundTo(wF, dtype), 8, mm, mm);
   assertClose(y, ref, 1e-5, `matmul ${dtype}`);
-  const t = await gpuTime(gpu, [d], { inner: full ? 5 : 1, samples: 5 });
+  const t = await time([d], { inner: full ? 5 : 1, samples: 5 });
   rows.push({
     name: `matmul ${dtype} weights ${mm}^3`,
     value: (2 * mm ** 3) / t.seconds / 1e12,
     unit: "TFLOP/s",
     ceiling: peakTflops,
     ceilingNote: "FMA-only kernel",
-    note: `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}`,
+    note: `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}${clockNote(t)}`,
   });
   gpu.destroyBuffer(wBuf);
   gpu.destroyBuffer(xBuf);
@@ -226,13 +242,13 @@ const PYTORCH_FP16_TFLOPS_H200 = 721;
       const wBuf = gpu.storage("dense", packWeights(wF, "f16"));
       const args = { x: xBufs.f32, w: wBuf, y: yBuf, T: mm, K: mm, N: mm, dtype: "f16" as const };
       const d = await matmulSgmatrix(gpu, { ...args, tune, ablate: 3 });
-      const t = await gpuTime(gpu, [d], { inner: full ? 10 : 1, samples: 5, warmupMs: 2000 });
+      const t = await time([d], { inner: full ? 10 : 1, samples: 5, warmupMs: 2000 });
       mmaPeak = (2 * mm ** 3) / t.seconds / 1e12;
       rows.push({
         name: "ceiling: subgroup-matrix multiplies alone (the GEMM without its loads)",
         value: mmaPeak,
         unit: "TFLOP/s",
-        note: `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}, ${tiling}`,
+        note: `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}${clockNote(t)}, ${tiling}`,
       });
       gpu.destroyBuffer(wBuf);
     }
@@ -257,7 +273,7 @@ const PYTORCH_FP16_TFLOPS_H200 = 721;
         const w16 = roundTo(roundTo(wF, dtype), "f16");
         const ref = matmulRef(x16.subarray(0, 8 * mm), w16, 8, mm, mm);
         assertClose(y, ref, 1e-3, `matmul ${dtype} x ${xDtype} (subgroup matrix)`);
-        const t = await gpuTime(gpu, [d], { inner: full ? 10 : 1, samples: 5, warmupMs: 2000 });
+        const t = await time([d], { inner: full ? 10 : 1, samples: 5, warmupMs: 2000 });
         rows.push({
           name: `matmul ${dtype} weights, ${xDtype} activations ${mm}^3 (subgroup matrix)`,
           value: (2 * mm ** 3) / t.seconds / 1e12,
@@ -265,7 +281,7 @@ const PYTORCH_FP16_TFLOPS_H200 = 721;
           ceiling: mmaPeak,
           ceilingNote: "multiplies alone" +
             (h200 ? `; peer PyTorch fp16 ${PYTORCH_FP16_TFLOPS_H200} (platform.md)` : ""),
-          note: `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}, ${tiling}`,
+          note: `${(t.seconds * 1e3).toFixed(2)} ms, ${t.how}${clockNote(t)}, ${tiling}`,
         });
       }
       gpu.destroyBuffer(wBuf);
@@ -379,7 +395,7 @@ Deno.bench({ name: "readback round trip", n: 10, warmup: 2 }, async () => {
 });
 
 const nDisp = full ? 2000 : 200;
-const dispT = await gpuTime(gpu, Array(nDisp).fill(tiny), { inner: 1, samples: 5 });
+const dispT = await time(Array(nDisp).fill(tiny), { inner: 1, samples: 5 });
 const dispW = await wallTime(async () => {
   gpu.submit(Array(nDisp).fill(tiny));
   await gpu.sync();
@@ -407,3 +423,4 @@ if (out) {
     JSON.stringify({ header, gpu: gpu.describe(), impl: gpu.impl, size, rows }, null, 2),
   );
 }
+await clock?.stop();
