@@ -47,7 +47,10 @@ const rows: ResultRow[] = [];
 const MB = 1 << 20;
 // The SM clock while each figure is timed (nvidia-smi, where there is one): a measurement at a
 // fallen clock is repeated, and each GPU row's note says the clock it ran at.
-const clock = gpu.isFallback ? null : ClockSampler.start(50);
+// PREGATE_BENCH_CLOCK=0 turns it off.
+const clock = gpu.isFallback || Deno.env.get("PREGATE_BENCH_CLOCK") === "0"
+  ? null
+  : ClockSampler.start(50);
 const time = (ds: Dispatch[], o: GpuTimeOptions) => gpuTime(gpu, ds, { ...o, clock });
 const clockNote = (t: GpuTime) =>
   (t.clock ? `, SM ${t.clock.min}-${t.clock.max} MHz` : "") +

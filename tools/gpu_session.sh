@@ -145,6 +145,8 @@ step soak_threads_wide 90 deno run -A tools/soak_upload.ts --gpu dawn --cycles 2
 step soak_9mib 40 deno run -A tools/soak_upload.ts --gpu dawn --cycles 600 --mb 9 --verify-every 100 \
   --threads 8,16
 step tests_sgm 60 env PREGATE_TEST_GPU=dawn deno test -A --no-check kernels/matmul_sgmatrix_test.ts
+# Page cache of the 8-layer checkpoint (its offload runs copy experts at 2.3-3.9 GB/s, fill-bound).
+step diag_pagecache 100 bash tools/diag_pagecache.sh 8
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
 #    The checkpoints come from offload_dawn8 and decode_dawn (run them first in the same call).
