@@ -101,6 +101,13 @@ export interface MappedFile {
    * Never throws for a failed hint; throws {@linkcode WeightFileError} for a range outside the file.
    */
   advise(offset: number, length: number, advice: Advice): boolean;
+  /**
+   * The fraction (0 .. 1) of the range's pages that are in RAM now (`mincore`; the page cache), or
+   * `null` where that cannot be known (`read` mode, an empty range, a failed call). Reading pages
+   * that are not resident goes to the disk: expert copies then run at the disk's speed.
+   * Throws {@linkcode WeightFileError} for a range outside the file.
+   */
+  resident(offset: number, length: number): number | null;
   /** Unmaps (or closes) the file. Idempotent. Views must not be used afterwards. */
   close(): void;
 }
@@ -148,6 +155,7 @@ function libcSymbols(errnoName: string) {
     },
     munmap: { parameters: ["pointer", "usize"], result: "i32" },
     madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+    mincore: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
     getpagesize: { parameters: [], result: "i32" },
     memcpy: { parameters: ["pointer", "pointer", "usize"], result: "void" },
     memcpyAsync: {
@@ -417,6 +425,21 @@ class MmapFile implements MappedFile {
     return this.libc.madvise(ptr, BigInt(offset + length - start), code) === 0;
   }
 
+  resident(offset: number, length: number): number | null {
+    checkRange(this, offset, length);
+    if (!this.#mapping || length === 0) return null;
+    const start = Math.floor(offset / this.pageSize) * this.pageSize;
+    const span = offset + length - start;
+    const pages = Math.ceil(span / this.pageSize);
+    const ptr = Deno.UnsafePointer.offset(this.#mapping.ptr, start);
+    if (!ptr) return null;
+    const vec = new Uint8Array(pages);
+    if (this.libc.mincore(ptr, BigInt(span), vec) !== 0) return null;
+    let n = 0;
+    for (let i = 0; i < pages; i++) n += vec[i] & 1;
+    return n / pages;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -475,6 +498,11 @@ class ReadFile implements MappedFile {
 
   arrayBuffer(): ArrayBuffer {
     return this.bytes(0, this.byteLength).buffer as ArrayBuffer;
+  }
+
+  resident(offset: number, length: number): number | null {
+    checkRange(this, offset, length);
+    return null;
   }
 
   advise(offset: number, length: number, _advice: Advice): boolean {

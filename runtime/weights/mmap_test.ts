@@ -163,10 +163,38 @@ Deno.test("mmap: advise accepts unaligned ranges and reports success", async () 
   }
 });
 
+Deno.test("mmap: resident tells pages in RAM from pages never read (sparse file)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pregate_mmap_" });
+  const path = `${dir}/sparse.bin`;
+  const size = 64 << 20;
+  const fh = await Deno.open(path, { write: true, create: true });
+  await fh.truncate(size); // a hole: no page of it is cached until read
+  fh.close();
+  const f = openMapped(path, { mode: "mmap" });
+  try {
+    const [off, len] = [(32 << 20) + 100, (1 << 20) - 200];
+    assertEquals(f.resident(off, len), 0);
+    let sum = 0;
+    const view = f.bytes(off, len);
+    for (let i = 0; i < view.length; i += 512) sum += view[i];
+    assertEquals(sum, 0);
+    assertEquals(f.resident(off, len), 1);
+    // The rest of the file was not read.
+    const rest = f.resident(0, 16 << 20)!;
+    assert.ok(rest < 0.5, `expected most of an unread range out of RAM, got ${rest}`);
+    assertEquals(f.resident(10, 0), null);
+    assertThrows(() => f.resident(size - 10, 11), WeightFileError, "outside the file");
+  } finally {
+    f.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("read: advise is a no-op that says so", async () => {
   const { dir, path } = await tempFile(pattern(100));
   const f = openMapped(path, { mode: "read" });
   assertEquals(f.advise(0, 100, "willneed"), false);
+  assertEquals(f.resident(0, 100), null);
   f.close();
   await Deno.remove(dir, { recursive: true });
 });

@@ -133,6 +133,12 @@ export interface TensorStore {
   get(name: string): Tensor;
   /** The tensor converted to a new Float32Array (any supported dtype; meant for small tensors). */
   tensorF32(name: string): Float32Array;
+  /**
+   * The fraction (0 .. 1) of the bytes of the named tensors (default: every tensor) whose pages are
+   * in RAM now (the page cache; see `MappedFile.resident`), or `null` where that cannot be known
+   * (`read` access). Throws like {@linkcode get} for a missing name.
+   */
+  resident(names?: readonly string[]): number | null;
   /** Closes (unmaps) every file. Idempotent; tensors' views must not be used afterwards. */
   close(): void;
 }
@@ -255,6 +261,19 @@ class Store implements TensorStore {
       dtype,
       bytes: () => mapped.bytes(offset, byteLength),
     };
+  }
+
+  resident(names?: readonly string[]): number | null {
+    let bytes = 0, inRam = 0;
+    for (const name of names ?? this.entries.keys()) {
+      const e = this.#entry(name);
+      if (e.byteLength === 0) continue;
+      const r = e.mapped.resident(e.offset, e.byteLength);
+      if (r === null) return null;
+      bytes += e.byteLength;
+      inRam += r * e.byteLength;
+    }
+    return bytes ? inRam / bytes : null;
   }
 
   tensorF32(name: string): Float32Array {

@@ -108,6 +108,28 @@ Deno.test("mmap: tensor bytes are zero-copy views of the mapping", () =>
     }
   }));
 
+Deno.test("resident: the page-cache share of tensors' bytes (mmap), null when reading", () =>
+  withTempDir(async (dir) => {
+    const path = `${dir}/m.safetensors`;
+    await writeSafetensors(path, SPECS.map(toWrite));
+    // Just written: in the page cache.
+    const st = openSafetensors(path, { mode: "mmap" });
+    try {
+      assertEquals(st.resident(), 1);
+      assertEquals(st.resident(["norm.weight"]), 1);
+      assertEquals(st.resident([]), null);
+      assert.throws(() => st.resident(["nope"]), WeightFileError);
+    } finally {
+      st.close();
+    }
+    const rd = openSafetensors(path, { mode: "read" });
+    try {
+      assertEquals(rd.resident(), null);
+    } finally {
+      rd.close();
+    }
+  }));
+
 Deno.test("a single-file checkpoint, stale layouts removed when rewritten", () =>
   withTempDir(async (dir) => {
     const specs = [spec("w", "f32", [4], 1), spec("v", "f16", [4], 2)];
