@@ -23,9 +23,19 @@
 #      21.0 GB/s with 8 threads, 20.2 with 16; offload 4 layers at 19.7 GB/s with 8 threads)
 #   7. kernels_dawn decode_dawn (gpuTime warm-up queued with two syncs; no deno-bench part on Dawn)
 #      (done: decode 60.9%; kernels_dawn reached its upload section but ran out of its 120 s limit)
-# Next session: probe_sgmatrix_ablate; kernels_dawn (limit 240 s, alone); kernels_native;
-#   offload_native; offload_dawn8 (the 8-layer copy rate: 3.86 GB/s against 19.7-21.1 with 4 layers);
-#   profile_qwen3 and tests_dawn (router top-k by rank since: was 23 us per dispatch at 128 experts).
+# Session 4 (2026-11-29; commits named in bench/results/2026-11-29_h200_s4_raw_logs.md):
+#   1. probe_sgmatrix_unrolled tests_sgm profile_qwen3 kernels_dawn
+#      (done: unrolled entry 146.9 TFLOP/s against 33.1 with loops; ablations; GEMV 3.42 TB/s warm)
+#   2. probe_sgm_x32 probe_sgm_x16 tests_dawn kernels_dawn
+#      (done: f16 activations; runs at a fallen clock seen; linear's label test fixed after)
+#   3. probe_final_x32 probe_final_x16 tests_sgm decode_dawn kernels_native
+#      (done: K step 64 one buffer 147.4 / 162.0 with f32 / f16 activations at 1980 MHz; decode
+#      62.5%; native GEMV bf16 3.15 TB/s, native best upload 4.0 GB/s)
+#   4. offload_native kernels_dawn tests_sgm   (done; kernels rows at a fallen clock)
+#   5. kernels_dawn offload_dawn8   (kernels_dawn ran out of 240 s; 8-layer copies 2.32 GB/s again)
+# Next session: diag_pagecache, then offload_dawn8 (it now logs page-cache share and dirty /
+#   writeback memory); kernels_dawn twice, with PREGATE_BENCH_CLOCK=0 and without (the call-5
+#   timeout); peer_bench again only if the checkpoints change.
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).

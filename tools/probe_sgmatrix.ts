@@ -396,7 +396,11 @@ if (ok.length) {
 if (args.out) {
   await Deno.writeTextFile(
     args.out,
-    JSON.stringify({ device: gpu.describe(), size: S, results, baseline, ablations }, null, 2),
+    JSON.stringify(
+      { device: gpu.describe(), size: S, x: xDtype, results, baseline, ablations },
+      null,
+      2,
+    ),
   );
 }
 await clock?.stop();

@@ -14,10 +14,14 @@
  * - `--peer`: `tools/peer_bench.py` (`PREFIX.json`): `{env, parts, gemv: {results: [{dtype: fp32 |
  *   fp16 | bf16, gb_s}], d2d_copy: {gb_s_read_plus_write}}, copy: {results: [{kind: pinned |
  *   pageable, mib, gb_s}]}, hf: {checkpoints: [{name, model_type, num_hidden_layers, dtype, runs:
- *   [{mode: gpu_only | offload, decode_tokens_per_s, h2d_bytes_per_token?}]}]}}`.
+ *   [{mode: gpu_only | offload, decode_tokens_per_s, h2d_bytes_per_token?}]}]}}`;
+ * - `--probe` (repeatable, optionally `LABEL=FILE.json`): `tools/probe_sgmatrix.ts --out`: `{device,
+ *   size, x?, results: [{tune, dtype, status, tflops?}], ablations?: [{tune, ablate, tflops?}]}`:
+ *   the fastest valid tiling per weight dtype, against the same run's multiplies-alone ablation.
  *
  * Run: `deno run -R -W tools/ratio_table.ts [--kernels F.json] [--tune F.json] [--decode F.json]
- * [--offload [LABEL=]F.json]... [--peer F.json] [--out F.md] [--svg F.svg]`. Missing inputs or fields
+ * [--offload [LABEL=]F.json]... [--probe [LABEL=]F.json]... [--peer F.json] [--out F.md]
+ * [--svg F.svg]`. Missing inputs or fields
  * give "-" cells; an unreadable or malformed file is an error naming the file (exit status 2).
  * `--svg` also draws the offloading tokens/s plot of `tools/plot_offload.ts` from the `--offload`
  * files (plus the HF peer's decode rates where its checkpoint matches).
@@ -36,14 +40,14 @@ export class InputError extends Error {
 }
 
 /** The kinds of input file, one per flag. */
-export type Kind = "kernels" | "tune" | "decode" | "offload" | "peer";
+export type Kind = "kernels" | "tune" | "decode" | "offload" | "peer" | "probe";
 
 /** One parsed input file. */
 export interface Source {
   kind: Kind;
   /** The path given. */
   file: string;
-  /** Label (offload files: `LABEL=` or the file name). */
+  /** Label (offload and probe files: `LABEL=` or the file name). */
   label: string;
   data: Record<string, unknown>;
 }
@@ -55,6 +59,8 @@ export interface Inputs {
   decode?: Source;
   offload: Source[];
   peer?: Source;
+  /** Subgroup-matrix probes (`tools/probe_sgmatrix.ts --out`). */
+  probe?: Source[];
 }
 
 type Obj = Record<string, unknown>;
@@ -96,6 +102,12 @@ export function parseInput(kind: Kind, file: string, text: string, label?: strin
       (r) => typeof r.spec === "string" && typeof r.mode === "string",
       "has no spec / mode",
     );
+  } else if (kind === "probe") {
+    listOf(
+      "results",
+      (r) => isObj(r.tune) && typeof r.dtype === "string" && typeof r.status === "string",
+      "has no tune / dtype / status",
+    );
   } else if (!["env", "parts", "gemv", "copy", "hf"].some((k) => isObj(data[k]))) {
     throw bad("none of env / parts / gemv / copy / hf");
   }
@@ -108,6 +120,7 @@ const WRITER: Record<Kind, string> = {
   decode: "bench/decode_bench.ts",
   offload: "bench/offload.ts",
   peer: "tools/peer_bench.py",
+  probe: "tools/probe_sgmatrix.ts",
 };
 
 /** Reads and parses one file (InputError if it cannot be read or is malformed). */
@@ -331,6 +344,33 @@ export function buildRows(inp: Inputs): RatioRow[] {
     }
   }
 
+  // Subgroup-matrix probes: the fastest valid tiling per weight dtype, against the multiplies-alone
+  // ablation of the same run (the tensor-core rate that kernel's code reaches through Dawn).
+  for (const p of inp.probe ?? []) {
+    const ok = objs(p.data.results).filter((r) => r.status === "ok" && num(r.tflops));
+    const mma = objs(p.data.ablations).find((a) => a.ablate === 3 && num(a.tflops));
+    const x = str(p.data.x);
+    for (const dt of [...new Set(ok.map((r) => str(r.dtype)!))]) {
+      const best = ok.filter((r) =>
+        r.dtype === dt
+      ).sort((a, b) => num(b.tflops)! - num(a.tflops)!)[0];
+      const t = isObj(best.tune) ? best.tune : {};
+      const tiling = `${t.SGM}x${t.SGN} sg, ${t.TM}x${t.TN} tiles, BK ${t.BK}, ${t.STAGES} buf` +
+        (t.UNROLLED ? ", unrolled" : "");
+      rows.push({
+        figure: `matmul ${dt} weights${x ? `, ${x} activations` : ""} ${
+          num(p.data.size) ?? "?"
+        }^3, subgroup matrix, probe ${p.label}: ${tiling}`,
+        value: num(best.tflops),
+        unit: "TFLOP/s",
+        ceiling: mma ? num(mma.tflops) : undefined,
+        ceilingNote: mma ? "multiplies alone, same run" : undefined,
+        peers: mmPeer("f16"),
+        source: base(p.file),
+      });
+    }
+  }
+
   // Host->GPU uploads: the best row of each kernels_bench path, then each offload bench's rate.
   const copyPeers = (mib?: number): Peer[] => {
     const sizes = copyPeer.map((r) => num(r.mib)).filter((m): m is number => m !== undefined);
@@ -493,7 +533,7 @@ export function renderRow(r: RatioRow): string {
 export function renderMarkdown(inp: Inputs, rows: readonly RatioRow[]): string {
   const L = ["# Pregate against its ceilings and the peer", ""];
   const desc = (s: Source) => {
-    const gpu = str(s.data.gpu);
+    const gpu = str(s.data.gpu) ?? str(s.data.device);
     if (s.kind !== "peer") return `\`${s.file}\`${gpu ? ` (${gpu})` : ""}`;
     const env = isObj(s.data.env) ? s.data.env : {};
     const v = (k: string) => str(env[k]) ?? "?";
@@ -503,6 +543,7 @@ export function renderMarkdown(inp: Inputs, rows: readonly RatioRow[]): string {
     const s = inp[k];
     L.push(`- ${k}: ${s ? desc(s) : "not given"}`);
   }
+  if (inp.probe?.length) L.push(`- probe: ${inp.probe.map(desc).join(", ")}`);
   L.push(
     `- offload: ${inp.offload.length ? inp.offload.map(desc).join(", ") : "not given"}`,
     "",
@@ -573,7 +614,8 @@ export function offloadSvg(inp: Inputs): string {
 // ------------------------------------------------------------------------------------ CLI
 
 const USAGE = "usage: deno run -R -W tools/ratio_table.ts [--kernels F.json] [--tune F.json] " +
-  "[--decode F.json] [--offload [LABEL=]F.json]... [--peer F.json] [--out F.md] [--svg F.svg]";
+  "[--decode F.json] [--offload [LABEL=]F.json]... [--probe [LABEL=]F.json]... [--peer F.json] " +
+  "[--out F.md] [--svg F.svg]";
 
 /** Runs the command; returns the exit status (2: bad arguments or a bad input file). */
 export async function main(args: readonly string[]): Promise<number> {
@@ -590,16 +632,21 @@ export async function main(args: readonly string[]): Promise<number> {
       i++;
       if (a === "--out") out = v;
       else if (a === "--svg") svg = v;
-      else if (a === "--offload") {
+      else if (a === "--offload" || a === "--probe") {
         const m = /^([^=/\\]+)=(.+)$/.exec(v);
-        inp.offload.push(await loadInput("offload", m ? m[2] : v, m ? m[1] : undefined));
+        const src = await loadInput(a.slice(2) as Kind, m ? m[2] : v, m ? m[1] : undefined);
+        if (a === "--offload") inp.offload.push(src);
+        else (inp.probe ??= []).push(src);
       } else if (["--kernels", "--tune", "--decode", "--peer"].includes(a)) {
-        const kind = a.slice(2) as Exclude<Kind, "offload">;
+        const kind = a.slice(2) as Exclude<Kind, "offload" | "probe">;
         if (inp[kind]) throw new Error(`${a} given twice`);
         inp[kind] = await loadInput(kind, v);
       } else throw new Error(`unknown argument ${a}`);
     }
-    if (!inp.kernels && !inp.tune && !inp.decode && !inp.peer && inp.offload.length === 0) {
+    if (
+      !inp.kernels && !inp.tune && !inp.decode && !inp.peer && inp.offload.length === 0 &&
+      !inp.probe?.length
+    ) {
       throw new Error("no input files");
     }
   } catch (e) {

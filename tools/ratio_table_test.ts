@@ -407,3 +407,34 @@ Deno.test("main: --out writes the table, --svg the plot; malformed or wrong-kind
     /f\.json: .*results\[0\] has no spec \/ mode/,
   );
 });
+
+Deno.test("probe rows: the fastest valid tiling per weight dtype against its multiplies-alone ablation", async () => {
+  const file = `${R}2026-11-29_h200_s4_probe_final_x32.json`;
+  const p = await readJson(file);
+  const probe = await loadInput("probe", file, "final");
+  const rows = buildRows({ offload: [], probe: [probe] });
+  const probeRows = rows.filter((r) => r.figure.includes("subgroup matrix, probe"));
+  assert.equal(probeRows.length, 2, "one row per weight dtype (f16, bf16)");
+  const mma = p.ablations.find((a: Any) => a.ablate === 3).tflops;
+  for (const dt of ["f16", "bf16"]) {
+    const best = p.results.filter((r: Any) => r.dtype === dt && r.status === "ok")
+      .reduce((a: Any, b: Any) => (b.tflops > a.tflops ? b : a));
+    const r = find(
+      rows,
+      new RegExp(`^matmul ${dt} weights 4096\\^3, subgroup matrix, probe final`),
+    );
+    assert.equal(r.value, best.tflops);
+    assert.equal(r.ceiling, mma);
+    close(toPeers(r)[0], best.tflops / PLATFORM.matmulFp16Tflops);
+    assert.match(
+      r.figure,
+      new RegExp(`${best.tune.SGM}x${best.tune.SGN} sg, .*BK ${best.tune.BK}`),
+    );
+  }
+  // Not a probe file: an InputError naming the file.
+  assert.throws(() => parseInput("probe", "k.json", JSON.stringify({ rows: [] })), InputError);
+  assert.match(
+    renderMarkdown({ offload: [], probe: [probe] }, rows),
+    /- probe: `.*probe_final_x32/,
+  );
+});
