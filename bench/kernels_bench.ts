@@ -216,9 +216,10 @@ for (const dtype of ["f32", "f16"] as DType[]) {
 }
 
 // ------------------------------------------------------------------ matmul on subgroup matrices
-// Tensor cores, where matmulVariant picks them for this shape. Their peak cannot be measured by an
-// FMA kernel, so the rows are set beside the peer figure instead: PyTorch fp16 (cuBLAS) 4096^3 on
-// the same H200 (platform.md), where the device is an H200.
+// Tensor cores, where matmulVariant picks them for this shape. An FMA kernel cannot measure their
+// peak; the ceiling is the same kernel with only its subgroup-matrix multiplies left (measured
+// here), and the notes name the peer where the device is an H200: PyTorch fp16 (cuBLAS) 4096^3 on
+// the same H200 (platform.md).
 const PYTORCH_FP16_TFLOPS_H200 = 721;
 {
   const choice = matmulVariant(gpu, { T: mm, K: mm, N: mm, dtype: "f16" }, "experimental");

@@ -13,14 +13,11 @@
  * @module
  */
 
-/** What the generated entry depends on: the tiling and the weight values per 16-byte load. */
-export interface UnrollShape {
-  SGM: number;
-  SGN: number;
-  TM: number;
-  TN: number;
-  BK: number;
-  STAGES: number;
+import type { SgmatrixTuning } from "./linear.ts";
+
+/** What the generated entry depends on: the tiling and the values per 16-byte load. */
+export interface UnrollShape
+  extends Pick<SgmatrixTuning, "SGM" | "SGN" | "TM" | "TN" | "BK" | "STAGES"> {
   /** Weight values per 16-byte load: 8 for f16/bf16, 4 for f32. */
   wPerLoad: number;
   /** Activation values per 16-byte load: 8 for f16, 4 for f32. */
