@@ -35,7 +35,10 @@
 #   5. kernels_dawn offload_dawn8   (kernels_dawn ran out of 240 s; 8-layer copies 2.32 GB/s again)
 # Next session: diag_pagecache, then offload_dawn8 (it now logs page-cache share and dirty /
 #   writeback memory); kernels_dawn twice, with PREGATE_BENCH_CLOCK=0 and without (the call-5
-#   timeout); peer_bench again only if the checkpoints change.
+#   timeout); peer_bench again only if the checkpoints change. Tensor cores: why K step 32 with two
+#   buffers fell from 146.9 (call 1) to 105 (calls 2-3) when the activation loads became 16-byte
+#   words (probe_final_x32 on a build with call 1's activation binding would tell); f32 activations
+#   are at 147.4, 98% of the 150 target.
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
