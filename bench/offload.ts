@@ -52,20 +52,31 @@ const MODES: { name: string; opts: LoadOptions; tokens: number }[] = [
 
 /** Host->GPU GB/s of expert copies from the mapped file into slots (the path the engine uses). */
 /**
- * The checkpoint's share in the page cache and the kernel's dirty/writeback memory (Linux): expert
- * copies that miss the cache read the disk, and a just-written checkpoint is flushed meanwhile
- * (8-layer Qwen3 runs copied experts at 2.3-3.9 GB/s, fill-bound, against 20 with 4 layers).
+ * The checkpoint's share in the page cache and the kernel's memory figures (Linux): expert copies
+ * that miss the cache read the disk (8-layer Qwen3 runs copied experts at 2.3-3.9 GB/s, fill-bound,
+ * against 20 with 4 layers; the GPU host's memory starts small after boot and grows with use).
  */
-function cacheState(
-  dir: string,
-): { resident: number | null; dirtyGiB?: number; writebackGiB?: number } {
+function cacheState(dir: string): {
+  resident: number | null;
+  memTotalGiB?: number;
+  memAvailableGiB?: number;
+  dirtyGiB?: number;
+  writebackGiB?: number;
+} {
   const store = openCheckpoint(dir);
   const resident = store.resident();
   store.close();
   try {
     const info = Deno.readTextFileSync("/proc/meminfo");
-    const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(info)?.[1] ?? NaN);
-    return { resident, dirtyGiB: kib("Dirty") / 2 ** 20, writebackGiB: kib("Writeback") / 2 ** 20 };
+    const gib = (k: string) =>
+      Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(info)?.[1] ?? NaN) / 2 ** 20;
+    return {
+      resident,
+      memTotalGiB: gib("MemTotal"),
+      memAvailableGiB: gib("MemAvailable"),
+      dirtyGiB: gib("Dirty"),
+      writebackGiB: gib("Writeback"),
+    };
   } catch {
     return { resident };
   }
@@ -73,10 +84,12 @@ function cacheState(
 
 function cacheText(c: ReturnType<typeof cacheState>): string {
   const pct = c.resident === null ? "unknown" : `${(100 * c.resident).toFixed(1)}%`;
+  const g = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "?" : v.toFixed(2));
   return `checkpoint in page cache ${pct}` +
-    (c.dirtyGiB === undefined || Number.isNaN(c.dirtyGiB)
+    (c.memTotalGiB === undefined
       ? ""
-      : `; dirty ${c.dirtyGiB.toFixed(2)} GiB, writeback ${c.writebackGiB!.toFixed(2)} GiB`);
+      : `; memory ${g(c.memTotalGiB)} GiB, available ${g(c.memAvailableGiB)}, dirty ` +
+        `${g(c.dirtyGiB)}, writeback ${g(c.writebackGiB)}`);
 }
 
 async function measureUploadRate(dir: string, path: "write" | "mapped" | "auto"): Promise<number> {
