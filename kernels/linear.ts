@@ -202,41 +202,6 @@ export const MATVEC: KernelSpec = defineKernel({
   constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },
 });
 
-/** Override constants of `matmul_sgmatrix.wgsl` and their defaults. */
-const SGMATRIX_CONSTANTS = {
-  SGM: SGMATRIX_TUNING.SGM,
-  SGN: SGMATRIX_TUNING.SGN,
-  TM: SGMATRIX_TUNING.TM,
-  TN: SGMATRIX_TUNING.TN,
-  BK: SGMATRIX_TUNING.BK,
-  STAGES: SGMATRIX_TUNING.STAGES,
-  WG: 128,
-  WDTYPE: 1,
-  ACC: 0,
-};
-
-/**
- * Subgroup-matrix (tensor-core) GEMM `y[T, N] (+)= x[T, K] · W[N, K]^T` (`matmul_sgmatrix.wgsl`):
- * f16 operands, f32 sums. `x` and `W` are bound as 16-byte vectors. Workgroup tiles as `array<f16>`
- * (`VEC: 0`).
- */
-export const MATMUL_SGMATRIX: KernelSpec = defineKernel({
-  name: "matmul_sgmatrix",
-  file: "matmul_sgmatrix.wgsl",
-  includes: ["matmul_sgmatrix_scalar.wgsl"],
-  bindings: ["params", "x", "w", "y"],
-  constants: SGMATRIX_CONSTANTS,
-});
-
-/** {@linkcode MATMUL_SGMATRIX} with the workgroup tiles as `array<vec4<f16>>` (`VEC: 1`). */
-export const MATMUL_SGMATRIX_VEC4: KernelSpec = defineKernel({
-  name: "matmul_sgmatrix_vec4",
-  file: "matmul_sgmatrix.wgsl",
-  includes: ["matmul_sgmatrix_vec4.wgsl"],
-  bindings: ["params", "x", "w", "y"],
-  constants: SGMATRIX_CONSTANTS,
-});
-
 // ------------------------------------------------------------------------------------ arguments
 
 /** Arguments of {@linkcode matmul}, {@linkcode matvec} and {@linkcode linear}. */
@@ -867,68 +832,61 @@ export async function matmulSgmatrix(gpu: Gpu, args: MatmulSgmatrixArgs): Promis
 }
 
 /**
- * A stand-in for the staging include (`matmul_sgmatrix_scalar.wgsl` / `_vec4.wgsl`): its name (part
- * of the kernel's name) and how it joins the kernel body (`matmul_sgmatrix.wgsl`, plus the generated
- * entry point when `UNROLLED`).
- * @internal For tests: `matmul_sgmatrix_test.ts` emulates the subgroup matrices with it.
+ * How the kernel body (`matmul_sgmatrix.wgsl`, plus the generated entry point when `UNROLLED`)
+ * becomes a module: the staging includes before it (`matmul_sgmatrix_head.wgsl` and one tile
+ * layout), or, in tests, an emulated stand-in. `name` goes into the kernel's name.
+ * @internal Tests pass their own (`matmul_sgmatrix_test.ts` emulates the subgroup matrices).
  */
 export interface SgmatrixStaging {
   readonly name: string;
-  join(body: string): string;
+  join(body: string): string | Promise<string>;
 }
+
+/** The real staging: the shared head and the tile layout `layout`, prepended. */
+function staging(name: string, layout: string): SgmatrixStaging {
+  return {
+    name,
+    async join(body) {
+      const parts = await Promise.all(["matmul_sgmatrix_head.wgsl", layout].map(wgslFile));
+      return [...parts, body].join("\n");
+    },
+  };
+}
+
+/** Workgroup tiles as `array<f16>` (`VEC: 0`) and as `array<vec4<f16>>` (`VEC: 1`). */
+const STAGING_SCALAR = staging("", "matmul_sgmatrix_scalar.wgsl");
+const STAGING_VEC4 = staging("vec4", "matmul_sgmatrix_vec4.wgsl");
 
 const sgmatrixSources = new Map<string, PipelineSource>();
 
-/** The kernel source for tiling `t` (`ablate` only with `UNROLLED`), cached by name. */
+/**
+ * The kernel source for tiling `t` (the file's `main`, or the generated `main_unrolled` with
+ * `ablate` written in), cached by name: `matmul_sgmatrix[_STAGING][_UNROLLKEY]`.
+ */
 function sgmatrixSource(
   t: SgmatrixTuning,
   dtype: DType,
   xDtype: "f32" | "f16",
   ablate: 0 | 1 | 2 | 3,
-  staging?: SgmatrixStaging,
+  stage: SgmatrixStaging = t.VEC ? STAGING_VEC4 : STAGING_SCALAR,
 ): PipelineSource {
-  const base = staging
-    ? `matmul_sgmatrix_${staging.name}`
-    : t.VEC
-    ? MATMUL_SGMATRIX_VEC4.name
-    : MATMUL_SGMATRIX.name;
-  if (!t.UNROLLED) {
-    if (!staging) return t.VEC ? MATMUL_SGMATRIX_VEC4 : MATMUL_SGMATRIX;
-    return sgmatrixSourceCached(base, "main", staging, () => "");
-  }
   const shape = { ...t, wPerLoad: dtype === "f32" ? 4 : 8, xPerLoad: xDtype === "f32" ? 4 : 8 };
-  return sgmatrixSourceCached(
-    `${base}_${unrollKey(shape, ablate)}`,
-    "main_unrolled",
-    staging ?? (t.VEC ? STAGING_VEC4 : STAGING_SCALAR),
-    () => unrolledEntry(shape, ablate),
-  );
-}
-
-function sgmatrixSourceCached(
-  name: string,
-  entry: string,
-  staging: SgmatrixStaging | { readonly include: string },
-  extra: () => string,
-): PipelineSource {
+  const name = ["matmul_sgmatrix", stage.name, t.UNROLLED ? unrollKey(shape, ablate) : ""]
+    .filter((p) => p).join("_");
   let src = sgmatrixSources.get(name);
   if (!src) {
     src = {
       name,
-      entry,
+      entry: t.UNROLLED ? "main_unrolled" : "main",
       async source() {
-        const body = (await wgslFile(MATMUL_SGMATRIX.file)) + "\n" + extra();
-        if ("join" in staging) return staging.join(body);
-        return (await wgslFile(staging.include)) + "\n" + body;
+        const body = await wgslFile("matmul_sgmatrix.wgsl");
+        return await stage.join(t.UNROLLED ? `${body}\n${unrolledEntry(shape, ablate)}` : body);
       },
     };
     sgmatrixSources.set(name, src);
   }
   return src;
 }
-
-const STAGING_SCALAR = { include: "matmul_sgmatrix_scalar.wgsl" } as const;
-const STAGING_VEC4 = { include: "matmul_sgmatrix_vec4.wgsl" } as const;
 
 /**
  * {@linkcode matmulSgmatrix} without the device check, and with another staging include when

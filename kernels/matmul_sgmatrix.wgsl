@@ -37,13 +37,14 @@
 // against 33 at the same tiling (2026-11-29, tools/probe_sgmatrix.ts). linear.ts picks it
 // (SgmatrixTuning.UNROLLED).
 //
-// Source: one staging include (prepended; it holds the enable directives) followed by this file:
+// Source: the staging head (matmul_sgmatrix_head.wgsl: the enable directives, the matrix types, the
+// epilogue's scratch tiles cs and the primitives get_c, mma, store_c and f16x2) and one tile layout,
+// both prepended, then this file (and the generated entry):
 // - matmul_sgmatrix_scalar.wgsl: the tiles are array<f16>, written one f16 at a time;
 // - matmul_sgmatrix_vec4.wgsl: the tiles are array<vec4<f16>>, written 4 values per store (the
 //   subgroup-matrix loads then count offsets and strides in vec4s).
-// An include declares the staging type h16, the matrix types mat_a / mat_b / mat_c, MAX_TM and
-// MAX_TN, the workgroup arrays xs, ws and cs and the primitives put_x4, put_x4h, put_w4, get_c, load_a,
-// load_b, mma, store_c and f16x2 (matmul_sgmatrix_test.ts swaps in an emulated include).
+// A layout declares the workgroup arrays xs and ws and the primitives put_x4, put_x4h, put_w4,
+// load_a and load_b (matmul_sgmatrix_test.ts swaps the head and layout for an emulated include).
 
 
 struct Params {

@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 import { type Gpu, openGpu, type ProfiledDispatch } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
 import { modelFromArgs } from "../bench/harness.ts";
+import { warmUp } from "../bench/clock.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 
 const { values } = parseArgs({
@@ -62,12 +63,7 @@ const run = async () => {
   for await (const id of model.generate(prompt, { maxTokens: tokens })) out.push(id);
   return out;
 };
-const t0 = performance.now();
-let warm = 0;
-do {
-  await run();
-  warm++;
-} while (performance.now() - t0 < warmupS * 1e3);
+const warm = await warmUp(run, warmupS);
 
 // Unprofiled: wall time per decode token, CPU time in submit per token.
 const walls: number[] = [], submits: number[] = [];

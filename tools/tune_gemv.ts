@@ -39,6 +39,7 @@
 import { type Dispatch, Gpu, openGpu } from "../runtime/gpu/device.ts";
 import { measureReadBandwidth } from "../bench/ceilings.ts";
 import { median } from "../bench/harness.ts";
+import { fmt } from "./ratio_table.ts";
 import { matvec } from "../kernels/linear.ts";
 import { moeDown } from "../kernels/moe.ts";
 import { type DType, f16BitsToF32 } from "../runtime/weights/dtype.ts";
@@ -500,14 +501,6 @@ interface Row {
 }
 
 const shapeName = (s: Shape) => `${s.N}x${s.K}${s.E > 1 ? `x${s.E}` : ""}`;
-const fmt = (x: number) =>
-  x >= 100
-    ? x.toFixed(0)
-    : x >= 10
-    ? x.toFixed(1)
-    : x >= 0.01
-    ? x.toPrecision(3)
-    : x.toExponential(1);
 
 function groupTable(rows: Row[], ceiling: number): string {
   const rank = (r: Row) =>
