@@ -833,8 +833,8 @@ export async function matmulSgmatrix(gpu: Gpu, args: MatmulSgmatrixArgs): Promis
 
 /**
  * How the kernel body (`matmul_sgmatrix.wgsl`, plus the generated entry point when `UNROLLED`)
- * becomes a module: the staging includes before it (`matmul_sgmatrix_head.wgsl` and one tile
- * layout), or, in tests, an emulated stand-in. `name` goes into the kernel's name.
+ * becomes a module: the staging includes before it (`matmul_sgmatrix_head.wgsl`, one tile layout,
+ * `matmul_sgmatrix_tail.wgsl`), or, in tests, an emulated stand-in. `name` goes into the kernel's name.
  * @internal Tests pass their own (`matmul_sgmatrix_test.ts` emulates the subgroup matrices).
  */
 export interface SgmatrixStaging {
@@ -842,12 +842,13 @@ export interface SgmatrixStaging {
   join(body: string): string | Promise<string>;
 }
 
-/** The real staging: the shared head and the tile layout `layout`, prepended. */
+/** The real staging, prepended: the shared head, the tile layout `layout`, the shared tail. */
 function staging(name: string, layout: string): SgmatrixStaging {
   return {
     name,
     async join(body) {
-      const parts = await Promise.all(["matmul_sgmatrix_head.wgsl", layout].map(wgslFile));
+      const files = ["matmul_sgmatrix_head.wgsl", layout, "matmul_sgmatrix_tail.wgsl"];
+      const parts = await Promise.all(files.map(wgslFile));
       return [...parts, body].join("\n");
     },
   };

@@ -37,14 +37,14 @@
 // against 33 at the same tiling (2026-11-29, tools/probe_sgmatrix.ts). linear.ts picks it
 // (SgmatrixTuning.UNROLLED).
 //
-// Source: the staging head (matmul_sgmatrix_head.wgsl: the enable directives, the matrix types, the
-// epilogue's scratch tiles cs and the primitives get_c, mma, store_c and f16x2) and one tile layout,
-// both prepended, then this file (and the generated entry):
+// Source: the staging head (matmul_sgmatrix_head.wgsl: the enable directives, the matrix types), one
+// tile layout and the staging tail (matmul_sgmatrix_tail.wgsl: the epilogue's scratch tiles cs and
+// the primitives get_c, mma, store_c and f16x2), then this file (and the generated entry):
 // - matmul_sgmatrix_scalar.wgsl: the tiles are array<f16>, written one f16 at a time;
 // - matmul_sgmatrix_vec4.wgsl: the tiles are array<vec4<f16>>, written 4 values per store (the
 //   subgroup-matrix loads then count offsets and strides in vec4s).
 // A layout declares the workgroup arrays xs and ws and the primitives put_x4, put_x4h, put_w4,
-// load_a and load_b (matmul_sgmatrix_test.ts swaps the head and layout for an emulated include).
+// load_a and load_b (matmul_sgmatrix_test.ts swaps all three for an emulated include).
 
 
 struct Params {
