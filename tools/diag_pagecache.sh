@@ -8,7 +8,8 @@
 set -u
 layers=${1:-8}
 dir=/tmp/pregate-bench/qwen3_moe-qwen3-30b-a3b-$layers-bf16
-echo "== memory"; free -g; cat /sys/fs/cgroup/memory.max 2>/dev/null || true
+vm() { grep -E "^(pgmajfault|pgfault|pgpgin|pgpgout|pswpin|workingset_refault_file|pgsteal_kswapd|pgsteal_direct) " /proc/vmstat | tr '\n' ' '; echo; }
+echo "== memory"; free -g; grep -E "^(MemTotal|MemFree|Cached):" /proc/meminfo; vm; cat /sys/fs/cgroup/memory.max 2>/dev/null || true
 cat /sys/fs/cgroup/memory.high 2>/dev/null || true
 df -h /tmp | tail -1
 if [ ! -d "$dir" ]; then
@@ -24,4 +25,14 @@ for i in 1 2; do
   echo "== read $i of $big"; dd if="$big" of=/dev/null bs=64M 2>&1 | tail -1
 done
 echo "== page cache after reading"; fincore "$big" 2>/dev/null || true
-grep -E "^(Cached|Dirty|MemAvailable|Writeback):" /proc/meminfo
+grep -E "^(MemTotal|Cached|Dirty|MemAvailable|Writeback):" /proc/meminfo; vm
+# Every shard at once, as the 16 copy threads read them: the whole checkpoint's read rate.
+for i in 1 2; do
+  t0=$(date +%s.%N)
+  for f in "$dir"/*.safetensors; do cat "$f" > /dev/null & done; wait
+  bytes=$(du -sb "$dir" | cut -f1)
+  echo "== parallel read $i: $(echo "scale=2; $bytes / ($(date +%s.%N) - $t0) / 1e9" | bc) GB/s"
+  vm
+done
+echo "== page cache at the end"; fincore "$dir"/*.safetensors 2>/dev/null | tail -3
+grep -E "^(MemTotal|Cached|MemAvailable):" /proc/meminfo

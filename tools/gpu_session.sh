@@ -75,6 +75,9 @@ step offload_native 170 env PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 
 # 4. Kernels on both implementations (GEMV 16-bit path changed since the last run).
 step kernels_dawn 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno bench -A bench/kernels_bench.ts
+# The same with the clock sampler off (session 4's call-5 timeout: sampler or Dawn stall?).
+step kernels_dawn_noclock 240 env PREGATE_GPU=dawn PREGATE_BENCH_CLOCK=0 \
+  PREGATE_BENCH_OUT="$out/kernels_dawn_noclock.json" deno bench -A bench/kernels_bench.ts
 step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
 # 4b. Kernel tests on Dawn (subgroup GEMV variants, subgroup-matrix matmul, fused kernels); the
 #     exit code of a Dawn process after its work (a segfault at teardown was seen).
