@@ -163,6 +163,13 @@ step soak_9mib 40 deno run -A tools/soak_upload.ts --gpu dawn --cycles 600 --mb 
 step tests_sgm 60 env PREGATE_TEST_GPU=dawn deno test -A --no-check kernels/matmul_sgmatrix_test.ts
 # Page cache of the 8-layer checkpoint (its offload runs copy experts at 2.3-3.9 GB/s, fill-bound).
 step diag_pagecache 100 bash tools/diag_pagecache.sh 8
+# Session 5, call 1: the 8-layer checkpoint is 100% in the page cache with 125 GiB free, yet its
+# expert fills run at 1.5-1.8 GB/s. Sweep every expert of layer ranges: host-only memcpy, then
+# through the uploader (needs diag_pagecache's checkpoint).
+QW8=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16
+step diag_fill 150 deno run -A tools/diag_fill.ts --dir "$QW8" \
+  --sweeps host:0-3,host:0-3,host:4-7,host:0-7,host:0-7,gpu:0-3,gpu:0-3,gpu:0-7,gpu:0-7,host:0-7
+step diag_fill_1t 60 deno run -A tools/diag_fill.ts --dir "$QW8" --threads 1 --sweeps host:0-7,host:0-7
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
 #    The checkpoints come from offload_dawn8 and decode_dawn (run them first in the same call).

@@ -1,0 +1,146 @@
+/**
+ * Where do expert copies lose their speed? The offload bench's 8-layer Qwen3 runs fill staging at
+ * 1.5-2.4 GB/s (every mode, the checkpoint 100% in the page cache, 125 GiB free), the 4-layer ones
+ * at 11-12 GB/s, and the bench's own upload probe (16 experts of one layer, again and again) at
+ * 15.7 GB/s on the same 8-layer file. This sweeps every expert of a range of layers, as
+ * prefetch-all does, and times each sweep in two ways:
+ *
+ * - `host`: parallel FFI `memcpy` from the mapped file into one plain host buffer (no GPU at all);
+ * - `gpu`: the engine's uploader (`mapped` on Dawn) into a pool of expert slots, as the engine does.
+ *
+ * Each sweep prints GB/s, the process's page faults (minor/major, from `getrusage` via
+ * /proc/self/stat) and its resident memory, so a sweep that is slow because it faults the mapping
+ * in (first touch) shows apart from one that is slow with the mapping in place.
+ *
+ * Usage: deno run -A tools/diag_fill.ts --dir CHECKPOINT [--gpu dawn] [--threads 8]
+ *          [--sweeps host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7]
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { type GpuChoice, openGpu } from "../runtime/gpu/device.ts";
+import { openCheckpoint } from "../runtime/weights/safetensors.ts";
+import { loadConfig } from "../runtime/models/config.ts";
+import { HostExpertStore } from "../runtime/experts/store.ts";
+import { stagingPlan } from "../runtime/experts/engine.ts";
+import { expertPool } from "../runtime/models/weights.ts";
+import { createUploader } from "../runtime/experts/uploader.ts";
+import { hostMemcpy } from "../runtime/weights/mmap.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    dir: { type: "string" },
+    gpu: { type: "string", default: "dawn" },
+    threads: { type: "string", default: "8" },
+    sweeps: { type: "string", default: "host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7" },
+  },
+});
+if (!values.dir) throw new ArgumentError("--dir", "expected a checkpoint folder, got nothing");
+const threads = Number(values.threads);
+if (!Number.isInteger(threads) || threads < 1) {
+  throw new ArgumentError("--threads", `expected an integer >= 1, got '${values.threads}'`);
+}
+const sweeps = values.sweeps.split(",").map((s) => {
+  const m = /^(host|gpu):(\d+)-(\d+)$/.exec(s.trim());
+  if (!m) throw new ArgumentError("--sweeps", `expected host|gpu:FIRST-LAST, got '${s}'`);
+  return { how: m[1] as "host" | "gpu", first: Number(m[2]), last: Number(m[3]) };
+});
+
+const cfg = await loadConfig(values.dir);
+const store = openCheckpoint(values.dir);
+const host = new HostExpertStore(cfg, store);
+const moe = cfg.layers.flatMap((l, i) => l.ffn.kind === "moe" ? [i] : []);
+const memcpy = hostMemcpy();
+if (!memcpy) throw new Error("diag_fill needs FFI (run with -A)");
+
+function faults(): { minor: number; major: number; rssMiB: number } {
+  // /proc/self/stat fields 10 (minflt) and 12 (majflt), 1-based, after the parenthesised name.
+  const stat = Deno.readTextFileSync("/proc/self/stat");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const rss = /VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))?.[1];
+  return { minor: Number(f[7]), major: Number(f[9]), rssMiB: Number(rss) / 1024 };
+}
+
+// Host destination: one 64 MiB buffer, pieces written round-robin into it.
+const dst = new Uint8Array(new ArrayBuffer(64 << 20));
+dst.fill(1);
+const dstPtr = Deno.UnsafePointer.of(dst)!;
+
+async function hostSweep(layers: number[]): Promise<number> {
+  let bytes = 0, at = 0;
+  for (const layer of layers) {
+    for (let e = 0; e < host.experts; e++) {
+      const t = host.tensors(layer, e);
+      const jobs: Promise<void>[] = [];
+      for (const x of [t.gate, t.up, t.down]) {
+        const src = x.bytes();
+        void src.buffer;
+        const sp = Deno.UnsafePointer.of(src as Uint8Array<ArrayBuffer>)!;
+        const n = src.byteLength, step = Math.ceil(n / threads / 64) * 64;
+        for (let p = 0; p < n; p += step) {
+          const len = Math.min(step, n - p);
+          if (at + len > dst.byteLength) at = 0;
+          jobs.push(memcpy!.copyAsync(
+            Deno.UnsafePointer.offset(dstPtr, at)!,
+            Deno.UnsafePointer.offset(sp, p)!,
+            len,
+          ));
+          at += len;
+        }
+        bytes += n;
+      }
+      await Promise.all(jobs);
+    }
+  }
+  return bytes;
+}
+
+const gpu = sweeps.some((s) => s.how === "gpu")
+  ? await openGpu({ gpu: values.gpu as GpuChoice })
+  : null;
+const slots = 16;
+const pool = gpu ? expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype) : null;
+const uploader = gpu
+  ? createUploader(gpu, "auto", { ...stagingPlan(host.bytesPerExpert, slots), threads })
+  : null;
+
+async function gpuSweep(layers: number[]): Promise<number> {
+  let bytes = 0;
+  for (const layer of layers) {
+    for (let e0 = 0; e0 < host.experts; e0 += slots) {
+      const batch = Array.from({ length: Math.min(slots, host.experts - e0) }, (_, s) => ({
+        expert: e0 + s,
+        slot: s,
+      }));
+      bytes += await host.uploadMany(uploader!, layer, batch, pool!);
+      uploader!.flush();
+    }
+  }
+  await gpu!.sync();
+  return bytes;
+}
+
+console.log(
+  `diag_fill: ${values.dir}: ${moe.length} MoE layers x ${host.experts} experts of ` +
+    `${(host.bytesPerExpert / 2 ** 20).toFixed(1)} MiB; ${threads} threads; ` +
+    `${gpu ? gpu.describe() : "host only"}; page cache ${
+      ((store.resident() ?? NaN) * 100).toFixed(1)
+    }%`,
+);
+for (const s of sweeps) {
+  const layers = moe.slice(s.first, s.last + 1);
+  if (!layers.length) throw new ArgumentError("--sweeps", `no MoE layers ${s.first}-${s.last}`);
+  if (s.how === "gpu" && !gpu) throw new Error("unreachable");
+  const f0 = faults(), t0 = performance.now();
+  const bytes = s.how === "host" ? await hostSweep(layers) : await gpuSweep(layers);
+  const sec = (performance.now() - t0) / 1e3, f1 = faults();
+  console.log(
+    `${s.how} layers ${s.first}-${s.last}: ${(bytes / 2 ** 30).toFixed(2)} GiB in ` +
+      `${sec.toFixed(2)} s = ${(bytes / sec / 1e9).toFixed(2)} GB/s; faults minor ` +
+      `${f1.minor - f0.minor} major ${f1.major - f0.major}; RSS ${f1.rssMiB.toFixed(0)} MiB`,
+  );
+}
+await uploader?.dispose();
+store.close();
+gpu?.destroy();
