@@ -6,14 +6,21 @@
  * prefetch-all does, and times each sweep in two ways:
  *
  * - `host`: parallel FFI `memcpy` from the mapped file into one plain host buffer (no GPU at all);
- * - `gpu`: the engine's uploader (`mapped` on Dawn) into a pool of expert slots, as the engine does.
+ * - `stage`: the same memcpy into one GPU staging buffer (MAP_WRITE, mapped once and kept mapped):
+ *   the staging memory's own write rate, without map/unmap cycles or GPU copies;
+ * - `gpu`: the engine's uploader (`mapped` on Dawn) into a pool of expert slots, as the engine does;
+ *   it also prints the uploader's fill, remap-wait and WebGPU-call seconds of the sweep.
+ *
+ * `--gc` runs a full garbage collection between sweeps (add `--v8-flags=--expose-gc`): the
+ * uploader's per-cycle `getMappedRange` leaves one external ArrayBuffer per cycle to the collector.
  *
  * Each sweep prints GB/s, the process's page faults (minor/major, from `getrusage` via
  * /proc/self/stat) and its resident memory, so a sweep that is slow because it faults the mapping
  * in (first touch) shows apart from one that is slow with the mapping in place.
  *
  * Usage: deno run -A tools/diag_fill.ts --dir CHECKPOINT [--gpu dawn] [--threads 8]
- *          [--sweeps host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7]
+ *          [--sweeps host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7] [--ranges reuse]
+ *          [--buffers N] [--gc]
  * @module
  */
 import { parseArgs } from "node:util";
@@ -34,6 +41,9 @@ const { values } = parseArgs({
     gpu: { type: "string", default: "dawn" },
     threads: { type: "string", default: "8" },
     sweeps: { type: "string", default: "host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7" },
+    ranges: { type: "string", default: "per-cycle" },
+    buffers: { type: "string" },
+    gc: { type: "boolean", default: false },
   },
 });
 if (!values.dir) throw new ArgumentError("--dir", "expected a checkpoint folder, got nothing");
@@ -42,9 +52,9 @@ if (!Number.isInteger(threads) || threads < 1) {
   throw new ArgumentError("--threads", `expected an integer >= 1, got '${values.threads}'`);
 }
 const sweeps = values.sweeps.split(",").map((s) => {
-  const m = /^(host|gpu):(\d+)-(\d+)$/.exec(s.trim());
-  if (!m) throw new ArgumentError("--sweeps", `expected host|gpu:FIRST-LAST, got '${s}'`);
-  return { how: m[1] as "host" | "gpu", first: Number(m[2]), last: Number(m[3]) };
+  const m = /^(host|stage|gpu):(\d+)-(\d+)$/.exec(s.trim());
+  if (!m) throw new ArgumentError("--sweeps", `expected host|stage|gpu:FIRST-LAST, got '${s}'`);
+  return { how: m[1] as "host" | "stage" | "gpu", first: Number(m[2]), last: Number(m[3]) };
 });
 
 const cfg = await loadConfig(values.dir);
@@ -67,7 +77,11 @@ const dst = new Uint8Array(new ArrayBuffer(64 << 20));
 dst.fill(1);
 const dstPtr = Deno.UnsafePointer.of(dst)!;
 
-async function hostSweep(layers: number[]): Promise<number> {
+async function hostSweep(
+  layers: number[],
+  dstPtr: Deno.PointerObject,
+  dstBytes: number,
+): Promise<number> {
   let bytes = 0, at = 0;
   for (const layer of layers) {
     for (let e = 0; e < host.experts; e++) {
@@ -80,7 +94,7 @@ async function hostSweep(layers: number[]): Promise<number> {
         const n = src.byteLength, step = Math.ceil(n / threads / 64) * 64;
         for (let p = 0; p < n; p += step) {
           const len = Math.min(step, n - p);
-          if (at + len > dst.byteLength) at = 0;
+          if (at + len > dstBytes) at = 0;
           jobs.push(memcpy!.copyAsync(
             Deno.UnsafePointer.offset(dstPtr, at)!,
             Deno.UnsafePointer.offset(sp, p)!,
@@ -96,14 +110,32 @@ async function hostSweep(layers: number[]): Promise<number> {
   return bytes;
 }
 
-const gpu = sweeps.some((s) => s.how === "gpu")
+const gpu = sweeps.some((s) => s.how !== "host")
   ? await openGpu({ gpu: values.gpu as GpuChoice })
   : null;
 const slots = 16;
 const pool = gpu ? expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype) : null;
 const uploader = gpu
-  ? createUploader(gpu, "auto", { ...stagingPlan(host.bytesPerExpert, slots), threads })
+  ? createUploader(gpu, "auto", {
+    ...stagingPlan(host.bytesPerExpert, slots),
+    ...(values.buffers ? { buffers: Number(values.buffers) } : {}),
+    threads,
+    ranges: values.ranges as "per-cycle" | "reuse",
+  })
   : null;
+// One staging buffer held mapped for `stage` sweeps.
+const stage = gpu
+  ? gpu.createBuffer({
+    size: 64 << 20,
+    purpose: "staging",
+    label: "diag.stage",
+    usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+    mappedAtCreation: true,
+  })
+  : null;
+const stagePtr = stage ? Deno.UnsafePointer.of(stage.getMappedRange(0, 64 << 20))! : null;
+const gc = (globalThis as { gc?: () => void }).gc;
+if (values.gc && !gc) throw new ArgumentError("--gc", "needs --v8-flags=--expose-gc");
 
 async function gpuSweep(layers: number[]): Promise<number> {
   let bytes = 0;
@@ -132,15 +164,29 @@ for (const s of sweeps) {
   const layers = moe.slice(s.first, s.last + 1);
   if (!layers.length) throw new ArgumentError("--sweeps", `no MoE layers ${s.first}-${s.last}`);
   if (s.how === "gpu" && !gpu) throw new Error("unreachable");
-  const f0 = faults(), t0 = performance.now();
-  const bytes = s.how === "host" ? await hostSweep(layers) : await gpuSweep(layers);
-  const sec = (performance.now() - t0) / 1e3, f1 = faults();
+  if (values.gc) gc!();
+  const f0 = faults(), u0 = uploader?.stats, t0 = performance.now();
+  const bytes = s.how === "host"
+    ? await hostSweep(layers, dstPtr, dst.byteLength)
+    : s.how === "stage"
+    ? await hostSweep(layers, stagePtr!, 64 << 20)
+    : await gpuSweep(layers);
+  const sec = (performance.now() - t0) / 1e3, f1 = faults(), u1 = uploader?.stats;
+  const up = s.how === "gpu" && u0 && u1
+    ? `; uploader fill ${(u1.fillSeconds - u0.fillSeconds).toFixed(2)} s (summed over ` +
+      `concurrent fills), remap wait ${(u1.waitSeconds - u0.waitSeconds).toFixed(2)} s, ` +
+      `WebGPU calls ${(u1.callSeconds - u0.callSeconds).toFixed(2)} s, cycles ${u1.cycles}`
+    : "";
   console.log(
     `${s.how} layers ${s.first}-${s.last}: ${(bytes / 2 ** 30).toFixed(2)} GiB in ` +
       `${sec.toFixed(2)} s = ${(bytes / sec / 1e9).toFixed(2)} GB/s; faults minor ` +
-      `${f1.minor - f0.minor} major ${f1.major - f0.major}; RSS ${f1.rssMiB.toFixed(0)} MiB`,
+      `${f1.minor - f0.minor} major ${f1.major - f0.major}; RSS ${f1.rssMiB.toFixed(0)} MiB${up}`,
   );
 }
 await uploader?.dispose();
+if (stage) {
+  stage.unmap();
+  gpu!.destroyBuffer(stage);
+}
 store.close();
 gpu?.destroy();

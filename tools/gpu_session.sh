@@ -78,6 +78,10 @@ step kernels_dawn 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.
 # The same with the clock sampler off (session 4's call-5 timeout: sampler or Dawn stall?).
 step kernels_dawn_noclock 240 env PREGATE_GPU=dawn PREGATE_BENCH_CLOCK=0 \
   PREGATE_BENCH_OUT="$out/kernels_dawn_noclock.json" deno bench -A bench/kernels_bench.ts
+# The kernels bench as a script (its figures are measured at top level; Deno.bench cases are
+# no-ops under `deno run`): `deno bench` with Dawn stalls intermittently (denoland/deno#23253).
+step kernels_dawn_run 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn_run.json" \
+  deno run -A bench/kernels_bench.ts
 step kernels_native 200 env PREGATE_BENCH_OUT="$out/kernels_native.json" deno bench -A bench/kernels_bench.ts
 # 4b. Kernel tests on Dawn (subgroup GEMV variants, subgroup-matrix matmul, fused kernels); the
 #     exit code of a Dawn process after its work (a segfault at teardown was seen).
@@ -169,6 +173,15 @@ step diag_pagecache 100 bash tools/diag_pagecache.sh 8
 QW8=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16
 step diag_fill 150 deno run -A tools/diag_fill.ts --dir "$QW8" \
   --sweeps host:0-3,host:0-3,host:4-7,host:0-7,host:0-7,gpu:0-3,gpu:0-3,gpu:0-7,gpu:0-7,host:0-7
+# Call 2: host memcpy of all 9 GiB ran 38-48 GB/s, the uploader 18 GB/s in its first sweep, then
+# 4.7 and 2.5: it slows as its cycles accumulate. Which part: staging memory (stage), per-cycle
+# getMappedRange (reuse), garbage (gc), the ring of 17 buffers (3)?
+FILL="gpu:0-0,gpu:0-0,gpu:0-0,gpu:0-0,gpu:0-3,gpu:0-0,stage:0-7,stage:0-7,gpu:0-0"
+step diag_fill2 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$FILL"
+step diag_fill_reuse 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$FILL" --ranges reuse
+step diag_fill_gc 60 deno run -A --v8-flags=--expose-gc tools/diag_fill.ts --dir "$QW8" \
+  --sweeps "$FILL" --gc
+step diag_fill_buf3 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$FILL" --buffers 3
 step diag_fill_1t 60 deno run -A tools/diag_fill.ts --dir "$QW8" --threads 1 --sweeps host:0-7,host:0-7
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).

@@ -95,6 +95,11 @@ export interface UploaderStats {
   fillSeconds: number;
   /** Seconds spent waiting for a staging buffer to be remapped (`mapped`). */
   waitSeconds: number;
+  /**
+   * Seconds the JS thread spent in WebGPU calls of the staging cycle (`mapped`): `getMappedRange`,
+   * `unmap`, encoding and submitting the copies, `mapAsync`. Fills cannot complete meanwhile.
+   */
+  callSeconds: number;
   /** Staging buffers in the ring and bytes each (`mapped`; 0 for `write`). */
   stagingBuffers: number;
   stagingBytes: number;
@@ -158,6 +163,7 @@ class WriteUploader implements Uploader {
       pieces: 0,
       fillSeconds: 0,
       waitSeconds: 0,
+      callSeconds: 0,
       stagingBuffers: 0,
       stagingBytes: 0,
     };
@@ -247,6 +253,7 @@ class MappedUploader implements Uploader {
   #pieces = 0;
   #fillSeconds = 0;
   #waitSeconds = 0;
+  #callSeconds = 0;
   #gpu: Gpu;
   #size: number;
   #ring: Staging[];
@@ -324,6 +331,7 @@ class MappedUploader implements Uploader {
       pieces: this.#pieces,
       fillSeconds: this.#fillSeconds,
       waitSeconds: this.#waitSeconds,
+      callSeconds: this.#callSeconds,
       stagingBuffers: this.#ring.length,
       stagingBytes: this.#size,
     };
@@ -341,6 +349,7 @@ class MappedUploader implements Uploader {
       s.cursor = 0;
     }
     if (!s.range && !s.ptr) {
+      const t0 = performance.now();
       if (s.stable && s.checked) {
         s.ptr = s.stable; // rule 4: no new ArrayBuffer over the mapping
       } else {
@@ -358,6 +367,7 @@ class MappedUploader implements Uploader {
           s.stable = s.ptr;
         }
       }
+      this.#callSeconds += (performance.now() - t0) / 1e3;
     }
     return s;
   }
@@ -366,6 +376,7 @@ class MappedUploader implements Uploader {
   #seal(): void {
     const s = this.#ring[this.#current];
     if (!s.mapped || s.copies.length === 0) return;
+    const t0 = performance.now();
     // Rule 1: no JS reference to the mapped range outlives the unmap.
     s.range = null;
     s.ptr = null;
@@ -383,6 +394,7 @@ class MappedUploader implements Uploader {
     remap.catch(() => {}); // observed by #ready or dispose
     s.remap = remap;
     this.#current = (this.#current + 1) % this.#ring.length;
+    this.#callSeconds += (performance.now() - t0) / 1e3;
   }
 
   /**
