@@ -11,6 +11,10 @@
  * - `gpu`: the engine's uploader (`mapped` on Dawn) into a pool of expert slots, as the engine does;
  *   it also prints the uploader's fill, remap-wait and WebGPU-call seconds of the sweep.
  *
+ * `pause:MS-0` sleeps MS milliseconds (does a slow uploader recover when left alone?);
+ * `drop:A-B` drops the process's mapping of layers A-B's experts (`madvise(MADV_DONTNEED)`: the
+ * pages stay in the page cache, the page-table entries go; the next touch faults them back).
+ *
  * `--gc` runs a full garbage collection between sweeps (add `--v8-flags=--expose-gc`): the
  * uploader's per-cycle `getMappedRange` leaves one external ArrayBuffer per cycle to the collector.
  *
@@ -44,6 +48,7 @@ const { values } = parseArgs({
     ranges: { type: "string", default: "per-cycle" },
     buffers: { type: "string" },
     gc: { type: "boolean", default: false },
+    "min-piece-kb": { type: "string" },
   },
 });
 if (!values.dir) throw new ArgumentError("--dir", "expected a checkpoint folder, got nothing");
@@ -52,9 +57,18 @@ if (!Number.isInteger(threads) || threads < 1) {
   throw new ArgumentError("--threads", `expected an integer >= 1, got '${values.threads}'`);
 }
 const sweeps = values.sweeps.split(",").map((s) => {
-  const m = /^(host|stage|gpu):(\d+)-(\d+)$/.exec(s.trim());
-  if (!m) throw new ArgumentError("--sweeps", `expected host|stage|gpu:FIRST-LAST, got '${s}'`);
-  return { how: m[1] as "host" | "stage" | "gpu", first: Number(m[2]), last: Number(m[3]) };
+  const m = /^(host|stage|gpu|pause|drop):(\d+)-(\d+)$/.exec(s.trim());
+  if (!m) {
+    throw new ArgumentError(
+      "--sweeps",
+      `expected host|stage|gpu|pause|drop:FIRST-LAST, got '${s}'`,
+    );
+  }
+  return {
+    how: m[1] as "host" | "stage" | "gpu" | "pause" | "drop",
+    first: Number(m[2]),
+    last: Number(m[3]),
+  };
 });
 
 const cfg = await loadConfig(values.dir);
@@ -64,12 +78,28 @@ const moe = cfg.layers.flatMap((l, i) => l.ffn.kind === "moe" ? [i] : []);
 const memcpy = hostMemcpy();
 if (!memcpy) throw new Error("diag_fill needs FFI (run with -A)");
 
-function faults(): { minor: number; major: number; rssMiB: number } {
-  // /proc/self/stat fields 10 (minflt) and 12 (majflt), 1-based, after the parenthesised name.
+function faults(): {
+  minor: number;
+  major: number;
+  rssMiB: number;
+  cpuS: number;
+  sysS: number;
+  nvcsw: number;
+} {
+  // /proc/self/stat fields 10 (minflt), 12 (majflt), 14 (utime), 15 (stime), 1-based, after the
+  // parenthesised name; clock ticks of 1/100 s.
   const stat = Deno.readTextFileSync("/proc/self/stat");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const rss = /VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))?.[1];
-  return { minor: Number(f[7]), major: Number(f[9]), rssMiB: Number(rss) / 1024 };
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const rss = /VmRSS:\s+(\d+)/.exec(status)?.[1];
+  return {
+    minor: Number(f[7]),
+    major: Number(f[9]),
+    rssMiB: Number(rss) / 1024,
+    cpuS: (Number(f[11]) + Number(f[12])) / 100,
+    sysS: Number(f[12]) / 100,
+    nvcsw: Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1]),
+  };
 }
 
 // Host destination: one 64 MiB buffer, pieces written round-robin into it.
@@ -121,6 +151,7 @@ const uploader = gpu
     ...(values.buffers ? { buffers: Number(values.buffers) } : {}),
     threads,
     ranges: values.ranges as "per-cycle" | "reuse",
+    ...(values["min-piece-kb"] ? { minPieceBytes: Number(values["min-piece-kb"]) << 10 } : {}),
   })
   : null;
 // One staging buffer held mapped for `stage` sweeps.
@@ -134,6 +165,31 @@ const stage = gpu
   })
   : null;
 const stagePtr = stage ? Deno.UnsafePointer.of(stage.getMappedRange(0, 64 << 20))! : null;
+const libc = Deno.dlopen("libc.so.6", {
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+});
+function drop(layers: number[]): number {
+  const page = 4096;
+  let bytes = 0;
+  for (const layer of layers) {
+    for (let e = 0; e < host.experts; e++) {
+      const t = host.tensors(layer, e);
+      for (const x of [t.gate, t.up, t.down]) {
+        const v = x.bytes();
+        void v.buffer;
+        const p = Deno.UnsafePointer.value(Deno.UnsafePointer.of(v as Uint8Array<ArrayBuffer>)!);
+        const start = BigInt(p) & ~BigInt(page - 1);
+        const end = (BigInt(p) + BigInt(v.byteLength)) & ~BigInt(page - 1); // whole pages only
+        if (end <= start) continue;
+        if (libc.symbols.madvise(Deno.UnsafePointer.create(start), end - start, 4) !== 0) {
+          throw new Error("madvise(MADV_DONTNEED) failed");
+        }
+        bytes += Number(end - start);
+      }
+    }
+  }
+  return bytes;
+}
 const gc = (globalThis as { gc?: () => void }).gc;
 if (values.gc && !gc) throw new ArgumentError("--gc", "needs --v8-flags=--expose-gc");
 
@@ -161,10 +217,30 @@ console.log(
     }%`,
 );
 for (const s of sweeps) {
+  if (s.how === "pause") {
+    await new Promise((r) => setTimeout(r, s.first));
+    console.log(`pause ${s.first} ms`);
+    continue;
+  }
   const layers = moe.slice(s.first, s.last + 1);
   if (!layers.length) throw new ArgumentError("--sweeps", `no MoE layers ${s.first}-${s.last}`);
+  if (s.how === "drop") {
+    const b = drop(layers);
+    console.log(
+      `drop layers ${s.first}-${s.last}: ${(b / 2 ** 30).toFixed(2)} GiB unmapped; RSS ` +
+        `${faults().rssMiB.toFixed(0)} MiB`,
+    );
+    continue;
+  }
   if (s.how === "gpu" && !gpu) throw new Error("unreachable");
   if (values.gc) gc!();
+  // Event-loop lag: the longest gap between ticks of a 1 ms timer during the sweep.
+  let lag = 0, last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    lag = Math.max(lag, now - last);
+    last = now;
+  }, 1);
   const f0 = faults(), u0 = uploader?.stats, t0 = performance.now();
   const bytes = s.how === "host"
     ? await hostSweep(layers, dstPtr, dst.byteLength)
@@ -172,6 +248,7 @@ for (const s of sweeps) {
     ? await hostSweep(layers, stagePtr!, 64 << 20)
     : await gpuSweep(layers);
   const sec = (performance.now() - t0) / 1e3, f1 = faults(), u1 = uploader?.stats;
+  clearInterval(timer);
   const up = s.how === "gpu" && u0 && u1
     ? `; uploader fill ${(u1.fillSeconds - u0.fillSeconds).toFixed(2)} s (summed over ` +
       `concurrent fills), remap wait ${(u1.waitSeconds - u0.waitSeconds).toFixed(2)} s, ` +
@@ -180,10 +257,13 @@ for (const s of sweeps) {
   console.log(
     `${s.how} layers ${s.first}-${s.last}: ${(bytes / 2 ** 30).toFixed(2)} GiB in ` +
       `${sec.toFixed(2)} s = ${(bytes / sec / 1e9).toFixed(2)} GB/s; faults minor ` +
-      `${f1.minor - f0.minor} major ${f1.major - f0.major}; RSS ${f1.rssMiB.toFixed(0)} MiB${up}`,
+      `${f1.minor - f0.minor} major ${f1.major - f0.major}; RSS ${f1.rssMiB.toFixed(0)} MiB; CPU ` +
+      `${(f1.cpuS - f0.cpuS).toFixed(2)} s (sys ${(f1.sysS - f0.sysS).toFixed(2)}); involuntary ` +
+      `switches ${f1.nvcsw - f0.nvcsw}; event-loop lag ${lag.toFixed(1)} ms${up}`,
   );
 }
 await uploader?.dispose();
+libc.close();
 if (stage) {
   stage.unmap();
   gpu!.destroyBuffer(stage);

@@ -182,6 +182,15 @@ step diag_fill_reuse 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$F
 step diag_fill_gc 60 deno run -A --v8-flags=--expose-gc tools/diag_fill.ts --dir "$QW8" \
   --sweeps "$FILL" --gc
 step diag_fill_buf3 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$FILL" --buffers 3
+# Call 3: slow only once the process maps all 8 layers (stage sweeps touched layers 4-7) and the
+# ring cycles; reuse, gc and 3 buffers change nothing. Does it recover alone (pause), on the JS
+# thread's own memcpy (sync), or when the mapping shrinks again (drop)?
+FILL3="gpu:0-0,gpu:0-0,stage:0-7,gpu:0-0,gpu:0-0,pause:3000-0,gpu:0-0,drop:4-7,gpu:0-0,gpu:0-0"
+step diag_fill3 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$FILL3"
+step diag_fill_sync 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$FILL3" --threads 1 \
+  --min-piece-kb 1048576
+step diag_fill_host 60 deno run -A tools/diag_fill.ts --dir "$QW8" \
+  --sweeps host:0-7,gpu:0-0,gpu:0-0,gpu:0-0,drop:1-7,gpu:0-0,gpu:0-0,host:0-0
 step diag_fill_1t 60 deno run -A tools/diag_fill.ts --dir "$QW8" --threads 1 --sweeps host:0-7,host:0-7
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
