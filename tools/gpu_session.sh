@@ -191,10 +191,18 @@ step diag_fill_sync 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps "$FI
   --min-piece-kb 1048576
 step diag_fill_host 60 deno run -A tools/diag_fill.ts --dir "$QW8" \
   --sweeps host:0-7,gpu:0-0,gpu:0-0,gpu:0-0,drop:1-7,gpu:0-0,gpu:0-0,host:0-0
+# Call 4: all fast (no slow state at all). One long process: does it turn slow by itself?
+step diag_fill_long 60 deno run -A tools/diag_fill.ts --dir "$QW8" \
+  --sweeps gpu:0-7,gpu:0-7,gpu:0-7,gpu:0-7,host:0-7,stage:0-7,gpu:0-0,gpu:0-0
 step diag_fill_1t 60 deno run -A tools/diag_fill.ts --dir "$QW8" --threads 1 --sweeps host:0-7,host:0-7
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
 #    The checkpoints come from offload_dawn8 and decode_dawn (run them first in the same call).
+# The modes without the resident one (which loads all 10.4 GiB to the GPU first); the bench now
+# times a sweep of every expert before and after its modes.
+step offload_dawn8_nores 100 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
+  PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_MODES=on-demand,pregated-strict \
+  PREGATE_BENCH_OUT="$out/offload_dawn8_nores" deno run -A bench/offload.ts
 step offload_dawn8 150 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_dawn8" deno run -A bench/offload.ts
 step peer_bench 270 env PYTHONUNBUFFERED=1 python3 tools/peer_bench.py --out "$out/peer_bench" \
