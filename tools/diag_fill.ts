@@ -24,7 +24,7 @@
  *
  * Usage: deno run -A tools/diag_fill.ts --dir CHECKPOINT [--gpu dawn] [--threads 8]
  *          [--sweeps host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7] [--ranges reuse]
- *          [--buffers N] [--gc]
+ *          [--buffers N] [--staging-mb MiB] [--gc]
  * @module
  */
 import { parseArgs } from "node:util";
@@ -47,6 +47,7 @@ const { values } = parseArgs({
     sweeps: { type: "string", default: "host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7" },
     ranges: { type: "string", default: "per-cycle" },
     buffers: { type: "string" },
+    "staging-mb": { type: "string" },
     gc: { type: "boolean", default: false },
     "min-piece-kb": { type: "string" },
   },
@@ -149,6 +150,7 @@ const uploader = gpu
   ? createUploader(gpu, "auto", {
     ...stagingPlan(host.bytesPerExpert, slots),
     ...(values.buffers ? { buffers: Number(values.buffers) } : {}),
+    ...(values["staging-mb"] ? { stagingBytes: Number(values["staging-mb"]) << 20 } : {}),
     threads,
     ranges: values.ranges as "per-cycle" | "reuse",
     ...(values["min-piece-kb"] ? { minPieceBytes: Number(values["min-piece-kb"]) << 10 } : {}),

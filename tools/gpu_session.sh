@@ -194,6 +194,13 @@ step diag_fill_host 60 deno run -A tools/diag_fill.ts --dir "$QW8" \
 # Call 4: all fast (no slow state at all). One long process: does it turn slow by itself?
 step diag_fill_long 60 deno run -A tools/diag_fill.ts --dir "$QW8" \
   --sweeps gpu:0-7,gpu:0-7,gpu:0-7,gpu:0-7,host:0-7,stage:0-7,gpu:0-0,gpu:0-0
+# Call 5: turns slow by itself after ~1000 cycles of 9 MiB buffers (CPU time per byte x6, user
+# time: the stores into the ring's staging are slow; plain memory and a staging buffer held mapped
+# stay fast). Larger staging buffers, as the soak (3000 x 64 MiB at 28 GB/s) used?
+LONG=gpu:0-7,gpu:0-7,gpu:0-7,gpu:0-7,stage:0-7,gpu:0-0
+step diag_fill_64m 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG --staging-mb 64 --buffers 4
+step diag_fill_32m 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG --staging-mb 32 --buffers 5
+step diag_fill_9m3 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG --buffers 3
 step diag_fill_1t 60 deno run -A tools/diag_fill.ts --dir "$QW8" --threads 1 --sweeps host:0-7,host:0-7
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
