@@ -201,6 +201,9 @@ LONG=gpu:0-7,gpu:0-7,gpu:0-7,gpu:0-7,stage:0-7,gpu:0-0
 step diag_fill_64m 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG --staging-mb 64 --buffers 4
 step diag_fill_32m 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG --staging-mb 32 --buffers 5
 step diag_fill_9m3 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG --buffers 3
+# Call 6: per cycle ~2-3 ms in that state: 64 MiB buffers 8.1-8.8 GB/s, 32 MiB 6.1, 9 MiB 2.4.
+# stagingPlan now gives one buffer per layer's copies (up to 128 MiB): the plan as the engine has it.
+step diag_fill_plan 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG
 step diag_fill_1t 60 deno run -A tools/diag_fill.ts --dir "$QW8" --threads 1 --sweeps host:0-7,host:0-7
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).

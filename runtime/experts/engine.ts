@@ -106,18 +106,23 @@ export interface EngineStats {
 const U32 = 4;
 
 /**
- * Staging ring for the mapped uploader: buffers of one expert's bytes (4-aligned, 64 KiB to
- * 64 MiB), as many as one layer's copies (`perLayer` experts) need plus one, at least 3 and, beyond
- * 3, at most 256 MiB in all. A ring smaller than a layer's copies makes a fill wait for a buffer whose copy is still
- * queued behind the GPU's work: the suspected cause of pre-gated copies running 2x slower than
- * on-demand ones on Dawn with a 3-buffer ring (to be confirmed on the GPU host).
+ * Staging ring for the mapped uploader: buffers that hold one MoE layer's copies (`perLayer`
+ * experts) each, 4-aligned, 64 KiB to 128 MiB; at least 3 and, beyond 3, at most 256 MiB in all, so
+ * that a layer's copies are one map/unmap cycle and no buffer is reused while the copies of the same
+ * layer are still queued behind GPU work.
+ *
+ * Why whole layers: on the H200 host (Dawn) every staging cycle comes to cost 2-3 ms once a process
+ * has run ~1000 of them (the copy threads' CPU time per byte grows 6x; plain memory and a buffer
+ * held mapped stay fast; cause outside Pregate not found): 9 MiB buffers then fill at 2.4-2.7 GB/s,
+ * 32 MiB at 6.1, 64 MiB at 8.1-8.8 (`tools/diag_fill.ts`, bench/results/README.md, session 5).
  */
 export function stagingPlan(
   bytesPerExpert: number,
   perLayer: number,
 ): { stagingBytes: number; buffers: number } {
-  const stagingBytes = Math.min(64 << 20, Math.max(1 << 16, Math.ceil(bytesPerExpert / 4) * 4));
-  const need = Math.ceil((perLayer * bytesPerExpert) / stagingBytes) + 1;
+  const layer = perLayer * bytesPerExpert;
+  const stagingBytes = Math.min(128 << 20, Math.max(1 << 16, Math.ceil(layer / 4) * 4));
+  const need = Math.ceil(layer / stagingBytes) + 1;
   const cap = Math.max(3, Math.floor((256 << 20) / stagingBytes));
   return { stagingBytes, buffers: Math.max(3, Math.min(need, cap)) };
 }
@@ -194,10 +199,8 @@ export class OffloadEngine {
       policy: opts.cachePolicy ?? "lru",
     });
     this.#tableScratch = new Uint32Array(E);
-    // Staging (mapped path, host-visible memory): one expert's bytes per buffer (at most 64 MiB),
-    // and enough buffers for one MoE layer's copies (top-k experts; all E for prefetch-all) plus
-    // one (3 to 256 MiB worth), so that
-    // no buffer is reused while the copies of the same layer are still queued behind GPU work.
+    // Staging (mapped path, host-visible memory): one MoE layer's copies (top-k experts; all E for
+    // prefetch-all) per buffer, at most 128 MiB; see stagingPlan.
     const perLayer = (f: MoeFfn) => (opts.mode === "prefetch-all" ? f.experts : f.topK);
     this.#uploader = createUploader(
       gpu,
