@@ -16,7 +16,7 @@ if [ ! -d "$dir" ]; then
   t0=$(date +%s.%N)
   deno run -A cli.ts make-model --arch qwen3_moe --preset qwen3-30b-a3b --layers "$layers" \
     --dtype bf16 --out "$dir" > /dev/null || exit 1
-  echo "== wrote $dir in $(echo "$(date +%s.%N) - $t0" | bc) s"
+  echo "== wrote $dir in $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s"
 fi
 du -sh "$dir"
 echo "== page cache after writing"; fincore "$dir"/*.safetensors 2>/dev/null || echo "(no fincore)"
@@ -31,7 +31,7 @@ for i in 1 2; do
   t0=$(date +%s.%N)
   for f in "$dir"/*.safetensors; do cat "$f" > /dev/null & done; wait
   bytes=$(du -sb "$dir" | cut -f1)
-  echo "== parallel read $i: $(echo "scale=2; $bytes / ($(date +%s.%N) - $t0) / 1e9" | bc) GB/s"
+  echo "== parallel read $i: $(python3 -c "print(round($bytes / ($(date +%s.%N) - $t0) / 1e9, 2))") GB/s"
   vm
 done
 echo "== page cache at the end"; fincore "$dir"/*.safetensors 2>/dev/null | tail -3

@@ -33,12 +33,20 @@
 #      62.5%; native GEMV bf16 3.15 TB/s, native best upload 4.0 GB/s)
 #   4. offload_native kernels_dawn tests_sgm   (done; kernels rows at a fallen clock)
 #   5. kernels_dawn offload_dawn8   (kernels_dawn ran out of 240 s; 8-layer copies 2.32 GB/s again)
-# Next session: diag_pagecache, then offload_dawn8 (it now logs page-cache share and dirty /
-#   writeback memory); kernels_dawn twice, with PREGATE_BENCH_CLOCK=0 and without (the call-5
-#   timeout); peer_bench again only if the checkpoints change. Tensor cores: why K step 32 with two
-#   buffers fell from 146.9 (call 1) to 105 (calls 2-3) when the activation loads became 16-byte
-#   words (probe_final_x32 on a build with call 1's activation binding would tell); f32 activations
-#   are at 147.4, 98% of the 150 target.
+# Session 5 (2026-11-29; logs in bench/results/2026-11-29_h200_s5_raw_logs.md):
+#   1. diag_pagecache offload_dawn8   (checkpoint 100% cached, 125 GiB memory: not the page cache)
+#   2. kernels_dawn_noclock diag_pagecache diag_fill diag_fill_1t   (deno bench timed out without
+#      the clock sampler too; host memcpy 36-48 GB/s, uploader 18 then 2.5 GB/s)
+#   3. kernels_dawn_run diag_pagecache diag_fill2 _reuse _gc _buf3   (deno run: 139 s, complete;
+#      slow after ~1000 cycles whatever the ranges, gc or ring size)
+#   4. diag_pagecache diag_fill3 diag_fill_sync diag_fill_host   (no slow state within 896 cycles)
+#   5. diag_pagecache diag_fill_long offload_dawn8_nores offload_dawn8   (slow by itself; CPU/byte x6)
+#   6. diag_pagecache diag_fill_64m _32m _9m3   (slow state: 64 MiB 8.5 GB/s, 32 MiB 6.1, 9 MiB 2.5)
+#   7. diag_pagecache diag_fill_plan offload_dawn8   (layer-sized staging: 8 layers 4.2 -> 15.8 tok/s)
+#   8. offload_dawn_auto   (4 layers: 64.4 tok/s on-demand, no regression)
+# Next session: offload_native (native's writeBuffer path on 8 layers ran at 2.55 GB/s in session 4:
+#   the same per-cycle state?), diag_fill with --staging-mb 128/256 (does the per-cycle cost grow
+#   with size?), kernels_dawn_run for a row set at full clock; peer_bench only if checkpoints change.
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
