@@ -44,6 +44,8 @@
 #   6. diag_pagecache diag_fill_64m _32m _9m3   (slow state: 64 MiB 8.5 GB/s, 32 MiB 6.1, 9 MiB 2.5)
 #   7. diag_pagecache diag_fill_plan offload_dawn8   (layer-sized staging: 8 layers 4.2 -> 15.8 tok/s)
 #   8. offload_dawn_auto   (4 layers: 64.4 tok/s on-demand, no regression)
+#   9. tests_dawn impl_parity   (all kernel, parity, offload and uploader tests pass on Dawn; native
+#      and Dawn logits within 1e-6 of each other and of HF for all 4 architectures)
 # Next session: offload_native (native's writeBuffer path on 8 layers ran at 2.55 GB/s in session 4:
 #   the same per-cycle state?), diag_fill with --staging-mb 128/256 (does the per-cycle cost grow
 #   with size?), kernels_dawn_run for a row set at full clock; peer_bench only if checkpoints change.
