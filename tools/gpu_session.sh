@@ -46,8 +46,8 @@
 #   8. offload_dawn_auto   (4 layers: 64.4 tok/s on-demand, no regression)
 #   9. tests_dawn impl_parity   (all kernel, parity, offload and uploader tests pass on Dawn; native
 #      and Dawn logits within 1e-6 of each other and of HF for all 4 architectures)
-# Next session: offload_native (native's writeBuffer path on 8 layers ran at 2.55 GB/s in session 4:
-#   the same per-cycle state?), diag_fill with --staging-mb 128/256 (does the per-cycle cost grow
+#  10. offload_native   (native 8 layers at this commit: writeBuffer 2.9-3.5 GB/s, pregated 8.0 tok/s)
+# Next session: diag_fill with --staging-mb 128/256 (does the per-cycle cost grow
 #   with size?), kernels_dawn_run for a row set at full clock; peer_bench only if checkpoints change.
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
