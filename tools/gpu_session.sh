@@ -47,8 +47,10 @@
 #   9. tests_dawn impl_parity   (all kernel, parity, offload and uploader tests pass on Dawn; native
 #      and Dawn logits within 1e-6 of each other and of HF for all 4 architectures)
 #  10. offload_native   (native 8 layers at this commit: writeBuffer 2.9-3.5 GB/s, pregated 8.0 tok/s)
-# Next session: diag_fill with --staging-mb 128/256 (does the per-cycle cost grow
-#   with size?), kernels_dawn_run for a row set at full clock; peer_bench only if checkpoints change.
+# Next session: is the slow state (2-3 ms per staging cycle after ~1000 cycles) the parallel fill?
+#   Session 2 ran 8 layers on Dawn at 13.4 tok/s on-demand with one-thread `set` fills and
+#   one-expert buffers; the 8-thread memcpy fills came later. Steps diag_fill_t1 / _t2 / _t4 (the old
+#   9 MiB plan, 1/2/4 threads); then kernels_dawn_run for rows at full clock.
 set -u
 # Logs go to a scratch folder; $OUT gets only the packed logs, the summary and the markdown tables
 # (the device tool returns at most 8 files).
@@ -214,6 +216,11 @@ step diag_fill_9m3 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG
 # Call 6: per cycle ~2-3 ms in that state: 64 MiB buffers 8.1-8.8 GB/s, 32 MiB 6.1, 9 MiB 2.4.
 # stagingPlan now gives one buffer per layer's copies (up to 128 MiB): the plan as the engine has it.
 step diag_fill_plan 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG
+# Session 5's open question: does the slow state need parallel copy threads? (old 9 MiB plan)
+OLD="--staging-mb 9 --buffers 17"
+step diag_fill_t1 90 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG $OLD --threads 1
+step diag_fill_t2 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG $OLD --threads 2
+step diag_fill_t4 60 deno run -A tools/diag_fill.ts --dir "$QW8" --sweeps $LONG $OLD --threads 4
 step diag_fill_1t 60 deno run -A tools/diag_fill.ts --dir "$QW8" --threads 1 --sweeps host:0-7,host:0-7
 # 5. Peers on the same machine and checkpoint: PyTorch GEMV, pinned copies, HF transformers decode
 #    (GPU-only and experts offloaded through accelerate).
