@@ -7,6 +7,9 @@ import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import type { ClockSampler } from "./clock.ts";
+import type { HostExpertStore } from "../runtime/experts/store.ts";
+import type { Uploader } from "../runtime/experts/uploader.ts";
+import type { ExpertPool } from "../runtime/models/weights.ts";
 
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
@@ -235,6 +238,14 @@ export async function benchCheckpoint(
   return dir;
 }
 
+/** The `parseArgs` options that {@linkcode modelFromArgs} reads, plus `--gpu` (default auto). */
+export const MODEL_ARG_OPTIONS = {
+  model: { type: "string" },
+  make: { type: "string" },
+  dir: { type: "string", default: "/tmp/pregate-bench" },
+  gpu: { type: "string", default: "auto" },
+} as const;
+
 /**
  * A tool's model directory from its `--model DIR` or `--make arch:preset:layers:dtype` (written
  * under `dir` by {@linkcode benchCheckpoint} if missing).
@@ -249,4 +260,28 @@ export async function modelFromArgs(
     throw new ArgumentError("--model", "give --model DIR or --make arch:preset:layers:dtype");
   }
   return await benchCheckpoint(values.make, values.dir, { log, what: "--make" });
+}
+
+/**
+ * Copies every expert of `layers` once through `up` into slots 0 .. slots-1 of `pool`, a layer's
+ * experts in batches of `slots` (each batch flushed, as the engine copies a layer's experts);
+ * returns the bytes copied. The caller syncs the GPU before reading its clock.
+ */
+export async function uploadEveryExpert(
+  host: HostExpertStore,
+  up: Uploader,
+  pool: ExpertPool,
+  layers: readonly number[],
+  slots: number,
+): Promise<number> {
+  let bytes = 0;
+  for (const layer of layers) {
+    for (let e0 = 0; e0 < host.experts; e0 += slots) {
+      const n = Math.min(slots, host.experts - e0);
+      const batch = Array.from({ length: n }, (_, s) => ({ expert: e0 + s, slot: s }));
+      bytes += await host.uploadMany(up, layer, batch, pool);
+      up.flush();
+    }
+  }
+  return bytes;
 }

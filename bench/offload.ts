@@ -28,7 +28,7 @@ import { HostExpertStore } from "../runtime/experts/store.ts";
 import { stagingPlan } from "../runtime/experts/engine.ts";
 import { expertPool } from "../runtime/models/weights.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
-import { benchCheckpoint, median } from "./harness.ts";
+import { benchCheckpoint, median, uploadEveryExpert } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
@@ -139,29 +139,25 @@ async function measureUploadRate(
   const uploader = createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));
   const rates: number[] = [];
   if (sweep) {
-    // Every expert of every MoE layer once, a layer's experts in batches of `slots`.
+    // Every expert of every MoE layer once.
     const moe = cfg.layers.flatMap((l, i) => l.ffn.kind === "moe" ? [i] : []);
     const t0 = performance.now();
-    let bytes = 0;
-    for (const l of moe) {
-      for (let e0 = 0; e0 < host.experts; e0 += slots) {
-        const n = Math.min(slots, host.experts - e0);
-        const batch = Array.from({ length: n }, (_, s) => ({ expert: e0 + s, slot: s }));
-        bytes += await host.uploadMany(uploader, l, batch, pool);
-        uploader.flush();
-      }
-    }
+    const bytes = await uploadEveryExpert(host, uploader, pool, moe, slots);
     await gpu.sync();
     rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
-  }
-  for (let rep = 0; !sweep && rep < 4; rep++) {
-    const t0 = performance.now();
-    // One batch, as the engine copies a layer's experts.
-    const batch = Array.from({ length: slots }, (_, s) => ({ expert: s % host.experts, slot: s }));
-    const bytes = await host.uploadMany(uploader, layer, batch, pool);
-    uploader.flush();
-    await gpu.sync();
-    if (rep > 0) rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
+  } else {
+    for (let rep = 0; rep < 4; rep++) {
+      const t0 = performance.now();
+      // One batch, as the engine copies a layer's experts.
+      const batch = Array.from(
+        { length: slots },
+        (_, s) => ({ expert: s % host.experts, slot: s }),
+      );
+      const bytes = await host.uploadMany(uploader, layer, batch, pool);
+      uploader.flush();
+      await gpu.sync();
+      if (rep > 0) rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
+    }
   }
   await uploader.dispose();
   for (const b of [pool.gate, pool.up, pool.down, pool.table]) gpu.destroyBuffer(b);

@@ -37,6 +37,7 @@ import { expertPool } from "../runtime/models/weights.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
 import { hostMemcpy } from "../runtime/weights/mmap.ts";
 import { ArgumentError } from "../runtime/errors.ts";
+import { uploadEveryExpert } from "../bench/harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -167,46 +168,21 @@ const stage = gpu
   })
   : null;
 const stagePtr = stage ? Deno.UnsafePointer.of(stage.getMappedRange(0, 64 << 20))! : null;
-const libc = Deno.dlopen("libc.so.6", {
-  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
-});
+/** Drops the process's mapping of layers' experts (`MADV_DONTNEED`); returns their bytes. */
 function drop(layers: number[]): number {
-  const page = 4096;
-  let bytes = 0;
-  for (const layer of layers) {
-    for (let e = 0; e < host.experts; e++) {
-      const t = host.tensors(layer, e);
-      for (const x of [t.gate, t.up, t.down]) {
-        const v = x.bytes();
-        void v.buffer;
-        const p = Deno.UnsafePointer.value(Deno.UnsafePointer.of(v as Uint8Array<ArrayBuffer>)!);
-        const start = BigInt(p) & ~BigInt(page - 1);
-        const end = (BigInt(p) + BigInt(v.byteLength)) & ~BigInt(page - 1); // whole pages only
-        if (end <= start) continue;
-        if (libc.symbols.madvise(Deno.UnsafePointer.create(start), end - start, 4) !== 0) {
-          throw new Error("madvise(MADV_DONTNEED) failed");
-        }
-        bytes += Number(end - start);
-      }
-    }
+  const tensors = layers.flatMap((l) =>
+    Array.from({ length: host.experts }, (_, e) => Object.values(host.tensors(l, e))).flat()
+  );
+  if (!store.advise("dontneed", tensors.map((t) => t.name))) {
+    throw new Error("madvise(MADV_DONTNEED) failed");
   }
-  return bytes;
+  return tensors.reduce((n, t) => n + t.byteLength, 0);
 }
 const gc = (globalThis as { gc?: () => void }).gc;
 if (values.gc && !gc) throw new ArgumentError("--gc", "needs --v8-flags=--expose-gc");
 
 async function gpuSweep(layers: number[]): Promise<number> {
-  let bytes = 0;
-  for (const layer of layers) {
-    for (let e0 = 0; e0 < host.experts; e0 += slots) {
-      const batch = Array.from({ length: Math.min(slots, host.experts - e0) }, (_, s) => ({
-        expert: e0 + s,
-        slot: s,
-      }));
-      bytes += await host.uploadMany(uploader!, layer, batch, pool!);
-      uploader!.flush();
-    }
-  }
+  const bytes = await uploadEveryExpert(host, uploader!, pool!, layers, slots);
   await gpu!.sync();
   return bytes;
 }
@@ -265,7 +241,6 @@ for (const s of sweeps) {
   );
 }
 await uploader?.dispose();
-libc.close();
 if (stage) {
   stage.unmap();
   gpu!.destroyBuffer(stage);

@@ -14,17 +14,14 @@
 import { parseArgs } from "node:util";
 import { openGpu } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
-import { modelFromArgs } from "../bench/harness.ts";
+import { MODEL_ARG_OPTIONS, modelFromArgs } from "../bench/harness.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { ClockSampler } from "../bench/clock.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    model: { type: "string" },
-    make: { type: "string" },
-    dir: { type: "string", default: "/tmp/pregate-bench" },
-    gpu: { type: "string", default: "auto" },
+    ...MODEL_ARG_OPTIONS,
     loads: { type: "string", default: "3" },
     runs: { type: "string", default: "3" },
     tokens: { type: "string", default: "16" },

@@ -18,17 +18,14 @@
 import { parseArgs } from "node:util";
 import { type Gpu, openGpu, type ProfiledDispatch } from "../runtime/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
-import { modelFromArgs } from "../bench/harness.ts";
+import { MODEL_ARG_OPTIONS, modelFromArgs } from "../bench/harness.ts";
 import { warmUp } from "../bench/clock.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    model: { type: "string" },
-    make: { type: "string" },
-    dir: { type: "string", default: "/tmp/pregate-bench" },
-    gpu: { type: "string", default: "auto" },
+    ...MODEL_ARG_OPTIONS,
     tokens: { type: "string", default: "64" },
     "warmup-s": { type: "string", default: "3" },
     json: { type: "string" },

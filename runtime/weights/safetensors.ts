@@ -29,7 +29,13 @@
  */
 import { WeightFileError } from "../errors.ts";
 import { bf16BitsToF32, type DType, f16BitsToF32 } from "./dtype.ts";
-import { type MapKind, type MappedFile, openMapped, type OpenMappedOptions } from "./mmap.ts";
+import {
+  type Advice,
+  type MapKind,
+  type MappedFile,
+  openMapped,
+  type OpenMappedOptions,
+} from "./mmap.ts";
 import { type HeaderEntry, isObject, parseHeader, typeName } from "./safetensors_header.ts";
 
 export {
@@ -139,6 +145,13 @@ export interface TensorStore {
    * (`read` access). Throws like {@linkcode get} for a missing name.
    */
   resident(names?: readonly string[]): number | null;
+  /**
+   * Gives the kernel an access hint (`madvise`; see `MappedFile.advise`) for the bytes of the named
+   * tensors (default: every tensor), e.g. `dontneed` to drop this process's mapping of them (the
+   * pages stay in the page cache; the next touch maps them again). Returns whether every hint took
+   * effect (`false` with `read` access). Throws like {@linkcode get} for a missing name.
+   */
+  advise(advice: Advice, names?: readonly string[]): boolean;
   /** Closes (unmaps) every file. Idempotent; tensors' views must not be used afterwards. */
   close(): void;
 }
@@ -274,6 +287,15 @@ class Store implements TensorStore {
       inRam += r * e.byteLength;
     }
     return bytes ? inRam / bytes : null;
+  }
+
+  advise(advice: Advice, names?: readonly string[]): boolean {
+    let ok = true;
+    for (const name of names ?? this.entries.keys()) {
+      const e = this.#entry(name);
+      if (e.byteLength > 0) ok = e.mapped.advise(e.offset, e.byteLength, advice) && ok;
+    }
+    return ok;
   }
 
   tensorF32(name: string): Float32Array {

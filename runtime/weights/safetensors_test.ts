@@ -216,3 +216,23 @@ Deno.test("use after close is an error, not a crash", () =>
     assertThrows(() => t.bytes(), WeightFileError, path, "used after close()");
     assertEquals(view.length, 0, "the old view was detached");
   }));
+
+Deno.test("advise: dontneed drops the mapping of tensors, whose bytes read back unchanged", () =>
+  withTempDir(async (dir) => {
+    const path = `${dir}/model.safetensors`;
+    await writeSafetensors(path, SPECS.map(toWrite));
+    const mapped = openSafetensors(path, { mode: "mmap" });
+    const read = openSafetensors(path, { mode: "read" });
+    try {
+      const names = mapped.names();
+      const before = names.map((n) => mapped.get(n).bytes().slice());
+      assertEquals(mapped.advise("dontneed"), true);
+      assertEquals(mapped.advise("willneed", [names[0]]), true);
+      names.forEach((n, i) => assertEquals(mapped.get(n).bytes(), before[i], n));
+      assertEquals(read.advise("dontneed"), false); // read access: nothing to advise
+      assertThrows(() => mapped.advise("dontneed", ["no.such.tensor"]), WeightFileError);
+    } finally {
+      mapped.close();
+      read.close();
+    }
+  }));
