@@ -30,7 +30,7 @@ import type { Gpu, Step } from "../gpu/device.ts";
 import { ArgumentError, BudgetError } from "../errors.ts";
 import type { TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig, MoeFfn } from "../models/config.ts";
-import type { ForwardOptions, ForwardPlan, PregateSpec } from "../models/decoder.ts";
+import type { ForwardOptions, ForwardPlan, PregateSpec } from "../models/plan.ts";
 import {
   type ExpertPool,
   expertPool,
