@@ -38,9 +38,8 @@ const tokens = Number(Deno.env.get("PREGATE_BENCH_TOKENS") ?? 64);
 const runs = Math.max(1, Number(Deno.env.get("PREGATE_BENCH_RUNS") ?? 7));
 
 const warmupSeconds = Number(Deno.env.get("PREGATE_BENCH_WARMUP_S") ?? (gpu.isFallback ? 0 : 3));
-// The GPU host's SM clock climbs from ~500 MHz to its maximum only after seconds of sustained work
-// (seen in this bench's first H200 run: 495 -> 1320 MHz over 7 short runs, tokens/s following it),
-// so the bench warms up for PREGATE_BENCH_WARMUP_S seconds and reports the clock during each run.
+// A GPU reaches its full clock only after seconds of sustained work, so the bench warms up for
+// PREGATE_BENCH_WARMUP_S seconds and reports the clock during each run (docs/decisions.md).
 const clock = ClockSampler.start();
 const tStart = performance.now();
 /** Progress on stderr, with seconds since start (a stalled step shows where it stalled). */
@@ -151,11 +150,9 @@ for (const spec of specs) {
     stats: samples,
   });
   phase(`${spec}: done`);
-  // deno bench's own statistics, on the same loaded model (kept until the process ends: a second
-  // load in one process decoded slower on the H200 under Dawn, see tools/diag_generate.ts). Not on
-  // Dawn: there the first generate inside a Deno.bench case stalled for 45-70+ s in every H200 run
-  // since generate keeps two readbacks in flight (cause not found; `deno run` is unaffected), and
-  // the table above already holds the measurement.
+  // deno bench's own statistics, on the same loaded model (kept until the process ends). Not on
+  // Dawn, where async work inside a Deno.bench case stalls at random (denoland/deno#23253,
+  // docs/decisions.md); the table above already holds the measurement.
   if (gpu.impl === "dawn") {
     console.error(
       `[decode_bench] ${spec}: deno bench's own iterations skipped on Dawn (see source)`,

@@ -31,9 +31,8 @@ export interface GpuTimeOptions {
   /**
    * The SM clock sampler (`bench/clock.ts`): the result then carries the clock range seen while the
    * samples ran, and a measurement whose clock fell below 90% of the maximum is repeated (up to
-   * `attempts` in all, default 3; the one with the highest lowest clock is kept). The H200's clock
-   * dropped to ~500 MHz for whole measurements even after warm-up (2026-11-29: 47.8 TFLOP/s
-   * against 158.7 in another run of the same kernel).
+   * `attempts` in all, default 3; the one with the highest lowest clock is kept); see
+   * docs/decisions.md, "Benchmarks warm up and watch the clock".
    */
   clock?: ClockSampler | null;
   attempts?: number;
@@ -85,9 +84,8 @@ async function gpuTimeOnce(
 ): Promise<{ seconds: number; how: "timestamps" | "wall"; timedFrom: number }> {
   const inner = opts.inner ?? 10, samples = opts.samples ?? 7, warmup = opts.warmup ?? 2;
   const device = gpu.device;
-  // Keep the GPU busy with the same work first: the H200's SM clock climbs from ~500 MHz only under
-  // sustained load, and a GEMV timed at the low clock ran 4-5x slower (bench/results/README.md).
-  // One timed batch, then enough batches queued for `warmupMs` and one wait (two syncs in all).
+  // Keep the GPU busy with the same work first, so it runs at its full clock when timed (see
+  // docs/decisions.md). One timed batch, then enough batches queued for `warmupMs` and one wait.
   const warmupMs = opts.warmupMs ?? (gpu.isFallback ? 0 : 1000);
   /** `inner` runs of the dispatches in one pass (timestamped at its ends when `qs` is given). */
   const encode = (qs?: GPUQuerySet) => {
@@ -236,30 +234,6 @@ export async function benchCheckpoint(
     );
   }
   return dir;
-}
-
-/** The `parseArgs` options that {@linkcode modelFromArgs} reads, plus `--gpu` (default auto). */
-export const MODEL_ARG_OPTIONS = {
-  model: { type: "string" },
-  make: { type: "string" },
-  dir: { type: "string", default: "/tmp/pregate-bench" },
-  gpu: { type: "string", default: "auto" },
-} as const;
-
-/**
- * A tool's model directory from its `--model DIR` or `--make arch:preset:layers:dtype` (written
- * under `dir` by {@linkcode benchCheckpoint} if missing).
- * @throws {ArgumentError} naming `--model` when neither is given, `--make` when it is malformed.
- */
-export async function modelFromArgs(
-  values: { model?: string; make?: string; dir: string },
-  log?: (m: string) => void,
-): Promise<string> {
-  if (values.model) return values.model;
-  if (!values.make) {
-    throw new ArgumentError("--model", "give --model DIR or --make arch:preset:layers:dtype");
-  }
-  return await benchCheckpoint(values.make, values.dir, { log, what: "--make" });
 }
 
 /**

@@ -16,8 +16,7 @@
  *
  * On Dawn run it as a script, `PREGATE_GPU=dawn deno run -A bench/kernels_bench.ts`: every figure is
  * measured at the module's top level (the `Deno.bench` cases are no-ops under `deno run`), and under
- * `deno bench` Dawn's async work stalls at random (denoland/deno#23253; bench/results/README.md,
- * session 5).
+ * `deno bench` Dawn's async work stalls at random (denoland/deno#23253; docs/decisions.md).
  * @module
  */
 import { type Dispatch, type Gpu, openGpu } from "../runtime/gpu/device.ts";

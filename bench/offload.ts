@@ -16,8 +16,8 @@
  * pregated-exact, pregated-strict; default all).
  *
  * Besides the probe of the upload rate (one layer's first experts, again and again), it times one
- * copy of every expert of every layer ("sweep") before and after the modes: the 8-layer Qwen3 runs
- * filled staging at 1.5-2.4 GB/s in the modes against 15.7 in the probe (bench/results/README.md).
+ * copy of every expert of every layer ("sweep") before and after the modes: the rate a process that
+ * has copied a lot sustains.
  * @module
  */
 import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
@@ -82,11 +82,9 @@ for (const k of modeKeys ?? []) {
 }
 const MODES = ALL_MODES.filter((m) => !modeKeys || modeKeys.includes(m.key));
 
-/** Host->GPU GB/s of expert copies from the mapped file into slots (the path the engine uses). */
 /**
  * The checkpoint's share in the page cache and the kernel's memory figures (Linux): expert copies
- * that miss the cache read the disk (8-layer Qwen3 runs copied experts at 2.3-3.9 GB/s, fill-bound,
- * against 20 with 4 layers; the GPU host's memory starts small after boot and grows with use).
+ * that miss the cache read the disk.
  */
 function cacheState(dir: string): {
   resident: number | null;
@@ -124,6 +122,7 @@ function cacheText(c: ReturnType<typeof cacheState>): string {
         `${g(c.dirtyGiB)}, writeback ${g(c.writebackGiB)}`);
 }
 
+/** Host->GPU GB/s of expert copies from the mapped file into slots (the path the engine uses). */
 async function measureUploadRate(
   dir: string,
   path: "write" | "mapped" | "auto",

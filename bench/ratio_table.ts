@@ -4,26 +4,28 @@
  *
  * - `--kernels`: `bench/kernels_bench.ts` (`PREGATE_BENCH_OUT`): `{header, gpu, impl, size, rows}`,
  *   rows `{name, value, unit, ceiling?, ceilingNote?, note?}` (bench/harness.ts `ResultRow`);
- * - `--tune`: `tools/tune_gemv.ts --out`: `{header, gpu, ceilingGBs, rows}`, rows `{dtype, shape,
+ * - `--tune`: a GEMV sweep (the former `tools/tune_gemv.ts --out`, e.g.
+ *   `bench/results/2026-11-28_h200_dawn_tune_gemv.json`): `{header, gpu, ceilingGBs, rows}`, rows `{dtype, shape,
  *   variant, baseline, status, gbs?, pct?, stream?}`;
  * - `--decode`: `bench/decode_bench.ts` (`PREGATE_BENCH_OUT`): `{header, gpu, results}`, results
  *   `{spec, decode_tokens_per_s, ceiling_tokens_per_s, active_bytes_per_token, read_bandwidth_gb_s}`;
  * - `--offload` (repeatable, optionally `LABEL=FILE.json`): `bench/offload.ts` (`PREFIX.json`):
  *   `{gpu, results}`, results `{spec, mode, decode_tokens_per_s, ceiling_tokens_per_s (null: no
  *   uploads), upload_gb_s, upload_bytes_per_token}`;
- * - `--peer`: `tools/peer_bench.py` (`PREFIX.json`): `{env, parts, gemv: {results: [{dtype: fp32 |
+ * - `--peer`: `bench/peer_bench.py` (`PREFIX.json`): `{env, parts, gemv: {results: [{dtype: fp32 |
  *   fp16 | bf16, gb_s}], d2d_copy: {gb_s_read_plus_write}}, copy: {results: [{kind: pinned |
  *   pageable, mib, gb_s}]}, hf: {checkpoints: [{name, model_type, num_hidden_layers, dtype, runs:
  *   [{mode: gpu_only | offload, decode_tokens_per_s, h2d_bytes_per_token?}]}]}}`;
- * - `--probe` (repeatable, optionally `LABEL=FILE.json`): `tools/probe_sgmatrix.ts --out`: `{device,
+ * - `--probe` (repeatable, optionally `LABEL=FILE.json`): a subgroup-matrix tiling probe (the former
+ *   `tools/probe_sgmatrix.ts --out`, e.g. `bench/results/2026-11-29_h200_s4_probe_final_x16.json`): `{device,
  *   size, x?, results: [{tune, dtype, status, tflops?}], ablations?: [{tune, ablate, tflops?}]}`:
  *   the fastest valid tiling per weight dtype, against the same run's multiplies-alone ablation.
  *
- * Run: `deno run -R -W tools/ratio_table.ts [--kernels F.json] [--tune F.json] [--decode F.json]
+ * Run: `deno run -R -W bench/ratio_table.ts [--kernels F.json] [--tune F.json] [--decode F.json]
  * [--offload [LABEL=]F.json]... [--probe [LABEL=]F.json]... [--peer F.json] [--out F.md]
  * [--svg F.svg]`. Missing inputs or fields
  * give "-" cells; an unreadable or malformed file is an error naming the file (exit status 2).
- * `--svg` also draws the offloading tokens/s plot of `tools/plot_offload.ts` from the `--offload`
+ * `--svg` also draws the offloading tokens/s plot of `bench/plot_offload.ts` from the `--offload`
  * files (plus the HF peer's decode rates where its checkpoint matches).
  * @module
  */
@@ -59,7 +61,7 @@ export interface Inputs {
   decode?: Source;
   offload: Source[];
   peer?: Source;
-  /** Subgroup-matrix probes (`tools/probe_sgmatrix.ts --out`). */
+  /** Subgroup-matrix probes (the former `tools/probe_sgmatrix.ts --out`; committed results). */
   probe?: Source[];
 }
 
@@ -116,11 +118,11 @@ export function parseInput(kind: Kind, file: string, text: string, label?: strin
 
 const WRITER: Record<Kind, string> = {
   kernels: "bench/kernels_bench.ts",
-  tune: "tools/tune_gemv.ts",
+  tune: "GEMV sweep (former tools/tune_gemv.ts)",
   decode: "bench/decode_bench.ts",
   offload: "bench/offload.ts",
-  peer: "tools/peer_bench.py",
-  probe: "tools/probe_sgmatrix.ts",
+  peer: "bench/peer_bench.py",
+  probe: "tiling probe (former tools/probe_sgmatrix.ts)",
 };
 
 /** Reads and parses one file (InputError if it cannot be read or is malformed). */
@@ -556,14 +558,14 @@ export function renderMarkdown(inp: Inputs, rows: readonly RatioRow[]): string {
       "Ceilings come from the same run as the figure (streaming-read and FMA-only kernels, the " +
       "weight bytes a token reads, the measured copy rate) or are nominal (PCIe 5 x16: 63 GB/s). " +
       `Peer figures from ${PLATFORM.source} are PyTorch on the same H200 (2026-11-28, shared ` +
-      "docs/platform.md), for what tools/peer_bench.py does not measure (`.item()`, matmul). " +
+      "docs/platform.md), for what bench/peer_bench.py does not measure (`.item()`, matmul). " +
       '"-": not in the inputs.',
     "",
   );
   return L.join("\n");
 }
 
-/** The offloading tokens/s plot (tools/plot_offload.ts), HF peer rates added as their own bars. */
+/** The offloading tokens/s plot (bench/plot_offload.ts), HF peer rates added as their own bars. */
 export function offloadSvg(inp: Inputs): string {
   type PlotRow = Parameters<typeof renderSvg>[1][number]["rows"][number];
   const series: { label: string; rows: PlotRow[] }[] = [];
@@ -613,7 +615,7 @@ export function offloadSvg(inp: Inputs): string {
 
 // ------------------------------------------------------------------------------------ CLI
 
-const USAGE = "usage: deno run -R -W tools/ratio_table.ts [--kernels F.json] [--tune F.json] " +
+const USAGE = "usage: deno run -R -W bench/ratio_table.ts [--kernels F.json] [--tune F.json] " +
   "[--decode F.json] [--offload [LABEL=]F.json]... [--probe [LABEL=]F.json]... [--peer F.json] " +
   "[--out F.md] [--svg F.svg]";
 

@@ -3,7 +3,7 @@
  * (log scale: the modes span three orders of magnitude), one bar group per mode, one bar per result
  * file, with each mode's copy ceiling (upload bytes per token / measured copy rate) as a tick.
  *
- * Run: `deno run -R -W tools/plot_offload.ts OUT.svg LABEL=FILE.json [LABEL=FILE.json ...]`
+ * Run: `deno run -R -W bench/plot_offload.ts OUT.svg LABEL=FILE.json [LABEL=FILE.json ...]`
  * @module
  */
 
@@ -99,7 +99,7 @@ export function renderSvg(title: string, series: { label: string; rows: Row[] }[
 if (import.meta.main) {
   const [outPath, ...specs] = Deno.args;
   if (!outPath?.endsWith(".svg") || specs.length === 0) {
-    console.error("usage: deno run -R -W tools/plot_offload.ts OUT.svg LABEL=FILE.json [...]");
+    console.error("usage: deno run -R -W bench/plot_offload.ts OUT.svg LABEL=FILE.json [...]");
     Deno.exit(2);
   }
   const series = [];

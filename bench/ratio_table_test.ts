@@ -27,16 +27,16 @@ type Any = any;
 const readJson = async (p: string): Promise<Any> => JSON.parse(await Deno.readTextFile(p));
 
 /**
- * A peer file in the structure tools/peer_bench.py writes (main's report: tool, env, parts, and the
+ * A peer file in the structure bench/peer_bench.py writes (main's report: tool, env, parts, and the
  * dicts bench_gemv, bench_copy and bench_hf / bench_hf_dir / _run_hf_mode return), smaller.
  */
 const PEER = {
-  tool: "tools/peer_bench.py",
+  tool: "bench/peer_bench.py",
   env: {
     python: "3.12.3",
     hostname: "h200",
     time_utc: "2026-12-01T10:00:00Z",
-    argv: ["tools/peer_bench.py", "--out", "/out/peer_bench", "--dirs", "/tmp/b/x"],
+    argv: ["bench/peer_bench.py", "--out", "/out/peer_bench", "--dirs", "/tmp/b/x"],
     torch: "2.11.0",
     torch_cuda: "12.8",
     cuda_available: true,

@@ -29,7 +29,7 @@ Three independent parts (each in its own try/except; one failing does not stop t
 
 Outputs PREFIX.json and PREFIX.md (--out PREFIX), rewritten after every part (and after every HF run;
 on SIGTERM, e.g. from `timeout`, the part running is marked "interrupted", the outputs are written and
-the exit status is 143). Exit status 1 only if every part that ran failed. See tools/README.md.
+the exit status is 143). Exit status 1 only if every part that ran failed. See bench/README.md.
 `--selftest` checks the pure-Python parts (arguments, statistics, device map, report writing) without
 torch or a GPU.
 
@@ -1041,7 +1041,7 @@ def main(argv=None) -> int:
     if args.selftest:
         return selftest()
     signal.signal(signal.SIGTERM, _on_signal)  # `timeout` (gpu_session.sh): still write the outputs
-    report = {"tool": "tools/peer_bench.py", "env": collect_env(), "parts": {}}
+    report = {"tool": "bench/peer_bench.py", "env": collect_env(), "parts": {}}
     env = report["env"]
     log(f"torch {env.get('torch')} CUDA {env.get('torch_cuda')} on {env.get('gpu', 'no GPU')}; "
         f"transformers {env.get('transformers')}, accelerate {env.get('accelerate')}")
@@ -1112,7 +1112,7 @@ def _on_signal(signum, _frame):
 
 
 # --------------------------------------------------------------------------------------------
-# Self-test (no torch, no GPU): python3 tools/peer_bench.py --selftest
+# Self-test (no torch, no GPU): python3 bench/peer_bench.py --selftest
 # --------------------------------------------------------------------------------------------
 
 
@@ -1253,7 +1253,7 @@ def selftest() -> int:
     # Report writing: every part, failures, NaN, odd objects; strict JSON out.
     nan = float("nan")
     report = {
-        "tool": "tools/peer_bench.py",
+        "tool": "bench/peer_bench.py",
         "env": {"gpu": "Test GPU", "argv": ["peer_bench.py", "--selftest"], "time_utc": "now",
                 "hostname": "h", "nvidia_smi": {"query": "q", "result": "r"}},
         "parts": {"gemv": {"status": "partial", "seconds": 1.0},
