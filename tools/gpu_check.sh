@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU-host checks, each step under its own time limit:
+#   source .device/env.sh && bash tools/gpu_check.sh [STEP ...]     (no STEP: tests parity decode offload)
+# Steps:
+#   tests    every kernel test, HF parity, offload and uploader test on Dawn, one process per file
+#   parity   native vs Dawn vs HF logits and greedy tokens on every fixture (tools/impl_parity.ts)
+#   kernels  the kernels bench on Dawn, as a script (bench/kernels_bench.ts)
+#   decode   resident decode, Mixtral-8x7B layer shapes x2, bf16, Dawn (bench/decode_bench.ts)
+#   offload  the offloading modes, Qwen3-30B-A3B layer shapes x8, bf16, Dawn (bench/offload.ts)
+#   native   the same offload bench on Deno's native WebGPU
+# Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
+# "STEP rc=N Ss" per step goes to stdout and $OUT/summary.txt. To compare with an earlier commit, run
+# this script from a checkout of each in the same call (same machine, same clock behaviour).
+set -u
+out=${OUT:-/tmp/pregate-check}
+mkdir -p "$out"
+: >"$out/summary.txt"
+export NO_COLOR=1 PREGATE_BENCH_DIR=${PREGATE_BENCH_DIR:-/tmp/pregate-bench}
+steps=" ${*:-tests parity decode offload} "
+
+step() { # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  [[ "$steps" == *" $name "* ]] || return 0
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "$name rc=$? $((SECONDS - t0))s" | tee -a "$out/summary.txt"
+}
+
+dawn_tests() {
+  local rc=0
+  for f in kernels/*_test.ts tests/hf_parity_test.ts tests/offload_test.ts \
+    runtime/experts/uploader_test.ts; do
+    PREGATE_TEST_GPU=dawn deno test -A --no-check "$f" >/tmp/pregate-test.log 2>&1 || rc=1
+    echo "$f: $(grep -E '^(ok|FAILED) \|' /tmp/pregate-test.log | tail -n1)"
+    grep -E "FAILED|=> " /tmp/pregate-test.log | head -n 5
+  done
+  return $rc
+}
+
+step tests 300 dawn_tests
+step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
+step kernels 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
+  deno run -A bench/kernels_bench.ts
+step decode 90 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=mixtral:mixtral-8x7b:2:bf16 \
+  PREGATE_BENCH_TOKENS=128 PREGATE_BENCH_OUT="$out/decode_dawn.json" \
+  deno run -A bench/decode_bench.ts
+step offload 180 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
+  PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_dawn8" deno run -A bench/offload.ts
+step native 200 env PREGATE_GPU=native PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
+  PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native8" deno run -A bench/offload.ts
+cat "$out/summary.txt"
