@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { gpuTime } from "./harness.ts";
 import type { ClockSampler } from "./clock.ts";
-import { GPU_TEST, testGpu } from "../kernels/test_util.ts";
+import { GPU_TEST, testGpu } from "../runtime/test_util.ts";
 import { add } from "../kernels/elementwise.ts";
 
 /** A clock that reports the given lowest clocks, one per measurement, at a 1980 MHz maximum. */

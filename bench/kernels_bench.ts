@@ -28,7 +28,7 @@ import { moeDown, moeGateUp } from "../kernels/moe.ts";
 import { moeGateUpRef } from "../kernels/reference_moe.ts";
 import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import type { DType } from "../runtime/weights/dtype.ts";
-import { assertClose, randn } from "../kernels/test_util.ts";
+import { assertClose, randn } from "../kernels/check.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
 import {
   type GpuTime,
@@ -226,7 +226,7 @@ for (const dtype of ["f32", "f16"] as DType[]) {
 // the same H200 (platform.md).
 const PYTORCH_FP16_TFLOPS_H200 = 721;
 {
-  const choice = matmulVariant(gpu, { T: mm, K: mm, N: mm, dtype: "f16" }, "experimental");
+  const choice = matmulVariant(gpu, { T: mm, K: mm, N: mm, dtype: "f16" });
   if (choice.variant !== "sgmatrix") {
     stage(`matmul on subgroup matrices: not run (${choice.reason})`);
   } else {
@@ -243,13 +243,13 @@ const PYTORCH_FP16_TFLOPS_H200 = 721;
       f16: gpu.storage("activations", packWeights(x16, "f16")),
     };
     const yBuf = gpu.storage("activations", mm * mm * 4);
-    // The measured ceiling: the same kernel with only its subgroup-matrix multiplies left (the
-    // probe's ablation 3; results wrong by design): what the tensor cores reach through Dawn here.
+    // The measured ceiling: the same kernel with only its subgroup-matrix multiplies left (results
+    // wrong by design): what the tensor cores reach through this implementation here.
     let mmaPeak: number | undefined;
     {
       const wBuf = gpu.storage("dense", packWeights(wF, "f16"));
       const args = { x: xBufs.f32, w: wBuf, y: yBuf, T: mm, K: mm, N: mm, dtype: "f16" as const };
-      const d = await matmulSgmatrix(gpu, { ...args, tune, ablate: 3 });
+      const d = await matmulSgmatrix(gpu, { ...args, tune, multipliesOnly: true });
       const t = await time([d], { inner: full ? 10 : 1, samples: 5, warmupMs: 2000 });
       mmaPeak = (2 * mm ** 3) / t.seconds / 1e12;
       rows.push({

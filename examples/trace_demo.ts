@@ -11,6 +11,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { ArgumentError } from "../runtime/errors.ts";
 import {
   type ExpertTrace,
   formatTraceSummary,
@@ -158,7 +159,7 @@ function syntheticTrace(o: SyntheticOptions): ExpertTrace {
 const int = (name: keyof typeof values) => {
   const n = Number(values[name]);
   if (!Number.isFinite(n) || n < 0) {
-    throw new Error(`--${name}: expected a number >= 0, found ${values[name]}`);
+    throw new ArgumentError(`--${name}`, `expected a number >= 0, found ${values[name]}`);
   }
   return n;
 };

@@ -2,10 +2,9 @@
  * Layouts of the decode GEMVs (`matvec.wgsl`, the expert GEMVs of `moe.wgsl`, `qkv.wgsl`): how many
  * threads share a weight row, how many rows a workgroup holds, how many 16-byte loads each thread
  * has in flight, and how a row's partial sums are reduced (a workgroup-memory tree, portable, or
- * subgroup operations). The layouts and the rule are the results of `tools/tune_gemv.ts` on the
- * H200 under Dawn (`bench/results/2026-11-28_h200_dawn_tune_gemv.md`); `gemvLayout` in
- * `linear.ts` applies the rule ({@linkcode chooseGemvLayout}) to a device, and the GEMV builders
- * follow it.
+ * subgroup operations). The layouts and the thresholds come from a measured sweep (see
+ * docs/decisions.md); `gemvLayout` in `linear_variant.ts` applies the rule
+ * ({@linkcode chooseGemvLayout}) to a device, and the GEMV builders follow it.
  *
  * A kernel's source is the reduction include (`gemv_tree.wgsl`, listed first in the kernel's spec,
  * or in its place `gemv_subgroup.wgsl`, which starts with `enable subgroups;`) followed by the
@@ -31,7 +30,7 @@ export interface GemvReductionSource {
 
 /** One GEMV layout. */
 export interface GemvLayout {
-  /** The `tools/tune_gemv.ts` variant name, e.g. `t32r8u2-sg`. */
+  /** The layout's name, e.g. `t32r8u2-sg` (see {@linkcode gemvLayoutName}). */
   readonly name: string;
   /** Threads per weight row, a power of two. */
   readonly TPR: number;
@@ -53,7 +52,10 @@ export interface GemvLayout {
 /** The subgroup size `gemv_subgroup.wgsl` is written for (`SG`). */
 export const GEMV_SUBGROUP_SIZE = 32;
 
-/** A layout's `tools/tune_gemv.ts` name, e.g. `t32r8u2-sg`. */
+/**
+ * A layout's name: `t<threads per row>r<rows per workgroup>u<loads in flight>-<tree|sg>`, e.g.
+ * `t32r8u2-sg`.
+ */
 export function gemvLayoutName(
   l: Pick<GemvLayout, "TPR" | "ROWS" | "UNROLL" | "reduction">,
 ): string {
@@ -66,18 +68,13 @@ function layout(TPR: number, ROWS: number, UNROLL: number, reduction: GemvReduct
 }
 
 /**
- * The layouts {@linkcode chooseGemvLayout} picks from (GB/s: bf16 weights on the H200 under Dawn,
- * from `bench/results/2026-11-28_h200_dawn_tune_gemv.md`; the old matvec/moeDown layout in
- * parentheses).
+ * The layouts {@linkcode chooseGemvLayout} picks from (why these: docs/decisions.md).
  *
- * - `subgroupShort` `t16r16u2-sg`: rows under 2 KiB (2048x768 x 8 experts: 2749 (2149)).
- * - `subgroup` `t32r8u2-sg`: rows of 2 to 8 KiB (768x2048 x 8: 2630 (2409)).
- * - `subgroupLong` `t128r1u2-sg`: rows of 8 KiB and more (14336x4096: 3810 (3469); 4096x14336:
- *   3862 (3158); f32 4096x14336 4245, 0.7% under the best there, t256r1u2-sg).
- * - `portable` `t32r4u2-tree`: rows under 16 KiB (14336x4096: 3569; 768x2048 x 8: 2538; 2048x768
- *   x 8: 2329).
- * - `portableLong` `t64r4u2-tree`: rows of 16 KiB and more (4096x14336: 3768 where t32r4u2-tree
- *   gives 3288; f32 4096x14336: 4163).
+ * - `subgroupShort` `t16r16u2-sg`: rows under 2 KiB.
+ * - `subgroup` `t32r8u2-sg`: rows of 2 to 8 KiB.
+ * - `subgroupLong` `t128r1u2-sg`: rows of 8 KiB and more.
+ * - `portable` `t32r4u2-tree`: rows under 16 KiB.
+ * - `portableLong` `t64r4u2-tree`: rows of 16 KiB and more.
  */
 export const GEMV_LAYOUTS = Object.freeze({
   subgroupShort: layout(16, 16, 2, "subgroup"),
@@ -174,10 +171,15 @@ export const GEMV_REDUCTIONS: Readonly<Record<GemvReduction, GemvReductionSource
  * The source of GEMV kernel `spec` for `layout`. A GEMV spec lists {@linkcode GEMV_TREE_FILE}
  * first, so the spec itself is the portable variant (it compiles anywhere); another reduction
  * replaces that include (named e.g. `matvec+subgroup`), the rest of the source is the same.
+ * @throws {ArgumentError} naming `spec` when it does not list the tree reduction first.
  */
 export function gemvSource(spec: KernelSpec, layout: GemvLayout): PipelineSource {
   if (spec.includes[0] !== GEMV_TREE_FILE) {
-    throw new Error(`${spec.name}: a GEMV kernel spec must include ${GEMV_TREE_FILE} first`);
+    throw new ArgumentError(
+      "spec",
+      `${spec.name}: a GEMV kernel spec must include ${GEMV_TREE_FILE} first, got ` +
+        `[${spec.includes.join(", ")}]`,
+    );
   }
   const reduce = layout.reduce ?? GEMV_REDUCTIONS[layout.reduction];
   if (reduce === GEMV_REDUCTIONS.tree) return spec;

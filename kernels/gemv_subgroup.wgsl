@@ -2,15 +2,14 @@ enable subgroups;
 
 // Row reductions of the decode GEMVs (matvec.wgsl, moe.wgsl, qkv.wgsl): the subgroup variant, the
 // same struct and functions as gemv_tree.wgsl (read its header for the contract). Used only where
-// the device has the `subgroups` feature and subgroups of exactly SG lanes (linear.ts
-// `gemvLayout`); WG must be a multiple of SG, TPR a power of two. The reduction is the one of
-// tools/tune_gemv.ts (`genWgsl`, red = "sg"), validated on the H200 under Dawn:
+// the device has the `subgroups` feature and subgroups of exactly SG lanes (`gemvLayout`); WG must
+// be a multiple of SG, TPR a power of two:
 //   TPR == SG: subgroupAdd;  TPR < SG: subgroupShuffleXor butterfly over the row's lanes;
-//   TPR > SG: subgroupAdd, then the row's TPR / SG subgroup sums added through workgroup memory.
-// Like there, a row's lanes are assumed to be consecutive lanes of one subgroup (subgroups made of
-// consecutive local invocation indices, as on the hardware it ran on), and a run-time subgroup size
-// other than SG gives NaN instead of a wrong sum. One addition to the tool's code: the TPR > SG case
-// ends with a barrier, so the functions can be called repeatedly (a pass per token).
+//   TPR > SG: subgroupAdd, then the row's TPR / SG subgroup sums added through workgroup memory,
+//   ending with a barrier, so the functions can be called repeatedly (a pass per token).
+// A row's lanes are assumed to be consecutive lanes of one subgroup (subgroups made of consecutive
+// local invocation indices, as on the hardware it was validated on), and a run-time subgroup size
+// other than SG gives NaN instead of a wrong sum.
 
 struct Lanes {
   @builtin(local_invocation_index) lid: u32,

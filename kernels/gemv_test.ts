@@ -1,5 +1,5 @@
 /**
- * Tests of the decode GEMV layouts (`gemv.ts`, `gemvLayout` in `linear.ts`) and of the kernels that
+ * Tests of the decode GEMV layouts (`gemv.ts`, `gemvLayout` in `linear_variant.ts`) and of the kernels that
  * use them (`matvec`, `moeGateUp`, `moeDown`, `moeDownCombine`, `qkvProj`).
  *
  * - Selection: `gemvLayout` / `chooseGemvLayout` on described devices (features, subgroup sizes,
@@ -16,7 +16,6 @@
  * @module
  */
 import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { Gpu as GpuClass } from "../runtime/gpu/device.ts";
 import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import {
   chooseGemvLayout,
@@ -42,7 +41,9 @@ import { matmulRef, moeDownCombineRef, moeDownRef, moeGateUpRef, qkvRef } from "
 import {
   assertClose,
   bindForTest,
+  dawnNullGpu,
   GPU_TEST,
+  loadDawn,
   poisoned,
   randn,
   rejects,
@@ -610,19 +611,15 @@ for (const layout of SUBGROUP_LAYOUTS) {
   });
 }
 
+/** Whether the test device gets the subgroup layouts (32-wide subgroups). */
+const SUBGROUPS = gemvLayout(await testGpu(), 4096, "bf16").reduction === "subgroup";
+
 Deno.test({
   name: "subgroup layouts run for real where the device has 32-wide subgroups",
+  ignore: !SUBGROUPS,
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    const auto = gemvLayout(gpu, 4096, "bf16");
-    if (auto.reduction !== "subgroup") {
-      console.log(
-        `gemv: this device gets the portable layouts (${auto.reason}); the subgroup ` +
-          "kernels ran emulated only",
-      );
-      return;
-    }
     for (const layout of SUBGROUP_LAYOUTS) await runLayout(gpu, layout);
   },
 });
@@ -659,27 +656,15 @@ Deno.test({
 
 // ------------------------------------------------------------------------------------ Dawn's compiler
 
+/** Dawn (npm `webgpu`), for its WGSL compiler on the null backend; undefined where it does not load. */
+const DAWN = await loadDawn();
+
 Deno.test({
   name: "the subgroup GEMV sources compile with Dawn's WGSL compiler (null backend)",
+  ignore: DAWN === undefined,
   ...GPU_TEST,
   fn: async () => {
-    let create: (flags: string[]) => GPU;
-    try {
-      ({ create } = await import("npm:webgpu@0.6.2"));
-    } catch (e) {
-      console.log(
-        `gemv: Dawn (npm:webgpu@0.6.2) did not load (${(e as Error).message}); the compile ` +
-          "check of the subgroup sources did not run",
-      );
-      return;
-    }
-    const instance = create(["backend=null"]);
-    const adapter = await instance.requestAdapter();
-    if (!adapter) throw new Error("Dawn's null backend gave no adapter");
-    const gpu = await GpuClass.fromAdapter(
-      { gpu: instance, impl: "dawn", keepAlive: instance },
-      adapter,
-    );
+    const gpu = await dawnNullGpu(DAWN!);
     try {
       if (!gpu.features.subgroups) {
         throw new Error(`Dawn's null backend lacks subgroups: ${gpu.describe()}`);

@@ -33,9 +33,8 @@
 //
 // Entry points: `main` walks the tiles, loads and 16-wide K steps in loops over arrays; the
 // generated `main_unrolled` (kernels/sgmatrix_unroll.ts, appended per tiling) writes those loops out
-// with a variable per matrix and load, which the H200's driver keeps in registers: 147 TFLOP/s
-// against 33 at the same tiling (2026-11-29, tools/probe_sgmatrix.ts). linear.ts picks it
-// (SgmatrixTuning.UNROLLED).
+// with a variable per matrix and load, which a driver can keep in registers (docs/decisions.md).
+// SgmatrixTuning.UNROLLED picks it.
 //
 // Source: the staging head (matmul_sgmatrix_head.wgsl: the enable directives, the matrix types), one
 // tile layout and the staging tail (matmul_sgmatrix_tail.wgsl: the epilogue's scratch tiles cs and
@@ -71,12 +70,6 @@ override WDTYPE: u32 = 1u;
 override XDTYPE: u32 = 0u;
 // 1: add the product to the existing y; 0: overwrite y.
 override ACC: u32 = 0u;
-// Probe-only ablations (tools/probe_sgmatrix.ts --ablate; results are wrong by design): 1 = no
-// global -> workgroup staging inside the K loop (the subgroup-matrix loads and multiplies alone),
-// 2 = no subgroup-matrix loads or multiplies (the staging alone). 0 (always, outside the probe):
-// the full kernel; the branches fold away.
-override ABLATE: u32 = 0u;
-
 // Subgroup width the lane layout assumes.
 const SG: u32 = 32u;
 // f16 values of padding after each staged row of BK values.
@@ -267,13 +260,13 @@ fn main(
   for (var kt = 0u; kt < nk; kt++) {
     let cur = select(0u, kt % 2u, STAGES == 2u);
     let more = kt + 1u < nk;
-    if (more && ABLATE != 1u) {
+    if (more) {
       fetch_x(t0, (kt + 1u) * BK, lid, &xr);
       fetch_w(n0, (kt + 1u) * BK, lid, &wr);
     }
     let xo = cur * bm * lds + a_base;
     let wo = cur * bn * lds + b_base;
-    for (var kk = 0u; kk < select(BK, 0u, ABLATE == 2u); kk += 16u) {
+    for (var kk = 0u; kk < BK; kk += 16u) {
       for (var i = 0u; i < TM; i++) {
         a[i] = load_a(xo + i * 16u * lds + kk);
       }
@@ -287,7 +280,7 @@ fn main(
     if (STAGES == 1u) {
       workgroupBarrier(); // everyone is done reading the only stage
     }
-    if (more && ABLATE != 1u) {
+    if (more) {
       let nxt = select(0u, 1u - cur, STAGES == 2u);
       put_x(nxt, lid, &xr);
       put_w(nxt, lid, &wr);

@@ -3,8 +3,8 @@
  * one place that selects it ({@linkcode matmulVariant}).
  *
  * - The kernel itself runs only where the device has subgroup matrices (Dawn on the GPU host:
- *   `PREGATE_TEST_GPU=dawn deno test -A kernels/matmul_sgmatrix_test.ts`). Elsewhere that test says
- *   so on stdout and asserts instead that this device gets the portable kernel.
+ *   `PREGATE_TEST_GPU=dawn deno test -A kernels/matmul_sgmatrix_test.ts`); elsewhere that test is
+ *   ignored and another checks that this device gets the portable kernel and the kernel refuses it.
  * - Everywhere: the kernel's logic (tiling, staging, masking of ragged edges, accumulate) runs with
  *   the subgroup-matrix primitives emulated in plain WGSL (f32, every lane computing whole 16 x 16
  *   tiles), and the real WGSL is compiled by Dawn's shader compiler on Dawn's null backend (when the
@@ -13,7 +13,6 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { Gpu as GpuClass } from "../runtime/gpu/device.ts";
 import { GpuError } from "../runtime/errors.ts";
 import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import {
@@ -24,7 +23,6 @@ import {
   matmulVariant,
   SGMATRIX_MIN_T,
   SGMATRIX_TUNING,
-  SGMATRIX_VALIDATED,
   sgmatrixSharedBytes,
   type SgmatrixStaging,
   type SgmatrixTuning,
@@ -35,7 +33,9 @@ import {
   assertClose,
   assertNothingPast,
   bindForTest,
+  dawnNullGpu,
   GPU_TEST,
+  loadDawn,
   poisoned,
   randn,
   rejects,
@@ -197,38 +197,43 @@ const SHAPES: [number, number, number][] = [
 
 const PREFILL: MatmulShape = { T: 512, K: 4096, N: 4096, dtype: "bf16" };
 
+/** Why the test device cannot run the subgroup-matrix kernel (undefined: it can). */
+const UNSUPPORTED = sgmatrixUnsupported(await testGpu());
+
 Deno.test({
-  name:
-    "matmul_sgmatrix matches the CPU reference (f16/bf16/f32 weights, ragged shapes, accumulate)",
+  name: "without subgroup matrices: the portable GEMM is chosen and matmulSgmatrix refuses",
+  ignore: UNSUPPORTED === undefined,
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    const why = sgmatrixUnsupported(gpu);
-    if (why) {
-      console.log(
-        `matmul_sgmatrix: the kernel case needs a subgroup-matrix device (${why}); run ` +
-          "`PREGATE_TEST_GPU=dawn deno test -A kernels/matmul_sgmatrix_test.ts` on the GPU host. " +
-          "Checked here instead: this device gets the portable GEMM, and the kernel refuses it.",
-      );
-      const choice = matmulVariant(gpu, PREFILL);
-      if (choice.variant !== "portable" || choice.reason !== why) {
-        throw new Error(`expected portable (${why}), got ${JSON.stringify(choice)}`);
-      }
-      const x = gpu.storage("activations", 16 * 8 * 4);
-      const w = gpu.storage("dense", 16 * 8 * 2);
-      const y = gpu.storage("activations", 16 * 16 * 4);
-      let threw: unknown;
-      try {
-        await matmulSgmatrix(gpu, { x, w, y, T: 16, K: 8, N: 16, dtype: "f16" });
-      } catch (e) {
-        threw = e;
-      }
-      if (!(threw instanceof GpuError) || !String(threw.message).includes(why)) {
-        throw new Error(`matmulSgmatrix should refuse this device with a GpuError, got ${threw}`);
-      }
-      for (const b of [x, w, y]) gpu.destroyBuffer(b);
-      return;
+    const why = sgmatrixUnsupported(gpu)!;
+    const choice = matmulVariant(gpu, PREFILL);
+    if (choice.variant !== "portable" || choice.reason !== why) {
+      throw new Error(`expected portable (${why}), got ${JSON.stringify(choice)}`);
     }
+    const x = gpu.storage("activations", 16 * 8 * 4);
+    const w = gpu.storage("dense", 16 * 8 * 2);
+    const y = gpu.storage("activations", 16 * 16 * 4);
+    let threw: unknown;
+    try {
+      await matmulSgmatrix(gpu, { x, w, y, T: 16, K: 8, N: 16, dtype: "f16" });
+    } catch (e) {
+      threw = e;
+    }
+    if (!(threw instanceof GpuError) || !String(threw.message).includes(why)) {
+      throw new Error(`matmulSgmatrix should refuse this device with a GpuError, got ${threw}`);
+    }
+    for (const b of [x, w, y]) gpu.destroyBuffer(b);
+  },
+});
+
+Deno.test({
+  name:
+    "matmul_sgmatrix matches the CPU reference (f16/bf16/f32 weights, ragged shapes, accumulate)",
+  ignore: UNSUPPORTED !== undefined,
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
     const build: Build = (c, x, w, y) => matmulSgmatrix(gpu, { ...c, x, w, y });
     const all = [
       ...cases([...SHAPES, [300, 520, 260], [129, 1024, 200], [256, 64, 384]]),
@@ -459,7 +464,7 @@ function expectVariant(
   shape: Partial<MatmulShape>,
   variant: "portable" | "sgmatrix",
   reason: string,
-  kernels: "auto" | "portable" | "experimental" = "experimental",
+  kernels: "auto" | "portable" = "auto",
 ) {
   const c = matmulVariant(gpu, { ...PREFILL, ...shape }, kernels);
   if (c.variant !== variant || !c.reason.includes(reason)) {
@@ -568,33 +573,25 @@ Deno.test("matmulSgmatrix: tiling overrides start from the device's default tili
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, K: 60 }), "K", "multiple of 8");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 24 } }), "tune.BK");
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { VEC: 2 } }), "tune.VEC");
-  // The probe's ablations reach the file's main as ABLATE and are written into the generated entry
-  // (its name says which); the normal kernel has neither.
-  for (const UNROLLED of [0, 1]) {
-    await matmulSgmatrixWith(gpu, { ...args, tune: { BK: 16, UNROLLED }, ablate: 2 }).catch((e) => {
-      if ((e as Error).message !== "stop") throw e;
-    });
-  }
-  const [loops, unrolled] = [pipelines.at(-2)!, names.at(-1)!];
-  if (
-    loops.ABLATE !== 2 || "ABLATE" in pipelines.at(-1)! || !unrolled.endsWith("_ablate2") ||
-    pipelines.slice(0, -2).some((c) => "ABLATE" in c) ||
-    names.slice(0, -2).some((n) => n.includes("ablate"))
-  ) {
-    throw new Error(
-      `expected ABLATE=2 on the loops' pipeline and _ablate2 in the unrolled one's name only, got ` +
-        `${JSON.stringify(pipelines)} ${JSON.stringify(names)}`,
-    );
+  // The multiplies-alone kernel (the bench's ceiling) is a generated entry of its own name.
+  await matmulSgmatrixWith(gpu, { ...args, tune: { BK: 16 }, multipliesOnly: true }).catch((e) => {
+    if ((e as Error).message !== "stop") throw e;
+  });
+  if (!names.at(-1)!.endsWith("_mma") || names.slice(0, -1).some((n) => n.endsWith("_mma"))) {
+    throw new Error(`expected _mma in the last pipeline's name only, got ${JSON.stringify(names)}`);
   }
   // The default entry is the generated one.
   if (!names[0].includes("_u2442_32_1")) {
     throw new Error(`expected the unrolled entry, got ${names[0]}`);
   }
   await rejects(
-    () => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 0 }, ablate: 3 }),
-    "ablate",
+    () => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 0 }, multipliesOnly: true }),
+    "multipliesOnly",
   );
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, ablate: 4 as 1 }), "ablate");
+  await rejects(
+    () => matmulSgmatrixWith(gpu, { ...args, multipliesOnly: 1 as unknown as boolean }),
+    "multipliesOnly",
+  );
   await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 2 } }), "tune.UNROLLED");
   await rejects(
     () => matmulSgmatrixWith(gpu, { ...args, xDtype: "bf16" as "f16" }),
@@ -615,12 +612,6 @@ Deno.test("matmulVariant: PREGATE_KERNELS=portable forces the portable GEMM; bad
     expectVariant(h200, {}, "portable", "PREGATE_KERNELS=portable");
     Deno.env.set("PREGATE_KERNELS", "auto");
     expectVariant(h200, {}, "sgmatrix", "subgroup matrices");
-    // Until validated on hardware, `auto` keeps the portable GEMM; `experimental` opts in.
-    if (!SGMATRIX_VALIDATED) {
-      expectVariant(h200, {}, "portable", "not yet validated", "auto");
-      Deno.env.set("PREGATE_KERNELS", "experimental");
-      expectVariant(h200, {}, "sgmatrix", "subgroup matrices", "auto");
-    }
     Deno.env.set("PREGATE_KERNELS", "tensorcores");
     await rejects(() => matmulVariant(h200, PREFILL), "PREGATE_KERNELS");
   } finally {
@@ -639,12 +630,11 @@ Deno.test({
     const gpu = await testGpu();
     const capable = sgmatrixUnsupported(gpu) === undefined;
     const K = 64, N = 48;
-    const expect: [number, "auto" | "portable" | "experimental", string][] = [
+    const expect: [number, "auto" | "portable", string][] = [
       [1, "auto", "matvec"],
       [8, "auto", "matvec"],
       [SGMATRIX_MIN_T - 1, "auto", "matmul"],
-      [SGMATRIX_MIN_T, "auto", capable && SGMATRIX_VALIDATED ? "matmul_sgmatrix" : "matmul"],
-      [SGMATRIX_MIN_T, "experimental", capable ? "matmul_sgmatrix" : "matmul"],
+      [SGMATRIX_MIN_T, "auto", capable ? "matmul_sgmatrix" : "matmul"],
       [SGMATRIX_MIN_T, "portable", "matmul"],
     ];
     for (const [T, kernels, kernel] of expect) {
@@ -664,30 +654,17 @@ Deno.test({
 
 // ------------------------------------------------------------------------------------ Dawn's compiler
 
+/** Dawn (npm `webgpu`), for its WGSL compiler on the null backend; undefined where it does not load. */
+const DAWN = await loadDawn();
+
 Deno.test({
   name:
     "matmul_sgmatrix.wgsl compiles with Dawn's compiler (null backend) for every dtype and mode",
+  // Where the device has subgroup matrices the kernel case above compiles it for real.
+  ignore: DAWN === undefined || UNSUPPORTED === undefined,
   ...GPU_TEST,
   fn: async () => {
-    // The kernel case above compiles it for real where the device has subgroup matrices.
-    if (sgmatrixUnsupported(await testGpu()) === undefined) return;
-    let create: (flags: string[]) => GPU;
-    try {
-      ({ create } = await import("npm:webgpu@0.6.2"));
-    } catch (e) {
-      console.log(
-        `matmul_sgmatrix: Dawn (npm:webgpu@0.6.2) did not load (${(e as Error).message}); ` +
-          "the WGSL compile check did not run",
-      );
-      return;
-    }
-    const instance = create(["backend=null", "enable-dawn-features=allow_unsafe_apis"]);
-    const adapter = await instance.requestAdapter();
-    if (!adapter) throw new Error("Dawn's null backend gave no adapter");
-    const gpu = await GpuClass.fromAdapter(
-      { gpu: instance, impl: "dawn", keepAlive: instance },
-      adapter,
-    );
+    const gpu = await dawnNullGpu(DAWN!, ["enable-dawn-features=allow_unsafe_apis"]);
     try {
       if (!gpu.features.subgroupMatrix || !gpu.features.shaderF16) {
         throw new Error(`Dawn's null backend lacks the features: ${gpu.describe()}`);
@@ -718,11 +695,10 @@ Deno.test({
             await matmulSgmatrixWith(gpu, { x, w, y, T, K, N, dtype, tune, xDtype: "f16" }),
           );
         }
-        // The probe's ablations (tools/probe_sgmatrix.ts --ablate) compile too.
-        for (const ablate of tune.UNROLLED ? [1, 2, 3] as const : [1, 2] as const) {
-          steps.push(
-            await matmulSgmatrixWith(gpu, { x, w, y, T, K, N, dtype: "f16", tune, ablate }),
-          );
+        // The multiplies-alone kernel (the bench's ceiling) compiles too.
+        if (tune.UNROLLED) {
+          const args = { x, w, y, T, K, N, dtype: "f16" as const, tune, multipliesOnly: true };
+          steps.push(await matmulSgmatrixWith(gpu, args));
         }
       }
       gpu.submit(steps);

@@ -14,6 +14,7 @@
  * ```
  * @module
  */
+import { InternalError } from "../runtime/errors.ts";
 import type { KernelSpec } from "./registry.ts";
 import * as activation from "./activation.ts";
 import * as argmax from "./argmax.ts";
@@ -81,7 +82,7 @@ function collectKernels(): Record<string, KernelSpec> {
       const where = `${family}.ts (${exported})`;
       if (Object.hasOwn(out, value.name)) {
         if (out[value.name] === value) continue;
-        throw new Error(
+        throw new InternalError(
           `kernel name '${value.name}' is declared twice: ${from[value.name]} and ${where}`,
         );
       }

@@ -19,7 +19,7 @@
  * @module
  */
 import type { PipelineSource } from "../runtime/gpu/device.ts";
-import { GpuError } from "../runtime/errors.ts";
+import { ArgumentError, GpuError } from "../runtime/errors.ts";
 
 /** A WGSL kernel: where its source is and how it is bound. */
 export interface KernelSpec extends PipelineSource {
@@ -95,11 +95,14 @@ export function defineKernel(def: {
 export class ParamWriter {
   #words: number[] = [];
   #kinds: ("u" | "i" | "f")[] = [];
-  /** Appends u32 fields. */
+  /**
+   * Appends u32 fields.
+   * @throws {ArgumentError} naming `params` when a value is not an integer in [0, 2^32).
+   */
   u32(...v: number[]): this {
     for (const x of v) {
       if (!Number.isInteger(x) || x < 0 || x > 0xffffffff) {
-        throw new RangeError(`kernel parameter ${x} is not a u32`);
+        throw new ArgumentError("params", `kernel parameter ${x} is not a u32`);
       }
       this.#words.push(x);
       this.#kinds.push("u");

@@ -1,29 +1,49 @@
 /**
- * Helpers for kernel tolerance tests: a shared test GPU, seeded random inputs, poisoned outputs and
- * normwise relative error checks. Used by `*_test.ts` files only.
+ * Helpers for kernel tolerance tests: the repository's test helpers (`runtime/test_util.ts`: the
+ * shared test GPU, `rejects`, ...), seeded inputs and the normwise check (`check.ts`), plus poisoned
+ * outputs and bindings, and Dawn's null backend for compile-only checks. Test code only.
  * @module
  */
-import { ArgumentError } from "../runtime/errors.ts";
-import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
+import { AssertionError } from "node:assert";
+import { Gpu } from "../runtime/gpu/device.ts";
+import { POISON } from "./check.ts";
 
-let shared: Promise<Gpu> | undefined;
+export {
+  assertEquals,
+  assertRejects,
+  assertThrows,
+  GPU_TEST,
+  rejects,
+  testGpu,
+  withTempDir,
+} from "../runtime/test_util.ts";
+export { assertClose, freshSeed, POISON, randn, relError, rng } from "./check.ts";
 
-/** The GPU tests run on (`PREGATE_TEST_GPU` = native | dawn | auto; default native). */
-export function testGpu(): Promise<Gpu> {
-  if (!shared) {
-    shared = openGpu({
-      gpu: (Deno.env.get("PREGATE_TEST_GPU") ?? "native") as "native" | "dawn" | "auto",
-    });
-    // Native: destroy the device before the process exits rather than leaving it to driver
-    // teardown (llvmpipe once aborted there). Dawn: leave it; Dawn test processes on the H200
-    // segfaulted after their last test once the device was destroyed in `unload`.
-    let opened: Gpu | undefined;
-    shared.then((g) => opened = g, () => {});
-    globalThis.addEventListener("unload", () => {
-      if (opened?.impl === "native") opened.destroy();
-    });
-  }
-  return shared;
+/** The npm `webgpu` module (Dawn): `create(flags)` makes an instance. */
+export interface DawnModule {
+  create(flags: string[]): GPU;
+}
+
+let dawn: Promise<DawnModule | undefined> | undefined;
+
+/**
+ * Dawn (npm `webgpu`), or `undefined` where it does not load: load it at a test module's top level
+ * and give the tests that need it `ignore: dawn === undefined`.
+ */
+export function loadDawn(): Promise<DawnModule | undefined> {
+  dawn ??= import("npm:webgpu@0.6.2").then((m: DawnModule) => m, () => undefined);
+  return dawn;
+}
+
+/**
+ * A {@linkcode Gpu} on Dawn's null backend (with `flags` added): it compiles WGSL and validates
+ * pipelines and bind groups, with every optional feature, but runs nothing. Destroy it after use.
+ */
+export async function dawnNullGpu(module: DawnModule, flags: string[] = []): Promise<Gpu> {
+  const instance = module.create(["backend=null", ...flags]);
+  const adapter = await instance.requestAdapter();
+  if (!adapter) throw new Error("Dawn's null backend gave no adapter");
+  return await Gpu.fromAdapter({ gpu: instance, impl: "dawn", keepAlive: instance }, adapter);
 }
 
 /**
@@ -65,117 +85,15 @@ export function assertNothingPast(
     const next = i + 1 < slots.length ? slots[i + 1] : bytes;
     for (let b = end; b < next; b += 4) {
       if (bits[b / 4] !== POISON) {
-        throw new Error(`${name(i)}: wrote past its output (byte ${b - slots[i]})`);
+        throw new AssertionError({
+          message: `${name(i)}: wrote past its output (byte ${b - slots[i]})`,
+        });
       }
     }
   }
 }
 
-/** Options for GPU tests: WebGPU keeps a device and timers alive across tests. */
-export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as const;
-
-/** A seeded PRNG (mulberry32) returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-let seedCounter = (Date.now() ^ (Math.random() * 0x7fffffff)) >>> 0;
-
-/** A fresh seed per call (printed by failing assertions so a failure can be replayed). */
-export function freshSeed(): number {
-  seedCounter = (seedCounter * 1103515245 + 12345) >>> 0;
-  return seedCounter;
-}
-
-/** `n` normal(0, scale) values from `seed` (fresh if omitted). Never all zeros. */
-export function randn(n: number, scale = 1, seed = freshSeed()): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u = Math.max(r(), 1e-12), v = r();
-    const m = Math.sqrt(-2 * Math.log(u)) * scale;
-    out[i] = m * Math.cos(2 * Math.PI * v);
-    if (i + 1 < n) out[i + 1] = m * Math.sin(2 * Math.PI * v);
-  }
-  return out;
-}
-
-/** The bit pattern written into outputs before a run (a NaN no kernel produces). */
-export const POISON = 0x7fbadbad;
-
 /** A storage buffer of `words` u32 filled with {@linkcode POISON}. */
 export function poisoned(gpu: Gpu, words: number, label = "out"): GPUBuffer {
   return gpu.storage("activations", new Uint32Array(words).fill(POISON), label);
-}
-
-/** Normwise relative error ||out - ref|| / ||ref||, in float64. */
-export function relError(out: ArrayLike<number>, ref: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const d = out[i] - ref[i];
-    num += d * d;
-    den += ref[i] * ref[i];
-  }
-  return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
-}
-
-/**
- * Asserts `out` matches `ref` to normwise relative error `tol`, that lengths agree and that no
- * element is NaN, infinite or still poisoned.
- */
-export function assertClose(
-  out: Float32Array,
-  ref: ArrayLike<number>,
-  tol: number,
-  what: string,
-): void {
-  if (out.length < ref.length) {
-    throw new Error(`${what}: output has ${out.length} values, expected ${ref.length}`);
-  }
-  const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
-  for (let i = 0; i < ref.length; i++) {
-    if (bits[i] === POISON) throw new Error(`${what}: element ${i} was never written`);
-    if (!Number.isFinite(out[i])) throw new Error(`${what}: element ${i} is ${out[i]}`);
-  }
-  const err = relError(out, ref);
-  if (!(err <= tol)) {
-    let worst = 0;
-    for (let i = 0; i < ref.length; i++) {
-      if (Math.abs(out[i] - ref[i]) > Math.abs(out[worst] - ref[worst])) worst = i;
-    }
-    throw new Error(
-      `${what}: relative error ${err.toExponential(3)} > ${tol} ` +
-        `(worst at ${worst}: got ${out[worst]}, expected ${ref[worst]})`,
-    );
-  }
-}
-
-/**
- * Asserts that `what` (a promise, or a function that is called and awaited) rejects with an
- * `ArgumentError` whose `argument` is `argument` and whose message contains `text` (when given).
- */
-export async function rejects(
-  what: Promise<unknown> | (() => unknown),
-  argument: string,
-  text = "",
-): Promise<void> {
-  try {
-    await (typeof what === "function" ? what() : what);
-  } catch (e) {
-    if (!(e instanceof ArgumentError)) throw e;
-    if (e.argument !== argument || !e.message.includes(text)) {
-      throw new Error(
-        `expected an ArgumentError on '${argument}'${text ? ` (${text})` : ""}, got: ${e.message}`,
-      );
-    }
-    return;
-  }
-  throw new Error(`expected an ArgumentError on '${argument}', nothing was thrown`);
 }

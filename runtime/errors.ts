@@ -94,3 +94,14 @@ export class BudgetError extends PregateError {
     this.minimumBytes = minimumBytes;
   }
 }
+
+/**
+ * An invariant of Pregate's own code broke (e.g. two kernels declared under one name): a bug in
+ * Pregate, not in the caller's input. The message says which invariant.
+ */
+export class InternalError extends PregateError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super("E_INTERNAL", message, "this is a bug in Pregate; please report it with the message");
+  }
+}

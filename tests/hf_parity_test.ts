@@ -4,7 +4,7 @@
 // compared with HF's (tests/fixtures/hf/<arch>/reference.json).
 import assert from "node:assert/strict";
 import { loadModel } from "../runtime/model.ts";
-import { testGpu } from "../kernels/test_util.ts";
+import { testGpu } from "./test_util.ts";
 
 const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
 const fixtures = new URL("./fixtures/hf/", import.meta.url);

@@ -9,7 +9,7 @@ import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { writeSafetensors } from "../runtime/weights/safetensors_writer.ts";
 import { pregateName } from "../runtime/models/names.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
-import { randn, testGpu } from "../kernels/test_util.ts";
+import { randn, testGpu } from "./test_util.ts";
 
 const ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
 const MODES = ["on-demand", "prefetch-all", "pregated"] as const;

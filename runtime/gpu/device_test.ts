@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { openGpu } from "./device.ts";
 import { GpuError, GpuUnavailableError } from "../errors.ts";
-import { testGpu } from "../../kernels/test_util.ts";
+import { GPU_TEST as GPU, testGpu } from "../test_util.ts";
 
-const GPU = { sanitizeResources: false, sanitizeOps: false };
+/** Whether the test device has GPU timestamps (profiles need them). */
+const TIMESTAMPS = (await testGpu()).features.timestampQuery;
 
 Deno.test({
   name: "buffer accounting: current and peak bytes, by purpose, through create and destroy",
@@ -139,16 +140,24 @@ Deno.test({
 });
 
 Deno.test({
+  name: "profile: without timestamp queries, starting one is a clear error",
+  ignore: TIMESTAMPS,
+  ...GPU,
+  fn: async () => {
+    const gpu = await testGpu();
+    assert.throws(() => gpu.startProfile(), /timestamp-query/);
+    await assert.rejects(() => gpu.stopProfile(), /no profile is running/);
+  },
+});
+
+Deno.test({
   name: "profile: each dispatch timed in order with its label; misuse is a clear error",
+  ignore: !TIMESTAMPS,
   ...GPU,
   fn: async () => {
     const gpu = await testGpu();
     assert.throws(() => gpu.startProfile(0), /maxDispatches/);
     await assert.rejects(() => gpu.stopProfile(), /no profile is running/);
-    if (!gpu.features.timestampQuery) {
-      assert.throws(() => gpu.startProfile(), /timestamp-query/);
-      return;
-    }
     const pipeline = await gpu.pipeline({
       name: "profile_test_fill",
       entry: "main",

@@ -1,58 +1,23 @@
 /**
- * Helpers for the safetensors tests: assertions on typed errors, seeded tensors, temporary
- * directories, hand-made (raw or malformed) files and a full check of a {@linkcode TensorStore}
- * against what was written. Used by `safetensors*_test.ts` files only.
+ * Fixtures of the safetensors tests: seeded tensors, hand-made (raw or malformed) files, the typed
+ * error of a bad file and a full check of a {@linkcode TensorStore} against what was written; the
+ * generic helpers (`assertThrows`, `withTempDir`, ...) come from `runtime/test_util.ts` and are
+ * re-exported here. Used by `safetensors*_test.ts` files only.
  * @module
  */
 import assert from "node:assert/strict";
 import { WeightFileError } from "../errors.ts";
+import { assertEquals, assertThrows } from "../test_util.ts";
 import { type DType, roundTo } from "./dtype.ts";
 import type { MapKind } from "./mmap.ts";
 import { openSafetensors, type TensorStore } from "./safetensors.ts";
 import { encodeTensor, type TensorToWrite } from "./safetensors_writer.ts";
 
+export { assertEquals, assertRejects, assertThrows, withTempDir } from "../test_util.ts";
+
 /** Both access modes, for tests that run in each. */
 export const KINDS: MapKind[] = ["mmap", "read"];
 const enc = new TextEncoder();
-
-/** `assert.deepEqual`, under the name the tests use. */
-export const assertEquals = (actual: unknown, expected: unknown, message?: string): void =>
-  assert.deepEqual(actual, expected, message);
-
-/** Asserts that `fn` throws an instance of `cls` whose message includes every string; returns it. */
-export function assertThrows<E extends Error>(
-  fn: () => unknown,
-  cls: new (...args: never[]) => E,
-  ...includes: string[]
-): E {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
-    for (const s of includes) {
-      assert.ok(e.message.includes(s), `expected "${s}" in: ${e.message}`);
-    }
-    return e;
-  }
-  throw new assert.AssertionError({ message: `expected ${cls.name} to be thrown` });
-}
-
-export async function assertRejects<E extends Error>(
-  fn: () => Promise<unknown>,
-  cls: new (...args: never[]) => E,
-  ...includes: string[]
-): Promise<E> {
-  try {
-    await fn();
-  } catch (e) {
-    assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
-    for (const s of includes) {
-      assert.ok(e.message.includes(s), `expected "${s}" in: ${e.message}`);
-    }
-    return e;
-  }
-  throw new assert.AssertionError({ message: `expected ${cls.name} to be thrown` });
-}
 
 /** A WeightFileError naming `file` (and `tensor`, when given) with every string in its message. */
 export function assertWeightError(
@@ -98,16 +63,6 @@ export function spec(name: string, dtype: DType, shape: number[], seed: number):
 /** The {@linkcode TensorToWrite} of a {@linkcode Spec}, its values encoded to its dtype. */
 export function toWrite(s: Spec): TensorToWrite {
   return { name: s.name, dtype: s.dtype, shape: s.shape, data: encodeTensor(s.values, s.dtype) };
-}
-
-/** Runs `fn` with a fresh temporary directory, removed afterwards. */
-export async function withTempDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "pregate_st_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 /** The names in `dir`, sorted. */
