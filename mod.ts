@@ -2,22 +2,57 @@
  * Pregate: run Mixture-of-Experts language models on WebGPU with the experts kept off the GPU and
  * streamed in just before they are needed (Pre-gated MoE, ISCA 2024).
  *
- * This module only re-exports; see the README for a tour.
+ * The user-facing API: {@linkcode loadModel} and {@linkcode Model} (logits, generation, stats),
+ * {@linkcode openGpu}, {@linkcode makeModel} (random checkpoints of real shapes),
+ * {@linkcode inspectModel}, the expert trace helpers and the typed errors. The WGSL kernels and
+ * their dispatch builders are the `./kernels` export (`kernels/mod.ts`). See the README for a tour.
  *
  * @example
- * ```ts ignore
- * import { loadModel } from "./mod.ts";
- * const model = await loadModel("models/tiny-mixtral", { gpu: "native" });
- * for await (const id of model.generate([5, 77, 301], { maxTokens: 8 })) console.log(id);
+ * ```ts
+ * import { loadModel, makeModel } from "./mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * await makeModel({ arch: "mixtral", preset: "tiny", out: dir, force: true });
+ * const model = await loadModel(dir, { gpu: "native" });
+ * const ids: number[] = [];
+ * for await (const id of model.generate([5, 77, 201], { maxTokens: 4 })) ids.push(id);
+ * console.log(ids.length, model.lastStats?.mode); // 4 "resident"
  * await model.dispose();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  * @module
  */
-export * from "./runtime/errors.ts";
-export * from "./runtime/gpu/device.ts";
-export * from "./runtime/weights/mod.ts";
-export * from "./runtime/model.ts";
-export * from "./runtime/models/config.ts";
+export {
+  type GenerateOptions,
+  type GenerateStats,
+  loadModel,
+  type LoadOptions,
+  Model,
+} from "./runtime/model.ts";
+export { EXPERT_MODES, type ExpertMode, type PregatePolicy } from "./runtime/experts/engine.ts";
+export {
+  ArgumentError,
+  BudgetError,
+  ConfigError,
+  GpuError,
+  GpuUnavailableError,
+  InternalError,
+  PregateError,
+  WeightFileError,
+} from "./runtime/errors.ts";
+export {
+  type AdapterInfoSnapshot,
+  type BufferPurpose,
+  DAWN_FLAGS,
+  Gpu,
+  type GpuChoice,
+  type GpuCounters,
+  type GpuFeatures,
+  type GpuImpl,
+  type MemoryReport,
+  openGpu,
+  type OpenGpuOptions,
+} from "./runtime/gpu/device.ts";
+export { loadConfig, type ModelConfig } from "./runtime/models/config.ts";
 export {
   type MadeModel,
   makeModel,
@@ -31,7 +66,15 @@ export {
   type InspectOptions,
   type InspectReport,
 } from "./runtime/models/inspect.ts";
-export * from "./runtime/experts/allocator.ts";
-export { EXPERT_MODES, type ExpertMode, type PregatePolicy } from "./runtime/experts/engine.ts";
-export * from "./runtime/experts/trace.ts";
-export * from "./kernels/mod.ts";
+export {
+  type ExpertTrace,
+  formatTraceSummary,
+  type LayerTraceSummary,
+  type SummarizeOptions,
+  summarizeTrace,
+  type TraceCounts,
+  type TraceRecord,
+  type TraceSummary,
+  type TraceSvgOptions,
+  traceToSvg,
+} from "./runtime/experts/trace.ts";

@@ -17,7 +17,7 @@
  * - `relu`: `max(x, 0)`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { gatedActivation } from "./activation.ts";
  * const gpu = await openGpu();

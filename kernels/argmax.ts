@@ -2,7 +2,7 @@
  * Row-wise argmax kernel (`argmax.wgsl`): greedy sampling over vocabulary logits ({@linkcode argmax}).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { argmax } from "./argmax.ts";
  * const gpu = await openGpu();

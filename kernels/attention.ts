@@ -8,7 +8,7 @@
  * buffer, so a recorded decode step can be replayed after writing the next position.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { attention, kvAppend } from "./attention.ts";
  * const gpu = await openGpu();

@@ -4,7 +4,7 @@
  * row in place ({@linkcode addBias}).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { add, addInPlace, scale } from "./elementwise.ts";
  * const gpu = await openGpu();

@@ -10,7 +10,7 @@
  * another row.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { packWeights } from "../runtime/weights/dtype.ts";
  * import { embed } from "./embedding.ts";

@@ -16,7 +16,7 @@
  * even `K`. Builders validate their arguments and throw {@linkcode ArgumentError} naming the bad one.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { packWeights } from "../runtime/weights/dtype.ts";
  * import { linear } from "./linear.ts";
@@ -187,7 +187,7 @@ export interface MatvecArgs extends Omit<LinearArgs, "T"> {
  *   dtype, an odd `K` with 16-bit weights, bindings too small, misaligned or sharing a buffer (`y`
  *   with `x` or `w`), tiling overrides out of range or over the device's limits.
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { matmul } from "./linear.ts";
  * const gpu = await openGpu();
@@ -239,7 +239,7 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
  *
  * @throws {ArgumentError} naming the bad argument (as {@linkcode matmul}).
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { packWeights } from "../runtime/weights/dtype.ts";
  * import { matvec } from "./linear.ts";
@@ -314,7 +314,7 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
  *
  * @throws {ArgumentError} naming the bad argument.
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { linear } from "./linear.ts";
  * const gpu = await openGpu();

@@ -74,10 +74,10 @@ export interface MatmulChoice {
  *
  * @throws {ArgumentError} on a malformed shape, an unknown `kernels` or `PREGATE_KERNELS` value.
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { matmulVariant } from "./linear_variant.ts";
- * const gpu = await openGpu({ gpu: "dawn" });
+ * const gpu = await openGpu(); // or { gpu: "dawn" }
  * const c = matmulVariant(gpu, { T: 512, K: 4096, N: 4096, dtype: "bf16" });
  * console.log(c.variant, c.reason); // "sgmatrix ..." on an H200 with Dawn, "portable ..." elsewhere
  * ```
@@ -131,10 +131,10 @@ export function matmulVariant(
  *
  * @throws {ArgumentError} on a bad `K`, `dtype`, `kernels` or `PREGATE_KERNELS` value.
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { gemvLayout } from "./linear_variant.ts";
- * const gpu = await openGpu({ gpu: "dawn" });
+ * const gpu = await openGpu(); // or { gpu: "dawn" }
  * const l = gemvLayout(gpu, 4096, "bf16");
  * console.log(l.name, l.reason); // "t128r1u2-sg ..." on an H200 with Dawn, "t32r4u2-tree ..." elsewhere
  * ```

@@ -13,7 +13,7 @@
  * a written buffer is an error. Any `dim` >= 1 works (the workgroup strides over the row).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { rmsnorm } from "./norm.ts";
  * const gpu = await openGpu();

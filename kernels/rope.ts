@@ -21,7 +21,7 @@
  * KV-cache append) into one dispatch with the same arithmetic.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { rope } from "./rope.ts";
  * const gpu = await openGpu();

@@ -3,7 +3,7 @@
  * selection ({@linkcode routerTopK}).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { routerTopK } from "./router.ts";
  * const gpu = await openGpu();

@@ -22,7 +22,7 @@
  * hash.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { sample, sampleRng } from "./sample.ts";
  * const gpu = await openGpu();

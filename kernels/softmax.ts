@@ -5,7 +5,7 @@
  * (`softmax(router_logits)` in HF Mixtral/Qwen-MoE) and anywhere a standalone softmax is needed.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openGpu } from "../runtime/gpu/device.ts";
  * import { softmax } from "./softmax.ts";
  * const gpu = await openGpu();

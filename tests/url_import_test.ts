@@ -1,13 +1,14 @@
 // Pregate must work when imported from an http(s) URL, not only from disk: nothing may read its own
 // files through the file system. This test serves the repository on loopback with Deno.serve and, in
-// a separate Deno process (so the project's lockfile is not touched), imports mod.ts from
-// http://127.0.0.1:PORT/ and runs a kernel through the imported module.
+// a separate Deno process (so the project's lockfile is not touched), imports mod.ts and
+// kernels/mod.ts (the package's `.` and `./kernels` exports) from http://127.0.0.1:PORT/ and runs a
+// kernel through them.
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);
 
 Deno.test({
-  name: "mod.ts imported from an http URL runs a kernel",
+  name: "mod.ts and kernels/mod.ts imported from an http URL run a kernel",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -32,11 +33,12 @@ Deno.test({
       const { port } = server.addr as Deno.NetAddr;
       const script = `
         const mod = await import("http://127.0.0.1:${port}/mod.ts");
+        const kernels = await import("http://127.0.0.1:${port}/kernels/mod.ts");
         const gpu = await mod.openGpu({ gpu: "native" });
         const a = gpu.storage("activations", new Float32Array([1, 2, 3]));
         const b = gpu.storage("activations", new Float32Array([10, 20, 30]));
         const out = gpu.storage("activations", 12);
-        gpu.submit([await mod.add(gpu, { a, b, out, n: 3 })]);
+        gpu.submit([await kernels.add(gpu, { a, b, out, n: 3 })]);
         console.log(JSON.stringify([...await gpu.readF32(out)]));
         gpu.destroy();`;
       // No read permission at all: the kernels must come over HTTP.

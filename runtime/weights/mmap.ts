@@ -27,9 +27,9 @@
  * copies run at once (the expert uploader fills GPU staging buffers this way).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openMapped } from "./mmap.ts";
- * const file = openMapped("model.safetensors");
+ * const file = openMapped("tests/fixtures/hf/olmoe/model.safetensors");
  * file.advise(0, 8, "willneed");
  * const head = file.bytes(0, 8); // zero-copy when file.kind === "mmap"
  * console.log(file.kind, file.byteLength, head[0]);
@@ -67,12 +67,13 @@ export interface OpenMappedOptions {
  * See the module documentation for the rules on mapped views.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openMapped } from "./mmap.ts";
- * const f = openMapped("weights.bin");
- * const words = f.bytes(0, Math.min(16, f.byteLength));
- * f.close();
- * console.log(words.length, f.closed); // up to 16, true
+ * const f = openMapped("tests/fixtures/hf/olmoe/model.safetensors");
+ * const head = f.bytes(0, Math.min(16, f.byteLength));
+ * console.log(head.length); // 16
+ * f.close(); // mapped views must not be used after this
+ * console.log(f.closed); // true
  * ```
  */
 export interface MappedFile {
@@ -527,9 +528,9 @@ class ReadFile implements MappedFile {
  * Empty files work in every mode.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openMapped } from "./mmap.ts";
- * const f = openMapped("model.safetensors", { log: (m) => console.warn(m) });
+ * const f = openMapped("tests/fixtures/hf/olmoe/model.safetensors", { log: (m) => console.warn(m) });
  * try {
  *   const n = new DataView(f.bytes(0, 8).slice().buffer).getBigUint64(0, true);
  *   console.log(`${f.kind}: header is ${n} bytes`);

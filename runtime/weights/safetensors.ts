@@ -16,9 +16,9 @@
  * {@linkcode Tensor.alignment} tells you what you have; this module does not copy or fix anything.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openCheckpoint } from "./safetensors.ts";
- * const ckpt = openCheckpoint("models/tiny-moe");
+ * const ckpt = openCheckpoint("tests/fixtures/hf/olmoe");
  * const w = ckpt.get("model.layers.0.mlp.experts.0.down_proj.weight");
  * console.log(w.dtype, w.shape, w.file, w.offset, w.alignment >= 4);
  * const norm = ckpt.tensorF32("model.norm.weight"); // a copy, converted to f32
@@ -50,13 +50,11 @@ export {
  * returns.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openSafetensors } from "./safetensors.ts";
- * const st = openSafetensors("model.safetensors");
- * for (const name of st.names()) {
- *   const e = st.describe(name);
- *   console.log(name, e.fileDType, e.shape, e.dtype ?? "(unsupported)");
- * }
+ * const st = openSafetensors("tests/fixtures/hf/olmoe/model.safetensors");
+ * const e = st.describe("model.norm.weight");
+ * console.log(e.fileDType, e.shape, e.dtype ?? "(unsupported)"); // "F32" [64] "f32"
  * st.close();
  * ```
  */
@@ -88,9 +86,9 @@ export interface TensorEntry {
  * A tensor of a supported dtype, with a view of its bytes: what {@linkcode TensorStore.get} returns.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openSafetensors } from "./safetensors.ts";
- * const st = openSafetensors("model.safetensors");
+ * const st = openSafetensors("tests/fixtures/hf/olmoe/model.safetensors");
  * const t = st.get("lm_head.weight");
  * const raw = t.bytes(); // zero-copy, read-only when mapped
  * console.log(t.dtype, t.shape, raw.byteLength === t.byteLength);
@@ -112,9 +110,9 @@ export interface Tensor extends TensorEntry {
  * A set of named tensors in one or more safetensors files.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openCheckpoint } from "./safetensors.ts";
- * const store = openCheckpoint("models/tiny-moe");
+ * const store = openCheckpoint("tests/fixtures/hf/olmoe");
  * console.log(store.names().length, store.has("model.norm.weight"), store.metadata);
  * store.close();
  * ```
@@ -328,9 +326,9 @@ function statOrNull(path: string): Deno.FileInfo | null {
  * tensor for anything malformed.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openSafetensors } from "./safetensors.ts";
- * const st = openSafetensors("model.safetensors");
+ * const st = openSafetensors("tests/fixtures/hf/olmoe/model.safetensors");
  * const emb = st.get("model.embed_tokens.weight");
  * console.log(emb.shape, emb.dtype, emb.bytes().byteLength);
  * st.close();
@@ -408,10 +406,10 @@ function readIndex(
  * is stored in two shards. Errors are {@linkcode WeightFileError}s naming the file and tensor.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openCheckpoint } from "./safetensors.ts";
- * const ckpt = openCheckpoint("models/tiny-moe"); // mmap when --allow-ffi, else read
- * for (const name of ckpt.names().filter((n) => n.includes("experts.0."))) {
+ * const ckpt = openCheckpoint("tests/fixtures/hf/olmoe"); // mmap when --allow-ffi, else read
+ * for (const name of ckpt.names().filter((n) => n.includes("layers.0.mlp.experts.0."))) {
  *   const t = ckpt.get(name);
  *   console.log(name, t.file, t.offset, t.byteLength);
  * }
