@@ -322,8 +322,8 @@ for (const chunkMB of full ? [4, 16, 64, 256] : [1, 4, 16]) {
     note: `${reps} chunks per sync`,
   });
   // Mapped staging: two MAP_WRITE buffers, filled through getMappedRange, then copied on the GPU.
-  // On Deno's native WebGPU this path runs at ~0.02 GB/s (getMappedRange/unmap copy the mapping
-  // through V8 and every map waits >= 10 ms), so it is measured there on small chunks only.
+  // On Deno's native WebGPU getMappedRange/unmap copy the mapping through V8 and every map waits
+  // >= 10 ms, so it is measured there on small chunks only (docs/decisions.md).
   const slowMaps = gpu.impl === "native" && !gpu.isFallback;
   if (slowMaps && chunkMB > 16) {
     gpu.destroyBuffer(dst);

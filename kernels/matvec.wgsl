@@ -10,7 +10,7 @@
 // comes before this file in the kernel's source.
 //
 // When every row starts on a 16-byte boundary (p.xvec: K / values-per-word is a multiple of 4) a
-// row is read as whole vec4<u32> blocks (`wv`) and x as vec4 (`xv`), as in tools/tune_gemv.ts: the
+// row is read as whole vec4<u32> blocks (`wv`) and x as vec4 (`xv`): the
 // row's blocks in steps of TPR * UNROLL, each thread issuing its UNROLL 16-byte loads before their
 // math (a uniform trip count for the workgroup), then the rest one block per thread; per-component
 // f32 accumulators (fma), added up at the end. Otherwise each row is split into an unaligned head
@@ -61,7 +61,7 @@ fn dot_word(word: u32, xi: u32) -> f32 {
 }
 
 // acc + four packed words (4 or 8 weights) times the x values from vec4 number xi, per component
-// (the aligned path's step; `blk` of tools/tune_gemv.ts).
+// (the aligned path's step).
 fn quad_fma(acc: vec4<f32>, q: vec4<u32>, xi: u32) -> vec4<f32> {
   if (WDTYPE == 0u) {
     return fma(bitcast<vec4<f32>>(q), xv[xi], acc);

@@ -27,7 +27,7 @@
 //
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
-// matching x values per load and does its math on vectors, as in tools/tune_gemv.ts: the row's
+// matching x values per load and does its math on vectors: the row's
 // blocks in steps of TPR * UNROLL, each lane issuing its UNROLL loads (per matrix) before their math,
 // then the rest one block per lane, per-component accumulators added up at the end. Otherwise it
 // reads word by word (vector components indexed at run time), which works for any shape (the dot

@@ -17,7 +17,7 @@ fn dot_word(w: u32, xi: u32) -> f32 {
 }
 
 // acc + four words (4 or 8 weights) times the x values from vec4 number xi, per component: the step
-// of the GEMVs' aligned path (`blk` of tools/tune_gemv.ts; the components are added up at the end).
+// of the GEMVs' aligned path (the components are added up at the end).
 fn quad_fma(acc: vec4<f32>, q: vec4<u32>, xi: u32) -> vec4<f32> {
   if (WDTYPE == 0u) {
     return fma(bitcast<vec4<f32>>(q), x[xi], acc);
