@@ -1,9 +1,8 @@
 /**
- * Tests of the decode GEMV layouts (`gemv.ts`, `gemvLayout` in `linear_variant.ts`) and of the kernels that
- * use them (`matvec`, `moeGateUp`, `moeDown`, `moeDownCombine`, `qkvProj`).
+ * Tests of the decode GEMV layouts (`gemv.ts`) and of the kernels that use them (`matvec`,
+ * `moeGateUp`, `moeDown`, `moeDownCombine`, `qkvProj`); the selection (`gemvLayout`,
+ * `chooseGemvLayout` on described devices) is tested in `linear_variant_test.ts`.
  *
- * - Selection: `gemvLayout` / `chooseGemvLayout` on described devices (features, subgroup sizes,
- *   row lengths, `kernels: "portable"`, `PREGATE_KERNELS`).
  * - Portable layouts (`gemv_tree.wgsl`): every kernel, dtype and the modes at ragged shapes in both
  *   layouts the rule can choose, and the long-row layout chosen by the rule itself.
  * - Subgroup layouts (`gemv_subgroup.wgsl`): on devices with 32-wide subgroups (Dawn on the GPU
@@ -18,12 +17,10 @@
 import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import {
-  chooseGemvLayout,
   GEMV_LAYOUTS,
   GEMV_THRESHOLDS,
   type GemvLayout,
   type GemvReductionSource,
-  gemvRowBlocks,
   gemvSource,
 } from "./gemv.ts";
 import { gemvLayout, MATVEC, matvec } from "./linear.ts";
@@ -58,134 +55,8 @@ const SUBGROUP_LAYOUTS = [
 ];
 const PORTABLE_LAYOUTS = [GEMV_LAYOUTS.portable, GEMV_LAYOUTS.portableLong];
 
-// ------------------------------------------------------------------------------------ selection
-
-/** A device as gemvLayout sees it: features and the adapter's subgroup sizes (H200 + Dawn default). */
-function described(
-  d: { subgroups?: boolean; sizes?: [number | undefined, number | undefined] | false } = {},
-): Gpu {
-  const [min, max] = d.sizes === false ? [undefined, undefined] : d.sizes ?? [32, 32];
-  return {
-    features: {
-      shaderF16: true,
-      subgroups: d.subgroups ?? true,
-      timestampQuery: true,
-      subgroupMatrix: true,
-    },
-    device: {},
-    adapterInfo: d.sizes === false ? undefined : { subgroupMinSize: min, subgroupMaxSize: max },
-  } as unknown as Gpu;
-}
-
 /** K of a row of `blocks` 16-byte blocks. */
 const kOf = (blocks: number, dtype: DType) => blocks * (dtype === "f32" ? 4 : 8);
-
-function expectLayout(l: GemvLayout, want: GemvLayout, reason: string, what: string) {
-  if (l.name !== want.name || l.reduction !== want.reduction || !l.reason?.includes(reason)) {
-    throw new Error(`${what}: expected ${want.name} ('${reason}'), got ${l.name} ('${l.reason}')`);
-  }
-}
-
-Deno.test("gemvLayout: subgroup layouts by row length where the device has 32-wide subgroups", () => {
-  const h200 = described();
-  const T = GEMV_THRESHOLDS;
-  for (const dtype of DTYPES) {
-    const cases: [number, GemvLayout][] = [
-      [1, GEMV_LAYOUTS.subgroupShort],
-      [T.subgroupShort - 1, GEMV_LAYOUTS.subgroupShort],
-      [T.subgroupShort, GEMV_LAYOUTS.subgroup],
-      [T.subgroupLong - 1, GEMV_LAYOUTS.subgroup],
-      [T.subgroupLong, GEMV_LAYOUTS.subgroupLong],
-      [8 * T.portableLong, GEMV_LAYOUTS.subgroupLong],
-    ];
-    for (const [blocks, want] of cases) {
-      const K = kOf(blocks, dtype);
-      expectLayout(gemvLayout(h200, K, dtype), want, "subgroups", `${dtype} K=${K}`);
-      // The pure rule gives the same on the same facts.
-      const pure = chooseGemvLayout(
-        { subgroups: true, subgroupMinSize: 32, subgroupMaxSize: 32 },
-        K,
-        dtype,
-      );
-      expectLayout(pure, want, "subgroups", `chooseGemvLayout ${dtype} K=${K}`);
-    }
-  }
-  // The measured shapes: Mixtral 14336x4096 and 4096x14336, Qwen3-30B-A3B experts 768x2048 (K=2048)
-  // and 2048x768 (K=768), 16-bit weights.
-  expectLayout(gemvLayout(h200, 4096, "bf16"), GEMV_LAYOUTS.subgroupLong, "", "bf16 K=4096");
-  expectLayout(gemvLayout(h200, 14336, "bf16"), GEMV_LAYOUTS.subgroupLong, "", "bf16 K=14336");
-  expectLayout(gemvLayout(h200, 2048, "f16"), GEMV_LAYOUTS.subgroup, "", "f16 K=2048");
-  expectLayout(gemvLayout(h200, 768, "bf16"), GEMV_LAYOUTS.subgroupShort, "", "bf16 K=768");
-  expectLayout(gemvLayout(h200, 768, "f32"), GEMV_LAYOUTS.subgroup, "", "f32 K=768");
-  // Ragged rows count their whole blocks.
-  if (gemvRowBlocks(1030, "bf16") !== 128 || gemvRowBlocks(1023, "f32") !== 255) {
-    throw new Error("gemvRowBlocks");
-  }
-});
-
-Deno.test("gemvLayout: portable layouts without subgroups, other subgroup sizes, or when asked", () => {
-  const T = GEMV_THRESHOLDS;
-  const devices: [Gpu, string][] = [
-    [described({ subgroups: false }), "lacks the subgroups feature"],
-    [described({ sizes: [4, 128] }), "32-wide subgroups; the device has 4 .. 128"],
-    [described({ sizes: [64, 64] }), "the device has 64 .. 64"],
-    [described({ sizes: [16, 32] }), "the device has 16 .. 32"],
-    [described({ sizes: false }), "the device has ? .. ?"],
-  ];
-  for (const dtype of DTYPES) {
-    for (const [gpu, reason] of devices) {
-      for (
-        const [blocks, want] of [
-          [1, GEMV_LAYOUTS.portable],
-          [T.subgroupLong, GEMV_LAYOUTS.portable],
-          [T.portableLong - 1, GEMV_LAYOUTS.portable],
-          [T.portableLong, GEMV_LAYOUTS.portableLong],
-        ] as const
-      ) {
-        const K = kOf(blocks, dtype);
-        expectLayout(gemvLayout(gpu, K, dtype), want, reason, `${dtype} K=${K} (${reason})`);
-      }
-    }
-    const K = kOf(T.subgroupLong, dtype);
-    expectLayout(
-      gemvLayout(described(), K, dtype, "portable"),
-      GEMV_LAYOUTS.portable,
-      "the caller asked for the portable kernels",
-      `${dtype} kernels=portable`,
-    );
-    expectLayout(
-      chooseGemvLayout({ subgroups: false }, K, dtype),
-      GEMV_LAYOUTS.portable,
-      "lacks the subgroups feature",
-      "chooseGemvLayout without subgroups",
-    );
-  }
-  for (const l of PORTABLE_LAYOUTS) {
-    if (l.reduction !== "tree") throw new Error(`${l.name} is not portable`);
-  }
-  for (const l of SUBGROUP_LAYOUTS) {
-    if (l.reduction !== "subgroup") throw new Error(`${l.name} is not a subgroup layout`);
-  }
-});
-
-Deno.test("gemvLayout: PREGATE_KERNELS=portable forces the portable layouts; bad values throw", async () => {
-  const h200 = described();
-  const before = Deno.env.get("PREGATE_KERNELS");
-  try {
-    Deno.env.set("PREGATE_KERNELS", "portable");
-    expectLayout(gemvLayout(h200, 4096, "bf16"), GEMV_LAYOUTS.portable, "PREGATE_KERNELS", "env");
-    Deno.env.set("PREGATE_KERNELS", "auto");
-    expectLayout(gemvLayout(h200, 4096, "bf16"), GEMV_LAYOUTS.subgroupLong, "subgroups", "auto");
-    Deno.env.set("PREGATE_KERNELS", "fast");
-    await rejects(() => gemvLayout(h200, 4096, "bf16"), "PREGATE_KERNELS");
-  } finally {
-    if (before === undefined) Deno.env.delete("PREGATE_KERNELS");
-    else Deno.env.set("PREGATE_KERNELS", before);
-  }
-  await rejects(() => gemvLayout(h200, 64, "f32", "fast" as "auto"), "kernels");
-  await rejects(() => gemvLayout(h200, 0, "f32"), "K");
-  await rejects(() => gemvLayout(h200, 64, "fp8" as DType), "dtype");
-});
 
 // ------------------------------------------------------------------------------------ sources
 

@@ -1,6 +1,7 @@
 /**
- * Tests of the subgroup-matrix GEMM (`matmul_sgmatrix.wgsl`, {@linkcode matmulSgmatrix}) and of the
- * one place that selects it ({@linkcode matmulVariant}).
+ * Tests of the subgroup-matrix GEMM (`matmul_sgmatrix.wgsl`, {@linkcode matmulSgmatrix}); the
+ * choice of it ({@linkcode matmulVariant}) and its tiling overrides are tested in
+ * `linear_variant_test.ts`.
  *
  * - The kernel itself runs only where the device has subgroup matrices (Dawn on the GPU host:
  *   `PREGATE_TEST_GPU=dawn deno test -A kernels/matmul_sgmatrix_test.ts`); elsewhere that test is
@@ -9,21 +10,16 @@
  *   the subgroup-matrix primitives emulated in plain WGSL (f32, every lane computing whole 16 x 16
  *   tiles), and the real WGSL is compiled by Dawn's shader compiler on Dawn's null backend (when the
  *   npm package `webgpu` loads), so WGSL mistakes show up before a GPU-host run.
- * - The selection is checked on described devices (all branches) and on the test device.
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { GpuError } from "../runtime/errors.ts";
 import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
 import {
-  linear,
   matmulSgmatrix,
   matmulSgmatrixWith,
   type MatmulShape,
   matmulVariant,
-  SGMATRIX_MIN_T,
-  SGMATRIX_TUNING,
-  sgmatrixSharedBytes,
   type SgmatrixStaging,
   type SgmatrixTuning,
   sgmatrixUnsupported,
@@ -38,7 +34,6 @@ import {
   loadDawn,
   poisoned,
   randn,
-  rejects,
   relError,
   testGpu,
 } from "./test_util.ts";
@@ -404,251 +399,6 @@ Deno.test({
         .map((c) => ({ ...c, xDtype: "f16" as const })),
     ];
     await runCases(gpu, all, build, true);
-  },
-});
-
-// ------------------------------------------------------------------------------------ selection
-
-interface Described {
-  features?: Partial<Gpu["features"]>;
-  workgroupStorage?: number;
-  subgroups?: [number, number];
-  configs?: {
-    componentType: string;
-    resultComponentType: string;
-    M: number;
-    N: number;
-    K: number;
-  }[];
-  adapterInfo?: false;
-}
-
-const H200_CONFIGS = [
-  { componentType: "f16", resultComponentType: "f16", M: 16, N: 16, K: 16 },
-  { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
-  { componentType: "f16", resultComponentType: "f32", M: 16, N: 8, K: 16 },
-  { componentType: "i8", resultComponentType: "i32", M: 16, N: 16, K: 32 },
-];
-
-/** A device as matmulVariant sees it (features, limits, adapter info); H200 + Dawn by default. */
-function described(d: Described = {}): Gpu {
-  const features = {
-    shaderF16: true,
-    subgroups: true,
-    timestampQuery: true,
-    subgroupMatrix: true,
-    ...d.features,
-  };
-  const [min, max] = d.subgroups ?? [32, 32];
-  return {
-    features,
-    limits: {
-      maxComputeWorkgroupStorageSize: d.workgroupStorage ?? 49152,
-      maxComputeWorkgroupsPerDimension: 65535,
-      maxComputeInvocationsPerWorkgroup: 1024,
-      maxComputeWorkgroupSizeX: 1024,
-      maxComputeWorkgroupSizeY: 1024,
-    },
-    device: {},
-    adapterInfo: d.adapterInfo === false ? undefined : {
-      subgroupMinSize: min,
-      subgroupMaxSize: max,
-      subgroupMatrixConfigs: d.configs ?? H200_CONFIGS,
-    },
-    describe: () => "described device",
-  } as unknown as Gpu;
-}
-
-function expectVariant(
-  gpu: Gpu,
-  shape: Partial<MatmulShape>,
-  variant: "portable" | "sgmatrix",
-  reason: string,
-  kernels: "auto" | "portable" = "auto",
-) {
-  const c = matmulVariant(gpu, { ...PREFILL, ...shape }, kernels);
-  if (c.variant !== variant || !c.reason.includes(reason)) {
-    throw new Error(
-      `${JSON.stringify(shape)}${kernels ? ` kernels=${kernels}` : ""}: expected ${variant} ` +
-        `('${reason}'), got ${c.variant} ('${c.reason}')`,
-    );
-  }
-  return c;
-}
-
-Deno.test("matmulVariant: sgmatrix only for prefill shapes of 16-bit weights on capable devices", () => {
-  const h200 = described();
-  for (const dtype of ["f16", "bf16"] as const) {
-    const c = expectVariant(h200, { dtype }, "sgmatrix", "subgroup matrices");
-    if (c.tune?.STAGES !== SGMATRIX_TUNING.STAGES) {
-      throw new Error(`tune ${JSON.stringify(c.tune)}`);
-    }
-  }
-  expectVariant(h200, { T: SGMATRIX_MIN_T }, "sgmatrix", "subgroup matrices");
-  expectVariant(h200, { T: 100, K: 8, N: 3 }, "sgmatrix", "subgroup matrices"); // ragged T, N
-  // Decode and small batches stay portable (linear sends T <= 8 to matvec before asking).
-  for (const T of [1, 2, 8, 9, 32, SGMATRIX_MIN_T - 1]) {
-    expectVariant(h200, { T }, "portable", `T=${T} rows is under SGMATRIX_MIN_T`);
-  }
-  expectVariant(h200, { dtype: "f32" }, "portable", "f32 weights keep f32 arithmetic");
-  expectVariant(h200, { K: 4100 }, "portable", "K=4100 is not a multiple of 8");
-  expectVariant(h200, {}, "portable", "the caller asked for the portable kernels", "portable");
-});
-
-Deno.test("matmulVariant: the device's features, subgroups, configurations and limits", () => {
-  for (
-    const [f, name] of [
-      ["subgroupMatrix", "chromium-experimental-subgroup-matrix"],
-      ["shaderF16", "shader-f16"],
-      ["subgroups", "subgroups"],
-    ] as const
-  ) {
-    expectVariant(described({ features: { [f]: false } }), {}, "portable", `lacks ${name}`);
-  }
-  expectVariant(described({ adapterInfo: false }), {}, "portable", "no adapterInfo");
-  expectVariant(described({ subgroups: [4, 128] }), {}, "portable", "32-wide subgroups");
-  expectVariant(described({ subgroups: [64, 64] }), {}, "portable", "32-wide subgroups");
-  expectVariant(described({ configs: [] }), {}, "portable", "no subgroup-matrix configuration");
-  expectVariant(
-    described({ configs: [H200_CONFIGS[0], H200_CONFIGS[2]] }), // f16 results, 16x8x16: not enough
-    {},
-    "portable",
-    "f16->f16 16x16x16, f16->f32 16x8x16",
-  );
-  // Workgroup memory: the default's K step of 64 needs 44 KiB, 32 needs 28 KiB.
-  const full = sgmatrixSharedBytes(SGMATRIX_TUNING);
-  const half = sgmatrixSharedBytes({ ...SGMATRIX_TUNING, BK: 32 });
-  const c = expectVariant(described({ workgroupStorage: 32768 }), {}, "sgmatrix", "K step 32");
-  if (c.tune?.BK !== 32 || SGMATRIX_TUNING.BK !== 64 || half > 32768 || full <= 32768) {
-    throw new Error(`expected K step 32 (${half} B) under 32768 and 64 (${full} B) over it`);
-  }
-  expectVariant(described({ workgroupStorage: 49152 }), {}, "sgmatrix", "K step 64");
-  expectVariant(described({ workgroupStorage: 16384 }), {}, "portable", "over this device's 16384");
-});
-
-Deno.test("matmulSgmatrix: tiling overrides start from the device's default tiling", async () => {
-  // Builds up to the pipeline on a described device with 32 KiB of workgroup memory: the default
-  // and { VEC: 1 } get the default's smaller K step there (64 would need 44 KiB), an explicit one
-  // is kept.
-  const gpu = described({ workgroupStorage: 32768 });
-  const pipelines: Record<string, number>[] = [];
-  const names: string[] = [];
-  Object.assign(gpu, {
-    byteLength: (b: GPUBuffer) => b.size,
-    pipeline: (src: { name: string }, constants: Record<string, number>) => {
-      pipelines.push(constants);
-      names.push(src.name);
-      return Promise.reject(new Error("stop"));
-    },
-  });
-  Object.assign(gpu.limits, {
-    minStorageBufferOffsetAlignment: 256,
-    maxStorageBufferBindingSize: 1 << 30,
-  });
-  const buf = (size: number) => ({ size }) as GPUBuffer;
-  const [T, K, N] = [128, 64, 128];
-  const args = {
-    x: buf(T * K * 4),
-    w: buf(N * K * 2),
-    y: buf(T * N * 4),
-    T,
-    K,
-    N,
-    dtype: "f16" as const,
-  };
-  for (const tune of [undefined, { VEC: 1 }, { BK: 16, STAGES: 2 }]) {
-    await matmulSgmatrixWith(gpu, { ...args, tune }).catch((e) => {
-      if ((e as Error).message !== "stop") throw e;
-    });
-  }
-  const got = JSON.stringify(pipelines.map((c) => [c.BK, c.STAGES]));
-  if (got !== "[[32,1],[32,1],[16,2]]" || "VEC" in pipelines[0]) {
-    throw new Error(
-      `expected (BK, STAGES) (32, 1), (32, 1), (16, 2) and no VEC constant, got ` +
-        JSON.stringify(pipelines),
-    );
-  }
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { STAGES: 2 } }), "tune", "32768");
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 64 } }), "tune", "32768");
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, K: 60 }), "K", "multiple of 8");
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { BK: 24 } }), "tune.BK");
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { VEC: 2 } }), "tune.VEC");
-  // The multiplies-alone kernel (the bench's ceiling) is a generated entry of its own name.
-  await matmulSgmatrixWith(gpu, { ...args, tune: { BK: 16 }, multipliesOnly: true }).catch((e) => {
-    if ((e as Error).message !== "stop") throw e;
-  });
-  if (!names.at(-1)!.endsWith("_mma") || names.slice(0, -1).some((n) => n.endsWith("_mma"))) {
-    throw new Error(`expected _mma in the last pipeline's name only, got ${JSON.stringify(names)}`);
-  }
-  // The default entry is the generated one.
-  if (!names[0].includes("_u2442_32_1")) {
-    throw new Error(`expected the unrolled entry, got ${names[0]}`);
-  }
-  await rejects(
-    () => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 0 }, multipliesOnly: true }),
-    "multipliesOnly",
-  );
-  await rejects(
-    () => matmulSgmatrixWith(gpu, { ...args, multipliesOnly: 1 as unknown as boolean }),
-    "multipliesOnly",
-  );
-  await rejects(() => matmulSgmatrixWith(gpu, { ...args, tune: { UNROLLED: 2 } }), "tune.UNROLLED");
-  await rejects(
-    () => matmulSgmatrixWith(gpu, { ...args, xDtype: "bf16" as "f16" }),
-    "xDtype",
-  );
-  await rejects(
-    () => matmulSgmatrixWith(gpu, { ...args, xDtype: "f16", x: buf(T * K * 2 - 4) }),
-    "x",
-    "f16 [T=128, K=64]",
-  );
-});
-
-Deno.test("matmulVariant: PREGATE_KERNELS=portable forces the portable GEMM; bad values throw", async () => {
-  const h200 = described();
-  const before = Deno.env.get("PREGATE_KERNELS");
-  try {
-    Deno.env.set("PREGATE_KERNELS", "portable");
-    expectVariant(h200, {}, "portable", "PREGATE_KERNELS=portable");
-    Deno.env.set("PREGATE_KERNELS", "auto");
-    expectVariant(h200, {}, "sgmatrix", "subgroup matrices");
-    Deno.env.set("PREGATE_KERNELS", "tensorcores");
-    await rejects(() => matmulVariant(h200, PREFILL), "PREGATE_KERNELS");
-  } finally {
-    if (before === undefined) Deno.env.delete("PREGATE_KERNELS");
-    else Deno.env.set("PREGATE_KERNELS", before);
-  }
-  await rejects(() => matmulVariant(h200, PREFILL, "fast" as "auto"), "kernels");
-  await rejects(() => matmulVariant(h200, { ...PREFILL, T: 0 }), "T");
-  await rejects(() => matmulVariant(h200, { ...PREFILL, dtype: "fp8" as DType }), "dtype");
-});
-
-Deno.test({
-  name: "linear follows matmulVariant on the test device (decode and prefill shapes)",
-  ...GPU_TEST,
-  fn: async () => {
-    const gpu = await testGpu();
-    const capable = sgmatrixUnsupported(gpu) === undefined;
-    const K = 64, N = 48;
-    const expect: [number, "auto" | "portable", string][] = [
-      [1, "auto", "matvec"],
-      [8, "auto", "matvec"],
-      [SGMATRIX_MIN_T - 1, "auto", "matmul"],
-      [SGMATRIX_MIN_T, "auto", capable ? "matmul_sgmatrix" : "matmul"],
-      [SGMATRIX_MIN_T, "portable", "matmul"],
-    ];
-    for (const [T, kernels, kernel] of expect) {
-      const x = gpu.storage("activations", randn(T * K));
-      const w = gpu.storage("dense", packWeights(randn(N * K), "bf16"));
-      const y = poisoned(gpu, T * N);
-      const d = await linear(gpu, { x, w, y, T, K, N, dtype: "bf16", kernels });
-      // The subgroup-matrix kernel's name carries its tile layout and its generated entry's key
-      // (`matmul_sgmatrix_vec4_u4224_32_2_x4w8`).
-      if (!new RegExp(`^${kernel}(_vec4)?(_u\\w+)?[:|]`).test(d.label)) {
-        throw new Error(`linear T=${T} kernels=${kernels}: expected ${kernel}, got '${d.label}'`);
-      }
-      for (const b of [x, w, y]) gpu.destroyBuffer(b);
-    }
   },
 });
 
