@@ -1040,7 +1040,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.selftest:
         return selftest()
-    signal.signal(signal.SIGTERM, _on_signal)  # `timeout` (gpu_session.sh): still write the outputs
+    signal.signal(signal.SIGTERM, _on_signal)  # `timeout` (tools/gpu_check.sh): still write the outputs
     report = {"tool": "bench/peer_bench.py", "env": collect_env(), "parts": {}}
     env = report["env"]
     log(f"torch {env.get('torch')} CUDA {env.get('torch_cuda')} on {env.get('gpu', 'no GPU')}; "

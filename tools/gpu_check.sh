@@ -8,6 +8,7 @@
 #   decode   resident decode, Mixtral-8x7B layer shapes x2, bf16, Dawn (bench/decode_bench.ts)
 #   offload  the offloading modes, Qwen3-30B-A3B layer shapes x8, bf16, Dawn (bench/offload.ts)
 #   native   the same offload bench on Deno's native WebGPU
+#   peer     PyTorch / HF transformers on offload's checkpoint (bench/peer_bench.py; run offload first)
 # Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
 # "STEP rc=N Ss" per step goes to stdout and $OUT/summary.txt. To compare with an earlier commit, run
 # this script from a checkout of each in the same call (same machine, same clock behaviour).
@@ -49,4 +50,6 @@ step offload 180 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_dawn8" deno run -A bench/offload.ts
 step native 200 env PREGATE_GPU=native PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 \
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native8" deno run -A bench/offload.ts
+step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/peer_bench" \
+  --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
 cat "$out/summary.txt"
