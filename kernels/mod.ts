@@ -4,7 +4,9 @@
  * (`registry.ts`) and the argument checks every builder shares (`args.ts`). Every kernel has a CPU
  * reference in `reference.ts` and a tolerance test.
  *
- * {@linkcode KERNELS} holds every kernel spec the families export, by name.
+ * {@linkcode KERNELS} holds every kernel spec the families export, by name. This is the package's
+ * `./kernels` export; it re-exports the GPU types its builders take and return (`Gpu`, `Dispatch`,
+ * `Binding`, ...) and `openGpu`, so a kernel user needs no other import.
  *
  * @example
  * ```ts
@@ -31,6 +33,15 @@ import * as sample from "./sample.ts";
 import * as softmax from "./softmax.ts";
 import * as step from "./step.ts";
 
+export {
+  type Binding,
+  type Copy,
+  type Dispatch,
+  Gpu,
+  openGpu,
+  type PipelineSource,
+  type Step,
+} from "../runtime/gpu/device.ts";
 export * from "./registry.ts";
 export * from "./args.ts";
 export * from "./activation.ts";
