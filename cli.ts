@@ -18,6 +18,7 @@ import { EXPERT_MODES, type ExpertMode } from "./runtime/experts/engine.ts";
 import { formatTraceSummary, summarizeTrace, traceToSvg } from "./runtime/experts/trace.ts";
 import { makeModel, type ModelDims, presetNames } from "./runtime/models/make_model.ts";
 import { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
+import { ARCHITECTURES } from "./runtime/models/arch/mod.ts";
 
 /** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
 interface Command {
@@ -385,7 +386,7 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const ARCH_LIST = "mixtral, qwen2_moe, qwen3_moe, olmoe";
+const ARCH_LIST = ARCHITECTURES.join(", ");
 
 function usage(): string {
   const lines = ["usage: pregate <command> [flags]", "", "commands:"];

@@ -20,7 +20,8 @@ import { loadConfig, type ModelConfig } from "./models/config.ts";
 import { openCheckpoint, type TensorStore } from "./weights/safetensors.ts";
 import { type ModelWeights, uploadWeights } from "./models/weights.ts";
 import { allocState, type RunState } from "./models/state.ts";
-import { buildForward, flattenPlan, type ForwardPlan } from "./models/decoder.ts";
+import { buildForward } from "./models/arch/mod.ts";
+import { flattenPlan, type ForwardPlan } from "./models/plan.ts";
 import {
   EXPERT_MODES,
   type ExpertMode,

@@ -22,7 +22,7 @@
 import { WeightFileError } from "../errors.ts";
 import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
 import { INDEX_FILE_NAME, openCheckpoint } from "../weights/safetensors.ts";
-import { type Arch, loadConfig, type ModelConfig } from "./config.ts";
+import { loadConfig, type ModelConfig } from "./config.ts";
 import { type ExpectedTensor, expectedTensors } from "./names.ts";
 import { countParams, type ParamCounts } from "./param_counts.ts";
 
@@ -138,8 +138,8 @@ export interface ExpertBytes {
 export interface InspectReport {
   /** The checkpoint directory. */
   dir: string;
-  /** The architecture. */
-  arch: Arch;
+  /** The architecture (a registered name, see `ARCHITECTURES`). */
+  arch: string;
   /** The parsed configuration. */
   config: ConfigSummary;
   /** The kind of each decoder layer's feed-forward block. */

@@ -5,8 +5,8 @@
  * @module
  */
 import type { Step } from "../gpu/device.ts";
-import type { MoeFfn } from "./config.ts";
-import type { ExpertPool, GpuMatrix } from "./weights.ts";
+import type { MoeFfn } from "./model_config.ts";
+import type { ExpertPool, GpuMatrix } from "./gpu_weights.ts";
 
 /** The steps of one MoE feed-forward block, split where routing becomes known. */
 export interface MoePlan {

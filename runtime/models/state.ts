@@ -12,7 +12,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./model_config.ts";
 
 /** The activation buffers of a model. */
 export interface RunState {

@@ -1,7 +1,9 @@
 /**
  * GPU residency of a checkpoint's weights. Matrices are uploaded unchanged in their file dtype (the
  * kernels unpack f16/bf16 words), small vectors (norms, biases) as f32. Every tensor's presence, shape
- * and dtype is validated here, at load, so the forward pass never meets a surprise.
+ * and dtype is validated here, at load, so the forward pass never meets a surprise. Tensor names come
+ * from the model's architecture file (through `names.ts`); the shapes uploaded into are those of
+ * `gpu_weights.ts`, re-exported here.
  *
  * Experts are uploaded into an {@linkcode ExpertPool} per MoE layer: one stacked buffer per projection
  * (`[slots, rows, cols]`) plus a slot table (`u32[experts]`, expert -> slot) that the MoE kernels read.
@@ -22,75 +24,30 @@
  * @module
  */
 import type { BufferPurpose, Gpu } from "../gpu/device.ts";
-import { BudgetError, WeightFileError } from "../errors.ts";
-import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
+import { BudgetError, ConfigError, WeightFileError } from "../errors.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./model_config.ts";
 import { layerNames, type MlpNames, modelNames, pregateName } from "./names.ts";
+import {
+  type ExpertPool,
+  expertPool,
+  type GpuMatrix,
+  type GpuMlp,
+  type LayerWeights,
+  type ModelWeights,
+  uploadTensor,
+} from "./gpu_weights.ts";
 
-/** A weight matrix `[rows, cols]` (rows = outputs) on the GPU, packed in its dtype. */
-export interface GpuMatrix {
-  readonly buffer: GPUBuffer;
-  readonly dtype: DType;
-  readonly rows: number;
-  readonly cols: number;
-}
-
-/** The three projections of a SwiGLU MLP. */
-export interface GpuMlp {
-  readonly gate: GpuMatrix;
-  readonly up: GpuMatrix;
-  readonly down: GpuMatrix;
-}
-
-/**
- * Expert slots of one MoE layer: stacked projections `[slots, inter, hidden]` (gate, up) and
- * `[slots, hidden, inter]` (down), and the slot table `u32[experts]` (expert -> slot).
- */
-export interface ExpertPool {
-  readonly gate: GPUBuffer;
-  readonly up: GPUBuffer;
-  readonly down: GPUBuffer;
-  readonly table: GPUBuffer;
-  readonly dtype: DType;
-  readonly slots: number;
-  readonly experts: number;
-  readonly inter: number;
-  readonly hidden: number;
-  /** Bytes of one expert in each projection (gate and up are equal). */
-  readonly bytes: { readonly gateUp: number; readonly down: number };
-}
-
-/** The GPU weights of one decoder layer. */
-export interface LayerWeights {
-  readonly inputNorm: GPUBuffer;
-  readonly postNorm: GPUBuffer;
-  readonly q: GpuMatrix;
-  readonly k: GpuMatrix;
-  readonly v: GpuMatrix;
-  readonly o: GpuMatrix;
-  readonly bias?: { readonly q: GPUBuffer; readonly k: GPUBuffer; readonly v: GPUBuffer };
-  readonly qkNorm?: { readonly q: GPUBuffer; readonly k: GPUBuffer };
-  readonly ffn:
-    | ({ readonly kind: "dense" } & GpuMlp)
-    | {
-      readonly kind: "moe";
-      readonly router: GpuMatrix;
-      /** A trained pre-gate for the next MoE layer, when the checkpoint has one. */
-      readonly pregate?: GpuMatrix;
-      /** The layer's expert pool (null when experts live off the GPU and slots are elsewhere). */
-      readonly pool: ExpertPool | null;
-      readonly shared?: GpuMlp & { readonly gateWeight: GpuMatrix };
-    };
-}
-
-/** All GPU weights of a model. */
-export interface ModelWeights {
-  readonly embed: GpuMatrix;
-  readonly lmHead: GpuMatrix;
-  readonly finalNorm: GPUBuffer;
-  readonly layers: readonly LayerWeights[];
-}
+export {
+  type ExpertPool,
+  expertPool,
+  expertSlotBytes,
+  type GpuMatrix,
+  type GpuMlp,
+  type LayerWeights,
+  type ModelWeights,
+  uploadTensor,
+} from "./gpu_weights.ts";
 
 /** Options of {@linkcode uploadWeights}. */
 export interface UploadOptions {
@@ -98,11 +55,6 @@ export interface UploadOptions {
   experts: "resident" | "none";
   /** Progress callback: bytes uploaded so far, total bytes to upload. */
   onProgress?: (done: number, total: number) => void;
-}
-
-/** Writes a tensor's bytes (zero-copy view of the mapped file) into `buffer` at `offset`. */
-export function uploadTensor(gpu: Gpu, t: Tensor, buffer: GPUBuffer, offset = 0): void {
-  gpu.write(buffer, t.bytes(), offset);
 }
 
 function expectShape(t: Tensor, shape: readonly number[]): void {
@@ -247,7 +199,11 @@ export function uploadWeights(
           : undefined,
       };
     } else {
-      throw new Error("unreachable: names and config disagree");
+      throw new ConfigError(
+        `${cfg.arch}: layer ${i} is ${lc.ffn.kind} in the config but its tensor names are ` +
+          `${n.ffn.kind}'s`,
+        "the architecture file's layer names must follow the config's layer kinds",
+      );
     }
     return {
       inputNorm: vector(n.inputNorm, H),
@@ -272,14 +228,6 @@ export function uploadWeights(
   return { embed, lmHead, finalNorm, layers };
 }
 
-/**
- * Bytes of one slot of one projection of an expert pool: an (inter x hidden) matrix in `dtype`,
- * rounded up to 256 bytes so each slot can also be bound on its own.
- */
-export function expertSlotBytes(inter: number, hidden: number, dtype: DType): number {
-  return Math.ceil((inter * hidden * DTYPE_BYTES[dtype]) / 256) * 256;
-}
-
 /** The config of the MoE layer after layer `i`, if any. */
 function nextMoe(cfg: ModelConfig, i: number) {
   for (let j = i + 1; j < cfg.layers.length; j++) {
@@ -287,41 +235,4 @@ function nextMoe(cfg: ModelConfig, i: number) {
     if (f.kind === "moe") return f;
   }
   return undefined;
-}
-
-/**
- * Allocates an expert pool of `slots` slots for `experts` experts of shape (inter, hidden) in
- * `dtype`. Slot sizes are rounded up to 256 bytes so each slot can also be bound on its own.
- */
-export function expertPool(
-  gpu: Gpu,
-  experts: number,
-  slots: number,
-  inter: number,
-  hidden: number,
-  dtype: DType,
-): ExpertPool {
-  const slotBytes = expertSlotBytes(inter, hidden, dtype);
-  const size = slotBytes * slots;
-  const maxBind = gpu.limits.maxStorageBufferBindingSize;
-  if (size > maxBind) {
-    throw new BudgetError(
-      `an expert pool of ${slots} slots x ${slotBytes} bytes (${size} bytes) exceeds this GPU's ` +
-        `storage binding limit of ${maxBind} bytes`,
-      undefined,
-      "use fewer expert slots (offloading modes) or a device with a larger maxStorageBufferBindingSize",
-    );
-  }
-  return {
-    gate: gpu.storage("experts", size, "experts.gate"),
-    up: gpu.storage("experts", size, "experts.up"),
-    down: gpu.storage("experts", size, "experts.down"),
-    table: gpu.storage("experts", experts * 4, "experts.table"),
-    dtype,
-    slots,
-    experts,
-    inter,
-    hidden,
-    bytes: { gateUp: slotBytes, down: slotBytes },
-  };
 }
