@@ -47,7 +47,7 @@ export interface MakeSpec {
  *   model_type: "mixtral", vocab_size: 8, hidden_size: 8, intermediate_size: 8,
  *   num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 2, num_experts_per_tok: 1,
  * }, "config.json");
- * console.log(arch.tensors(cfg).length); // 13
+ * console.log(arch.tensors(cfg).length); // 16
  * ```
  */
 export interface Architecture<N extends string = string> {
