@@ -140,6 +140,10 @@ const INVALID: [string, Record<string, unknown>, string][] = [
   ["OLMoE head_dim other than hidden / heads", { ...olmoe, head_dim: 32 }, "head_dim"],
   ["infinite rope_theta", { ...base, rope_theta: Infinity }, "rope_theta"],
   ["rope_parameters not an object", { ...base, rope_parameters: "default" }, "rope_parameters"],
+  ["partial_rotary_factor above 1 in rope_parameters", {
+    ...base,
+    rope_parameters: { rope_type: "default", rope_theta: 1e6, partial_rotary_factor: 2 },
+  }, "partial_rotary_factor"],
   [
     "tie_word_embeddings as a string",
     { ...qwen3, tie_word_embeddings: "true" },
@@ -173,6 +177,9 @@ for (const [what, raw, field] of INVALID) {
 Deno.test("config.json: valid edge values still parse (partial rotary, clip_qkv, head_dim)", () => {
   assert.equal(parseConfig({ ...base, partial_rotary_factor: 0.5 }).rotaryDim, 8);
   assert.equal(parseConfig({ ...base, partial_rotary_factor: 1 }).rotaryDim, 16);
+  const nested = { rope_type: "default", rope_theta: 5e5, partial_rotary_factor: 0.5 };
+  const c = parseConfig({ ...base, rope_parameters: nested });
+  assert.deepEqual([c.rotaryDim, c.ropeTheta], [8, 5e5], "HF 5 keeps both in rope_parameters");
   assert.equal(parseConfig({ ...olmoe, clip_qkv: 0.5 }).clipQkv, 0.5);
   assert.equal(parseConfig({ ...olmoe, clip_qkv: null }).clipQkv, 0);
   assert.equal(parseConfig({ ...olmoe, head_dim: 16 }).headDim, 16);

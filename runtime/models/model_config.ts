@@ -202,27 +202,37 @@ export type DecoderFields =
     readonly numLayers: number;
   };
 
-/** The RoPE base from a top-level `rope_theta` or HF 5's `rope_parameters` / older `rope_scaling`. */
-function ropeTheta(f: ConfigFields, fallback: number): number {
+/**
+ * The RoPE fields: the config.json object holding them (HF 5's `rope_parameters`, where present,
+ * else the top level) with its scaling type checked (default RoPE only), the base `rope_theta` and
+ * `partial_rotary_factor` (either may sit at the top level too).
+ */
+function ropeFields(f: ConfigFields, fallback: number): { theta: number; partial: number } {
   const nested = f.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
   const params = f.raw[nested];
+  let p: ConfigFields | null = null;
   if (params !== undefined && params !== null) {
     if (typeof params !== "object" || Array.isArray(params)) {
       throw f.error(nested, "an object or null", params);
     }
-    const p = new ConfigFields(params as Json, `${f.where}: '${nested}'`);
+    p = new ConfigFields(params as Json, `${f.where}: '${nested}'`);
     const type = p.has("rope_type") ? "rope_type" : "type";
     p.oneOf(type, ["default"], "default", "supported: default RoPE (no scaling)");
-    if (nested === "rope_parameters" && p.has("rope_theta")) return p.positive("rope_theta");
+    if (nested !== "rope_parameters") p = null; // rope_scaling holds no base
   }
-  return f.positive("rope_theta", fallback);
+  const from = (key: string) => (p?.has(key) ? p : f);
+  const partial = from("partial_rotary_factor").number("partial_rotary_factor", 1);
+  if (!(partial > 0 && partial <= 1)) {
+    throw from("partial_rotary_factor").error("partial_rotary_factor", "in (0, 1]", partial);
+  }
+  return { theta: from("rope_theta").positive("rope_theta", fallback), partial };
 }
 
 /**
  * Reads and checks the fields every Llama-style decoder shares: vocabulary, width, layer count,
  * heads and KV heads (dividing), head width (`head_dim`, else hidden / heads),
  * RoPE (`rope_theta` > 0, default scaling only, `partial_rotary_factor` in (0, 1] giving an even
- * rotated width), `rms_norm_eps` > 0, `tie_word_embeddings`, `max_position_embeddings`,
+ * rotated width; both at the top level or in `rope_parameters`), `rms_norm_eps` > 0, `tie_word_embeddings`, `max_position_embeddings`,
  * `hidden_act` (silu), and full attention only (`use_sliding_window` false, `layer_types` all
  * `full_attention`).
  *
@@ -252,8 +262,8 @@ export function decoderFields(f: ConfigFields, defaults: { ropeTheta: number }):
     );
   }
   const headDim = f.has("head_dim") ? f.int("head_dim") : hidden / heads;
-  const partial = f.number("partial_rotary_factor", 1);
-  if (!(partial > 0 && partial <= 1)) throw f.error("partial_rotary_factor", "in (0, 1]", partial);
+  const rope = ropeFields(f, defaults.ropeTheta);
+  const partial = rope.partial;
   const rotaryDim = Math.floor(headDim * partial);
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) {
     const [key, found] = partial !== 1
@@ -295,7 +305,7 @@ export function decoderFields(f: ConfigFields, defaults: { ropeTheta: number }):
     kvHeads,
     headDim,
     rotaryDim,
-    ropeTheta: ropeTheta(f, defaults.ropeTheta),
+    ropeTheta: rope.theta,
     rmsEps: f.positive("rms_norm_eps", 1e-6),
     tieEmbeddings: f.bool("tie_word_embeddings", false),
     maxPositions: f.int("max_position_embeddings", 4096),
