@@ -88,7 +88,9 @@ export interface ModelConfig {
 
 /** A value as an error message shows it. */
 function shown(v: unknown): string {
-  return v === undefined ? "nothing (the key is missing)" : JSON.stringify(v) ?? String(v);
+  if (v === undefined) return "nothing (the key is missing)";
+  if (typeof v === "number") return String(v); // Infinity, NaN as such
+  return JSON.stringify(v) ?? String(v);
 }
 
 /**
