@@ -35,7 +35,7 @@
  * of a range used after its unmap, a copy still writing into a range being unmapped, a buffer
  * destroyed (or collected) while its `mapAsync` is pending, and the collection of detached mapped
  * buffers. The ring rules the first three out by construction; the soak tool's `--gc-every`
- * provokes the fourth, and `ranges: "reuse"` avoids it:
+ * provokes the fourth:
  * 1. A mapped range's `ArrayBuffer` (and its address) is held only while the buffer is mapped and
  *    only by the ring: both are dropped immediately before `unmap()`; no view of it is handed out.
  * 2. Every `memcpy` of a fill has settled before `upload()` returns, uploads run one at a time, and
@@ -44,10 +44,6 @@
  * 3. A buffer is never destroyed (nor unmapped) while its `mapAsync` is pending: `dispose()` waits
  *    for every remap to settle, unmaps what is mapped, then destroys. The ring keeps each staging
  *    `GPUBuffer` referenced until it is destroyed, so none is collected with a map pending.
- * 4. With `ranges: "reuse"` (experimental, Dawn and FFI only) `getMappedRange` is called once per
- *    buffer: later cycles write through the address it gave, which Dawn keeps stable across remaps
- *    (measured), so no mapped `ArrayBuffer` exists after the first cycle. Native Deno copies the
- *    mapping on every `getMappedRange`, so there the option falls back to `per-cycle`.
  *
  * Copies staged by `mapped` are submitted when a staging buffer fills or on
  * {@linkcode Uploader.flush}; callers flush before submitting the work that reads the destination,
@@ -81,8 +77,6 @@ export interface UploaderStats {
   fill: FillMode | "writeBuffer";
   /** Parallel copies per fill (`mapped` with `ffi`), else 1. */
   threads: number;
-  /** How mapped ranges are taken (`mapped`; see {@linkcode UploaderOptions.ranges}). */
-  ranges: "per-cycle" | "reuse";
   /** Bytes copied so far. */
   bytes: number;
   /** Staging map/unmap cycles completed (`mapped`). */
@@ -156,7 +150,6 @@ class WriteUploader implements Uploader {
       path: this.path,
       fill: "writeBuffer",
       threads: 1,
-      ranges: "per-cycle",
       bytes: this.bytes,
       cycles: 0,
       submits: 0,
@@ -186,14 +179,10 @@ class WriteUploader implements Uploader {
 
 interface Staging {
   readonly buffer: GPUBuffer;
-  /** The mapped range, only while mapped (rule 1); null otherwise or with `reuse` after cycle 1. */
+  /** The mapped range, only while mapped (rule 1); null otherwise. */
   range: ArrayBuffer | null;
   /** Its address for FFI copies, only while mapped. */
   ptr: Deno.PointerObject | null;
-  /** With `reuse`: the address the first `getMappedRange` gave, kept across remaps. */
-  stable: Deno.PointerObject | null;
-  /** With `reuse`: whether the second mapping's address was compared (if it moved, no `stable`). */
-  checked: boolean;
   /** Whether the buffer is mapped now (at creation, or after its remap resolved). */
   mapped: boolean;
   /** The pending remap, while the buffer's copies are in flight. */
@@ -210,10 +199,6 @@ function notice(log: (message: string) => void, message: string): void {
   noticed.add(log);
   log(message);
 }
-
-/** Four zero bytes off the V8 heap (an ArrayBuffer's store never moves), for padding by memcpy. */
-const ZEROS = new ArrayBuffer(4);
-const ZEROS_PTR = (): Deno.PointerObject => Deno.UnsafePointer.of(ZEROS)!;
 
 /** The error for the first destination offset that is not a multiple of 4, if any. */
 function badOffset(items: readonly { offset: number }[]): ArgumentError | undefined {
@@ -261,7 +246,6 @@ class MappedUploader implements Uploader {
   #memcpy: HostMemcpy | null;
   #threads: number;
   #minPiece: number;
-  #reuse: boolean;
   #log: (message: string) => void;
   #sourceNoticed = false;
   /** Uploads accepted and not yet settled; they run one at a time, in order. */
@@ -279,7 +263,6 @@ class MappedUploader implements Uploader {
       threads: number;
       minPieceBytes: number;
       memcpy: HostMemcpy | null;
-      reuse: boolean;
       log: (message: string) => void;
     },
   ) {
@@ -289,7 +272,6 @@ class MappedUploader implements Uploader {
     this.#threads = o.memcpy ? o.threads : 1;
     this.#gate = new Gate(this.#threads);
     this.#minPiece = o.minPieceBytes;
-    this.#reuse = o.reuse;
     this.#log = o.log;
     this.#ring = Array.from({ length: o.buffers }, (_, i) => ({
       buffer: gpu.createBuffer({
@@ -301,8 +283,6 @@ class MappedUploader implements Uploader {
       }),
       range: null,
       ptr: null,
-      stable: null,
-      checked: false,
       mapped: true,
       remap: null,
       cursor: 0,
@@ -324,7 +304,6 @@ class MappedUploader implements Uploader {
       path: this.path,
       fill: this.#memcpy ? "ffi" : "set",
       threads: this.#threads,
-      ranges: this.#reuse ? "reuse" : "per-cycle",
       bytes: this.#bytes,
       cycles: this.#cycles,
       submits: this.#submits,
@@ -337,7 +316,7 @@ class MappedUploader implements Uploader {
     };
   }
 
-  /** The current staging buffer, mapped, its range (or address) taken. */
+  /** The current staging buffer, mapped, its range taken. */
   async #ready(): Promise<Staging> {
     const s = this.#ring[this.#current];
     if (s.remap) {
@@ -348,25 +327,10 @@ class MappedUploader implements Uploader {
       s.mapped = true;
       s.cursor = 0;
     }
-    if (!s.range && !s.ptr) {
+    if (!s.range) {
       const t0 = performance.now();
-      if (s.stable && s.checked) {
-        s.ptr = s.stable; // rule 4: no new ArrayBuffer over the mapping
-      } else {
-        s.range = s.buffer.getMappedRange(0, this.#size);
-        s.ptr = this.#memcpy ? Deno.UnsafePointer.of(s.range) : null;
-        if (s.stable) {
-          // Rule 4, second mapping: trust the address only if the remap kept it.
-          const same = Deno.UnsafePointer.equals(s.ptr, s.stable);
-          s.checked = true;
-          if (!same) {
-            s.stable = null;
-            notice(this.#log, "pregate: uploader: a remap moved the mapped range; not reusing it");
-          }
-        } else if (this.#reuse && s.ptr && !s.checked) {
-          s.stable = s.ptr;
-        }
-      }
+      s.range = s.buffer.getMappedRange(0, this.#size);
+      s.ptr = this.#memcpy ? Deno.UnsafePointer.of(s.range) : null;
       this.#callSeconds += (performance.now() - t0) / 1e3;
     }
     return s;
@@ -427,7 +391,7 @@ class MappedUploader implements Uploader {
       const m = this.#memcpy;
       const src = m && s.ptr ? this.#sourcePointer(data) : null;
       if (!m || !s.ptr || !src) {
-        new Uint8Array(this.#rangeOf(s), at, n).set(data.subarray(from, from + n));
+        new Uint8Array(s.range!, at, n).set(data.subarray(from, from + n));
         return;
       }
       const dst = Deno.UnsafePointer.offset(s.ptr, at)!;
@@ -460,17 +424,7 @@ class MappedUploader implements Uploader {
 
   /** Zeroes `[at, at + n)` of staging `s` (n < 4: a ragged tail's padding). */
   #zero(s: Staging, at: number, n: number): void {
-    if (s.range || !s.ptr) {
-      new Uint8Array(this.#rangeOf(s), at, n).fill(0);
-    } else {
-      this.#memcpy!.copy(Deno.UnsafePointer.offset(s.ptr, at)!, ZEROS_PTR(), n);
-    }
-  }
-
-  /** The mapped range of `s`, taken now if only its address was held (`reuse`). */
-  #rangeOf(s: Staging): ArrayBuffer {
-    s.range ??= s.buffer.getMappedRange(0, this.#size); // dropped again at #seal (rule 1)
-    return s.range;
+    new Uint8Array(s.range!, at, n).fill(0);
   }
 
   /**
@@ -565,7 +519,6 @@ class MappedUploader implements Uploader {
         }
         s.range = null; // rule 1
         s.ptr = null;
-        s.stable = null;
         if (s.mapped) s.buffer.unmap();
         s.mapped = false;
         this.#gpu.destroyBuffer(s.buffer);
@@ -598,11 +551,6 @@ export interface UploaderOptions {
    * `Uint8Array.set` otherwise, with a notice through `log`; `ffi` throws when FFI is unusable.
    */
   fill?: "auto" | FillMode;
-  /**
-   * `per-cycle` (default): `getMappedRange` after every remap. `reuse` (experimental): once per
-   * buffer, then write through the same address (Dawn with FFI only; rule 4 in the module docs).
-   */
-  ranges?: "per-cycle" | "reuse";
   /** Receives one-line notices (e.g. the `set` fallback), each at most once. Default stderr. */
   log?: (message: string) => void;
 }
@@ -635,7 +583,6 @@ export function createUploader(
   const threads = opts.threads ?? Math.min(8, Math.max(1, navigator.hardwareConcurrency || 4));
   const minPieceBytes = opts.minPieceBytes ?? 256 << 10;
   const fill = opts.fill ?? "auto";
-  const ranges = opts.ranges ?? "per-cycle";
   const log = opts.log ?? defaultLog;
   if (!Number.isInteger(stagingBytes) || stagingBytes < 256 || stagingBytes % 4) {
     throw new ArgumentError(
@@ -648,9 +595,6 @@ export function createUploader(
   checkInt("minPieceBytes", minPieceBytes, 64);
   if (fill !== "auto" && fill !== "ffi" && fill !== "set") {
     throw new ArgumentError("fill", `expected auto, ffi or set, got '${fill}'`);
-  }
-  if (ranges !== "per-cycle" && ranges !== "reuse") {
-    throw new ArgumentError("ranges", `expected per-cycle or reuse, got '${ranges}'`);
   }
   let memcpy: HostMemcpy | null = null;
   if (fill !== "set") {
@@ -671,20 +615,12 @@ export function createUploader(
       );
     }
   }
-  const reuse = ranges === "reuse" && memcpy !== null && gpu.impl === "dawn";
-  if (ranges === "reuse" && !reuse) {
-    notice(
-      log,
-      "pregate: uploader: ranges 'reuse' needs Dawn and FFI; using 'per-cycle'",
-    );
-  }
   return new MappedUploader(gpu, {
     stagingBytes,
     buffers,
     threads,
     minPieceBytes,
     memcpy,
-    reuse,
     log,
   });
 }
