@@ -15,7 +15,8 @@ import { ArgumentError, PregateError } from "./runtime/errors.ts";
 import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
 import { loadModel, type Model } from "./runtime/model.ts";
 import { EXPERT_MODES, type ExpertMode } from "./runtime/experts/engine.ts";
-import { formatTraceSummary, summarizeTrace, traceToSvg } from "./runtime/experts/trace.ts";
+import { formatTraceSummary, summarizeTrace } from "./runtime/experts/trace.ts";
+import { traceToSvg } from "./runtime/experts/trace_svg.ts";
 import { makeModel, type ModelDims, presetNames } from "./runtime/models/make_model.ts";
 import { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
 
