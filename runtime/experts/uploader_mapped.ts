@@ -5,9 +5,9 @@
  * ## How `mapped` fills a staging buffer
  * A copy of `n` bytes is split into up to `threads` pieces of at least `minPieceBytes`, and each
  * piece is one libc `memcpy` from the source's address to the mapped range's address, called
- * through FFI with `nonblocking: true` (`hostMemcpy` in ../weights/mmap.ts): the pieces run on Deno's
- * blocking-pool threads at the same time while the JS thread stays free (Dawn resolves `mapAsync`
- * from the JS event loop, so remaps keep completing during a fill). Addresses come from
+ * through FFI with `nonblocking: true` (`hostMemcpy`, ../weights/mmap.ts): the pieces run on
+ * Deno's blocking-pool threads at the same time while the JS thread stays free (Dawn resolves
+ * `mapAsync` from the JS event loop, so remaps keep completing during a fill). Addresses come from
  * `Deno.UnsafePointer.of`, which works for mapped-file views (`UnsafePointerView.getArrayBuffer`),
  * ordinary buffers, Dawn's mapped ranges and native's V8 copies of them. A copy shorter than
  * `minPieceBytes` is one `memcpy` on the JS thread (a thread hop would cost more). Without FFI (no
