@@ -10,7 +10,7 @@ import { Executor, RESIDENT, type StreamedExperts } from "./executor.ts";
 
 const N = 16;
 
-async function fixture(gpu: Gpu) {
+function fixture(gpu: Gpu) {
   const src = gpu.storage("activations", Uint32Array.from({ length: N }, (_, i) => 100 + i));
   const out = gpu.storage("activations", N * 4);
   const step = (i: number): Copy => ({
@@ -54,7 +54,7 @@ Deno.test({
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    const f = await fixture(gpu);
+    const f = fixture(gpu);
     const exec = new Executor(gpu, RESIDENT);
     for (let run = 0; run < 2; run++) { // the second run replays the compiled plan
       f.reset();
@@ -73,7 +73,7 @@ Deno.test({
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    const f = await fixture(gpu);
+    const f = fixture(gpu);
     const calls: string[] = [];
     const label = (steps: readonly Step[]) =>
       steps.map((s) => ("dstOffset" in s ? s.dstOffset / 4 : -1)).join(",");
