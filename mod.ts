@@ -34,4 +34,5 @@ export {
 export * from "./runtime/experts/allocator.ts";
 export { EXPERT_MODES, type ExpertMode, type PregatePolicy } from "./runtime/experts/engine.ts";
 export * from "./runtime/experts/trace.ts";
+export * from "./runtime/experts/trace_svg.ts";
 export * from "./kernels/mod.ts";

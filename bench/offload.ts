@@ -193,10 +193,6 @@ for (const spec of specs) {
       device: gpu,
       contextLength: 256,
       uploader: uploaderPath,
-      prefetchAt: (Deno.env.get("PREGATE_BENCH_PREFETCH_AT") ?? "auto") as
-        | "auto"
-        | "sync"
-        | "compute",
       ...m.opts,
     });
     try {

@@ -21,7 +21,8 @@ import { openCheckpoint, type TensorStore } from "./weights/safetensors.ts";
 import { type ModelWeights, uploadWeights } from "./models/weights.ts";
 import { allocState, type RunState } from "./models/state.ts";
 import { buildForward } from "./models/arch/mod.ts";
-import { flattenPlan, type ForwardPlan } from "./models/plan.ts";
+import type { ForwardPlan } from "./models/plan.ts";
+import { Executor, RESIDENT } from "./executor.ts";
 import {
   EXPERT_MODES,
   type ExpertMode,
@@ -51,8 +52,6 @@ export interface LoadOptions {
   cachePolicy?: "lru" | "lfu";
   /** Expert copy path: `auto` (default: mapped on Dawn, writeBuffer on native), `write`, `mapped`. */
   uploader?: "auto" | "write" | "mapped";
-  /** When pre-gated copies are issued: `auto` (default), `sync` or `compute` (see engine.ts). */
-  prefetchAt?: "auto" | "sync" | "compute";
   /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
   trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */
@@ -151,7 +150,7 @@ export class Model {
   #contextLength: number;
   #dir: string;
   #plans = new Map<string, Promise<ForwardPlan>>();
-  #flat = new WeakMap<ForwardPlan, Step[]>();
+  #executor: Executor;
 
   private constructor(
     dir: string,
@@ -175,6 +174,7 @@ export class Model {
     this.#weights = parts.weights;
     this.#state = parts.state;
     this.#engine = parts.engine;
+    this.#executor = new Executor(gpu, parts.engine ?? RESIDENT);
     this.#ownsGpu = parts.ownsGpu;
     this.#contextLength = parts.contextLength;
   }
@@ -222,7 +222,6 @@ export class Model {
           expertCache: opts.expertCache,
           cachePolicy: opts.cachePolicy,
           uploader: opts.uploader,
-          prefetchAt: opts.prefetchAt,
           trace: opts.trace,
         });
       }
@@ -280,17 +279,9 @@ export class Model {
     return p;
   }
 
-  /** Runs a forward plan (then `tail`): one submit when resident, layer by layer when offloading. */
-  async #run(plan: ForwardPlan, tail: Step[] = []): Promise<void> {
-    if (this.#engine) {
-      await this.#engine.run(plan);
-      if (tail.length) this.gpu.submit(tail);
-    } else {
-      // Flattened once per plan: a decode step encodes the same steps without allocating.
-      let flat = this.#flat.get(plan);
-      if (!flat) this.#flat.set(plan, flat = flattenPlan(plan));
-      this.gpu.submit(flat, tail.length ? (enc) => this.gpu.encode(enc, tail) : undefined);
-    }
+  /** Runs a forward plan, then `tail` (see {@linkcode Executor.run}). */
+  #run(plan: ForwardPlan, tail: Step[] = []): Promise<void> {
+    return this.#executor.run(plan, tail);
   }
 
   #checkIds(ids: readonly number[], argument: string, extra = 0) {

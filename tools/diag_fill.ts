@@ -23,7 +23,7 @@
  * in (first touch) shows apart from one that is slow with the mapping in place.
  *
  * Usage: deno run -A tools/diag_fill.ts --dir CHECKPOINT [--gpu dawn] [--threads 8]
- *          [--sweeps host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7] [--ranges reuse]
+ *          [--sweeps host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7]
  *          [--buffers N] [--staging-mb MiB] [--gc]
  * @module
  */
@@ -46,7 +46,6 @@ const { values } = parseArgs({
     gpu: { type: "string", default: "dawn" },
     threads: { type: "string", default: "8" },
     sweeps: { type: "string", default: "host:0-3,host:0-3,host:0-7,host:0-7,gpu:0-7,gpu:0-7" },
-    ranges: { type: "string", default: "per-cycle" },
     buffers: { type: "string" },
     "staging-mb": { type: "string" },
     gc: { type: "boolean", default: false },
@@ -153,7 +152,6 @@ const uploader = gpu
     ...(values.buffers ? { buffers: Number(values.buffers) } : {}),
     ...(values["staging-mb"] ? { stagingBytes: Number(values["staging-mb"]) << 20 } : {}),
     threads,
-    ranges: values.ranges as "per-cycle" | "reuse",
     ...(values["min-piece-kb"] ? { minPieceBytes: Number(values["min-piece-kb"]) << 10 } : {}),
   })
   : null;

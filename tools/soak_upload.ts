@@ -18,7 +18,7 @@
  *   --staging-mb MiB per staging buffer [= --mb]   --buffers N staging buffers [3]
  *   --threads N or a list 1,4,8 (one run each) [min(8, cores)]
  *   --min-piece-kb KiB per parallel memcpy [256]  --fill auto|ffi|set [auto]
- *   --ranges per-cycle|reuse [per-cycle]           --source mmap|heap [mmap]
+ *   --source mmap|heap [mmap]
  *   --ragged  chunk lengths vary (ragged tails) and sources start at odd offsets
  *   --slots N [4]   --verify-every N [100]   --json FILE  (results as JSON)
  *   --parts N [1]   each chunk goes as N ranges in one `uploadMany` (the engine's path: an
@@ -53,7 +53,6 @@ const { values } = parseArgs({
     threads: { type: "string" },
     "min-piece-kb": { type: "string", default: "256" },
     fill: { type: "string", default: "auto" },
-    ranges: { type: "string", default: "per-cycle" },
     source: { type: "string", default: "mmap" },
     ragged: { type: "boolean", default: false },
     slots: { type: "string", default: "4" },
@@ -159,14 +158,12 @@ async function run(threads: number | undefined): Promise<RunResult> {
     threads,
     minPieceBytes: Math.max(64, Math.floor(Number(values["min-piece-kb"]) * 1024)),
     fill: values.fill as UploaderOptions["fill"],
-    ranges: values.ranges as UploaderOptions["ranges"],
     log: console.error,
   };
   const up = createUploader(gpu, path, opts);
   const st0 = up.stats;
   const label = path === "mapped"
-    ? `${st0.fill} x${st0.threads}, ${opts.buffers} x ${stagingBytes / 2 ** 20} MiB staging, ` +
-      `${st0.ranges} ranges`
+    ? `${st0.fill} x${st0.threads}, ${opts.buffers} x ${stagingBytes / 2 ** 20} MiB staging`
     : "writeBuffer";
   console.log(`run: ${label}`);
   const expected: ({ k: number; from: number; len: number } | null)[] = Array(slots).fill(null);

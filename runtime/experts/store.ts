@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { ConfigError, WeightFileError } from "../errors.ts";
+import { ArgumentError, ConfigError, WeightFileError } from "../errors.ts";
 import type { DType } from "../weights/dtype.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig } from "../models/config.ts";
@@ -53,7 +53,11 @@ export class HostExpertStore {
     ).dtype;
     for (const [i] of moe) {
       const names = layerNames(cfg, i).ffn;
-      if (names.kind !== "moe") throw new Error("unreachable");
+      if (names.kind !== "moe") {
+        throw new ConfigError(
+          `layer ${i}: the config makes it a MoE layer but its tensor names are a dense MLP's`,
+        );
+      }
       const list = [];
       for (let e = 0; e < this.experts; e++) {
         const n = names.expert(e);
@@ -93,7 +97,13 @@ export class HostExpertStore {
   /** The tensors of one expert. */
   tensors(layer: number, expert: number): { gate: Tensor; up: Tensor; down: Tensor } {
     const l = this.#tensors.get(layer);
-    if (!l || !l[expert]) throw new RangeError(`no expert ${expert} in layer ${layer}`);
+    if (!l || !l[expert]) {
+      throw new ArgumentError(
+        "expert",
+        `no expert ${expert} in layer ${layer}: expected an expert in [0, ${this.experts}) of ` +
+          `a MoE layer (${[...this.#tensors.keys()].join(", ")})`,
+      );
+    }
     return l[expert];
   }
 

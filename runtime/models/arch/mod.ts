@@ -96,7 +96,7 @@ export function archOf(cfg: ModelConfig): Architecture {
  * @example
  * ```ts ignore
  * const plan = await buildForward(gpu, cfg, weights, state, { T: ids.length, logits: "all" });
- * gpu.submit(flattenPlan(plan));
+ * await new Executor(gpu, RESIDENT).run(plan); // runtime/executor.ts
  * ```
  */
 export function buildForward(
