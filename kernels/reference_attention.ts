@@ -220,24 +220,24 @@ export function routerTopKRef(
 
 /**
  * Row-wise argmax of `x` (`[rows, cols]`): the index of the largest value of each row, the lowest
- * such index on ties; a NaN counts as larger than any number (as in `torch.argmax`).
+ * such index on ties; `0xffffffff` (`NON_FINITE_TOKEN` of argmax.ts) for a row without a finite
+ * maximum: one holding a NaN or a +Infinity, or only -Infinity values (-Infinity entries are
+ * otherwise never chosen).
  *
  * @example
  * ```ts
  * import { argmaxRef } from "./reference.ts";
- * console.log(argmaxRef([0, 5, 5, NaN, 2, 1], 2, 3)); // Uint32Array [1, 0]
+ * console.log(argmaxRef([0, 5, 5, NaN, 2, 1, -Infinity, 3, -Infinity], 3, 3)); // Uint32Array [1, 4294967295, 1]
  * ```
  */
 export function argmaxRef(x: ArrayLike<number>, rows: number, cols: number): Uint32Array {
   const out = new Uint32Array(rows);
   for (let r = 0; r < rows; r++) {
     let best = 0;
-    for (let c = 1; c < cols; c++) {
-      const v = x[r * cols + c], b = x[r * cols + best];
-      if (Number.isNaN(b)) break;
-      if (Number.isNaN(v) || v > b) best = c;
-    }
-    out[r] = best;
+    for (let c = 1; c < cols; c++) if (x[r * cols + c] > x[r * cols + best]) best = c;
+    let finite = Number.isFinite(x[r * cols + best]);
+    for (let c = 0; c < cols && finite; c++) if (Number.isNaN(x[r * cols + c])) finite = false;
+    out[r] = finite ? best : 0xffffffff;
   }
   return out;
 }
