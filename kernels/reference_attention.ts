@@ -185,7 +185,8 @@ export function attentionRef(
 /**
  * Router top-k over `T` rows of `E` logits: softmax over E, the k most probable experts (ties: lower
  * index first; order: descending probability) and their probabilities, renormalised to sum 1 over
- * the k when `renormalize`. Returns `ids` and `weights`, each `[T, k]`.
+ * the k when `renormalize`. Returns `ids` and `weights`, each `[T, k]`. A row with a NaN or +Infinity
+ * logit gets NaN weights (NaN logits rank after every number).
  *
  * @example
  * ```ts
@@ -207,12 +208,18 @@ export function routerTopKRef(
     const max = Math.max(...row);
     const ex = row.map((x) => Math.exp(x - max));
     const sum = ex.reduce((a, b) => a + b, 0);
-    const order = row.map((_, e) => e).sort((a, b) => row[b] - row[a] || a - b);
+    const rank = (x: number) => (Number.isNaN(x) ? -Infinity : x);
+    const order = row.map((_, e) => e).sort((a, b) =>
+      rank(row[b]) - rank(row[a]) || (Number.isNaN(row[a]) ? 1 : 0) -
+        (Number.isNaN(row[b]) ? 1 : 0) ||
+      a - b
+    );
+    const bad = row.some((x) => Number.isNaN(x) || x === Infinity);
     const chosen = order.slice(0, k);
     const chosenSum = chosen.reduce((a, e) => a + ex[e], 0);
     chosen.forEach((e, i) => {
       ids[t * k + i] = e;
-      weights[t * k + i] = ex[e] / (renormalize ? chosenSum : sum);
+      weights[t * k + i] = bad ? NaN : ex[e] / (renormalize ? chosenSum : sum);
     });
   }
   return { ids, weights };

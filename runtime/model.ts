@@ -31,6 +31,7 @@ import type { ExpertTrace } from "./experts/trace.ts";
 import { argmax } from "../kernels/argmax.ts";
 import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
+import { checkLogitRows, checkToken } from "./numeric.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -316,7 +317,8 @@ export class Model {
 
   /**
    * Teacher-forced logits: one Float32Array of `vocabSize` logits per input position, from a fresh
-   * sequence (position 0).
+   * sequence (position 0). Throws `NumericError` naming the position if any is NaN or
+   * infinite.
    */
   async logits(ids: readonly number[]): Promise<Float32Array[]> {
     this.#checkIds(ids, "ids");
@@ -330,6 +332,7 @@ export class Model {
       this.gpu.write(s.pos, new Uint32Array([start, 0, 0, 0]));
       await this.#run(await this.#plan(part.length, "all"));
       const flat = await this.gpu.readF32(s.logits, 0, part.length * V);
+      checkLogitRows(flat, V, start);
       for (let t = 0; t < part.length; t++) out.push(flat.slice(t * V, (t + 1) * V));
     }
     return out;
@@ -338,6 +341,7 @@ export class Model {
   /**
    * Generates up to `maxTokens` tokens after `ids`, yielding each id. Tokens are chosen on the GPU
    * (argmax, or sampling) and fed back without a CPU round trip; the CPU reads them in batches.
+   * Throws `NumericError` naming the position when a row of logits is not finite.
    */
   async *generate(ids: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<number> {
     const maxTokens = opts.maxTokens ?? 32;
@@ -419,6 +423,7 @@ export class Model {
       try {
         while (true) {
           for (const id of pending) {
+            checkToken(id, { position: ids.length - 1 + emitted, promptTokens: ids.length });
             yield id;
             emitted++;
             if (stop.has(id) || emitted >= maxTokens) return;
