@@ -32,6 +32,7 @@ import { argmax } from "../kernels/argmax.ts";
 import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
 import { checkLogitRows, checkToken } from "./numeric.ts";
+import { checkPositions, warnContextLength, warnUnusedTensors } from "./load_checks.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -192,6 +193,7 @@ export class Model {
       throw new ArgumentError("budget", `expected a positive number of bytes, got ${opts.budget}`);
     }
     const cfg = await loadConfig(dir);
+    warnContextLength(cfg, opts.contextLength, opts.log);
     const contextLength = opts.contextLength ?? Math.min(cfg.maxPositions, 2048);
     if (!Number.isInteger(contextLength) || contextLength < 1) {
       throw new ArgumentError("contextLength", `expected a positive integer, got ${contextLength}`);
@@ -201,6 +203,7 @@ export class Model {
       throw new ArgumentError("prefillChunk", `expected a positive integer, got ${prefillChunk}`);
     }
     const store = openCheckpoint(dir, { log: opts.log });
+    warnUnusedTensors(cfg, store, opts.log);
     const gpu = opts.device ?? await openGpu({ gpu: opts.gpu, log: opts.log });
     const before = gpu.memory().current;
     let weights: ModelWeights | undefined, state: RunState | undefined;
@@ -305,6 +308,7 @@ export class Model {
         );
       }
     }
+    checkPositions(this.config, ids.length + extra, argument);
     if (ids.length + extra > this.#contextLength) {
       throw new ArgumentError(
         argument,
