@@ -71,7 +71,11 @@ export function checkOutputFile(path: string, argument: string): void {
   }
   const info = statOrNull(path);
   if (info?.isDirectory) {
-    throw new ArgumentError(argument, `cannot write ${path}: it is a directory`, "give a file path");
+    throw new ArgumentError(
+      argument,
+      `cannot write ${path}: it is a directory`,
+      "give a file path",
+    );
   }
   const slash = path.lastIndexOf("/");
   const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
