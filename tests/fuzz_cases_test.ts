@@ -1,11 +1,14 @@
-// Issue 15's non-finite cases: NaN or Inf planted in a tiny Mixtral's router, experts, embedding or
-// lm_head must end in a NumericError naming the position (generate, greedy and sampled; logits),
-// never in plausible tokens; prompts that do not touch the bad weights still get the clean answer.
+// Issue 15's cases on a loaded model. Non-finite: NaN or Inf planted in a tiny Mixtral's router,
+// experts, embedding or lm_head must end in a NumericError naming the position (generate, greedy and
+// sampled; logits), never in plausible tokens; prompts that do not touch the bad weights still get
+// the clean answer. Also: unused tensors warned at load, positions past the model's maximum.
 import assert from "node:assert/strict";
 import { loadModel, type LoadOptions } from "../runtime/model.ts";
-import { NumericError } from "../runtime/errors.ts";
+import { ArgumentError, NumericError } from "../runtime/errors.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import { pokeTensor } from "../runtime/weights/safetensors_test_util.ts";
+import { openCheckpoint } from "../runtime/weights/safetensors.ts";
+import { writeShardedCheckpoint } from "../runtime/weights/safetensors_writer.ts";
 import { testGpu } from "../kernels/test_util.ts";
 
 const GPU = { sanitizeResources: false, sanitizeOps: false };
@@ -170,5 +173,65 @@ Deno.test({
     const got = await generate(dir, [PROMPT, [42]]);
     numericAt(got[0], 2, "prompt 1");
     numericAt(got[1], 0, "prompt 2");
+  },
+});
+
+Deno.test({
+  name: "unused checkpoint tensors are warned about once at load, as inspect does",
+  ...GPU,
+  fn: async () => {
+    const dir = `${root}/unused`;
+    const store = openCheckpoint(clean, { mode: "read" });
+    await writeShardedCheckpoint(dir, [
+      ...store.names().map((name) => {
+        const t = store.get(name);
+        return { name, dtype: t.fileDType, shape: t.shape, data: t.bytes() };
+      }),
+      { name: "model.rotary_emb.inv_freq", dtype: "f32", shape: [8], data: new Float32Array(8) },
+    ]);
+    store.close();
+    await Deno.copyFile(`${clean}/config.json`, `${dir}/config.json`);
+    for (const [model, want] of [[clean, 0], [dir, 1]] as const) {
+      const notes: string[] = [];
+      const m = await loadModel(model, { device: await testGpu(), log: (n) => notes.push(n) });
+      for await (const _ of m.generate([1, 2], { maxTokens: 2 })) { /* runs */ }
+      await m.dispose();
+      const warned = notes.filter((n) => n.includes("not used by the model"));
+      assert.equal(warned.length, want, notes.join("\n"));
+      if (want) {
+        assert.match(warned[0], /warning: 1 tensor\(s\) .* ignored: model\.rotary_emb\.inv_freq/);
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "a context past max_position_embeddings is warned about; a sequence past it is refused",
+  ...GPU,
+  fn: async () => {
+    const notes: string[] = [];
+    const m = await loadModel(clean, {
+      device: await testGpu(),
+      contextLength: 300,
+      log: (n) => notes.push(n),
+    });
+    try {
+      assert.match(notes.join("\n"), /--context 300 exceeds the model's maximum of 256 positions/);
+      await assert.rejects(
+        async () => {
+          for await (const _ of m.generate([1, 2], { maxTokens: 255 })) { /* refused first */ }
+        },
+        (e) => e instanceof ArgumentError && /257 positions .* maximum of 256/.test(e.message),
+      );
+      await assert.rejects(
+        () => m.logits(Array.from({ length: 257 }, (_, i) => i % VOCAB)),
+        (e) => e instanceof ArgumentError && e.argument === "ids",
+      );
+      const tokens: number[] = [];
+      for await (const id of m.generate([1, 2], { maxTokens: 2 })) tokens.push(id);
+      assert.equal(tokens.length, 2);
+    } finally {
+      await m.dispose();
+    }
   },
 });
