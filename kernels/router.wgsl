@@ -124,14 +124,12 @@ fn main(
       chosen += exp(logit(sel[r]) - mx);
     }
     let denom = select(total, chosen, p.renormalize != 0u);
-    let bad = atomicLoad(&not_finite) != 0u;
+    let flag = atomicLoad(&not_finite);
+    // A quiet NaN built from a runtime value: a constant NaN is a shader-creation error in Tint.
+    let nan = bitcast<f32>(0x7fc00000u | flag);
     for (var r = 0u; r < p.k; r++) {
       ids[t * p.k + r] = sel[r];
-      weights[t * p.k + r] = select(
-        exp(logit(sel[r]) - mx) / denom,
-        bitcast<f32>(0x7fc00000u),
-        bad,
-      );
+      weights[t * p.k + r] = select(exp(logit(sel[r]) - mx) / denom, nan, flag != 0u);
     }
   }
 }
