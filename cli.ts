@@ -11,15 +11,22 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { ArgumentError, PregateError } from "./runtime/errors.ts";
+import { ArgumentError, NumericError, PregateError } from "./runtime/errors.ts";
 import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
 import { loadModel, type Model } from "./runtime/model.ts";
 import { EXPERT_MODES, type ExpertMode } from "./runtime/experts/engine.ts";
 import { formatTraceSummary, summarizeTrace } from "./runtime/experts/trace.ts";
 import { traceToSvg } from "./runtime/experts/trace_svg.ts";
-import { makeModel, type ModelDims, presetNames } from "./runtime/models/make_model.ts";
-import { formatInspect, inspectModel } from "./runtime/models/inspect.ts";
+import {
+  makeModel,
+  type ModelDims,
+  presetNames,
+  removePartialFiles,
+} from "./runtime/models/make_model.ts";
+import { formatInspect, inspectModel, nonFiniteWarning } from "./runtime/models/inspect.ts";
 import { ARCHITECTURES } from "./runtime/models/arch/mod.ts";
+import { checkOutputFile, writeTextOutput } from "./runtime/output_files.ts";
+import { withSignalCleanup } from "./runtime/interrupt.ts";
 
 /** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
 interface Command {
@@ -36,14 +43,30 @@ function parseGpu(v: unknown): GpuChoice {
   throw new ArgumentError("--gpu", `expected native, dawn or auto, got '${v}'`);
 }
 
-function parseIds(v: unknown, flag = "--ids"): number[] {
+const IDS_HELP = "token ids are decimal integers separated by commas, e.g. 5,77,301";
+
+/** Parses `--ids`: decimal integers separated by commas (spaces around them allowed). */
+export function parseIds(v: unknown, flag = "--ids"): number[] {
   if (typeof v !== "string" || !v.trim()) {
     throw new ArgumentError(flag, "expected a comma-separated list of token ids, e.g. 5,77,301");
   }
-  return v.split(",").map((x) => {
-    const n = Number(x.trim());
-    if (!Number.isInteger(n) || n < 0) {
-      throw new ArgumentError(flag, `'${x}' is not a token id (a non-negative integer)`);
+  const items = v.split(",");
+  return items.map((x, i) => {
+    const item = x.trim();
+    if (item === "") {
+      throw new ArgumentError(
+        flag,
+        `item ${i + 1} of ${items.length} in '${v}' is empty`,
+        IDS_HELP,
+      );
+    }
+    const n = Number(item);
+    if (!/^[0-9]+$/.test(item) || !Number.isSafeInteger(n)) {
+      throw new ArgumentError(
+        flag,
+        `'${item}' is not a token id (a non-negative decimal integer)`,
+        IDS_HELP,
+      );
     }
     return n;
   });
@@ -269,6 +292,8 @@ const COMMANDS: Record<string, Command> = {
     async run(v) {
       const ids = parseIds(v.ids);
       if (typeof v.out !== "string") throw new ArgumentError("--out", "is required: an .svg path");
+      checkOutputFile(v.out, "--out");
+      if (typeof v.json === "string") checkOutputFile(v.json, "--json");
       const maxTokens = intFlag(v["max-tokens"], "--max-tokens", 1, 32);
       const opts = { ...v, mode: v.mode ?? "pregated", json: undefined };
       if (parseMode(opts.mode) === "resident") {
@@ -281,8 +306,8 @@ const COMMANDS: Record<string, Command> = {
       try {
         for await (const _ of model.generate(ids, { maxTokens })) { /* trace records as it goes */ }
         const trace = model.trace()!;
-        await Deno.writeTextFile(v.out, traceToSvg(trace));
-        if (typeof v.json === "string") await Deno.writeTextFile(v.json, JSON.stringify(trace));
+        await writeTextOutput(v.out, traceToSvg(trace));
+        if (typeof v.json === "string") await writeTextOutput(v.json, JSON.stringify(trace));
         console.log(formatTraceSummary(summarizeTrace(trace)));
         console.log(`wrote ${v.out}${typeof v.json === "string" ? ` and ${v.json}` : ""}`);
       } finally {
@@ -316,22 +341,25 @@ const COMMANDS: Record<string, Command> = {
         if (v[flag] !== undefined) overrides[key] = intFlag(v[flag], `--${flag}`, 1, 0);
       }
       let last = -1;
-      const made = await makeModel({
-        arch: v.arch,
-        out: v.out,
-        preset: v.preset as string | undefined,
-        dtype: (v.dtype as string | undefined) ?? "f32",
-        seed: intFlag(v.seed, "--seed", 0, 0),
-        force: Boolean(v.force),
-        overrides: overrides as Partial<ModelDims>,
-        onProgress: (done, total) => {
-          const pct = total ? Math.floor((100 * done) / total) : 100;
-          if (total > 256 << 20 && pct !== last && pct % 10 === 0) {
-            last = pct;
-            console.error(`writing: ${pct}% of ${(total / 2 ** 30).toFixed(2)} GiB`);
-          }
-        },
-      });
+      const arch = v.arch, out = v.out, seed = intFlag(v.seed, "--seed", 0, 0);
+      // An interrupted run (Ctrl-C, kill) removes its half-written *.partial files.
+      const made = await withSignalCleanup(() => removePartialFiles(out), () =>
+        makeModel({
+          arch,
+          out,
+          preset: v.preset as string | undefined,
+          dtype: (v.dtype as string | undefined) ?? "f32",
+          seed,
+          force: Boolean(v.force),
+          overrides: overrides as Partial<ModelDims>,
+          onProgress: (done, total) => {
+            const pct = total ? Math.floor((100 * done) / total) : 100;
+            if (total > 256 << 20 && pct !== last && pct % 10 === 0) {
+              last = pct;
+              console.error(`writing: ${pct}% of ${(total / 2 ** 30).toFixed(2)} GiB`);
+            }
+          },
+        }));
       const summary = {
         dir: made.dir,
         arch: made.arch,
@@ -349,12 +377,20 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   inspect: {
-    usage: "inspect --model DIR [--json]",
-    summary: "architecture, parameter counts (dense vs experts), bytes per expert, dtypes",
-    options: { model: { type: "string" }, json: { type: "boolean" } },
+    usage: "inspect --model DIR [--json] [--check]",
+    summary: "architecture, parameter counts (dense vs experts), bytes per expert, dtypes; " +
+      "--check reads every tensor and names those holding NaN or Inf (exit 1 if any)",
+    options: { model: { type: "string" }, json: { type: "boolean" }, check: { type: "boolean" } },
     async run(v) {
-      const report = await inspectModel(requireModel(v.model));
+      const report = await inspectModel(requireModel(v.model), { check: Boolean(v.check) });
       console.log(v.json ? JSON.stringify(report) : formatInspect(report));
+      const bad = report.nonFinite ?? [];
+      if (bad.length) {
+        throw new NumericError(
+          nonFiniteWarning(bad, 20)!,
+          { hint: "the checkpoint is corrupt: download or convert it again" },
+        );
+      }
     },
   },
   "gpu-info": {
@@ -392,8 +428,26 @@ const ARCH_LIST = ARCHITECTURES.join(", ");
 function usage(): string {
   const lines = ["usage: pregate <command> [flags]", "", "commands:"];
   for (const c of Object.values(COMMANDS)) lines.push(`  ${c.usage}\n      ${c.summary}`);
-  lines.push("", `make-model presets: ${presetNames().join(", ")}`);
+  lines.push("", `--ids: ${IDS_HELP}.`);
+  lines.push(`make-model presets: ${presetNames().join(", ")}`);
   return lines.join("\n");
+}
+
+/**
+ * `--flag -1` as `--flag=-1` for string flags: parseArgs takes a value starting with `-` for an
+ * option ("argument is ambiguous"); joined, the flag's own check says what is wrong with it.
+ */
+function joinNegativeValues(args: string[], options: Command["options"]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith("--") ? args[i].slice(2) : "";
+    const next = args[i + 1];
+    if (options[name]?.type === "string" && next !== undefined && /^-\.?[0-9]/.test(next)) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else out.push(args[i]);
+  }
+  return out;
 }
 
 /** Runs the CLI on `args`; returns the exit code. */
@@ -410,8 +464,12 @@ export async function main(args: string[]): Promise<number> {
   }
   let values: Record<string, string | boolean | undefined>;
   try {
-    values = parseArgs({ args: rest, options: cmd.options, strict: true, allowPositionals: false })
-      .values as Record<string, string | boolean | undefined>;
+    values = parseArgs({
+      args: joinNegativeValues(rest, cmd.options),
+      options: cmd.options,
+      strict: true,
+      allowPositionals: false,
+    }).values as Record<string, string | boolean | undefined>;
   } catch (e) {
     console.error(`pregate ${name}: ${(e as Error).message}\nusage: pregate ${cmd.usage}`);
     return 2;
@@ -420,6 +478,8 @@ export async function main(args: string[]): Promise<number> {
     await cmd.run(values);
     return 0;
   } catch (e) {
+    // The reader went away (`pregate generate ... | head`): stop quietly, as other tools do.
+    if (e instanceof Deno.errors.BrokenPipe) return 0;
     if (e instanceof ArgumentError) {
       console.error(`pregate ${name}: ${e.message}\nusage: pregate ${cmd.usage}`);
       return 2;

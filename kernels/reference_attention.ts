@@ -185,7 +185,8 @@ export function attentionRef(
 /**
  * Router top-k over `T` rows of `E` logits: softmax over E, the k most probable experts (ties: lower
  * index first; order: descending probability) and their probabilities, renormalised to sum 1 over
- * the k when `renormalize`. Returns `ids` and `weights`, each `[T, k]`.
+ * the k when `renormalize`. Returns `ids` and `weights`, each `[T, k]`. A row with a NaN or +Infinity
+ * logit gets NaN weights (NaN logits rank after every number).
  *
  * @example
  * ```ts
@@ -207,12 +208,18 @@ export function routerTopKRef(
     const max = Math.max(...row);
     const ex = row.map((x) => Math.exp(x - max));
     const sum = ex.reduce((a, b) => a + b, 0);
-    const order = row.map((_, e) => e).sort((a, b) => row[b] - row[a] || a - b);
+    const rank = (x: number) => (Number.isNaN(x) ? -Infinity : x);
+    const order = row.map((_, e) => e).sort((a, b) =>
+      rank(row[b]) - rank(row[a]) || (Number.isNaN(row[a]) ? 1 : 0) -
+        (Number.isNaN(row[b]) ? 1 : 0) ||
+      a - b
+    );
+    const bad = row.some((x) => Number.isNaN(x) || x === Infinity);
     const chosen = order.slice(0, k);
     const chosenSum = chosen.reduce((a, e) => a + ex[e], 0);
     chosen.forEach((e, i) => {
       ids[t * k + i] = e;
-      weights[t * k + i] = ex[e] / (renormalize ? chosenSum : sum);
+      weights[t * k + i] = bad ? NaN : ex[e] / (renormalize ? chosenSum : sum);
     });
   }
   return { ids, weights };
@@ -220,24 +227,24 @@ export function routerTopKRef(
 
 /**
  * Row-wise argmax of `x` (`[rows, cols]`): the index of the largest value of each row, the lowest
- * such index on ties; a NaN counts as larger than any number (as in `torch.argmax`).
+ * such index on ties; `0xffffffff` (`NON_FINITE_TOKEN` of argmax.ts) for a row without a finite
+ * maximum: one holding a NaN or a +Infinity, or only -Infinity values (-Infinity entries are
+ * otherwise never chosen).
  *
  * @example
  * ```ts
  * import { argmaxRef } from "./reference.ts";
- * console.log(argmaxRef([0, 5, 5, NaN, 2, 1], 2, 3)); // Uint32Array [1, 0]
+ * console.log(argmaxRef([0, 5, 5, NaN, 2, 1, -Infinity, 3, -Infinity], 3, 3)); // Uint32Array [1, 4294967295, 1]
  * ```
  */
 export function argmaxRef(x: ArrayLike<number>, rows: number, cols: number): Uint32Array {
   const out = new Uint32Array(rows);
   for (let r = 0; r < rows; r++) {
     let best = 0;
-    for (let c = 1; c < cols; c++) {
-      const v = x[r * cols + c], b = x[r * cols + best];
-      if (Number.isNaN(b)) break;
-      if (Number.isNaN(v) || v > b) best = c;
-    }
-    out[r] = best;
+    for (let c = 1; c < cols; c++) if (x[r * cols + c] > x[r * cols + best]) best = c;
+    let finite = Number.isFinite(x[r * cols + best]);
+    for (let c = 0; c < cols && finite; c++) if (Number.isNaN(x[r * cols + c])) finite = false;
+    out[r] = finite ? best : 0xffffffff;
   }
   return out;
 }

@@ -94,3 +94,29 @@ export class BudgetError extends PregateError {
     this.minimumBytes = minimumBytes;
   }
 }
+
+/**
+ * The model computed a NaN or an infinity where it must not (logits, activations): the answer
+ * would be wrong, so none is given. Usually the weights hold NaN/Inf values (`pregate inspect
+ * --check` names the tensors) or an activation overflowed its dtype.
+ */
+export class NumericError extends PregateError {
+  /** The sequence position whose logits were not finite, when known. */
+  readonly position?: number;
+  /** Creates the error. */
+  constructor(message: string, opts: { position?: number; hint?: string } = {}) {
+    super("E_NUMERIC", message, opts.hint);
+    this.position = opts.position;
+  }
+}
+
+/** A file could not be written (a missing or read-only directory, a full disk, ...). */
+export class FileWriteError extends PregateError {
+  /** The file that could not be written. */
+  readonly file: string;
+  /** Creates the error; `cause` is the file system's error. */
+  constructor(file: string, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super("E_WRITE", `${file}: ${message}`, opts.hint, { cause: opts.cause });
+    this.file = file;
+  }
+}

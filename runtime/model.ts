@@ -33,6 +33,8 @@ import type { ExpertTrace } from "./experts/trace.ts";
 import { argmax } from "../kernels/argmax.ts";
 import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
+import { checkLogitRows, checkToken } from "./numeric.ts";
+import { checkPositions, warnContextLength, warnUnusedTensors } from "./load_checks.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -192,6 +194,7 @@ export class Model {
       throw new ArgumentError("budget", `expected a positive number of bytes, got ${opts.budget}`);
     }
     const cfg = await loadConfig(dir);
+    warnContextLength(cfg, opts.contextLength, opts.log);
     const contextLength = opts.contextLength ?? Math.min(cfg.maxPositions, 2048);
     if (!Number.isInteger(contextLength) || contextLength < 1) {
       throw new ArgumentError("contextLength", `expected a positive integer, got ${contextLength}`);
@@ -201,6 +204,7 @@ export class Model {
       throw new ArgumentError("prefillChunk", `expected a positive integer, got ${prefillChunk}`);
     }
     const store = openCheckpoint(dir, { log: opts.log });
+    warnUnusedTensors(cfg, store, opts.log);
     const gpu = opts.device ?? await openGpu({ gpu: opts.gpu, log: opts.log });
     const before = gpu.memory().current;
     let weights: ModelWeights | undefined, state: RunState | undefined;
@@ -296,6 +300,7 @@ export class Model {
         );
       }
     }
+    checkPositions(this.config, ids.length + extra, argument);
     if (ids.length + extra > this.#contextLength) {
       throw new ArgumentError(
         argument,
@@ -308,7 +313,8 @@ export class Model {
 
   /**
    * Teacher-forced logits: one Float32Array of `vocabSize` logits per input position, from a fresh
-   * sequence (position 0).
+   * sequence (position 0). Throws `NumericError` naming the position if any is NaN or
+   * infinite.
    */
   async logits(ids: readonly number[]): Promise<Float32Array[]> {
     this.#checkIds(ids, "ids");
@@ -322,6 +328,7 @@ export class Model {
       this.gpu.write(s.pos, new Uint32Array([start, 0, 0, 0]));
       await this.#run(await this.#plan(part.length, "all"));
       const flat = await this.gpu.readF32(s.logits, 0, part.length * V);
+      checkLogitRows(flat, V, start);
       for (let t = 0; t < part.length; t++) out.push(flat.slice(t * V, (t + 1) * V));
     }
     return out;
@@ -330,6 +337,7 @@ export class Model {
   /**
    * Generates up to `maxTokens` tokens after `ids`, yielding each id. Tokens are chosen on the GPU
    * (argmax, or sampling) and fed back without a CPU round trip; the CPU reads them in batches.
+   * Throws `NumericError` naming the position when a row of logits is not finite.
    */
   async *generate(ids: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<number> {
     const maxTokens = opts.maxTokens ?? 32;
@@ -411,6 +419,7 @@ export class Model {
       try {
         while (true) {
           for (const id of pending) {
+            checkToken(id, { position: ids.length - 1 + emitted, promptTokens: ids.length });
             yield id;
             emitted++;
             if (stop.has(id) || emitted >= maxTokens) return;

@@ -17,3 +17,4 @@ export * from "./dtype.ts";
 export * from "./mmap.ts";
 export * from "./safetensors.ts";
 export * from "./safetensors_writer.ts";
+export * from "./finite.ts";
