@@ -31,9 +31,11 @@ export class HostExpertStore {
   /** Bytes of one expert (gate + up + down) as stored. */
   readonly bytesPerExpert: number;
   #tensors = new Map<number, { gate: Tensor; up: Tensor; down: Tensor }[]>();
+  #store: TensorStore;
 
   /** Looks up and validates every expert tensor of `cfg` in `store`. */
   constructor(cfg: ModelConfig, store: TensorStore) {
+    this.#store = store;
     const moe = cfg.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [[i, l.ffn] as const] : []));
     if (!moe.length) throw new ConfigError(`${cfg.arch} model has no MoE layer to offload`);
     const [, f0] = moe[0];
@@ -131,6 +133,11 @@ export class HostExpertStore {
     experts: readonly { expert: number; slot: number }[],
     pool: ExpertPool,
   ): Promise<number> {
+    // A file truncated under the process would SIGBUS the copy: one size check per shard instead.
+    this.#store.checkIntact(experts.flatMap(({ expert }) => {
+      const t = this.tensors(layer, expert);
+      return [t.gate.name, t.up.name, t.down.name];
+    }));
     const items: UploadItem[] = [];
     let bytes = 0;
     for (const { expert, slot } of experts) {
