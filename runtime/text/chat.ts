@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import { Template } from "@huggingface/jinja";
+import { Template } from "npm:@huggingface/jinja@0.5.13";
 import { ArgumentError, TokenizerError } from "../errors.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 

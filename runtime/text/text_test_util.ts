@@ -4,6 +4,7 @@
  * Test-only.
  * @module
  */
+import { makeModel } from "../models/make_model.ts";
 
 /** A tokenizer.json and tokenizer_config.json, as objects. */
 export interface TokenizerFileSet {
@@ -215,4 +216,18 @@ function bpeModel(
 export async function writeTokenizer(dir: string, files: TokenizerFileSet): Promise<void> {
   await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(files.json));
   await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(files.config));
+}
+
+/** Vocabulary of {@linkcode makeTextModel}'s models: both tiny tokenizers fit. */
+export const TEXT_MODEL_VOCAB = 384;
+
+/** A tiny random qwen3_moe checkpoint with `files` as its tokenizer, in `dir`. */
+export async function makeTextModel(dir: string, files: TokenizerFileSet): Promise<void> {
+  await makeModel({
+    arch: "qwen3_moe",
+    out: dir,
+    force: true,
+    overrides: { vocab: TEXT_MODEL_VOCAB },
+  });
+  await writeTokenizer(dir, files);
 }

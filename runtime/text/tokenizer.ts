@@ -26,7 +26,7 @@ import {
   type Decoder,
   SequenceDecoder,
   Tokenizer as HfTokenizer,
-} from "@huggingface/tokenizers";
+} from "npm:@huggingface/tokenizers@0.2.0";
 import { TokenizerError } from "../errors.ts";
 
 /** Options of {@linkcode Tokenizer.encode}. */
