@@ -36,8 +36,8 @@ export interface TextGenerateOptions extends GenerateOptions {
   stopAtEos?: boolean;
 }
 
-/** Why a generation ended. */
-export type StopReason = "eos" | "max_tokens";
+/** Why a generation ended: an EOS id, one of the caller's `stopIds` (decoded), or the length. */
+export type StopReason = "eos" | "stop_id" | "max_tokens";
 
 /**
  * One text generation: iterate it (once) for the text pieces; afterwards `ids`, `text`,
@@ -98,7 +98,9 @@ export class TextGeneration implements AsyncIterable<string> {
       context: this.promptIds,
       skipSpecialTokens: opts.skipSpecialTokens ?? true,
     });
-    const stopIds = [...new Set([...(opts.stopIds ?? []), ...eos])];
+    const userStops = new Set(opts.stopIds ?? []);
+    const stopIds = [...new Set([...userStops, ...eos])];
+    const statsBefore = this.#model.lastStats;
     try {
       for await (const id of this.#model.generate(this.promptIds, { ...opts, stopIds })) {
         this.ids.push(id);
@@ -112,14 +114,14 @@ export class TextGeneration implements AsyncIterable<string> {
           yield piece;
         }
       }
-      this.stopReason ??= "max_tokens";
+      this.stopReason ??= userStops.has(this.ids.at(-1)!) ? "stop_id" : "max_tokens";
       const rest = stream.flush();
       if (rest) {
         this.text += rest;
         yield rest;
       }
     } finally {
-      this.stats = this.#model.lastStats;
+      if (this.#model.lastStats !== statsBefore) this.stats = this.#model.lastStats;
     }
   }
 }

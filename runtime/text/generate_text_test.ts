@@ -64,6 +64,11 @@ Deno.test({
           tok.decode([...gen.promptIds, ...newIds], opts),
           tok.decode(gen.promptIds, opts) + gen.text,
         );
+        // a caller's stop id ends the generation after it
+        const stopped = generateText(model, tok, prompt, { maxTokens: 12, stopIds: [direct[0]] });
+        for await (const _ of stopped) { /* drain */ }
+        assert.deepEqual(stopped.ids, [direct[0]]);
+        assert.equal(stopped.stopReason, tok.eosIds.includes(direct[0]) ? "eos" : "stop_id");
       }
     }),
 });
