@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { ArgumentError, NumericError, PregateError } from "./runtime/errors.ts";
 import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
-import { loadModel, type Model } from "./runtime/model.ts";
+import { type GenerateOptions, loadModel, type LoadOptions, type Model } from "./runtime/model.ts";
 import { EXPERT_MODES, type ExpertMode } from "./runtime/experts/engine.ts";
 import { formatTraceSummary, summarizeTrace } from "./runtime/experts/trace.ts";
 import { traceToSvg } from "./runtime/experts/trace_svg.ts";
@@ -27,6 +27,10 @@ import { formatInspect, inspectModel, nonFiniteWarning } from "./runtime/models/
 import { ARCHITECTURES } from "./runtime/models/arch/mod.ts";
 import { checkOutputFile, writeTextOutput } from "./runtime/output_files.ts";
 import { withSignalCleanup } from "./runtime/interrupt.ts";
+import { loadTokenizer } from "./runtime/text/tokenizer.ts";
+import { generateText } from "./runtime/text/generate_text.ts";
+import { renderChat } from "./runtime/text/chat.ts";
+import { EVAL_CONTEXT, evaluatePerplexity } from "./runtime/eval.ts";
 
 /** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
 interface Command {
@@ -156,7 +160,7 @@ function modelOptions(v: Record<string, string | boolean | undefined>) {
 
 async function openModel(
   v: Record<string, string | boolean | undefined>,
-  extra: { trace?: boolean } = {},
+  extra: Pick<LoadOptions, "trace" | "prefillChunk"> = {},
 ): Promise<Model> {
   const quiet = Boolean(v.json);
   let lastPct = -1;
@@ -225,13 +229,16 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   generate: {
-    usage: "generate --model DIR (--ids LIST | --prompt TEXT) [--max-tokens N] [--temperature T] " +
-      `[--top-p P] [--seed S] [--stats] [--json] ${MODE_USAGE}`,
-    summary: "generate tokens after a prompt (greedy unless --temperature > 0)",
+    usage: "generate --model DIR (--ids LIST | --prompt TEXT [--chat]) [--max-tokens N] " +
+      `[--temperature T] [--top-p P] [--seed S] [--stats] [--json] ${MODE_USAGE}`,
+    summary:
+      "generate after a prompt (greedy unless --temperature > 0): --prompt streams text until " +
+      "EOS, --chat applies the model's chat template; --ids prints token ids",
     options: {
       ...MODEL_OPTIONS,
       ids: { type: "string" },
       prompt: { type: "string" },
+      chat: { type: "boolean" },
       "max-tokens": { type: "string" },
       temperature: { type: "string" },
       "top-p": { type: "string" },
@@ -240,14 +247,6 @@ const COMMANDS: Record<string, Command> = {
       json: { type: "boolean" },
     },
     async run(v) {
-      if (v.prompt !== undefined) {
-        throw new ArgumentError(
-          "--prompt",
-          "text prompts need a tokenizer, which Pregate does not have yet",
-          "pass token ids with --ids 1,2,3",
-        );
-      }
-      const ids = parseIds(v.ids);
       const maxTokens = intFlag(v["max-tokens"], "--max-tokens", 1, 32);
       const temperature = v.temperature === undefined ? 0 : Number(v.temperature);
       if (!Number.isFinite(temperature) || temperature < 0) {
@@ -258,6 +257,10 @@ const COMMANDS: Record<string, Command> = {
         throw new ArgumentError("--top-p", `expected a number in (0, 1], got '${v["top-p"]}'`);
       }
       const seed = intFlag(v.seed, "--seed", 0, 0);
+      const sampling = { maxTokens, temperature, topP, seed };
+      if (v.prompt !== undefined) return await generateFromPrompt(v, sampling);
+      if (v.chat) throw new ArgumentError("--chat", "applies to --prompt");
+      const ids = parseIds(v.ids);
       const model = await openModel(v);
       try {
         const out: number[] = [];
@@ -271,6 +274,57 @@ const COMMANDS: Record<string, Command> = {
           console.log();
           if (v.stats) console.error(JSON.stringify(model.lastStats, null, 2));
         }
+      } finally {
+        await model.dispose();
+      }
+    },
+  },
+  tokenize: {
+    usage: "tokenize --model DIR --text TEXT [--no-special-tokens] [--json]",
+    summary: "print the token ids of a text, comma-separated as --ids takes them (--json: " +
+      '{"ids": [...]}); special tokens (BOS) are added as generate --prompt adds them',
+    options: {
+      model: { type: "string" },
+      text: { type: "string" },
+      "no-special-tokens": { type: "boolean" },
+      json: { type: "boolean" },
+    },
+    async run(v) {
+      if (typeof v.text !== "string") throw new ArgumentError("--text", "is required");
+      const tokenizer = await loadTokenizer(requireModel(v.model));
+      const ids = tokenizer.encode(v.text, { addSpecialTokens: !v["no-special-tokens"] });
+      console.log(v.json ? JSON.stringify({ ids }) : ids.join(","));
+    },
+  },
+  eval: {
+    usage: `eval --model DIR --text FILE [--context N] [--json] ${MODE_USAGE}`,
+    summary: "perplexity over a text file: windows of --context tokens (default " +
+      `${EVAL_CONTEXT}), each from an empty cache; with --mode pregated also the pre-gate hit rate`,
+    options: { ...MODEL_OPTIONS, text: { type: "string" }, json: { type: "boolean" } },
+    async run(v) {
+      if (typeof v.text !== "string") throw new ArgumentError("--text", "is required: a text file");
+      const context = intFlag(v.context, "--context", 2, EVAL_CONTEXT);
+      const text = await readTextFile(v.text, "--text");
+      const tokenizer = await loadTokenizer(requireModel(v.model));
+      // Pre-gated runs go token by token, as decoding does, so the hit rate is per token.
+      const pregated = parseMode(v.mode) === "pregated";
+      const model = await openModel({ ...v, context: String(context) }, {
+        prefillChunk: pregated ? 1 : undefined,
+      });
+      try {
+        let shown = 0;
+        const r = await evaluatePerplexity(model, tokenizer, text, {
+          context,
+          onWindow: v.json ? undefined : (done, total) => {
+            if (done === total || done - shown >= Math.max(1, total / 10)) {
+              shown = done;
+              console.error(`eval: ${done}/${total} windows`);
+            }
+          },
+        });
+        console.log(
+          v.json ? JSON.stringify(r) : Object.entries(r).map(([k, x]) => `${k}: ${x}`).join("\n"),
+        );
       } finally {
         await model.dispose();
       }
@@ -422,6 +476,47 @@ const COMMANDS: Record<string, Command> = {
     },
   },
 };
+
+/** `generate --prompt`: text streamed to stdout as it is decoded, until EOS or --max-tokens. */
+async function generateFromPrompt(
+  v: Record<string, string | boolean | undefined>,
+  sampling: GenerateOptions,
+): Promise<void> {
+  if (v.ids !== undefined) throw new ArgumentError("--prompt", "give --prompt or --ids, not both");
+  const tokenizer = await loadTokenizer(requireModel(v.model));
+  // A missing or failing chat template is reported before the model loads.
+  if (v.chat) renderChat(tokenizer, [{ role: "user", content: String(v.prompt) }]);
+  const model = await openModel(v);
+  try {
+    const gen = generateText(model, tokenizer, String(v.prompt), {
+      ...sampling,
+      chat: Boolean(v.chat),
+    });
+    const utf8 = new TextEncoder();
+    for await (const piece of gen) if (!v.json) await Deno.stdout.write(utf8.encode(piece));
+    if (v.json) {
+      console.log(JSON.stringify({
+        text: gen.text,
+        ids: gen.ids,
+        stop_reason: gen.stopReason,
+        stats: gen.stats,
+      }));
+    } else {
+      console.log();
+      if (v.stats) console.error(JSON.stringify(gen.stats, null, 2));
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+async function readTextFile(path: string, flag: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ArgumentError(flag, `cannot read '${path}': ${(e as Error).message}`);
+  }
+}
 
 const ARCH_LIST = ARCHITECTURES.join(", ");
 

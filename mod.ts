@@ -6,9 +6,12 @@
  *
  * @example
  * ```ts ignore
- * import { loadModel } from "./mod.ts";
+ * import { generateText, loadModel, loadTokenizer } from "./mod.ts";
  * const model = await loadModel("models/tiny-mixtral", { gpu: "native" });
  * for await (const id of model.generate([5, 77, 301], { maxTokens: 8 })) console.log(id);
+ * // text in, text out, with the tokenizer.json of the model's directory:
+ * const tokenizer = await loadTokenizer("models/tiny-mixtral");
+ * for await (const piece of generateText(model, tokenizer, "Once upon a time")) console.log(piece);
  * await model.dispose();
  * ```
  * @module
@@ -35,4 +38,27 @@ export * from "./runtime/experts/allocator.ts";
 export { EXPERT_MODES, type ExpertMode, type PregatePolicy } from "./runtime/experts/engine.ts";
 export * from "./runtime/experts/trace.ts";
 export * from "./runtime/experts/trace_svg.ts";
+export {
+  type DecodeOptions,
+  type EncodeOptions,
+  loadTokenizer,
+  type SpecialTokens,
+  Tokenizer,
+} from "./runtime/text/tokenizer.ts";
+export { DecodeStream, type DecodeStreamOptions } from "./runtime/text/detokenize.ts";
+export { type ChatMessage, type ChatOptions, renderChat } from "./runtime/text/chat.ts";
+export {
+  generateText,
+  type StopReason,
+  type TextGenerateOptions,
+  TextGeneration,
+} from "./runtime/text/generate_text.ts";
+export {
+  EVAL_CONTEXT,
+  type EvalOptions,
+  type EvalResult,
+  evaluateIds,
+  evaluatePerplexity,
+  evalWindows,
+} from "./runtime/eval.ts";
 export * from "./kernels/mod.ts";

@@ -73,6 +73,20 @@ export class ConfigError extends PregateError {
   }
 }
 
+/**
+ * A tokenizer file (tokenizer.json, tokenizer_config.json) is missing, malformed or unusable, or a
+ * chat was asked of a model without a chat template.
+ */
+export class TokenizerError extends PregateError {
+  /** The file concerned. */
+  readonly file: string;
+  /** Creates the error. */
+  constructor(file: string, message: string, hint?: string, options?: ErrorOptions) {
+    super("E_TOKENIZER", `${file}: ${message}`, hint, options);
+    this.file = file;
+  }
+}
+
 /** A function or command-line argument is invalid. */
 export class ArgumentError extends PregateError {
   /** The argument's name, e.g. `--max-tokens` or `rows`. */

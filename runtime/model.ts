@@ -133,6 +133,20 @@ export interface GenerateStats {
   expert_slots: number | null;
 }
 
+/** Running totals of the offloading engine (see {@linkcode Model.offloadCounters}). */
+export interface OffloadCounters {
+  /** Chosen experts the pre-gate had predicted, in MoE layers that had a prediction. */
+  pregateHits: number;
+  /** Experts chosen in MoE layers that had a prediction (per batch of tokens: their union). */
+  pregateChosen: number;
+  /** Expert acquisitions found already resident. */
+  cacheHits: number;
+  /** All expert acquisitions. */
+  cacheLookups: number;
+  /** Expert bytes copied host -> GPU. */
+  uploadBytes: number;
+}
+
 /** A loaded model: config, GPU weights, run state, plans and (optionally) the offloading engine. */
 export class Model {
   /** The parsed config. */
@@ -250,6 +264,22 @@ export class Model {
   /** Expert slots of the offloading engine (null when resident). */
   get expertSlots(): number | null {
     return this.#engine?.slots ?? null;
+  }
+
+  /** The pre-gate policy in `pregated` mode (`exact` or `strict`), else null. */
+  get pregatePolicy(): PregatePolicy | null {
+    return this.mode === "pregated" ? this.#engine!.pregatePolicy : null;
+  }
+
+  /**
+   * The offloading engine's running totals since load (null when resident); the difference of two
+   * readings covers the calls between them, `logits` included.
+   */
+  get offloadCounters(): OffloadCounters | null {
+    const e = this.#engine?.stats;
+    if (!e) return null;
+    const { pregateHits, pregateChosen, cacheHits, cacheLookups, uploadBytes } = e;
+    return { pregateHits, pregateChosen, cacheHits, cacheLookups, uploadBytes };
   }
 
   /** The expert trace recorded so far (when loaded with `trace: true` in an offloading mode). */

@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { makeModel } from "../runtime/models/make_model.ts";
 import { pokeTensor } from "../runtime/weights/safetensors_test_util.ts";
+import { loadTokenizer } from "../runtime/text/tokenizer.ts";
+import { byteLevelTokenizer, makeTextModel } from "../runtime/text/text_test_util.ts";
 
 const cli = new URL("../cli.ts", import.meta.url).pathname;
 const fixture = (arch: string) => new URL(`./fixtures/hf/${arch}/`, import.meta.url).pathname;
@@ -271,5 +273,103 @@ Deno.test({
     assert.equal(sys.code, 1, sys.stderr);
     assert.match(sys.stderr, /FileWriteError: \/sys\/pregate-cli-test\/m: cannot write/);
     await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "text: generate --prompt streams text, tokenize prints ids, eval prints perplexity",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pregate_cli_text_" });
+    try {
+      await makeTextModel(dir, byteLevelTokenizer());
+      const tok = await loadTokenizer(dir);
+      const t = await pregate("tokenize", "--model", dir, "--text", "Hello world é", "--json");
+      assert.equal(t.code, 0, t.stderr);
+      assert.deepEqual(JSON.parse(t.stdout), { ids: tok.encode("Hello world é") });
+      const plain = await pregate("tokenize", "--model", dir, "--text", "Hello world");
+      assert.equal(plain.stdout.trim(), tok.encode("Hello world").join(","));
+
+      const g = await pregate(
+        "generate",
+        "--model",
+        dir,
+        "--prompt",
+        "Hello the",
+        "--max-tokens",
+        "6",
+      );
+      assert.equal(g.code, 0, g.stderr);
+      const j = await pregate(
+        "generate",
+        "--model",
+        dir,
+        "--prompt",
+        "Hello the",
+        "--max-tokens",
+        "6",
+        "--json",
+      );
+      assert.equal(j.code, 0, j.stderr);
+      const out = JSON.parse(j.stdout);
+      assert.equal(g.stdout, out.text + "\n", "streamed text = the JSON's text");
+      const prompt = tok.encode("Hello the");
+      const ids = out.stop_reason === "eos" ? out.ids.slice(0, -1) : out.ids;
+      assert.equal(
+        tok.decode([...prompt, ...ids], { skipSpecialTokens: true }),
+        "Hello the" + out.text,
+      );
+      assert.equal(out.stats.generated_tokens, out.ids.length);
+
+      const chat = await pregate(
+        "generate",
+        "--model",
+        dir,
+        "--prompt",
+        "Hi",
+        "--chat",
+        "--max-tokens",
+        "2",
+      );
+      assert.equal(chat.code, 0, chat.stderr);
+
+      const file = `${dir}/heldout.txt`;
+      await Deno.writeTextFile(file, "Hello the world. The world is on the sun, in the world.\n");
+      const e = await pregate("eval", "--model", dir, "--text", file, "--context", "8", "--json");
+      assert.equal(e.code, 0, e.stderr);
+      const r = JSON.parse(e.stdout);
+      for (const key of ["tokens", "nll", "perplexity", "mode", "pregate", "pregate_hit_rate"]) {
+        assert.ok(key in r, key);
+      }
+      assert.ok(r.tokens > 0 && Math.abs(Math.exp(r.nll) - r.perplexity) < 1e-9 * r.perplexity);
+
+      const missing = await pregate("eval", "--model", dir, "--text", `${dir}/nope.txt`);
+      assert.equal(missing.code, 2);
+      assert.match(missing.stderr, /--text: cannot read/);
+      await Deno.remove(`${dir}/tokenizer_config.json`);
+      const noTemplate = await pregate("generate", "--model", dir, "--prompt", "Hi", "--chat");
+      assert.equal(noTemplate.code, 1);
+      assert.match(
+        noTemplate.stderr,
+        /TokenizerError: .*tokenizer_config\.json: has no chat_template/,
+      );
+      await Deno.remove(`${dir}/tokenizer.json`);
+      const none = await pregate("generate", "--model", dir, "--prompt", "Hi");
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /TokenizerError: .*tokenizer\.json: not found/);
+      const byIds = await pregate(
+        "generate",
+        "--model",
+        dir,
+        "--ids",
+        "5,77",
+        "--max-tokens",
+        "2",
+        "--json",
+      );
+      assert.equal(byIds.code, 0, "--ids needs no tokenizer");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
