@@ -17,6 +17,7 @@ reload to bit-identical weights and logits.
 Usage (see tools/README.md):
     python3 tools/hf_fixtures.py --out tests/fixtures/hf            # all four
     python3 tools/hf_fixtures.py --out /tmp/hf --arch qwen3_moe     # one (repeatable)
+    python3 tools/hf_fixtures.py --out /tmp/hf --only switch_tiny   # just this fixture
 
 Needs torch, transformers (written against 5.x) and safetensors. No network, no tokenizer.
 """
@@ -42,6 +43,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+# Fixtures built by their own modules beside this script (selected with --only).
+EXTRA_FIXTURES = ["switch_tiny"]
 
 # Prompt token ids (no tokenizer: raw ids < vocab_size; 0 is reserved as pad and not used).
 PROMPT = [3, 17, 42, 99, 128, 201, 250]
@@ -812,11 +815,24 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
 # --------------------------------------------------------------------------------------------
 
 
+def build_extra(name: str, out_root: str, seed: int) -> dict:
+    """An EXTRA_FIXTURES fixture, from its own module (imported here: it imports this one)."""
+    if name == "switch_tiny":
+        from hf_fixture_switch import build_switch_tiny
+
+        r = build_switch_tiny(out_root, seed)
+        return dict(r, layout="per_expert", kinds=f"position_bias={r['position_bias']}")
+    raise FixtureError(f"unknown fixture {name}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/fixtures/hf", help="output root (default %(default)s)")
     ap.add_argument("--arch", action="append", choices=ARCHS,
                     help="architecture to build (repeatable; default: all)")
+    ap.add_argument("--only", choices=ARCHS + EXTRA_FIXTURES,
+                    help="build just this fixture (an arch above, or switch_tiny: "
+                    "tools/hf_fixture_switch.py)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--max-bytes", type=int, default=MAX_BYTES_DEFAULT,
                     help="warn when an arch's folder exceeds this (default %(default)s)")
@@ -838,12 +854,15 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
 
     specs = arch_specs()
-    archs = args.arch or ARCHS
+    archs = [args.only] if args.only else args.arch or ARCHS
     os.makedirs(args.out, exist_ok=True)
     results = []
     for arch in archs:
         log(f"== {arch}")
         try:
+            if arch in EXTRA_FIXTURES:
+                results.append(build_extra(arch, args.out, args.seed))
+                continue
             results.append(build_arch(arch, specs[arch], args.out, args.seed, args.max_bytes))
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
