@@ -83,13 +83,16 @@ EXPECTED_SPARSE = {
 BUCKET_SETTINGS = [(8, 16), (32, 128)]
 BUCKET_RANGE = 300
 
-# Init scales (see reinit).
-STD = {"embed": 1.0, "rel_bias": 1.0, "router": 0.5, "attn": 0.15, "wi": 0.2, "wo": 0.15,
+# Init scales (see reinit): layers strong enough against the embedding that greedy decoding does
+# not just repeat one token (tied embeddings favour copying the input), router logits decisive,
+# attention not so sharp that float32 drifts from float64 by more than ~1e-5 in the logits.
+STD = {"embed": 0.6, "rel_bias": 1.0, "router": 1.0, "attn": 0.2, "wi": 0.3, "wo": 0.3,
        "head": 0.2, "bias": 0.1, "norm": 0.1}
 
 
 def reinit(model, seed: int) -> dict:
-    """O(1) activations; a relative bias of std 1 so its presence in a layer shows in the logits."""
+    """O(1) activations; a relative bias of std 1 so its presence in a layer shows in the logits;
+    ReLU layers; the parameters in named_parameters order from one seeded generator."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -271,7 +274,12 @@ def make_model(seed: int, warn):
     missing = [k for k in REQUIRED_KEYS if k not in known]
     base.check(not missing, f"SwitchTransformersConfig in transformers {transformers.__version__} "
                f"does not declare {missing}")
-    config = cfg_cls(**CONFIG)
+    try:
+        config = cfg_cls(**CONFIG)
+    except TypeError as e:  # a strict config class that does not take the generic key
+        warn(f"SwitchTransformersConfig(decoder_start_token_id=...) failed ({e}); set afterwards")
+        config = cfg_cls(**{k: v for k, v in CONFIG.items() if k != "decoder_start_token_id"})
+        config.decoder_start_token_id = CONFIG["decoder_start_token_id"]
     for k in REQUIRED_KEYS + ["tie_word_embeddings", "decoder_start_token_id", "eos_token_id"]:
         got = getattr(config, k, "<missing>")
         base.check(got == CONFIG[k], f"config.{k} is {got!r} after construction, expected {CONFIG[k]!r}")
@@ -288,8 +296,11 @@ def make_model(seed: int, warn):
     if attn != "eager":
         warn(f"attention implementation is {attn!r}, not 'eager'")
     counts = reinit(model, seed)
-    tied = model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
-    base.check(tied, "lm_head is not tied to shared.weight although tie_word_embeddings=True")
+    shared = model.shared.weight.data_ptr()
+    for name, w in (("lm_head", model.lm_head.weight),
+                    ("encoder.embed_tokens", model.encoder.embed_tokens.weight),
+                    ("decoder.embed_tokens", model.decoder.embed_tokens.weight)):
+        base.check(w.data_ptr() == shared, f"{name} is not tied to shared.weight")
     for stack in ("encoder", "decoder"):
         blocks = getattr(model, stack).block
         kinds = [hasattr(b.layer[-1].mlp, "router") for b in blocks]
@@ -484,7 +495,10 @@ def build_switch_tiny(out_root: str, seed: int) -> dict:
     base.check(g["cache_vs_full"] < 1e-3, f"KV-cache step logits differ by {g['cache_vs_full']}")
     greedy_ref = reference_greedy(W, cfg, ENCODER_IDS, CONFIG["decoder_start_token_id"],
                                   NEW_TOKENS, position_bias, bucket_fn)
-    base.check(greedy_ref == g["greedy"], f"reference greedy {greedy_ref} != HF {g['greedy']}")
+    if greedy_ref != g["greedy"]:
+        base.check(g["margin"] < 1e-4, f"reference greedy {greedy_ref} != HF {g['greedy']} "
+                   f"(min top-2 margin {g['margin']:.3g})")
+        warn(f"float64 reference greedy {greedy_ref} differs from HF's at a near tie")
     base.log(f"  greedy: {g['greedy']} (min top-2 margin {g['margin']:.3g})")
     eos = CONFIG["eos_token_id"]
 
@@ -548,5 +562,6 @@ def build_switch_tiny(out_root: str, seed: int) -> dict:
     size = base.dir_bytes(out_dir)
     base.log(f"  saved {out_dir}: {len(names)} tensors, {size / 1e6:.2f} MB, "
              f"{time.time() - t0:.1f}s")
+    sample = [n for n in names if ".block." not in n or ".block.1." in n]
     return {"arch": NAME, "ok": True, "bytes": size, "greedy": g["greedy"],
-            "position_bias": position_bias, "warnings": warnings, "tensor_names": names}
+            "position_bias": position_bias, "warnings": warnings, "tensor_names": sample}

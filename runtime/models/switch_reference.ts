@@ -55,7 +55,7 @@ type Rows = Float64Array[];
  */
 export async function loadSwitchConfig(dir: string): Promise<SwitchConfig> {
   const read = async (name: string, optional: boolean) => {
-    const path = `${dir}/${name}`;
+    const path = `${dir.replace(/\/+$/, "")}/${name}`;
     let text: string;
     try {
       text = await Deno.readTextFile(path);
@@ -70,7 +70,8 @@ export async function loadSwitchConfig(dir: string): Promise<SwitchConfig> {
     }
   };
   const raw = await read("config.json", false);
-  return parseSwitchConfig(raw, `${dir}/config.json`, await read("generation_config.json", true));
+  const where = `${dir.replace(/\/+$/, "")}/config.json`;
+  return parseSwitchConfig(raw, where, await read("generation_config.json", true));
 }
 
 /** `y = W x` for `W` `[rows, cols]` row-major. */
