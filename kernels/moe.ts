@@ -51,8 +51,9 @@ import {
 const WG = 256;
 
 /**
- * Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`. The
- * GEMV kernels here get their row reduction and layout from `gemvSource` / `gemvLayout`.
+ * Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`, or
+ * with `ACT` 1 a ReLU expert's one input projection: `out[p] = relu(Wi[slot] x[t])`. The GEMV
+ * kernels here get their row reduction and layout from `gemvSource` / `gemvLayout`.
  */
 export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
@@ -60,8 +61,15 @@ export const MOE_GATE_UP: KernelSpec = defineKernel({
   entry: "gate_up",
   includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
-  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
+  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, ACT: 0 },
 });
+
+/**
+ * An expert's input activation in {@linkcode moeGateUp}: `swiglu` (`silu(gate x) * (up x)`, the
+ * Llama-style experts) or `relu` (`relu(wi x)`, Switch / T5 experts, whose one input matrix is
+ * passed as `gate`).
+ */
+export type MoeActivation = "swiglu" | "relu";
 
 /** Expert down projection: `out[p] = Wd[slot] x[p]`. */
 export const MOE_DOWN: KernelSpec = defineKernel({
@@ -187,33 +195,55 @@ function common(gpu: Gpu, a: MoeArgs): Common {
 
 /**
  * Builds the fused expert gate/up + SwiGLU GEMV over all T * topK (token, choice) pairs:
- * `out[p, :I] = silu(gate[slot] . x[t]) * (up[slot] . x[t])` with `slot = table[ids[p]]`.
+ * `out[p, :I] = silu(gate[slot] . x[t]) * (up[slot] . x[t])` with `slot = table[ids[p]]`, or with
+ * `act: "relu"` (Switch / T5 experts, no `up`) `out[p, :I] = relu(gate[slot] . x[t])`.
  * `x` is f32 [T, H]; `gate`/`up` are pools [slots, I, H]; `out` is f32 [T * topK, I].
+ *
+ * @example
+ * ```ts ignore
+ * // A Switch MoE layer's experts: wi pool as gate, top-1.
+ * await moeGateUp(gpu, { x: h, gate: wiPool, act: "relu", table, ids, out: moeH, T, topK: 1,
+ *   hidden: 768, inter: 3072, slotWords, dtype: "f32" });
+ * ```
+ * @throws {ArgumentError} naming the bad argument (`up` given with `relu`, or missing otherwise).
  */
 export async function moeGateUp(
   gpu: Gpu,
-  args: MoeArgs & { x: Binding; gate: Binding; up: Binding; out: Binding },
+  args: MoeArgs & { x: Binding; gate: Binding; up?: Binding; out: Binding; act?: MoeActivation },
 ): Promise<Dispatch> {
   const c = common(gpu, args);
+  const act = argOneOf("act", args.act ?? "swiglu", ["swiglu", "relu"] as const);
   const x = vec4View("x", argBinding(gpu, "x", args.x, c.T * c.hidden * 4), c.T * c.hidden * 4);
   const gate = vec4View("gate", argBinding(gpu, "gate", args.gate, c.slotWords * 4), 16);
-  const up = vec4View("up", argBinding(gpu, "up", args.up, c.slotWords * 4), 16);
+  let up: BindingRange | undefined;
+  if (act === "relu") {
+    if (args.up !== undefined) {
+      throw new ArgumentError(
+        "up",
+        "a relu expert has one input matrix: pass it as gate and no up",
+      );
+    }
+  } else {
+    up = vec4View("up", argBinding(gpu, "up", args.up, c.slotWords * 4), 16);
+  }
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.inter * 4);
   argDistinct("out", out, { x, table: c.table, ids: c.ids, gate, up });
-  const slots = Math.min(gate.size, up.size) / 4 / c.slotWords | 0;
+  const slots = Math.min(gate.size, (up ?? gate).size) / 4 / c.slotWords | 0;
   const layout = layoutOf(gpu, args, c.hidden, c.dtype, true);
   const pipeline = await gpu.pipeline(gemvSource(MOE_GATE_UP, layout), {
     ...gemvConstants(layout),
     WDTYPE: DTYPE_CODE[c.dtype],
+    ACT: act === "relu" ? 1 : 0,
   });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts, c.missingSkip)
     .u32(aligned(c.hidden, c.dtype), 0, 0).bytes();
   return gpu.dispatch(
     pipeline,
-    [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up],
+    // A relu expert's second weight binding is not read: the gate pool stands in.
+    [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up ?? gate],
     [Math.ceil(c.inter / layout.ROWS), c.T * c.topK],
-    "moe_gate_up",
+    act === "relu" ? "moe_up_relu" : "moe_gate_up",
   );
 }
 

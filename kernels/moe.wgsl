@@ -5,6 +5,8 @@
 // `row_sum` / `row_sum2` (gemv_tree.wgsl, or gemv_subgroup.wgsl on devices with subgroups, before
 // this file in the source; linear.ts `gemvLayout` picks TPR, WG, UNROLL and the reduction).
 //   gate_up: out[p, r] = silu(Wgate[slot] . x[t])[r] * (Wup[slot] . x[t])[r]   (r < p.rows = inter)
+//            or, with ACT = 1 (Switch / T5 experts: one input matrix wi, bound as w0; w1 not read),
+//            out[p, r] = relu(Wi[slot] . x[t])[r]
 //   down:    out[p, r] = (Wdown[slot] . x[p])[r]                                (r < p.rows = hidden)
 // A pair whose expert has no slot (table[e] >= p.slots) writes NaN, so a missing upload shows, or,
 // when p.missing_skip is set, is left untouched (the offloading engine's rounds: a layer whose experts
@@ -53,6 +55,9 @@ override TPR: u32 = 32u;
 override UNROLL: u32 = 2u;
 // down_combine: pairs computed side by side (a power of two, TPR * P <= WG).
 override P: u32 = 1u;
+// gate_up: the expert's input activation: 0 SwiGLU (gate w0, up w1), 1 ReLU of w0 alone.
+override ACT: u32 = 0u;
+const ACT_SWIGLU: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -114,26 +119,38 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
       var g1 = vec4<f32>(0.0);
       var u0 = vec4<f32>(0.0);
       var u1 = vec4<f32>(0.0);
+      let gated = ACT == ACT_SWIGLU;
       for (var i = 0u; i < full; i++) {
         let o = i * step + lane;
         let qg0 = w0[v0 + o];
-        let qu0 = w1[v0 + o];
+        var qu0 = vec4<u32>();
         var qg1 = vec4<u32>();
         var qu1 = vec4<u32>();
+        if (gated) {
+          qu0 = w1[v0 + o];
+        }
         if (UNROLL > 1u) {
           qg1 = w0[v0 + o + TPR];
-          qu1 = w1[v0 + o + TPR];
+          if (gated) {
+            qu1 = w1[v0 + o + TPR];
+          }
         }
         g0 = quad_fma(g0, qg0, xo + o * wpw);
-        u0 = quad_fma(u0, qu0, xo + o * wpw);
+        if (gated) {
+          u0 = quad_fma(u0, qu0, xo + o * wpw);
+        }
         if (UNROLL > 1u) {
           g1 = quad_fma(g1, qg1, xo + (o + TPR) * wpw);
-          u1 = quad_fma(u1, qu1, xo + (o + TPR) * wpw);
+          if (gated) {
+            u1 = quad_fma(u1, qu1, xo + (o + TPR) * wpw);
+          }
         }
       }
       for (var b = full * step + lane; b < nv; b += TPR) {
         g0 = quad_fma(g0, w0[v0 + b], xo + b * wpw);
-        u0 = quad_fma(u0, w1[v0 + b], xo + b * wpw);
+        if (gated) {
+          u0 = quad_fma(u0, w1[v0 + b], xo + b * wpw);
+        }
       }
       ag = dot(g0 + g1, vec4<f32>(1.0));
       au = dot(u0 + u1, vec4<f32>(1.0));
@@ -141,14 +158,19 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
       for (var j = lane; j < rowWords; j += TPR) {
         let i = base + j;
         ag += dot_word(w0[i >> 2u][i & 3u], xb + j * wpw);
-        au += dot_word(w1[i >> 2u][i & 3u], xb + j * wpw);
+        if (ACT == ACT_SWIGLU) {
+          au += dot_word(w1[i >> 2u][i & 3u], xb + j * wpw);
+        }
       }
     }
   }
   let r = row_sum2(vec2<f32>(ag, au), l);
   if (lane == 0u && row < p.rows && (slot < p.slots || p.missing_skip == 0u)) {
     let g = r.x;
-    var v = g / (1.0 + exp(-g)) * r.y;
+    var v = max(g, 0.0);
+    if (ACT == ACT_SWIGLU) {
+      v = g / (1.0 + exp(-g)) * r.y;
+    }
     if (slot >= p.slots) {
       v = nan_of(slot);
     }

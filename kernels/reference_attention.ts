@@ -1,7 +1,8 @@
 /**
  * CPU references (float64, plainest loops) of the attention, router and argmax kernels
- * (`attention.ts`, `router.ts`, `argmax.ts`) and of the fused RoPE + KV append (`ropeKv` of
- * `rope.ts`). Kernel tests compare the GPU against these.
+ * (`attention.ts`, `router.ts`, `argmax.ts`), of the fused RoPE + KV append (`ropeKv` of
+ * `rope.ts`) and of T5's relative position bias as a dense bias. Kernel tests compare the GPU
+ * against these.
  *
  * @example
  * ```ts
@@ -11,6 +12,7 @@
  * @module
  */
 import { ropeRef } from "./reference_pointwise.ts";
+import { relativePositionBucket } from "./relative_bias.ts";
 
 /** Shapes of a KV cache `[nKvHeads, maxSeq, headDim]` and of a batch of `T` tokens. */
 export interface KvShape {
@@ -245,6 +247,58 @@ export function argmaxRef(x: ArrayLike<number>, rows: number, cols: number): Uin
     let finite = Number.isFinite(x[r * cols + best]);
     for (let c = 0; c < cols && finite; c++) if (Number.isNaN(x[r * cols + c])) finite = false;
     out[r] = finite ? best : 0xffffffff;
+  }
+  return out;
+}
+
+/** Shape of {@linkcode relativeBiasDenseRef}. */
+export interface RelativeBiasDenseShape {
+  /** Heads. */
+  nHeads: number;
+  /** Queries. */
+  T: number;
+  /** Key positions (the bias's last dimension). */
+  keys: number;
+  /** Position of query 0. */
+  pos0: number;
+  /** Buckets of `weights`. */
+  buckets: number;
+  /** Saturation distance. */
+  maxDistance: number;
+  /** Encoder (true) or decoder (false) buckets. */
+  bidirectional: boolean;
+}
+
+/**
+ * T5's relative position bias as a dense `[nHeads, T, keys]` bias for {@linkcode attentionRef}:
+ * entry `(h, t, j)` is `weights[bucket(j - (pos0 + t)), h]` (`weights` `[buckets, heads]`), the
+ * bucket computed for each pair (no distance clamping, no table).
+ *
+ * @example
+ * ```ts
+ * import { relativeBiasDenseRef } from "./reference.ts";
+ * const b = relativeBiasDenseRef([5, 6, 7, 8], { nHeads: 1, T: 1, keys: 2, pos0: 1, buckets: 4,
+ *   maxDistance: 8, bidirectional: false });
+ * console.log(b); // Float64Array [6, 5]: key 0 is one step back (bucket 1), key 1 is the query
+ * ```
+ */
+export function relativeBiasDenseRef(
+  weights: ArrayLike<number>,
+  s: RelativeBiasDenseShape,
+): Float64Array {
+  const out = new Float64Array(s.nHeads * s.T * s.keys);
+  for (let h = 0; h < s.nHeads; h++) {
+    for (let t = 0; t < s.T; t++) {
+      for (let j = 0; j < s.keys; j++) {
+        const b = relativePositionBucket(
+          j - (s.pos0 + t),
+          s.bidirectional,
+          s.buckets,
+          s.maxDistance,
+        );
+        out[(h * s.T + t) * s.keys + j] = weights[b * s.nHeads + h];
+      }
+    }
   }
   return out;
 }

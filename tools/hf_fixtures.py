@@ -21,6 +21,7 @@ Usage (see tools/README.md):
     python3 tools/hf_fixtures.py --out tests/fixtures/hf            # all fixtures
     python3 tools/hf_fixtures.py --out /tmp/hf --only qwen3_moe     # one (repeatable)
     python3 tools/hf_fixtures.py --out tests/fixtures/hf --only olmoe_clip
+    python3 tools/hf_fixtures.py --out /tmp/hf --only switch_tiny   # just this fixture
 
 Needs torch, transformers (written against 5.x) and safetensors. No network, no tokenizer.
 """
@@ -53,6 +54,8 @@ FIXTURES = ARCHS + ["olmoe_clip"]
 # bound of 1.0 clamps a good share (>= 5% is checked) of every layer's q, k and v values.
 CLIP_QKV = 1.0
 MIN_CLIPPED_SHARE = 0.05
+# Fixtures built by their own modules beside this script (selected with --only).
+EXTRA_FIXTURES = ["switch_tiny"]
 
 # Prompt token ids (no tokenizer: raw ids < vocab_size; 0 is reserved as pad and not used).
 PROMPT = [3, 17, 42, 99, 128, 201, 250]
@@ -860,12 +863,23 @@ def build_arch(name: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
 # --------------------------------------------------------------------------------------------
 
 
+def build_extra(name: str, out_root: str, seed: int) -> dict:
+    """An EXTRA_FIXTURES fixture, from its own module (imported here: it imports this one)."""
+    if name == "switch_tiny":
+        from hf_fixture_switch import build_switch_tiny
+
+        r = build_switch_tiny(out_root, seed)
+        return dict(r, layout="per_expert", kinds=f"position_bias={r['position_bias']}")
+    raise FixtureError(f"unknown fixture {name}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/fixtures/hf", help="output root (default %(default)s)")
-    ap.add_argument("--only", "--arch", dest="only", action="append", choices=FIXTURES,
-                    help="fixture to build: an architecture or olmoe_clip (repeatable; "
-                    "default: all)")
+    ap.add_argument("--only", "--arch", dest="only", action="append",
+                    choices=FIXTURES + EXTRA_FIXTURES,
+                    help="fixture to build: an architecture, olmoe_clip or switch_tiny "
+                    "(tools/hf_fixture_switch.py) (repeatable; default: all but switch_tiny)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--max-bytes", type=int, default=MAX_BYTES_DEFAULT,
                     help="warn when an arch's folder exceeds this (default %(default)s)")
@@ -893,6 +907,9 @@ def main(argv=None) -> int:
     for arch in archs:
         log(f"== {arch}")
         try:
+            if arch in EXTRA_FIXTURES:
+                results.append(build_extra(arch, args.out, args.seed))
+                continue
             results.append(build_arch(arch, specs[arch], args.out, args.seed, args.max_bytes))
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
