@@ -103,24 +103,43 @@ def table(args: argparse.Namespace) -> None:
         if path:
             runs[name] = evaluate(name, path, routing, tokens, device, args.batch,
                                   args.max_windows)
-    if args.text:
-        out["retokenize"] = retokenize_check(args.a or args.c or args.d, args.text, tokens)
-    if args.hf_check:
-        out["hf_check"] = {}
-        for name, path in (("a", args.a), ("d", args.d)):
-            if path:
-                r = hf_check(path, tokens, device)
-                out["hf_check"][name] = r
-                log("eval", f"HF parity ({name}): max |logits diff| {r['max_abs_diff']:.3e} "
-                            f"(tolerance {HF_TOLERANCE}) OK")
     a = runs.get("a")
     if a:
         for k in ("b", "c", "d"):
             if k in runs:
                 runs[k]["ppl_vs_a"] = runs[k]["ppl"] / a["ppl"] - 1
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+    write_json(args.out, out)
+    failures = []
+    if args.text:
+        try:
+            out["retokenize"] = retokenize_check(args.a or args.c or args.d, args.text, tokens)
+        except SystemExit as e:
+            out["retokenize"] = {"checked": True, "equal": False, "error": str(e)}
+            failures.append(str(e))
+    if args.hf_check:
+        out["hf_check"] = {}
+        for name, path in (("a", args.a), ("d", args.d)):
+            if not path:
+                continue
+            try:
+                r = hf_check(path, tokens, device)
+                log("eval", f"HF parity ({name}): max |logits diff| {r['max_abs_diff']:.3e} "
+                            f"(tolerance {HF_TOLERANCE}) OK")
+            except Exception as e:  # recorded, then the run fails after writing everything
+                r = {"error": f"{type(e).__name__}: {e}"}
+                failures.append(f"HF parity ({name}): {r['error']}")
+            out["hf_check"][name] = r
+    out["failures"] = failures
+    write_json(args.out, out)
     log("eval", f"wrote {args.out}")
+    if failures:
+        log("eval", "FAILED: " + " | ".join(failures))
+        raise SystemExit(1)
+
+
+def write_json(path: str, obj: Dict[str, object]) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def logits(args: argparse.Namespace) -> None:

@@ -183,6 +183,8 @@ class Attention(nn.Module):
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if q.dtype != v.dtype:  # under autocast the q/k norms return float32, v_proj bf16
+            q, k = q.to(v.dtype), k.to(v.dtype)
         rep = c.num_attention_heads // c.num_key_value_heads
         if rep > 1:
             k = k.repeat_interleave(rep, dim=1)

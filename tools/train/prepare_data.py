@@ -188,6 +188,10 @@ def main() -> None:
         docs += nlp
     if "sotu" in sources:
         docs += sotu_documents(mods)
+    for src in sorted(sources):
+        mine = [lines for k, lines in docs if k.startswith(src + "/")]
+        stats[f"source_{src}"] = {"documents": len(mine),
+                                  "words": sum(len(" ".join(ls).split()) for ls in mine)}
     heldout = [d for k, d in enumerate(docs) if k % HELDOUT_EVERY == HELDOUT_OFFSET]
     train = [d for k, d in enumerate(docs) if k % HELDOUT_EVERY != HELDOUT_OFFSET]
     random.Random(args.seed).shuffle(train)

@@ -31,7 +31,7 @@ import sys
 import tarfile
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PART_BYTES = 15 * 2 ** 20
@@ -67,8 +67,8 @@ class Run:
             json.dump(self.results, f, indent=2)
         os.replace(path + ".tmp", path)
 
-    def stages(self, named: Dict[str, List[str]]) -> None:
-        """Runs the named commands side by side; fails the run if any fails."""
+    def stages(self, named: Dict[str, List[str]], fatal: bool = True) -> bool:
+        """Runs the named commands side by side; a failure ends the run when fatal."""
         procs = {}
         start = time.time()
         env = {**os.environ, "PREGATE_TRAIN_T0": str(self.t0), "PYTHONUNBUFFERED": "1"}
@@ -89,7 +89,11 @@ class Run:
         self.save()
         if failed:
             self.note(f"FAILED: {', '.join(failed)}")
-            sys.exit(1)
+            self.results.setdefault("failures", []).extend(failed)
+            self.save()
+            if fatal:
+                sys.exit(1)
+        return not failed
 
     def _pump(self, p: subprocess.Popen) -> None:
         assert p.stdout is not None
@@ -154,12 +158,10 @@ def main() -> None:
     run.note(f"data {args.data}, work {w}, out {args.out}, S={args.steps}, K={args.ft_steps}, "
              f"seed {args.seed}")
 
-    def go(named: Dict[str, List[str]]) -> None:
+    def go(named: Dict[str, List[str]], fatal: bool = True) -> bool:
         if args.serial:
-            for k, v in named.items():
-                run.stages({k: v})
-        else:
-            run.stages(named)
+            return all([run.stages({k: v}, fatal) for k, v in named.items()])
+        return run.stages(named, fatal)
 
     tok_cmd = [py, f"{HERE}/train_tokenizer.py", "--data", args.data, "--out", tok,
                "--vocab", str(args.vocab)]
@@ -194,10 +196,12 @@ def main() -> None:
         ev += ["--max-windows", "8"]
     if not args.no_hf_check:
         ev.append("--hf-check")
-    go({"eval": ev})
-    with open(os.path.join(w, "eval.json")) as f:
-        run.results["eval"] = json.load(f)
-    r = run.results["eval"]["runs"]
+    eval_ok = go({"eval": ev}, fatal=False)  # pack the models even when a check failed
+    eval_path = os.path.join(w, "eval.json")
+    if os.path.exists(eval_path):
+        with open(eval_path) as f:
+            run.results["eval"] = json.load(f)
+    r = run.results.get("eval", {}).get("runs", {})
     summary = {k: {"ppl": round(v["ppl"], 4), "agreement": v["agreement"] and round(v["agreement"], 4)}
                for k, v in r.items()}
     run.results["summary"] = summary
@@ -212,6 +216,9 @@ def main() -> None:
     run.note(f"packed {len(run.results['pack']['parts'])} parts "
              f"({run.results['pack']['tar_bytes'] / 2 ** 20:.1f} MiB); "
              f"done in {run.results['seconds_total']}s")
+    if not eval_ok:
+        run.note("FAILED: the evaluation reported failures (see results.json 'eval.failures')")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
