@@ -62,7 +62,8 @@ def exact_float32() -> None:
 class Batches:
     """Training batches [B, ctx+1] from a token stream: each epoch cuts the stream into
     non-overlapping chunks at a random offset and visits them in a random order. The order
-    depends only on the seed, so runs with the same seed see the same data."""
+    depends only on the seed, so runs with the same seed see the same data. An epoch's chunk
+    starts go to the device once, so drawing a batch never waits for the GPU."""
 
     def __init__(self, tokens: torch.Tensor, batch: int, ctx: int, seed: int, device: str):
         if tokens.numel() < (ctx + 1) * batch + ctx:
@@ -72,24 +73,26 @@ class Batches:
         self.batch, self.ctx = batch, ctx
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch = 0
-        self._queue: List[int] = []
+        self.span = torch.arange(ctx + 1, device=device)[None, :]
+        self._starts = torch.zeros(0, dtype=torch.int64, device=device)
+        self._pos = 0
 
-    def _refill(self) -> None:
+    def _epoch_starts(self) -> torch.Tensor:
         offset = int(torch.randint(0, self.ctx, (1,), generator=self.gen))
         n = (self.tokens.numel() - offset - 1) // self.ctx
         order = torch.randperm(n, generator=self.gen)
-        self._queue = [offset + int(j) * self.ctx for j in order]
         self.epoch += 1
+        return (offset + order * self.ctx).to(self.tokens.device)
 
     def next(self) -> torch.Tensor:
-        starts = []
-        while len(starts) < self.batch:
-            if not self._queue:
-                self._refill()
-            starts.append(self._queue.pop())
-        idx = torch.tensor(starts, device=self.tokens.device)[:, None] + torch.arange(
-            self.ctx + 1, device=self.tokens.device)[None, :]
-        return self.tokens[idx]
+        starts = self._starts[self._pos:self._pos + self.batch]
+        self._pos += starts.numel()
+        while starts.numel() < self.batch:
+            self._starts, self._pos = self._epoch_starts(), 0
+            more = self._starts[:self.batch - starts.numel()]
+            self._pos = more.numel()
+            starts = torch.cat([starts, more])
+        return self.tokens[starts[:, None] + self.span]
 
 
 def windows(tokens: torch.Tensor, size: int = EVAL_WINDOW) -> List[torch.Tensor]:

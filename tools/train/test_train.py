@@ -160,6 +160,15 @@ class Protocol(unittest.TestCase):
             self.assertTrue(torch.equal(x, y))
             self.assertTrue(torch.equal(x[:, 1:] - x[:, :-1], torch.ones(4, 16, dtype=x.dtype)))
 
+    def test_an_epoch_visits_each_chunk_once(self):
+        tokens = torch.arange(1000)
+        b = Batches(tokens, 4, 16, 3, "cpu")
+        firsts = [int(v) for _ in range(15) for v in b.next()[:, 0]]
+        per_epoch = (1000 - firsts[0] % 16 - 1) // 16
+        self.assertEqual(len(set(firsts[:per_epoch])), per_epoch)
+        self.assertEqual({v % 16 for v in firsts[:per_epoch]}, {firsts[0] % 16})
+        self.assertEqual(b.epoch, 1)
+
 
 class Data(unittest.TestCase):
     def test_brown_detokenizer(self):
