@@ -163,11 +163,11 @@ class Protocol(unittest.TestCase):
     def test_an_epoch_visits_each_chunk_once(self):
         tokens = torch.arange(1000)
         b = Batches(tokens, 4, 16, 3, "cpu")
-        firsts = [int(v) for _ in range(15) for v in b.next()[:, 0]]
+        firsts = [int(v) for _ in range(16) for v in b.next()[:, 0]]
         per_epoch = (1000 - firsts[0] % 16 - 1) // 16
         self.assertEqual(len(set(firsts[:per_epoch])), per_epoch)
         self.assertEqual({v % 16 for v in firsts[:per_epoch]}, {firsts[0] % 16})
-        self.assertEqual(b.epoch, 1)
+        self.assertEqual(b.epoch, 2)  # 64 draws: the second epoch has begun
 
 
 class Data(unittest.TestCase):
