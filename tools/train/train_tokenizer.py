@@ -127,7 +127,7 @@ class HfEncoder:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
 
-def train_hf(train_txt: str, vocab: int, out: str):
+def train_hf(docs: List[str], vocab: int, out: str):
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, \
         processors, trainers
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
@@ -141,7 +141,7 @@ def train_hf(train_txt: str, vocab: int, out: str):
     trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train([train_txt], trainer)
+    tok.train_from_iterator(docs, trainer, length=len(docs))  # whole documents, newlines kept
     for i, s in enumerate(SPECIALS):
         if tok.token_to_id(s) != i:
             raise SystemExit(f"special token {s} got id {tok.token_to_id(s)}, expected {i}")
@@ -190,19 +190,19 @@ def main() -> None:
         cut = open(train_txt, encoding="utf-8").read()[:args.limit_bytes]
         train_txt = os.path.join(args.out, "train.limited.txt")
         open(train_txt, "w", encoding="utf-8").write(cut)
+    docs = documents(train_txt)
     if args.bytes:
         with open(os.path.join(args.out, "tokenizer.json"), "w", encoding="utf-8") as f:
             json.dump(byte_tokenizer_json(), f, ensure_ascii=False, indent=2)
         enc = ByteEncoder()
         vocab = len(SPECIALS) + 256
     else:
-        tok = train_hf(train_txt, args.vocab, args.out)
+        tok = train_hf(docs, args.vocab, args.out)
         enc = HfEncoder(tok)
         vocab = tok.get_vocab_size()
     with open(os.path.join(args.out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer_config(args.max_len), f, ensure_ascii=False, indent=2)
 
-    docs = documents(train_txt)
     train_ids: List[int] = []
     for ids in enc.encode_batch(docs):
         train_ids += ids
