@@ -50,13 +50,14 @@ def pick_device(name: str) -> str:
 
 
 def exact_float32() -> None:
-    """Full float32 matmuls (no TF32) for evaluation."""
-    if hasattr(torch.backends, "cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False
-    if hasattr(torch.backends, "cudnn"):
-        torch.backends.cudnn.allow_tf32 = False
-    if hasattr(torch, "set_float32_matmul_precision"):
-        torch.set_float32_matmul_precision("highest")
+    """Full float32 matmuls (no TF32) for evaluation: the new fp32_precision API where torch has
+    it (torch >= 2.9 raises on some mixes of the new and legacy flags), else the legacy flag.
+    cuDNN is left alone: nothing here runs a convolution."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        matmul.fp32_precision = "ieee"
+    except (AttributeError, AssertionError):  # torch < 2.9 (1.13 raises AssertionError)
+        matmul.allow_tf32 = False
 
 
 class Batches:
