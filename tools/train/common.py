@@ -55,7 +55,8 @@ def exact_float32() -> None:
     cuDNN is left alone: nothing here runs a convolution."""
     matmul = torch.backends.cuda.matmul
     try:
-        matmul.fp32_precision = "ieee"
+        if matmul.fp32_precision not in ("ieee", "none"):  # "none": the default, full float32
+            matmul.fp32_precision = "ieee"
     except (AttributeError, AssertionError):  # torch < 2.9 (1.13 raises AssertionError)
         matmul.allow_tf32 = False
 
