@@ -27,14 +27,14 @@ from model import ROUTINGS  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def pregate_logits(model_dir: str, ids: str, routing: str) -> torch.Tensor:
+def pregate_logits(model_dir: str, ids: str, routing: str, repo: str) -> torch.Tensor:
     cmd = ["deno", "run", "-A", "cli.ts", "logits", "--model", os.path.abspath(model_dir),
            "--ids", ids]
     if routing != "own":
         cmd += ["--mode", "pregated", "--pregate", "strict"]
     env = {**os.environ, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "/tmp/xdg")}
     os.makedirs(env["XDG_RUNTIME_DIR"], exist_ok=True)
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"pregate logits failed ({p.returncode}):\n{p.stderr[-3000:]}")
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1]
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--ids", default="5,9,77,3,120,44")
     ap.add_argument("--routing", default="own", choices=ROUTINGS)
     ap.add_argument("--tol", type=float, default=1e-2)
+    ap.add_argument("--repo", default=REPO, help="the Pregate checkout whose cli.ts runs")
     args = ap.parse_args()
     exact_float32()
     model, _ = load_model_dir(args.model, "cpu")
@@ -58,7 +59,7 @@ def main() -> None:
     # How much this routing moves the logits away from the model's own routing: the comparison
     # only says something about the routing when this is well above the tolerance.
     routing_effect = (ours - own[0].double()).abs().max().item()
-    theirs = pregate_logits(args.model, args.ids, args.routing)
+    theirs = pregate_logits(args.model, args.ids, args.routing, args.repo)
     if theirs.shape != ours.shape:
         raise SystemExit(f"shape: pregate {tuple(theirs.shape)}, pytorch {tuple(ours.shape)}")
     diff = (theirs - ours).abs().max().item()

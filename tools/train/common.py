@@ -106,12 +106,12 @@ def windows(tokens: torch.Tensor, size: int = EVAL_WINDOW) -> List[torch.Tensor]
 @torch.no_grad()
 def perplexity(model: CausalLM, tokens: torch.Tensor, routing: str, device: str,
                batch: int = 32, max_windows: int = 0, collect: bool = True,
-               amp: bool = False) -> Dict[str, object]:
+               amp: bool = False, window: int = EVAL_WINDOW) -> Dict[str, object]:
     """The evaluation protocol: each window on its own, loss = mean over positions 1..len-1 of
     -log softmax(logits)[next] in float64, ppl = exp(loss). Also the pre-gate agreement (the
     share of predicted expert ids in the true router's top-k, per token and MoE layer >= 1)."""
     model.eval()
-    ws = windows(tokens)
+    ws = windows(tokens, window)
     if max_windows:
         ws = ws[:max_windows]
     groups: List[List[torch.Tensor]] = []

@@ -75,10 +75,11 @@ def hf_check(model_dir: str, tokens: torch.Tensor, device: str) -> Dict[str, obj
 
 
 def evaluate(name: str, model_dir: str, routing: str, tokens: torch.Tensor, device: str,
-             batch: int, max_windows: int) -> Dict[str, object]:
+             batch: int, max_windows: int, window: int) -> Dict[str, object]:
     t0 = time.time()
     model, _ = load_model_dir(model_dir, device)
-    r = perplexity(model, tokens, routing, device, batch=batch, max_windows=max_windows)
+    r = perplexity(model, tokens, routing, device, batch=batch, max_windows=max_windows,
+                   window=window)
     r.update({"model": os.path.basename(os.path.normpath(model_dir)), "routing": routing,
               "seconds": round(time.time() - t0, 2)})
     agree = "" if r["agreement"] is None else f", agreement {r['agreement']:.4f}"
@@ -90,9 +91,10 @@ def evaluate(name: str, model_dir: str, routing: str, tokens: torch.Tensor, devi
 def table(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     exact_float32()
-    tokens = load_tokens(os.path.join(args.tok, "heldout.u16"))
-    out: Dict[str, object] = {"protocol": "windows of 256 tokens, non-overlapping, each alone; "
-                                          "float64 mean NLL of positions 1..len-1; ppl = exp",
+    tokens = load_tokens(args.heldout or os.path.join(args.tok, "heldout.u16"))
+    out: Dict[str, object] = {"protocol": f"windows of {args.window} tokens, non-overlapping, "
+                                          "each alone; float64 mean NLL of positions 1..len-1; "
+                                          "ppl = exp",
                               "device": device, "heldout_tokens": tokens.numel(), "runs": {}}
     runs: Dict[str, object] = out["runs"]  # type: ignore[assignment]
     specs = [("a", args.a, "own"), ("b", args.a, "next_router"), ("c", args.c, "pregate"),
@@ -102,7 +104,7 @@ def table(args: argparse.Namespace) -> None:
     for name, path, routing in specs:
         if path:
             runs[name] = evaluate(name, path, routing, tokens, device, args.batch,
-                                  args.max_windows)
+                                  args.max_windows, args.window)
     a = runs.get("a")
     if a:
         for k in ("b", "c", "d"):
@@ -166,6 +168,8 @@ def main() -> None:
     t.add_argument("--hf-check", action="store_true", help="compare (a), (d) with transformers")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--max-windows", type=int, default=0, help="only the first N windows (tests)")
+    t.add_argument("--window", type=int, default=256, help="window length (Pregate's --context)")
+    t.add_argument("--heldout", help="token file to evaluate (default TOK/heldout.u16)")
     t.add_argument("--device", default="auto")
     t.add_argument("--out", required=True)
     g = sub.add_parser("logits")
