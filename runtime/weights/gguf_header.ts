@@ -158,6 +158,22 @@ const TYPED: Partial<Record<GgufValueType, TypedArrayCtor>> = {
   f64: Float64Array,
 };
 
+const SCALAR_READERS: Partial<
+  Record<GgufValueType, (dv: DataView, o: number) => number | bigint>
+> = {
+  u8: (dv, o) => dv.getUint8(o),
+  i8: (dv, o) => dv.getInt8(o),
+  u16: (dv, o) => dv.getUint16(o, true),
+  i16: (dv, o) => dv.getInt16(o, true),
+  u32: (dv, o) => dv.getUint32(o, true),
+  i32: (dv, o) => dv.getInt32(o, true),
+  f32: (dv, o) => dv.getFloat32(o, true),
+  u64: (dv, o) => dv.getBigUint64(o, true),
+  i64: (dv, o) => dv.getBigInt64(o, true),
+  f64: (dv, o) => dv.getFloat64(o, true),
+  bool: (dv, o) => dv.getUint8(o),
+};
+
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Sequential little-endian reads of a mapped (or read-on-demand) file, bounds-checked. */
@@ -207,10 +223,12 @@ class Cursor {
     return this.#win.subarray(o, o + n);
   }
   u32(what: string): number {
-    return this.#dv.getUint32(this.#take(4, what), true);
+    const o = this.#take(4, what);
+    return this.#dv.getUint32(o, true);
   }
   u64(what: string): bigint {
-    return this.#dv.getBigUint64(this.#take(8, what), true);
+    const o = this.#take(8, what);
+    return this.#dv.getBigUint64(o, true);
   }
   /** A u64 that must be a safe integer no larger than `max`. */
   count(what: string, max = Number.MAX_SAFE_INTEGER): number {
@@ -223,37 +241,14 @@ class Cursor {
   }
 
   scalar(type: GgufValueType, what: string): number | bigint | boolean {
-    const dv = () => this.#dv;
-    switch (type) {
-      case "u8":
-        return dv().getUint8(this.#take(1, what));
-      case "i8":
-        return dv().getInt8(this.#take(1, what));
-      case "u16":
-        return dv().getUint16(this.#take(2, what), true);
-      case "i16":
-        return dv().getInt16(this.#take(2, what), true);
-      case "u32":
-        return dv().getUint32(this.#take(4, what), true);
-      case "i32":
-        return dv().getInt32(this.#take(4, what), true);
-      case "f32":
-        return dv().getFloat32(this.#take(4, what), true);
-      case "u64":
-        return dv().getBigUint64(this.#take(8, what), true);
-      case "i64":
-        return dv().getBigInt64(this.#take(8, what), true);
-      case "f64":
-        return dv().getFloat64(this.#take(8, what), true);
-      case "bool": {
-        const at = this.pos;
-        const b = dv().getUint8(this.#take(1, what));
-        if (b > 1) this.fail(`${what}: a bool must be 0 or 1, found ${b} (at byte ${at})`);
-        return b === 1;
-      }
-      default:
-        return this.fail(`internal: ${type} is not a scalar type`);
-    }
+    const read = SCALAR_READERS[type];
+    if (!read) return this.fail(`internal: ${type} is not a scalar type`);
+    const at = this.pos;
+    const o = this.#take(ITEM_BYTES[type], what); // (may replace the window: before #dv)
+    const v = read(this.#dv, o);
+    if (type !== "bool") return v;
+    if (v !== 0 && v !== 1) this.fail(`${what}: a bool must be 0 or 1, found ${v} (at byte ${at})`);
+    return v === 1;
   }
 
   string(what: string): string {

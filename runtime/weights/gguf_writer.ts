@@ -182,13 +182,16 @@ class Bytes {
     return at;
   }
   raw(b: Uint8Array): void {
-    this.#buf.set(b, this.#room(b.byteLength));
+    const at = this.#room(b.byteLength); // (may replace the buffer)
+    this.#buf.set(b, at);
   }
   u32(v: number): void {
-    this.#dv.setUint32(this.#room(4), v, true);
+    const at = this.#room(4);
+    this.#dv.setUint32(at, v, true);
   }
   u64(v: number | bigint): void {
-    this.#dv.setBigUint64(this.#room(8), BigInt(v), true);
+    const at = this.#room(8);
+    this.#dv.setBigUint64(at, BigInt(v), true);
   }
   string(s: string): void {
     const b = enc.encode(s);
