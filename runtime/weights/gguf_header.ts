@@ -328,8 +328,8 @@ function readEntries(c: Cursor, count: number): GgufEntry[] {
   for (let i = 0; i < count; i++) {
     c.ctx = {};
     const key = c.string(`the key of metadata entry ${i}`);
-    c.ctx = { key };
     if (key === "") c.fail(`metadata entry ${i} has an empty key`);
+    c.ctx = { key };
     if (seen.has(key)) c.fail(`duplicate metadata key (entry ${i})`);
     seen.add(key);
     const type = c.valueType("the value type");
@@ -353,8 +353,8 @@ function alignmentOf(c: Cursor, entries: GgufEntry[]): number {
 function readTensorInfo(c: Cursor, i: number, alignment: number, seen: Set<string>) {
   c.ctx = {};
   const name = c.string(`the name of tensor ${i}`);
-  c.ctx = { tensor: name };
   if (name === "") c.fail(`tensor ${i} has an empty name`);
+  c.ctx = { tensor: name };
   if (seen.has(name)) c.fail(`duplicate tensor name (tensor ${i})`);
   seen.add(name);
   const nDims = c.u32("the dimension count");
