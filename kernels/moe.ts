@@ -9,6 +9,9 @@
  * runs in rounds: `moeDownCombine` with `mode: "round"` once per set of resident experts, then with
  * `mode: "finish"`, which gives bit for bit what `mode: "combine"` gives in one pass.
  *
+ * Pools may hold block-quantised experts (`dtype: "q8_0" | "q4_k"`, each expert's rows as a GGUF
+ * file stores them), decoded inside the same kernels (`quant.wgsl`; see `quant_gemv.ts`).
+ *
  * Shape legend: T tokens, k = topK choices per token, P = T * k (token, choice) pairs,
  * H hidden, I expert intermediate size.
  *
