@@ -9,6 +9,9 @@
  * runs in rounds: `moeDownCombine` with `mode: "round"` once per set of resident experts, then with
  * `mode: "finish"`, which gives bit for bit what `mode: "combine"` gives in one pass.
  *
+ * Pools may hold block-quantised experts (`dtype: "q8_0" | "q4_k"`, each expert's rows as a GGUF
+ * file stores them), decoded inside the same kernels (`quant.wgsl`; see `quant_gemv.ts`).
+ *
  * Shape legend: T tokens, k = topK choices per token, P = T * k (token, choice) pairs,
  * H hidden, I expert intermediate size.
  *
@@ -30,16 +33,21 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
-import { gemvLayout } from "./linear.ts";
+import {
+  argWeightRow,
+  argWeightType,
+  isQuantType,
+  WEIGHT_CODE,
+  weightGemvLayout,
+  weightRowBytes,
+  type WeightType,
+} from "./quant_gemv.ts";
 import {
   argBinding,
   argCount,
   argDistinct,
-  argDType,
-  argEvenRow,
   argObject,
   argOneOf,
   type BindingRange,
@@ -59,7 +67,7 @@ export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
   file: "moe.wgsl",
   entry: "gate_up",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, ACT: 0 },
 });
@@ -76,7 +84,7 @@ export const MOE_DOWN: KernelSpec = defineKernel({
   name: "moe_down",
   file: "moe.wgsl",
   entry: "down",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
 });
@@ -89,7 +97,7 @@ export const MOE_DOWN_COMBINE: KernelSpec = defineKernel({
   name: "moe_down_combine",
   file: "moe.wgsl",
   entry: "down_combine",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down", "weights", "shared_out", "shared_gate"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, P: 1 },
 });
@@ -116,12 +124,19 @@ export interface MoeArgs {
   hidden: number;
   /** Expert intermediate size I. */
   inter: number;
-  /** Words (u32) between consecutive slots of the pool; >= one expert's projection. */
+  /**
+   * Words (u32) between consecutive slots of the pool, a multiple of 4; >= one expert's projection
+   * (rounded up to whole words for the quantised types).
+   */
   slotWords: number;
   /** Number of experts (entries of `table`); default: table size / 4. */
   experts?: number;
-  /** The pool's weight dtype. */
-  dtype: DType;
+  /**
+   * The pool's weight type: `f32`, `f16`, `bf16`, or the block-quantised `q8_0` / `q4_k` (each
+   * expert's rows as stored in a GGUF file, from the slot's first byte; `hidden` and `inter` whole
+   * blocks).
+   */
+  dtype: WeightType;
   /**
    * What a pair whose expert has no slot produces: `nan` (default; shows a missing upload) or
    * nothing (`skip`: its output row is left as it is; for layers computed in several rounds, each over
@@ -136,9 +151,9 @@ export interface MoeArgs {
 }
 
 /** The layout of an expert GEMV with rows of `K` weights (the argument's or `gemvLayout`'s). */
-function layoutOf(gpu: Gpu, a: MoeArgs, K: number, dtype: DType, two = false): GemvLayout {
+function layoutOf(gpu: Gpu, a: MoeArgs, K: number, dtype: WeightType, two = false): GemvLayout {
   return a.layout === undefined
-    ? gemvLayout(gpu, K, dtype)
+    ? weightGemvLayout(gpu, K, dtype)
     : checkGemvLayout(gpu, a.layout, "layout", 0, two);
 }
 
@@ -151,7 +166,7 @@ interface Common {
   inter: number;
   slotWords: number;
   experts: number;
-  dtype: DType;
+  dtype: WeightType;
   missingSkip: number;
 }
 
@@ -161,12 +176,15 @@ function common(gpu: Gpu, a: MoeArgs): Common {
   const topK = argCount("topK", a.topK, 1, 64);
   const hidden = argCount("hidden", a.hidden);
   const inter = argCount("inter", a.inter);
-  const dtype = argDType("dtype", a.dtype);
+  const dtype = argWeightType("dtype", a.dtype);
   const experts = `experts (hidden=${hidden}, inter=${inter})`;
-  argEvenRow("hidden", hidden, dtype, experts);
-  argEvenRow("inter", inter, dtype, experts);
-  const wpw = dtype === "f32" ? 1 : 2;
-  const slotWords = argCount("slotWords", a.slotWords, (hidden * inter) / wpw);
+  argWeightRow("hidden", hidden, dtype, experts);
+  argWeightRow("inter", inter, dtype, experts);
+  const expertBytes = Math.max(
+    inter * weightRowBytes(hidden, dtype),
+    hidden * weightRowBytes(inter, dtype),
+  );
+  const slotWords = argCount("slotWords", a.slotWords, Math.ceil(expertBytes / 4));
   if (slotWords % 4) {
     throw new ArgumentError(
       "slotWords",
@@ -232,7 +250,7 @@ export async function moeGateUp(
   const layout = layoutOf(gpu, args, c.hidden, c.dtype, true);
   const pipeline = await gpu.pipeline(gemvSource(MOE_GATE_UP, layout), {
     ...gemvConstants(layout),
-    WDTYPE: DTYPE_CODE[c.dtype],
+    WDTYPE: WEIGHT_CODE[c.dtype],
     ACT: act === "relu" ? 1 : 0,
   });
   const params = new ParamWriter()
@@ -265,7 +283,7 @@ export async function moeDown(
   const layout = layoutOf(gpu, args, c.inter, c.dtype);
   const pipeline = await gpu.pipeline(gemvSource(MOE_DOWN, layout), {
     ...gemvConstants(layout),
-    WDTYPE: DTYPE_CODE[c.dtype],
+    WDTYPE: WEIGHT_CODE[c.dtype],
   });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip)
@@ -278,8 +296,12 @@ export async function moeDown(
   );
 }
 
-/** 1 when rows of K values start on 16-byte boundaries (the kernels' vector path), else 0. */
-function aligned(K: number, dtype: DType): number {
+/**
+ * 1 when rows of K values start on 16-byte boundaries (the kernels' vector path), else 0 (always
+ * 0 for the quantised types, which have their own path).
+ */
+function aligned(K: number, dtype: WeightType): number {
+  if (isQuantType(dtype)) return 0;
   return (K / (dtype === "f32" ? 1 : 2)) % 4 === 0 ? 1 : 0;
 }
 
@@ -386,7 +408,7 @@ export async function moeDownCombine(gpu: Gpu, args: MoeDownCombineArgs): Promis
   while (P * 2 <= Math.min(c.topK, layout.ROWS) && layout.ROWS % (P * 2) === 0) P *= 2;
   const pipeline = await gpu.pipeline(gemvSource(MOE_DOWN_COMBINE, layout), {
     ...gemvConstants(layout),
-    WDTYPE: DTYPE_CODE[c.dtype],
+    WDTYPE: WEIGHT_CODE[c.dtype],
     P,
   });
   const modeCode = { combine: 0, round: 1, finish: 2 }[mode];

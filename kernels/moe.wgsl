@@ -27,6 +27,10 @@
 // combine arithmetic is moe_combine.wgsl's: the expert sum in pair order, then the shared expert,
 // then the residual.
 //
+// Block-quantised pools (WDTYPE Q8_0, Q4_K: quant.wgsl) hold each expert's rows as stored in GGUF
+// files from the slot's first byte (slot * p.slotWords * 4); a lane takes every TPR-th block of a
+// row, and gate_up shares each unit's x values between the two matrices.
+//
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
 // matching x values per load and does its math on vectors, as in tools/tune_gemv.ts: the row's
@@ -81,6 +85,41 @@ const MODE_FINISH: u32 = 2u;
 // (the first WG / TPR entries; sized WG as naga 29 can panic on override-expression sizes).
 var<workgroup> seg_val: array<f32, WG>;
 
+// Word i of pool w0 / w1.
+fn w0_word(i: u32) -> u32 {
+  return w0[i >> 2u][i & 3u];
+}
+fn w1_word(i: u32) -> u32 {
+  return w1[i >> 2u][i & 3u];
+}
+
+// The words of unit u of the quantised row starting at byte rb of pool w0 (quant.wgsl).
+fn q_load0(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
+  var w: array<u32, QUNIT_WORDS>;
+  for (var i = 0u; i < q_unit_words(); i++) {
+    w[i] = w0_word(q_unit_word(rb, u, i));
+  }
+  return w;
+}
+
+// The same from pool w1.
+fn q_load1(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
+  var w: array<u32, QUNIT_WORDS>;
+  for (var i = 0u; i < q_unit_words(); i++) {
+    w[i] = w1_word(q_unit_word(rb, u, i));
+  }
+  return w;
+}
+
+// The x values of a quantised unit, from vec4 number xo.
+fn q_xs(xo: u32) -> array<vec4<f32>, QUNIT_VEC4> {
+  var a: array<vec4<f32>, QUNIT_VEC4>;
+  for (var i = 0u; i < q_unit_values() / 4u; i++) {
+    a[i] = x[xo + i];
+  }
+  return a;
+}
+
 // A quiet NaN built from a runtime value: Tint rejects a constant NaN.
 fn nan_of(slot: u32) -> f32 {
   return bitcast<f32>(0x7fc00000u | (slot & 1u));
@@ -106,7 +145,15 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
   let rowWords = p.K / wpw;
   var ag = 0.0;
   var au = 0.0;
-  if (row < p.rows && slot < p.slots) {
+  if (row < p.rows && slot < p.slots && q_quantised()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let qv = q_unit_values();
+    for (var u = lane; u < p.K / qv; u += TPR) {
+      let xq = q_xs((t * p.K + u * qv) / 4u);
+      ag += q_unit_dot(q_load0(rb, u), rb, u, xq);
+      au += q_unit_dot(q_load1(rb, u), rb, u, xq);
+    }
+  } else if (row < p.rows && slot < p.slots) {
     let base = slot * p.slotWords + row * rowWords;
     let xb = t * p.K;
     if (p.aligned != 0u) {
@@ -183,7 +230,13 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
   let wpw = w_per_word();
   let rowWords = p.K / wpw;
   var acc = 0.0;
-  if (row < p.rows && slot < p.slots) {
+  if (row < p.rows && slot < p.slots && q_quantised()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let qv = q_unit_values();
+    for (var u = lane; u < p.K / qv; u += TPR) {
+      acc += q_unit_dot(q_load0(rb, u), rb, u, q_xs((pair * p.K + u * qv) / 4u));
+    }
+  } else if (row < p.rows && slot < p.slots) {
     let base = slot * p.slotWords + row * rowWords;
     let xb = pair * p.K;
     if (p.aligned != 0u) {

@@ -65,6 +65,24 @@ export class WeightFileError extends PregateError {
   }
 }
 
+/**
+ * A GGUF file is malformed, or lacks a metadata key or tensor the caller needs. A
+ * {@linkcode WeightFileError} (code `E_WEIGHTS`) that may also name the metadata key.
+ */
+export class GgufError extends WeightFileError {
+  /** The metadata key concerned, when there is one. */
+  readonly key?: string;
+  /** Creates the error. */
+  constructor(
+    file: string,
+    message: string,
+    opts: { tensor?: string; key?: string; hint?: string } = {},
+  ) {
+    super(file, opts.key === undefined ? message : `[key ${opts.key}] ${message}`, opts);
+    this.key = opts.key;
+  }
+}
+
 /** A model configuration is unsupported or invalid. */
 export class ConfigError extends PregateError {
   /** Creates the error. */
