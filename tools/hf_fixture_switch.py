@@ -377,17 +377,28 @@ def hf_greedy(model, enc):
     gc.eos_token_id = None
     gc.do_sample = False
     gc.decoder_start_token_id = CONFIG["decoder_start_token_id"]
-    with torch.no_grad():
-        gen = model.generate(input_ids=enc, attention_mask=torch.ones_like(enc), do_sample=False,
-                             max_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=0,
-                             decoder_start_token_id=CONFIG["decoder_start_token_id"],
-                             use_cache=True, return_dict_in_generate=True, output_logits=True)
-    seq = gen.sequences[0].tolist()
-    base.check(seq[0] == CONFIG["decoder_start_token_id"],
-               f"generate() did not start from decoder_start_token_id: {seq[:3]}")
-    greedy = seq[1:]
-    base.check(len(greedy) == NEW_TOKENS, f"generate() produced {len(greedy)} tokens")
-    step_logits = torch.stack([l[0].float() for l in gen.logits])
+    # transformers 5.17's cached generate() fails for Switch (IndexError in the decoder's cache);
+    # then the greedy tokens are HF's cache-free forward's (the loop below), and the failure is
+    # recorded in reference.json.
+    generate_error = None
+    try:
+        with torch.no_grad():
+            gen = model.generate(input_ids=enc, attention_mask=torch.ones_like(enc),
+                                 do_sample=False, max_new_tokens=NEW_TOKENS, eos_token_id=None,
+                                 pad_token_id=0,
+                                 decoder_start_token_id=CONFIG["decoder_start_token_id"],
+                                 use_cache=True, return_dict_in_generate=True, output_logits=True)
+        seq = gen.sequences[0].tolist()
+        base.check(seq[0] == CONFIG["decoder_start_token_id"],
+                   f"generate() did not start from decoder_start_token_id: {seq[:3]}")
+        greedy = seq[1:]
+        base.check(len(greedy) == NEW_TOKENS, f"generate() produced {len(greedy)} tokens")
+        step_logits = torch.stack([l[0].float() for l in gen.logits])
+    except IndexError as e:
+        generate_error = f"{type(e).__name__}: {e}"
+        base.log(f"  generate() with the cache failed ({generate_error}); greedy from the "
+                 "cache-free forward")
+        greedy, step_logits = None, None
     # Cache-free loop: the whole decoder recomputed for each step.
     dec = [CONFIG["decoder_start_token_id"]]
     full_logits = []
@@ -398,8 +409,11 @@ def hf_greedy(model, enc):
             full_logits.append(lg)
             dec.append(int(torch.argmax(lg).item()))
     full_logits = torch.stack(full_logits)
+    if greedy is None:
+        greedy, step_logits = dec[1:], full_logits
     top2 = torch.topk(step_logits, 2, dim=-1).values
     return {
+        "generate_error": generate_error,
         "greedy": greedy,
         "greedy_nocache": dec[1:],
         "step_logits": step_logits,
@@ -519,6 +533,7 @@ def build_switch_tiny(out_root: str, seed: int) -> dict:
         "eos_token_id": eos,
         "greedy": g["greedy"],
         "greedy_nocache": g["greedy_nocache"],
+        "generate_error": g["generate_error"],
         "greedy_first_eos_index": g["greedy"].index(eos) if eos in g["greedy"] else None,
         "greedy_step_logits": base.tolist(g["step_logits"]),
         "greedy_min_top2_margin": base.r6(g["margin"]),

@@ -507,12 +507,12 @@ def build_arch(name: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
     expected_inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float()
                                     / head_dim))
     n_rope = 0
-    for name, buf in model.named_buffers():
-        if name.endswith("inv_freq"):
+    for buf_name, buf in model.named_buffers():
+        if buf_name.endswith("inv_freq"):
             n_rope += 1
             check(buf.shape == expected_inv.shape and torch.allclose(buf.float(), expected_inv,
                                                                      rtol=1e-6, atol=0),
-                  f"{name} does not match rope_theta={theta} (head_dim {head_dim})")
+                  f"{buf_name} does not match rope_theta={theta} (head_dim {head_dim})")
     check(n_rope > 0, "no rotary inv_freq buffer found")
 
     # --- teacher-forced forward with hooks ---------------------------------------------
