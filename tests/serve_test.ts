@@ -199,4 +199,15 @@ Deno.test("pregate serve rejects bad flags before loading", async () => {
     assert.equal(out.code, 2, stderr);
     assert.ok(stderr.includes(name), stderr);
   }
+  // a model directory without tokenizer.json: exit 1 naming it
+  const fixture = new URL("./fixtures/hf/qwen3_moe/", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-lock", cli, "serve", "--model", fixture, "--port", "0"],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 1, stderr);
+  assert.match(stderr, /tokenizer\.json/);
 });

@@ -339,8 +339,14 @@ class Handlers {
     const utf8 = new TextEncoder();
     let closed = false;
     const pump = async (controller: ReadableStreamDefaultController<Uint8Array>) => {
+      // A stream the client has left throws on enqueue: from then on nothing more is sent.
       const send = (data: Record<string, unknown> | "[DONE]") => {
-        if (!closed) controller.enqueue(utf8.encode(AnswerFormat.event(data)));
+        if (closed) return;
+        try {
+          controller.enqueue(utf8.encode(AnswerFormat.event(data)));
+        } catch {
+          closed = true;
+        }
       };
       let outcome: GenerationOutcome = "error";
       try {
@@ -358,7 +364,9 @@ class Handlers {
         done(outcome);
         if (!closed) {
           closed = true;
-          controller.close();
+          try {
+            controller.close();
+          } catch { /* already closed by the client */ }
         }
       }
     };
