@@ -182,10 +182,10 @@ class Handlers {
     const route = this.#route(path);
     let res: Response;
     try {
+      this.#authorize(req);
       if (!route) {
         throw new ApiError(404, `no endpoint ${req.method} ${path}`, { code: "not_found" });
       }
-      this.#authorize(req);
       if (req.method !== route.method) {
         throw new ApiError(405, `${path} takes ${route.method}, not ${req.method}`, {
           code: "method_not_allowed",
