@@ -31,6 +31,7 @@ import { loadTokenizer } from "./runtime/text/tokenizer.ts";
 import { generateText } from "./runtime/text/generate_text.ts";
 import { renderChat } from "./runtime/text/chat.ts";
 import { EVAL_CONTEXT, evaluatePerplexity } from "./runtime/eval.ts";
+import { SERVE_OPTIONS, SERVE_USAGE, serveCommand } from "./runtime/serve/serve_command.ts";
 
 /** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
 interface Command {
@@ -446,6 +447,13 @@ const COMMANDS: Record<string, Command> = {
         );
       }
     },
+  },
+  serve: {
+    usage: `serve --model DIR ${SERVE_USAGE} ${MODE_USAGE}`,
+    summary: "answer the OpenAI API (POST /v1/chat/completions and /v1/completions, streamed or " +
+      "not; GET /v1/models, /health, /metrics) with one model, one generation at a time",
+    options: { ...MODEL_OPTIONS, ...SERVE_OPTIONS },
+    run: (v) => serveCommand(v, () => openModel(v)),
   },
   "gpu-info": {
     usage: "gpu-info [--gpu native|dawn|auto] [--json]",

@@ -61,4 +61,5 @@ export {
   evaluatePerplexity,
   evalWindows,
 } from "./runtime/eval.ts";
+export { type PregateServer, type ServeOptions, startServer } from "./runtime/serve/server.ts";
 export * from "./kernels/mod.ts";

@@ -261,6 +261,11 @@ export class Model {
     }
   }
 
+  /** Most positions (prompt + generated tokens) per sequence (`contextLength` at load). */
+  get contextLength(): number {
+    return this.#contextLength;
+  }
+
   /** Expert slots of the offloading engine (null when resident). */
   get expertSlots(): number | null {
     return this.#engine?.slots ?? null;
