@@ -160,7 +160,7 @@ async function measureUploadRate(
     }
   }
   await uploader.dispose();
-  for (const b of [pool.gate, pool.up, pool.down, pool.table]) gpu.destroyBuffer(b);
+  for (const b of [pool.gate, pool.up, pool.down, pool.table]) if (b) gpu.destroyBuffer(b);
   store.close();
   return median(rates);
 }

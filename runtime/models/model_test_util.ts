@@ -121,12 +121,12 @@ export function cpuForward(
   };
   const silu = (v: number) => v / (1 + Math.exp(-v));
   const mlp = (
-    names: { gate: string; up: string; down: string },
+    names: { gate: string; up?: string; down: string },
     x: Float64Array,
     inter: number,
   ) => {
     const g = matvec(get(names.gate), x, inter);
-    const u = matvec(get(names.up), x, inter);
+    const u = matvec(get(names.up!), x, inter); // the decoders' MLPs are SwiGLU
     for (let i = 0; i < inter; i++) g[i] = silu(g[i]) * u[i];
     return matvec(get(names.down), g, H);
   };
