@@ -55,6 +55,12 @@ export interface UploadOptions {
   experts: "resident" | "none";
   /** Progress callback: bytes uploaded so far, total bytes to upload. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * T5-style relative position bias (Switch): from the first layer of each stack into every layer
+   * (`shared`, the default: how T5 and the Switch checkpoints were trained) or into the first layer
+   * only (`first_layer_only`: what transformers 5 computes). Other architectures have none.
+   */
+  positionBias?: "shared" | "first_layer_only";
 }
 
 function expectShape(t: Tensor, shape: readonly number[]): void {
