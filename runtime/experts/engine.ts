@@ -163,10 +163,14 @@ export class OffloadEngine implements StreamedExperts {
       label: "engine.routing",
       usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | GPUBufferUsage.STORAGE,
     });
-    for (const [j, i] of moeLayers.entries()) {
+    // The MoE layers a pre-gate predicts: each one after another of its chain.
+    const predicted = new Set(moeLayers.map((i) => this.#scheduler.next(i)));
+    for (const i of moeLayers) {
       // Each MoE layer sees the shared slot buffers through its own slot table.
       this.#pools.set(i, { ...pool, table: gpu.storage("experts", E * U32, `experts.table.${i}`) });
-      if (this.mode === "pregated" && j > 0) this.#pred.set(i, this.#predictionBuffers(i, ffn(i)));
+      if (this.mode === "pregated" && predicted.has(i)) {
+        this.#pred.set(i, this.#predictionBuffers(i, ffn(i)));
+      }
     }
     if (this.mode === "pregated") {
       for (const i of moeLayers) {
