@@ -54,6 +54,8 @@ export interface PaperRun {
   copy_gb_s: Record<string, number>;
   moe_block_gpu_ms: Record<string, number | null>;
   rows: PaperRow[];
+  /** HF transformers on the same checkpoints, when the run measured it (PREGATE_PAPER_HF=1). */
+  hf?: HfRow[];
 }
 
 /** One HF transformers measurement (`bench/paper_hf.py`). */
@@ -312,7 +314,10 @@ if (import.meta.main) {
   }
   const read = async (p: string) => JSON.parse(await Deno.readTextFile(p));
   const runs: PaperRun[] = await Promise.all(positionals.map(read));
-  const hf: HfRow[] = (await Promise.all((values.hf ?? []).map(read))).flatMap((h) => h.rows);
+  const hf: HfRow[] = [
+    ...runs.flatMap((r) => r.hf ?? []),
+    ...(await Promise.all((values.hf ?? []).map(read))).flatMap((h) => h.rows),
+  ];
   await Deno.writeTextFile(`${values.out}.md`, paperMarkdown(runs, hf));
   await Deno.writeTextFile(`${values.out}.svg`, paperSvg(runs, hf));
   console.log(`wrote ${values.out}.md and ${values.out}.svg`);
