@@ -9,6 +9,7 @@ import { ArgumentError } from "../../errors.ts";
 import { makeModel } from "../make_model.ts";
 import { planModel } from "../plan_model.ts";
 import { parseConfig } from "../config.ts";
+import { countParams } from "../param_counts.ts";
 import { type PositionBiasReading, SwitchReference } from "../switch_reference.ts";
 import { GPU_TEST, testGpu } from "../../../kernels/test_util.ts";
 
@@ -82,6 +83,25 @@ Deno.test("switch config: the encoder's layers, then the decoder's; MoE every ot
   assert.deepEqual(cfg.layers.map((l) => l.ffn.kind[0]).join(""), "dmdmdmdmdm");
   const moe = cfg.layers[1].ffn;
   assert.ok(moe.kind === "moe" && moe.topK === 1 && moe.act === "relu" && !moe.renormalize);
+});
+
+Deno.test("switch presets: the published models' sizes, one expert of the paper's bytes", () => {
+  for (
+    const [preset, params, expertMB] of [
+      ["switch-base-8", 0.619, 18.9],
+      ["switch-base-128", 7.415, 18.9],
+      ["switch-large-128", 26.309, 33.6],
+    ] as const
+  ) {
+    const plan = planModel({ preset, out: "" });
+    const p = countParams(plan.config);
+    assert.equal((p.total / 1e9).toFixed(3), params.toFixed(3), preset);
+    assert.equal((p.perExpert * 4 / 1e6).toFixed(1), expertMB.toFixed(1), preset);
+    assert.equal(plan.totalBytes, p.total * 4);
+    assert.equal(plan.configJson.model_type, "switch_transformers");
+  }
+  const small = planModel({ preset: "switch-base-8", out: "", overrides: { layers: 2 } }).config;
+  assert.deepEqual(small.stacks?.map((s) => s.count), [2, 2]);
 });
 
 Deno.test({
