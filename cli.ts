@@ -160,13 +160,15 @@ function modelOptions(v: Record<string, string | boolean | undefined>) {
 
 async function openModel(
   v: Record<string, string | boolean | undefined>,
-  extra: Pick<LoadOptions, "trace" | "prefillChunk" | "maxEncoderTokens"> = {},
+  extra: Pick<LoadOptions, "trace" | "prefillChunk"> = {},
 ): Promise<Model> {
   const quiet = Boolean(v.json);
   let lastPct = -1;
+  const encoder = encoderIdsFlag(v)?.length ?? 0; // room for it, at least the default 512 tokens
   return await loadModel(requireModel(v.model), {
     ...modelOptions(v),
     ...extra,
+    maxEncoderTokens: encoder > 512 ? encoder : undefined,
     gpu: parseGpu(v.gpu),
     contextLength: v.context === undefined ? undefined : intFlag(v.context, "--context", 1, 0),
     log: (m) => console.error(m),
@@ -221,7 +223,7 @@ const COMMANDS: Record<string, Command> = {
     async run(v) {
       const ids = parseIds(v.ids);
       const encoderIds = encoderIdsFlag(v);
-      const model = await openModel({ ...v, json: true }, encoderRoom(encoderIds));
+      const model = await openModel({ ...v, json: true });
       try {
         const rows = await model.logits(ids, { encoderIds });
         console.log(JSON.stringify({ logits: rows.map((r) => Array.from(r)) }));
@@ -267,7 +269,7 @@ const COMMANDS: Record<string, Command> = {
       if (v.chat) throw new ArgumentError("--chat", "applies to --prompt");
       const encoderIds = encoderIdsFlag(v);
       const ids = encoderIds && v.ids === undefined ? undefined : parseIds(v.ids);
-      const model = await openModel(v, encoderRoom(encoderIds));
+      const model = await openModel(v);
       try {
         const out: number[] = [];
         const start = decoderStart(model, ids, encoderIds);
@@ -367,7 +369,7 @@ const COMMANDS: Record<string, Command> = {
           "a trace needs an offloading mode (experts are not moved when resident)",
         );
       }
-      const model = await openModel(opts, { trace: true, ...encoderRoom(encoderIds) });
+      const model = await openModel(opts, { trace: true });
       try {
         const start = decoderStart(model, ids, encoderIds);
         const gen = model.generate(start.ids, { maxTokens, encoderIds, stopIds: start.stopIds });
@@ -490,11 +492,6 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-/** Room for the encoder's input (at least the default 512 tokens). */
-function encoderRoom(encoderIds: number[] | undefined): { maxEncoderTokens?: number } {
-  return encoderIds ? { maxEncoderTokens: Math.max(512, encoderIds.length) } : {};
-}
-
 /** `--encoder-ids`, parsed, or undefined when not given. */
 function encoderIdsFlag(v: Record<string, string | boolean | undefined>): number[] | undefined {
   return v["encoder-ids"] === undefined ? undefined : parseIds(v["encoder-ids"], "--encoder-ids");
@@ -504,24 +501,17 @@ function encoderIdsFlag(v: Record<string, string | boolean | undefined>): number
  * The decoder's first ids and stop ids: `ids` (--ids) as given, or, for an encoder-decoder read
  * from --encoder-ids, its decoder start token, stopping at its EOS ids.
  */
-function decoderStart(
-  model: Model,
-  ids: number[] | undefined,
-  encoderIds: number[] | undefined,
-): { ids: number[]; stopIds?: readonly number[] } {
-  const ed = model.encoderDecoder;
-  if (!ed || !encoderIds) {
-    if (ids === undefined) throw new ArgumentError("--ids", "is required");
-    return { ids };
-  }
-  if (ids !== undefined) return { ids, stopIds: ed.eosTokenIds };
-  if (ed.decoderStartTokenId === null) {
+function decoderStart(model: Model, ids?: number[], encoderIds?: number[]) {
+  const ed = encoderIds ? model.encoderDecoder : null;
+  const first = ed?.decoderStartTokenId;
+  const start = ids ?? (first === undefined || first === null ? undefined : [first]);
+  if (!start) {
     throw new ArgumentError(
       "--ids",
-      "the model's config names no decoder_start_token_id: give the decoder's first ids",
+      ed ? "the config names no decoder_start_token_id" : "is required",
     );
   }
-  return { ids: [ed.decoderStartTokenId], stopIds: ed.eosTokenIds };
+  return { ids: start, stopIds: ed?.eosTokenIds };
 }
 
 /** `generate --prompt`: text streamed to stdout as it is decoded, until EOS or --max-tokens. */

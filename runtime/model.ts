@@ -353,27 +353,18 @@ export class Model {
    * decoder-only model got none.
    */
   async #encode(encoderIds: readonly number[] | undefined): Promise<number | undefined> {
-    const ed = archOf(this.config).encoderDecoder;
-    if (!ed) {
-      if (encoderIds === undefined) return undefined;
+    const has = archOf(this.config).encoderDecoder !== undefined, s = this.#state;
+    if (has !== (encoderIds !== undefined)) {
+      const arch = this.config.arch;
       throw new ArgumentError(
         "encoderIds",
-        `${this.config.arch} is a decoder-only model: it has no encoder`,
+        has
+          ? `${arch} is an encoder-decoder: give the encoder's input`
+          : `${arch} is a decoder-only model: it has no encoder`,
       );
     }
-    if (encoderIds === undefined) {
-      throw new ArgumentError(
-        "encoderIds",
-        `${this.config.arch} is an encoder-decoder: give the encoder's input`,
-      );
-    }
-    this.#checkIds(
-      encoderIds,
-      "encoderIds",
-      0,
-      (this.#state as { maxEncoder?: number }).maxEncoder,
-    );
-    const s = this.#state;
+    if (!encoderIds) return undefined;
+    this.#checkIds(encoderIds, "encoderIds", 0, (s as { maxEncoder?: number }).maxEncoder);
     this.gpu.write(s.ids, Uint32Array.from(encoderIds));
     this.gpu.write(s.pos, new Uint32Array(4));
     await this.#run(await this.#plan(encoderIds.length, "last", undefined, true));
