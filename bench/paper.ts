@@ -156,12 +156,15 @@ async function measure(
       }
       return { ids, stats: model.lastStats!, hit: decodeHitRate(model) };
     };
-    const first = await once(); // validated below, before the timed runs count
-    const warm = await warmUp(once, WARMUP_S);
+    let first: Measured | null = null; // the warm-up's first run: compared with the timed ones
+    const warm = await warmUp(async () => {
+      const r = await once();
+      first ??= r;
+    }, WARMUP_S);
     const runs: Measured[] = [];
     for (let r = 0; r < RUNS; r++) runs.push(await once());
     runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
-    if (runs.some((r) => r.ids.join() !== first.ids.join())) {
+    if (runs.some((r) => r.ids.join() !== first!.ids.join())) {
       throw new Error(`${mode}: runs of the same input gave different tokens`);
     }
     log(
