@@ -9,7 +9,7 @@
  * ```ts
  * import { ARCHITECTURES, archNamed } from "./arch/mod.ts";
  * const olmoe = archNamed("olmoe");
- * console.log(ARCHITECTURES.length, olmoe.make.hfClass); // 4 OlmoeForCausalLM
+ * console.log(ARCHITECTURES.length, olmoe.make.hfClass); // 5 OlmoeForCausalLM
  * ```
  * @module
  */
