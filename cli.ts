@@ -165,9 +165,11 @@ async function openModel(
 ): Promise<Model> {
   const quiet = Boolean(v.json);
   let lastPct = -1;
+  const encoder = encoderIdsFlag(v)?.length ?? 0; // room for it, at least the default 512 tokens
   return await loadModel(requireModel(v.model), {
     ...modelOptions(v),
     ...extra,
+    maxEncoderTokens: encoder > 512 ? encoder : undefined,
     gpu: parseGpu(v.gpu),
     contextLength: v.context === undefined ? undefined : intFlag(v.context, "--context", 1, 0),
     log: (m) => console.error(m),
@@ -215,14 +217,16 @@ const DIM_FLAGS: Record<string, keyof ModelDims> = {
 
 const COMMANDS: Record<string, Command> = {
   logits: {
-    usage: `logits --model DIR --ids 5,77,301 ${MODE_USAGE}`,
-    summary: 'print {"logits": [[...], ...]}: full-vocabulary logits per input position',
-    options: { ...MODEL_OPTIONS, ids: { type: "string" } },
+    usage: `logits --model DIR --ids 5,77,301 [--encoder-ids LIST] ${MODE_USAGE}`,
+    summary: 'print {"logits": [[...], ...]}: full-vocabulary logits per input position ' +
+      "(an encoder-decoder's decoder positions, after its encoder has read --encoder-ids)",
+    options: { ...MODEL_OPTIONS, ids: { type: "string" }, "encoder-ids": { type: "string" } },
     async run(v) {
       const ids = parseIds(v.ids);
+      const encoderIds = encoderIdsFlag(v);
       const model = await openModel({ ...v, json: true });
       try {
-        const rows = await model.logits(ids);
+        const rows = await model.logits(ids, { encoderIds });
         console.log(JSON.stringify({ logits: rows.map((r) => Array.from(r)) }));
       } finally {
         await model.dispose();
@@ -230,14 +234,17 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   generate: {
-    usage: "generate --model DIR (--ids LIST | --prompt TEXT [--chat]) [--max-tokens N] " +
+    usage: "generate --model DIR (--ids LIST | --prompt TEXT [--chat] | --encoder-ids LIST) " +
+      "[--max-tokens N] " +
       `[--temperature T] [--top-p P] [--seed S] [--stats] [--json] ${MODE_USAGE}`,
     summary:
       "generate after a prompt (greedy unless --temperature > 0): --prompt streams text until " +
-      "EOS, --chat applies the model's chat template; --ids prints token ids",
+      "EOS, --chat applies the model's chat template; --ids prints token ids; an " +
+      "encoder-decoder reads --encoder-ids and decodes from its decoder start token until EOS",
     options: {
       ...MODEL_OPTIONS,
       ids: { type: "string" },
+      "encoder-ids": { type: "string" },
       prompt: { type: "string" },
       chat: { type: "boolean" },
       "max-tokens": { type: "string" },
@@ -261,11 +268,14 @@ const COMMANDS: Record<string, Command> = {
       const sampling = { maxTokens, temperature, topP, seed };
       if (v.prompt !== undefined) return await generateFromPrompt(v, sampling);
       if (v.chat) throw new ArgumentError("--chat", "applies to --prompt");
-      const ids = parseIds(v.ids);
+      const encoderIds = encoderIdsFlag(v);
+      const ids = encoderIds && v.ids === undefined ? undefined : parseIds(v.ids);
       const model = await openModel(v);
       try {
         const out: number[] = [];
-        for await (const id of model.generate(ids, { maxTokens, temperature, topP, seed })) {
+        const start = decoderStart(model, ids, encoderIds);
+        const gen = model.generate(start.ids, { ...sampling, encoderIds, stopIds: start.stopIds });
+        for await (const id of gen) {
           out.push(id);
           if (!v.json) await Deno.stdout.write(new TextEncoder().encode(`${id} `));
         }
@@ -332,7 +342,8 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   trace: {
-    usage: "trace --model DIR --ids LIST --out FILE.svg [--max-tokens N] [--json FILE.json] " +
+    usage: "trace --model DIR (--ids LIST | --encoder-ids LIST) --out FILE.svg [--max-tokens N] " +
+      "[--json FILE.json] " +
       "[--mode pregated|on-demand|prefetch-all] [--pregate exact|strict] [--budget SIZE] " +
       "[--expert-cache N|auto] [--gpu native|dawn|auto]",
     summary: "generate with an offloading mode and draw which experts were chosen, predicted, " +
@@ -340,12 +351,14 @@ const COMMANDS: Record<string, Command> = {
     options: {
       ...MODEL_OPTIONS,
       ids: { type: "string" },
+      "encoder-ids": { type: "string" },
       out: { type: "string" },
       json: { type: "string" },
       "max-tokens": { type: "string" },
     },
     async run(v) {
-      const ids = parseIds(v.ids);
+      const encoderIds = encoderIdsFlag(v);
+      const ids = encoderIds && v.ids === undefined ? undefined : parseIds(v.ids);
       if (typeof v.out !== "string") throw new ArgumentError("--out", "is required: an .svg path");
       checkOutputFile(v.out, "--out");
       if (typeof v.json === "string") checkOutputFile(v.json, "--json");
@@ -359,7 +372,9 @@ const COMMANDS: Record<string, Command> = {
       }
       const model = await openModel(opts, { trace: true });
       try {
-        for await (const _ of model.generate(ids, { maxTokens })) { /* trace records as it goes */ }
+        const start = decoderStart(model, ids, encoderIds);
+        const gen = model.generate(start.ids, { maxTokens, encoderIds, stopIds: start.stopIds });
+        for await (const _ of gen) { /* trace records as it goes */ }
         const trace = model.trace()!;
         await writeTextOutput(v.out, traceToSvg(trace));
         if (typeof v.json === "string") await writeTextOutput(v.json, JSON.stringify(trace));
@@ -484,6 +499,28 @@ const COMMANDS: Record<string, Command> = {
     },
   },
 };
+
+/** `--encoder-ids`, parsed, or undefined when not given. */
+function encoderIdsFlag(v: Record<string, string | boolean | undefined>): number[] | undefined {
+  return v["encoder-ids"] === undefined ? undefined : parseIds(v["encoder-ids"], "--encoder-ids");
+}
+
+/**
+ * The decoder's first ids and stop ids: `ids` (--ids) as given, or, for an encoder-decoder read
+ * from --encoder-ids, its decoder start token, stopping at its EOS ids.
+ */
+function decoderStart(model: Model, ids?: number[], encoderIds?: number[]) {
+  const ed = encoderIds ? model.encoderDecoder : null;
+  const first = ed?.decoderStartTokenId;
+  const start = ids ?? (first === undefined || first === null ? undefined : [first]);
+  if (!start) {
+    throw new ArgumentError(
+      "--ids",
+      ed ? "the config names no decoder_start_token_id" : "is required",
+    );
+  }
+  return { ids: start, stopIds: ed?.eosTokenIds };
+}
 
 /** `generate --prompt`: text streamed to stdout as it is decoded, until EOS or --max-tokens. */
 async function generateFromPrompt(

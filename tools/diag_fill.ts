@@ -118,7 +118,7 @@ async function hostSweep(
     for (let e = 0; e < host.experts; e++) {
       const t = host.tensors(layer, e);
       const jobs: Promise<void>[] = [];
-      for (const x of [t.gate, t.up, t.down]) {
+      for (const x of [t.gate, t.up, t.down].filter((x) => x !== undefined)) {
         const src = x.bytes();
         void src.buffer;
         const sp = Deno.UnsafePointer.of(src as Uint8Array<ArrayBuffer>)!;

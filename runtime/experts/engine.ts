@@ -134,7 +134,7 @@ export class OffloadEngine implements StreamedExperts {
     this.mode = opts.mode;
     this.pregatePolicy = opts.pregate ?? "exact";
     this.slots = pool.slots;
-    this.slotBytes = pool.bytes.gateUp * 2 + pool.bytes.down;
+    this.slotBytes = pool.bytes.gateUp * (pool.up ? 2 : 1) + pool.bytes.down;
     const moeLayers = cfg.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [i] : []));
     const E = host.experts;
     this.#scheduler = new Scheduler({
@@ -142,6 +142,7 @@ export class OffloadEngine implements StreamedExperts {
       pregate: this.pregatePolicy,
       experts: E,
       layers: moeLayers,
+      chains: moeChains(cfg),
       slots: pool.slots,
       cachePolicy: opts.cachePolicy,
     });
@@ -162,10 +163,14 @@ export class OffloadEngine implements StreamedExperts {
       label: "engine.routing",
       usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | GPUBufferUsage.STORAGE,
     });
-    for (const [j, i] of moeLayers.entries()) {
+    // The MoE layers a pre-gate predicts: each one after another of its chain.
+    const predicted = new Set(moeLayers.map((i) => this.#scheduler.next(i)));
+    for (const i of moeLayers) {
       // Each MoE layer sees the shared slot buffers through its own slot table.
       this.#pools.set(i, { ...pool, table: gpu.storage("experts", E * U32, `experts.table.${i}`) });
-      if (this.mode === "pregated" && j > 0) this.#pred.set(i, this.#predictionBuffers(i, ffn(i)));
+      if (this.mode === "pregated" && predicted.has(i)) {
+        this.#pred.set(i, this.#predictionBuffers(i, ffn(i)));
+      }
     }
     if (this.mode === "pregated") {
       for (const i of moeLayers) {
@@ -210,12 +215,13 @@ export class OffloadEngine implements StreamedExperts {
       experts: E,
       moeLayers: moe.length,
       projectionBytes: expertSlotBytes(host.inter, host.hidden, host.dtype),
+      projections: host.act === "relu" ? 2 : 3,
       usedBytes: gpu.memory().current + fixed,
       budget: opts.budget,
       expertCache: opts.expertCache,
       maxBindingBytes: gpu.limits.maxStorageBufferBindingSize,
     });
-    const pool = expertPool(gpu, E, slots, host.inter, host.hidden, host.dtype);
+    const pool = expertPool(gpu, E, slots, host.inter, host.hidden, host.dtype, host.act);
     return new OffloadEngine(gpu, cfg, host, state, weights, opts, pool);
   }
 
@@ -372,7 +378,7 @@ export class OffloadEngine implements StreamedExperts {
     const staging = this.#uploader.dispose();
     const seen = new Set<GPUBuffer>();
     for (const p of this.#pools.values()) {
-      [p.gate, p.up, p.down, p.table].forEach((b) => seen.add(b));
+      [p.gate, p.up, p.down, p.table].forEach((b) => b && seen.add(b));
     }
     for (const p of this.#pred.values()) [p.ids, p.weights, p.logits].forEach((b) => seen.add(b));
     seen.add(this.#readback);
@@ -390,6 +396,20 @@ export class OffloadEngine implements StreamedExperts {
     this.#scheduler.reset();
     if (this.trace) this.trace.length = 0;
   }
+}
+
+/**
+ * The MoE layers of `cfg` in the chains pre-gating and prefetching follow: one per stack (an
+ * encoder-decoder's encoder and decoder; a decoder's one stack).
+ */
+function moeChains(cfg: ModelConfig): number[][] {
+  const stacks = cfg.stacks ?? [{ first: 0, count: cfg.layers.length }];
+  return stacks.map((s) =>
+    cfg.layers.flatMap((
+      l,
+      i,
+    ) => (l.ffn.kind === "moe" && i >= s.first && i < s.first + s.count ? [i] : []))
+  ).filter((c) => c.length > 0);
 }
 
 /** The steps of `op` that `round` runs. */

@@ -39,8 +39,10 @@ export interface PoolSizeInput {
   experts: number;
   /** Number of MoE layers. */
   moeLayers: number;
-  /** Bytes of one projection of one slot (a slot holds three: gate, up and down). */
+  /** Bytes of one projection of one slot. */
   projectionBytes: number;
+  /** Projections per slot: 3 (gate, up, down; the default) or 2 (a ReLU expert's wi, wo). */
+  projections?: 2 | 3;
   /** Bytes already on the device that count against the budget (weights, state, fixed buffers). */
   usedBytes: number;
   /** GPU memory budget in bytes, if any. */
@@ -110,7 +112,7 @@ export function poolSlots(p: PoolSizeInput): number {
 }
 
 function slotBytes(p: PoolSizeInput): number {
-  return 3 * p.projectionBytes;
+  return (p.projections ?? 3) * p.projectionBytes;
 }
 
 function budgetTooSmall(p: PoolSizeInput, min: number): BudgetError {

@@ -99,6 +99,12 @@ export interface SchedulerOptions {
   experts: number;
   /** The MoE layers' decoder layer indices, in execution order. */
   layers: readonly number[];
+  /**
+   * The chains pre-gating and prefetch-all follow, each a run of `layers` (a layer's next MoE layer
+   * is the next of its chain; the last of a chain has none). Default: one chain, `layers`. An
+   * encoder-decoder has one per stack.
+   */
+  chains?: readonly (readonly number[])[];
   /** Expert slots in the pool (at least the mode's minimum, see `SlotAllocator.minimumSlots`). */
   slots: number;
   /** Which unpinned expert to evict: `lru` (default) or `lfu`. */
@@ -300,8 +306,14 @@ export class Scheduler {
     });
     this.experts = opts.experts;
     this.slots = opts.slots;
-    for (let j = 0; j + 1 < opts.layers.length; j++) {
-      this.#next.set(opts.layers[j], opts.layers[j + 1]);
+    const chains = opts.chains ?? [opts.layers];
+    for (const chain of chains) {
+      for (const layer of chain) {
+        if (!opts.layers.includes(layer)) {
+          throw new ArgumentError("chains", `layer ${layer} of a chain is not in layers`);
+        }
+      }
+      for (let j = 0; j + 1 < chain.length; j++) this.#next.set(chain[j], chain[j + 1]);
     }
   }
 

@@ -43,7 +43,10 @@ import { ArgumentError } from "../errors.ts";
  * ```
  */
 export interface TraceRecord {
-  /** 0 = prefill (all prompt tokens), then 1, 2, ... one per decode step. */
+  /**
+   * 0 = prefill (all prompt tokens; an encoder-decoder's encoder pass, its decoder's first pass is
+   * 1), then one per decode step.
+   */
   step: number;
   /** Tokens in that step (prompt length for step 0, else 1). */
   tokens: number;

@@ -9,7 +9,7 @@
  * ```ts
  * import { ARCHITECTURES, archNamed } from "./arch/mod.ts";
  * const olmoe = archNamed("olmoe");
- * console.log(ARCHITECTURES.length, olmoe.make.hfClass); // 4 OlmoeForCausalLM
+ * console.log(ARCHITECTURES.length, olmoe.make.hfClass); // 5 OlmoeForCausalLM
  * ```
  * @module
  */
@@ -17,7 +17,10 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Json, ModelConfig } from "./model_config.ts";
 import type { ExpectedTensor, TensorNaming } from "./tensor_names.ts";
 import type { ModelWeights } from "./gpu_weights.ts";
-import type { RunState } from "./state.ts";
+import type { RunState, StateSizes } from "./state.ts";
+import type { TensorStore } from "../weights/safetensors.ts";
+import type { UploadOptions } from "./weights.ts";
+import type { DType } from "../weights/dtype.ts";
 import type { ForwardOptions, ForwardPlan } from "./plan.ts";
 import type { ConfigStyle, DimRules, ModelDims, PresetSpec } from "./model_dims.ts";
 
@@ -34,6 +37,56 @@ export interface MakeSpec {
    * every decoder writes (`hf_config.ts`).
    */
   hfConfig(d: ModelDims, style: ConfigStyle): Record<string, unknown>;
+  /**
+   * The whole config.json and generation_config.json instead of the decoder keys `hf_config.ts`
+   * writes with `hfConfig` (an architecture whose config shares none of them, e.g. an
+   * encoder-decoder). `preset` names the preset the dimensions `d` came from.
+   */
+  configFiles?(d: ModelDims, dtype: DType, preset: { name: string }): HfConfigFiles;
+  /**
+   * The random initialisation of tensor `t` where the architecture wants its own (mean and standard
+   * deviation); `undefined` keeps `make-model`'s default (`initOf` in plan_model.ts).
+   */
+  init?(t: ExpectedTensor, cfg: ModelConfig): { mean: number; std: number } | undefined;
+}
+
+/** A checkpoint's config files: config.json as an object and as text, generation_config.json's text. */
+export interface HfConfigFiles {
+  configJson: Record<string, unknown>;
+  configText: string;
+  generationConfigText: string;
+}
+
+/**
+ * What an encoder-decoder architecture adds. Its {@linkcode ModelConfig} lists the encoder's layers,
+ * then the decoder's (`stacks` says where each starts), so MoE layers, expert pools and the
+ * offloading engine see one list of layers. The encoder runs once per input over its tokens (all at
+ * once: its attention is not causal) and leaves the decoder's cross-attention keys and values in the
+ * run state; `buildForward` builds the decoder's passes (`opts.encoderLength`: the encoder tokens).
+ *
+ * @example
+ * ```ts ignore
+ * const ed = archOf(cfg).encoderDecoder!;
+ * const weights = ed.uploadWeights(gpu, cfg, store, { experts: "resident" });
+ * const state = ed.allocState(gpu, cfg, { maxT: 128, maxSeq: 512, maxEncoder: 512 });
+ * const encoder = await ed.buildEncoder(gpu, cfg, weights, state, { T: 20, logits: "last" });
+ * ```
+ */
+export interface EncoderDecoderSpec {
+  /** Uploads every weight: the layers' as {@linkcode ModelWeights} and the architecture's own beside them. */
+  uploadWeights(gpu: Gpu, cfg: ModelConfig, store: TensorStore, opts: UploadOptions): ModelWeights;
+  /** Allocates the run state, with room for `maxEncoder` encoder tokens. */
+  allocState(gpu: Gpu, cfg: ModelConfig, sizes: StateSizes & { maxEncoder: number }): RunState;
+  /** Builds the encoder's pass over `opts.T` encoder tokens (state.ids). */
+  buildEncoder(
+    gpu: Gpu,
+    cfg: ModelConfig,
+    weights: ModelWeights,
+    state: RunState,
+    opts: ForwardOptions,
+  ): Promise<ForwardPlan>;
+  /** The decoder's first input (null when the config names none) and the ids that end generation. */
+  generation(cfg: ModelConfig): { start: number | null; eos: readonly number[] };
 }
 
 /**
@@ -74,6 +127,8 @@ export interface Architecture<N extends string = string> {
   ): Promise<ForwardPlan>;
   /** How `makeModel` writes one. */
   readonly make: MakeSpec;
+  /** An encoder-decoder's encoder and what it needs (absent for a decoder-only model). */
+  readonly encoderDecoder?: EncoderDecoderSpec;
 }
 
 /**

@@ -29,7 +29,8 @@ import { rmsnorm } from "../../kernels/norm.ts";
 import { ropeKv } from "../../kernels/rope.ts";
 import { attention } from "../../kernels/attention.ts";
 import { embed } from "../../kernels/embedding.ts";
-import { gatedActivation } from "../../kernels/activation.ts";
+import { activation, gatedActivation } from "../../kernels/activation.ts";
+import { addBias } from "../../kernels/elementwise.ts";
 import { QKV_MAX_T, qkvBias, qkvClamp, qkvProj } from "../../kernels/qkv.ts";
 import { routerTopK } from "../../kernels/router.ts";
 import { moeDownCombine, moeGateUp } from "../../kernels/moe.ts";
@@ -248,12 +249,15 @@ export class DecoderBlocks {
     ];
   }
 
-  /** `out (+)= down(silu(gate(h)) * up(h))`: decode as a one-expert MoE, prefill as matmuls. */
+  /**
+   * `out (+)= down(silu(gate(h)) * up(h))`, or `out (+)= wo(relu(wi(h)))` for a ReLU MLP (no up):
+   * decode as a one-expert MoE, prefill as matmuls.
+   */
   async #mlp(m: GpuMlp, out: GPUBuffer, accumulate: boolean): Promise<Step[]> {
-    const s = this.s, T = this.T;
-    if (T <= QKV_MAX_T && m.up.dtype === m.gate.dtype) {
+    const s = this.s, T = this.T, up = m.up;
+    if (T <= QKV_MAX_T && (!up || up.dtype === m.gate.dtype)) {
       return [
-        // gate, up and SwiGLU in one dispatch: expert 0 in slot 0 of a one-expert MoE.
+        // gate, up and SwiGLU (or wi and ReLU) in one dispatch: expert 0 in slot 0 of a one-expert MoE.
         await moeGateUp(this.gpu, {
           table: s.zeros,
           ids: s.zeros,
@@ -266,22 +270,29 @@ export class DecoderBlocks {
           slotWords: (m.gate.rows * m.gate.cols * DTYPE_BYTES[m.gate.dtype]) / 4,
           x: s.h,
           gate: m.gate.buffer,
-          up: m.up.buffer,
+          up: up?.buffer,
+          act: up ? "swiglu" : "relu",
           out: s.mlpAct,
         }),
         await this.#linear(s.mlpAct, m.down, out, accumulate),
       ];
     }
+    const n = T * m.gate.rows;
+    const act = up
+      ? [
+        await this.#linear(s.h, up, s.mlpUp),
+        await gatedActivation(this.gpu, {
+          gate: s.mlpGate,
+          up: s.mlpUp,
+          out: s.mlpAct,
+          n,
+          kind: "silu",
+        }),
+      ]
+      : [await activation(this.gpu, { x: s.mlpGate, out: s.mlpAct, n, kind: "relu" })];
     return [
       await this.#linear(s.h, m.gate, s.mlpGate),
-      await this.#linear(s.h, m.up, s.mlpUp),
-      await gatedActivation(this.gpu, {
-        gate: s.mlpGate,
-        up: s.mlpUp,
-        out: s.mlpAct,
-        n: T * m.gate.rows,
-        kind: "silu",
-      }),
+      ...act,
       await this.#linear(s.mlpAct, m.down, out, accumulate),
     ];
   }
@@ -326,6 +337,9 @@ export class DecoderBlocks {
     const route: Step[] = [
       await this.#norm(s.x, lw.postNorm, s.h, T, H),
       await this.#linear(s.h, f.router, s.routerLogits),
+      ...(f.routerBias
+        ? [await addBias(gpu, { x: s.routerLogits, bias: f.routerBias, rows: T, n: fc.experts })]
+        : []),
       await this.#topK(s.routerLogits, s.topIds, s.topWeights, fc),
     ];
     // ---- pre-gate: the next MoE layer's routing predicted from this layer's h
@@ -351,7 +365,8 @@ export class DecoderBlocks {
         ...moeArgs,
         x: s.h,
         gate: pool.gate,
-        up: pool.up,
+        up: pool.up ?? undefined,
+        act: pool.up ? "swiglu" : "relu",
         out: s.moeH,
         slotWords: pool.bytes.gateUp / 4,
         missing,

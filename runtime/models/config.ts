@@ -22,7 +22,15 @@ import { archNamed } from "./arch/mod.ts";
 import type { Json, ModelConfig } from "./model_config.ts";
 
 export { type Arch, ARCHITECTURES } from "./arch/mod.ts";
-export type { DenseFfn, Json, LayerConfig, ModelConfig, MoeFfn } from "./model_config.ts";
+export type {
+  DenseFfn,
+  FfnActivation,
+  Json,
+  LayerConfig,
+  LayerStack,
+  ModelConfig,
+  MoeFfn,
+} from "./model_config.ts";
 
 /**
  * Parses a config.json object into a frozen {@linkcode ModelConfig}, through the architecture its

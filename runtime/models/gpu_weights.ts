@@ -18,6 +18,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { BudgetError } from "../errors.ts";
 import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
 import type { Tensor } from "../weights/safetensors.ts";
+import type { FfnActivation } from "./model_config.ts";
 
 /** A weight matrix `[rows, cols]` (rows = outputs) on the GPU, packed in its dtype. */
 export interface GpuMatrix {
@@ -27,20 +28,23 @@ export interface GpuMatrix {
   readonly cols: number;
 }
 
-/** The three projections of a SwiGLU MLP. */
+/** The projections of an MLP: SwiGLU's gate, up and down, or a ReLU MLP's `wi` (gate) and `wo` (down). */
 export interface GpuMlp {
   readonly gate: GpuMatrix;
-  readonly up: GpuMatrix;
+  /** Absent in a ReLU MLP. */
+  readonly up?: GpuMatrix;
   readonly down: GpuMatrix;
 }
 
 /**
  * Expert slots of one MoE layer: stacked projections `[slots, inter, hidden]` (gate, up) and
- * `[slots, hidden, inter]` (down), and the slot table `u32[experts]` (expert -> slot).
+ * `[slots, hidden, inter]` (down), and the slot table `u32[experts]` (expert -> slot). ReLU experts
+ * (Switch) have no up projection: `wi` is held as `gate`, `wo` as `down`.
  */
 export interface ExpertPool {
   readonly gate: GPUBuffer;
-  readonly up: GPUBuffer;
+  /** Null for ReLU experts. */
+  readonly up: GPUBuffer | null;
   readonly down: GPUBuffer;
   readonly table: GPUBuffer;
   readonly dtype: DType;
@@ -67,6 +71,8 @@ export interface LayerWeights {
     | {
       readonly kind: "moe";
       readonly router: GpuMatrix;
+      /** f32 [experts]: the router's bias (Switch with `router_bias`). */
+      readonly routerBias?: GPUBuffer;
       /** A trained pre-gate for the next MoE layer, when the checkpoint has one. */
       readonly pregate?: GpuMatrix;
       /** The layer's expert pool (null when experts live off the GPU and slots are elsewhere). */
@@ -98,7 +104,8 @@ export function expertSlotBytes(inter: number, hidden: number, dtype: DType): nu
 
 /**
  * Allocates an expert pool of `slots` slots for `experts` experts of shape (inter, hidden) in
- * `dtype`. Slot sizes are rounded up to 256 bytes so each slot can also be bound on its own.
+ * `dtype`, without an up projection for `relu` experts. Slot sizes are rounded up to 256 bytes so
+ * each slot can also be bound on its own.
  */
 export function expertPool(
   gpu: Gpu,
@@ -107,6 +114,7 @@ export function expertPool(
   inter: number,
   hidden: number,
   dtype: DType,
+  act: FfnActivation = "swiglu",
 ): ExpertPool {
   const slotBytes = expertSlotBytes(inter, hidden, dtype);
   const size = slotBytes * slots;
@@ -121,7 +129,7 @@ export function expertPool(
   }
   return {
     gate: gpu.storage("experts", size, "experts.gate"),
-    up: gpu.storage("experts", size, "experts.up"),
+    up: act === "relu" ? null : gpu.storage("experts", size, "experts.up"),
     down: gpu.storage("experts", size, "experts.down"),
     table: gpu.storage("experts", experts * 4, "experts.table"),
     dtype,

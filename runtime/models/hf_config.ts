@@ -17,6 +17,7 @@
  */
 import type { DType } from "../weights/dtype.ts";
 import { archNamed } from "./arch/mod.ts";
+import type { HfConfigFiles } from "./architecture.ts";
 import type { ConfigStyle, ModelDims, PresetSpec } from "./model_dims.ts";
 import { plainJson, PyFloat, pyJson } from "./py_json.ts";
 
@@ -96,7 +97,8 @@ function generationConfig(preset: PresetSpec, style: ConfigStyle): Record<string
 /**
  * The contents of a checkpoint's config files for these dimensions: `configJson`, config.json as a
  * plain object (what `parseConfig` reads), and the texts of config.json and generation_config.json
- * exactly as transformers writes them (with a final newline).
+ * exactly as transformers writes them (with a final newline). An architecture whose config.json
+ * shares none of the decoder keys writes its own (`make.configFiles` of its file).
  *
  * @example
  * ```ts
@@ -111,9 +113,11 @@ export function hfConfigFiles(
   arch: string,
   d: ModelDims,
   dtype: DType,
-  preset: PresetSpec,
+  preset: PresetSpec & { readonly name?: string },
   style: ConfigStyle,
-): { configJson: Record<string, unknown>; configText: string; generationConfigText: string } {
+): HfConfigFiles {
+  const own = archNamed(arch, "arch").make.configFiles;
+  if (own) return own(d, dtype, { name: preset.name ?? "tiny" });
   const json = hfConfig(arch, d, dtype, preset, style);
   return {
     configJson: plainJson(json) as Record<string, unknown>,

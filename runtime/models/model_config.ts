@@ -22,11 +22,19 @@ import { ConfigError } from "../errors.ts";
 /** A parsed JSON object (a config.json). */
 export type Json = Record<string, unknown>;
 
-/** A dense (SwiGLU) feed-forward block. */
+/**
+ * The activation of a feed-forward block: `swiglu` (`down(silu(gate x) * up x)`, the Llama-style
+ * MLPs) or `relu` (`wo relu(wi x)`, T5 / Switch: one input matrix, held where `gate` is).
+ */
+export type FfnActivation = "swiglu" | "relu";
+
+/** A dense feed-forward block. */
 export interface DenseFfn {
   readonly kind: "dense";
   /** Intermediate size. */
   readonly inter: number;
+  /** Its activation; absent: `swiglu`. */
+  readonly act?: FfnActivation;
 }
 
 /** A sparse MoE feed-forward block. */
@@ -42,6 +50,18 @@ export interface MoeFfn {
   readonly renormalize: boolean;
   /** Shared expert (Qwen2-MoE): intermediate size, gated by sigmoid(w . x); 0 when absent. */
   readonly sharedInter: number;
+  /** The experts' activation; absent: `swiglu`. */
+  readonly act?: FfnActivation;
+}
+
+/**
+ * One stack of an encoder-decoder model: its layers are `layers[first, first + count)` of the
+ * {@linkcode ModelConfig} (the encoder's first, then the decoder's).
+ */
+export interface LayerStack {
+  readonly name: "encoder" | "decoder";
+  readonly first: number;
+  readonly count: number;
 }
 
 /** One decoder layer. */
@@ -82,6 +102,12 @@ export interface ModelConfig {
   readonly tieEmbeddings: boolean;
   /** Maximum context length. */
   readonly maxPositions: number;
+  /**
+   * An encoder-decoder's stacks (`layers` holds the encoder's layers, then the decoder's); absent
+   * for a decoder-only model (one stack of all its layers). Pre-gating chains MoE layers within a
+   * stack.
+   */
+  readonly stacks?: readonly LayerStack[];
   /** The raw config.json object, for reference. */
   readonly raw: Readonly<Record<string, unknown>>;
 }

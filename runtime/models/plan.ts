@@ -38,6 +38,8 @@ export interface LayerPlan {
 /** A forward pass over T tokens. */
 export interface ForwardPlan {
   readonly T: number;
+  /** The model layer of `layers[0]` (an encoder-decoder's decoder starts after the encoder); default 0. */
+  readonly firstLayer?: number;
   /** Embedding lookup of state.ids into state.x. */
   readonly embed: Step[];
   readonly layers: readonly LayerPlan[];
@@ -51,6 +53,8 @@ export interface ForwardOptions {
   T: number;
   /** `all`: logits for every position (state.logitRows >= T); `last`: the last position only. */
   logits: "all" | "last";
+  /** An encoder-decoder's decoder: the encoder tokens its cross-attention attends to. */
+  encoderLength?: number;
   /**
    * The expert pool each MoE layer's kernels read (default: the layer's resident pool). The
    * offloading engine passes its slot pools here.
@@ -144,7 +148,8 @@ export type PlanOp = StepsOp | MoeOp;
 export function planOps(plan: ForwardPlan): PlanOp[] {
   const ops: PlanOp[] = [];
   let run: Step[] = [...plan.embed];
-  plan.layers.forEach((l, layer) => {
+  plan.layers.forEach((l, j) => {
+    const layer = (plan.firstLayer ?? 0) + j;
     run.push(...l.attention);
     if (l.ffn.kind === "dense") {
       run.push(...l.ffn.steps);

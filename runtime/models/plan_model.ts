@@ -318,13 +318,16 @@ function checkEven(d: ModelDims, layers: ModelConfig["layers"], dtype: DType): v
  * layer (otherwise deep layers see nearly the same hidden state for every token and route them all
  * to a few experts). RMSNorm makes the overall scale irrelevant to everything downstream.
  * `refLayers` is the larger of the preset's and the model's layer count, so a preset shrunk with
- * `overrides.layers` keeps every remaining tensor identical to the full model's.
+ * `overrides.layers` keeps every remaining tensor identical to the full model's. An architecture
+ * may initialise its tensors its own way (`make.init` of its file).
  */
 function initOf(
   t: ExpectedTensor,
   cfg: ModelConfig,
   refLayers: number,
 ): { mean: number; std: number } {
+  const own = archNamed(cfg.arch).make.init?.(t, cfg);
+  if (own) return own;
   const fanIn = t.shape.length === 2 ? t.shape[1] : 1;
   const embedStd = cfg.tieEmbeddings ? 1 / Math.sqrt(cfg.hidden) : 1;
   const role: TensorRole = t.role;

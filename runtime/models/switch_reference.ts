@@ -29,7 +29,7 @@ import {
   type SwitchNames,
   switchNames,
   switchTensors,
-} from "./switch_config.ts";
+} from "./arch/switch_config.ts";
 
 /**
  * Where the first layer's relative position bias applies: every layer of the stack (`shared`, T5

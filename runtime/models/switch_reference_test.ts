@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { WeightFileError } from "../errors.ts";
 import { encodeTensor, writeShardedCheckpoint } from "../weights/safetensors_writer.ts";
 import { randn } from "../../kernels/test_util.ts";
-import { parseSwitchConfig, switchTensors } from "./switch_config.ts";
-import { SWITCH_PRESETS, switchConfigJson } from "./switch_presets.ts";
+import { parseSwitchConfig, switchTensors } from "./arch/switch_config.ts";
+import { SWITCH_PRESETS, switchConfigJson } from "./arch/switch_presets.ts";
 import { type PositionBiasReading, SwitchReference } from "./switch_reference.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/hf/switch_tiny/", import.meta.url).pathname;

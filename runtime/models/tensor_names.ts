@@ -16,12 +16,15 @@
  */
 import type { ModelConfig } from "./model_config.ts";
 
-/** The projections of one SwiGLU MLP (an expert, a dense MLP or a shared expert). */
+/**
+ * The projections of one MLP (an expert, a dense MLP or a shared expert): SwiGLU's gate, up and
+ * down, or a ReLU MLP's `wi` (as `gate`) and `wo` (as `down`).
+ */
 export interface MlpNames {
-  /** Gate projection [inter, hidden]. */
+  /** Gate projection [inter, hidden] (a ReLU MLP's input projection `wi`). */
   gate: string;
-  /** Up projection [inter, hidden]. */
-  up: string;
+  /** Up projection [inter, hidden] (absent in a ReLU MLP). */
+  up?: string;
   /** Down projection [hidden, inter]. */
   down: string;
 }
@@ -44,6 +47,8 @@ export interface LayerNames {
       kind: "moe";
       /** Router [experts, hidden]. */
       router: string;
+      /** Router bias [experts] (Switch with `router_bias`). */
+      routerBias?: string;
       /** The projections of expert `e`. */
       expert(e: number): MlpNames;
       /** Qwen2-MoE's shared expert and its sigmoid gate [1, hidden]. */
@@ -157,7 +162,8 @@ export type TensorRole =
   | "router"
   | "shared_expert"
   | "shared_gate"
-  | "expert";
+  | "expert"
+  | "relative_bias";
 
 /**
  * One tensor a configuration needs.
@@ -200,7 +206,9 @@ function mlpTensors(
 ): ExpectedTensor[] {
   return [
     { name: n.gate, shape: [inter, hidden], role, layer, expert, projection: "gate" },
-    { name: n.up, shape: [inter, hidden], role, layer, expert, projection: "up" },
+    ...(n.up
+      ? [{ name: n.up, shape: [inter, hidden], role, layer, expert, projection: "up" } as const]
+      : []),
     { name: n.down, shape: [hidden, inter], role, layer, expert, projection: "down" },
   ];
 }
@@ -261,6 +269,7 @@ export function decoderTensors(cfg: ModelConfig, names: TensorNaming): ExpectedT
       out.push(...mlpTensors(nf, ffn.inter, h, "mlp", i));
     } else if (ffn.kind === "moe") {
       out.push(t(nf.router, [ffn.experts, h], "router"));
+      if (nf.routerBias) out.push(t(nf.routerBias, [ffn.experts], "router"));
       if (nf.shared) {
         out.push(...mlpTensors(nf.shared, ffn.sharedInter, h, "shared_expert", i));
         out.push(t(nf.shared.gateWeight, [1, h], "shared_gate"));

@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import { ARCHITECTURES, archNamed } from "./mod.ts";
- * console.log(ARCHITECTURES); // ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+ * console.log(ARCHITECTURES); // ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "switch_transformers"]
  * console.log(archNamed("qwen3_moe").make.hfClass); // Qwen3MoeForCausalLM
  * ```
  * @module
@@ -18,14 +18,17 @@ import type { Architecture } from "../architecture.ts";
 import type { ModelWeights } from "../gpu_weights.ts";
 import type { ModelConfig } from "../model_config.ts";
 import type { ForwardOptions, ForwardPlan } from "../plan.ts";
-import type { RunState } from "../state.ts";
+import { allocState, type RunState, type StateSizes } from "../state.ts";
+import type { TensorStore } from "../../weights/safetensors.ts";
+import { type UploadOptions, uploadWeights } from "../weights.ts";
 import { mixtral } from "./mixtral.ts";
 import { olmoe } from "./olmoe.ts";
 import { qwen2Moe } from "./qwen2_moe.ts";
 import { qwen3Moe } from "./qwen3_moe.ts";
+import { switchTransformers } from "./switch_transformers.ts";
 
 /** Every architecture, in listing order. */
-const REGISTRY = [mixtral, qwen2Moe, qwen3Moe, olmoe] as const;
+const REGISTRY = [mixtral, qwen2Moe, qwen3Moe, olmoe, switchTransformers] as const;
 
 /** The name (HF `model_type`) of a registered architecture. */
 export type Arch = typeof REGISTRY[number]["name"];
@@ -36,7 +39,7 @@ export type Arch = typeof REGISTRY[number]["name"];
  * @example
  * ```ts
  * import { ARCHITECTURES } from "./mod.ts";
- * console.log(ARCHITECTURES.join(", ")); // mixtral, qwen2_moe, qwen3_moe, olmoe
+ * console.log(ARCHITECTURES.join(", ")); // mixtral, qwen2_moe, qwen3_moe, olmoe, switch_transformers
  * ```
  */
 export const ARCHITECTURES: readonly Arch[] = Object.freeze(REGISTRY.map((a) => a.name));
@@ -107,4 +110,40 @@ export function buildForward(
   opts: ForwardOptions,
 ): Promise<ForwardPlan> {
   return archOf(cfg).buildForward(gpu, cfg, weights, state, opts);
+}
+
+/**
+ * Uploads the weights of `cfg` from `store`: the decoder's (`weights.ts`), or what an
+ * encoder-decoder architecture uploads itself.
+ *
+ * @example
+ * ```ts ignore
+ * const weights = uploadModelWeights(gpu, cfg, store, { experts: "resident" });
+ * ```
+ */
+export function uploadModelWeights(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  store: TensorStore,
+  opts: UploadOptions,
+): ModelWeights {
+  const ed = archOf(cfg).encoderDecoder;
+  return ed ? ed.uploadWeights(gpu, cfg, store, opts) : uploadWeights(gpu, cfg, store, opts);
+}
+
+/**
+ * Allocates the run state of `cfg` (an encoder-decoder's with room for `maxEncoder` encoder tokens).
+ *
+ * @example
+ * ```ts ignore
+ * const state = allocModelState(gpu, cfg, { maxT: 128, maxSeq: 2048, maxEncoder: 512 });
+ * ```
+ */
+export function allocModelState(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  sizes: StateSizes & { maxEncoder: number },
+): RunState {
+  const ed = archOf(cfg).encoderDecoder;
+  return ed ? ed.allocState(gpu, cfg, sizes) : allocState(gpu, cfg, sizes);
 }

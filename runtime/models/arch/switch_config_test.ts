@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../../errors.ts";
 import {
   parseSwitchConfig,
   pickSwitchEmbedding,
@@ -9,7 +9,7 @@ import {
 } from "./switch_config.ts";
 import { SWITCH_PRESETS, switchConfigJson } from "./switch_presets.ts";
 
-const FIXTURE = new URL("../../tests/fixtures/hf/switch_tiny/", import.meta.url).pathname;
+const FIXTURE = new URL("../../../tests/fixtures/hf/switch_tiny/", import.meta.url).pathname;
 const hasFixture = await Deno.stat(`${FIXTURE}reference.json`).then(() => true, () => false);
 
 const base = (extra: Record<string, unknown> = {}) => ({
