@@ -7,9 +7,12 @@ import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import type { ClockSampler } from "./clock.ts";
-import type { HostExpertStore } from "../runtime/experts/store.ts";
-import type { Uploader } from "../runtime/experts/uploader.ts";
-import type { ExpertPool } from "../runtime/models/weights.ts";
+import { HostExpertStore } from "../runtime/experts/store.ts";
+import { createUploader, type Uploader } from "../runtime/experts/uploader.ts";
+import { type ExpertPool, expertPool } from "../runtime/models/weights.ts";
+import { stagingPlan } from "../runtime/experts/pool_size.ts";
+import { loadConfig } from "../runtime/models/config.ts";
+import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
@@ -258,4 +261,51 @@ export async function uploadEveryExpert(
     }
   }
   return bytes;
+}
+
+/**
+ * Host->GPU GB/s of expert copies from the mapped checkpoint in `dir` into slots, through the
+ * uploader the engine uses (`path`): the median of batches of one layer's first experts (as the
+ * engine copies a layer's experts), or with `sweep` one copy of every expert of every MoE layer.
+ * The copy ceiling the offloading benches compare with.
+ */
+export async function measureUploadRate(
+  gpu: Gpu,
+  dir: string,
+  path: "write" | "mapped" | "auto",
+  sweep = false,
+): Promise<number> {
+  const cfg = await loadConfig(dir);
+  const store = openCheckpoint(dir);
+  const host = new HostExpertStore(cfg, store);
+  const slots = Math.max(2, Math.min(16, Math.floor(2 ** 30 / host.bytesPerExpert)));
+  const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype, host.act);
+  const layer = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
+  // The engine's staging ring for a layer of `slots` experts (runtime/experts/engine.ts).
+  const uploader = createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));
+  const rates: number[] = [];
+  if (sweep) {
+    // Every expert of every MoE layer once.
+    const moe = cfg.layers.flatMap((l, i) => l.ffn.kind === "moe" ? [i] : []);
+    const t0 = performance.now();
+    const bytes = await uploadEveryExpert(host, uploader, pool, moe, slots);
+    await gpu.sync();
+    rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
+  } else {
+    for (let rep = 0; rep < 4; rep++) {
+      const t0 = performance.now();
+      const batch = Array.from(
+        { length: slots },
+        (_, s) => ({ expert: s % host.experts, slot: s }),
+      );
+      const bytes = await host.uploadMany(uploader, layer, batch, pool);
+      uploader.flush();
+      await gpu.sync();
+      if (rep > 0) rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
+    }
+  }
+  await uploader.dispose();
+  for (const b of [pool.gate, pool.up, pool.down, pool.table]) if (b) gpu.destroyBuffer(b);
+  store.close();
+  return median(rates);
 }

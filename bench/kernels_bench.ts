@@ -2,7 +2,8 @@
  * Kernel and transfer benchmarks: `deno bench -A bench/kernels_bench.ts` (or `deno task bench`).
  *
  * Measures, after validating each kernel against its CPU reference:
- * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights,
+ * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights, and for Q8_0 and Q4_K
+ *   weights dequantised in the kernel (counted in stored bytes),
  * - tiled matmul (prefill) FLOP/s, portable and (where the device has subgroup matrices) on tensor
  *   cores,
  * - host->GPU upload bytes/s with `queue.writeBuffer`, with mapped staging buffers, and through the
@@ -27,6 +28,8 @@ import { add } from "../kernels/elementwise.ts";
 import { moeDown, moeGateUp } from "../kernels/moe.ts";
 import { moeGateUpRef } from "../kernels/reference_moe.ts";
 import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
+import { matvecQuant, weightRowBytes } from "../kernels/quant_gemv.ts";
 import type { DType } from "../runtime/weights/dtype.ts";
 import { assertClose, randn } from "../kernels/check.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
@@ -124,6 +127,44 @@ for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
     gpu.submit([d]);
     await gpu.sync();
   }); // (the weights stay allocated: deno bench runs this case after the table is printed)
+}
+
+// Quantised weights (Q8_0, Q4_K), dequantised in the kernel: bytes/s counted in stored bytes. The
+// matrix is 256 quantised rows repeated (the kernel reads every row's own bytes either way).
+for (const type of ["q8_0", "q4_k"] as QuantType[]) {
+  const rows0 = Math.min(gemvN, 256);
+  const wF = randn(rows0 * gemvK, 0.05);
+  const block = quantize(wF, type);
+  const stored = new Uint8Array(Math.ceil((gemvN * weightRowBytes(gemvK, type)) / 16) * 16);
+  for (let r = 0; r < gemvN; r += rows0) {
+    stored.set(
+      block.subarray(0, Math.min(rows0, gemvN - r) * weightRowBytes(gemvK, type)),
+      r * weightRowBytes(gemvK, type),
+    );
+  }
+  const x = randn(gemvK);
+  const wBuf = gpu.storage("dense", stored, `gemv-w-${type}`);
+  const xBuf = gpu.storage("activations", x);
+  const yBuf = gpu.storage("activations", gemvN * 4);
+  const d = await matvecQuant(gpu, { x: xBuf, w: wBuf, y: yBuf, K: gemvK, N: gemvN, type });
+  gpu.submit([d]);
+  const y = await gpu.readF32(yBuf);
+  assertClose(
+    y.subarray(0, rows0),
+    matmulRef(x, dequantize(block, type), 1, gemvK, rows0),
+    1e-5,
+    `gemv ${type}`,
+  );
+  const t = await time([d], { inner: full ? 50 : 5 });
+  const bytes = gemvN * weightRowBytes(gemvK, type) + gemvK * 4 + gemvN * 4;
+  rows.push({
+    name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)`,
+    value: bytes / t.seconds / 1e9,
+    unit: "GB/s",
+    ceiling: readBw,
+    ceilingNote: "streaming read",
+    note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
+  });
 }
 
 // ------------------------------------------------------------------ MoE expert GEMVs (decode)

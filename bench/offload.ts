@@ -24,11 +24,7 @@ import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
 import { type GenerateStats, loadModel, type LoadOptions } from "../runtime/model.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { loadConfig } from "../runtime/models/config.ts";
-import { HostExpertStore } from "../runtime/experts/store.ts";
-import { stagingPlan } from "../runtime/experts/engine.ts";
-import { expertPool } from "../runtime/models/weights.ts";
-import { createUploader } from "../runtime/experts/uploader.ts";
-import { benchCheckpoint, median, uploadEveryExpert } from "./harness.ts";
+import { benchCheckpoint, measureUploadRate } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
@@ -122,48 +118,6 @@ function cacheText(c: ReturnType<typeof cacheState>): string {
         `${g(c.dirtyGiB)}, writeback ${g(c.writebackGiB)}`);
 }
 
-/** Host->GPU GB/s of expert copies from the mapped file into slots (the path the engine uses). */
-async function measureUploadRate(
-  dir: string,
-  path: "write" | "mapped" | "auto",
-  sweep = false,
-): Promise<number> {
-  const cfg = await loadConfig(dir);
-  const store = openCheckpoint(dir);
-  const host = new HostExpertStore(cfg, store);
-  const slots = Math.max(2, Math.min(16, Math.floor(2 ** 30 / host.bytesPerExpert)));
-  const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype);
-  const layer = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
-  // The engine's staging ring for a layer of `slots` experts (runtime/experts/engine.ts).
-  const uploader = createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));
-  const rates: number[] = [];
-  if (sweep) {
-    // Every expert of every MoE layer once.
-    const moe = cfg.layers.flatMap((l, i) => l.ffn.kind === "moe" ? [i] : []);
-    const t0 = performance.now();
-    const bytes = await uploadEveryExpert(host, uploader, pool, moe, slots);
-    await gpu.sync();
-    rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
-  } else {
-    for (let rep = 0; rep < 4; rep++) {
-      const t0 = performance.now();
-      // One batch, as the engine copies a layer's experts.
-      const batch = Array.from(
-        { length: slots },
-        (_, s) => ({ expert: s % host.experts, slot: s }),
-      );
-      const bytes = await host.uploadMany(uploader, layer, batch, pool);
-      uploader.flush();
-      await gpu.sync();
-      if (rep > 0) rates.push(bytes / ((performance.now() - t0) / 1e3) / 1e9);
-    }
-  }
-  await uploader.dispose();
-  for (const b of [pool.gate, pool.up, pool.down, pool.table]) gpu.destroyBuffer(b);
-  store.close();
-  return median(rates);
-}
-
 const results: Record<string, unknown>[] = [];
 const pageCache: Record<string, unknown> = {};
 const sweeps: Record<string, unknown> = {};
@@ -178,9 +132,9 @@ for (const spec of specs) {
   const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as "auto" | "write" | "mapped";
   const cacheBefore = cacheState(dir);
   log(`${spec}: ${cacheText(cacheBefore)}`);
-  const uploadGBs = await measureUploadRate(dir, uploaderPath);
+  const uploadGBs = await measureUploadRate(gpu, dir, uploaderPath);
   log(`${spec}: expert upload rate ${uploadGBs.toFixed(2)} GB/s`);
-  const sweepBefore = await measureUploadRate(dir, uploaderPath, true);
+  const sweepBefore = await measureUploadRate(gpu, dir, uploaderPath, true);
   log(`${spec}: every expert once (sweep) ${sweepBefore.toFixed(2)} GB/s`);
   const vocab = (await loadConfig(dir)).vocabSize;
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % vocab);
@@ -192,10 +146,6 @@ for (const spec of specs) {
       device: gpu,
       contextLength: 256,
       uploader: uploaderPath,
-      prefetchAt: (Deno.env.get("PREGATE_BENCH_PREFETCH_AT") ?? "auto") as
-        | "auto"
-        | "sync"
-        | "compute",
       ...m.opts,
     });
     try {
@@ -258,7 +208,7 @@ for (const spec of specs) {
   }
   const cacheAfter = cacheState(dir);
   log(`${spec}: after the modes: ${cacheText(cacheAfter)}`);
-  const sweepAfter = await measureUploadRate(dir, uploaderPath, true);
+  const sweepAfter = await measureUploadRate(gpu, dir, uploaderPath, true);
   log(`${spec}: after the modes: every expert once (sweep) ${sweepAfter.toFixed(2)} GB/s`);
   pageCache[spec] = { before: cacheBefore, after: cacheAfter };
   sweeps[spec] = { before_gb_s: sweepBefore, after_gb_s: sweepAfter };

@@ -17,9 +17,8 @@ import {
   formatTraceSummary,
   summarizeTrace,
   type TraceRecord,
-  type TraceSvgOptions,
-  traceToSvg,
 } from "../runtime/experts/trace.ts";
+import { type TraceSvgOptions, traceToSvg } from "../runtime/experts/trace_svg.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,

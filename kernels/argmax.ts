@@ -17,6 +17,19 @@ import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { argBinding, argCount, argDistinct, argObject, argThreads, wideThreads } from "./args.ts";
 
+/**
+ * The index {@linkcode argmax} and `sample` write for a row without a finite maximum (a NaN, a
+ * +Infinity, or nothing but -Infinity): no valid token id (ids are below the vocabulary size), so
+ * the token readback itself says the logits were broken, at no extra cost.
+ *
+ * @example
+ * ```ts
+ * import { NON_FINITE_TOKEN } from "./argmax.ts";
+ * console.log(NON_FINITE_TOKEN === 0xffffffff); // true
+ * ```
+ */
+export const NON_FINITE_TOKEN = 0xffffffff;
+
 /** Row-wise argmax, one workgroup per row. */
 export const ARGMAX: KernelSpec = defineKernel({
   name: "argmax",
@@ -41,8 +54,9 @@ export interface ArgmaxArgs {
 }
 
 /**
- * Builds the dispatch of `out[r] = argmax_c x[r, c]` (u32): the lowest index among equal maxima, and
- * the first NaN if the row has one (as `torch.argmax`).
+ * Builds the dispatch of `out[r] = argmax_c x[r, c]` (u32): the lowest index among equal maxima;
+ * {@linkcode NON_FINITE_TOKEN} when the row holds a NaN or a +Infinity or only -Infinity values
+ * (-Infinity entries are otherwise masked: never chosen).
  *
  * @example
  * ```ts ignore

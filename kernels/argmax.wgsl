@@ -1,7 +1,9 @@
 // Row-wise argmax: out[r] = index of the largest of the p.cols values of row r (u32), the lowest
-// index on ties; NaN ranks above every number (as in torch.argmax). One workgroup per row (2-D
-// grid), WG threads (a power of two, up to 1024 on GPUs) scan strided columns, then a tree
-// reduction.
+// index on ties; or NONE (0xffffffff) when the row has no finite maximum: a NaN, a +inf, or only
+// -inf values (-inf alone is a masked entry, never chosen). The reduction ranks NaN above every
+// number, so the winning value itself tells: the row is valid exactly when it is finite (no extra
+// pass). One workgroup per row (2-D grid), WG threads (a power of two, up to 1024 on GPUs) scan
+// strided columns, then a tree reduction.
 struct Params {
   rows: u32,
   cols: u32,
@@ -78,6 +80,8 @@ fn main(
     workgroupBarrier();
   }
   if (lid == 0u) {
-    out[r] = red_i[0];
+    // Finite exactly when the exponent bits are not all ones (not NaN, not +-inf).
+    let finite = (bitcast<u32>(red_v[0]) & 0x7f800000u) != 0x7f800000u;
+    out[r] = select(NONE, red_i[0], finite);
   }
 }

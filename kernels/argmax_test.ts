@@ -1,10 +1,12 @@
 import type { Dispatch } from "../runtime/gpu/device.ts";
-import { argmax, type ArgmaxArgs } from "./argmax.ts";
+import { argmax, type ArgmaxArgs, NON_FINITE_TOKEN } from "./argmax.ts";
 import { argmaxRef } from "./reference.ts";
 import { GPU_TEST, POISON, poisoned, randn, rejects, rng, testGpu } from "./test_util.ts";
 
 Deno.test({
-  name: "argmax matches the reference exactly (ties, NaN, -Infinity, vocab-sized rows)",
+  name:
+    "argmax matches the reference exactly (ties, -Infinity masks, vocab-sized rows); NaN, +Infinity " +
+    "and all -Infinity rows give NON_FINITE_TOKEN",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
@@ -14,6 +16,7 @@ Deno.test({
       { rows: 5, cols: 255 },
       { rows: 2, cols: 256 },
       { rows: 4, cols: 1000 },
+      { rows: 6, cols: 300 },
       { rows: 3, cols: 50_257 },
       { rows: 1, cols: 262_144 },
     ];
@@ -22,7 +25,8 @@ Deno.test({
     for (const { rows, cols } of shapes) {
       const x = randn(rows * cols);
       const r = rng(rows * 7919 + cols);
-      // Row 1: an exact tie of the maximum at two places; row 2: a NaN; row 3: -Infinity entries.
+      // Row 1: an exact tie of the maximum at two places; row 2: NaNs; row 3: -Infinity entries
+      // (masked, valid); row 4: a +Infinity; row 5: only -Infinity.
       if (rows > 1 && cols > 1) {
         const a = Math.floor(r() * cols), b = (a + 1 + Math.floor(r() * (cols - 1))) % cols;
         x[cols + a] = x[cols + b] = 10;
@@ -34,6 +38,8 @@ Deno.test({
       if (rows > 3) {
         for (let c = 0; c < cols; c += 3) x[3 * cols + c] = -Infinity;
       }
+      if (rows > 4) x[4 * cols + Math.floor(r() * cols)] = Infinity;
+      if (rows > 5) x.fill(-Infinity, 5 * cols, 6 * cols);
       // The default workgroup, and the widest (the default on a GPU): 4 loads per step, ragged.
       for (const threads of [undefined, 32, 1024]) {
         const out = poisoned(gpu, rows);
@@ -46,6 +52,11 @@ Deno.test({
     for (const { rows, cols, x, out, threads } of cases) {
       const got = await gpu.readU32(out, 0, rows);
       const want = argmaxRef(x, rows, cols);
+      for (let i = 2; i < rows; i++) {
+        if ((want[i] === NON_FINITE_TOKEN) !== (i !== 3)) {
+          throw new Error(`reference: row ${i} of ${rows}x${cols} gave ${want[i]}`);
+        }
+      }
       for (let i = 0; i < rows; i++) {
         if (got[i] !== want[i]) {
           throw new Error(

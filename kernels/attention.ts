@@ -1,7 +1,8 @@
 /**
  * Attention kernels (`attention.wgsl`): KV-cache append ({@linkcode kvAppend}) and scaled dot-product
  * attention over the cache ({@linkcode attention}), causal or not, with grouped-query heads and an
- * optional additive score bias (T5 relative attention bias).
+ * optional additive score bias: dense, or T5's relative position bias from a per-stack table
+ * (`relative_bias.ts`).
  *
  * Layouts (all f32): queries, keys and values of a batch are `[T, heads, headDim]`; the caches are
  * `[nKvHeads, maxSeq, headDim]`. The position of the batch's first token is `pos[0]` of a u32 storage
@@ -198,6 +199,13 @@ export interface AttentionArgs {
   bias?: Binding;
   /** The bias's last dimension (required with `bias`). */
   biasKeys?: number;
+  /**
+   * T5's relative position bias (instead of `bias`): `table` is f32 `[nHeads, 2 * maxDistance + 1]`
+   * (`relativeBiasTable` of `relative_bias.ts`, one per stack); query t, at position `pos[0] + t`
+   * when `causal` and `t` otherwise, and key position j get
+   * `table[h, clamp(j - position, -maxDistance, maxDistance) + maxDistance]` added to their score.
+   */
+  relativeBias?: { table: Binding; maxDistance: number };
   /** Kernel variant; default `decode` when `T <= DECODE_MAX_T`, else `prefill`. */
   variant?: "prefill" | "decode";
 }
@@ -301,6 +309,23 @@ export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch
   } else if (args.biasKeys !== undefined) {
     throw new ArgumentError("bias", `expected a buffer since biasKeys is given, got undefined`);
   }
+  let relMax = 0;
+  if (args.relativeBias !== undefined) {
+    if (bias) {
+      throw new ArgumentError("relativeBias", "give either bias or relativeBias, not both");
+    }
+    if (typeof args.relativeBias !== "object" || args.relativeBias === null) {
+      throw new ArgumentError("relativeBias", `expected { table, maxDistance }`);
+    }
+    relMax = argCount("relativeBias.maxDistance", args.relativeBias.maxDistance);
+    bias = argBinding(
+      gpu,
+      "relativeBias.table",
+      args.relativeBias.table,
+      nHeads * (2 * relMax + 1) * 4,
+      `f32 [nHeads=${nHeads}, 2 * maxDistance + 1 = ${2 * relMax + 1}]`,
+    );
+  }
   argDistinct("out", out, { q, kCache, vCache, pos, bias });
 
   const constants = attentionConstants(gpu, headDim);
@@ -309,9 +334,9 @@ export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch
     : await gpu.pipeline(ATTENTION_DECODE, constants.decode);
   const params = gpu.uniform(
     new ParamWriter()
-      .u32(T, nHeads, nKvHeads, headDim, maxSeq, causal ? 1 : 0, kvLen, bias ? 1 : 0)
+      .u32(T, nHeads, nKvHeads, headDim, maxSeq, causal ? 1 : 0, kvLen, relMax ? 2 : bias ? 1 : 0)
       .f32(scale)
-      .u32(biasKeys)
+      .u32(biasKeys, relMax)
       .bytes(),
     `attention_${variant}.params`,
   );

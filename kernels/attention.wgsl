@@ -10,7 +10,9 @@
 // Query t (0 <= t < T) of the batch sits at absolute position pos[0] + t. With p.causal = 1 it attends
 // to cache positions [0, pos[0] + t]; with p.causal = 0 to [0, p.kvLen). Key ranges are clipped to
 // maxSeq so that no kernel reads or writes outside the caches. Grouped-query attention: head h reads
-// kv head h / (nHeads / nKvHeads). scores = (q . k) * p.scale (+ bias[h, t, key] when p.hasBias = 1).
+// kv head h / (nHeads / nKvHeads). scores = (q . k) * p.scale + score_bias: none (p.hasBias = 0), a
+// dense bias[h, t, key] (1), or T5's relative position bias (2): a [nHeads, 2 * relMax + 1] table
+// indexed by the clamped distance key - (pos0 + t) (pos0 = pos[0] when causal, else 0).
 struct Params {
   T: u32,
   nHeads: u32,
@@ -22,6 +24,7 @@ struct Params {
   hasBias: u32,
   scale: f32,
   biasKeys: u32,
+  relMax: u32,
 }
 
 // Threads per workgroup (all entry points).
@@ -60,7 +63,8 @@ const NEG: f32 = -3.0e38;
 
 // Shared by all entry points.
 @group(0) @binding(5) var<storage, read> pos: array<u32>;
-// prefill / decode: additive score bias [nHeads, T, biasKeys] (read only when p.hasBias = 1).
+// prefill / decode: additive score bias [nHeads, T, biasKeys] (p.hasBias = 1) or relative bias
+// table [nHeads, 2 * relMax + 1] (p.hasBias = 2); not read otherwise.
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
 
 // One thread per element of k_new / v_new; 2-D grid of workgroups.
@@ -97,10 +101,15 @@ fn key_count(pos0: u32, t: u32) -> u32 {
   return min(p.kvLen, p.maxSeq);
 }
 
-// The additive bias of (head h, query t, key position j), 0 without bias.
-fn score_bias(h: u32, t: u32, j: u32) -> f32 {
-  if (p.hasBias != 0u && j < p.biasKeys) {
+// The additive bias of (head h, query t at position pos0 + t, key position j), 0 without bias.
+fn score_bias(h: u32, t: u32, j: u32, pos0: u32) -> f32 {
+  if (p.hasBias == 1u && j < p.biasKeys) {
     return bias[(h * p.T + t) * p.biasKeys + j];
+  }
+  if (p.hasBias == 2u) {
+    let m = i32(p.relMax);
+    let d = clamp(i32(j) - i32(pos0 + t), -m, m);
+    return bias[h * (2u * p.relMax + 1u) + u32(d + m)];
   }
   return 0.0;
 }
@@ -182,7 +191,7 @@ fn prefill(
         for (var d = 0u; d < D; d++) {
           s += q[qBase + d] * tile_at(j * D + d);
         }
-        s = s * p.scale + score_bias(h, t, kb + j);
+        s = s * p.scale + score_bias(h, t, kb + j, pos0);
       }
       let e = row * BK + j;
       scores[e >> 2u][e & 3u] = s;
@@ -282,7 +291,7 @@ fn decode(
         s4.x += dq[d >> 2u][d & 3u] * k_cache[kRow + d];
       }
       var s = (s4.x + s4.y) + (s4.z + s4.w);
-      s = s * p.scale + score_bias(h, t, c0 + j);
+      s = s * p.scale + score_bias(h, t, c0 + j, pos0);
       ds[j >> 2u][j & 3u] = s;
       lm = max(lm, s);
     }

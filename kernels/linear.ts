@@ -150,7 +150,7 @@ export const MATMUL: KernelSpec = defineKernel({
 export const MATVEC: KernelSpec = defineKernel({
   name: "matvec",
   file: "matvec.wgsl",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl"],
   bindings: ["params", "x", "wv", "wu", "y", "xv"],
   constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },
 });

@@ -2,7 +2,9 @@
 // p.T rows t of x (a few tokens).
 //
 // x and y are f32, row-major ([T, K] and [T, N]). W is [N, K] in its file layout, packed in u32
-// words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K.
+// words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K. Block-quantised weights (Q8_0,
+// Q4_K: quant.wgsl) take their own path: each lane of a row takes every TPR-th block (unit) of it,
+// loads its words through `wu` and its x values through `xv` (p.xvec is 1: K is a multiple of 32).
 //
 // Layout (linear.ts `gemvLayout` chooses it per device and row length): a workgroup of WG threads
 // owns ROWS = WG / TPR consecutive rows of W, TPR threads per row. The rows' partial sums are
@@ -58,6 +60,24 @@ fn dot_word(word: u32, xi: u32) -> f32 {
     return v.x * x[xi];
   }
   return v.x * x[xi] + v.y * x[xi + 1u];
+}
+
+// The words of unit u of the quantised row starting at byte rb (quant.wgsl).
+fn q_load(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
+  var w: array<u32, QUNIT_WORDS>;
+  for (var i = 0u; i < q_unit_words(); i++) {
+    w[i] = wu[q_unit_word(rb, u, i)];
+  }
+  return w;
+}
+
+// The x values of a quantised unit, from vec4 number xo.
+fn q_xs(xo: u32) -> array<vec4<f32>, QUNIT_VEC4> {
+  var a: array<vec4<f32>, QUNIT_VEC4>;
+  for (var i = 0u; i < q_unit_values() / 4u; i++) {
+    a[i] = xv[xo + i];
+  }
+  return a;
 }
 
 // acc + four packed words (4 or 8 weights) times the x values from vec4 number xi, per component
@@ -130,7 +150,20 @@ fn main(
   for (var t0 = 0u; t0 < p.T; t0 += TB) {
     // Reset explicitly: some WGSL compilers do not re-zero a `var` declared inside a loop.
     acc = array<f32, MAX_TB>();
-    if (p.xvec != 0u && TB == 1u) {
+    if (q_quantised()) {
+      // Block-quantised rows: every TPR-th unit, each applied to the pass's rows of x.
+      let rb = n * q_row_bytes(p.K);
+      let qv = q_unit_values();
+      let units = select(0u, p.K / qv, n < p.N);
+      for (var u = lane; u < units; u += TPR) {
+        let w = q_load(rb, u);
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            acc[j] += q_unit_dot(w, rb, u, q_xs(((t0 + j) * p.K + u * qv) / 4u));
+          }
+        }
+      }
+    } else if (p.xvec != 0u && TB == 1u) {
       // Aligned, one row of x per pass (decode).
       acc[0] = aligned_row(rs / 4u, row_words / 4u, t0 * p.K / 4u, lane);
     } else if (p.xvec != 0u) {

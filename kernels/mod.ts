@@ -53,6 +53,8 @@ export * from "./linear.ts";
 export * from "./moe.ts";
 export * from "./norm.ts";
 export * from "./qkv.ts";
+export * from "./relative_bias.ts";
+export * from "./quant_gemv.ts";
 export * from "./rope.ts";
 export * from "./router.ts";
 export * from "./sample.ts";

@@ -9,6 +9,9 @@
  * runs in rounds: `moeDownCombine` with `mode: "round"` once per set of resident experts, then with
  * `mode: "finish"`, which gives bit for bit what `mode: "combine"` gives in one pass.
  *
+ * Pools may hold block-quantised experts (`dtype: "q8_0" | "q4_k"`, each expert's rows as a GGUF
+ * file stores them), decoded inside the same kernels (`quant.wgsl`; see `quant_gemv.ts`).
+ *
  * Shape legend: T tokens, k = topK choices per token, P = T * k (token, choice) pairs,
  * H hidden, I expert intermediate size.
  *
@@ -30,16 +33,21 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
-import { gemvLayout } from "./linear.ts";
+import {
+  argWeightRow,
+  argWeightType,
+  isQuantType,
+  WEIGHT_CODE,
+  weightGemvLayout,
+  weightRowBytes,
+  type WeightType,
+} from "./quant_gemv.ts";
 import {
   argBinding,
   argCount,
   argDistinct,
-  argDType,
-  argEvenRow,
   argObject,
   argOneOf,
   type BindingRange,
@@ -51,24 +59,32 @@ import {
 const WG = 256;
 
 /**
- * Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`. The
- * GEMV kernels here get their row reduction and layout from `gemvSource` / `gemvLayout`.
+ * Fused expert gate/up projection + SwiGLU: `out[p] = silu(Wg[slot] x[t]) * (Wu[slot] x[t])`, or
+ * with `ACT` 1 a ReLU expert's one input projection: `out[p] = relu(Wi[slot] x[t])`. The GEMV
+ * kernels here get their row reduction and layout from `gemvSource` / `gemvLayout`.
  */
 export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
   file: "moe.wgsl",
   entry: "gate_up",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
-  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
+  constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, ACT: 0 },
 });
+
+/**
+ * An expert's input activation in {@linkcode moeGateUp}: `swiglu` (`silu(gate x) * (up x)`, the
+ * Llama-style experts) or `relu` (`relu(wi x)`, Switch / T5 experts, whose one input matrix is
+ * passed as `gate`).
+ */
+export type MoeActivation = "swiglu" | "relu";
 
 /** Expert down projection: `out[p] = Wd[slot] x[p]`. */
 export const MOE_DOWN: KernelSpec = defineKernel({
   name: "moe_down",
   file: "moe.wgsl",
   entry: "down",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
 });
@@ -81,7 +97,7 @@ export const MOE_DOWN_COMBINE: KernelSpec = defineKernel({
   name: "moe_down_combine",
   file: "moe.wgsl",
   entry: "down_combine",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down", "weights", "shared_out", "shared_gate"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, P: 1 },
 });
@@ -108,12 +124,19 @@ export interface MoeArgs {
   hidden: number;
   /** Expert intermediate size I. */
   inter: number;
-  /** Words (u32) between consecutive slots of the pool; >= one expert's projection. */
+  /**
+   * Words (u32) between consecutive slots of the pool, a multiple of 4; >= one expert's projection
+   * (rounded up to whole words for the quantised types).
+   */
   slotWords: number;
   /** Number of experts (entries of `table`); default: table size / 4. */
   experts?: number;
-  /** The pool's weight dtype. */
-  dtype: DType;
+  /**
+   * The pool's weight type: `f32`, `f16`, `bf16`, or the block-quantised `q8_0` / `q4_k` (each
+   * expert's rows as stored in a GGUF file, from the slot's first byte; `hidden` and `inter` whole
+   * blocks).
+   */
+  dtype: WeightType;
   /**
    * What a pair whose expert has no slot produces: `nan` (default; shows a missing upload) or
    * nothing (`skip`: its output row is left as it is; for layers computed in several rounds, each over
@@ -128,9 +151,9 @@ export interface MoeArgs {
 }
 
 /** The layout of an expert GEMV with rows of `K` weights (the argument's or `gemvLayout`'s). */
-function layoutOf(gpu: Gpu, a: MoeArgs, K: number, dtype: DType, two = false): GemvLayout {
+function layoutOf(gpu: Gpu, a: MoeArgs, K: number, dtype: WeightType, two = false): GemvLayout {
   return a.layout === undefined
-    ? gemvLayout(gpu, K, dtype)
+    ? weightGemvLayout(gpu, K, dtype)
     : checkGemvLayout(gpu, a.layout, "layout", 0, two);
 }
 
@@ -143,7 +166,7 @@ interface Common {
   inter: number;
   slotWords: number;
   experts: number;
-  dtype: DType;
+  dtype: WeightType;
   missingSkip: number;
 }
 
@@ -153,12 +176,15 @@ function common(gpu: Gpu, a: MoeArgs): Common {
   const topK = argCount("topK", a.topK, 1, 64);
   const hidden = argCount("hidden", a.hidden);
   const inter = argCount("inter", a.inter);
-  const dtype = argDType("dtype", a.dtype);
+  const dtype = argWeightType("dtype", a.dtype);
   const experts = `experts (hidden=${hidden}, inter=${inter})`;
-  argEvenRow("hidden", hidden, dtype, experts);
-  argEvenRow("inter", inter, dtype, experts);
-  const wpw = dtype === "f32" ? 1 : 2;
-  const slotWords = argCount("slotWords", a.slotWords, (hidden * inter) / wpw);
+  argWeightRow("hidden", hidden, dtype, experts);
+  argWeightRow("inter", inter, dtype, experts);
+  const expertBytes = Math.max(
+    inter * weightRowBytes(hidden, dtype),
+    hidden * weightRowBytes(inter, dtype),
+  );
+  const slotWords = argCount("slotWords", a.slotWords, Math.ceil(expertBytes / 4));
   if (slotWords % 4) {
     throw new ArgumentError(
       "slotWords",
@@ -187,33 +213,55 @@ function common(gpu: Gpu, a: MoeArgs): Common {
 
 /**
  * Builds the fused expert gate/up + SwiGLU GEMV over all T * topK (token, choice) pairs:
- * `out[p, :I] = silu(gate[slot] . x[t]) * (up[slot] . x[t])` with `slot = table[ids[p]]`.
+ * `out[p, :I] = silu(gate[slot] . x[t]) * (up[slot] . x[t])` with `slot = table[ids[p]]`, or with
+ * `act: "relu"` (Switch / T5 experts, no `up`) `out[p, :I] = relu(gate[slot] . x[t])`.
  * `x` is f32 [T, H]; `gate`/`up` are pools [slots, I, H]; `out` is f32 [T * topK, I].
+ *
+ * @example
+ * ```ts ignore
+ * // A Switch MoE layer's experts: wi pool as gate, top-1.
+ * await moeGateUp(gpu, { x: h, gate: wiPool, act: "relu", table, ids, out: moeH, T, topK: 1,
+ *   hidden: 768, inter: 3072, slotWords, dtype: "f32" });
+ * ```
+ * @throws {ArgumentError} naming the bad argument (`up` given with `relu`, or missing otherwise).
  */
 export async function moeGateUp(
   gpu: Gpu,
-  args: MoeArgs & { x: Binding; gate: Binding; up: Binding; out: Binding },
+  args: MoeArgs & { x: Binding; gate: Binding; up?: Binding; out: Binding; act?: MoeActivation },
 ): Promise<Dispatch> {
   const c = common(gpu, args);
+  const act = argOneOf("act", args.act ?? "swiglu", ["swiglu", "relu"] as const);
   const x = vec4View("x", argBinding(gpu, "x", args.x, c.T * c.hidden * 4), c.T * c.hidden * 4);
   const gate = vec4View("gate", argBinding(gpu, "gate", args.gate, c.slotWords * 4), 16);
-  const up = vec4View("up", argBinding(gpu, "up", args.up, c.slotWords * 4), 16);
+  let up: BindingRange | undefined;
+  if (act === "relu") {
+    if (args.up !== undefined) {
+      throw new ArgumentError(
+        "up",
+        "a relu expert has one input matrix: pass it as gate and no up",
+      );
+    }
+  } else {
+    up = vec4View("up", argBinding(gpu, "up", args.up, c.slotWords * 4), 16);
+  }
   const out = argBinding(gpu, "out", args.out, c.T * c.topK * c.inter * 4);
   argDistinct("out", out, { x, table: c.table, ids: c.ids, gate, up });
-  const slots = Math.min(gate.size, up.size) / 4 / c.slotWords | 0;
+  const slots = Math.min(gate.size, (up ?? gate).size) / 4 / c.slotWords | 0;
   const layout = layoutOf(gpu, args, c.hidden, c.dtype, true);
   const pipeline = await gpu.pipeline(gemvSource(MOE_GATE_UP, layout), {
     ...gemvConstants(layout),
-    WDTYPE: DTYPE_CODE[c.dtype],
+    WDTYPE: WEIGHT_CODE[c.dtype],
+    ACT: act === "relu" ? 1 : 0,
   });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.hidden, c.inter, c.slotWords, slots, c.experts, c.missingSkip)
     .u32(aligned(c.hidden, c.dtype), 0, 0).bytes();
   return gpu.dispatch(
     pipeline,
-    [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up],
+    // A relu expert's second weight binding is not read: the gate pool stands in.
+    [gpu.uniform(params, "moe_gate_up.params"), x, c.table, c.ids, out, gate, up ?? gate],
     [Math.ceil(c.inter / layout.ROWS), c.T * c.topK],
-    "moe_gate_up",
+    act === "relu" ? "moe_up_relu" : "moe_gate_up",
   );
 }
 
@@ -235,7 +283,7 @@ export async function moeDown(
   const layout = layoutOf(gpu, args, c.inter, c.dtype);
   const pipeline = await gpu.pipeline(gemvSource(MOE_DOWN, layout), {
     ...gemvConstants(layout),
-    WDTYPE: DTYPE_CODE[c.dtype],
+    WDTYPE: WEIGHT_CODE[c.dtype],
   });
   const params = new ParamWriter()
     .u32(c.T, c.topK, c.inter, c.hidden, c.slotWords, slots, c.experts, c.missingSkip)
@@ -248,8 +296,12 @@ export async function moeDown(
   );
 }
 
-/** 1 when rows of K values start on 16-byte boundaries (the kernels' vector path), else 0. */
-function aligned(K: number, dtype: DType): number {
+/**
+ * 1 when rows of K values start on 16-byte boundaries (the kernels' vector path), else 0 (always
+ * 0 for the quantised types, which have their own path).
+ */
+function aligned(K: number, dtype: WeightType): number {
+  if (isQuantType(dtype)) return 0;
   return (K / (dtype === "f32" ? 1 : 2)) % 4 === 0 ? 1 : 0;
 }
 
@@ -356,7 +408,7 @@ export async function moeDownCombine(gpu: Gpu, args: MoeDownCombineArgs): Promis
   while (P * 2 <= Math.min(c.topK, layout.ROWS) && layout.ROWS % (P * 2) === 0) P *= 2;
   const pipeline = await gpu.pipeline(gemvSource(MOE_DOWN_COMBINE, layout), {
     ...gemvConstants(layout),
-    WDTYPE: DTYPE_CODE[c.dtype],
+    WDTYPE: WEIGHT_CODE[c.dtype],
     P,
   });
   const modeCode = { combine: 0, round: 1, finish: 2 }[mode];

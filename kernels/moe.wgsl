@@ -5,6 +5,8 @@
 // `row_sum` / `row_sum2` (gemv_tree.wgsl, or gemv_subgroup.wgsl on devices with subgroups, before
 // this file in the source; linear.ts `gemvLayout` picks TPR, WG, UNROLL and the reduction).
 //   gate_up: out[p, r] = silu(Wgate[slot] . x[t])[r] * (Wup[slot] . x[t])[r]   (r < p.rows = inter)
+//            or, with ACT = 1 (Switch / T5 experts: one input matrix wi, bound as w0; w1 not read),
+//            out[p, r] = relu(Wi[slot] . x[t])[r]
 //   down:    out[p, r] = (Wdown[slot] . x[p])[r]                                (r < p.rows = hidden)
 // A pair whose expert has no slot (table[e] >= p.slots) writes NaN, so a missing upload shows, or,
 // when p.missing_skip is set, is left untouched (the offloading engine's rounds: a layer whose experts
@@ -24,6 +26,10 @@
 // a layer computed in rounds (round..., finish) gives bit for bit what combine gives in one pass. The
 // combine arithmetic is moe_combine.wgsl's: the expert sum in pair order, then the shared expert,
 // then the residual.
+//
+// Block-quantised pools (WDTYPE Q8_0, Q4_K: quant.wgsl) hold each expert's rows as stored in GGUF
+// files from the slot's first byte (slot * p.slotWords * 4); a lane takes every TPR-th block of a
+// row, and gate_up shares each unit's x values between the two matrices.
 //
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
@@ -53,6 +59,9 @@ override TPR: u32 = 32u;
 override UNROLL: u32 = 2u;
 // down_combine: pairs computed side by side (a power of two, TPR * P <= WG).
 override P: u32 = 1u;
+// gate_up: the expert's input activation: 0 SwiGLU (gate w0, up w1), 1 ReLU of w0 alone.
+override ACT: u32 = 0u;
+const ACT_SWIGLU: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -75,6 +84,41 @@ const MODE_FINISH: u32 = 2u;
 // down_combine: the value of each TPR-thread segment's (pair, row), for the row's owner to combine
 // (the first WG / TPR entries; sized WG as naga 29 can panic on override-expression sizes).
 var<workgroup> seg_val: array<f32, WG>;
+
+// Word i of pool w0 / w1.
+fn w0_word(i: u32) -> u32 {
+  return w0[i >> 2u][i & 3u];
+}
+fn w1_word(i: u32) -> u32 {
+  return w1[i >> 2u][i & 3u];
+}
+
+// The words of unit u of the quantised row starting at byte rb of pool w0 (quant.wgsl).
+fn q_load0(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
+  var w: array<u32, QUNIT_WORDS>;
+  for (var i = 0u; i < q_unit_words(); i++) {
+    w[i] = w0_word(q_unit_word(rb, u, i));
+  }
+  return w;
+}
+
+// The same from pool w1.
+fn q_load1(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
+  var w: array<u32, QUNIT_WORDS>;
+  for (var i = 0u; i < q_unit_words(); i++) {
+    w[i] = w1_word(q_unit_word(rb, u, i));
+  }
+  return w;
+}
+
+// The x values of a quantised unit, from vec4 number xo.
+fn q_xs(xo: u32) -> array<vec4<f32>, QUNIT_VEC4> {
+  var a: array<vec4<f32>, QUNIT_VEC4>;
+  for (var i = 0u; i < q_unit_values() / 4u; i++) {
+    a[i] = x[xo + i];
+  }
+  return a;
+}
 
 // A quiet NaN built from a runtime value: Tint rejects a constant NaN.
 fn nan_of(slot: u32) -> f32 {
@@ -101,7 +145,15 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
   let rowWords = p.K / wpw;
   var ag = 0.0;
   var au = 0.0;
-  if (row < p.rows && slot < p.slots) {
+  if (row < p.rows && slot < p.slots && q_quantised()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let qv = q_unit_values();
+    for (var u = lane; u < p.K / qv; u += TPR) {
+      let xq = q_xs((t * p.K + u * qv) / 4u);
+      ag += q_unit_dot(q_load0(rb, u), rb, u, xq);
+      au += q_unit_dot(q_load1(rb, u), rb, u, xq);
+    }
+  } else if (row < p.rows && slot < p.slots) {
     let base = slot * p.slotWords + row * rowWords;
     let xb = t * p.K;
     if (p.aligned != 0u) {
@@ -114,26 +166,38 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
       var g1 = vec4<f32>(0.0);
       var u0 = vec4<f32>(0.0);
       var u1 = vec4<f32>(0.0);
+      let gated = ACT == ACT_SWIGLU;
       for (var i = 0u; i < full; i++) {
         let o = i * step + lane;
         let qg0 = w0[v0 + o];
-        let qu0 = w1[v0 + o];
+        var qu0 = vec4<u32>();
         var qg1 = vec4<u32>();
         var qu1 = vec4<u32>();
+        if (gated) {
+          qu0 = w1[v0 + o];
+        }
         if (UNROLL > 1u) {
           qg1 = w0[v0 + o + TPR];
-          qu1 = w1[v0 + o + TPR];
+          if (gated) {
+            qu1 = w1[v0 + o + TPR];
+          }
         }
         g0 = quad_fma(g0, qg0, xo + o * wpw);
-        u0 = quad_fma(u0, qu0, xo + o * wpw);
+        if (gated) {
+          u0 = quad_fma(u0, qu0, xo + o * wpw);
+        }
         if (UNROLL > 1u) {
           g1 = quad_fma(g1, qg1, xo + (o + TPR) * wpw);
-          u1 = quad_fma(u1, qu1, xo + (o + TPR) * wpw);
+          if (gated) {
+            u1 = quad_fma(u1, qu1, xo + (o + TPR) * wpw);
+          }
         }
       }
       for (var b = full * step + lane; b < nv; b += TPR) {
         g0 = quad_fma(g0, w0[v0 + b], xo + b * wpw);
-        u0 = quad_fma(u0, w1[v0 + b], xo + b * wpw);
+        if (gated) {
+          u0 = quad_fma(u0, w1[v0 + b], xo + b * wpw);
+        }
       }
       ag = dot(g0 + g1, vec4<f32>(1.0));
       au = dot(u0 + u1, vec4<f32>(1.0));
@@ -141,14 +205,19 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
       for (var j = lane; j < rowWords; j += TPR) {
         let i = base + j;
         ag += dot_word(w0[i >> 2u][i & 3u], xb + j * wpw);
-        au += dot_word(w1[i >> 2u][i & 3u], xb + j * wpw);
+        if (ACT == ACT_SWIGLU) {
+          au += dot_word(w1[i >> 2u][i & 3u], xb + j * wpw);
+        }
       }
     }
   }
   let r = row_sum2(vec2<f32>(ag, au), l);
   if (lane == 0u && row < p.rows && (slot < p.slots || p.missing_skip == 0u)) {
     let g = r.x;
-    var v = g / (1.0 + exp(-g)) * r.y;
+    var v = max(g, 0.0);
+    if (ACT == ACT_SWIGLU) {
+      v = g / (1.0 + exp(-g)) * r.y;
+    }
     if (slot >= p.slots) {
       v = nan_of(slot);
     }
@@ -161,7 +230,13 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
   let wpw = w_per_word();
   let rowWords = p.K / wpw;
   var acc = 0.0;
-  if (row < p.rows && slot < p.slots) {
+  if (row < p.rows && slot < p.slots && q_quantised()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let qv = q_unit_values();
+    for (var u = lane; u < p.K / qv; u += TPR) {
+      acc += q_unit_dot(q_load0(rb, u), rb, u, q_xs((pair * p.K + u * qv) / 4u));
+    }
+  } else if (row < p.rows && slot < p.slots) {
     let base = slot * p.slotWords + row * rowWords;
     let xb = pair * p.K;
     if (p.aligned != 0u) {

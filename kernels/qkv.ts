@@ -1,8 +1,9 @@
 /**
  * An attention block's input projections in one dispatch each (`qkv.wgsl`): {@linkcode qkvProj}
  * computes `q = x Wq^T`, `k = x Wk^T` and `v = x Wv^T` in one decode GEMV over the three weight
- * matrices (one workgroup per block of rows of one matrix), and {@linkcode qkvBias} adds the three
- * projection biases (Qwen2-MoE) in one pass. They replace three `linear` and three `addBias`
+ * matrices (one workgroup per block of rows of one matrix), {@linkcode qkvBias} adds the three
+ * projection biases (Qwen2-MoE) in one pass, and {@linkcode qkvClamp} clamps q, k and v to
+ * `[-clip, clip]` in one pass (OLMoE's `clip_qkv`). They replace three `linear` and three `addBias`
  * dispatches per layer; the math is the same (a row's dot product, f32 accumulation, a tree
  * reduction; bias added after).
  *
@@ -14,6 +15,7 @@
  * gpu.submit([
  *   await qkvProj(gpu, { x: h, wq, wk, wv, q, k, v, T: 1, K: H, Nq: Q, Nkv: KV, dtype: "bf16" }),
  *   await qkvBias(gpu, { q, k, v, bq, bk, bv, T: 1, Nq: Q, Nkv: KV }),
+ *   await qkvClamp(gpu, { q, k, v, T: 1, Nq: Q, Nkv: KV, clip: 8 }),
  * ]);
  * ```
  * @module
@@ -30,11 +32,12 @@ import {
   argDistinct,
   argDType,
   argEvenRow,
+  argNumber,
   argObject,
   vec4View,
 } from "./args.ts";
 
-/** `qkv_bias`'s workgroup size. */
+/** `qkv_bias`'s and `qkv_clamp`'s workgroup size. */
 const WG = 256;
 
 /** The largest `T` the decoder hands {@linkcode qkvProj} (it uses three matmuls beyond). */
@@ -60,6 +63,16 @@ export const QKV_BIAS: KernelSpec = defineKernel({
   entry: "qkv_bias",
   includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "q", "k", "v", "bq", "bk", "bv"],
+  constants: { WG },
+});
+
+/** q, k and v clamped to `[-clip, clip]` in place in one dispatch (`qkv_clamp` of `qkv.wgsl`). */
+export const QKV_CLAMP: KernelSpec = defineKernel({
+  name: "qkv_clamp",
+  file: "qkv.wgsl",
+  entry: "qkv_clamp",
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "vec4_dot.wgsl"],
+  bindings: ["params", "q", "k", "v"],
   constants: { WG },
 });
 
@@ -190,4 +203,51 @@ export async function qkvBias(gpu: Gpu, args: QkvBiasArgs): Promise<Dispatch> {
   );
   const n = T * (Nq + 2 * Nkv);
   return gpu.dispatch(pipeline, [params, q, k, v, bq, bk, bv], gpu.grid(Math.ceil(n / WG)));
+}
+
+/** Arguments of {@linkcode qkvClamp}. */
+export interface QkvClampArgs {
+  /** f32 `[T, Nq]`, `[T, Nkv]`, `[T, Nkv]`, clamped in place. */
+  q: Binding;
+  k: Binding;
+  v: Binding;
+  /** Tokens, >= 1. */
+  T: number;
+  /** Values per row of q and of k / v. */
+  Nq: number;
+  Nkv: number;
+  /** The bound, a finite number > 0 (rounded to f32): values end in `[-clip, clip]`. */
+  clip: number;
+}
+
+/**
+ * Builds `q = clamp(q, -clip, clip)`, and the same for `k` and `v`, over `T` rows as one dispatch:
+ * OLMoE's `clip_qkv` (HF `OlmoeAttention` clamps the normalised q and k and the v projection).
+ *
+ * @example
+ * ```ts ignore
+ * gpu.submit([await qkvClamp(gpu, { q, k, v, T, Nq: heads * headDim, Nkv: kvHeads * headDim, clip: 8 })]);
+ * ```
+ * @throws {ArgumentError} naming the bad argument (counts, a bound that is not a finite number > 0,
+ * bindings too small, outputs overlapping).
+ */
+export async function qkvClamp(gpu: Gpu, args: QkvClampArgs): Promise<Dispatch> {
+  argObject(args);
+  const T = argCount("T", args.T);
+  const Nq = argCount("Nq", args.Nq);
+  const Nkv = argCount("Nkv", args.Nkv);
+  const clip = argNumber("clip", args.clip, { positive: true });
+  const q = argBinding(gpu, "q", args.q, T * Nq * 4, `f32 [T=${T}, Nq=${Nq}]`);
+  const k = argBinding(gpu, "k", args.k, T * Nkv * 4, `f32 [T=${T}, Nkv=${Nkv}]`);
+  const v = argBinding(gpu, "v", args.v, T * Nkv * 4, `f32 [T=${T}, Nkv=${Nkv}]`);
+  argDisjoint("k", k, "q", q);
+  argDisjoint("v", v, "q", q);
+  argDisjoint("v", v, "k", k);
+  const pipeline = await gpu.pipeline(QKV_CLAMP, { WG });
+  const params = gpu.uniform(
+    new ParamWriter().u32(T, 0, Nq, Nkv, 0, 0, 0).f32(clip).bytes(),
+    "qkv_clamp.params",
+  );
+  const n = T * (Nq + 2 * Nkv);
+  return gpu.dispatch(pipeline, [params, q, k, v], gpu.grid(Math.ceil(n / WG)));
 }

@@ -16,6 +16,9 @@
 //
 // qkv_bias: q[t] += bq, k[t] += bk, v[t] += bv (Qwen2-MoE's projection biases) in one dispatch, one
 // thread per element.
+//
+// qkv_clamp: q, k and v clamped to [-p.clip, p.clip] in place (OLMoE's clip_qkv) in one dispatch, one
+// thread per element.
 struct Params {
   T: u32,
   K: u32,
@@ -24,6 +27,8 @@ struct Params {
   gq: u32,
   gkv: u32,
   aligned: u32,
+  // qkv_clamp: the bound.
+  clip: f32,
 }
 
 override WG: u32 = 256u;
@@ -174,5 +179,25 @@ fn qkv_bias(
     let e = c - p.nq - p.nkv;
     let j = t * p.nkv + e;
     v_io[j] = v_io[j] + bv[e];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn qkv_clamp(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let nq = p.T * p.nq;
+  let nkv = p.T * p.nkv;
+  if (i < nq) {
+    q_io[i] = clamp(q_io[i], -p.clip, p.clip);
+  } else if (i < nq + nkv) {
+    let j = i - nq;
+    k_io[j] = clamp(k_io[j], -p.clip, p.clip);
+  } else if (i < nq + 2u * nkv) {
+    let j = i - nq - nkv;
+    v_io[j] = clamp(v_io[j], -p.clip, p.clip);
   }
 }

@@ -1,7 +1,7 @@
 import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
-import { qkvBias, qkvProj } from "./qkv.ts";
-import { qkvRef } from "./reference.ts";
+import { qkvBias, qkvClamp, qkvProj } from "./qkv.ts";
+import { clampRef, qkvRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 interface Case {
@@ -147,5 +147,67 @@ Deno.test({
     await badBias({ bq: f(Nq - 1) }, "bq");
     await badBias({ q: okBias.bk }, "q");
     await badBias({ bk: okBias.k }, "k", "distinct from bk");
+  },
+});
+
+Deno.test({
+  name:
+    "qkvClamp matches the reference: every value in [-clip, clip], the rest of the buffers untouched",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const runs: Dispatch[] = [];
+    const checks: (() => Promise<void>)[] = [];
+    // Ragged sizes; clips small enough that a good share of N(0, 2^2) values is clamped.
+    for (const [T, Nq, Nkv, clip] of [[1, 64, 32, 1.5], [3, 36, 12, 0.3], [8, 20, 5, 2.7]]) {
+      const spare = 7; // values past T rows that must stay as they are
+      const vals = {
+        q: randn(T * Nq + spare, 2),
+        k: randn(T * Nkv + spare, 2),
+        v: randn(T * Nkv + spare, 2),
+      };
+      const bufs = {
+        q: gpu.storage("activations", vals.q),
+        k: gpu.storage("activations", vals.k),
+        v: gpu.storage("activations", vals.v),
+      };
+      runs.push(await qkvClamp(gpu, { ...bufs, T, Nq, Nkv, clip }));
+      checks.push(async () => {
+        for (const m of ["q", "k", "v"] as const) {
+          const n = T * (m === "q" ? Nq : Nkv);
+          const want = Float64Array.from(vals[m]);
+          want.set(clampRef(vals[m].subarray(0, n), clip));
+          const got = await gpu.readF32(bufs[m], 0, n + spare);
+          const clamped = want.subarray(0, n).filter((x) => Math.abs(x) === Math.fround(clip));
+          if (clamped.length < n / 10) {
+            throw new Error(`too few values clamped (${clamped.length})`);
+          }
+          assertClose(got, want, 0, `qkvClamp T=${T} ${m} clip=${clip}`);
+        }
+      });
+    }
+    gpu.submit(runs);
+    for (const check of checks) await check();
+  },
+});
+
+Deno.test({
+  name: "qkvClamp rejects bad arguments",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const f = (n: number) => gpu.storage("activations", n * 4);
+    const [T, Nq, Nkv] = [2, 8, 4];
+    const ok = { q: f(T * Nq), k: f(T * Nkv), v: f(T * Nkv), T, Nq, Nkv, clip: 1 };
+    const bad = (a: Record<string, unknown>, arg: string, text = "") =>
+      rejects(qkvClamp(gpu, { ...ok, ...a } as never), arg, text);
+    await bad({ clip: 0 }, "clip");
+    await bad({ clip: -1 }, "clip");
+    await bad({ clip: NaN }, "clip");
+    await bad({ T: 0 }, "T");
+    await bad({ T: 3 }, "q");
+    await bad({ v: f(T * Nkv - 1) }, "v");
+    const shared = f(T * Nkv * 2);
+    await bad({ k: shared, v: shared }, "v", "overlaps k");
   },
 });

@@ -1,7 +1,8 @@
 /**
  * CPU references (float64, plainest loops) of the attention, router and argmax kernels
- * (`attention.ts`, `router.ts`, `argmax.ts`) and of the fused RoPE + KV append (`ropeKv` of
- * `rope.ts`). Kernel tests compare the GPU against these.
+ * (`attention.ts`, `router.ts`, `argmax.ts`), of the fused RoPE + KV append (`ropeKv` of
+ * `rope.ts`) and of T5's relative position bias as a dense bias. Kernel tests compare the GPU
+ * against these.
  *
  * @example
  * ```ts
@@ -11,6 +12,7 @@
  * @module
  */
 import { ropeRef } from "./reference_pointwise.ts";
+import { relativePositionBucket } from "./relative_bias.ts";
 
 /** Shapes of a KV cache `[nKvHeads, maxSeq, headDim]` and of a batch of `T` tokens. */
 export interface KvShape {
@@ -185,7 +187,8 @@ export function attentionRef(
 /**
  * Router top-k over `T` rows of `E` logits: softmax over E, the k most probable experts (ties: lower
  * index first; order: descending probability) and their probabilities, renormalised to sum 1 over
- * the k when `renormalize`. Returns `ids` and `weights`, each `[T, k]`.
+ * the k when `renormalize`. Returns `ids` and `weights`, each `[T, k]`. A row with a NaN or +Infinity
+ * logit gets NaN weights (NaN logits rank after every number).
  *
  * @example
  * ```ts
@@ -207,12 +210,18 @@ export function routerTopKRef(
     const max = Math.max(...row);
     const ex = row.map((x) => Math.exp(x - max));
     const sum = ex.reduce((a, b) => a + b, 0);
-    const order = row.map((_, e) => e).sort((a, b) => row[b] - row[a] || a - b);
+    const rank = (x: number) => (Number.isNaN(x) ? -Infinity : x);
+    const order = row.map((_, e) => e).sort((a, b) =>
+      rank(row[b]) - rank(row[a]) || (Number.isNaN(row[a]) ? 1 : 0) -
+        (Number.isNaN(row[b]) ? 1 : 0) ||
+      a - b
+    );
+    const bad = row.some((x) => Number.isNaN(x) || x === Infinity);
     const chosen = order.slice(0, k);
     const chosenSum = chosen.reduce((a, e) => a + ex[e], 0);
     chosen.forEach((e, i) => {
       ids[t * k + i] = e;
-      weights[t * k + i] = ex[e] / (renormalize ? chosenSum : sum);
+      weights[t * k + i] = bad ? NaN : ex[e] / (renormalize ? chosenSum : sum);
     });
   }
   return { ids, weights };
@@ -220,24 +229,76 @@ export function routerTopKRef(
 
 /**
  * Row-wise argmax of `x` (`[rows, cols]`): the index of the largest value of each row, the lowest
- * such index on ties; a NaN counts as larger than any number (as in `torch.argmax`).
+ * such index on ties; `0xffffffff` (`NON_FINITE_TOKEN` of argmax.ts) for a row without a finite
+ * maximum: one holding a NaN or a +Infinity, or only -Infinity values (-Infinity entries are
+ * otherwise never chosen).
  *
  * @example
  * ```ts
  * import { argmaxRef } from "./reference.ts";
- * console.log(argmaxRef([0, 5, 5, NaN, 2, 1], 2, 3)); // Uint32Array [1, 0]
+ * console.log(argmaxRef([0, 5, 5, NaN, 2, 1, -Infinity, 3, -Infinity], 3, 3)); // Uint32Array [1, 4294967295, 1]
  * ```
  */
 export function argmaxRef(x: ArrayLike<number>, rows: number, cols: number): Uint32Array {
   const out = new Uint32Array(rows);
   for (let r = 0; r < rows; r++) {
     let best = 0;
-    for (let c = 1; c < cols; c++) {
-      const v = x[r * cols + c], b = x[r * cols + best];
-      if (Number.isNaN(b)) break;
-      if (Number.isNaN(v) || v > b) best = c;
+    for (let c = 1; c < cols; c++) if (x[r * cols + c] > x[r * cols + best]) best = c;
+    let finite = Number.isFinite(x[r * cols + best]);
+    for (let c = 0; c < cols && finite; c++) if (Number.isNaN(x[r * cols + c])) finite = false;
+    out[r] = finite ? best : 0xffffffff;
+  }
+  return out;
+}
+
+/** Shape of {@linkcode relativeBiasDenseRef}. */
+export interface RelativeBiasDenseShape {
+  /** Heads. */
+  nHeads: number;
+  /** Queries. */
+  T: number;
+  /** Key positions (the bias's last dimension). */
+  keys: number;
+  /** Position of query 0. */
+  pos0: number;
+  /** Buckets of `weights`. */
+  buckets: number;
+  /** Saturation distance. */
+  maxDistance: number;
+  /** Encoder (true) or decoder (false) buckets. */
+  bidirectional: boolean;
+}
+
+/**
+ * T5's relative position bias as a dense `[nHeads, T, keys]` bias for {@linkcode attentionRef}:
+ * entry `(h, t, j)` is `weights[bucket(j - (pos0 + t)), h]` (`weights` `[buckets, heads]`), the
+ * bucket computed for each pair (no distance clamping, no table).
+ *
+ * @example
+ * ```ts
+ * import { relativeBiasDenseRef } from "./reference.ts";
+ * const b = relativeBiasDenseRef([5, 6, 7, 8], { nHeads: 1, T: 1, keys: 2, pos0: 1, buckets: 4,
+ *   maxDistance: 8, bidirectional: false });
+ * console.log(b); // Float64Array [6, 5]: key 0 is one step back (bucket 1), key 1 is the query
+ * ```
+ */
+export function relativeBiasDenseRef(
+  weights: ArrayLike<number>,
+  s: RelativeBiasDenseShape,
+): Float64Array {
+  const out = new Float64Array(s.nHeads * s.T * s.keys);
+  for (let h = 0; h < s.nHeads; h++) {
+    for (let t = 0; t < s.T; t++) {
+      for (let j = 0; j < s.keys; j++) {
+        const b = relativePositionBucket(
+          j - (s.pos0 + t),
+          s.bidirectional,
+          s.buckets,
+          s.maxDistance,
+        );
+        out[(h * s.T + t) * s.keys + j] = weights[b * s.nHeads + h];
+      }
     }
-    out[r] = best;
   }
   return out;
 }

@@ -41,6 +41,37 @@ export function moeGateUpRef(
   return out;
 }
 
+/**
+ * ReLU expert input activations (Switch / T5 experts, one input matrix): `h[p] = relu(Wi_e x_t)`
+ * where `e = ids[p]`, `t = p / topK`; `wi[e]` is [I, H] row-major.
+ *
+ * @example
+ * ```ts
+ * import { moeUpReluRef } from "./reference.ts";
+ * console.log(moeUpReluRef([1, 2], [[1, 1, -1, 0]], [0], 1, 1, 2, 2)); // Float64Array [3, 0]
+ * ```
+ */
+export function moeUpReluRef(
+  x: ArrayLike<number>,
+  wi: ArrayLike<number>[],
+  ids: ArrayLike<number>,
+  T: number,
+  topK: number,
+  H: number,
+  I: number,
+): Float64Array {
+  const out = new Float64Array(T * topK * I);
+  for (let p = 0; p < T * topK; p++) {
+    const t = Math.floor(p / topK), e = ids[p];
+    for (let r = 0; r < I; r++) {
+      let acc = 0;
+      for (let c = 0; c < H; c++) acc += wi[e][r * H + c] * x[t * H + c];
+      out[p * I + r] = Math.max(acc, 0);
+    }
+  }
+  return out;
+}
+
 /** Expert down projections: `y[p] = Wd_e h[p]`, `down[e]` is [H, I] row-major. */
 export function moeDownRef(
   h: ArrayLike<number>,

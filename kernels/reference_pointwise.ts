@@ -248,3 +248,18 @@ export function addBiasRef(
   }
   return out;
 }
+
+/**
+ * `x` clamped to `[-clip, clip]` elementwise, the bound rounded to f32 as torch's `clamp_` on an f32
+ * tensor rounds it (OLMoE's `clip_qkv`; `qkvClamp` applies it to q, k and v).
+ *
+ * @example
+ * ```ts
+ * import { clampRef } from "./reference.ts";
+ * console.log(clampRef([-3, 0.5, 2], 1)); // Float64Array [-1, 0.5, 1]
+ * ```
+ */
+export function clampRef(x: ArrayLike<number>, clip: number): Float64Array {
+  const c = Math.fround(clip);
+  return Float64Array.from(x, (v) => Math.min(c, Math.max(-c, v)));
+}

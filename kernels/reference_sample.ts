@@ -118,10 +118,31 @@ export interface SampleRefResult {
 }
 
 /**
+ * Whether a row of logits defines a distribution: no NaN, no +Infinity, and at least one finite
+ * value (-Infinity entries are masked tokens, never drawn).
+ *
+ * @example
+ * ```ts
+ * import { validLogitsRowRef } from "./reference.ts";
+ * console.log(validLogitsRowRef([0, -Infinity]), validLogitsRowRef([0, NaN])); // true false
+ * ```
+ */
+export function validLogitsRowRef(logits: ArrayLike<number>): boolean {
+  let finite = false;
+  for (let c = 0; c < logits.length; c++) {
+    const l = logits[c];
+    if (Number.isNaN(l) || l === Infinity) return false;
+    if (l !== -Infinity) finite = true;
+  }
+  return finite;
+}
+
+/**
  * Samples one token per row of f32 `logits [rows, V]` exactly as `sample.wgsl` does, in float64:
  * the nucleus of {@linkcode topPDistributionRef} (unnormalised), the uniform `u` of row `r` from
  * `sampleUniformRef(seed, counter, seedOffset + r)`, the point `x = u * keptMass`, and the first
- * kept token in index order whose inclusive cumulative kept mass exceeds `x`.
+ * kept token in index order whose inclusive cumulative kept mass exceeds `x`. A row that is not
+ * {@linkcode validLogitsRowRef} gets `0xffffffff` (`NON_FINITE_TOKEN`), with an infinite margin.
  */
 export function sampleRef(
   logits: ArrayLike<number>,
@@ -133,6 +154,11 @@ export function sampleRef(
   const margins = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
     const row = Array.prototype.slice.call(logits, r * V, (r + 1) * V) as number[];
+    if (!validLogitsRowRef(row)) {
+      tokens[r] = 0xffffffff;
+      margins[r] = Infinity;
+      continue;
+    }
     const { e, tau, margin } = nucleus(row, opts);
     let kept = 0;
     for (let c = 0; c < V; c++) if (e[c] >= tau && e[c] > 0) kept += e[c];

@@ -58,7 +58,10 @@ export interface RouterTopKArgs {
 /**
  * Builds the dispatch of MoE routing: for each of `T` rows of `E` logits, the softmax over E and the
  * `k` most probable experts (ties: lower index first), written most probable first to `ids` and
- * their probabilities (renormalised over the k when `renormalize`) to `weights`.
+ * their probabilities (renormalised over the k when `renormalize`) to `weights`. A row holding a
+ * NaN or +Infinity logit has no softmax: its ids are still distinct valid experts (NaN ranks last)
+ * and its weights are NaN, so the fault reaches the logits (where generation reports it) instead of
+ * being renormalised away.
  *
  * @example
  * ```ts ignore

@@ -1,6 +1,8 @@
 // MoE router: per row of E logits, softmax over E and the top-k experts (ties: lower index first),
 // written in descending probability order as ids [T, k] (u32) and weights [T, k] (f32). With
-// p.renormalize = 1 the k weights are rescaled to sum to 1.
+// p.renormalize = 1 the k weights are rescaled to sum to 1. A row with a NaN or +inf logit has no
+// softmax: its ids are still valid (NaN ranks last) but its weights are NaN, so the MoE output is
+// NaN as in the reference model (renormalising over the finite top k would hide the fault).
 //
 // One workgroup per row (2-D grid); WG threads (a power of two), E <= EMAX, k <= KMAX.
 struct Params {
@@ -26,6 +28,8 @@ const NEG: f32 = -3.0e38;
 var<workgroup> lg: array<vec4<f32>, EMAX / 4u>;
 var<workgroup> red_v: array<f32, WG>;
 var<workgroup> sel: array<u32, KMAX>;
+// Set when a thread saw a NaN or +inf logit (zero-initialised per workgroup).
+var<workgroup> not_finite: atomic<u32>;
 
 fn logit(e: u32) -> f32 {
   return lg[e >> 2u][e & 3u];
@@ -64,6 +68,9 @@ fn main(
     let x = logits[base + e];
     lg[e >> 2u][e & 3u] = x;
     lm = max(lm, x);
+    if (is_nan(x) || bitcast<u32>(x) == 0x7f800000u) {
+      atomicOr(&not_finite, 1u);
+    }
   }
   red_v[lid] = lm;
   workgroupBarrier();
@@ -117,9 +124,12 @@ fn main(
       chosen += exp(logit(sel[r]) - mx);
     }
     let denom = select(total, chosen, p.renormalize != 0u);
+    let flag = atomicLoad(&not_finite);
+    // A quiet NaN built from a runtime value: a constant NaN is a shader-creation error in Tint.
+    let nan = bitcast<f32>(0x7fc00000u | flag);
     for (var r = 0u; r < p.k; r++) {
       ids[t * p.k + r] = sel[r];
-      weights[t * p.k + r] = exp(logit(sel[r]) - mx) / denom;
+      weights[t * p.k + r] = select(exp(logit(sel[r]) - mx) / denom, nan, flag != 0u);
     }
   }
 }

@@ -121,44 +121,52 @@ Deno.test({
 });
 
 Deno.test({
-  name: "routerTopK: NaN logits rank after every number; -Infinity is an ordinary low logit",
+  name:
+    "routerTopK: NaN logits rank after every number; -Infinity is an ordinary low logit; a NaN or " +
+    "+Infinity logit makes the row's weights NaN",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    // Two rows of 8: NaNs at the front and in the middle, -Infinity among them.
+    // Four rows of 8: NaNs at the front and in the middle, -Infinity among them; -Infinity among
+    // numbers (a valid row); a +Infinity.
+    // deno-fmt-ignore
     const logits = new Float32Array([
-      NaN,
-      0.5,
-      -Infinity,
-      2,
-      NaN,
-      1,
-      -3,
-      0.25,
-      -Infinity,
-      NaN,
-      NaN,
-      NaN,
-      NaN,
-      NaN,
-      -1,
-      NaN,
+      NaN, 0.5, -Infinity, 2, NaN, 1, -3, 0.25,
+      -Infinity, NaN, NaN, NaN, NaN, NaN, -1, NaN,
+      0.5, -Infinity, 2, -1, 1, -3, 0.25, -Infinity,
+      0.5, 1, 2, Infinity, 1, -3, 0.25, 0,
     ]);
-    const ids = poisoned(gpu, 2 * 4, "ids"), weights = poisoned(gpu, 2 * 4, "weights");
-    gpu.submit([
-      await routerTopK(gpu, {
-        logits: gpu.storage("activations", logits),
-        ids,
-        weights,
-        T: 2,
-        E: 8,
-        k: 4,
-        renormalize: false,
-      }),
-    ]);
-    const got = [...await gpu.readU32(ids, 0, 8)];
-    // Row 0: 2 > 1 > 0.5 > 0.25. Row 1: -1, -Infinity, then NaNs by index (1, 2).
-    const want = [3, 5, 1, 7, 6, 0, 1, 2];
-    if (got.join() !== want.join()) throw new Error(`ids ${got}, expected ${want}`);
+    for (const renormalize of [false, true]) {
+      const ids = poisoned(gpu, 4 * 4, "ids"), weights = poisoned(gpu, 4 * 4, "weights");
+      gpu.submit([
+        await routerTopK(gpu, {
+          logits: gpu.storage("activations", logits),
+          ids,
+          weights,
+          T: 4,
+          E: 8,
+          k: 4,
+          renormalize,
+        }),
+      ]);
+      const got = [...await gpu.readU32(ids, 0, 16)];
+      // Row 0: 2 > 1 > 0.5 > 0.25. Row 1: -1, -Infinity, then NaNs by index (1, 2).
+      const want = [3, 5, 1, 7, 6, 0, 1, 2, 2, 4, 0, 6, 3, 2, 1, 4];
+      if (got.join() !== want.join()) throw new Error(`ids ${got}, expected ${want}`);
+      const ref = routerTopKRef(logits, 4, 8, 4, renormalize);
+      if (ref.ids.join() !== want.join()) throw new Error(`reference ids ${ref.ids}`);
+      const w = await gpu.readF32(weights, 0, 16);
+      for (let i = 0; i < 16; i++) {
+        const row = Math.floor(i / 4);
+        const ok = row === 2
+          ? Math.abs(w[i] - ref.weights[i]) < 1e-6 && Number.isFinite(ref.weights[i])
+          : Number.isNaN(w[i]) && Number.isNaN(ref.weights[i]);
+        if (!ok) {
+          throw new Error(
+            `renormalize ${renormalize} row ${row}: weight ${w[i]}, reference ${ref.weights[i]}`,
+          );
+        }
+      }
+    }
   },
 });

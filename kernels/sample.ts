@@ -91,8 +91,9 @@ export function sampleRng(gpu: Gpu, seed: number, counter = 0): GPUBuffer {
 
 /**
  * Builds the dispatch drawing one token per row of `logits` into `out` (see the module
- * documentation for the rule and the algorithm). Rows without a valid distribution still get a
- * valid token: all `-inf` or a `+inf` logit give token 0, NaN logits are never drawn (or give 0).
+ * documentation for the rule and the algorithm). Rows without a valid distribution get no
+ * token or say they have none: a row holding a NaN or a `+inf`, or only `-inf` logits, gets
+ * `NON_FINITE_TOKEN` (0xffffffff, argmax.ts); `-inf` logits alone are masked tokens, never drawn.
  * The dispatch may be recorded once and replayed: each run advances the counter in `rng`.
  *
  * @example

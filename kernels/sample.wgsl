@@ -32,9 +32,10 @@
 //    last of the p.rows workgroups resets rng[2] to 0 and increments rng[1], so the next call (or
 //    the next replay of a recorded plan) draws fresh numbers without any CPU write.
 //
-// A row without a valid distribution never yields an out-of-range token: all -inf or a +inf logit
-// give token 0 (no positive finite kept mass); NaN logits fail every comparison, so they are either
-// never drawn or (where max() returns the NaN) the row gets token 0.
+// A row without a valid distribution (a NaN, a +inf, or only -inf logits) gets NONE (0xffffffff),
+// which is no token id, so the caller's token readback tells it the logits were broken. The check
+// rides on step 1's reduction (its second lane, otherwise a copy of the max): each thread flags a
+// NaN or +inf it saw, and whether it saw a finite value; -inf alone is a masked token, never drawn.
 struct Params {
   rows: u32,
   V: u32,
@@ -54,6 +55,8 @@ override WG: u32 = 256u;
 const R: u32 = 32u;
 // Scan group size (WG / GS <= 16 groups).
 const GS: u32 = 16u;
+// The token of a row without a valid distribution.
+const NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -140,12 +143,22 @@ fn sample(
     state = vec2<u32>(atomicLoad(&rng[0]), atomicLoad(&rng[1]));
   }
 
-  // 1. Row maximum.
+  // 1. Row maximum; flags: a NaN or +inf seen (x), a finite value seen (y).
   var m = LOWEST;
+  var flags = vec2<f32>(0.0);
   for (var c = lid; c < V; c += WG) {
-    m = max(m, logits[base + c]);
+    let l = logits[base + c];
+    let bits = bitcast<u32>(l) & 0x7fffffffu;
+    if (bits > 0x7f800000u || bitcast<u32>(l) == 0x7f800000u) {
+      flags.x = 1.0;
+    } else if (bits < 0x7f800000u) {
+      flags.y = 1.0;
+      m = max(m, l);
+    }
   }
-  m = reduce2(vec4<f32>(m), vec4<f32>(m), lid, true).a.x;
+  let row_max = reduce2(vec4<f32>(m), vec4<f32>(flags, 0.0, 0.0), lid, true);
+  m = row_max.a.x;
+  let valid = row_max.b.x == 0.0 && row_max.b.y > 0.0;
 
   // 2. S = M(0).
   var s0 = 0.0;
@@ -230,7 +243,11 @@ fn sample(
   let stream = p.seed_offset + row;
   let bits = mix32(mix32(mix32(st.x ^ 0x9e3779b9u) ^ st.y) ^ stream);
   let u = f32(bits >> 8u) * (1.0 / 16777216.0);
-  if (total > 0.0 && total < 3.0e38) {
+  if (!valid) {
+    if (lid == 0u) {
+      out[row] = NONE;
+    }
+  } else if (total > 0.0 && total < 3.0e38) {
     let x = min(u * total, bitcast<f32>(bitcast<u32>(total) - 1u));
     if (exc <= x && x < inc) {
       var acc = exc;

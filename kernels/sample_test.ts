@@ -1,6 +1,7 @@
 import { ArgumentError } from "../runtime/errors.ts";
 import type { Gpu, Step } from "../runtime/gpu/device.ts";
 import { sample, SAMPLE_RNG_BYTES, sampleRng, sampleRngState } from "./sample.ts";
+import { NON_FINITE_TOKEN } from "./argmax.ts";
 import { sampleBitsRef, sampleRef, topPDistributionRef } from "./reference.ts";
 import { freshSeed, GPU_TEST, POISON, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
@@ -274,8 +275,8 @@ Deno.test({
 });
 
 Deno.test({
-  name:
-    "sample: seedOffset shifts the row streams; rows without a finite distribution get a valid token",
+  name: "sample: seedOffset shifts the row streams; rows without a finite distribution get " +
+    "NON_FINITE_TOKEN",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
@@ -287,39 +288,59 @@ Deno.test({
     );
     const all = poisoned(gpu, 14);
     const part = poisoned(gpu, 4);
-    const bad = new Float32Array(3 * V);
-    bad.fill(-Infinity, 0, V);
-    bad.fill(0.5, V, 2 * V);
-    bad[V + 5] = NaN;
-    bad.fill(1, 2 * V);
-    bad[2 * V + 9] = Infinity;
-    const badOut = poisoned(gpu, 3);
-    const args = { V, temperature: 1.2, topP: 0.9 };
-    gpu.submit([
-      await sample(gpu, { ...args, logits, out: all, rows: 14, rng: sampleRng(gpu, seed) }),
+    const args = { temperature: 1.2, topP: 0.9 };
+    const steps: Step[] = [
+      await sample(gpu, { ...args, V, logits, out: all, rows: 14, rng: sampleRng(gpu, seed) }),
       await sample(gpu, {
         ...args,
+        V,
         logits,
         out: part,
         rows: 4,
         rng: sampleRng(gpu, seed),
         seedOffset: 10,
       }),
-      await sample(gpu, {
-        ...args,
-        logits: gpu.storage("activations", bad),
-        out: badOut,
-        rows: 3,
-        rng: sampleRng(gpu, seed),
-      }),
-    ]);
+    ];
+    // Per vocabulary size (both workgroup variants): row 0 only -inf, row 1 a NaN, row 2 a +inf,
+    // row 3 random with every other token masked by -inf (valid: never a masked token).
+    const degenerate: { V: number; logits: Float32Array; out: GPUBuffer }[] = [];
+    for (const v of [V, 3000]) {
+      const bad = randn(4 * v);
+      bad.fill(-Infinity, 0, v);
+      bad[v + 5] = NaN;
+      bad[2 * v + 9] = Infinity;
+      for (let c = 0; c < v; c += 2) bad[3 * v + c] = -Infinity;
+      const out = poisoned(gpu, 4);
+      degenerate.push({ V: v, logits: bad, out });
+      steps.push(
+        await sample(gpu, {
+          ...args,
+          V: v,
+          logits: gpu.storage("activations", bad),
+          out,
+          rows: 4,
+          rng: sampleRng(gpu, seed),
+        }),
+      );
+    }
+    gpu.submit(steps);
     const a = await gpu.readU32(all), b = await gpu.readU32(part);
     for (let r = 0; r < 4; r++) {
       if (b[r] !== a[10 + r]) throw new Error(`seedOffset 10 row ${r}: ${b[r]} != ${a[10 + r]}`);
     }
-    const c = await gpu.readU32(badOut);
-    if (c[0] !== 0 || c[2] !== 0 || !(c[1] < V)) {
-      throw new Error(`degenerate rows (all -inf, a NaN, a +inf) drew ${c}, expected 0, < V, 0`);
+    for (const d of degenerate) {
+      const c = await gpu.readU32(d.out);
+      const ref = sampleRef(d.logits, 4, d.V, { ...args, seed, counter: 0 });
+      const none = NON_FINITE_TOKEN;
+      if (c[0] !== none || c[1] !== none || c[2] !== none || !(c[3] < d.V && c[3] % 2 === 1)) {
+        throw new Error(
+          `V=${d.V}: rows (all -inf, a NaN, a +inf, masked) drew ${c}, expected ${none} x3 and an ` +
+            "odd token",
+        );
+      }
+      if (String(ref.tokens.subarray(0, 3)) !== String(c.subarray(0, 3))) {
+        throw new Error(`V=${d.V}: the reference drew ${ref.tokens}, the GPU ${c}`);
+      }
     }
   },
 });

@@ -65,11 +65,43 @@ export class WeightFileError extends PregateError {
   }
 }
 
+/**
+ * A GGUF file is malformed, or lacks a metadata key or tensor the caller needs. A
+ * {@linkcode WeightFileError} (code `E_WEIGHTS`) that may also name the metadata key.
+ */
+export class GgufError extends WeightFileError {
+  /** The metadata key concerned, when there is one. */
+  readonly key?: string;
+  /** Creates the error. */
+  constructor(
+    file: string,
+    message: string,
+    opts: { tensor?: string; key?: string; hint?: string } = {},
+  ) {
+    super(file, opts.key === undefined ? message : `[key ${opts.key}] ${message}`, opts);
+    this.key = opts.key;
+  }
+}
+
 /** A model configuration is unsupported or invalid. */
 export class ConfigError extends PregateError {
   /** Creates the error. */
   constructor(message: string, hint?: string) {
     super("E_CONFIG", message, hint);
+  }
+}
+
+/**
+ * A tokenizer file (tokenizer.json, tokenizer_config.json) is missing, malformed or unusable, or a
+ * chat was asked of a model without a chat template.
+ */
+export class TokenizerError extends PregateError {
+  /** The file concerned. */
+  readonly file: string;
+  /** Creates the error. */
+  constructor(file: string, message: string, hint?: string, options?: ErrorOptions) {
+    super("E_TOKENIZER", `${file}: ${message}`, hint, options);
+    this.file = file;
   }
 }
 
@@ -103,5 +135,31 @@ export class InternalError extends PregateError {
   /** Creates the error. */
   constructor(message: string) {
     super("E_INTERNAL", message, "this is a bug in Pregate; please report it with the message");
+  }
+}
+
+/**
+ * The model computed a NaN or an infinity where it must not (logits, activations): the answer
+ * would be wrong, so none is given. Usually the weights hold NaN/Inf values (`pregate inspect
+ * --check` names the tensors) or an activation overflowed its dtype.
+ */
+export class NumericError extends PregateError {
+  /** The sequence position whose logits were not finite, when known. */
+  readonly position?: number;
+  /** Creates the error. */
+  constructor(message: string, opts: { position?: number; hint?: string } = {}) {
+    super("E_NUMERIC", message, opts.hint);
+    this.position = opts.position;
+  }
+}
+
+/** A file could not be written (a missing or read-only directory, a full disk, ...). */
+export class FileWriteError extends PregateError {
+  /** The file that could not be written. */
+  readonly file: string;
+  /** Creates the error; `cause` is the file system's error. */
+  constructor(file: string, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super("E_WRITE", `${file}: ${message}`, opts.hint, { cause: opts.cause });
+    this.file = file;
   }
 }

@@ -16,11 +16,13 @@
  */
 import { type Gpu, type GpuChoice, openGpu, type Step } from "./gpu/device.ts";
 import { ArgumentError } from "./errors.ts";
-import { loadConfig, type ModelConfig } from "./models/config.ts";
+import { loadConfig, type ModelConfig, type MoeFfn } from "./models/config.ts";
 import { openCheckpoint, type TensorStore } from "./weights/safetensors.ts";
-import { type ModelWeights, uploadWeights } from "./models/weights.ts";
-import { allocState, type RunState } from "./models/state.ts";
-import { buildForward, flattenPlan, type ForwardPlan } from "./models/decoder.ts";
+import type { ModelWeights } from "./models/weights.ts";
+import type { RunState } from "./models/state.ts";
+import { allocModelState, archOf, buildForward, uploadModelWeights } from "./models/arch/mod.ts";
+import type { ForwardPlan } from "./models/plan.ts";
+import { Executor, RESIDENT } from "./executor.ts";
 import {
   EXPERT_MODES,
   type ExpertMode,
@@ -31,6 +33,8 @@ import type { ExpertTrace } from "./experts/trace.ts";
 import { argmax } from "../kernels/argmax.ts";
 import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
+import { checkLogitRows, checkToken } from "./numeric.ts";
+import { checkPositions, warnContextLength, warnUnusedTensors } from "./load_checks.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -50,22 +54,30 @@ export interface LoadOptions {
   cachePolicy?: "lru" | "lfu";
   /** Expert copy path: `auto` (default: mapped on Dawn, writeBuffer on native), `write`, `mapped`. */
   uploader?: "auto" | "write" | "mapped";
-  /** When pre-gated copies are issued: `auto` (default), `sync` or `compute` (see engine.ts). */
-  prefetchAt?: "auto" | "sync" | "compute";
   /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
   trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */
   contextLength?: number;
   /** Most prompt tokens per forward pass (longer prompts run in chunks); default 128. */
   prefillChunk?: number;
+  /** Encoder-decoder models: most encoder tokens per input; default 512. */
+  maxEncoderTokens?: number;
+  /** Encoder-decoder models with T5's relative position bias: see `UploadOptions.positionBias`. */
+  positionBias?: "shared" | "first_layer_only";
   /** One-line notices (device choice, mmap fallback). Default: none. */
   log?: (message: string) => void;
   /** Load progress: bytes uploaded, total bytes. */
   onProgress?: (done: number, total: number) => void;
 }
 
+/** Options of {@linkcode Model.logits}. */
+export interface SequenceOptions {
+  /** The encoder's input of an encoder-decoder model (required there, refused elsewhere). */
+  encoderIds?: readonly number[];
+}
+
 /** Options of {@linkcode Model.generate}. */
-export interface GenerateOptions {
+export interface GenerateOptions extends SequenceOptions {
   /** Tokens to generate; default 32. */
   maxTokens?: number;
   /** Stop after emitting one of these ids. */
@@ -86,7 +98,7 @@ export interface GenerateStats {
   pregate: string | null;
   /** Implementation and adapter, e.g. `native: NVIDIA H200 [shaderF16, timestampQuery]`. */
   gpu: string;
-  /** Prompt length. */
+  /** Prompt length (an encoder-decoder's: encoder tokens + decoder prefix). */
   prompt_tokens: number;
   /** Tokens generated. */
   generated_tokens: number;
@@ -131,6 +143,20 @@ export interface GenerateStats {
   expert_slots: number | null;
 }
 
+/** Running totals of the offloading engine (see {@linkcode Model.offloadCounters}). */
+export interface OffloadCounters {
+  /** Chosen experts the pre-gate had predicted, in MoE layers that had a prediction. */
+  pregateHits: number;
+  /** Experts chosen in MoE layers that had a prediction (per batch of tokens: their union). */
+  pregateChosen: number;
+  /** Expert acquisitions found already resident. */
+  cacheHits: number;
+  /** All expert acquisitions. */
+  cacheLookups: number;
+  /** Expert bytes copied host -> GPU. */
+  uploadBytes: number;
+}
+
 /** A loaded model: config, GPU weights, run state, plans and (optionally) the offloading engine. */
 export class Model {
   /** The parsed config. */
@@ -150,7 +176,7 @@ export class Model {
   #contextLength: number;
   #dir: string;
   #plans = new Map<string, Promise<ForwardPlan>>();
-  #flat = new WeakMap<ForwardPlan, Step[]>();
+  #executor: Executor;
 
   private constructor(
     dir: string,
@@ -174,6 +200,7 @@ export class Model {
     this.#weights = parts.weights;
     this.#state = parts.state;
     this.#engine = parts.engine;
+    this.#executor = new Executor(gpu, parts.engine ?? RESIDENT);
     this.#ownsGpu = parts.ownsGpu;
     this.#contextLength = parts.contextLength;
   }
@@ -191,6 +218,7 @@ export class Model {
       throw new ArgumentError("budget", `expected a positive number of bytes, got ${opts.budget}`);
     }
     const cfg = await loadConfig(dir);
+    warnContextLength(cfg, opts.contextLength, opts.log);
     const contextLength = opts.contextLength ?? Math.min(cfg.maxPositions, 2048);
     if (!Number.isInteger(contextLength) || contextLength < 1) {
       throw new ArgumentError("contextLength", `expected a positive integer, got ${contextLength}`);
@@ -200,16 +228,31 @@ export class Model {
       throw new ArgumentError("prefillChunk", `expected a positive integer, got ${prefillChunk}`);
     }
     const store = openCheckpoint(dir, { log: opts.log });
+    warnUnusedTensors(cfg, store, opts.log);
+    const encoderDecoder = archOf(cfg).encoderDecoder !== undefined;
+    const maxEncoder = opts.maxEncoderTokens ?? 512;
+    if (!Number.isInteger(maxEncoder) || maxEncoder < 1) {
+      throw new ArgumentError("maxEncoderTokens", `expected a positive integer, got ${maxEncoder}`);
+    }
+    if (!encoderDecoder && opts.positionBias !== undefined) {
+      throw new ArgumentError("positionBias", `${cfg.arch} has no relative position bias`);
+    }
     const gpu = opts.device ?? await openGpu({ gpu: opts.gpu, log: opts.log });
     const before = gpu.memory().current;
     let weights: ModelWeights | undefined, state: RunState | undefined;
     try {
-      weights = uploadWeights(gpu, cfg, store, {
+      weights = uploadModelWeights(gpu, cfg, store, {
         experts: mode === "resident" ? "resident" : "none",
         onProgress: opts.onProgress,
+        positionBias: opts.positionBias,
       });
       const maxT = Math.min(prefillChunk, contextLength);
-      state = allocState(gpu, cfg, { maxT, maxSeq: contextLength, logitRows: maxT });
+      state = allocModelState(gpu, cfg, {
+        maxT,
+        maxSeq: contextLength,
+        logitRows: maxT,
+        maxEncoder,
+      });
       let engine: OffloadEngine | null = null;
       if (mode !== "resident") {
         // The budget covers what this model allocates on the device (not other models sharing it).
@@ -221,7 +264,6 @@ export class Model {
           expertCache: opts.expertCache,
           cachePolicy: opts.cachePolicy,
           uploader: opts.uploader,
-          prefetchAt: opts.prefetchAt,
           trace: opts.trace,
         });
       }
@@ -243,9 +285,30 @@ export class Model {
     }
   }
 
+  /** Most positions (prompt + generated tokens) per sequence (`contextLength` at load). */
+  get contextLength(): number {
+    return this.#contextLength;
+  }
+
   /** Expert slots of the offloading engine (null when resident). */
   get expertSlots(): number | null {
     return this.#engine?.slots ?? null;
+  }
+
+  /** The pre-gate policy in `pregated` mode (`exact` or `strict`), else null. */
+  get pregatePolicy(): PregatePolicy | null {
+    return this.mode === "pregated" ? this.#engine!.pregatePolicy : null;
+  }
+
+  /**
+   * The offloading engine's running totals since load (null when resident); the difference of two
+   * readings covers the calls between them, `logits` included.
+   */
+  get offloadCounters(): OffloadCounters | null {
+    const e = this.#engine?.stats;
+    if (!e) return null;
+    const { pregateHits, pregateChosen, cacheHits, cacheLookups, uploadBytes } = e;
+    return { pregateHits, pregateChosen, cacheHits, cacheLookups, uploadBytes };
   }
 
   /** The expert trace recorded so far (when loaded with `trace: true` in an offloading mode). */
@@ -257,42 +320,68 @@ export class Model {
       arch: this.config.arch,
       mode: this.mode,
       pregate: this.#engine!.pregatePolicy,
-      experts: this.config.layers.find((l) => l.ffn.kind === "moe")!.ffn.kind === "moe"
-        ? (this.config.layers.find((l) => l.ffn.kind === "moe")!.ffn as { experts: number }).experts
-        : 0,
+      experts: (this.config.layers.find((l) => l.ffn.kind === "moe")?.ffn as MoeFfn).experts,
       moeLayers: this.config.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [i] : [])),
       records: [...t],
     };
   }
 
-  #plan(T: number, logits: "all" | "last"): Promise<ForwardPlan> {
-    const key = `${T}|${logits}`;
+  /** The decoder's plan (over an encoder's `encoderLength` tokens), or the encoder's (`encoder`). */
+  #plan(T: number, logits: "all" | "last", encoderLength?: number, encoder = false) {
+    const key = `${T}|${logits}|${encoderLength}|${encoder}`;
     let p = this.#plans.get(key);
     if (!p) {
-      p = buildForward(this.gpu, this.config, this.#weights, this.#state, {
-        T,
-        logits,
-        ...this.#engine?.planHooks(),
-      });
+      const opts = { T, logits, encoderLength, ...this.#engine?.planHooks() };
+      const s = this.#state, w = this.#weights;
+      p = encoder
+        ? archOf(this.config).encoderDecoder!.buildEncoder(this.gpu, this.config, w, s, opts)
+        : buildForward(this.gpu, this.config, w, s, opts);
       this.#plans.set(key, p);
     }
     return p;
   }
 
-  /** Runs a forward plan (then `tail`): one submit when resident, layer by layer when offloading. */
-  async #run(plan: ForwardPlan, tail: Step[] = []): Promise<void> {
-    if (this.#engine) {
-      await this.#engine.run(plan);
-      if (tail.length) this.gpu.submit(tail);
-    } else {
-      // Flattened once per plan: a decode step encodes the same steps without allocating.
-      let flat = this.#flat.get(plan);
-      if (!flat) this.#flat.set(plan, flat = flattenPlan(plan));
-      this.gpu.submit(flat, tail.length ? (enc) => this.gpu.encode(enc, tail) : undefined);
-    }
+  /**
+   * An encoder-decoder's decoder start token and end-of-sequence ids (null for a decoder-only
+   * model): `generate([start], { encoderIds })` decodes as HF's `generate` does.
+   */
+  get encoderDecoder():
+    | { decoderStartTokenId: number | null; eosTokenIds: readonly number[] }
+    | null {
+    const g = archOf(this.config).encoderDecoder?.generation(this.config);
+    return g ? { decoderStartTokenId: g.start, eosTokenIds: g.eos } : null;
   }
 
-  #checkIds(ids: readonly number[], argument: string, extra = 0) {
+  /**
+   * Runs an encoder-decoder's encoder over `encoderIds` (its cross-attention keys and values stay
+   * in the run state); returns the encoder length the decoder's plans need. Checks that a
+   * decoder-only model got none.
+   */
+  async #encode(encoderIds: readonly number[] | undefined): Promise<number | undefined> {
+    const has = archOf(this.config).encoderDecoder !== undefined, s = this.#state;
+    if (has !== (encoderIds !== undefined)) {
+      const arch = this.config.arch;
+      throw new ArgumentError(
+        "encoderIds",
+        has
+          ? `${arch} is an encoder-decoder: give the encoder's input`
+          : `${arch} is a decoder-only model: it has no encoder`,
+      );
+    }
+    if (!encoderIds) return undefined;
+    this.#checkIds(encoderIds, "encoderIds", 0, (s as { maxEncoder?: number }).maxEncoder);
+    this.gpu.write(s.ids, Uint32Array.from(encoderIds));
+    this.gpu.write(s.pos, new Uint32Array(4));
+    await this.#run(await this.#plan(encoderIds.length, "last", undefined, true));
+    return encoderIds.length;
+  }
+
+  /** Runs a forward plan, then `tail` (see {@linkcode Executor.run}). */
+  #run(plan: ForwardPlan, tail: Step[] = []): Promise<void> {
+    return this.#executor.run(plan, tail);
+  }
+
+  #checkIds(ids: readonly number[], argument: string, extra = 0, limit = this.#contextLength) {
     if (!Array.isArray(ids) || ids.length === 0) {
       throw new ArgumentError(argument, "expected a non-empty list of token ids");
     }
@@ -304,32 +393,37 @@ export class Model {
         );
       }
     }
-    if (ids.length + extra > this.#contextLength) {
+    checkPositions(this.config, ids.length + extra, argument);
+    if (ids.length + extra > limit) {
       throw new ArgumentError(
         argument,
-        `${ids.length} prompt tokens + ${extra} new tokens exceed the context length ` +
-          `${this.#contextLength}`,
-        "load the model with a larger contextLength (--context)",
+        `${ids.length} prompt tokens + ${extra} new tokens exceed the context length ${limit}`,
+        limit === this.#contextLength
+          ? "load the model with a larger contextLength (--context)"
+          : "load the model with a larger maxEncoderTokens",
       );
     }
   }
 
   /**
    * Teacher-forced logits: one Float32Array of `vocabSize` logits per input position, from a fresh
-   * sequence (position 0).
+   * sequence (position 0); an encoder-decoder's decoder positions after its encoder has run over
+   * `opts.encoderIds`. Throws `NumericError` naming the position if any is NaN or infinite.
    */
-  async logits(ids: readonly number[]): Promise<Float32Array[]> {
+  async logits(ids: readonly number[], opts: SequenceOptions = {}): Promise<Float32Array[]> {
     this.#checkIds(ids, "ids");
-    const s = this.#state, chunk = s.maxT;
+    const s = this.#state, chunk = Math.min(s.maxT, s.logitRows);
     const V = this.config.vocabSize;
     const out: Float32Array[] = [];
     this.#engine?.resetSequence();
+    const encoderLength = await this.#encode(opts.encoderIds);
     for (let start = 0; start < ids.length; start += chunk) {
       const part = ids.slice(start, start + chunk);
       this.gpu.write(s.ids, Uint32Array.from(part));
       this.gpu.write(s.pos, new Uint32Array([start, 0, 0, 0]));
-      await this.#run(await this.#plan(part.length, "all"));
+      await this.#run(await this.#plan(part.length, "all", encoderLength));
       const flat = await this.gpu.readF32(s.logits, 0, part.length * V);
+      checkLogitRows(flat, V, start);
       for (let t = 0; t < part.length; t++) out.push(flat.slice(t * V, (t + 1) * V));
     }
     return out;
@@ -338,6 +432,7 @@ export class Model {
   /**
    * Generates up to `maxTokens` tokens after `ids`, yielding each id. Tokens are chosen on the GPU
    * (argmax, or sampling) and fed back without a CPU round trip; the CPU reads them in batches.
+   * Throws `NumericError` naming the position when a row of logits is not finite.
    */
   async *generate(ids: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<number> {
     const maxTokens = opts.maxTokens ?? 32;
@@ -380,6 +475,7 @@ export class Model {
     const t0 = performance.now();
     let t1 = t0, c1 = c0, e1 = e0, produced = 0;
     try {
+      const encoderLength = await this.#encode(opts.encoderIds);
       // Prefill in chunks; the last chunk's logits give the first new token.
       for (let start = 0; start < ids.length; start += chunk) {
         const part = ids.slice(start, start + chunk);
@@ -387,7 +483,7 @@ export class Model {
         gpu.write(s.ids, Uint32Array.from(part));
         gpu.write(s.pos, new Uint32Array([start, 0, 0, 0]));
         await this.#run(
-          await this.#plan(part.length, "last"),
+          await this.#plan(part.length, "last", encoderLength),
           last ? [sample, await advance(part.length)] : [],
         );
       }
@@ -396,7 +492,7 @@ export class Model {
       t1 = performance.now();
       c1 = { ...gpu.counters };
       e1 = this.#engine ? { ...this.#engine.stats } : null;
-      const decodePlan = await this.#plan(1, "last");
+      const decodePlan = await this.#plan(1, "last", encoderLength);
       const tail = [sample, await advance(1)];
       // Decode in batches (1, 2, 4 ... 32 steps), each ending with one read of the tokens it made.
       // The next batch is queued before the current one's tokens are awaited, so the GPU always has
@@ -419,6 +515,7 @@ export class Model {
       try {
         while (true) {
           for (const id of pending) {
+            checkToken(id, { position: ids.length - 1 + emitted, promptTokens: ids.length });
             yield id;
             emitted++;
             if (stop.has(id) || emitted >= maxTokens) return;
@@ -435,7 +532,8 @@ export class Model {
       }
     } finally {
       const t2 = performance.now();
-      this.lastStats = this.#stats({ t0, t1, t2, c1, e1, prompt: ids.length, produced });
+      const prompt = ids.length + (opts.encoderIds?.length ?? 0);
+      this.lastStats = this.#stats({ t0, t1, t2, c1, e1, prompt, produced });
       gpu.destroyBuffer(history);
       if (rng) gpu.destroyBuffer(rng);
     }

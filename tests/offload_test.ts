@@ -73,21 +73,6 @@ for (const arch of ARCHS) {
 }
 
 Deno.test({
-  name: "pre-gated copies issued during the sync or during compute give the resident result",
-  ...GPU,
-  fn: async () => {
-    const ref = JSON.parse(await Deno.readTextFile(`${fixture("qwen3_moe")}reference.json`));
-    const base = await run("qwen3_moe", { mode: "resident" }, ref.ids, 6);
-    for (const prefetchAt of ["sync", "compute"] as const) {
-      const r = await run("qwen3_moe", { mode: "pregated", prefetchAt }, ref.ids, 6);
-      assert.deepEqual(r.tokens, base.tokens, `prefetchAt ${prefetchAt}`);
-      assert.deepEqual(r.logits, base.logits, `prefetchAt ${prefetchAt}: logits`);
-      assert.ok(r.stats.pregate_hit_rate !== null && r.stats.upload_bytes_per_token > 0);
-    }
-  },
-});
-
-Deno.test({
   name: "strict pre-gating runs, uses the pre-gate's choice and reports its hit rate",
   ...GPU,
   fn: async () => {

@@ -14,9 +14,14 @@ config keys the installed transformers does not know, a dense/MoE layer pattern 
 one asked for, rope theta not honoured, generation stopping early, or a checkpoint that does not
 reload to bit-identical weights and logits.
 
+Besides one fixture per architecture it writes ``olmoe_clip``: the OLMoE fixture with
+``clip_qkv`` set low enough that q, k (after their norms) and v are actually clamped (checked).
+
 Usage (see tools/README.md):
-    python3 tools/hf_fixtures.py --out tests/fixtures/hf            # all four
-    python3 tools/hf_fixtures.py --out /tmp/hf --arch qwen3_moe     # one (repeatable)
+    python3 tools/hf_fixtures.py --out tests/fixtures/hf            # all fixtures
+    python3 tools/hf_fixtures.py --out /tmp/hf --only qwen3_moe     # one (repeatable)
+    python3 tools/hf_fixtures.py --out tests/fixtures/hf --only olmoe_clip
+    python3 tools/hf_fixtures.py --out /tmp/hf --only switch_tiny   # just this fixture
 
 Needs torch, transformers (written against 5.x) and safetensors. No network, no tokenizer.
 """
@@ -42,6 +47,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+# Fixtures: one per architecture, plus variants of one (their spec names the arch).
+FIXTURES = ARCHS + ["olmoe_clip"]
+
+# olmoe_clip's clip_qkv: q and k after their norms have rms ~1 and v ~0.8 with the init below, so a
+# bound of 1.0 clamps a good share (>= 5% is checked) of every layer's q, k and v values.
+CLIP_QKV = 1.0
+MIN_CLIPPED_SHARE = 0.05
+# Fixtures built by their own modules beside this script (selected with --only).
+EXTRA_FIXTURES = ["switch_tiny"]
 
 # Prompt token ids (no tokenizer: raw ids < vocab_size; 0 is reserved as pad and not used).
 PROMPT = [3, 17, 42, 99, 128, 201, 250]
@@ -97,7 +111,7 @@ def arch_specs() -> dict:
         eos_token_id=None,
         pad_token_id=0,
     )
-    return {
+    specs = {
         "mixtral": dict(
             config_class="MixtralConfig",
             model_class="MixtralForCausalLM",
@@ -211,6 +225,17 @@ def arch_specs() -> dict:
             "(num_kv_heads*head_dim), applied before the head reshape and RoPE. Untied.",
         ),
     }
+    olmoe = specs["olmoe"]
+    specs["olmoe_clip"] = dict(
+        olmoe,
+        arch="olmoe",
+        kwargs=dict(olmoe["kwargs"], clip_qkv=CLIP_QKV),
+        clip_qkv=CLIP_QKV,
+        notes=olmoe["notes"] + f" clip_qkv={CLIP_QKV}: q and k (after q_norm/k_norm) and v are "
+        f"clamped to [-{CLIP_QKV}, {CLIP_QKV}] before the head reshape and RoPE; the share of "
+        "values clamped per layer is in reference.json's clip_qkv_clamped_share.",
+    )
+    return specs
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,11 +377,13 @@ def classify_layout(names: list[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) -> dict:
+def build_arch(name: str, spec: dict, out_root: str, seed: int, max_bytes: int) -> dict:
+    """Builds fixture `name` (an architecture, or a variant whose spec names its `arch`)."""
     import torch
     import transformers
     import safetensors
 
+    arch = spec.get("arch", name)
     t0 = time.time()
     warnings: list[str] = []
 
@@ -480,12 +507,12 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
     expected_inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float()
                                     / head_dim))
     n_rope = 0
-    for name, buf in model.named_buffers():
-        if name.endswith("inv_freq"):
+    for buf_name, buf in model.named_buffers():
+        if buf_name.endswith("inv_freq"):
             n_rope += 1
             check(buf.shape == expected_inv.shape and torch.allclose(buf.float(), expected_inv,
                                                                      rtol=1e-6, atol=0),
-                  f"{name} does not match rope_theta={theta} (head_dim {head_dim})")
+                  f"{buf_name} does not match rope_theta={theta} (head_dim {head_dim})")
     check(n_rope > 0, "no rotary inv_freq buffer found")
 
     # --- teacher-forced forward with hooks ---------------------------------------------
@@ -493,7 +520,7 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
     mask = torch.ones_like(ids)
     T = ids.shape[1]
 
-    captured: dict = {"layers": {}, "router": {}, "shared_gate": {}}
+    captured: dict = {"layers": {}, "router": {}, "shared_gate": {}, "qkv": {}}
     hooks = []
 
     def first_tensor(out):
@@ -510,6 +537,14 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
     for i, layer in enumerate(layers):
         hooks.append(layer.register_forward_hook(
             lambda m, a, o, i=i: captured["layers"].__setitem__(i, first_tensor(o).detach().clone())))
+        if spec.get("clip_qkv") is not None:
+            # The values clip_qkv clamps, as they leave q_norm, k_norm and v_proj (the clamp is
+            # applied in place afterwards, so the clones hold the unclamped values).
+            attn = layer.self_attn
+            for part, mod in (("q", attn.q_norm), ("k", attn.k_norm), ("v", attn.v_proj)):
+                hooks.append(mod.register_forward_hook(
+                    lambda m, a, o, i=i, part=part: captured["qkv"].__setitem__(
+                        (i, part), o.detach().clone())))
         _, mlp = layer_mlp(layer)
         if hasattr(mlp, "experts"):
             gate = mlp.gate
@@ -537,6 +572,20 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
         for h in hooks:
             h.remove()
     logits = out.logits[0].float()
+    clamped_share = None
+    if spec.get("clip_qkv") is not None:
+        clip = spec["clip_qkv"]
+        check(float(getattr(config, "clip_qkv", 0) or 0) == clip, "config.clip_qkv not set")
+        clamped_share = {}
+        for i in range(len(layers)):
+            for part in ("q", "k", "v"):
+                t = captured["qkv"].get((i, part))
+                check(t is not None, f"layer {i}: no {part} captured for clip_qkv")
+                share = (t.abs() > clip).float().mean().item()
+                check(share >= MIN_CLIPPED_SHARE,
+                      f"layer {i}: only {share:.1%} of {part} exceeds clip_qkv={clip}")
+                clamped_share[f"{i}.{part}"] = r6(share)
+        log(f"  clip_qkv {clip}: clamped shares {clamped_share}")
     check(tuple(logits.shape) == (T, VOCAB), f"logits shape {tuple(logits.shape)}")
     check(bool(torch.isfinite(logits).all()), "non-finite logits")
     log(f"  forward: logits std {logits.std().item():.3f}, max |x| {logits.abs().max().item():.3f}")
@@ -659,7 +708,7 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
         f"{greedy_margin:.3g})")
 
     # --- save + verify --------------------------------------------------------------------
-    out_dir = os.path.join(out_root, arch)
+    out_dir = os.path.join(out_root, name)
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(out_dir)
@@ -729,6 +778,8 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
 
     ref = {
         "arch": arch,
+        "fixture": name,
+        "clip_qkv_clamped_share": clamped_share,
         "model_class": spec["model_class"],
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,
@@ -805,18 +856,30 @@ def build_arch(arch: str, spec: dict, out_root: str, seed: int, max_bytes: int) 
     size = dir_bytes(out_dir)
     log(f"  saved {out_dir}: {len(names)} tensors ({layout}), {size / 1e6:.2f} MB, "
         f"{time.time() - t0:.1f}s")
-    return {"arch": arch, "ok": True, "layout": layout, "bytes": size, "greedy": greedy,
+    return {"arch": name, "ok": True, "layout": layout, "bytes": size, "greedy": greedy,
             "kinds": kinds, "warnings": warnings, "tensor_names": names}
 
 
 # --------------------------------------------------------------------------------------------
 
 
+def build_extra(name: str, out_root: str, seed: int) -> dict:
+    """An EXTRA_FIXTURES fixture, from its own module (imported here: it imports this one)."""
+    if name == "switch_tiny":
+        from hf_fixture_switch import build_switch_tiny
+
+        r = build_switch_tiny(out_root, seed)
+        return dict(r, layout="per_expert", kinds=f"position_bias={r['position_bias']}")
+    raise FixtureError(f"unknown fixture {name}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/fixtures/hf", help="output root (default %(default)s)")
-    ap.add_argument("--arch", action="append", choices=ARCHS,
-                    help="architecture to build (repeatable; default: all)")
+    ap.add_argument("--only", "--arch", dest="only", action="append",
+                    choices=FIXTURES + EXTRA_FIXTURES,
+                    help="fixture to build: an architecture, olmoe_clip or switch_tiny "
+                    "(tools/hf_fixture_switch.py) (repeatable; default: all but switch_tiny)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--max-bytes", type=int, default=MAX_BYTES_DEFAULT,
                     help="warn when an arch's folder exceeds this (default %(default)s)")
@@ -838,12 +901,15 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
 
     specs = arch_specs()
-    archs = args.arch or ARCHS
+    archs = args.only or FIXTURES
     os.makedirs(args.out, exist_ok=True)
     results = []
     for arch in archs:
         log(f"== {arch}")
         try:
+            if arch in EXTRA_FIXTURES:
+                results.append(build_extra(arch, args.out, args.seed))
+                continue
             results.append(build_arch(arch, specs[arch], args.out, args.seed, args.max_bytes))
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()

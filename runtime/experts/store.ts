@@ -10,13 +10,24 @@
  * ```
  * @module
  */
-import { ConfigError, WeightFileError } from "../errors.ts";
+import { ArgumentError, ConfigError, WeightFileError } from "../errors.ts";
 import type { DType } from "../weights/dtype.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
-import type { ModelConfig } from "../models/config.ts";
+import type { FfnActivation, ModelConfig } from "../models/config.ts";
 import { layerNames } from "../models/names.ts";
 import type { ExpertPool } from "../models/weights.ts";
 import type { Uploader, UploadItem } from "./uploader.ts";
+
+/** The tensors of one expert: gate (a ReLU expert's `wi`), up (none for ReLU) and down (`wo`). */
+export interface ExpertTensors {
+  readonly gate: Tensor;
+  readonly up?: Tensor;
+  readonly down: Tensor;
+}
+
+function expertBytes(t: ExpertTensors): number {
+  return t.gate.byteLength + (t.up?.byteLength ?? 0) + t.down.byteLength;
+}
 
 /** The expert tensors of a model, by layer and expert. */
 export class HostExpertStore {
@@ -30,15 +41,19 @@ export class HostExpertStore {
   readonly dtype: DType;
   /** Bytes of one expert (gate + up + down) as stored. */
   readonly bytesPerExpert: number;
-  #tensors = new Map<number, { gate: Tensor; up: Tensor; down: Tensor }[]>();
+  /** The experts' activation: `relu` experts (Switch) have no up projection. */
+  readonly act: FfnActivation;
+  #tensors = new Map<number, ExpertTensors[]>();
+  #store: TensorStore;
 
   /** Looks up and validates every expert tensor of `cfg` in `store`. */
   constructor(cfg: ModelConfig, store: TensorStore) {
+    this.#store = store;
     const moe = cfg.layers.flatMap((l, i) => (l.ffn.kind === "moe" ? [[i, l.ffn] as const] : []));
     if (!moe.length) throw new ConfigError(`${cfg.arch} model has no MoE layer to offload`);
     const [, f0] = moe[0];
     for (const [i, f] of moe) {
-      if (f.experts !== f0.experts || f.inter !== f0.inter) {
+      if (f.experts !== f0.experts || f.inter !== f0.inter || f.act !== f0.act) {
         throw new ConfigError(
           `layer ${i}: ${f.experts} experts of ${f.inter}, layer ${moe[0][0]}: ${f0.experts} of ` +
             `${f0.inter}; offloading needs equally sized experts in every MoE layer`,
@@ -47,19 +62,32 @@ export class HostExpertStore {
     }
     this.experts = f0.experts;
     this.inter = f0.inter;
+    this.act = f0.act ?? "swiglu";
     this.hidden = cfg.hidden;
     this.dtype = store.get(
       (layerNames(cfg, moe[0][0]).ffn as { expert(e: number): { gate: string } }).expert(0).gate,
     ).dtype;
     for (const [i] of moe) {
       const names = layerNames(cfg, i).ffn;
-      if (names.kind !== "moe") throw new Error("unreachable");
+      if (names.kind !== "moe") {
+        throw new ConfigError(
+          `layer ${i}: the config makes it a MoE layer but its tensor names are a dense MLP's`,
+        );
+      }
       const list = [];
       for (let e = 0; e < this.experts; e++) {
         const n = names.expert(e);
+        if ((n.up === undefined) !== (this.act === "relu")) {
+          throw new ConfigError(
+            `layer ${i}: ${this.act} experts ${n.up ? "have no" : "need an"} up projection`,
+            "the architecture's expert names must follow its activation",
+          );
+        }
         const t = {
           gate: this.#check(store.get(n.gate), [this.inter, this.hidden]),
-          up: this.#check(store.get(n.up), [this.inter, this.hidden]),
+          up: n.up === undefined
+            ? undefined
+            : this.#check(store.get(n.up), [this.inter, this.hidden]),
           down: this.#check(store.get(n.down), [this.hidden, this.inter]),
         };
         list.push(t);
@@ -67,7 +95,7 @@ export class HostExpertStore {
       this.#tensors.set(i, list);
     }
     const first = this.#tensors.get(moe[0][0])![0];
-    this.bytesPerExpert = first.gate.byteLength + first.up.byteLength + first.down.byteLength;
+    this.bytesPerExpert = expertBytes(first);
   }
 
   #check(t: Tensor, shape: number[]): Tensor {
@@ -91,9 +119,15 @@ export class HostExpertStore {
   }
 
   /** The tensors of one expert. */
-  tensors(layer: number, expert: number): { gate: Tensor; up: Tensor; down: Tensor } {
+  tensors(layer: number, expert: number): ExpertTensors {
     const l = this.#tensors.get(layer);
-    if (!l || !l[expert]) throw new RangeError(`no expert ${expert} in layer ${layer}`);
+    if (!l || !l[expert]) {
+      throw new ArgumentError(
+        "expert",
+        `no expert ${expert} in layer ${layer}: expected an expert in [0, ${this.experts}) of ` +
+          `a MoE layer (${[...this.#tensors.keys()].join(", ")})`,
+      );
+    }
     return l[expert];
   }
 
@@ -121,16 +155,26 @@ export class HostExpertStore {
     experts: readonly { expert: number; slot: number }[],
     pool: ExpertPool,
   ): Promise<number> {
+    // A file truncated under the process would SIGBUS the copy: one size check per shard instead.
+    this.#store.checkIntact(experts.flatMap(({ expert }) => {
+      const t = this.tensors(layer, expert);
+      return [t.gate, t.up, t.down].flatMap((x) => (x ? [x.name] : []));
+    }));
     const items: UploadItem[] = [];
     let bytes = 0;
     for (const { expert, slot } of experts) {
       const t = this.tensors(layer, expert);
       items.push(
         { dst: pool.gate, offset: slot * pool.bytes.gateUp, data: t.gate.bytes() },
-        { dst: pool.up, offset: slot * pool.bytes.gateUp, data: t.up.bytes() },
         { dst: pool.down, offset: slot * pool.bytes.down, data: t.down.bytes() },
       );
-      bytes += t.gate.byteLength + t.up.byteLength + t.down.byteLength;
+      if (t.up) {
+        if (!pool.up) {
+          throw new ArgumentError("pool", "a pool without up projections for SwiGLU experts");
+        }
+        items.push({ dst: pool.up, offset: slot * pool.bytes.gateUp, data: t.up.bytes() });
+      }
+      bytes += expertBytes(t);
     }
     await up.uploadMany(items);
     return bytes;

@@ -1,8 +1,7 @@
 /**
  * Expert traces: what the offloading engine did with each MoE layer's experts at each step, how
- * to summarise it (pre-gate hit rate, cache hit rate, on-demand fetches per token, expert usage)
- * and how to draw it as a standalone SVG heat map ({@linkcode traceToSvg}, defined in
- * `./trace_svg.ts` and re-exported here).
+ * to summarise it (pre-gate hit rate, cache hit rate, on-demand fetches per token, expert usage).
+ * `./trace_svg.ts` draws it as a standalone SVG heat map.
  *
  * One {@linkcode TraceRecord} per (step, MoE layer). Step 0 is the prefill (all prompt tokens),
  * then one step per decoded token. Rates are pooled over records (sums of counts divided by sums
@@ -10,9 +9,9 @@
  *
  * @example
  * ```ts
- * import { type ExpertTrace, formatTraceSummary, summarizeTrace, traceToSvg } from "./trace.ts";
+ * import { type ExpertTrace, formatTraceSummary, summarizeTrace } from "./trace.ts";
  * const trace: ExpertTrace = {
- *   model: "tiny", arch: "mixtral", mode: "pregated", pregate: "next-router", experts: 4,
+ *   model: "tiny", arch: "mixtral", mode: "pregated", pregate: "exact", experts: 4,
  *   moeLayers: [0, 1],
  *   records: [
  *     { step: 1, tokens: 1, layer: 0, chosen: [1, 2], predicted: null, resident: [],
@@ -24,8 +23,6 @@
  * const summary = summarizeTrace(trace);
  * console.log(summary.overall.pregateHitRate); // 0.5
  * console.log(formatTraceSummary(summary));
- * const svg = traceToSvg(trace); // write it to a .svg file and open it in a browser
- * console.log(svg.length);
  * ```
  * @module
  */
@@ -46,7 +43,10 @@ import { ArgumentError } from "../errors.ts";
  * ```
  */
 export interface TraceRecord {
-  /** 0 = prefill (all prompt tokens), then 1, 2, ... one per decode step. */
+  /**
+   * 0 = prefill (all prompt tokens; an encoder-decoder's encoder pass, its decoder's first pass is
+   * 1), then one per decode step.
+   */
   step: number;
   /** Tokens in that step (prompt length for step 0, else 1). */
   tokens: number;
@@ -70,7 +70,7 @@ export interface TraceRecord {
  * @example
  * ```ts
  * import type { ExpertTrace } from "./trace.ts";
- * const t: ExpertTrace = { model: "m", arch: "olmoe", mode: "on-demand", pregate: "none",
+ * const t: ExpertTrace = { model: "m", arch: "olmoe", mode: "on-demand", pregate: "exact",
  *   experts: 64, moeLayers: [0, 1, 2], records: [] };
  * console.log(t.moeLayers.length);
  * ```
@@ -82,7 +82,10 @@ export interface ExpertTrace {
   arch: string;
   /** Offloading mode, e.g. `pregated`, `on-demand`, `prefetch-all`. */
   mode: string;
-  /** How the pre-gate was obtained, e.g. `next-router`, or `none`. */
+  /**
+   * The engine's pre-gate policy, `exact` or `strict` (recorded in every offloading mode; it
+   * decides which experts a layer computes with in `pregated` mode only).
+   */
   pregate: string;
   /** Experts per MoE layer (E). */
   experts: number;
@@ -272,7 +275,7 @@ function finish(c: TraceCounts): void {
  * ```ts
  * import { summarizeTrace } from "./trace.ts";
  * const s = summarizeTrace({
- *   model: "m", arch: "mixtral", mode: "pregated", pregate: "next-router", experts: 4,
+ *   model: "m", arch: "mixtral", mode: "pregated", pregate: "exact", experts: 4,
  *   moeLayers: [1],
  *   records: [{ step: 1, tokens: 1, layer: 1, chosen: [0, 1], predicted: [0, 3],
  *     resident: [1], uploaded: [0, 3], onDemand: [] }],
@@ -358,8 +361,3 @@ export function formatTraceSummary(summary: TraceSummary): string {
   lines.push(row("all", s.overall, ""));
   return lines.join("\n");
 }
-
-// ---------------------------------------------------------------------------------------------
-// SVG (in trace_svg.ts, re-exported here so that every import of this module keeps working)
-
-export { type CellState, TRACE_COLORS, type TraceSvgOptions, traceToSvg } from "./trace_svg.ts";

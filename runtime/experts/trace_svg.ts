@@ -1,13 +1,12 @@
 /**
  * Draws an expert trace as a standalone SVG heat map: {@linkcode traceToSvg}, its options
  * ({@linkcode TraceSvgOptions}) and the cell states and colors it uses ({@linkcode CellState},
- * {@linkcode TRACE_COLORS}). Also re-exported by `./trace.ts`, which holds the trace types and
- * the summary.
+ * {@linkcode TRACE_COLORS}). The trace types and the summary are in `./trace.ts`.
  *
  * @example
  * ```ts
  * import { traceToSvg } from "./trace_svg.ts";
- * const svg = traceToSvg({ model: "m", arch: "mixtral", mode: "on-demand", pregate: "none",
+ * const svg = traceToSvg({ model: "m", arch: "mixtral", mode: "on-demand", pregate: "exact",
  *   experts: 4, moeLayers: [0], records: [] });
  * console.log(svg.startsWith("<svg")); // true
  * ```
@@ -271,7 +270,7 @@ function drawStrips(g: Grid, availW: number, availH: number, maxRects: number): 
  * ```ts
  * import { traceToSvg } from "./trace_svg.ts";
  * const svg = traceToSvg({
- *   model: "m", arch: "mixtral", mode: "pregated", pregate: "next-router", experts: 8,
+ *   model: "m", arch: "mixtral", mode: "pregated", pregate: "exact", experts: 8,
  *   moeLayers: [0, 1],
  *   records: [
  *     { step: 1, tokens: 1, layer: 0, chosen: [1, 4], predicted: null, resident: [4],

@@ -1,14 +1,10 @@
 import assert from "node:assert/strict";
 import { ArgumentError } from "../errors.ts";
-import {
-  type ExpertTrace,
-  formatTraceSummary,
-  summarizeTrace,
-  type TraceRecord,
-  traceToSvg,
-} from "./trace.ts";
+import { type ExpertTrace, formatTraceSummary, summarizeTrace, type TraceRecord } from "./trace.ts";
+import { traceToSvg } from "./trace_svg.ts";
 import * as traceModule from "./trace.ts";
 import * as svgModule from "./trace_svg.ts";
+import * as publicModule from "../../mod.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -271,9 +267,10 @@ Deno.test("traceToSvg: the strips layout aggregates states per (layer, step)", (
   assert.deepEqual(groupCounts(svg, "seg"), { hit: 3, cached: 1, miss: 4, wasted: 2 });
 });
 
-Deno.test("traceToSvg: trace.ts re-exports the SVG API of trace_svg.ts", () => {
-  assert.equal(traceModule.traceToSvg, svgModule.traceToSvg);
-  assert.equal(traceModule.TRACE_COLORS, svgModule.TRACE_COLORS);
+Deno.test("traceToSvg: the public module exports the SVG API beside the summary", () => {
+  assert.equal(publicModule.traceToSvg, svgModule.traceToSvg);
+  assert.equal(publicModule.TRACE_COLORS, svgModule.TRACE_COLORS);
+  assert.equal(publicModule.summarizeTrace, traceModule.summarizeTrace);
 });
 
 Deno.test("traceToSvg: escapes text", () => {

@@ -2,53 +2,16 @@
  * Host -> GPU copies of expert weights, by one of two paths:
  *
  * - `write`: `queue.writeBuffer` straight from the memory-mapped file (one host memcpy into the
- *   implementation's staging, then the DMA). The fast path on Deno's native WebGPU (1.7-4.1 GB/s on
- *   the H200) and the default (`auto`) there.
+ *   implementation's staging, then the DMA). The fast path on Deno's native WebGPU and the default
+ *   (`auto`) there.
  * - `mapped`: a ring of MAP_WRITE staging buffers, each filled on the CPU by several `memcpy` calls
  *   running at once, then copied into the slot by `copyBufferToBuffer`. On Dawn the mapped range is
- *   the staging memory itself, so this is the fast path there (21.5 GB/s end to end with 4 parallel
- *   copies in a probe on the H200, vs 2.7 GB/s for writeBuffer). On native it is the slow path
- *   (0.02 GB/s: Deno copies the mapping into a V8 buffer and back) but gives the same bytes. `auto`
- *   picks it on Dawn: `tools/soak_upload.ts` ran 3000 cycles of 64 MB on the H200 without a fault.
+ *   the staging memory itself, so this is the fast path there. On native it is the slow path (Deno
+ *   copies the mapping into a V8 buffer and back) but gives the same bytes. `auto` picks it on Dawn.
  *
- * ## How `mapped` fills a staging buffer
- * A copy of `n` bytes is split into up to `threads` pieces of at least `minPieceBytes`, and each
- * piece is one libc `memcpy` from the source's address to the mapped range's address, called
- * through FFI with `nonblocking: true` ({@linkcode hostMemcpy}): the pieces run on Deno's
- * blocking-pool threads at the same time while the JS thread stays free (Dawn resolves `mapAsync`
- * from the JS event loop, so remaps keep completing during a fill). Addresses come from
- * `Deno.UnsafePointer.of`, which works for mapped-file views (`UnsafePointerView.getArrayBuffer`),
- * ordinary buffers, Dawn's mapped ranges and native's V8 copies of them. A copy shorter than
- * `minPieceBytes` is one `memcpy` on the JS thread (a thread hop would cost more). Without FFI (no
- * `--allow-ffi`, or `fill: "set"`) staging is filled by `Uint8Array.set` on the JS thread, and
- * `log` says so once. While one buffer's copy runs on the GPU, the next one is filled; a fill waits
- * only when the ring comes round to a buffer whose remap has not completed (counted in
- * {@linkcode UploaderStats.waitSeconds}).
+ * The rates of both paths and the soak the mapped ring passed: `docs/decisions.md`.
  *
- * ## Rules the ring keeps (the dawn.node crash)
- * ../shared/docs/platform.md reports dawn.node dying (segfault; once `std::system_error: Invalid
- * argument`) after a few dozen 64 MB map/unmap cycles, with and without FFI, cause unknown.
- * dawn.node hands out each mapped range as an external `ArrayBuffer` over Dawn's memory, detaches
- * it on `unmap()`/`destroy()`, and resolves `mapAsync` through a callback holding a raw pointer to
- * its buffer object; when V8 collects such a detached `ArrayBuffer` (GCs come with bytes mapped, so
- * with cycles), Deno's N-API runs its backing store's deleter. The suspects are therefore a JS view
- * of a range used after its unmap, a copy still writing into a range being unmapped, a buffer
- * destroyed (or collected) while its `mapAsync` is pending, and the collection of detached mapped
- * buffers. The ring rules the first three out by construction; the soak tool's `--gc-every`
- * provokes the fourth, and `ranges: "reuse"` avoids it:
- * 1. A mapped range's `ArrayBuffer` (and its address) is held only while the buffer is mapped and
- *    only by the ring: both are dropped immediately before `unmap()`; no view of it is handed out.
- * 2. Every `memcpy` of a fill has settled before `upload()` returns, uploads run one at a time, and
- *    buffers are unmapped only between uploads: {@linkcode Uploader.flush} throws while an upload
- *    is in flight. So no copy is in flight at an unmap.
- * 3. A buffer is never destroyed (nor unmapped) while its `mapAsync` is pending: `dispose()` waits
- *    for every remap to settle, unmaps what is mapped, then destroys. The ring keeps each staging
- *    `GPUBuffer` referenced until it is destroyed, so none is collected with a map pending.
- * 4. With `ranges: "reuse"` (experimental, Dawn and FFI only) `getMappedRange` is called once per
- *    buffer: later cycles write through the address it gave, which Dawn keeps stable across remaps
- *    (measured), so no mapped `ArrayBuffer` exists after the first cycle. Native Deno copies the
- *    mapping on every `getMappedRange`, so there the option falls back to `per-cycle`.
- *
+ * How `mapped` fills its staging buffers, and the rules its ring keeps: `./uploader_mapped.ts`.
  * Copies staged by `mapped` are submitted when a staging buffer fills or on
  * {@linkcode Uploader.flush}; callers flush before submitting the work that reads the destination,
  * and keep the source (e.g. the mapped checkpoint) open until `upload()` has returned.
@@ -66,82 +29,24 @@
 import type { Gpu } from "../gpu/device.ts";
 import { ArgumentError, PregateError } from "../errors.ts";
 import { type HostMemcpy, hostMemcpy, mmapSupport } from "../weights/mmap.ts";
+import {
+  badOffset,
+  type Uploader,
+  type UploaderOptions,
+  type UploaderStats,
+  type UploadItem,
+  type UploadPath,
+} from "./uploader_types.ts";
+import { MappedUploader } from "./uploader_mapped.ts";
 
-/** How expert bytes travel to the GPU. */
-export type UploadPath = "write" | "mapped";
-
-/** How the `mapped` path fills staging: parallel FFI `memcpy`, or `Uint8Array.set`. */
-export type FillMode = "ffi" | "set";
-
-/** What an uploader has done so far. */
-export interface UploaderStats {
-  /** The path in use. */
-  path: UploadPath;
-  /** How staging is filled (`mapped`), or `writeBuffer`. */
-  fill: FillMode | "writeBuffer";
-  /** Parallel copies per fill (`mapped` with `ffi`), else 1. */
-  threads: number;
-  /** How mapped ranges are taken (`mapped`; see {@linkcode UploaderOptions.ranges}). */
-  ranges: "per-cycle" | "reuse";
-  /** Bytes copied so far. */
-  bytes: number;
-  /** Staging map/unmap cycles completed (`mapped`). */
-  cycles: number;
-  /** Queue submissions of staged copies (`mapped`). */
-  submits: number;
-  /** `memcpy` calls run on Deno's worker threads (`mapped` with `ffi`). */
-  pieces: number;
-  /** Seconds spent filling staging buffers on the CPU (`mapped`). */
-  fillSeconds: number;
-  /** Seconds spent waiting for a staging buffer to be remapped (`mapped`). */
-  waitSeconds: number;
-  /**
-   * Seconds the JS thread spent in WebGPU calls of the staging cycle (`mapped`): `getMappedRange`,
-   * `unmap`, encoding and submitting the copies, `mapAsync`. Fills cannot complete meanwhile.
-   */
-  callSeconds: number;
-  /** Staging buffers in the ring and bytes each (`mapped`; 0 for `write`). */
-  stagingBuffers: number;
-  stagingBytes: number;
-}
-
-/** One range for {@linkcode Uploader.uploadMany}. */
-export interface UploadItem {
-  /** Destination buffer. */
-  readonly dst: GPUBuffer;
-  /** Byte offset in `dst` (a multiple of 4). */
-  readonly offset: number;
-  /** The bytes; must stay valid until the promise settles. */
-  readonly data: Uint8Array;
-}
-
-/** Copies host bytes into GPU buffers. */
-export interface Uploader {
-  /** The path in use. */
-  readonly path: UploadPath;
-  /** Bytes copied so far. */
-  readonly bytes: number;
-  /** Counters and timings. */
-  readonly stats: UploaderStats;
-  /**
-   * Copies `data` into `dst` at byte `offset` (a multiple of 4); a ragged tail is padded with zeros
-   * to 4 bytes. May wait for a staging buffer. `data` must stay valid until the promise settles.
-   */
-  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void>;
-  /**
-   * Copies several ranges, as {@linkcode upload} each, in order. On `mapped` the fills of all of
-   * them share the copy threads at once (one wait per staging buffer instead of one per range),
-   * which is how the engine copies a layer's experts.
-   */
-  uploadMany(items: readonly UploadItem[]): Promise<void>;
-  /** Submits every staged copy (no-op for `write`). Throws while an upload is in flight. */
-  flush(): void;
-  /**
-   * Submits what is staged and frees the staging buffers; the promise resolves once they are
-   * destroyed (after any pending remap settles). Await it before destroying the device.
-   */
-  dispose(): Promise<void>;
-}
+export type {
+  FillMode,
+  Uploader,
+  UploaderOptions,
+  UploaderStats,
+  UploadItem,
+  UploadPath,
+} from "./uploader_types.ts";
 
 /** `queue.writeBuffer` through {@linkcode Gpu.write}. */
 class WriteUploader implements Uploader {
@@ -156,7 +61,6 @@ class WriteUploader implements Uploader {
       path: this.path,
       fill: "writeBuffer",
       threads: 1,
-      ranges: "per-cycle",
       bytes: this.bytes,
       cycles: 0,
       submits: 0,
@@ -184,24 +88,6 @@ class WriteUploader implements Uploader {
   }
 }
 
-interface Staging {
-  readonly buffer: GPUBuffer;
-  /** The mapped range, only while mapped (rule 1); null otherwise or with `reuse` after cycle 1. */
-  range: ArrayBuffer | null;
-  /** Its address for FFI copies, only while mapped. */
-  ptr: Deno.PointerObject | null;
-  /** With `reuse`: the address the first `getMappedRange` gave, kept across remaps. */
-  stable: Deno.PointerObject | null;
-  /** With `reuse`: whether the second mapping's address was compared (if it moved, no `stable`). */
-  checked: boolean;
-  /** Whether the buffer is mapped now (at creation, or after its remap resolved). */
-  mapped: boolean;
-  /** The pending remap, while the buffer's copies are in flight. */
-  remap: Promise<void> | null;
-  cursor: number;
-  copies: { src: number; dst: GPUBuffer; dstOffset: number; size: number }[];
-}
-
 const noticed = new WeakSet<(message: string) => void>();
 const defaultLog = (message: string): void => console.error(message);
 
@@ -211,402 +97,6 @@ function notice(log: (message: string) => void, message: string): void {
   log(message);
 }
 
-/** Four zero bytes off the V8 heap (an ArrayBuffer's store never moves), for padding by memcpy. */
-const ZEROS = new ArrayBuffer(4);
-const ZEROS_PTR = (): Deno.PointerObject => Deno.UnsafePointer.of(ZEROS)!;
-
-/** The error for the first destination offset that is not a multiple of 4, if any. */
-function badOffset(items: readonly { offset: number }[]): ArgumentError | undefined {
-  const it = items.find((i) => !Number.isSafeInteger(i.offset) || i.offset < 0 || i.offset % 4);
-  return it && new ArgumentError("offset", `must be a multiple of 4, got ${it.offset}`);
-}
-
-/** Awaits every promise, then rethrows the first rejection (none is left running). */
-async function settleAll(jobs: Promise<void>[]): Promise<void> {
-  const results = await Promise.allSettled(jobs);
-  for (const r of results) if (r.status === "rejected") throw r.reason;
-}
-
-/** At most `limit` jobs at once; the rest wait their turn in order. */
-class Gate {
-  #active = 0;
-  #waiting: (() => void)[] = [];
-  constructor(readonly limit: number) {}
-  async run(job: () => Promise<void>): Promise<void> {
-    if (this.#active >= this.limit) await new Promise<void>((r) => this.#waiting.push(r));
-    this.#active++;
-    try {
-      await job();
-    } finally {
-      this.#active--;
-      this.#waiting.shift()?.();
-    }
-  }
-}
-
-/** A ring of mapped staging buffers, filled on the CPU (in parallel) and copied on the GPU. */
-class MappedUploader implements Uploader {
-  readonly path = "mapped" as const;
-  #bytes = 0;
-  #cycles = 0;
-  #submits = 0;
-  #pieces = 0;
-  #fillSeconds = 0;
-  #waitSeconds = 0;
-  #callSeconds = 0;
-  #gpu: Gpu;
-  #size: number;
-  #ring: Staging[];
-  #current = 0;
-  #memcpy: HostMemcpy | null;
-  #threads: number;
-  #minPiece: number;
-  #reuse: boolean;
-  #log: (message: string) => void;
-  #sourceNoticed = false;
-  /** Uploads accepted and not yet settled; they run one at a time, in order. */
-  #inFlight = 0;
-  #tail: Promise<void> = Promise.resolve();
-  #disposed: Promise<void> | null = null;
-  /** Bounds the memcpy pieces running at once to `threads` (batches issue many fills together). */
-  #gate: Gate;
-
-  constructor(
-    gpu: Gpu,
-    o: {
-      stagingBytes: number;
-      buffers: number;
-      threads: number;
-      minPieceBytes: number;
-      memcpy: HostMemcpy | null;
-      reuse: boolean;
-      log: (message: string) => void;
-    },
-  ) {
-    this.#gpu = gpu;
-    this.#size = o.stagingBytes;
-    this.#memcpy = o.memcpy;
-    this.#threads = o.memcpy ? o.threads : 1;
-    this.#gate = new Gate(this.#threads);
-    this.#minPiece = o.minPieceBytes;
-    this.#reuse = o.reuse;
-    this.#log = o.log;
-    this.#ring = Array.from({ length: o.buffers }, (_, i) => ({
-      buffer: gpu.createBuffer({
-        size: o.stagingBytes,
-        purpose: "staging",
-        label: `upload.staging.${i}`,
-        usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
-        mappedAtCreation: true,
-      }),
-      range: null,
-      ptr: null,
-      stable: null,
-      checked: false,
-      mapped: true,
-      remap: null,
-      cursor: 0,
-      copies: [],
-    }));
-  }
-
-  get bytes(): number {
-    return this.#bytes;
-  }
-
-  /** Map/unmap cycles completed (for soak tests). */
-  get cycles(): number {
-    return this.#cycles;
-  }
-
-  get stats(): UploaderStats {
-    return {
-      path: this.path,
-      fill: this.#memcpy ? "ffi" : "set",
-      threads: this.#threads,
-      ranges: this.#reuse ? "reuse" : "per-cycle",
-      bytes: this.#bytes,
-      cycles: this.#cycles,
-      submits: this.#submits,
-      pieces: this.#pieces,
-      fillSeconds: this.#fillSeconds,
-      waitSeconds: this.#waitSeconds,
-      callSeconds: this.#callSeconds,
-      stagingBuffers: this.#ring.length,
-      stagingBytes: this.#size,
-    };
-  }
-
-  /** The current staging buffer, mapped, its range (or address) taken. */
-  async #ready(): Promise<Staging> {
-    const s = this.#ring[this.#current];
-    if (s.remap) {
-      const t0 = performance.now();
-      await s.remap; // a failed remap (device lost) fails this upload
-      this.#waitSeconds += (performance.now() - t0) / 1e3;
-      s.remap = null;
-      s.mapped = true;
-      s.cursor = 0;
-    }
-    if (!s.range && !s.ptr) {
-      const t0 = performance.now();
-      if (s.stable && s.checked) {
-        s.ptr = s.stable; // rule 4: no new ArrayBuffer over the mapping
-      } else {
-        s.range = s.buffer.getMappedRange(0, this.#size);
-        s.ptr = this.#memcpy ? Deno.UnsafePointer.of(s.range) : null;
-        if (s.stable) {
-          // Rule 4, second mapping: trust the address only if the remap kept it.
-          const same = Deno.UnsafePointer.equals(s.ptr, s.stable);
-          s.checked = true;
-          if (!same) {
-            s.stable = null;
-            notice(this.#log, "pregate: uploader: a remap moved the mapped range; not reusing it");
-          }
-        } else if (this.#reuse && s.ptr && !s.checked) {
-          s.stable = s.ptr;
-        }
-      }
-      this.#callSeconds += (performance.now() - t0) / 1e3;
-    }
-    return s;
-  }
-
-  /** Unmaps the current buffer, submits its copies and starts remapping it; moves to the next. */
-  #seal(): void {
-    const s = this.#ring[this.#current];
-    if (!s.mapped || s.copies.length === 0) return;
-    const t0 = performance.now();
-    // Rule 1: no JS reference to the mapped range outlives the unmap.
-    s.range = null;
-    s.ptr = null;
-    s.mapped = false;
-    s.buffer.unmap();
-    const enc = this.#gpu.device.createCommandEncoder();
-    for (const c of s.copies) enc.copyBufferToBuffer(s.buffer, c.src, c.dst, c.dstOffset, c.size);
-    this.#gpu.device.queue.submit([enc.finish()]);
-    this.#submits++;
-    s.copies = [];
-    s.cursor = 0;
-    const remap = s.buffer.mapAsync(GPUMapMode.WRITE, 0, this.#size).then(() => {
-      this.#cycles++;
-    });
-    remap.catch(() => {}); // observed by #ready or dispose
-    s.remap = remap;
-    this.#current = (this.#current + 1) % this.#ring.length;
-    this.#callSeconds += (performance.now() - t0) / 1e3;
-  }
-
-  /**
-   * The address of `data`'s first byte, or null (then `set` is used, with a notice once). `data` is
-   * referenced by the caller until its copies settle, so the memory stays valid meanwhile.
-   */
-  #sourcePointer(data: Uint8Array): Deno.PointerObject | null {
-    try {
-      // Touching .buffer moves a small on-heap typed array off the V8 heap, where it stays put.
-      void data.buffer;
-      const p = Deno.UnsafePointer.of(data as Uint8Array<ArrayBuffer>);
-      if (p) return p;
-    } catch {
-      // detached, or a buffer kind FFI does not take
-    }
-    if (!this.#sourceNoticed) {
-      this.#sourceNoticed = true;
-      this.#log(
-        "pregate: uploader: a source's address is not available to FFI; such copies use " +
-          "Uint8Array.set on one thread",
-      );
-    }
-    return null;
-  }
-
-  /** Copies `data[from, from + n)` into staging `s` at byte `at`. */
-  async #fill(s: Staging, at: number, data: Uint8Array, from: number, n: number): Promise<void> {
-    const t0 = performance.now();
-    try {
-      const m = this.#memcpy;
-      const src = m && s.ptr ? this.#sourcePointer(data) : null;
-      if (!m || !s.ptr || !src) {
-        new Uint8Array(this.#rangeOf(s), at, n).set(data.subarray(from, from + n));
-        return;
-      }
-      const dst = Deno.UnsafePointer.offset(s.ptr, at)!;
-      const start = Deno.UnsafePointer.offset(src, from)!;
-      if (n < this.#minPiece) {
-        m.copy(dst, start, n); // short: a thread hop would cost more than the copy
-        return;
-      }
-      const pieces = Math.min(this.#threads, Math.floor(n / this.#minPiece));
-      const step = Math.ceil(n / pieces / 64) * 64;
-      const jobs: Promise<void>[] = [];
-      for (let p = 0; p < n; p += step) {
-        const len = Math.min(step, n - p);
-        jobs.push(
-          this.#gate.run(() =>
-            m.copyAsync(
-              Deno.UnsafePointer.offset(dst, p)!,
-              Deno.UnsafePointer.offset(start, p)!,
-              len,
-            )
-          ),
-        );
-      }
-      this.#pieces += jobs.length;
-      await settleAll(jobs); // rule 2: every piece settles before the range can be unmapped
-    } finally {
-      this.#fillSeconds += (performance.now() - t0) / 1e3;
-    }
-  }
-
-  /** Zeroes `[at, at + n)` of staging `s` (n < 4: a ragged tail's padding). */
-  #zero(s: Staging, at: number, n: number): void {
-    if (s.range || !s.ptr) {
-      new Uint8Array(this.#rangeOf(s), at, n).fill(0);
-    } else {
-      this.#memcpy!.copy(Deno.UnsafePointer.offset(s.ptr, at)!, ZEROS_PTR(), n);
-    }
-  }
-
-  /** The mapped range of `s`, taken now if only its address was held (`reuse`). */
-  #rangeOf(s: Staging): ArrayBuffer {
-    s.range ??= s.buffer.getMappedRange(0, this.#size); // dropped again at #seal (rule 1)
-    return s.range;
-  }
-
-  /**
-   * Stages `items` in order. Fills into one staging buffer run concurrently (bounded by the gate);
-   * all of them settle before that buffer is sealed (rule 2), and before this returns.
-   */
-  async #uploadAll(items: readonly UploadItem[]): Promise<void> {
-    let pending: Promise<void>[] = [];
-    const sealCurrent = async () => {
-      const jobs = pending;
-      pending = [];
-      await settleAll(jobs);
-      this.#seal();
-    };
-    try {
-      for (const { dst, offset, data } of items) {
-        let done = 0;
-        const total = data.byteLength;
-        while (done < total) {
-          const s = await this.#ready();
-          const room = this.#size - s.cursor;
-          if (room < 4) {
-            await sealCurrent();
-            continue;
-          }
-          const n = Math.min(room & ~3, total - done);
-          const padded = (n + 3) & ~3;
-          pending.push(this.#fill(s, s.cursor, data, done, n));
-          if (padded > n) this.#zero(s, s.cursor + n, padded - n);
-          s.copies.push({ src: s.cursor, dst, dstOffset: offset + done, size: padded });
-          s.cursor += padded;
-          done += n;
-          if (s.cursor >= this.#size) await sealCurrent();
-        }
-        this.#bytes += total;
-      }
-    } finally {
-      await settleAll(pending); // never leave a fill running (rule 2), even on failure
-    }
-  }
-
-  #enqueue(items: readonly UploadItem[]): Promise<void> {
-    if (this.#disposed) {
-      return Promise.reject(
-        new PregateError(
-          "E_UPLOADER_DISPOSED",
-          "upload() after dispose()",
-          "create a new uploader",
-        ),
-      );
-    }
-    const bad = badOffset(items);
-    if (bad) return Promise.reject(bad);
-    this.#inFlight++;
-    const run = this.#tail.then(() => this.#uploadAll(items));
-    const done = run.finally(() => this.#inFlight--);
-    this.#tail = done.catch(() => {});
-    return done;
-  }
-
-  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
-    return this.#enqueue([{ dst, offset, data }]);
-  }
-
-  uploadMany(items: readonly UploadItem[]): Promise<void> {
-    return this.#enqueue(items);
-  }
-
-  flush(): void {
-    if (this.#inFlight > 0) {
-      throw new PregateError(
-        "E_UPLOAD_IN_FLIGHT",
-        "flush() while an upload is in flight",
-        "await every upload() before flush()",
-      );
-    }
-    if (!this.#disposed) this.#seal();
-  }
-
-  dispose(): Promise<void> {
-    if (this.#disposed) return this.#disposed;
-    if (this.#inFlight === 0) this.#seal(); // submit what is staged now, as flush() would
-    const tail = this.#tail;
-    this.#disposed = (async () => {
-      await tail; // an upload in flight finishes; its staged copies are submitted next
-      this.#seal();
-      for (const s of this.#ring) {
-        // Rule 3: a pending remap settles before its buffer is unmapped or destroyed.
-        if (s.remap) {
-          s.mapped = await s.remap.then(() => true, () => false);
-          s.remap = null;
-        }
-        s.range = null; // rule 1
-        s.ptr = null;
-        s.stable = null;
-        if (s.mapped) s.buffer.unmap();
-        s.mapped = false;
-        this.#gpu.destroyBuffer(s.buffer);
-      }
-    })().catch((e) => {
-      // Callers may not await dispose(); never leave an unhandled rejection behind.
-      this.#log(`pregate: uploader: dispose: ${e instanceof Error ? e.message : String(e)}`);
-    });
-    return this.#disposed;
-  }
-}
-
-/** Options of {@linkcode createUploader}. */
-export interface UploaderOptions {
-  /** Bytes per staging buffer (`mapped`); a multiple of 4, at least 256; default 64 MiB. */
-  stagingBytes?: number;
-  /** Staging buffers in the ring (`mapped`); default 3. */
-  buffers?: number;
-  /**
-   * Parallel `memcpy` calls per fill (`mapped`); default `min(8, navigator.hardwareConcurrency)`.
-   */
-  threads?: number;
-  /**
-   * Least bytes per parallel piece (`mapped`); copies shorter than this use `Uint8Array.set`.
-   * At least 64; default 256 KiB.
-   */
-  minPieceBytes?: number;
-  /**
-   * How staging is filled (`mapped`): `auto` (default) uses FFI `memcpy` when permitted and
-   * `Uint8Array.set` otherwise, with a notice through `log`; `ffi` throws when FFI is unusable.
-   */
-  fill?: "auto" | FillMode;
-  /**
-   * `per-cycle` (default): `getMappedRange` after every remap. `reuse` (experimental): once per
-   * buffer, then write through the same address (Dawn with FFI only; rule 4 in the module docs).
-   */
-  ranges?: "per-cycle" | "reuse";
-  /** Receives one-line notices (e.g. the `set` fallback), each at most once. Default stderr. */
-  log?: (message: string) => void;
-}
-
 function checkInt(name: string, v: number, min: number): void {
   if (!Number.isSafeInteger(v) || v < min) {
     throw new ArgumentError(name, `expected an integer >= ${min}, got ${v}`);
@@ -614,8 +104,7 @@ function checkInt(name: string, v: number, min: number): void {
 }
 
 /**
- * Creates an uploader. `auto` picks `mapped` on Dawn (6x writeBuffer's rate there; 3000-cycle soak of
- * 64 MB buffers passed on the H200) and `write` on native (where mapped staging runs at 0.02 GB/s).
+ * Creates an uploader. `auto` picks `mapped` on Dawn and `write` on native, the faster path of each.
  */
 export function createUploader(
   gpu: Gpu,
@@ -629,13 +118,10 @@ export function createUploader(
   if (path !== "mapped") return new WriteUploader(gpu);
   const stagingBytes = opts.stagingBytes ?? 64 << 20;
   const buffers = opts.buffers ?? 3;
-  // 8 threads: on the H200 host's 16 cores the soak's 72 MiB chunks filled at 21.3/23.7/24.4/23.6
-  // GB/s with 4/8/16/32 threads (tools/soak_upload.ts), but the offload bench's expert copies (9 MiB,
-  // beside decode) measured 3.9 GB/s with 16 threads against 21.1 with 8 (bench/results/README.md).
+  // At most 8 copy threads: more slowed expert copies beside decode (docs/decisions.md).
   const threads = opts.threads ?? Math.min(8, Math.max(1, navigator.hardwareConcurrency || 4));
   const minPieceBytes = opts.minPieceBytes ?? 256 << 10;
   const fill = opts.fill ?? "auto";
-  const ranges = opts.ranges ?? "per-cycle";
   const log = opts.log ?? defaultLog;
   if (!Number.isInteger(stagingBytes) || stagingBytes < 256 || stagingBytes % 4) {
     throw new ArgumentError(
@@ -648,9 +134,6 @@ export function createUploader(
   checkInt("minPieceBytes", minPieceBytes, 64);
   if (fill !== "auto" && fill !== "ffi" && fill !== "set") {
     throw new ArgumentError("fill", `expected auto, ffi or set, got '${fill}'`);
-  }
-  if (ranges !== "per-cycle" && ranges !== "reuse") {
-    throw new ArgumentError("ranges", `expected per-cycle or reuse, got '${ranges}'`);
   }
   let memcpy: HostMemcpy | null = null;
   if (fill !== "set") {
@@ -671,20 +154,12 @@ export function createUploader(
       );
     }
   }
-  const reuse = ranges === "reuse" && memcpy !== null && gpu.impl === "dawn";
-  if (ranges === "reuse" && !reuse) {
-    notice(
-      log,
-      "pregate: uploader: ranges 'reuse' needs Dawn and FFI; using 'per-cycle'",
-    );
-  }
   return new MappedUploader(gpu, {
     stagingBytes,
     buffers,
     threads,
     minPieceBytes,
     memcpy,
-    reuse,
     log,
   });
 }

@@ -93,12 +93,6 @@ const CASES: { name: string; path: "write" | "mapped"; opts: UploaderOptions }[]
     opts: { stagingBytes: 1028, buffers: 2, threads: 3, minPieceBytes: 64 },
   },
   { name: "mapped set", path: "mapped", opts: { stagingBytes: 1024, buffers: 3, fill: "set" } },
-  // Writes through the first mapping's address on Dawn (rule 4); per-cycle ranges elsewhere.
-  {
-    name: "mapped ffi, ranges reuse",
-    path: "mapped",
-    opts: { stagingBytes: 2048, buffers: 3, threads: 2, minPieceBytes: 256, ranges: "reuse" },
-  },
 ];
 
 for (const [k, c] of CASES.entries()) {
@@ -243,26 +237,17 @@ Deno.test({
 });
 
 Deno.test({
-  name: "mapped uploader: empty uploads are no-ops; ranges 'reuse' falls back off Dawn, once",
+  name: "mapped uploader: empty uploads are no-ops",
   ...GPU,
   fn: async () => {
     const gpu = await testGpu();
-    const logs: string[] = [];
-    const log = (m: string) => logs.push(m);
-    const up = createUploader(gpu, "mapped", { stagingBytes: 1024, ranges: "reuse", log });
-    const up2 = createUploader(gpu, "mapped", { stagingBytes: 1024, ranges: "reuse", log });
-    assert.equal(up.stats.ranges, gpu.impl === "dawn" ? "reuse" : "per-cycle");
-    if (gpu.impl === "native") {
-      assert.equal(logs.length, 1, logs.join("\n"));
-      assert.match(logs[0], /reuse/);
-    }
+    const up = createUploader(gpu, "mapped", { stagingBytes: 1024 });
     const dst = gpu.storage("experts", 1024);
     await up.upload(dst, 0, new Uint8Array(0));
     up.flush();
     assert.equal(up.bytes, 0);
     assert.equal(up.stats.submits, 0);
     await up.dispose();
-    await up2.dispose();
     gpu.destroyBuffer(dst);
   },
 });
@@ -327,7 +312,6 @@ Deno.test({
       [{ threads: 1.5 }, "threads"],
       [{ minPieceBytes: 8 }, "minPieceBytes"],
       [{ fill: "dma" as never }, "fill"],
-      [{ ranges: "always" as never }, "ranges"],
     ];
     for (const [opts, argument] of bad) {
       assert.throws(

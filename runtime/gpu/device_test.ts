@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { openGpu } from "./device.ts";
-import { GpuError, GpuUnavailableError } from "../errors.ts";
+import { ArgumentError, GpuError, GpuUnavailableError } from "../errors.ts";
 import { GPU_TEST as GPU, testGpu } from "../test_util.ts";
 
 /** Whether the test device has GPU timestamps (profiles need them). */
@@ -121,7 +121,9 @@ Deno.test({
   fn: async () => {
     await assert.rejects(
       () => openGpu({ gpu: "metal" as never }),
-      (e) => e instanceof GpuUnavailableError && /native, dawn or auto/.test(e.message),
+      (e) =>
+        e instanceof ArgumentError && e.argument === "gpu" &&
+        /native, dawn or auto/.test(e.message),
     );
     // Dawn either opens a hardware adapter (GPU hosts) or fails with advice (CPU-only Mesa here).
     try {

@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { GpuUnavailableError } from "../errors.ts";
+import { ArgumentError, GpuUnavailableError } from "../errors.ts";
 import { readEnv } from "../env.ts";
 import { Gpu, NO_ADAPTER_HINT } from "./gpu.ts";
 import type { GpuEntry, OpenGpuOptions } from "./types.ts";
@@ -73,6 +73,7 @@ async function requestAdapter(entry: GpuEntry, pref: GPUPowerPreference) {
  * Opens a GPU device. `gpu: "auto"` tries Dawn first and falls back to native when Dawn does not load
  * or has no hardware adapter, reporting its choice through `log`.
  *
+ * @throws {ArgumentError} for an unknown `gpu` choice.
  * @throws {GpuUnavailableError} when no adapter or device can be had.
  */
 export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
@@ -80,7 +81,8 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   const pref = options.powerPreference ?? "high-performance";
   const log = options.log ?? (() => {});
   if (choice !== "native" && choice !== "dawn" && choice !== "auto") {
-    throw new GpuUnavailableError(
+    throw new ArgumentError(
+      "gpu",
       `unknown GPU implementation '${choice}'`,
       "use native, dawn or auto",
     );

@@ -21,8 +21,9 @@
  */
 import { WeightFileError } from "../errors.ts";
 import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
+import { type NonFiniteTensor, scanNonFinite } from "../weights/finite.ts";
 import { INDEX_FILE_NAME, openCheckpoint } from "../weights/safetensors.ts";
-import { type Arch, loadConfig, type ModelConfig } from "./config.ts";
+import { loadConfig, type ModelConfig } from "./config.ts";
 import { type ExpectedTensor, expectedTensors } from "./names.ts";
 import { countParams, type ParamCounts } from "./param_counts.ts";
 
@@ -138,8 +139,8 @@ export interface ExpertBytes {
 export interface InspectReport {
   /** The checkpoint directory. */
   dir: string;
-  /** The architecture. */
-  arch: Arch;
+  /** The architecture (a registered name, see `ARCHITECTURES`). */
+  arch: string;
   /** The parsed configuration. */
   config: ConfigSummary;
   /** The kind of each decoder layer's feed-forward block. */
@@ -162,14 +163,74 @@ export interface InspectReport {
   expectedTensors: number;
   /** Tensors stored but not used by the model. */
   unusedTensors: string[];
-  /** Human-readable warnings (unused tensors, mixed dtypes, ...). */
+  /** Human-readable warnings (unused tensors, mixed dtypes, NaN/Inf values, ...). */
   warnings: string[];
+  /** With `check`: the tensors holding NaN or Inf values (empty when all are finite). */
+  nonFinite?: NonFiniteTensor[];
 }
 
 /** Options of {@linkcode inspectModel}. */
 export interface InspectOptions {
   /** How many unused tensor names to list in the warning (default 5; all are in `unusedTensors`). */
   maxListed?: number;
+  /**
+   * Also read every tensor and report those holding NaN or Inf values (`nonFinite`, and a warning
+   * naming them). Reads all the weights: as slow as the disk for a large checkpoint.
+   */
+  check?: boolean;
+}
+
+/**
+ * The tensors of a checkpoint (`names`) that the model of `cfg` does not use.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * import { unusedTensors } from "./inspect.ts";
+ * const cfg = await loadConfig("tests/fixtures/hf/mixtral");
+ * console.log(unusedTensors(cfg, ["lm_head.weight", "extra.bias"])); // ["extra.bias"]
+ * ```
+ */
+export function unusedTensors(cfg: ModelConfig, names: readonly string[]): string[] {
+  const wanted = new Set(expectedTensors(cfg).map((t) => t.name));
+  return names.filter((n) => !wanted.has(n));
+}
+
+/**
+ * The warning about unused tensors (listing up to `maxListed` names), or `null` when none. Both
+ * `inspect` and loading a model give it.
+ *
+ * @example
+ * ```ts
+ * import { unusedTensorsWarning } from "./inspect.ts";
+ * console.log(unusedTensorsWarning(["a.weight"])); // 1 tensor(s) in the checkpoint are not used ...
+ * ```
+ */
+export function unusedTensorsWarning(unused: readonly string[], maxListed = 5): string | null {
+  if (unused.length === 0) return null;
+  return `${unused.length} tensor(s) in the checkpoint are not used by the model and will be ` +
+    `ignored: ${unused.slice(0, maxListed).join(", ")}${unused.length > maxListed ? ", ..." : ""}`;
+}
+
+/**
+ * The warning naming the tensors that hold NaN or Inf values (up to `maxListed`), or `null`.
+ *
+ * @example
+ * ```ts
+ * import { nonFiniteWarning } from "./inspect.ts";
+ * console.log(nonFiniteWarning([
+ *   { tensor: "lm_head.weight", file: "m", dtype: "f32", nan: 1, inf: 0, firstIndex: 5 },
+ * ])); // 1 tensor(s) hold NaN or Inf values: lm_head.weight (1 NaN, 0 Inf; first at element 5)
+ * ```
+ */
+export function nonFiniteWarning(bad: readonly NonFiniteTensor[], maxListed = 5): string | null {
+  if (bad.length === 0) return null;
+  const list = bad.slice(0, maxListed).map((t) =>
+    `${t.tensor} (${t.nan} NaN, ${t.inf} Inf; first at element ${t.firstIndex})`
+  );
+  return `${bad.length} tensor(s) hold NaN or Inf values: ${list.join(", ")}${
+    bad.length > maxListed ? ", ..." : ""
+  }`;
 }
 
 function shapeText(s: readonly number[]): string {
@@ -305,13 +366,8 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
       if (!wanted.has(name)) unused.push(name);
     }
     const warnings: string[] = [];
-    if (unused.length > 0) {
-      const max = opts.maxListed ?? 5;
-      warnings.push(
-        `${unused.length} tensor(s) in the checkpoint are not used by the model and will be ` +
-          `ignored: ${unused.slice(0, max).join(", ")}${unused.length > max ? ", ..." : ""}`,
-      );
-    }
+    const unusedWarning = unusedTensorsWarning(unused, opts.maxListed);
+    if (unusedWarning) warnings.push(unusedWarning);
     const stored = Object.keys(dtypes).sort();
     if (stored.length > 1) {
       warnings.push(
@@ -347,6 +403,9 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
         count: expertCount,
       };
     }
+    const nonFinite = opts.check ? scanAll(dir) : undefined;
+    const nonFiniteText = nonFinite && nonFiniteWarning(nonFinite, opts.maxListed);
+    if (nonFiniteText) warnings.push(nonFiniteText);
     return {
       dir,
       arch: cfg.arch,
@@ -362,7 +421,18 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
       expectedTensors: expected.length,
       unusedTensors: unused,
       warnings,
+      ...(nonFinite ? { nonFinite } : {}),
     };
+  } finally {
+    store.close();
+  }
+}
+
+/** Every tensor of the checkpoint scanned for NaN/Inf (memory-mapped where FFI allows). */
+function scanAll(dir: string): NonFiniteTensor[] {
+  const store = openCheckpoint(dir, { log: () => {} });
+  try {
+    return scanNonFinite(store);
   } finally {
     store.close();
   }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, WeightFileError } from "../errors.ts";
 import { openCheckpoint } from "../weights/safetensors.ts";
+import { pokeTensor } from "../weights/safetensors_test_util.ts";
 import { type TensorToWrite, writeShardedCheckpoint } from "../weights/safetensors_writer.ts";
 import { loadConfig, parseConfig } from "./config.ts";
 import {
@@ -344,4 +345,27 @@ Deno.test("formatBytes and formatInspect", async () => {
   assert(text.includes("shared expert inter 128"), text);
   assert(text.includes("qkv bias"), text);
   assert(!text.includes("warning"), text);
+});
+
+Deno.test("check: every tensor holding NaN or Inf is named, with counts and the first element", async () => {
+  await withTemp(async (dir) => {
+    await makeModel({ arch: "mixtral", out: dir, dtype: "bf16" });
+    const clean = await inspectModel(dir, { check: true });
+    assertEquals(clean.nonFinite, []);
+    assertEquals(clean.warnings, []);
+    assertEquals("nonFinite" in (await inspectModel(dir)), false); // only scanned when asked
+    const expert = "model.layers.1.block_sparse_moe.experts.6.w2.weight";
+    await pokeTensor(dir, "lm_head.weight", [5 * 64 + 3], NaN);
+    await pokeTensor(dir, expert, [100, 7], Infinity);
+    await pokeTensor(dir, "model.embed_tokens.weight", [0], -Infinity);
+    const r = await inspectModel(dir, { check: true });
+    assertEquals(
+      r.nonFinite!.map((t) => [t.tensor, t.nan, t.inf, t.firstIndex]),
+      [["model.embed_tokens.weight", 0, 1, 0], [expert, 0, 2, 7], ["lm_head.weight", 1, 0, 323]],
+    );
+    assertEquals(r.warnings.length, 1);
+    assert(r.warnings[0].startsWith("3 tensor(s) hold NaN or Inf values: "), r.warnings[0]);
+    assert(r.warnings[0].includes("lm_head.weight (1 NaN, 0 Inf; first at element 323)"));
+    assert(formatInspect(r).includes("warning  3 tensor(s) hold NaN or Inf"));
+  });
 });

@@ -38,6 +38,7 @@
  * @module
  */
 import { ArgumentError } from "../errors.ts";
+import { asWriteError, writeTextOutput } from "../output_files.ts";
 import { INDEX_FILE_NAME } from "../weights/safetensors.ts";
 import { type TensorToWrite, writeShardedCheckpoint } from "../weights/safetensors_writer.ts";
 import { type MakeModelOptions, type ModelPlan, planModel } from "./plan_model.ts";
@@ -88,6 +89,42 @@ function isCheckpointFile(name: string): boolean {
     name.endsWith(".safetensors") || name.endsWith(".safetensors.partial");
 }
 
+/**
+ * Removes the half-written `*.partial` checkpoint files in `dir` (what an interrupted
+ * {@linkcode makeModel} leaves behind); missing files and a missing directory are fine.
+ *
+ * @example
+ * ```ts
+ * import { removePartialFiles } from "./make_model.ts";
+ * removePartialFiles("/tmp/no-such-dir"); // nothing to do
+ * ```
+ */
+export function removePartialFiles(dir: string): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    if (e.isFile && e.name.endsWith(".partial") && isCheckpointFile(e.name)) {
+      try {
+        Deno.removeSync(`${dir}/${e.name}`);
+      } catch { /* already gone */ }
+    }
+  }
+}
+
+/**
+ * Whether a directory's entries are what an interrupted make-model leaves: only checkpoint files,
+ * at least one of them `.partial`, and no `config.json` (written last, so a finished checkpoint
+ * always has it). Such a directory is replaced without `force`.
+ */
+function interrupted(entries: readonly string[]): boolean {
+  return entries.every(isCheckpointFile) && !entries.includes("config.json") &&
+    entries.some((n) => n.endsWith(".partial"));
+}
+
 async function prepareDir(out: string, force: boolean): Promise<void> {
   if (typeof out !== "string" || out === "") {
     throw new ArgumentError("out", "an output directory is required");
@@ -97,7 +134,11 @@ async function prepareDir(out: string, force: boolean): Promise<void> {
     info = await Deno.stat(out);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      await Deno.mkdir(out, { recursive: true });
+      try {
+        await Deno.mkdir(out, { recursive: true });
+      } catch (e) {
+        throw asWriteError(e, out);
+      }
       return;
     }
     throw new ArgumentError("out", `cannot use ${out}: ${(e as Error).message}`);
@@ -112,7 +153,7 @@ async function prepareDir(out: string, force: boolean): Promise<void> {
   const entries: string[] = [];
   for await (const e of Deno.readDir(out)) entries.push(e.name);
   if (entries.length === 0) return;
-  if (!force) {
+  if (!force && !interrupted(entries)) {
     entries.sort();
     throw new ArgumentError(
       "out",
@@ -134,9 +175,14 @@ async function prepareDir(out: string, force: boolean): Promise<void> {
  * that looks complete. The output is a deterministic function of the options (same seed, same
  * bytes).
  *
+ * A directory left by an interrupted run (checkpoint files, one of them `*.partial`, no
+ * `config.json`) is recognised and replaced without `force`.
+ *
  * @throws {ArgumentError} for an unknown architecture or preset (listing the valid ones), a preset of
  *   another architecture, bad dimensions (heads not dividing hidden, topK > experts, odd sizes with a
  *   16-bit dtype, ...), or an output directory that exists and is not empty (unless `force`).
+ * @throws {FileWriteError} naming the file when the file system refuses a write (a read-only
+ *   directory or file system, a full disk).
  *
  * @example
  * ```ts
@@ -173,8 +219,8 @@ export async function makeModel(opts: MakeModelOptions): Promise<MadeModel> {
   } finally {
     producer.close();
   }
-  await Deno.writeTextFile(`${dir}/generation_config.json`, plan.generationConfigText);
-  await Deno.writeTextFile(`${dir}/config.json`, plan.configText);
+  await writeTextOutput(`${dir}/generation_config.json`, plan.generationConfigText);
+  await writeTextOutput(`${dir}/config.json`, plan.configText);
   const seconds = (performance.now() - t0) / 1000;
   opts.onProgress?.(plan.totalBytes, plan.totalBytes);
   return {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError, FileWriteError } from "../errors.ts";
 import { openCheckpoint, type TensorStore } from "../weights/safetensors.ts";
 import { loadConfig, type ModelConfig } from "./config.ts";
-import { makeModel, type ModelDims } from "./make_model.ts";
+import { makeModel, type ModelDims, removePartialFiles } from "./make_model.ts";
 import { expectedTensors, layerNames, modelNames } from "./names.ts";
 import {
   ARCHS,
@@ -65,7 +65,8 @@ function checkTensors(store: TensorStore, cfg: ModelConfig, dtype: string): void
       for (let e = 0; e < ffn.experts; e++) {
         const x = n.ffn.expert(e);
         assertEquals(store.get(x.gate).shape, [ffn.inter, cfg.hidden]);
-        assertEquals(store.get(x.up).shape, [ffn.inter, cfg.hidden]);
+        if (ffn.act === "relu") assertEquals(x.up, undefined); // wi and wo only
+        else assertEquals(store.get(x.up!).shape, [ffn.inter, cfg.hidden]);
         assertEquals(store.get(x.down).shape, [cfg.hidden, ffn.inter]);
       }
     }
@@ -219,4 +220,69 @@ Deno.test("makeModel rejects bad maxShardBytes before writing anything", async (
     }
     assertEquals(exists, false);
   });
+});
+
+Deno.test("an interrupted run's directory (*.partial, no config.json) is replaced without force", async () => {
+  await withTemp(async (dir) => {
+    // What a killed make-model leaves: a finished shard, a half-written one, no config.json.
+    await Deno.writeFile(`${dir}/model-00001-of-00002.safetensors`, new Uint8Array(64));
+    await Deno.writeFile(`${dir}/model-00002-of-00002.safetensors.partial`, new Uint8Array(99));
+    await make({ arch: "mixtral" }, dir);
+    const entries = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+    assertEquals(entries, ["config.json", "generation_config.json", "model.safetensors"]);
+    // With anything else in the directory, or a config.json, it is not taken for one.
+    await Deno.writeFile(`${dir}/model.safetensors.partial`, new Uint8Array(9));
+    const withConfig = await make({ arch: "mixtral" }, dir).catch((e) => e);
+    assert(
+      withConfig instanceof ArgumentError && withConfig.argument === "out",
+      String(withConfig),
+    );
+    await Deno.remove(`${dir}/config.json`);
+    await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
+    const withNotes = await make({ arch: "mixtral" }, dir).catch((e) => e);
+    assert(withNotes instanceof ArgumentError && withNotes.argument === "out", String(withNotes));
+    removePartialFiles(dir);
+    const left = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+    assertEquals(left, ["generation_config.json", "model.safetensors", "notes.txt"]);
+  });
+});
+
+Deno.test("an output path through a regular file names the path (as root, a stand-in for a read-only directory)", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/file.txt`, "x");
+    const e = await makeModel({ arch: "mixtral", out: `${dir}/file.txt/m` }).catch((e) => e);
+    assert(e instanceof ArgumentError && e.argument === "out", String(e));
+    assert(e.message.includes(`${dir}/file.txt/m`), e.message);
+  });
+});
+
+Deno.test({
+  name: "a directory nobody may create (under /sys, root included) is a FileWriteError naming it",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const out = `/sys/pregate-make-model-${Date.now()}/m`;
+    const e = await makeModel({ arch: "mixtral", out }).catch((e) => e);
+    assert(e instanceof FileWriteError, String(e));
+    assertEquals(e.file, out);
+    assert(/cannot write: (operation not permitted|permission denied)/.test(e.message), e.message);
+  },
+});
+
+Deno.test({
+  name: "a read-only output directory is a FileWriteError naming the file (not as root)",
+  ignore: Deno.build.os === "windows" || Deno.uid() === 0,
+  fn: async () => {
+    await withTemp(async (dir) => {
+      await Deno.chmod(dir, 0o555);
+      try {
+        const e = await makeModel({ arch: "mixtral", out: dir }).catch((e) => e);
+        assert(e instanceof FileWriteError, String(e));
+        assertEquals(e.file, `${dir}/model.safetensors.partial`);
+        const nested = await makeModel({ arch: "mixtral", out: `${dir}/sub` }).catch((e) => e);
+        assert(nested instanceof FileWriteError && nested.file === `${dir}/sub`, String(nested));
+      } finally {
+        await Deno.chmod(dir, 0o755);
+      }
+    });
+  },
 });

@@ -51,7 +51,7 @@ export function countParams(cfg: ModelConfig): ParamCounts {
   let perExpert = 0;
   for (const l of cfg.layers) {
     if (l.ffn.kind !== "moe") continue;
-    const one = 3 * l.ffn.inter * cfg.hidden;
+    const one = (l.ffn.act === "relu" ? 2 : 3) * l.ffn.inter * cfg.hidden; // ReLU: wi, wo
     if (perExpert === 0) perExpert = one;
     active += l.ffn.topK * one;
   }
@@ -81,6 +81,6 @@ export interface ParamCounts {
   embedding: number;
   /** `dense` plus `topK` experts in every MoE layer. */
   activePerToken: number;
-  /** One routed expert (gate + up + down) of the first MoE layer; 0 without MoE layers. */
+  /** One routed expert (gate + up + down, or a ReLU expert's wi + wo) of the first MoE layer; 0 without MoE layers. */
   perExpert: number;
 }

@@ -5,8 +5,8 @@
  * @module
  */
 import type { Step } from "../gpu/device.ts";
-import type { MoeFfn } from "./config.ts";
-import type { ExpertPool, GpuMatrix } from "./weights.ts";
+import type { MoeFfn } from "./model_config.ts";
+import type { ExpertPool, GpuMatrix } from "./gpu_weights.ts";
 
 /** The steps of one MoE feed-forward block, split where routing becomes known. */
 export interface MoePlan {
@@ -38,6 +38,8 @@ export interface LayerPlan {
 /** A forward pass over T tokens. */
 export interface ForwardPlan {
   readonly T: number;
+  /** The model layer of `layers[0]` (an encoder-decoder's decoder starts after the encoder); default 0. */
+  readonly firstLayer?: number;
   /** Embedding lookup of state.ids into state.x. */
   readonly embed: Step[];
   readonly layers: readonly LayerPlan[];
@@ -51,6 +53,8 @@ export interface ForwardOptions {
   T: number;
   /** `all`: logits for every position (state.logitRows >= T); `last`: the last position only. */
   logits: "all" | "last";
+  /** An encoder-decoder's decoder: the encoder tokens its cross-attention attends to. */
+  encoderLength?: number;
   /**
    * The expert pool each MoE layer's kernels read (default: the layer's resident pool). The
    * offloading engine passes its slot pools here.
@@ -81,14 +85,91 @@ export interface PregateSpec {
   readonly logits: GPUBuffer;
 }
 
-/** All steps of a plan in execution order. */
-export function flattenPlan(plan: ForwardPlan): Step[] {
-  const out: Step[] = [...plan.embed];
-  for (const l of plan.layers) {
-    out.push(...l.attention);
-    if (l.ffn.kind === "dense") out.push(...l.ffn.steps);
-    else out.push(...l.ffn.route, ...l.ffn.pregate, ...l.ffn.experts);
-  }
-  out.push(...plan.head);
-  return out;
+/**
+ * GPU steps that run without a host decision between them.
+ *
+ * @example
+ * ```ts
+ * import type { StepsOp } from "./plan.ts";
+ * const op: StepsOp = { kind: "steps", steps: [] };
+ * console.log(op.kind);
+ * ```
+ */
+export interface StepsOp {
+  readonly kind: "steps";
+  readonly steps: readonly Step[];
+}
+
+/**
+ * A MoE layer's expert block: the point of a pass where the layer's routing (and the pre-gate's
+ * prediction) has been computed and its experts must be in their slots. The steps before it (up to
+ * the layer's route and pre-gate) are in the preceding {@linkcode StepsOp}. With every expert
+ * resident it runs `experts` in line; an executor that streams experts makes it a sync point.
+ *
+ * @example
+ * ```ts
+ * import type { MoeOp, PlanOp } from "./plan.ts";
+ * const describe = (op: PlanOp): string =>
+ *   op.kind === "moe" ? `layer ${op.layer}: top-${op.ffn.topK}` : `${op.steps.length} steps`;
+ * const syncPoints = (ops: PlanOp[]): MoeOp[] => ops.filter((op) => op.kind === "moe");
+ * console.log(describe({ kind: "steps", steps: [] }), syncPoints([]).length); // 0 steps 0
+ * ```
+ */
+export interface MoeOp {
+  readonly kind: "moe";
+  /** The decoder layer index. */
+  readonly layer: number;
+  /** Tokens in the pass. */
+  readonly T: number;
+  /** The layer's config (experts, topK). */
+  readonly ffn: MoeFfn;
+  /** The expert compute in one go ({@linkcode MoePlan.experts}). */
+  readonly experts: readonly Step[];
+  /** One round over the resident experts, and the finish after the last ({@linkcode MoePlan.round}). */
+  readonly round: readonly Step[];
+  readonly finish: readonly Step[];
+}
+
+/** One entry of {@linkcode planOps}. */
+export type PlanOp = StepsOp | MoeOp;
+
+/**
+ * The plan as one flat list in execution order: runs of GPU steps, each MoE layer's expert block
+ * a {@linkcode MoeOp} after the steps that route it. Consecutive steps are merged into one
+ * {@linkcode StepsOp}, so the list alternates (it starts and ends with steps).
+ *
+ * @example
+ * ```ts
+ * import { type ForwardPlan, planOps } from "./plan.ts";
+ * const plan: ForwardPlan = { T: 1, embed: [], layers: [], head: [] };
+ * console.log(planOps(plan).map((op) => op.kind)); // [ "steps" ]
+ * ```
+ */
+export function planOps(plan: ForwardPlan): PlanOp[] {
+  const ops: PlanOp[] = [];
+  let run: Step[] = [...plan.embed];
+  plan.layers.forEach((l, j) => {
+    const layer = (plan.firstLayer ?? 0) + j;
+    run.push(...l.attention);
+    if (l.ffn.kind === "dense") {
+      run.push(...l.ffn.steps);
+      return;
+    }
+    const f = l.ffn;
+    run.push(...f.route, ...f.pregate);
+    ops.push({ kind: "steps", steps: run });
+    ops.push({
+      kind: "moe",
+      layer,
+      T: plan.T,
+      ffn: f.ffn,
+      experts: f.experts,
+      round: f.round,
+      finish: f.finish,
+    });
+    run = [];
+  });
+  run.push(...plan.head);
+  ops.push({ kind: "steps", steps: run });
+  return ops;
 }

@@ -15,10 +15,13 @@
  */
 import { ArgumentError, ConfigError } from "../errors.ts";
 import { type DType, DTYPE_BYTES, DTYPES } from "../weights/dtype.ts";
-import { type Arch, type ModelConfig, parseConfig } from "./config.ts";
+import { type Arch, archNamed } from "./arch/mod.ts";
+import { parseConfig } from "./config.ts";
+import type { ModelConfig } from "./model_config.ts";
+import type { ConfigStyle, DimRules, ModelDims } from "./model_dims.ts";
 import { hfConfigFiles } from "./hf_config.ts";
 import { type ExpectedTensor, expectedTensors, type TensorRole } from "./names.ts";
-import { type ConfigStyle, type ModelDims, type Preset, resolvePreset } from "./presets.ts";
+import { type Preset, resolvePreset } from "./presets.ts";
 
 /**
  * Options of `makeModel` (and {@linkcode planModel}, which ignores `out`, `force`,
@@ -151,6 +154,7 @@ const DIM_KEYS: readonly (keyof ModelDims)[] = [
 ];
 
 function resolveDims(arch: Arch, preset: Preset, overrides: Partial<ModelDims>): ModelDims {
+  const rules: DimRules = archNamed(arch).make.dims;
   if (overrides === null || typeof overrides !== "object") {
     throw new ArgumentError("overrides", `expected an object, found ${JSON.stringify(overrides)}`);
   }
@@ -171,7 +175,7 @@ function resolveDims(arch: Arch, preset: Preset, overrides: Partial<ModelDims>):
   // A preset's head width follows a changed hidden size / head count unless the arch stores it.
   if (
     (overrides.hidden !== undefined || overrides.heads !== undefined) &&
-    overrides.headDim === undefined && arch !== "qwen3_moe"
+    overrides.headDim === undefined && rules.headDim !== "stored"
   ) {
     d.headDim = undefined;
   }
@@ -213,7 +217,7 @@ function resolveDims(arch: Arch, preset: Preset, overrides: Partial<ModelDims>):
       `expected a positive number or null, found ${d.clipQkv}`,
     );
   }
-  if (d.clipQkv !== null && arch !== "olmoe") {
+  if (d.clipQkv !== null && !rules.clipQkv) {
     throw new ArgumentError("overrides.clipQkv", `clip_qkv is an OLMoE option, not ${arch}'s`);
   }
   if (
@@ -225,7 +229,7 @@ function resolveDims(arch: Arch, preset: Preset, overrides: Partial<ModelDims>):
       `expected layer indices in [0, ${d.layers}), found ${JSON.stringify(d.mlpOnlyLayers)}`,
     );
   }
-  if (arch !== "qwen2_moe" && arch !== "qwen3_moe") {
+  if (!rules.denseLayers) {
     if (d.mlpOnlyLayers.length > 0 || d.sparseStep !== 1) {
       throw new ArgumentError(
         overrides.sparseStep !== undefined ? "overrides.sparseStep" : "overrides.mlpOnlyLayers",
@@ -234,14 +238,14 @@ function resolveDims(arch: Arch, preset: Preset, overrides: Partial<ModelDims>):
       );
     }
   }
-  if (arch !== "qwen2_moe" && d.sharedInter !== 0) {
+  if (!rules.sharedExpert && d.sharedInter !== 0) {
     throw new ArgumentError(
       "overrides.sharedInter",
-      `${arch} has no shared expert (only qwen2_moe)`,
+      `${arch} has no shared expert`,
     );
   }
-  if (arch === "mixtral" && !d.normTopK) {
-    throw new ArgumentError("overrides.normTopK", "Mixtral always renormalises the top-k weights");
+  if (rules.alwaysRenormalizes && !d.normTopK) {
+    throw new ArgumentError("overrides.normTopK", `${arch} always renormalises the top-k weights`);
   }
   if (d.topK > d.experts) {
     throw new ArgumentError(
@@ -261,13 +265,13 @@ function resolveDims(arch: Arch, preset: Preset, overrides: Partial<ModelDims>):
     throw new ArgumentError(
       "overrides.heads",
       `hidden ${d.hidden} is not divisible by heads ${d.heads}`,
-      arch === "mixtral" || arch === "qwen3_moe"
+      rules.headDim !== "derived"
         ? "pick a head count dividing hidden, or set headDim"
         : "pick a head count dividing hidden",
     );
   }
   const headDim = d.headDim ?? d.hidden / d.heads;
-  if ((arch === "olmoe" || arch === "qwen2_moe") && headDim * d.heads !== d.hidden) {
+  if (rules.headDim === "derived" && headDim * d.heads !== d.hidden) {
     throw new ArgumentError(
       "overrides.headDim",
       `${arch} has no head_dim setting: its heads are hidden / heads = ${
@@ -285,7 +289,7 @@ function resolveDims(arch: Arch, preset: Preset, overrides: Partial<ModelDims>):
   return d;
 }
 
-function checkEven(d: ModelDims, arch: Arch, layers: ModelConfig["layers"], dtype: DType): void {
+function checkEven(d: ModelDims, layers: ModelConfig["layers"], dtype: DType): void {
   if (dtype === "f32") return;
   const headDim = d.headDim ?? d.hidden / d.heads;
   const rows: [string, number][] = [
@@ -294,7 +298,7 @@ function checkEven(d: ModelDims, arch: Arch, layers: ModelConfig["layers"], dtyp
     ["inter", d.inter],
   ];
   if (layers.some((l) => l.ffn.kind === "dense")) rows.push(["denseInter", d.denseInter]);
-  if (arch === "qwen2_moe" && d.sharedInter > 0) rows.push(["sharedInter", d.sharedInter]);
+  if (d.sharedInter > 0) rows.push(["sharedInter", d.sharedInter]);
   for (const [name, v] of rows) {
     if (v % 2 !== 0) {
       throw new ArgumentError(
@@ -314,13 +318,16 @@ function checkEven(d: ModelDims, arch: Arch, layers: ModelConfig["layers"], dtyp
  * layer (otherwise deep layers see nearly the same hidden state for every token and route them all
  * to a few experts). RMSNorm makes the overall scale irrelevant to everything downstream.
  * `refLayers` is the larger of the preset's and the model's layer count, so a preset shrunk with
- * `overrides.layers` keeps every remaining tensor identical to the full model's.
+ * `overrides.layers` keeps every remaining tensor identical to the full model's. An architecture
+ * may initialise its tensors its own way (`make.init` of its file).
  */
 function initOf(
   t: ExpectedTensor,
   cfg: ModelConfig,
   refLayers: number,
 ): { mean: number; std: number } {
+  const own = archNamed(cfg.arch).make.init?.(t, cfg);
+  if (own) return own;
   const fanIn = t.shape.length === 2 ? t.shape[1] : 1;
   const embedStd = cfg.tieEmbeddings ? 1 / Math.sqrt(cfg.hidden) : 1;
   const role: TensorRole = t.role;
@@ -399,7 +406,7 @@ export function planModel(opts: MakeModelOptions): ModelPlan {
       "a mixture-of-experts model needs at least one MoE layer",
     );
   }
-  checkEven(d, arch, config.layers, dtype);
+  checkEven(d, config.layers, dtype);
   const tensors: PlannedTensor[] = expectedTensors(config).map((t) => {
     const elements = t.shape.reduce((a, b) => a * b, 1);
     if (elements > 2 ** 33) {

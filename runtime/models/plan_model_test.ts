@@ -7,6 +7,7 @@ import { countParams } from "./param_counts.ts";
 import { type MakeModelOptions, planModel } from "./plan_model.ts";
 import { type ModelDims, presetNames, PRESETS } from "./presets.ts";
 import { ARCHS, assertEquals } from "./model_test_util.ts";
+import { ARCHITECTURES } from "./arch/mod.ts";
 
 function throwsArgumentError(fn: () => unknown): ArgumentError {
   try {
@@ -112,7 +113,10 @@ Deno.test("real presets: shapes, configs and parameter counts of the published m
   );
   assertEquals(planModel({ preset: "mixtral-8x7b", out: "" }).arch, "mixtral");
   assertEquals(presetNames("mixtral"), ["tiny", "mixtral-8x7b"]);
-  assertEquals(Object.values(PRESETS).filter((p) => p.name === "tiny").length, 4);
+  assertEquals(
+    Object.values(PRESETS).filter((p) => p.name === "tiny").length,
+    ARCHITECTURES.length,
+  );
 });
 
 Deno.test("bad arguments are ArgumentErrors naming the argument and listing the valid choices", () => {

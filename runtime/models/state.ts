@@ -12,7 +12,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./model_config.ts";
 
 /** The activation buffers of a model. */
 export interface RunState {
@@ -34,7 +34,7 @@ export interface RunState {
   readonly v: GPUBuffer;
   /** f32 [T, Q]: attention output. */
   readonly attn: GPUBuffer;
-  /** Per layer f32 [kvHeads, maxSeq, headDim]. */
+  /** Per layer f32 [kvHeads, maxSeq, headDim] (maxSeq: that layer's `kvPositions`, when given). */
   readonly kCache: readonly GPUBuffer[];
   readonly vCache: readonly GPUBuffer[];
   /** f32 [T, E] router logits; u32 [T, k] chosen experts; f32 [T, k] their weights. */
@@ -59,11 +59,23 @@ export interface RunState {
   readonly zeros: GPUBuffer;
 }
 
+/** The sizes of a {@linkcode RunState}. */
+export interface StateSizes {
+  /** Most tokens per forward pass. */
+  maxT: number;
+  /** Most positions per sequence (the KV caches' length). */
+  maxSeq: number;
+  /** Rows of logits (default maxT). */
+  logitRows?: number;
+  /** Positions of layer `i`'s KV cache when they differ per layer (default maxSeq for all). */
+  kvPositions?: (layer: number) => number;
+}
+
 /** Allocates a {@linkcode RunState} for `cfg` (accounted as activations and KV cache). */
 export function allocState(
   gpu: Gpu,
   cfg: ModelConfig,
-  sizes: { maxT: number; maxSeq: number; logitRows?: number },
+  sizes: StateSizes,
 ): RunState {
   const { maxT, maxSeq } = sizes;
   const logitRows = sizes.logitRows ?? maxT;
@@ -80,6 +92,7 @@ export function allocState(
     }
   }
   const f = (n: number, label: string) => gpu.storage("activations", n * 4, label);
+  const positions = sizes.kvPositions ?? (() => maxSeq);
   return {
     maxT,
     maxSeq,
@@ -92,8 +105,8 @@ export function allocState(
     k: f(maxT * KV, "k"),
     v: f(maxT * KV, "v"),
     attn: f(maxT * Q, "attn"),
-    kCache: cfg.layers.map((_, i) => gpu.storage("kv", KV * maxSeq * 4, `kcache.${i}`)),
-    vCache: cfg.layers.map((_, i) => gpu.storage("kv", KV * maxSeq * 4, `vcache.${i}`)),
+    kCache: cfg.layers.map((_, i) => gpu.storage("kv", KV * positions(i) * 4, `kcache.${i}`)),
+    vCache: cfg.layers.map((_, i) => gpu.storage("kv", KV * positions(i) * 4, `vcache.${i}`)),
     routerLogits: f(maxT * E, "router_logits"),
     topIds: f(maxT * K, "top_ids"),
     topWeights: f(maxT * K, "top_weights"),

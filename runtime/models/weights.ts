@@ -1,7 +1,9 @@
 /**
  * GPU residency of a checkpoint's weights. Matrices are uploaded unchanged in their file dtype (the
  * kernels unpack f16/bf16 words), small vectors (norms, biases) as f32. Every tensor's presence, shape
- * and dtype is validated here, at load, so the forward pass never meets a surprise.
+ * and dtype is validated here, at load, so the forward pass never meets a surprise. Tensor names come
+ * from the model's architecture file (through `names.ts`); the shapes uploaded into are those of
+ * `gpu_weights.ts`, re-exported here.
  *
  * Experts are uploaded into an {@linkcode ExpertPool} per MoE layer: one stacked buffer per projection
  * (`[slots, rows, cols]`) plus a slot table (`u32[experts]`, expert -> slot) that the MoE kernels read.
@@ -22,75 +24,30 @@
  * @module
  */
 import type { BufferPurpose, Gpu } from "../gpu/device.ts";
-import { BudgetError, WeightFileError } from "../errors.ts";
-import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
+import { BudgetError, ConfigError, WeightFileError } from "../errors.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig, MoeFfn } from "./model_config.ts";
 import { layerNames, type MlpNames, modelNames, pregateName } from "./names.ts";
+import {
+  type ExpertPool,
+  expertPool,
+  type GpuMatrix,
+  type GpuMlp,
+  type LayerWeights,
+  type ModelWeights,
+  uploadTensor,
+} from "./gpu_weights.ts";
 
-/** A weight matrix `[rows, cols]` (rows = outputs) on the GPU, packed in its dtype. */
-export interface GpuMatrix {
-  readonly buffer: GPUBuffer;
-  readonly dtype: DType;
-  readonly rows: number;
-  readonly cols: number;
-}
-
-/** The three projections of a SwiGLU MLP. */
-export interface GpuMlp {
-  readonly gate: GpuMatrix;
-  readonly up: GpuMatrix;
-  readonly down: GpuMatrix;
-}
-
-/**
- * Expert slots of one MoE layer: stacked projections `[slots, inter, hidden]` (gate, up) and
- * `[slots, hidden, inter]` (down), and the slot table `u32[experts]` (expert -> slot).
- */
-export interface ExpertPool {
-  readonly gate: GPUBuffer;
-  readonly up: GPUBuffer;
-  readonly down: GPUBuffer;
-  readonly table: GPUBuffer;
-  readonly dtype: DType;
-  readonly slots: number;
-  readonly experts: number;
-  readonly inter: number;
-  readonly hidden: number;
-  /** Bytes of one expert in each projection (gate and up are equal). */
-  readonly bytes: { readonly gateUp: number; readonly down: number };
-}
-
-/** The GPU weights of one decoder layer. */
-export interface LayerWeights {
-  readonly inputNorm: GPUBuffer;
-  readonly postNorm: GPUBuffer;
-  readonly q: GpuMatrix;
-  readonly k: GpuMatrix;
-  readonly v: GpuMatrix;
-  readonly o: GpuMatrix;
-  readonly bias?: { readonly q: GPUBuffer; readonly k: GPUBuffer; readonly v: GPUBuffer };
-  readonly qkNorm?: { readonly q: GPUBuffer; readonly k: GPUBuffer };
-  readonly ffn:
-    | ({ readonly kind: "dense" } & GpuMlp)
-    | {
-      readonly kind: "moe";
-      readonly router: GpuMatrix;
-      /** A trained pre-gate for the next MoE layer, when the checkpoint has one. */
-      readonly pregate?: GpuMatrix;
-      /** The layer's expert pool (null when experts live off the GPU and slots are elsewhere). */
-      readonly pool: ExpertPool | null;
-      readonly shared?: GpuMlp & { readonly gateWeight: GpuMatrix };
-    };
-}
-
-/** All GPU weights of a model. */
-export interface ModelWeights {
-  readonly embed: GpuMatrix;
-  readonly lmHead: GpuMatrix;
-  readonly finalNorm: GPUBuffer;
-  readonly layers: readonly LayerWeights[];
-}
+export {
+  type ExpertPool,
+  expertPool,
+  expertSlotBytes,
+  type GpuMatrix,
+  type GpuMlp,
+  type LayerWeights,
+  type ModelWeights,
+  uploadTensor,
+} from "./gpu_weights.ts";
 
 /** Options of {@linkcode uploadWeights}. */
 export interface UploadOptions {
@@ -98,11 +55,12 @@ export interface UploadOptions {
   experts: "resident" | "none";
   /** Progress callback: bytes uploaded so far, total bytes to upload. */
   onProgress?: (done: number, total: number) => void;
-}
-
-/** Writes a tensor's bytes (zero-copy view of the mapped file) into `buffer` at `offset`. */
-export function uploadTensor(gpu: Gpu, t: Tensor, buffer: GPUBuffer, offset = 0): void {
-  gpu.write(buffer, t.bytes(), offset);
+  /**
+   * T5-style relative position bias (Switch): from the first layer of each stack into every layer
+   * (`shared`, the default: how T5 and the Switch checkpoints were trained) or into the first layer
+   * only (`first_layer_only`: what transformers 5 computes). Other architectures have none.
+   */
+  positionBias?: "shared" | "first_layer_only";
 }
 
 function expectShape(t: Tensor, shape: readonly number[]): void {
@@ -128,9 +86,211 @@ function matrixOk(t: Tensor, cols: number): void {
 }
 
 /**
- * Uploads the weights of `cfg` from `store` to the GPU, validating every tensor. Throws
- * {@linkcode WeightFileError} for a missing or misshapen tensor, {@linkcode BudgetError} when a matrix
- * exceeds the device's storage binding limit.
+ * The uploads of one checkpoint, planned first and run last: each call validates a tensor
+ * (presence, shape, dtype, the device's binding limit), allocates its GPU buffer and queues its
+ * copy; {@linkcode WeightUpload.run} copies them all, reporting progress. Architecture files with
+ * weights beyond the decoder's (an encoder-decoder's cross-attention, its relative position bias)
+ * use it beside {@linkcode uploadLayer}.
+ *
+ * @example
+ * ```ts ignore
+ * const up = new WeightUpload(gpu, store);
+ * const norm = up.vector("model.norm.weight", 64);
+ * const embed = up.matrix("model.embed_tokens.weight", 256, 64);
+ * up.run((done, total) => console.log(done, total));
+ * ```
+ */
+export class WeightUpload {
+  readonly #jobs: { bytes: number; copy: () => void }[] = [];
+
+  /** Uploads from `store` to `gpu` (nothing is copied before {@linkcode WeightUpload.run}). */
+  constructor(readonly gpu: Gpu, readonly store: TensorStore) {}
+
+  /** A `[rows, cols]` matrix in its file dtype. */
+  matrix(name: string, rows: number, cols: number, purpose: BufferPurpose = "dense"): GpuMatrix {
+    const t = this.store.get(name);
+    expectShape(t, [rows, cols]);
+    matrixOk(t, cols);
+    const maxBind = this.gpu.limits.maxStorageBufferBindingSize;
+    if (t.byteLength > maxBind) {
+      throw new BudgetError(
+        `${name}: ${t.byteLength} bytes exceed this GPU's storage binding limit (${maxBind} bytes)`,
+      );
+    }
+    const buffer = this.gpu.storage(purpose, t.byteLength, name);
+    this.#queue(t.byteLength, () => uploadTensor(this.gpu, t, buffer));
+    return { buffer, dtype: t.dtype, rows, cols };
+  }
+
+  /**
+   * A small tensor as f32 `[n]` on the GPU (stored as `[n]` or one of `shapes`), or, with `derive`,
+   * the `n` values `derive` makes of it on the host (a norm weight times a constant, a bias table).
+   */
+  vector(
+    name: string,
+    n: number,
+    opts: { shapes?: number[][]; derive?: (values: Float32Array) => Float32Array } = {},
+  ): GPUBuffer {
+    const t = this.store.get(name);
+    const shapes = opts.shapes ?? [[n]];
+    if (!shapes.some((s) => s.length === t.shape.length && s.every((d, i) => d === t.shape[i]))) {
+      expectShape(t, shapes[0]);
+    }
+    const buffer = this.gpu.storage("dense", n * 4, name);
+    this.#queue(n * 4, () => {
+      const values = this.store.tensorF32(name);
+      const data = opts.derive ? opts.derive(values) : values;
+      if (data.length !== n) {
+        throw new WeightFileError(t.file, `derived ${data.length} values, expected ${n}`, {
+          tensor: name,
+        });
+      }
+      this.gpu.write(buffer, data);
+    });
+    return buffer;
+  }
+
+  /** An MLP's projections (no up projection when `names` has none: a ReLU MLP). */
+  mlp(names: MlpNames, inter: number, hidden: number): GpuMlp {
+    return {
+      gate: this.matrix(names.gate, inter, hidden),
+      up: names.up === undefined ? undefined : this.matrix(names.up, inter, hidden),
+      down: this.matrix(names.down, hidden, inter),
+    };
+  }
+
+  /**
+   * Every expert of a MoE layer in a pool of its own (a slot each, identity slot table), each
+   * tensor checked against expert 0's dtype; ReLU experts (`f.act`) have no up projection.
+   */
+  experts(names: (e: number) => MlpNames, f: MoeFfn, hidden: number): ExpertPool {
+    const dtype = this.store.get(names(0).gate).dtype;
+    const pool = expertPool(this.gpu, f.experts, f.experts, f.inter, hidden, dtype, f.act);
+    for (let e = 0; e < f.experts; e++) {
+      const en = names(e);
+      if ((en.up === undefined) !== (pool.up === null)) {
+        throw new ConfigError(
+          `${en.gate}: a ${f.act ?? "swiglu"} expert ${
+            en.up ? "has no" : "needs an"
+          } up projection`,
+          "the architecture's expert names must follow its activation",
+        );
+      }
+      for (const [role, nm] of [["gate", en.gate], ["up", en.up], ["down", en.down]] as const) {
+        const dst = pool[role];
+        if (nm === undefined || !dst) continue;
+        const t = this.store.get(nm);
+        expectShape(t, role === "down" ? [hidden, f.inter] : [f.inter, hidden]);
+        if (t.dtype !== pool.dtype) {
+          throw new WeightFileError(
+            t.file,
+            `expected dtype ${pool.dtype} like expert 0, found ${t.dtype}`,
+            { tensor: nm },
+          );
+        }
+        matrixOk(t, role === "down" ? f.inter : hidden);
+        const off = e * (role === "down" ? pool.bytes.down : pool.bytes.gateUp);
+        this.#queue(t.byteLength, () => uploadTensor(this.gpu, t, dst, off));
+      }
+    }
+    const table = Uint32Array.from({ length: f.experts }, (_, e) => e);
+    this.#queue(0, () => this.gpu.write(pool.table, table));
+    return pool;
+  }
+
+  #queue(bytes: number, copy: () => void): void {
+    this.#jobs.push({ bytes, copy });
+  }
+
+  /** Runs the queued copies, reporting bytes done of the total (first `(0, total)`). */
+  run(onProgress?: (done: number, total: number) => void): void {
+    const total = this.#jobs.reduce((a, j) => a + j.bytes, 0);
+    let done = 0;
+    onProgress?.(0, total);
+    for (const job of this.#jobs.splice(0)) {
+      job.copy();
+      done += job.bytes;
+      if (job.bytes) onProgress?.(done, total);
+    }
+  }
+}
+
+/**
+ * Queues the weights of layer `i` of `cfg` (named by its architecture): norms, attention
+ * projections (+ biases, q/k norms), and the dense MLP or the MoE block (router, its bias, a
+ * trained pre-gate if the checkpoint has one, the shared expert, and every expert when
+ * `experts` is `resident`).
+ *
+ * @example
+ * ```ts ignore
+ * const up = new WeightUpload(gpu, store);
+ * const layers = cfg.layers.map((_, i) => uploadLayer(up, cfg, i, "resident"));
+ * up.run();
+ * ```
+ */
+export function uploadLayer(
+  up: WeightUpload,
+  cfg: ModelConfig,
+  i: number,
+  experts: UploadOptions["experts"],
+): LayerWeights {
+  const H = cfg.hidden, qDim = cfg.heads * cfg.headDim, kvDim = cfg.kvHeads * cfg.headDim;
+  const n = layerNames(cfg, i), lc = cfg.layers[i];
+  let ffn: LayerWeights["ffn"];
+  if (n.ffn.kind === "dense" && lc.ffn.kind === "dense") {
+    ffn = { kind: "dense", ...up.mlp(n.ffn, lc.ffn.inter, H) };
+  } else if (n.ffn.kind === "moe" && lc.ffn.kind === "moe") {
+    const f = lc.ffn, nf = n.ffn, next = nextMoe(cfg, i);
+    ffn = {
+      kind: "moe",
+      router: up.matrix(nf.router, f.experts, H),
+      routerBias: nf.routerBias === undefined ? undefined : up.vector(nf.routerBias, f.experts),
+      pregate: next !== undefined && up.store.has(pregateName(cfg, i))
+        ? up.matrix(pregateName(cfg, i), next.experts, H)
+        : undefined,
+      pool: experts === "resident" ? up.experts(nf.expert, f, H) : null,
+      shared: nf.shared
+        ? {
+          ...up.mlp(nf.shared, f.sharedInter, H),
+          gateWeight: up.matrix(nf.shared.gateWeight, 1, H),
+        }
+        : undefined,
+    };
+  } else {
+    throw new ConfigError(
+      `${cfg.arch}: layer ${i} is ${lc.ffn.kind} in the config but its tensor names are ` +
+        `${n.ffn.kind}'s`,
+      "the architecture file's layer names must follow the config's layer kinds",
+    );
+  }
+  return {
+    inputNorm: up.vector(n.inputNorm, H),
+    postNorm: up.vector(n.postNorm, H),
+    q: up.matrix(n.q, qDim, H),
+    k: up.matrix(n.k, kvDim, H),
+    v: up.matrix(n.v, kvDim, H),
+    o: up.matrix(n.o, H, qDim),
+    bias: n.bias
+      ? {
+        q: up.vector(n.bias.q, qDim),
+        k: up.vector(n.bias.k, kvDim),
+        v: up.vector(n.bias.v, kvDim),
+      }
+      : undefined,
+    qkNorm: n.qkNorm
+      ? cfg.qkNorm === "head"
+        ? { q: up.vector(n.qkNorm.q, cfg.headDim), k: up.vector(n.qkNorm.k, cfg.headDim) }
+        : { q: up.vector(n.qkNorm.q, qDim), k: up.vector(n.qkNorm.k, kvDim) }
+      : undefined,
+    ffn,
+  };
+}
+
+/**
+ * Uploads the weights of the decoder `cfg` from `store` to the GPU, validating every tensor. Throws
+ * {@linkcode WeightFileError} for a missing or misshapen tensor, {@linkcode BudgetError} when a
+ * matrix exceeds the device's storage binding limit. (An architecture with other weights uploads
+ * its own: see `uploadModelWeights` in `arch/mod.ts`.)
  */
 export function uploadWeights(
   gpu: Gpu,
@@ -138,190 +298,24 @@ export function uploadWeights(
   store: TensorStore,
   opts: UploadOptions,
 ): ModelWeights {
-  // Plan first (validates everything and sums the bytes), then upload.
-  const jobs: (() => void)[] = [];
-  let total = 0, done = 0;
-  const report = (n: number) => {
-    done += n;
-    opts.onProgress?.(done, total);
-  };
-  const maxBind = gpu.limits.maxStorageBufferBindingSize;
-
-  const matrix = (name: string, rows: number, cols: number, purpose: BufferPurpose): GpuMatrix => {
-    const t = store.get(name);
-    expectShape(t, [rows, cols]);
-    matrixOk(t, cols);
-    if (t.byteLength > maxBind) {
-      throw new BudgetError(
-        `${name}: ${t.byteLength} bytes exceed this GPU's storage binding limit (${maxBind} bytes)`,
-      );
-    }
-    const buffer = gpu.storage(purpose, t.byteLength, name);
-    total += t.byteLength;
-    jobs.push(() => {
-      uploadTensor(gpu, t, buffer);
-      report(t.byteLength);
-    });
-    return { buffer, dtype: t.dtype, rows, cols };
-  };
-  const vector = (name: string, n: number, shapes: number[][] = [[n]]): GPUBuffer => {
-    const t = store.get(name);
-    if (!shapes.some((s) => s.length === t.shape.length && s.every((d, i) => d === t.shape[i]))) {
-      expectShape(t, shapes[0]);
-    }
-    const buffer = gpu.storage("dense", n * 4, name);
-    total += n * 4;
-    jobs.push(() => {
-      gpu.write(buffer, store.tensorF32(name));
-      report(n * 4);
-    });
-    return buffer;
-  };
-  const mlp = (n: MlpNames, inter: number): GpuMlp => ({
-    gate: matrix(n.gate, inter, cfg.hidden, "dense"),
-    up: matrix(n.up, inter, cfg.hidden, "dense"),
-    down: matrix(n.down, cfg.hidden, inter, "dense"),
-  });
-
-  const H = cfg.hidden, qDim = cfg.heads * cfg.headDim, kvDim = cfg.kvHeads * cfg.headDim;
+  const up = new WeightUpload(gpu, store);
+  const H = cfg.hidden;
   const mn = modelNames(cfg);
-  const embed = matrix(mn.embed, cfg.vocabSize, H, "dense");
-  const lmHead = cfg.tieEmbeddings ? embed : matrix(mn.lmHead, cfg.vocabSize, H, "dense");
-  const finalNorm = vector(mn.finalNorm, H);
-  const layers: LayerWeights[] = cfg.layers.map((lc, i) => {
-    const n = layerNames(cfg, i);
-    let ffn: LayerWeights["ffn"];
-    if (n.ffn.kind === "dense" && lc.ffn.kind === "dense") {
-      ffn = { kind: "dense", ...mlp(n.ffn, lc.ffn.inter) };
-    } else if (n.ffn.kind === "moe" && lc.ffn.kind === "moe") {
-      const f = lc.ffn, nf = n.ffn;
-      let pool: ExpertPool | null = null;
-      if (opts.experts === "resident") {
-        pool = expertPool(
-          gpu,
-          f.experts,
-          f.experts,
-          f.inter,
-          H,
-          store.get(nf.expert(0).gate).dtype,
-        );
-        for (let e = 0; e < f.experts; e++) {
-          const en = nf.expert(e);
-          for (const [role, nm] of [["gate", en.gate], ["up", en.up], ["down", en.down]] as const) {
-            const t = store.get(nm);
-            expectShape(t, role === "down" ? [H, f.inter] : [f.inter, H]);
-            if (t.dtype !== pool.dtype) {
-              throw new WeightFileError(
-                t.file,
-                `expected dtype ${pool.dtype} like expert 0, found ${t.dtype}`,
-                {
-                  tensor: nm,
-                },
-              );
-            }
-            matrixOk(t, role === "down" ? f.inter : H);
-            const p = pool;
-            const off = e * (role === "down" ? p.bytes.down : p.bytes.gateUp);
-            total += t.byteLength;
-            jobs.push(() => {
-              uploadTensor(gpu, t, p[role], off);
-              report(t.byteLength);
-            });
-          }
-        }
-        const p = pool;
-        jobs.push(() => gpu.write(p.table, Uint32Array.from({ length: f.experts }, (_, e) => e)));
-      }
-      ffn = {
-        kind: "moe",
-        router: matrix(nf.router, f.experts, H, "dense"),
-        pregate: nextMoe(cfg, i) !== undefined && store.has(pregateName(cfg, i))
-          ? matrix(pregateName(cfg, i), nextMoe(cfg, i)!.experts, H, "dense")
-          : undefined,
-        pool,
-        shared: nf.shared
-          ? {
-            ...mlp(nf.shared, f.sharedInter),
-            gateWeight: matrix(nf.shared.gateWeight, 1, H, "dense"),
-          }
-          : undefined,
-      };
-    } else {
-      throw new Error("unreachable: names and config disagree");
-    }
-    return {
-      inputNorm: vector(n.inputNorm, H),
-      postNorm: vector(n.postNorm, H),
-      q: matrix(n.q, qDim, H, "dense"),
-      k: matrix(n.k, kvDim, H, "dense"),
-      v: matrix(n.v, kvDim, H, "dense"),
-      o: matrix(n.o, H, qDim, "dense"),
-      bias: n.bias
-        ? { q: vector(n.bias.q, qDim), k: vector(n.bias.k, kvDim), v: vector(n.bias.v, kvDim) }
-        : undefined,
-      qkNorm: n.qkNorm
-        ? cfg.qkNorm === "head"
-          ? { q: vector(n.qkNorm.q, cfg.headDim), k: vector(n.qkNorm.k, cfg.headDim) }
-          : { q: vector(n.qkNorm.q, qDim), k: vector(n.qkNorm.k, kvDim) }
-        : undefined,
-      ffn,
-    };
-  });
-  opts.onProgress?.(0, total);
-  for (const job of jobs) job();
+  const embed = up.matrix(mn.embed, cfg.vocabSize, H);
+  const lmHead = cfg.tieEmbeddings ? embed : up.matrix(mn.lmHead, cfg.vocabSize, H);
+  const finalNorm = up.vector(mn.finalNorm, H);
+  const layers = cfg.layers.map((_, i) => uploadLayer(up, cfg, i, opts.experts));
+  up.run(opts.onProgress);
   return { embed, lmHead, finalNorm, layers };
 }
 
-/**
- * Bytes of one slot of one projection of an expert pool: an (inter x hidden) matrix in `dtype`,
- * rounded up to 256 bytes so each slot can also be bound on its own.
- */
-export function expertSlotBytes(inter: number, hidden: number, dtype: DType): number {
-  return Math.ceil((inter * hidden * DTYPE_BYTES[dtype]) / 256) * 256;
-}
-
-/** The config of the MoE layer after layer `i`, if any. */
+/** The config of the MoE layer after layer `i` in its stack, if any. */
 function nextMoe(cfg: ModelConfig, i: number) {
-  for (let j = i + 1; j < cfg.layers.length; j++) {
+  const stack = cfg.stacks?.find((s) => i >= s.first && i < s.first + s.count);
+  const end = stack ? stack.first + stack.count : cfg.layers.length;
+  for (let j = i + 1; j < end; j++) {
     const f = cfg.layers[j].ffn;
     if (f.kind === "moe") return f;
   }
   return undefined;
-}
-
-/**
- * Allocates an expert pool of `slots` slots for `experts` experts of shape (inter, hidden) in
- * `dtype`. Slot sizes are rounded up to 256 bytes so each slot can also be bound on its own.
- */
-export function expertPool(
-  gpu: Gpu,
-  experts: number,
-  slots: number,
-  inter: number,
-  hidden: number,
-  dtype: DType,
-): ExpertPool {
-  const slotBytes = expertSlotBytes(inter, hidden, dtype);
-  const size = slotBytes * slots;
-  const maxBind = gpu.limits.maxStorageBufferBindingSize;
-  if (size > maxBind) {
-    throw new BudgetError(
-      `an expert pool of ${slots} slots x ${slotBytes} bytes (${size} bytes) exceeds this GPU's ` +
-        `storage binding limit of ${maxBind} bytes`,
-      undefined,
-      "use fewer expert slots (offloading modes) or a device with a larger maxStorageBufferBindingSize",
-    );
-  }
-  return {
-    gate: gpu.storage("experts", size, "experts.gate"),
-    up: gpu.storage("experts", size, "experts.up"),
-    down: gpu.storage("experts", size, "experts.down"),
-    table: gpu.storage("experts", experts * 4, "experts.table"),
-    dtype,
-    slots,
-    experts,
-    inter,
-    hidden,
-    bytes: { gateUp: slotBytes, down: slotBytes },
-  };
 }

@@ -17,8 +17,10 @@
  *   `ArrayBuffer` before unmapping, so views made by this module become zero-length rather than
  *   dangling (a stale read gives `undefined`, not a crash). Copies of the memory made elsewhere (for
  *   example a GPU upload already queued) are unaffected.
- * - If the file is truncated by another process while mapped, touching the lost pages raises SIGBUS.
- *   Do not rewrite weight files in place while Pregate runs.
+ * - If the file is truncated by another process while mapped, touching the lost pages raises SIGBUS,
+ *   which kills the process (no JavaScript error can be caught). Do not rewrite weight files in
+ *   place while Pregate runs. {@linkcode MappedFile.checkIntact} turns a truncation seen before a
+ *   copy into a {@linkcode WeightFileError}; the descriptor it asks stays open while mapped.
  * - A mapping that is never closed is unmapped when its buffer and every view of it are
  *   garbage-collected.
  *
@@ -109,6 +111,15 @@ export interface MappedFile {
    * Throws {@linkcode WeightFileError} for a range outside the file.
    */
   resident(offset: number, length: number): number | null;
+  /**
+   * Throws {@linkcode WeightFileError} if the file is now shorter than when it was opened: another
+   * process truncated it (or is rewriting it in place), and touching a lost page of a mapping would
+   * kill this process with SIGBUS. One `lseek` (`fstat` in read mode) on the open descriptor, so a
+   * file replaced by rename, which leaves the mapped one intact, passes. Meant to be called before
+   * copying from the file; a truncation after the check is not caught. `tensor` is named in the
+   * error.
+   */
+  checkIntact(tensor?: string): void;
   /** Unmaps (or closes) the file. Idempotent. Views must not be used afterwards. */
   close(): void;
 }
@@ -346,12 +357,28 @@ function statFile(path: string): number {
 interface Mapping {
   ptr: Deno.PointerObject;
   length: number;
+  /** The file's descriptor, kept for {@linkcode MappedFile.checkIntact}. */
+  fd: number;
 }
 
 const unmapper = new FinalizationRegistry<Mapping>((m) => {
   const libc = libcState?.libc;
-  if (libc) libc.munmap(m.ptr, BigInt(m.length));
+  if (!libc) return;
+  libc.munmap(m.ptr, BigInt(m.length));
+  libc.close(m.fd);
 });
+
+function truncatedError(file: MappedFile, size: number, tensor?: string): WeightFileError {
+  return new WeightFileError(
+    file.path,
+    `the file shrank from ${file.byteLength} to ${size} bytes while in use (truncated or being ` +
+      "rewritten by another process)",
+    {
+      tensor,
+      hint: "do not rewrite weight files while Pregate runs; restart once the file is complete",
+    },
+  );
+}
 
 class MmapFile implements MappedFile {
   readonly kind: MapKind = "mmap";
@@ -381,6 +408,7 @@ class MmapFile implements MappedFile {
       size = Number(libc.lseek(fd, 0n, SEEK_END));
       if (size < 0) throw new WeightFileError(path, `cannot size the file (${errnoText(libc)})`);
       if (size === 0) {
+        libc.close(fd);
         this.byteLength = 0;
         this.#buffer = new ArrayBuffer(0);
         this.#mapping = null;
@@ -392,11 +420,14 @@ class MmapFile implements MappedFile {
           hint: "run with mode 'read' to read the file instead of mapping it",
         });
       }
-    } finally {
-      libc.close(fd); // the mapping keeps the file alive
+    } catch (e) {
+      libc.close(fd);
+      throw e;
     }
     this.byteLength = size;
-    this.#mapping = { ptr, length: size };
+    // The descriptor stays open (the mapping alone would keep the file alive) so that checkIntact
+    // can ask the file's current size.
+    this.#mapping = { ptr, length: size, fd };
     this.#buffer = Deno.UnsafePointerView.getArrayBuffer(ptr, size);
     unmapper.register(this.#buffer, this.#mapping, this);
   }
@@ -452,6 +483,14 @@ class MmapFile implements MappedFile {
     // becomes zero-length instead of pointing at unmapped memory.
     this.#buffer.transfer();
     this.libc.munmap(m.ptr, BigInt(m.length));
+    this.libc.close(m.fd);
+  }
+
+  checkIntact(tensor?: string): void {
+    checkRange(this, 0, 0);
+    if (!this.#mapping) return;
+    const size = Number(this.libc.lseek(this.#mapping.fd, 0n, SEEK_END));
+    if (size >= 0 && size < this.byteLength) throw truncatedError(this, size, tensor);
   }
 }
 
@@ -499,6 +538,12 @@ class ReadFile implements MappedFile {
 
   arrayBuffer(): ArrayBuffer {
     return this.bytes(0, this.byteLength).buffer as ArrayBuffer;
+  }
+
+  checkIntact(tensor?: string): void {
+    checkRange(this, 0, 0);
+    const size = this.#file!.statSync().size;
+    if (size < this.byteLength) throw truncatedError(this, size, tensor);
   }
 
   resident(offset: number, length: number): number | null {

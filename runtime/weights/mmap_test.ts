@@ -311,3 +311,37 @@ Deno.test("mmap mode error type is a PregateError subclass", () => {
   assert.ok(e instanceof PregateError);
   assertEquals(e.code, "E_WEIGHTS");
 });
+
+Deno.test("checkIntact: a truncated file is a WeightFileError; grown or replaced files pass", async () => {
+  for (const kind of KINDS) {
+    const { dir, path } = await tempFile(pattern(3 * 4096));
+    const f = openMapped(path, { mode: kind });
+    try {
+      assertEquals(f.bytes(5000, 3), pattern(5003).subarray(5000)); // pages touched before
+      f.checkIntact();
+      await Deno.writeFile(path, new Uint8Array(100), { append: true });
+      f.checkIntact(); // grown: what was mapped is still there
+      // Replaced by rename: the old file stays alive under the mapping (and the open descriptor).
+      await Deno.writeFile(`${dir}/new.bin`, new Uint8Array(10));
+      await Deno.rename(`${dir}/new.bin`, path);
+      f.checkIntact();
+      f.close();
+      // Truncated in place (never touching the lost pages here: that would be SIGBUS).
+      await Deno.writeFile(path, pattern(3 * 4096));
+      const g = openMapped(path, { mode: kind });
+      await Deno.truncate(path, 4096);
+      const e = assertThrows(
+        () => g.checkIntact("w"),
+        WeightFileError,
+        "shrank from 12288 to 4096",
+      );
+      assertEquals([e.file, e.tensor], [path, "w"]);
+      assert.match(e.message, /do not rewrite weight files/);
+      g.close();
+      assertThrows(() => g.checkIntact(), WeightFileError, "after close");
+    } finally {
+      f.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});

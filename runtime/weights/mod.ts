@@ -1,5 +1,6 @@
 /**
- * Weights: dtypes and packing, memory-mapped files, and safetensors reading and writing.
+ * Weights: dtypes and packing, memory-mapped files, safetensors and GGUF reading and writing, and
+ * the Q8_0 / Q4_K block formats.
  *
  * @example
  * ```ts
@@ -17,3 +18,7 @@ export * from "./dtype.ts";
 export * from "./mmap.ts";
 export * from "./safetensors.ts";
 export * from "./safetensors_writer.ts";
+export * from "./finite.ts";
+export * from "./gguf.ts";
+export * from "./gguf_writer.ts";
+export * from "./quant.ts";

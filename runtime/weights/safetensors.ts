@@ -150,6 +150,14 @@ export interface TensorStore {
    * effect (`false` with `read` access). Throws like {@linkcode get} for a missing name.
    */
   advise(advice: Advice, names?: readonly string[]): boolean;
+  /**
+   * Throws {@linkcode WeightFileError} naming the file and tensor if a file holding the named
+   * tensors (default: every file) is now shorter than when it was opened: another process truncated
+   * it, and copying from the lost part of a mapping would kill the process with SIGBUS. One
+   * syscall per distinct file (see `MappedFile.checkIntact`); call it before copying, e.g. before
+   * each batch of expert copies.
+   */
+  checkIntact(names?: readonly string[]): void;
   /** Closes (unmaps) every file. Idempotent; tensors' views must not be used afterwards. */
   close(): void;
 }
@@ -298,6 +306,20 @@ class Store implements TensorStore {
 
   tensorF32(name: string): Float32Array {
     return toF32(this.get(name));
+  }
+
+  checkIntact(names?: readonly string[]): void {
+    if (!names) {
+      for (const m of this.mapped) m.checkIntact();
+      return;
+    }
+    const seen = new Set<MappedFile>();
+    for (const name of names) {
+      const e = this.#entry(name);
+      if (seen.has(e.mapped)) continue;
+      seen.add(e.mapped);
+      e.mapped.checkIntact(name);
+    }
   }
 
   close(): void {

@@ -1,7 +1,8 @@
 // Malformed sharded checkpoints: the index, its shards and the directory layout.
 import assert from "node:assert/strict";
 import { INDEX_FILE_NAME, openCheckpoint } from "./safetensors.ts";
-import { writeSafetensors } from "./safetensors_writer.ts";
+import { writeSafetensors, writeShardedCheckpoint } from "./safetensors_writer.ts";
+import { WeightFileError } from "../errors.ts";
 import { assertWeightError, KINDS, rawFile, withTempDir } from "./safetensors_test_util.ts";
 
 async function writeIndex(
@@ -153,3 +154,36 @@ Deno.test("checkpoint: a directory without model files, and a missing directory"
       "checkpoint not found",
     );
   }));
+
+Deno.test("checkIntact names the truncated shard and the tensor asked for; other shards pass", async () => {
+  await withTempDir(async (dir) => {
+    const t = (name: string) => ({
+      name,
+      dtype: "f32",
+      shape: [256],
+      data: new Float32Array(256).fill(1),
+    });
+    const { files } = await writeShardedCheckpoint(dir, [t("a"), t("b"), t("c")], {
+      maxShardBytes: 2048,
+    });
+    assert.equal(files.length, 2);
+    for (const mode of KINDS) {
+      const store = openCheckpoint(dir, { mode });
+      try {
+        store.checkIntact();
+        await Deno.truncate(files[1], 100);
+        store.checkIntact(["a", "b"]); // both in the first shard
+        assert.throws(
+          () => store.checkIntact(["a", "c"]),
+          (e) =>
+            e instanceof WeightFileError && e.file === files[1] && e.tensor === "c" &&
+            /shrank from \d+ to 100 bytes/.test(e.message),
+        );
+        assert.throws(() => store.checkIntact(), (e) => e instanceof WeightFileError);
+      } finally {
+        store.close();
+      }
+      await writeShardedCheckpoint(dir, [t("a"), t("b"), t("c")], { maxShardBytes: 2048 });
+    }
+  });
+});

@@ -10,7 +10,7 @@ import { WeightFileError } from "../errors.ts";
 import { assertEquals, assertThrows } from "../test_util.ts";
 import { type DType, roundTo } from "./dtype.ts";
 import type { MapKind } from "./mmap.ts";
-import { openSafetensors, type TensorStore } from "./safetensors.ts";
+import { openCheckpoint, openSafetensors, type TensorStore } from "./safetensors.ts";
 import { encodeTensor, type TensorToWrite } from "./safetensors_writer.ts";
 
 export { assertEquals, assertRejects, assertThrows, withTempDir } from "../test_util.ts";
@@ -129,4 +129,32 @@ export const F32x2 = { dtype: "F32", shape: [2], data_offsets: [0, 8] };
 /** Runs the check in both access modes. */
 export function bothModes(path: string, check: (open: () => TensorStore) => void): void {
   for (const mode of KINDS) check(() => openSafetensors(path, { mode }));
+}
+
+/**
+ * Overwrites elements of a tensor in a checkpoint directory in place: element `i` of `indices`
+ * (row-major, counted in the tensor's own dtype) gets `value` (NaN, Infinity, ...), encoded in the
+ * tensor's dtype. For tests that plant bad values in an otherwise valid checkpoint.
+ */
+export async function pokeTensor(
+  dir: string,
+  tensor: string,
+  indices: Iterable<number>,
+  value: number,
+): Promise<void> {
+  const store = openCheckpoint(dir, { mode: "read" });
+  const e = store.describe(tensor);
+  store.close();
+  if (e.dtype === null) throw new Error(`${tensor}: cannot poke dtype ${e.fileDType}`);
+  const bytes = encodeTensor([value], e.dtype);
+  const file = await Deno.open(e.file, { write: true });
+  try {
+    for (const i of indices) {
+      if (!(i >= 0 && i < e.elements)) throw new Error(`${tensor}: element ${i} out of range`);
+      await file.seek(e.offset + i * bytes.byteLength, Deno.SeekMode.Start);
+      await file.write(bytes);
+    }
+  } finally {
+    file.close();
+  }
 }

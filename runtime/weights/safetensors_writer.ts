@@ -27,6 +27,7 @@
  * @module
  */
 import { ArgumentError } from "../errors.ts";
+import { asWriteError } from "../output_files.ts";
 import { type DType, packWeights } from "./dtype.ts";
 import {
   DTYPE_TO_SAFETENSORS,
@@ -281,7 +282,12 @@ async function writePlanned(
 ): Promise<WrittenFile> {
   const head = buildHeader(planned, metadata);
   const tmp = `${path}.partial`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  } catch (e) {
+    throw asWriteError(e, tmp);
+  }
   let closed = false;
   try {
     await writeAll(file, head);
@@ -307,7 +313,7 @@ async function writePlanned(
   } catch (e) {
     if (!closed) file.close();
     await Deno.remove(tmp).catch(() => {});
-    throw e;
+    throw asWriteError(e, tmp);
   }
 }
 
@@ -390,7 +396,11 @@ export async function writeShardedCheckpoint(
   }
   if (shards.length === 0) shards.push([]);
   const join = (name: string) => (dir.endsWith("/") ? dir + name : `${dir}/${name}`);
-  await Deno.mkdir(dir, { recursive: true });
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw asWriteError(e, dir);
+  }
   const totalSize = planned.reduce((a, t) => a + t.byteLength, 0);
   const indexPath = join(INDEX_FILE_NAME);
 
@@ -414,8 +424,12 @@ export async function writeShardedCheckpoint(
   const sorted: Record<string, string> = {};
   for (const k of Object.keys(weightMap).sort()) sorted[k] = weightMap[k];
   const index = { metadata: { total_size: totalSize }, weight_map: sorted };
-  await Deno.writeTextFile(`${indexPath}.partial`, JSON.stringify(index, null, 2) + "\n");
-  await Deno.rename(`${indexPath}.partial`, indexPath);
+  try {
+    await Deno.writeTextFile(`${indexPath}.partial`, JSON.stringify(index, null, 2) + "\n");
+    await Deno.rename(`${indexPath}.partial`, indexPath);
+  } catch (e) {
+    throw asWriteError(e, indexPath);
+  }
   await removeIfPresent(join(SINGLE_FILE_NAME));
   return { dir, files, index: indexPath, totalSize };
 }

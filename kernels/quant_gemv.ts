@@ -1,0 +1,184 @@
+/**
+ * Decode GEMVs over block-quantised weights (Q8_0, Q4_K in llama.cpp's layouts, as GGUF files store
+ * them), dequantised inside the kernel: the same `matvec.wgsl` and `moe.wgsl` kernels as the f32 /
+ * f16 / bf16 weights, specialised by `WDTYPE` 3 (Q8_0) and 4 (Q4_K), with the block decoding in
+ * `quant.wgsl`. The weights stay quantised in GPU memory (and in the offloading engine's expert
+ * slots); no separate dequantisation pass runs.
+ *
+ * - {@linkcode matvecQuant}: `y[T, N] (+)= x[T, K] · W[N, K]^T` for a few rows of `x` (decode).
+ * - The MoE expert GEMVs (`moeGateUp`, `moeDown`, `moeDownCombine` of `moe.ts`) take a
+ *   {@linkcode WeightType} `dtype`, so `"q8_0"` / `"q4_k"` pools work through the slot table as the
+ *   other dtypes do.
+ *
+ * A row of `K` values is `K / 32` Q8_0 blocks of 34 bytes or `K / 256` Q4_K super-blocks of 144
+ * bytes ({@linkcode weightRowBytes}); a binding holds whole rows back to back and must cover them
+ * rounded up to whole 4-byte words. Prefill (a GEMM over quantised weights) is not here yet.
+ *
+ * @example
+ * ```ts ignore
+ * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { quantize } from "../runtime/weights/quant.ts";
+ * import { matvecQuant } from "./quant_gemv.ts";
+ * const gpu = await openGpu();
+ * const W = Float32Array.from({ length: 4 * 256 }, (_, i) => Math.sin(i)); // N = 4, K = 256
+ * const w = gpu.storage("dense", quantize(W, "q4_k"));
+ * const x = gpu.storage("activations", new Float32Array(256).fill(1));
+ * const y = gpu.storage("activations", 4 * 4);
+ * gpu.submit([await matvecQuant(gpu, { x, w, y, K: 256, N: 4, type: "q4_k" })]);
+ * console.log(await gpu.readF32(y));
+ * ```
+ * @module
+ */
+import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/errors.ts";
+import { type DType, DTYPE_BYTES, DTYPE_CODE, DTYPES } from "../runtime/weights/dtype.ts";
+import { QUANT_BLOCK, QUANT_TYPES, type QuantType } from "../runtime/weights/quant.ts";
+import { ParamWriter } from "./registry.ts";
+import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
+import { gemvLayout, type KernelPreference, MATVEC } from "./linear.ts";
+import {
+  argBinding,
+  argBoolean,
+  argCount,
+  argDistinct,
+  argEvenRow,
+  argObject,
+  argOneOf,
+  placeholder,
+} from "./args.ts";
+
+/** A weight type the GEMV kernels read: a plain dtype or a block-quantised format. */
+export type WeightType = DType | QuantType;
+
+/** Every {@linkcode WeightType}. */
+export const WEIGHT_TYPES: readonly WeightType[] = [...DTYPES, ...QUANT_TYPES];
+
+/** The `WDTYPE` override of each weight type (`dtype.wgsl`, `quant.wgsl`). */
+export const WEIGHT_CODE: Readonly<Record<WeightType, number>> = Object.freeze({
+  ...DTYPE_CODE,
+  q8_0: 3,
+  q4_k: 4,
+});
+
+/** Whether a weight type is block-quantised. */
+export function isQuantType(t: WeightType): t is QuantType {
+  return t === "q8_0" || t === "q4_k";
+}
+
+/** Bytes of a row of `K` weights of type `t` (whole blocks for the quantised types). */
+export function weightRowBytes(K: number, t: WeightType): number {
+  if (isQuantType(t)) return (K / QUANT_BLOCK[t].values) * QUANT_BLOCK[t].bytes;
+  return K * DTYPE_BYTES[t];
+}
+
+/** Checks a weight type argument (`dtype`) and returns it. */
+export function argWeightType(argument: string, value: unknown): WeightType {
+  return argOneOf(argument, value, WEIGHT_TYPES, "weight type");
+}
+
+/**
+ * Checks that rows of `K` weights of `t` are whole words (16-bit dtypes: even) or whole blocks
+ * (Q8_0: a multiple of 32, Q4_K: of 256). `what` names the rows' owner in the message.
+ */
+export function argWeightRow(argument: string, K: number, t: WeightType, what: string): number {
+  if (!isQuantType(t)) return argEvenRow(argument, K, t, what);
+  const values = QUANT_BLOCK[t].values;
+  if (K % values !== 0) {
+    throw new ArgumentError(
+      argument,
+      `${t} ${what} need rows of whole ${values}-value blocks, got ${argument}=${K}`,
+      `${t} stores blocks of ${values} values; pad the rows or use another type`,
+    );
+  }
+  return K;
+}
+
+/**
+ * The GEMV layout for rows of `K` weights of `t` on this device: `gemvLayout`'s rule, applied to the
+ * row's stored bytes for the quantised types.
+ */
+export function weightGemvLayout(
+  gpu: Gpu,
+  K: number,
+  t: WeightType,
+  kernels: KernelPreference = "auto",
+): GemvLayout {
+  if (!isQuantType(t)) return gemvLayout(gpu, K, t, kernels);
+  return gemvLayout(gpu, Math.max(1, Math.floor(weightRowBytes(K, t) / 4)), "f32", kernels);
+}
+
+/** Arguments of {@linkcode matvecQuant}. */
+export interface MatvecQuantArgs {
+  /** Input activations, f32 `[T, K]` row-major. */
+  x: Binding;
+  /** Weights `[N, K]`, `N` rows of `type` blocks back to back (as stored in a GGUF file). */
+  w: Binding;
+  /** Output f32 `[T, N]`; must not share a buffer with `x` or `w`. */
+  y: Binding;
+  /** Rows of `x` (tokens), 1 to 8; default 1. */
+  T?: number;
+  /** Inputs per row: a multiple of 32 (Q8_0) or 256 (Q4_K). */
+  K: number;
+  /** Outputs per row. */
+  N: number;
+  /** The weights' format. */
+  type: QuantType;
+  /** Add the product to `y` instead of overwriting it. Default false. */
+  accumulate?: boolean;
+  /** The GEMV layout (default: {@linkcode weightGemvLayout}); for A/B runs and tests. */
+  layout?: GemvLayout;
+  /** `portable` keeps to the portable GEMV layouts (see `gemvLayout`). */
+  kernels?: KernelPreference;
+}
+
+/** Rows of `x` one pass over the weights handles (`matvec.wgsl`'s TB). */
+const QUANT_TB = 1;
+
+/**
+ * Builds the decode GEMV `y[t, n] = W[n, :] · x[t, :]` (`+=` with `accumulate`) over Q8_0 or Q4_K
+ * weights, decoded in registers: every lane of a row takes every TPR-th block, reads its bytes as
+ * `u32` words (Q8_0 blocks are only 2-byte aligned) and its x values as `vec4`s.
+ *
+ * @throws {ArgumentError} naming the bad argument: sizes, a `K` that is not whole blocks, an unknown
+ *   type, bindings too small or sharing a buffer, a bad layout.
+ * @example
+ * ```ts ignore
+ * const y = gpu.storage("activations", 3 * 64 * 4);
+ * gpu.submit([await matvecQuant(gpu, { x, w, y, T: 3, K: 4096, N: 64, type: "q8_0" })]);
+ * ```
+ */
+export async function matvecQuant(gpu: Gpu, args: MatvecQuantArgs): Promise<Dispatch> {
+  argObject(args);
+  const T = argCount("T", args.T ?? 1, 1, 8);
+  const K = argCount("K", args.K);
+  const N = argCount("N", args.N);
+  const type = argOneOf("type", args.type, QUANT_TYPES, "quantised format");
+  argWeightRow("K", K, type, "weights");
+  const accumulate = args.accumulate === undefined
+    ? false
+    : argBoolean("accumulate", args.accumulate);
+  const bytes = Math.ceil((N * weightRowBytes(K, type)) / 4) * 4;
+  const x = argBinding(gpu, "x", args.x, T * K * 4, `f32 [T=${T}, K=${K}]`);
+  const w = argBinding(gpu, "w", args.w, bytes, `${type} [N=${N}, K=${K}]`);
+  const y = argBinding(gpu, "y", args.y, T * N * 4, `f32 [T=${T}, N=${N}]`);
+  argDistinct("y", y, { x, w });
+  const layout = args.layout === undefined
+    ? weightGemvLayout(gpu, K, type, args.kernels ?? "auto")
+    : checkGemvLayout(gpu, args.layout, "layout");
+  const pipeline = await gpu.pipeline(gemvSource(MATVEC, layout), {
+    ...gemvConstants(layout),
+    TB: QUANT_TB,
+    WDTYPE: WEIGHT_CODE[type],
+    ACC: accumulate ? 1 : 0,
+  });
+  const params = gpu.uniform(new ParamWriter().u32(T, K, N, 1).bytes(), "matvec.params");
+  // x is read as vec4 (K is a multiple of 32); the vec4 weight view is bound but not read.
+  const xv = { ...x, size: T * K * 4 };
+  const wv = w.size >= 16 ? { ...w, size: w.size - (w.size % 16) } : placeholder(gpu);
+  return gpu.dispatch(
+    pipeline,
+    [params, x, wv, w, y, xv],
+    gpu.grid(Math.ceil(N / layout.ROWS)),
+    `matvec.${type}:${layout.name}`,
+  );
+}

@@ -1,0 +1,260 @@
+// Decode GEMVs over Q8_0 / Q4_K weights (matvec.wgsl, moe.wgsl with quant.wgsl) against a CPU
+// dequantise-then-multiply reference, on ragged shapes (odd block counts per row put Q8_0 rows at
+// 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside NaN-filled buffers.
+import assert from "node:assert/strict";
+import type { Gpu } from "../runtime/gpu/device.ts";
+import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
+import { type GemvLayout, gemvLayoutName } from "./gemv.ts";
+import { moeDown, moeDownCombine, moeGateUp } from "./moe.ts";
+import { matvecQuant, weightRowBytes } from "./quant_gemv.ts";
+import { moeDownCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
+import {
+  assertClose,
+  bindForTest,
+  GPU_TEST,
+  poisoned,
+  randn,
+  rejects,
+  testGpu,
+} from "./test_util.ts";
+
+/** `bytes` zero-padded to whole 4-byte words (GPU writes and bindings are word-sized). */
+function words(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  out.set(bytes);
+  return out;
+}
+
+/** y[t, n] = sum_k W[n, k] x[t, k] in float64 (plus `acc`). */
+function matvecRef(
+  W: Float32Array,
+  x: Float32Array,
+  T: number,
+  K: number,
+  N: number,
+  acc?: Float32Array,
+) {
+  const y = new Float64Array(T * N);
+  for (let t = 0; t < T; t++) {
+    for (let n = 0; n < N; n++) {
+      let s = acc ? acc[t * N + n] : 0;
+      for (let k = 0; k < K; k++) s += W[n * K + k] * x[t * K + k];
+      y[t * N + n] = s;
+    }
+  }
+  return y;
+}
+
+/** A small portable layout: 4 lanes per row, so a lane handles several blocks of a row. */
+const NARROW: GemvLayout = Object.freeze({
+  name: gemvLayoutName({ TPR: 4, ROWS: 8, UNROLL: 1, reduction: "tree" }),
+  TPR: 4,
+  ROWS: 8,
+  UNROLL: 1,
+  reduction: "tree",
+});
+
+Deno.test({
+  name: "matvecQuant (Q8_0, Q4_K) matches dequantise-then-multiply on ragged shapes",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const cases: [QuantType, number, number, number, boolean, GemvLayout | undefined][] = [
+      ["q8_0", 1, 32, 5, false, undefined],
+      ["q8_0", 3, 96, 37, true, undefined], // 3 blocks a row: odd rows start at 2 mod 4
+      ["q8_0", 2, 352, 9, false, NARROW], // 11 blocks a row over 4 lanes
+      ["q4_k", 1, 256, 7, false, undefined],
+      ["q4_k", 2, 768, 19, true, NARROW], // 12 units a row over 4 lanes
+    ];
+    for (const [i, [type, T, K, N, accumulate, layout]] of cases.entries()) {
+      const made: GPUBuffer[] = [];
+      const Wf = randn(N * K, 0.5);
+      const q = quantize(Wf, type);
+      assert.equal(q.byteLength, N * weightRowBytes(K, type));
+      const W = dequantize(q, type);
+      const x = randn(T * K);
+      const y0 = randn(T * N);
+      const y = poisoned(gpu, T * N + 16);
+      if (accumulate) gpu.write(y, y0);
+      made.push(y);
+      gpu.submit([
+        await matvecQuant(gpu, {
+          x: bindForTest(gpu, x, i, made),
+          w: bindForTest(gpu, words(q), i + 1, made),
+          y: { buffer: y, offset: 0, size: T * N * 4 },
+          T,
+          K,
+          N,
+          type,
+          accumulate,
+          layout,
+        }),
+      ]);
+      const got = await gpu.readF32(y, 0, T * N + 16);
+      const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""} ${layout?.name ?? ""}`;
+      assertClose(
+        got.subarray(0, T * N),
+        matvecRef(W, x, T, K, N, accumulate ? y0 : undefined),
+        1e-5,
+        what,
+      );
+      assert.ok(got.subarray(T * N).every(Number.isNaN), `${what}: wrote past y`);
+      // The quantisation itself: close to the f32 weights' product.
+      if (!accumulate) {
+        assertClose(got.subarray(0, T * N), matvecRef(Wf, x, T, K, N), 0.1, `${what} vs f32`);
+      }
+      for (const b of made) b.destroy();
+    }
+  },
+});
+
+/** A pool of `slots` slots holding `E` random quantised experts [rows, cols] at permuted slots. */
+function quantPool(
+  gpu: Gpu,
+  E: number,
+  slots: number,
+  rows: number,
+  cols: number,
+  type: QuantType,
+) {
+  const mats = Array.from({ length: E }, () => quantize(randn(rows * cols, 0.3), type));
+  const slotBytes = Math.ceil(mats[0].byteLength / 256) * 256;
+  const buf = gpu.storage("experts", slotBytes * slots);
+  const table = Uint32Array.from({ length: E }, (_, e) => slots - 1 - e);
+  mats.forEach((m, e) => gpu.write(buf, words(m), table[e] * slotBytes));
+  return { rounded: mats.map((m) => dequantize(m, type)), buf, table, slotWords: slotBytes / 4 };
+}
+
+for (const type of ["q8_0", "q4_k"] as QuantType[]) {
+  Deno.test({
+    name: `moe gate_up, down and down_combine (${type}) match the reference through the slot table`,
+    ...GPU_TEST,
+    fn: async () => {
+      const gpu = await testGpu();
+      const cases = type === "q8_0"
+        ? [[1, 2, 64, 96, 4], [3, 3, 96, 32, 5]] // I = 96: down rows of 3 blocks
+        : [[2, 2, 256, 512, 3], [1, 3, 512, 256, 4]];
+      for (const [T, topK, H, I, E] of cases) {
+        const g = quantPool(gpu, E, E + 1, I, H, type);
+        const u = quantPool(gpu, E, E + 1, I, H, type);
+        const d = quantPool(gpu, E, E + 1, H, I, type);
+        const table = gpu.storage("experts", g.table);
+        const ids = Uint32Array.from({ length: T * topK }, (_, p) => (p * 7 + 3) % E);
+        const x = randn(T * H), w = randn(T * topK), res = randn(T * H);
+        const so = randn(T * H), sg = randn(T);
+        const hBuf = poisoned(gpu, T * topK * I);
+        const yBuf = poisoned(gpu, T * topK * H);
+        const out = gpu.storage("activations", res);
+        const common = {
+          table,
+          ids: gpu.storage("activations", ids),
+          T,
+          topK,
+          hidden: H,
+          inter: I,
+          dtype: type,
+        };
+        gpu.submit([
+          await moeGateUp(gpu, {
+            ...common,
+            x: gpu.storage("activations", x),
+            gate: g.buf,
+            up: u.buf,
+            out: hBuf,
+            slotWords: g.slotWords,
+          }),
+          await moeDown(gpu, {
+            ...common,
+            x: hBuf,
+            down: d.buf,
+            out: yBuf,
+            slotWords: d.slotWords,
+          }),
+          await moeDownCombine(gpu, {
+            ...common,
+            x: hBuf,
+            down: d.buf,
+            out,
+            slotWords: d.slotWords,
+            weights: gpu.storage("activations", w),
+            shared: { out: gpu.storage("activations", so), gate: gpu.storage("activations", sg) },
+          }),
+        ]);
+        const what = `${type} T=${T} topK=${topK} H=${H} I=${I}`;
+        const h = await gpu.readF32(hBuf, 0, T * topK * I);
+        assertClose(
+          h,
+          moeGateUpRef(x, g.rounded, u.rounded, ids, T, topK, H, I),
+          1e-5,
+          `gate_up ${what}`,
+        );
+        const y = await gpu.readF32(yBuf, 0, T * topK * H);
+        assertClose(y, moeDownRef(h, d.rounded, ids, T * topK, H, I), 1e-5, `down ${what}`);
+        const ref = moeDownCombineRef(h, d.rounded, ids, w, res, T, topK, H, I, {
+          out: so,
+          gate: sg,
+        });
+        assertClose(await gpu.readF32(out, 0, T * H), ref, 1e-5, `down_combine ${what}`);
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "quantised moe: an expert without a slot gives NaN",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const [H, I, E] = [64, 32, 3];
+    const g = quantPool(gpu, E, E, I, H, "q8_0");
+    const table = g.table.slice();
+    table[1] = 0xffffffff;
+    const out = poisoned(gpu, 2 * I);
+    gpu.submit([
+      await moeGateUp(gpu, {
+        table: gpu.storage("experts", table),
+        ids: gpu.storage("activations", new Uint32Array([0, 1])),
+        T: 1,
+        topK: 2,
+        hidden: H,
+        inter: I,
+        dtype: "q8_0",
+        x: gpu.storage("activations", randn(H)),
+        gate: g.buf,
+        up: g.buf,
+        out,
+        slotWords: g.slotWords,
+      }),
+    ]);
+    const h = await gpu.readF32(out, 0, 2 * I);
+    assert.ok(h.subarray(0, I).every(Number.isFinite), "resident expert computed");
+    assert.ok(h.subarray(I).every(Number.isNaN), "missing expert flagged as NaN");
+  },
+});
+
+Deno.test({
+  name: "quantised GEMV builders reject bad arguments",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const b = gpu.storage("activations", 4096), o = gpu.storage("activations", 4096);
+    const mv = { x: b, w: b, y: o, K: 256, N: 4, type: "q4_k" as QuantType };
+    await rejects(matvecQuant(gpu, { ...mv, K: 128 }), "K", "whole 256-value blocks");
+    await rejects(matvecQuant(gpu, { ...mv, type: "q5_k" as QuantType }), "type");
+    await rejects(matvecQuant(gpu, { ...mv, N: 40 }), "w", "q4_k [N=40, K=256]");
+    await rejects(matvecQuant(gpu, { ...mv, T: 9 }), "T");
+    await rejects(matvecQuant(gpu, { ...mv, y: b }), "y", "distinct");
+    const moe = { table: b, ids: b, T: 1, topK: 2, hidden: 64, inter: 32, dtype: "q8_0" as const };
+    await rejects(
+      moeDown(gpu, { ...moe, hidden: 48, x: b, down: b, out: o, slotWords: 4096 }),
+      "hidden",
+      "32-value",
+    );
+    // 64 rows of 34 bytes = 2176 bytes = 544 words at least.
+    await rejects(
+      moeDown(gpu, { ...moe, x: b, down: b, out: o, slotWords: 540 }),
+      "slotWords",
+      "544",
+    );
+  },
+});

@@ -1,0 +1,112 @@
+/**
+ * The vocabulary of the expert uploaders (paths, the {@linkcode Uploader} interface, options,
+ * counters), kept apart from the two implementations. Import these from `./uploader.ts`, which
+ * re-exports every one.
+ *
+ * @module
+ */
+import { ArgumentError } from "../errors.ts";
+
+/** How expert bytes travel to the GPU. */
+export type UploadPath = "write" | "mapped";
+
+/** How the `mapped` path fills staging: parallel FFI `memcpy`, or `Uint8Array.set`. */
+export type FillMode = "ffi" | "set";
+
+/** What an uploader has done so far. */
+export interface UploaderStats {
+  /** The path in use. */
+  path: UploadPath;
+  /** How staging is filled (`mapped`), or `writeBuffer`. */
+  fill: FillMode | "writeBuffer";
+  /** Parallel copies per fill (`mapped` with `ffi`), else 1. */
+  threads: number;
+  /** Bytes copied so far. */
+  bytes: number;
+  /** Staging map/unmap cycles completed (`mapped`). */
+  cycles: number;
+  /** Queue submissions of staged copies (`mapped`). */
+  submits: number;
+  /** `memcpy` calls run on Deno's worker threads (`mapped` with `ffi`). */
+  pieces: number;
+  /** Seconds spent filling staging buffers on the CPU (`mapped`). */
+  fillSeconds: number;
+  /** Seconds spent waiting for a staging buffer to be remapped (`mapped`). */
+  waitSeconds: number;
+  /**
+   * Seconds the JS thread spent in WebGPU calls of the staging cycle (`mapped`): `getMappedRange`,
+   * `unmap`, encoding and submitting the copies, `mapAsync`. Fills cannot complete meanwhile.
+   */
+  callSeconds: number;
+  /** Staging buffers in the ring and bytes each (`mapped`; 0 for `write`). */
+  stagingBuffers: number;
+  stagingBytes: number;
+}
+
+/** One range for {@linkcode Uploader.uploadMany}. */
+export interface UploadItem {
+  /** Destination buffer. */
+  readonly dst: GPUBuffer;
+  /** Byte offset in `dst` (a multiple of 4). */
+  readonly offset: number;
+  /** The bytes; must stay valid until the promise settles. */
+  readonly data: Uint8Array;
+}
+
+/** Copies host bytes into GPU buffers. */
+export interface Uploader {
+  /** The path in use. */
+  readonly path: UploadPath;
+  /** Bytes copied so far. */
+  readonly bytes: number;
+  /** Counters and timings. */
+  readonly stats: UploaderStats;
+  /**
+   * Copies `data` into `dst` at byte `offset` (a multiple of 4); a ragged tail is padded with zeros
+   * to 4 bytes. May wait for a staging buffer. `data` must stay valid until the promise settles.
+   */
+  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Copies several ranges, as {@linkcode upload} each, in order. On `mapped` the fills of all of
+   * them share the copy threads at once (one wait per staging buffer instead of one per range),
+   * which is how the engine copies a layer's experts.
+   */
+  uploadMany(items: readonly UploadItem[]): Promise<void>;
+  /** Submits every staged copy (no-op for `write`). Throws while an upload is in flight. */
+  flush(): void;
+  /**
+   * Submits what is staged and frees the staging buffers; the promise resolves once they are
+   * destroyed (after any pending remap settles). Await it before destroying the device.
+   */
+  dispose(): Promise<void>;
+}
+
+/** Options of {@linkcode createUploader}. */
+export interface UploaderOptions {
+  /** Bytes per staging buffer (`mapped`); a multiple of 4, at least 256; default 64 MiB. */
+  stagingBytes?: number;
+  /** Staging buffers in the ring (`mapped`); default 3. */
+  buffers?: number;
+  /**
+   * Parallel `memcpy` calls per fill (`mapped`); default `min(8, navigator.hardwareConcurrency)`.
+   */
+  threads?: number;
+  /**
+   * Least bytes per parallel piece (`mapped`); copies shorter than this use `Uint8Array.set`.
+   * At least 64; default 256 KiB.
+   */
+  minPieceBytes?: number;
+  /**
+   * How staging is filled (`mapped`): `auto` (default) uses FFI `memcpy` when permitted and
+   * `Uint8Array.set` otherwise, with a notice through `log`; `ffi` throws when FFI is unusable.
+   */
+  fill?: "auto" | FillMode;
+  /** Receives one-line notices (e.g. the `set` fallback), each at most once. Default stderr. */
+  log?: (message: string) => void;
+}
+
+/** The error for the first destination offset that is not a multiple of 4, if any. */
+export function badOffset(items: readonly { offset: number }[]): ArgumentError | undefined {
+  const it = items.find((i) => !Number.isSafeInteger(i.offset) || i.offset < 0 || i.offset % 4);
+  return it && new ArgumentError("offset", `must be a multiple of 4, got ${it.offset}`);
+}

@@ -1,0 +1,149 @@
+/**
+ * The registry of architectures: the one list of what Pregate runs. The CLI's list, config parsing
+ * (`config.ts`), tensor names (`names.ts`), `makeModel`'s presets and `inspect` all derive from it,
+ * and {@linkcode buildForward} builds a pass through it. Adding an architecture is one file beside
+ * this one (an {@linkcode Architecture}, see `../architecture.ts`) and one line in `REGISTRY`.
+ *
+ * @example
+ * ```ts
+ * import { ARCHITECTURES, archNamed } from "./mod.ts";
+ * console.log(ARCHITECTURES); // ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "switch_transformers"]
+ * console.log(archNamed("qwen3_moe").make.hfClass); // Qwen3MoeForCausalLM
+ * ```
+ * @module
+ */
+import type { Gpu } from "../../gpu/device.ts";
+import { ConfigError } from "../../errors.ts";
+import type { Architecture } from "../architecture.ts";
+import type { ModelWeights } from "../gpu_weights.ts";
+import type { ModelConfig } from "../model_config.ts";
+import type { ForwardOptions, ForwardPlan } from "../plan.ts";
+import { allocState, type RunState, type StateSizes } from "../state.ts";
+import type { TensorStore } from "../../weights/safetensors.ts";
+import { type UploadOptions, uploadWeights } from "../weights.ts";
+import { mixtral } from "./mixtral.ts";
+import { olmoe } from "./olmoe.ts";
+import { qwen2Moe } from "./qwen2_moe.ts";
+import { qwen3Moe } from "./qwen3_moe.ts";
+import { switchTransformers } from "./switch_transformers.ts";
+
+/** Every architecture, in listing order. */
+const REGISTRY = [mixtral, qwen2Moe, qwen3Moe, olmoe, switchTransformers] as const;
+
+/** The name (HF `model_type`) of a registered architecture. */
+export type Arch = typeof REGISTRY[number]["name"];
+
+/**
+ * The registered architectures' names, in listing order.
+ *
+ * @example
+ * ```ts
+ * import { ARCHITECTURES } from "./mod.ts";
+ * console.log(ARCHITECTURES.join(", ")); // mixtral, qwen2_moe, qwen3_moe, olmoe, switch_transformers
+ * ```
+ */
+export const ARCHITECTURES: readonly Arch[] = Object.freeze(REGISTRY.map((a) => a.name));
+
+/**
+ * Whether `name` is a registered architecture.
+ *
+ * @example
+ * ```ts
+ * import { isArch } from "./mod.ts";
+ * console.log(isArch("olmoe"), isArch("llama")); // true false
+ * ```
+ */
+export function isArch(name: unknown): name is Arch {
+  return ARCHITECTURES.includes(name as Arch);
+}
+
+/**
+ * The architecture registered as `name`.
+ *
+ * @throws {ConfigError} for an unregistered name, listing the registered ones (`where` names the
+ *   file the name came from, e.g. a config.json).
+ *
+ * @example
+ * ```ts
+ * import { archNamed } from "./mod.ts";
+ * console.log(archNamed("mixtral").description);
+ * ```
+ */
+export function archNamed(name: string, where = "model_type"): Architecture {
+  const arch = REGISTRY.find((a) => a.name === name);
+  if (!arch) {
+    throw new ConfigError(
+      `${where}: unsupported model_type ${JSON.stringify(name)}`,
+      `supported architectures: ${ARCHITECTURES.join(", ")}`,
+    );
+  }
+  return arch;
+}
+
+/**
+ * The architecture of a parsed configuration.
+ *
+ * @example
+ * ```ts ignore
+ * const tensors = archOf(cfg).tensors(cfg);
+ * ```
+ */
+export function archOf(cfg: ModelConfig): Architecture {
+  return archNamed(cfg.arch, "config");
+}
+
+/**
+ * Builds the forward plan of `cfg` over `opts.T` tokens at positions state.pos[0]..., with the
+ * architecture's own forward definition.
+ *
+ * @example
+ * ```ts ignore
+ * const plan = await buildForward(gpu, cfg, weights, state, { T: ids.length, logits: "all" });
+ * await new Executor(gpu, RESIDENT).run(plan); // runtime/executor.ts
+ * ```
+ */
+export function buildForward(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  weights: ModelWeights,
+  state: RunState,
+  opts: ForwardOptions,
+): Promise<ForwardPlan> {
+  return archOf(cfg).buildForward(gpu, cfg, weights, state, opts);
+}
+
+/**
+ * Uploads the weights of `cfg` from `store`: the decoder's (`weights.ts`), or what an
+ * encoder-decoder architecture uploads itself.
+ *
+ * @example
+ * ```ts ignore
+ * const weights = uploadModelWeights(gpu, cfg, store, { experts: "resident" });
+ * ```
+ */
+export function uploadModelWeights(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  store: TensorStore,
+  opts: UploadOptions,
+): ModelWeights {
+  const ed = archOf(cfg).encoderDecoder;
+  return ed ? ed.uploadWeights(gpu, cfg, store, opts) : uploadWeights(gpu, cfg, store, opts);
+}
+
+/**
+ * Allocates the run state of `cfg` (an encoder-decoder's with room for `maxEncoder` encoder tokens).
+ *
+ * @example
+ * ```ts ignore
+ * const state = allocModelState(gpu, cfg, { maxT: 128, maxSeq: 2048, maxEncoder: 512 });
+ * ```
+ */
+export function allocModelState(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  sizes: StateSizes & { maxEncoder: number },
+): RunState {
+  const ed = archOf(cfg).encoderDecoder;
+  return ed ? ed.allocState(gpu, cfg, sizes) : allocState(gpu, cfg, sizes);
+}

@@ -1,0 +1,142 @@
+/**
+ * The GPU weights' shapes, as the forward blocks and the executors see them: a matrix in its file
+ * dtype ({@linkcode GpuMatrix}), a SwiGLU MLP, a decoder layer's and a model's weights, and the
+ * expert slots of a MoE layer ({@linkcode ExpertPool}: one stacked buffer per projection
+ * `[slots, rows, cols]` plus a slot table `u32[experts]`, expert -> slot, that the MoE kernels read;
+ * resident mode gives every expert its own slot, the offloading engine fewer). Uploading a
+ * checkpoint into these is `weights.ts`'s job.
+ *
+ * @example
+ * ```ts ignore
+ * import { expertPool } from "./gpu_weights.ts";
+ * const pool = expertPool(gpu, 64, 16, 1024, 2048, "bf16"); // 16 slots for 64 experts
+ * console.log(pool.bytes.gateUp);
+ * ```
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { BudgetError } from "../errors.ts";
+import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
+import type { Tensor } from "../weights/safetensors.ts";
+import type { FfnActivation } from "./model_config.ts";
+
+/** A weight matrix `[rows, cols]` (rows = outputs) on the GPU, packed in its dtype. */
+export interface GpuMatrix {
+  readonly buffer: GPUBuffer;
+  readonly dtype: DType;
+  readonly rows: number;
+  readonly cols: number;
+}
+
+/** The projections of an MLP: SwiGLU's gate, up and down, or a ReLU MLP's `wi` (gate) and `wo` (down). */
+export interface GpuMlp {
+  readonly gate: GpuMatrix;
+  /** Absent in a ReLU MLP. */
+  readonly up?: GpuMatrix;
+  readonly down: GpuMatrix;
+}
+
+/**
+ * Expert slots of one MoE layer: stacked projections `[slots, inter, hidden]` (gate, up) and
+ * `[slots, hidden, inter]` (down), and the slot table `u32[experts]` (expert -> slot). ReLU experts
+ * (Switch) have no up projection: `wi` is held as `gate`, `wo` as `down`.
+ */
+export interface ExpertPool {
+  readonly gate: GPUBuffer;
+  /** Null for ReLU experts. */
+  readonly up: GPUBuffer | null;
+  readonly down: GPUBuffer;
+  readonly table: GPUBuffer;
+  readonly dtype: DType;
+  readonly slots: number;
+  readonly experts: number;
+  readonly inter: number;
+  readonly hidden: number;
+  /** Bytes of one expert in each projection (gate and up are equal). */
+  readonly bytes: { readonly gateUp: number; readonly down: number };
+}
+
+/** The GPU weights of one decoder layer. */
+export interface LayerWeights {
+  readonly inputNorm: GPUBuffer;
+  readonly postNorm: GPUBuffer;
+  readonly q: GpuMatrix;
+  readonly k: GpuMatrix;
+  readonly v: GpuMatrix;
+  readonly o: GpuMatrix;
+  readonly bias?: { readonly q: GPUBuffer; readonly k: GPUBuffer; readonly v: GPUBuffer };
+  readonly qkNorm?: { readonly q: GPUBuffer; readonly k: GPUBuffer };
+  readonly ffn:
+    | ({ readonly kind: "dense" } & GpuMlp)
+    | {
+      readonly kind: "moe";
+      readonly router: GpuMatrix;
+      /** f32 [experts]: the router's bias (Switch with `router_bias`). */
+      readonly routerBias?: GPUBuffer;
+      /** A trained pre-gate for the next MoE layer, when the checkpoint has one. */
+      readonly pregate?: GpuMatrix;
+      /** The layer's expert pool (null when experts live off the GPU and slots are elsewhere). */
+      readonly pool: ExpertPool | null;
+      readonly shared?: GpuMlp & { readonly gateWeight: GpuMatrix };
+    };
+}
+
+/** All GPU weights of a model. */
+export interface ModelWeights {
+  readonly embed: GpuMatrix;
+  readonly lmHead: GpuMatrix;
+  readonly finalNorm: GPUBuffer;
+  readonly layers: readonly LayerWeights[];
+}
+
+/** Writes a tensor's bytes (zero-copy view of the mapped file) into `buffer` at `offset`. */
+export function uploadTensor(gpu: Gpu, t: Tensor, buffer: GPUBuffer, offset = 0): void {
+  gpu.write(buffer, t.bytes(), offset);
+}
+
+/**
+ * Bytes of one slot of one projection of an expert pool: an (inter x hidden) matrix in `dtype`,
+ * rounded up to 256 bytes so each slot can also be bound on its own.
+ */
+export function expertSlotBytes(inter: number, hidden: number, dtype: DType): number {
+  return Math.ceil((inter * hidden * DTYPE_BYTES[dtype]) / 256) * 256;
+}
+
+/**
+ * Allocates an expert pool of `slots` slots for `experts` experts of shape (inter, hidden) in
+ * `dtype`, without an up projection for `relu` experts. Slot sizes are rounded up to 256 bytes so
+ * each slot can also be bound on its own.
+ */
+export function expertPool(
+  gpu: Gpu,
+  experts: number,
+  slots: number,
+  inter: number,
+  hidden: number,
+  dtype: DType,
+  act: FfnActivation = "swiglu",
+): ExpertPool {
+  const slotBytes = expertSlotBytes(inter, hidden, dtype);
+  const size = slotBytes * slots;
+  const maxBind = gpu.limits.maxStorageBufferBindingSize;
+  if (size > maxBind) {
+    throw new BudgetError(
+      `an expert pool of ${slots} slots x ${slotBytes} bytes (${size} bytes) exceeds this GPU's ` +
+        `storage binding limit of ${maxBind} bytes`,
+      undefined,
+      "use fewer expert slots (offloading modes) or a device with a larger maxStorageBufferBindingSize",
+    );
+  }
+  return {
+    gate: gpu.storage("experts", size, "experts.gate"),
+    up: act === "relu" ? null : gpu.storage("experts", size, "experts.up"),
+    down: gpu.storage("experts", size, "experts.down"),
+    table: gpu.storage("experts", experts * 4, "experts.table"),
+    dtype,
+    slots,
+    experts,
+    inter,
+    hidden,
+    bytes: { gateUp: slotBytes, down: slotBytes },
+  };
+}

@@ -1,0 +1,101 @@
+// Cross-check against llama.cpp itself (npm node-llama-cpp 3.21.1, CPU): llama.cpp loads a tiny
+// llama-architecture GGUF written by Pregate's writer (F16, Q8_0 and Q4_K matrices, a byte-level
+// BPE vocabulary with merges), tokenizes a prompt with the file's vocabulary and decodes greedily;
+// the tokens are checked against a CPU reference forward that reads the same file through
+// Pregate's GGUF reader and dequantisers (tests/llama_cpp_model.ts).
+//
+// node-llama-cpp is not a dependency of the project (its npm install pulls every platform's
+// llama.cpp binaries, ~730 MB with CUDA and Vulkan, too much for node_modules and the GPU host's
+// carry). The test runs where PREGATE_LLAMA_CPP names a directory holding a CPU-only install:
+//   mkdir -p /tmp/nlc && cd /tmp/nlc && npm init -y && npm i --omit=optional --ignore-scripts \
+//     node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1        # 83 MB, about 5 s
+//   PREGATE_LLAMA_CPP=/tmp/nlc deno test -A tests/llama_cpp_test.ts
+// llama.cpp runs in its own Deno process (tests/llama_cpp_greedy.mjs), outside this project's
+// configuration, with one thread.
+//
+// What is compared: llama.cpp quantises activations (F16 / Q8_0 / Q8_K) and keeps its KV cache in
+// F16, so its logits differ from any other implementation's by a few hundredths of their spread
+// and a near-tie can flip a greedy choice. The check is therefore teacher-forced: every token
+// llama.cpp picked must be the reference's greedy choice at that step, or within GAP_TOLERANCE of
+// its logit (in units of the logits' standard deviation); with F16 weights the whole greedy
+// sequences must be equal. A wrong tensor orientation, block layout, RoPE mode or vocabulary
+// misses by whole standard deviations from the first token on.
+import assert from "node:assert/strict";
+import { openGguf } from "../runtime/weights/gguf.ts";
+import {
+  tinyLlamaGaps,
+  tinyLlamaGreedy,
+  tinyTokenize,
+  type TinyType,
+  writeTinyLlama,
+} from "./llama_cpp_model.ts";
+
+const INSTALL = Deno.env.get("PREGATE_LLAMA_CPP");
+const PROMPT = "the cat sat on the mat";
+const STEPS = 16;
+/** The most a llama.cpp token's logit may sit below the reference's best, in logit std units. */
+const GAP_TOLERANCE = 0.08;
+
+/** Runs llama.cpp greedy decoding on `model` in its own process. */
+async function llamaCpp(
+  model: string,
+): Promise<{ prompt: number[]; tokens: number[]; version: string }> {
+  const script = new URL("llama_cpp_greedy.mjs", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--no-config",
+      "--node-modules-dir=manual",
+      script,
+      INSTALL!,
+      model,
+      PROMPT,
+      `${STEPS}`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, `llama.cpp run failed:\n${new TextDecoder().decode(out.stderr)}`);
+  return JSON.parse(text.trim().split("\n").at(-1)!);
+}
+
+for (const type of ["f16", "q8_0", "q4_k"] as TinyType[]) {
+  Deno.test({
+    name: `llama.cpp decodes a Pregate-written ${type} GGUF as Pregate's reference does`,
+    ignore: !INSTALL,
+    sanitizeResources: false,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
+      try {
+        const path = `${dir}/tiny-${type}.gguf`;
+        await writeTinyLlama(path, type, 2);
+        const ll = await llamaCpp(path);
+        assert.equal(ll.version, "3.21.1");
+        assert.deepEqual(ll.prompt, tinyTokenize(PROMPT), "llama.cpp's tokens of the prompt");
+        assert.equal(ll.tokens.length, STEPS);
+        const g = openGguf(path);
+        try {
+          const gaps = tinyLlamaGaps(g, ll.prompt, ll.tokens);
+          const rel = gaps.map((x) => x.gap / x.spread);
+          const worst = Math.max(...rel);
+          assert.ok(
+            worst <= GAP_TOLERANCE,
+            `llama.cpp's tokens ${ll.tokens} sit up to ${worst.toFixed(3)} logit std below the ` +
+              `reference's best (per step: ${rel.map((r) => r.toFixed(3))})`,
+          );
+          const exact = rel.filter((r) => r === 0).length;
+          assert.ok(exact >= STEPS - 2, `${exact} of ${STEPS} steps are the reference's choice`);
+          if (type === "f16") {
+            assert.deepEqual(ll.tokens, tinyLlamaGreedy(g, ll.prompt, STEPS).tokens);
+          }
+        } finally {
+          g.close();
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
