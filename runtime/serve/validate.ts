@@ -329,7 +329,13 @@ function messages(v: unknown): ChatMessage[] {
  * @example
  * ```ts
  * import { validateChatRequest } from "./validate.ts";
- * validateChatRequest({ model: "m", messages: [] }, "m"); // throws: messages must be non-empty
+ * const req = validateChatRequest({ model: "m", messages: [{ role: "user", content: "Hi" }] }, "m");
+ * console.log(req.kind, req.messages); // chat [{ role: "user", content: "Hi" }]
+ * try {
+ *   validateChatRequest({ model: "m", messages: [] }, "m");
+ * } catch (e) {
+ *   console.log((e as Error).message); // messages: expected a non-empty list of {role, content}, got []
+ * }
  * ```
  */
 export function validateChatRequest(body: unknown, modelId: string): ChatRequest {

@@ -25,8 +25,10 @@
  *
  * @example
  * ```ts
- * import { switchTransformers } from "./switch_transformers.ts";
+ * // Through the registry: it and the architecture files import each other, so import it first.
+ * import { archNamed } from "./mod.ts";
  * import { SWITCH_PRESETS, switchConfigJson } from "./switch_presets.ts";
+ * const switchTransformers = archNamed("switch_transformers");
  * const cfg = switchTransformers.parseConfig(switchConfigJson(SWITCH_PRESETS["switch-tiny"]), "config.json");
  * console.log(cfg.stacks, cfg.layers.map((l) => l.ffn.kind));
  * ```
