@@ -15,8 +15,12 @@ import {
   poisoned,
   randn,
   rejects,
+  relError,
   testGpu,
 } from "./test_util.ts";
+
+/** Normwise error bound of dequantised random normal weights against the f32 ones, per type. */
+const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = { q8_0: 0.01, q4_k: 0.1 };
 
 /** `bytes` zero-padded to whole 4-byte words (GPU writes and bindings are word-sized). */
 function words(bytes: Uint8Array): Uint8Array {
@@ -99,10 +103,14 @@ Deno.test({
         what,
       );
       assert.ok(got.subarray(T * N).every(Number.isNaN), `${what}: wrote past y`);
-      // The quantisation itself: close to the f32 weights' product.
-      if (!accumulate) {
-        assertClose(got.subarray(0, T * N), matvecRef(Wf, x, T, K, N), 0.1, `${what} vs f32`);
-      }
+      // The quantisation itself: close to the f32 weights. Checked on the weights (N * K values,
+      // normwise error 0.005 for Q8_0 and 0.07 for Q4_K with little spread), not on the N outputs,
+      // whose normwise error against the f32 product varies too much over seeds at N = 7.
+      const wErr = relError(W, Wf);
+      assert.ok(
+        wErr < QUANT_WEIGHT_TOL[type],
+        `${what}: weights off f32 by ${wErr.toExponential(3)}`,
+      );
       for (const b of made) b.destroy();
     }
   },
