@@ -1,14 +1,14 @@
 // Pregate must work when imported from an http(s) URL, not only from disk: nothing may read its own
 // files through the file system. This test serves the repository on loopback with Deno.serve and, in
-// a separate Deno process (so the project's lockfile is not touched), imports mod.ts and
-// kernels/mod.ts (the package's `.` and `./kernels` exports) from http://127.0.0.1:PORT/ and runs a
-// kernel through them.
+// a separate Deno process (so the project's lockfile is not touched), imports mod.ts,
+// kernels/mod.ts and runtime/weights/mod.ts (the package's `.`, `./kernels` and `./weights`
+// exports) from http://127.0.0.1:PORT/, runs a kernel through them and round-trips a Q8_0 block.
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);
 
 Deno.test({
-  name: "mod.ts and kernels/mod.ts imported from an http URL run a kernel",
+  name: "mod.ts, kernels/mod.ts and runtime/weights/mod.ts imported from an http URL work",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -34,6 +34,10 @@ Deno.test({
       const script = `
         const mod = await import("http://127.0.0.1:${port}/mod.ts");
         const kernels = await import("http://127.0.0.1:${port}/kernels/mod.ts");
+        const weights = await import("http://127.0.0.1:${port}/runtime/weights/mod.ts");
+        const block = Float32Array.from({ length: 32 }, (_, i) => i - 16);
+        const back = weights.dequantize(weights.quantize(block, "q8_0"), "q8_0");
+        console.log(JSON.stringify([...back].map((v, i) => Math.abs(v - block[i]) < 0.07)));
         const gpu = await mod.openGpu({ gpu: "native" });
         const a = gpu.storage("activations", new Float32Array([1, 2, 3]));
         const b = gpu.storage("activations", new Float32Array([10, 20, 30]));
@@ -49,9 +53,10 @@ Deno.test({
         stderr: "piped",
       });
       const res = await cmd.output();
-      const stdout = new TextDecoder().decode(res.stdout).trim().split("\n").at(-1);
+      const lines = new TextDecoder().decode(res.stdout).trim().split("\n");
       assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
-      assert.deepEqual(JSON.parse(stdout ?? ""), [11, 22, 33]);
+      assert.deepEqual(JSON.parse(lines.at(-2) ?? ""), Array(32).fill(true));
+      assert.deepEqual(JSON.parse(lines.at(-1) ?? ""), [11, 22, 33]);
       assert.ok(requested.includes("/kernels/elementwise.wgsl"), `requested: ${requested}`);
     } finally {
       ac.abort();
