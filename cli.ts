@@ -317,11 +317,7 @@ const COMMANDS: Record<string, Command> = {
       const context = intFlag(v.context, "--context", 2, EVAL_CONTEXT);
       const text = await readTextFile(v.text, "--text");
       const tokenizer = await loadTokenizer(requireModel(v.model));
-      // Pre-gated runs go token by token, as decoding does, so the hit rate is per token.
-      const pregated = parseMode(v.mode) === "pregated";
-      const model = await openModel({ ...v, context: String(context) }, {
-        prefillChunk: pregated ? 1 : undefined,
-      });
+      const model = await openModel({ ...v, context: String(context) });
       try {
         let shown = 0;
         const r = await evaluatePerplexity(model, tokenizer, text, {

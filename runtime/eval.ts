@@ -10,10 +10,9 @@
  *    the CPU from the float32 logits; perplexity = exp(loss).
  *
  * With pre-gating, `pregate_hit_rate` is the share of the experts the true router chose that the
- * pre-gate had predicted, from the model's counters (see {@linkcode Model.offloadCounters}). The
- * engine counts per forward pass, over the union of its tokens' experts, so a per-token rate needs
- * a model loaded with `prefillChunk: 1` (one token per pass, as in decoding); `pregate eval` does
- * that in pregated mode.
+ * pre-gate had predicted, from the model's counters (see {@linkcode Model.offloadCounters}): the
+ * engine counts each token's prediction against that token's routing, so a window of T tokens
+ * counts as T decode steps would.
  *
  * @example
  * ```ts ignore

@@ -122,7 +122,10 @@ export interface EngineStats {
   /** Of those: filling staging (memcpy; mapped path) and waiting for a staging buffer's remap. */
   uploadFillSeconds: number;
   uploadStagingWaitSeconds: number;
-  /** Experts the pre-gate predicted correctly / experts chosen in layers that had a prediction. */
+  /**
+   * Per token, router choices the pre-gate had predicted / all router choices, in layers that had a
+   * prediction.
+   */
   pregateHits: number;
   pregateChosen: number;
   /** Expert acquisitions for compute found resident / all of them. */
@@ -180,10 +183,9 @@ export function countStats(events: EventHub<EngineEvents>, stats: EngineStats): 
     stats.uploadStagingWaitSeconds += e.stagingWaitSeconds;
   });
   events.on("layer", (r) => {
-    if (r.predicted) {
-      stats.pregateChosen += r.chosen.length;
-      stats.pregateHits += r.pregateHits;
-    }
+    // Per token: a pass of T tokens counts each token's prediction against its own routing.
+    stats.pregateChosen += r.tokenChoices;
+    stats.pregateHits += r.tokenHits;
     stats.cacheHits += r.cacheHits;
     stats.cacheLookups += r.cacheLookups;
   });

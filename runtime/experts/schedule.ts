@@ -216,6 +216,13 @@ export interface LayerReport {
   readonly onDemand: number[];
   /** Of `chosen`, those in `predicted` (0 without a prediction). */
   readonly pregateHits: number;
+  /**
+   * Per token: the router's experts the pre-gate had predicted for that same token, summed over the
+   * pass's tokens, and all the router's choices (`tokens x topK`); 0 and 0 without a prediction or
+   * a routing readback. For one token these equal `pregateHits` and `chosen.length`.
+   */
+  readonly tokenHits: number;
+  readonly tokenChoices: number;
   /** Compute acquisitions found resident, and all of them (summed over rounds). */
   readonly cacheHits: number;
   readonly cacheLookups: number;
@@ -417,6 +424,7 @@ export class Scheduler {
       uploaded: distinct([...(early?.uploaded ?? []), ...onDemand]),
       onDemand,
       pregateHits: pset ? chosen!.filter((e) => pset.has(e)).length : 0,
+      ...perTokenHits(routed, predictedHere, this.#tokens),
       cacheHits: rounds.reduce((n, r) => n + r.hits, 0),
       cacheLookups: compute.length,
     };
@@ -515,4 +523,27 @@ function chunks<T>(xs: T[], n: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
   return out;
+}
+
+/** Per-token agreement of the pre-gate's prediction with the router's choice (both `T x topK`). */
+function perTokenHits(
+  routed: Uint32Array | null,
+  predicted: Uint32Array | null,
+  tokens: number,
+): { tokenHits: number; tokenChoices: number } {
+  if (!routed || !predicted || predicted.length !== routed.length || tokens < 1) {
+    return { tokenHits: 0, tokenChoices: 0 };
+  }
+  const k = routed.length / tokens;
+  let hits = 0;
+  for (let i = 0; i < routed.length; i++) {
+    const t0 = i - (i % k);
+    for (let j = t0; j < t0 + k; j++) {
+      if (predicted[j] === routed[i]) {
+        hits++;
+        break;
+      }
+    }
+  }
+  return { tokenHits: hits, tokenChoices: routed.length };
 }

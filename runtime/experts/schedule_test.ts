@@ -48,6 +48,8 @@ Deno.test("pregated exact: the router's experts; misses on demand, the predictio
     uploaded: [4, 5, 7],
     onDemand: [7],
     pregateHits: 1,
+    tokenHits: 1,
+    tokenChoices: 2,
     cacheHits: 1,
     cacheLookups: 2,
   });
@@ -151,4 +153,27 @@ Deno.test("bad calls are typed errors naming the argument", () => {
     "pregate",
   );
   bad(() => new Scheduler({ mode: "on-demand", experts: 4, layers: [0], slots: 0 }), "slots");
+});
+
+Deno.test("pre-gate hits are counted per token: a pass of two tokens whose predictions are swapped hits nothing", () => {
+  const s = new Scheduler({
+    mode: "pregated",
+    pregate: "exact",
+    experts: 8,
+    layers: [0, 1],
+    slots: 8,
+  });
+  s.beginPass(2);
+  // Layer 0 predicts layer 1: token 0 -> {1, 2}, token 1 -> {3, 4}.
+  s.layer(0, new Uint32Array([0, 5, 0, 5]), new Uint32Array([1, 2, 3, 4]));
+  // Layer 1's router: token 0 -> {3, 4}, token 1 -> {2, 1}: every expert predicted for some token.
+  const d = s.layer(1, new Uint32Array([3, 4, 2, 1]), null);
+  assert.equal(d.report.pregateHits, 4, "over the pass's union every chosen expert was predicted");
+  assert.equal(d.report.tokenHits, 0, "but not for the token that chose it");
+  assert.equal(d.report.tokenChoices, 4);
+  s.beginPass(1);
+  s.layer(0, new Uint32Array([0, 5]), new Uint32Array([1, 2]));
+  const one = s.layer(1, new Uint32Array([2, 7]), null);
+  assert.equal(one.report.tokenHits, 1);
+  assert.equal(one.report.tokenHits, one.report.pregateHits, "one token: the two counts agree");
 });
