@@ -16,10 +16,10 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { Json, ModelConfig } from "./model_config.ts";
 import type { ExpectedTensor, TensorNaming } from "./tensor_names.ts";
-import type { ModelWeights } from "./gpu_weights.ts";
+import type { LayerWeights, ModelWeights } from "./gpu_weights.ts";
 import type { RunState, StateSizes } from "./state.ts";
 import type { TensorStore } from "../weights/safetensors.ts";
-import type { UploadOptions } from "./weights.ts";
+import type { UploadOptions, WeightUpload } from "./weights.ts";
 import type { DType } from "../weights/dtype.ts";
 import type { ForwardOptions, ForwardPlan } from "./plan.ts";
 import type { ConfigStyle, DimRules, ModelDims, PresetSpec } from "./model_dims.ts";
@@ -67,14 +67,24 @@ export interface HfConfigFiles {
  * @example
  * ```ts ignore
  * const ed = archOf(cfg).encoderDecoder!;
- * const weights = ed.uploadWeights(gpu, cfg, store, { experts: "resident" });
+ * const weights = uploadModelWeights(gpu, cfg, store, { experts: "resident" }); // arch/mod.ts
  * const state = ed.allocState(gpu, cfg, { maxT: 128, maxSeq: 512, maxEncoder: 512 });
  * const encoder = await ed.buildEncoder(gpu, cfg, weights, state, { T: 20, logits: "last" });
  * ```
  */
 export interface EncoderDecoderSpec {
-  /** Uploads every weight: the layers' as {@linkcode ModelWeights} and the architecture's own beside them. */
-  uploadWeights(gpu: Gpu, cfg: ModelConfig, store: TensorStore, opts: UploadOptions): ModelWeights;
+  /**
+   * Uploads every weight: the layers' as {@linkcode ModelWeights} and the architecture's own beside
+   * them, through `up` (it queues; the hook runs it); `uploadLayer(i)` queues layer i's common
+   * weights. (The registry passes both in, so arch files need not import the upload module.)
+   */
+  uploadWeights(
+    up: WeightUpload,
+    cfg: ModelConfig,
+    store: TensorStore,
+    opts: UploadOptions,
+    uploadLayer: (i: number) => LayerWeights,
+  ): ModelWeights;
   /** Allocates the run state, with room for `maxEncoder` encoder tokens. */
   allocState(gpu: Gpu, cfg: ModelConfig, sizes: StateSizes & { maxEncoder: number }): RunState;
   /** Builds the encoder's pass over `opts.T` encoder tokens (state.ids). */

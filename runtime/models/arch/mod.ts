@@ -20,7 +20,7 @@ import type { ModelConfig } from "../model_config.ts";
 import type { ForwardOptions, ForwardPlan } from "../plan.ts";
 import { allocState, type RunState, type StateSizes } from "../state.ts";
 import type { TensorStore } from "../../weights/safetensors.ts";
-import { type UploadOptions, uploadWeights } from "../weights.ts";
+import { uploadLayer, type UploadOptions, uploadWeights, WeightUpload } from "../weights.ts";
 import { mixtral } from "./mixtral.ts";
 import { olmoe } from "./olmoe.ts";
 import { qwen2Moe } from "./qwen2_moe.ts";
@@ -128,7 +128,9 @@ export function uploadModelWeights(
   opts: UploadOptions,
 ): ModelWeights {
   const ed = archOf(cfg).encoderDecoder;
-  return ed ? ed.uploadWeights(gpu, cfg, store, opts) : uploadWeights(gpu, cfg, store, opts);
+  if (!ed) return uploadWeights(gpu, cfg, store, opts);
+  const up = new WeightUpload(gpu, store);
+  return ed.uploadWeights(up, cfg, store, opts, (i) => uploadLayer(up, cfg, i, opts.experts));
 }
 
 /**

@@ -47,7 +47,8 @@ import { plainJson, PyFloat, pyJson } from "../py_json.ts";
 import type { RunState } from "../state.ts";
 import { allocT5State, stackOf, T5Blocks, type T5State, type T5Weights } from "../t5_blocks.ts";
 import type { ExpectedTensor, LayerNames, Projection, TensorRole } from "../tensor_names.ts";
-import { uploadLayer, type UploadOptions, WeightUpload } from "../weights.ts";
+import type { UploadOptions, WeightUpload } from "../weights.ts";
+import type { LayerWeights } from "../gpu_weights.ts";
 import type { TensorStore } from "../../weights/safetensors.ts";
 import type { DType } from "../../weights/dtype.ts";
 import {
@@ -189,12 +190,13 @@ function tensors(cfg: ModelConfig): ExpectedTensor[] {
 // ---- weights and state
 
 function uploadWeights(
-  gpu: Gpu,
+  up: WeightUpload,
   cfg: ModelConfig,
   store: TensorStore,
   opts: UploadOptions,
+  uploadLayer: (i: number) => LayerWeights,
 ): T5Weights {
-  const sc = switchOf(cfg), n = switchNames(sc), up = new WeightUpload(gpu, store);
+  const sc = switchOf(cfg), n = switchNames(sc);
   const H = cfg.hidden, V = cfg.vocabSize, Q = cfg.heads * cfg.headDim;
   const embed = up.matrix(
     pickSwitchEmbedding(n, (t) => store.has(t)) ?? n.embedCandidates[0],
@@ -207,7 +209,7 @@ function uploadWeights(
   const finalNorm = up.vector(n.decoderFinalNorm, H, {
     derive: (w) => w.map((x) => x * sc.headScale),
   });
-  const layers = cfg.layers.map((_, i) => uploadLayer(up, cfg, i, opts.experts));
+  const layers = cfg.layers.map((_, i) => uploadLayer(i));
   const width = 2 * sc.relMaxDistance + 1;
   const table = (stack: "encoder" | "decoder") =>
     up.vector(n[stack][0].relBias!, sc.heads * width, {
