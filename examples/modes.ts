@@ -1,7 +1,7 @@
 /**
- * The modes example: runs the embedded checkpoints (tiny random MoE models of four architectures, written by
- * Hugging Face transformers' own save_pretrained, in tests/fixtures/hf/) on the GPU it finds,
- * generates greedily, and checks each result against the tokens HF transformers produced. Then it
+ * The modes example: runs the embedded checkpoints (tiny random MoE models of four architectures,
+ * written by Hugging Face transformers' own save_pretrained, in tests/fixtures/hf/) on the GPU it
+ * finds, generates greedily, and checks each result against the tokens HF transformers produced. Then it
  * runs one of them with the experts kept off the GPU in each offloading mode and compares tokens,
  * GPU memory and expert traffic.
  *
