@@ -17,6 +17,7 @@
  * The HF parity check and the four modes on the random fixtures: `examples/modes.ts`.
  * @module
  */
+import { relative } from "node:path";
 import { parseArgs } from "node:util";
 import { type GpuChoice, openGpu } from "../runtime/gpu/device.ts";
 import { ArgumentError, PregateError } from "../runtime/errors.ts";
@@ -25,6 +26,8 @@ import { traceToSvg } from "../runtime/experts/trace_svg.ts";
 import { type GenerateStats, loadModel, type Model } from "../runtime/model.ts";
 import { formatBytes, inspectModel, type InspectReport } from "../runtime/models/inspect.ts";
 import type { MoeFfn } from "../runtime/models/config.ts";
+import { pregateNames } from "../runtime/models/names.ts";
+import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { checkOutputFile, writeTextOutput } from "../runtime/output_files.ts";
 import { generateText } from "../runtime/text/generate_text.ts";
 import { loadTokenizer } from "../runtime/text/tokenizer.ts";
@@ -127,13 +130,30 @@ async function residentLoadBytes(dir: string, model: Model): Promise<number> {
   return bytes;
 }
 
+/** `path` relative to the working directory when it lies below it, else as given. */
+function displayPath(path: string): string {
+  const rel = relative(Deno.cwd(), path);
+  return rel !== "" && !rel.startsWith("..") ? rel : path;
+}
+
+/** Whether the checkpoint in `dir` carries any of the model's trained pre-gates. */
+function hasTrainedPregates(dir: string, model: Model): boolean {
+  const store = openCheckpoint(dir);
+  try {
+    return pregateNames(model.config).some((name) => store.has(name));
+  } finally {
+    store.close();
+  }
+}
+
 async function run(o: DemoOptions): Promise<void> {
   const tokenizer = await loadTokenizer(o.model);
   const opening = progress("opening the GPU");
   const gpu = await openGpu({ gpu: o.gpu, log: (m) => console.error(m) });
   opening.done(gpu.describe());
+  const shown = displayPath(o.model);
   const loading = progress(
-    `loading ${o.model} (${o.mode}${o.mode === "pregated" ? `, ${o.pregate}` : ""})`,
+    `loading ${shown} (${o.mode}${o.mode === "pregated" ? `, ${o.pregate}` : ""})`,
   );
   const before = gpu.memory().current;
   const model = await loadModel(o.model, {
@@ -170,45 +190,58 @@ async function run(o: DemoOptions): Promise<void> {
       await writeTextOutput(o.trace, traceToSvg(trace));
       tracePath = await Deno.realPath(o.trace);
     }
-    const report = await inspectModel(o.model);
-    console.log(
-      summary(o, model, report, stats, stats.peak_gpu_bytes - before, resident, tracePath),
-    );
+    console.log(summary(model, stats, {
+      model: o.model,
+      report: await inspectModel(o.model),
+      trainedPregates: hasTrainedPregates(o.model, model),
+      peak: stats.peak_gpu_bytes - before,
+      resident,
+      tracePath,
+    }));
   } finally {
     await model.dispose();
     gpu.destroy();
   }
 }
 
-function summary(
-  o: DemoOptions,
-  model: Model,
-  report: InspectReport,
-  st: GenerateStats,
-  peak: number,
-  resident: number,
-  tracePath: string | null,
-): string {
+/** What the summary reports besides the generation's statistics. */
+interface RunFacts {
+  /** The model directory. */
+  model: string;
+  /** The checkpoint, as inspected. */
+  report: InspectReport;
+  /** Whether the checkpoint carries trained pre-gates. */
+  trainedPregates: boolean;
+  /** Peak GPU bytes of this model during the generation. */
+  peak: number;
+  /** The same when resident (measured; see the module doc). */
+  resident: number;
+  /** Where the trace picture went, or null. */
+  tracePath: string | null;
+}
+
+function summary(model: Model, st: GenerateStats, f: RunFacts): string {
   const cfg = model.config, moe = cfg.layers.filter((l) => l.ffn.kind === "moe");
   const ffn = moe[0]?.ffn as MoeFfn | undefined;
-  const params = report.params, perExpert = report.expertBytes?.perExpert ?? 0;
-  const rate = (
-    x: number | null,
-  ) => (x === null ? "n/a" : `${x.toFixed(3)} (${(100 * x).toFixed(1)}%)`);
-  const copies = perExpert > 0 ? st.upload_bytes_per_token / perExpert : 0;
-  const mode = st.mode + (st.pregate
-    ? ` (pre-gate ${st.pregate}` +
-      (st.pregate === "strict" ? ": layers compute with the experts their pre-gate chose)" : ")")
-    : "");
+  const perExpert = f.report.expertBytes?.perExpert ?? 0;
+  const rate = (x: number | null, what: string) =>
+    x === null ? "n/a" : `${x.toFixed(3)} (${(100 * x).toFixed(1)}% ${what})`;
+  const upload = Math.round(st.upload_bytes_per_token);
+  const copies = perExpert > 0 ? upload / perExpert : 0;
+  const predictor = f.trainedPregates ? "trained pre-gates" : "next layer's router as pre-gate";
+  const mode = st.mode === "resident"
+    ? "resident (every weight on the GPU)"
+    : st.mode + (st.pregate ? `, pre-gate ${st.pregate} (${predictor})` : "") +
+      `, ${st.expert_slots} expert slots`;
   const rows: [string, string][] = [
     [
       "model",
-      `${o.model.split("/").filter(Boolean).at(-1)} (${cfg.arch}, ` +
-      `${(params.total / 1e6).toFixed(1)}M params, ${cfg.layers.length} layers` +
+      `${f.model.split("/").filter(Boolean).at(-1)} (${cfg.arch}, ` +
+      `${(f.report.params.total / 1e6).toFixed(1)}M params, ${cfg.layers.length} layers` +
       (ffn ? `, ${ffn.experts} experts top-${ffn.topK} in ${moe.length} MoE layers)` : ")"),
     ],
     ["device", st.gpu],
-    ["mode", `${mode}, ${st.expert_slots ?? 0} expert slots`],
+    ["mode", mode],
     ["prefill", `${st.prompt_tokens} tokens at ${st.prefill_tokens_per_s.toFixed(1)} tokens/s`],
     [
       "decode",
@@ -216,18 +249,18 @@ function summary(
     ],
     [
       "upload/token",
-      `${st.upload_bytes_per_token} bytes (${formatBytes(st.upload_bytes_per_token)}` +
+      `${upload} bytes (${formatBytes(upload)}` +
       (copies > 0 ? `: ${copies.toFixed(1)} expert copies of ${formatBytes(perExpert)})` : ")"),
     ],
     [
       "peak GPU",
-      `${peak} bytes (${formatBytes(peak)}) vs resident ${resident} bytes ` +
-      `(${formatBytes(resident)}): ${(100 * peak / resident).toFixed(0)}%`,
+      `${f.peak} bytes (${formatBytes(f.peak)}) vs resident ${f.resident} bytes ` +
+      `(${formatBytes(f.resident)}): ${(100 * f.peak / f.resident).toFixed(0)}%`,
     ],
-    ["pre-gate hit", rate(st.pregate_hit_rate)],
-    ["cache hit", rate(st.expert_cache_hit_rate)],
+    ["pre-gate hit", rate(st.pregate_hit_rate, "of the routers' choices predicted a layer ahead")],
+    ["cache hit", rate(st.expert_cache_hit_rate, "of expert uses found in a GPU slot")],
     ["syncs/token", st.syncs_per_token.toFixed(2)],
-    ["trace", tracePath ?? "none (resident: no experts move)"],
+    ["trace", f.tracePath ?? "none (resident: no experts move)"],
   ];
   return "summary\n" + rows.map(([k, v]) => `  ${k.padEnd(13)} ${v}`).join("\n");
 }

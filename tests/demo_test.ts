@@ -49,7 +49,10 @@ Deno.test({
       const wordy = [...text].filter((c) => /[A-Za-z ]/.test(c)).length;
       assert.ok(wordy / text.length >= 0.75, `not mostly letters and spaces: '${text}'`);
       // the summary
-      assert.match(row(r.stdout, "mode"), /^pregated \(pre-gate strict/);
+      assert.match(
+        row(r.stdout, "mode"),
+        /^pregated, pre-gate strict \(trained pre-gates\), 4 expert slots$/,
+      );
       assert.match(row(r.stdout, "device"), /^native: /);
       assert.match(row(r.stdout, "decode"), /^8 tokens generated, [0-9.]+ tokens\/s/);
       const decodeRate = Number(row(r.stdout, "decode").match(/, ([0-9.]+) tokens\/s/)![1]);
