@@ -42,6 +42,7 @@ Deno.test({
       assert.match(r.stderr, /loading .*models\/demo \(pregated, strict\): .* on the GPU/);
       assert.match(r.stderr, /warming up \(compiling GPU kernels\)/);
       assert.match(r.stderr, /measuring resident memory/);
+      assert.doesNotMatch(r.stderr, /warning/, "the trained pre-gates are used, not warned about");
       // the text: the prompt, then its continuation in words
       assert.ok(r.stdout.startsWith(prompt), r.stdout);
       const text = r.stdout.slice(prompt.length, r.stdout.indexOf("\nsummary\n")).trim();
