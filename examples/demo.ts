@@ -6,6 +6,9 @@
  * (tokens/s, expert bytes uploaded per token, peak GPU bytes against resident, pre-gate and
  * expert-cache hit rates, device) and the expert trace is drawn as SVG. Progress goes to stderr.
  *
+ * Tokens are sampled (temperature 0.7, top-p 0.9, seed 1: the same text on the same device each
+ * run): greedy decoding of a model this small soon repeats a sentence; `--temperature 0` shows it.
+ *
  * Peak GPU bytes when resident are measured, not generated: the model is loaded a second time with
  * every expert on the GPU and that load's accounted bytes are added to this run's per-generation
  * buffers (the peak during generation above the bytes held after loading).
@@ -187,7 +190,7 @@ async function run(o: DemoOptions): Promise<void> {
     let tracePath: string | null = null;
     const trace = model.trace(); // the last generation's
     if (trace) {
-      await writeTextOutput(o.trace, traceToSvg(trace));
+      await writeTextOutput(o.trace, traceToSvg({ ...trace, model: shown }));
       tracePath = await Deno.realPath(o.trace);
     }
     console.log(summary(model, stats, {
