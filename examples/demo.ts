@@ -25,6 +25,7 @@ import { parseArgs } from "node:util";
 import { type GpuChoice, openGpu } from "../runtime/gpu/device.ts";
 import { ArgumentError, PregateError } from "../runtime/errors.ts";
 import { EXPERT_MODES, type ExpertMode, type PregatePolicy } from "../runtime/experts/engine.ts";
+import { summarizeTrace } from "../runtime/experts/trace.ts";
 import { traceToSvg } from "../runtime/experts/trace_svg.ts";
 import { type GenerateStats, loadModel, type Model } from "../runtime/model.ts";
 import { formatBytes, inspectModel, type InspectReport } from "../runtime/models/inspect.ts";
@@ -187,9 +188,10 @@ async function run(o: DemoOptions): Promise<void> {
     const resident = o.mode === "resident"
       ? stats.peak_gpu_bytes - before
       : await residentLoadBytes(o.model, model) + extra;
-    let tracePath: string | null = null;
+    let tracePath: string | null = null, onDemand: number | null = null;
     const trace = model.trace(); // the last generation's
     if (trace) {
+      onDemand = summarizeTrace(trace, { skipPrefill: true }).overall.onDemandPerToken;
       await writeTextOutput(o.trace, traceToSvg({ ...trace, model: shown }));
       tracePath = await Deno.realPath(o.trace);
     }
@@ -200,6 +202,7 @@ async function run(o: DemoOptions): Promise<void> {
       peak: stats.peak_gpu_bytes - before,
       resident,
       tracePath,
+      onDemand,
     }));
   } finally {
     await model.dispose();
@@ -221,6 +224,8 @@ interface RunFacts {
   resident: number;
   /** Where the trace picture went, or null. */
   tracePath: string | null;
+  /** Expert copies per decoded token that a layer waited for (from the trace), or null. */
+  onDemand: number | null;
 }
 
 function summary(model: Model, st: GenerateStats, f: RunFacts): string {
@@ -255,6 +260,10 @@ function summary(model: Model, st: GenerateStats, f: RunFacts): string {
       `${upload} bytes (${formatBytes(upload)}` +
       (copies > 0 ? `: ${copies.toFixed(1)} expert copies of ${formatBytes(perExpert)})` : ")"),
     ],
+    ...(f.onDemand === null ? [] : [[
+      "waited for",
+      `${f.onDemand.toFixed(2)} expert copies per token (the rest were prefetched or reused)`,
+    ] as [string, string]]),
     [
       "peak GPU",
       `${f.peak} bytes (${formatBytes(f.peak)}) vs resident ${f.resident} bytes ` +
