@@ -61,6 +61,9 @@ Deno.test({
       assert.ok(Number(row(r.stdout, "prefill").match(/at ([0-9.]+) tokens\/s/)![1]) > 0);
       const upload = Number(row(r.stdout, "upload/token").match(/^(\d+) bytes/)![1]);
       assert.ok(upload > 0, "pregated mode copies experts every token");
+      const copies = Number(row(r.stdout, "upload/token").match(/: ([0-9.]+) expert copies/)![1]);
+      const waited = Number(row(r.stdout, "waited for").split(" ")[0]);
+      assert.ok(waited >= 0 && waited < copies, `waited for ${waited} of ${copies} copies`);
       const [, peak, resident] = row(r.stdout, "peak GPU").match(
         /^(\d+) bytes .* resident (\d+) bytes/,
       )!
