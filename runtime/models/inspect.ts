@@ -24,7 +24,7 @@ import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
 import { type NonFiniteTensor, scanNonFinite } from "../weights/finite.ts";
 import { INDEX_FILE_NAME, openCheckpoint } from "../weights/safetensors.ts";
 import { loadConfig, type ModelConfig } from "./config.ts";
-import { type ExpectedTensor, expectedTensors } from "./names.ts";
+import { type ExpectedTensor, expectedTensors, pregateNames } from "./names.ts";
 import { countParams, type ParamCounts } from "./param_counts.ts";
 
 export { type ExpectedTensor, expectedTensors, type Projection, type TensorRole } from "./names.ts";
@@ -181,7 +181,8 @@ export interface InspectOptions {
 }
 
 /**
- * The tensors of a checkpoint (`names`) that the model of `cfg` does not use.
+ * The tensors of a checkpoint (`names`) that the model of `cfg` does not use (its optional trained
+ * pre-gates, {@linkcode pregateNames}, count as used).
  *
  * @example
  * ```ts
@@ -192,7 +193,7 @@ export interface InspectOptions {
  * ```
  */
 export function unusedTensors(cfg: ModelConfig, names: readonly string[]): string[] {
-  const wanted = new Set(expectedTensors(cfg).map((t) => t.name));
+  const wanted = new Set([...expectedTensors(cfg).map((t) => t.name), ...pregateNames(cfg)]);
   return names.filter((n) => !wanted.has(n));
 }
 
@@ -351,7 +352,7 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
         },
       );
     }
-    const wanted = new Set(expected.map((t) => t.name));
+    const wanted = new Set([...expected.map((t) => t.name), ...pregateNames(cfg)]);
     const dtypes: Record<string, DTypeCount> = {};
     let tensorBytes = 0;
     const unused: string[] = [];

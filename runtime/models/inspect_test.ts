@@ -11,7 +11,9 @@ import {
   formatInspect,
   inspectModel,
   type InspectReport,
+  unusedTensors,
 } from "./inspect.ts";
+import { pregateNames } from "./names.ts";
 import { makeModel } from "./make_model.ts";
 import { ARCHS, assertEquals, FIXTURES, withTemp } from "./model_test_util.ts";
 
@@ -368,4 +370,13 @@ Deno.test("check: every tensor holding NaN or Inf is named, with counts and the 
     assert(r.warnings[0].includes("lm_head.weight (1 NaN, 0 Inf; first at element 323)"));
     assert(formatInspect(r).includes("warning  3 tensor(s) hold NaN or Inf"));
   });
+});
+
+Deno.test("trained pre-gates count as used where a next MoE layer exists, across dense layers", async () => {
+  // layers: 0 MoE, 1 dense (mlp_only_layers), 2 MoE: layer 0's pre-gate chooses layer 2's experts
+  const cfg = await loadConfig(`${FIXTURES}/qwen3_moe`);
+  assertEquals(pregateNames(cfg), ["model.layers.0.mlp.pregate.weight"]);
+  const stray = ["model.layers.1.mlp.pregate.weight", "model.layers.2.mlp.pregate.weight"];
+  const names = [...expectedTensors(cfg).map((t) => t.name), ...pregateNames(cfg), ...stray];
+  assertEquals(unusedTensors(cfg, names), stray);
 });

@@ -98,3 +98,29 @@ export function pregateName(cfg: ModelConfig, i: number): string {
 export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
   return archOf(cfg).tensors(cfg);
 }
+
+/**
+ * The names of the trained pre-gates the model of `cfg` would use when its checkpoint holds them:
+ * one per MoE layer that has a next MoE layer in its stack ({@linkcode pregateName}). They are
+ * optional, so {@linkcode expectedTensors} leaves them out; a checkpoint holding them still uses them.
+ *
+ * @example
+ * ```ts
+ * import { pregateNames } from "./names.ts";
+ * import { loadConfig } from "./config.ts";
+ * const names = pregateNames(await loadConfig("tests/fixtures/hf/qwen3_moe"));
+ * console.log(names[0]); // model.layers.0.mlp.pregate.weight
+ * ```
+ */
+export function pregateNames(cfg: ModelConfig): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < cfg.layers.length; i++) {
+    if (cfg.layers[i].ffn.kind !== "moe") continue;
+    const stack = cfg.stacks?.find((s) => i >= s.first && i < s.first + s.count);
+    const end = stack ? stack.first + stack.count : cfg.layers.length;
+    let hasNext = false;
+    for (let j = i + 1; j < end && !hasNext; j++) hasNext = cfg.layers[j].ffn.kind === "moe";
+    if (hasNext) out.push(pregateName(cfg, i));
+  }
+  return out;
+}

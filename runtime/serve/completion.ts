@@ -96,6 +96,7 @@ export class CompletionRun {
     // The prompt is already encoded: the generation starts from its ids.
     this.#generation = new TextGeneration(model, tokenizer, prepared.prompt, {
       maxTokens: prepared.maxTokens,
+      chat: r.kind === "chat",
       temperature: r.temperature,
       topP: r.topP,
       seed: r.seed ?? seed,

@@ -65,6 +65,35 @@ export function renderChat(
   }
 }
 
+/**
+ * The special token that closes a turn in the model's chat template (`<|im_end|>`, `<|eot_id|>`,
+ * `</s>`, ...), as ids: a chat reply ends there even when the model's EOS is another token. Found
+ * by rendering an assistant turn and reading the special token right after its text; empty when
+ * the model has no template, the template rejects the probe, or no special token follows.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(endOfTurnIds(tok)); // [2] for ChatML's <|im_end|> at id 2
+ * ```
+ */
+export function endOfTurnIds(tokenizer: Tokenizer): number[] {
+  if (tokenizer.chatTemplate === null) return [];
+  const probe = "\u2063probe\u2063";
+  let text: string;
+  try {
+    text = renderChat(tokenizer, [
+      { role: "user", content: "hi" },
+      { role: "assistant", content: probe },
+    ], { addGenerationPrompt: false });
+  } catch {
+    return [];
+  }
+  const at = text.lastIndexOf(probe);
+  if (at < 0) return [];
+  const first = tokenizer.encode(text.slice(at + probe.length).trimStart())[0];
+  return first !== undefined && tokenizer.isSpecial(first) ? [first] : [];
+}
+
 function compiled(tokenizer: Tokenizer): Template {
   let t = templates.get(tokenizer);
   if (t) return t;

@@ -17,22 +17,25 @@
  */
 import { ArgumentError, TokenizerError } from "../errors.ts";
 import type { GenerateOptions, GenerateStats, Model } from "../model.ts";
-import { type ChatMessage, renderChat } from "./chat.ts";
+import { type ChatMessage, endOfTurnIds, renderChat } from "./chat.ts";
 import { DecodeStream } from "./detokenize.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Options of {@linkcode generateText}. */
 export interface TextGenerateOptions extends GenerateOptions {
   /**
-   * Apply the model's chat template (a string prompt becomes one user message); implied when the
-   * input is a list of messages. Default false.
+   * Apply the model's chat template (a string prompt becomes one user message) and stop at its
+   * end-of-turn token; implied when the input is a list of messages. Default false.
    */
   chat?: boolean;
   /** Add the tokenizer's special tokens (e.g. Llama's `<s>`) to a plain prompt; default true. */
   addSpecialTokens?: boolean;
   /** Leave special tokens out of the text; default true. */
   skipSpecialTokens?: boolean;
-  /** Stop at the tokenizer's and the model config's EOS ids (not printed); default true. */
+  /**
+   * Stop at the tokenizer's and the model config's EOS ids (not printed), and when chatting at the
+   * chat template's end-of-turn token too ({@linkcode endOfTurnIds}); default true.
+   */
   stopAtEos?: boolean;
 }
 
@@ -93,7 +96,12 @@ export class TextGeneration implements AsyncIterable<string> {
 
   async *#run(): AsyncGenerator<string> {
     const opts = this.#opts;
-    const eos = new Set(opts.stopAtEos === false ? [] : this.#tokenizer.eosIds);
+    const eos = new Set(
+      opts.stopAtEos === false ? [] : [
+        ...this.#tokenizer.eosIds,
+        ...(opts.chat ? endOfTurnIds(this.#tokenizer) : []),
+      ],
+    );
     const stream = new DecodeStream(this.#tokenizer, {
       context: this.promptIds,
       skipSpecialTokens: opts.skipSpecialTokens ?? true,
@@ -142,7 +150,9 @@ export function generateText(
   input: string | readonly ChatMessage[],
   opts: TextGenerateOptions = {},
 ): TextGeneration {
-  return new TextGeneration(model, tokenizer, encodePrompt(model, tokenizer, input, opts), opts);
+  const chat = typeof input !== "string" || opts.chat === true;
+  const prompt = encodePrompt(model, tokenizer, input, opts);
+  return new TextGeneration(model, tokenizer, prompt, { ...opts, chat });
 }
 
 /**
