@@ -279,7 +279,7 @@ export async function measureUploadRate(
   const store = openCheckpoint(dir);
   const host = new HostExpertStore(cfg, store);
   const slots = Math.max(2, Math.min(16, Math.floor(2 ** 30 / host.bytesPerExpert)));
-  const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype, host.act);
+  const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.types, host.act);
   const layer = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
   // The engine's staging ring for a layer of `slots` experts (runtime/experts/engine.ts).
   const uploader = createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));
