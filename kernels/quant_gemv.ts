@@ -12,7 +12,8 @@
  *
  * A row of `K` values is `K / 32` Q8_0 blocks of 34 bytes or `K / 256` Q4_K super-blocks of 144
  * bytes ({@linkcode weightRowBytes}); a binding holds whole rows back to back and must cover them
- * rounded up to whole 4-byte words. Prefill (a GEMM over quantised weights) is not here yet.
+ * rounded up to whole 4-byte words. Prefill over quantised weights is `linear`'s: the portable
+ * `matmul` decodes blocks while it stages them (`quant_values.wgsl`).
  *
  * @example
  * ```ts ignore
