@@ -354,12 +354,20 @@ export function ggufStore(g: GgufFile, cfg: ModelConfig, log?: (m: string) => vo
 export function ggufModelConfig(g: GgufFile): ModelConfig {
   const arch = archOfGguf(g.string("general.architecture"), g.path);
   const { raw, origin } = ggufConfig(g, arch.name, arch.gguf!);
+  const where = `${g.path} (config from its metadata)`;
   try {
-    return arch.parseConfig(raw, `${g.path} (config from its metadata)`);
+    return arch.parseConfig(raw, where);
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
-    const keys = [...origin].filter(([field]) => e.message.includes(field));
-    throw new GgufError(g.path, e.message, {
+    // The field the error is about comes first ('field'), then any other it names.
+    const keys = [...origin].filter(([field]) => e.message.includes(field))
+      .sort(([a], [b]) =>
+        Number(e.message.includes(`'${b}'`)) - Number(e.message.includes(`'${a}'`))
+      );
+    const message = e.message.startsWith(`${where}: `)
+      ? e.message.slice(where.length + 2)
+      : e.message;
+    throw new GgufError(g.path, message, {
       key: keys[0]?.[1],
       hint: keys.length
         ? `config fields from the file: ${keys.map(([f, k]) => `${f} <- ${k}`).join(", ")}`
