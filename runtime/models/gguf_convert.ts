@@ -25,7 +25,8 @@
 import { ConfigError } from "../errors.ts";
 import { packWeights } from "../weights/dtype.ts";
 import { type GgufTensorToWrite, ggufValue as v, writeGguf } from "../weights/gguf_writer.ts";
-import { QUANT_BLOCK, QUANT_GGML_NAME, quantize } from "../weights/quant.ts";
+import { QUANT_BLOCK, QUANT_GGML_NAME } from "../weights/quant.ts";
+import { QuantPool } from "../weights/quant_pool.ts";
 import { openCheckpoint, type TensorStore } from "../weights/safetensors.ts";
 import { isQuantType, type WeightType } from "../weights/weight_type.ts";
 import { readTokenizerFiles } from "../text/tokenizer.ts";
@@ -55,6 +56,8 @@ export interface ConvertOptions {
    * tokenizer.json, which is written so anyway. Default false.
    */
   noVocab?: boolean;
+  /** Quantising threads (default: the machine's cores, at most 16; 1 quantises inline). */
+  threads?: number;
   /** One-line notices (fallback types, a missing tokenizer). */
   log?: (message: string) => void;
   /** Progress: tensors written, tensors in all. */
@@ -98,11 +101,39 @@ const GGML_NAME: Readonly<Record<WeightType, string>> = {
   ...QUANT_GGML_NAME,
 };
 
-/** The bytes of `values` in weight type `t`. */
-function encode(values: Float32Array, t: WeightType): Uint8Array {
-  if (isQuantType(t)) return quantize(values, t);
+/** The bytes of `values` in weight type `t` (quantised on `pool`'s threads). */
+async function encode(values: Float32Array, t: WeightType, pool: QuantPool): Promise<Uint8Array> {
+  if (isQuantType(t)) return await pool.quantize(values, t);
   const words = packWeights(values, t);
   return new Uint8Array(words.buffer, words.byteOffset, values.length * (t === "f32" ? 4 : 2));
+}
+
+/**
+ * The data of GGUF tensor `p` in type `t`: its checkpoint tensors (several: stacked experts)
+ * encoded in order, a window of them at a time so that the pool's threads stay busy.
+ */
+async function* tensorData(
+  p: Planned,
+  t: WeightType,
+  store: TensorStore,
+  pool: QuantPool,
+): AsyncGenerator<Uint8Array> {
+  const one = async ({ name, src }: Planned["sources"][number]) => {
+    const bytes = await encode(store.tensorF32(name), t, pool);
+    if (src.heads === undefined) return bytes;
+    return permuteQkRows(bytes, store.describe(name).shape[0], src.heads, true);
+  };
+  const window = Math.max(2, 2 * pool.threads), jobs: Promise<Uint8Array>[] = [];
+  const start = (i: number) => {
+    const job = one(p.sources[i]);
+    job.catch(() => {}); // awaited in order below
+    jobs.push(job);
+  };
+  for (let i = 0; i < Math.min(window, p.sources.length); i++) start(i);
+  for (let i = 0; i < p.sources.length; i++) {
+    yield await jobs[i];
+    if (i + window < p.sources.length) start(i + window);
+  }
 }
 
 /** One GGUF tensor: the checkpoint tensors it holds (several: stacked experts) and its form. */
@@ -171,6 +202,7 @@ export async function convertToGguf(opts: ConvertOptions): Promise<ConvertResult
     }
   }
   const store = openCheckpoint(opts.model, { log: opts.log });
+  const pool = new QuantPool(isQuantType(opts.type) ? opts.threads : 1);
   try {
     const planned = plan(cfg, store, opts.pregates ?? false);
     const types: Record<string, number> = {};
@@ -183,15 +215,8 @@ export async function convertToGguf(opts: ConvertOptions): Promise<ConvertResult
         name: p.gguf,
         type: name,
         shape: p.shape,
-        data: function* () {
-          for (const { name, src } of p.sources) {
-            let bytes = encode(store.tensorF32(name), t);
-            if (src.heads !== undefined) {
-              const rows = store.describe(name).shape[0];
-              bytes = permuteQkRows(bytes, rows, src.heads, true);
-            }
-            yield bytes;
-          }
+        data: async function* () {
+          yield* tensorData(p, t, store, pool);
           opts.onProgress?.(++done, planned.length);
         },
       };
@@ -208,6 +233,7 @@ export async function convertToGguf(opts: ConvertOptions): Promise<ConvertResult
     const w = await writeGguf(opts.out, { ...metadata, ...vocab }, tensors);
     return { path: w.path, bytes: w.byteLength, types, vocab: hasVocab };
   } finally {
+    pool.close();
     store.close();
   }
 }
