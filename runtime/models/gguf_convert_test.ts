@@ -123,3 +123,17 @@ Deno.test("the q/k permutation of llama.cpp's llama graph inverts", () => {
   const order = Array.from({ length: 8 }, (_, r) => to[r * rowBytes] / rowBytes);
   assert.deepEqual(order, [0, 4, 1, 5, 2, 6, 3, 7]);
 });
+
+Deno.test("pregate convert writes the file; bad flags are usage errors", () =>
+  withDir(async (dir) => {
+    const { main } = await import("../../cli.ts");
+    const out = `${dir}/c.gguf`;
+    const args = ["convert", "--model", `${FIXTURES}mixtral`, "--out", out, "--json"];
+    assert.equal(await main([...args, "--type", "q8_0", "--threads", "1"]), 0);
+    const g = openGguf(out);
+    assert.equal(g.string("general.architecture"), "llama");
+    g.close();
+    assert.equal(await main([...args.slice(0, 5), "--type", "q5_k"]), 2);
+    assert.equal(await main([...args, "--type", "q8_0", "--threads", "0"]), 2);
+    assert.equal(await main(["convert", "--model", `${FIXTURES}mixtral`, "--type", "f16"]), 2);
+  }));
