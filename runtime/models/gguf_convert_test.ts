@@ -86,7 +86,11 @@ Deno.test("matrix types fall back as llama-quantize's do; vectors and routers st
 
 Deno.test("a checkpoint without tokenizer.json is written without a vocabulary", () =>
   withDir(async (dir) => {
-    const r = await convertToGguf({ model: `${FIXTURES}olmoe`, out: `${dir}/o.gguf`, type: "f16" });
+    const r = await convertToGguf({
+      model: `${FIXTURES}mixtral`,
+      out: `${dir}/o.gguf`,
+      type: "f16",
+    });
     assert.equal(r.vocab, false);
     const g = openGguf(`${dir}/o.gguf`);
     assert.equal(g.string("tokenizer.ggml.model"), "no_vocab");
@@ -111,6 +115,7 @@ Deno.test("configs llama.cpp's graphs do not compute are refused with a ConfigEr
     await refused(`${dir}/q3`, "norm_topk_prob false");
     await makeMoeModel("qwen2_moe", `${dir}/q2`, { sharedInter: 0 });
     await refused(`${dir}/q2`, "shared expert");
+    await refused(`${FIXTURES}olmoe`, "key/value heads"); // grouped-query attention
   }));
 
 Deno.test("the q/k permutation of llama.cpp's llama graph inverts", () => {

@@ -29,8 +29,9 @@ export const Q4K_DIMS: Partial<ModelDims> = {
 };
 
 /**
- * A tiny f32 checkpoint of `arch` in `dir` whose every layer is MoE (Qwen2-MoE with a shared
- * expert), with `dims` replacing the preset's.
+ * A tiny f32 checkpoint of `arch` in `dir` that llama.cpp's graph of it computes: every layer MoE
+ * (Qwen2-MoE with a shared expert), OLMoE with as many key/value heads as heads; `dims` replace the
+ * preset's.
  */
 export async function makeMoeModel(
   arch: string,
@@ -45,6 +46,8 @@ export async function makeMoeModel(
     ...(qwen ? { mlpOnlyLayers: [], sparseStep: 1, denseInter } : {}),
     ...(arch === "qwen2_moe" ? { sharedInter: sharedInter ?? 96, normTopK: false } : {}),
     ...(arch === "olmoe" || arch === "qwen2_moe" ? {} : { headDim }),
+    // llama.cpp's olmoe has no grouped-query attention (its k norm is hidden_size wide).
+    ...(arch === "olmoe" ? { kvHeads: rest.heads ?? 4 } : {}),
   };
   for (const k of Object.keys(overrides) as (keyof ModelDims)[]) {
     if (overrides[k] === undefined) delete overrides[k];

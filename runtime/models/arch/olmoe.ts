@@ -116,7 +116,7 @@ async function buildForward(
   return { T: opts.T, embed, layers, head };
 }
 
-// ---- GGUF (llama.cpp's olmoe: no renormalisation, no q/k/v clamp)
+// ---- GGUF (llama.cpp's olmoe: no renormalisation, no q/k/v clamp, as many KV heads as heads)
 
 const gguf: GgufSpec = {
   arch: "olmoe",
@@ -130,6 +130,13 @@ const gguf: GgufSpec = {
     };
   },
   metadata(cfg: ModelConfig): Record<string, GgufValueToWrite> {
+    if (cfg.kvHeads !== cfg.heads) {
+      throw new ConfigError(
+        `olmoe with ${cfg.kvHeads} key/value heads for ${cfg.heads} heads cannot be written for ` +
+          "llama.cpp",
+        "llama.cpp's olmoe graph has a k norm as wide as hidden_size: no grouped-query attention",
+      );
+    }
     if (cfg.clipQkv) {
       throw new ConfigError(
         `olmoe with clip_qkv ${cfg.clipQkv} cannot be written for llama.cpp`,
