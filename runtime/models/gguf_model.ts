@@ -8,7 +8,8 @@
  * `attn_q/k/v` (+ `.bias`), `attn_output`, `attn_q_norm` / `attn_k_norm`, `ffn_norm`, the router
  * `ffn_gate_inp`, the stacked experts `ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps`
  * (`[experts, out, in]`: each expert is a zero-copy slice, so experts stream from the file as
- * safetensors experts do), the shared expert `ffn_*_shexp` with its gate `ffn_gate_inp_shexp`, and
+ * safetensors experts do; early Mixtral files' one tensor per expert, `ffn_gate.E`, are read too),
+ * the shared expert `ffn_*_shexp` with its gate `ffn_gate_inp_shexp`, and
  * Pregate's own trained pre-gate `blk.N.ffn_pregate` (optional; llama.cpp refuses files with
  * tensors it does not know, so `convert` writes it only when asked). Where llama.cpp stores q and k
  * rows permuted (its `llama` graph's pair-wise RoPE), the store undoes it.
@@ -226,6 +227,16 @@ function entryOf(g: GgufFile, name: string, shape: readonly number[], src: GgufS
   };
 }
 
+/**
+ * `src`, or for a routed expert of a file in llama.cpp's older layout (one tensor per expert,
+ * `blk.N.ffn_gate.E.weight`, as early Mixtral files have) that expert's own tensor.
+ */
+function perExpert(g: GgufFile, src: GgufSource): GgufSource {
+  if (src.expert === undefined || g.hasTensor(src.gguf)) return src;
+  const own = src.gguf.replace(/_exps\.weight$/, `.${src.expert}.weight`);
+  return g.hasTensor(own) ? { gguf: own } : src;
+}
+
 /** Values of a tensor's bytes as f32. */
 function toF32(bytes: Uint8Array, dtype: WeightType, n: number): Float32Array {
   if (isQuantType(dtype)) return dequantize(bytes, dtype, n);
@@ -324,7 +335,10 @@ export function ggufStore(g: GgufFile, cfg: ModelConfig, log?: (m: string) => vo
   const names = ggufTensorNames(cfg);
   const shapes = new Map(expectedTensors(cfg).map((t) => [t.name, t.shape]));
   const entries = new Map<string, Entry>();
-  for (const [name, src] of names) {
+  const used = new Set<string>();
+  for (const [name, stacked] of names) {
+    const src = perExpert(g, stacked);
+    used.add(src.gguf);
     if (!g.hasTensor(src.gguf)) {
       if (src.optional) continue;
       throw new GgufError(g.path, `missing tensor (Pregate reads it as ${name})`, {
@@ -335,7 +349,6 @@ export function ggufStore(g: GgufFile, cfg: ModelConfig, log?: (m: string) => vo
     const shape = shapes.get(name) ?? src.optional?.shape ?? [];
     entries.set(name, entryOf(g, name, shape, src));
   }
-  const used = new Set([...names.values()].map((s) => s.gguf));
   const unused = g.names().filter((n) => !used.has(n));
   if (unused.length && log) {
     log(

@@ -9,6 +9,8 @@ import { loadModel, type LoadOptions } from "../model.ts";
 import { GPU_TEST, testGpu } from "../test_util.ts";
 import { assertClose } from "../../kernels/check.ts";
 import { weightRowBytes, type WeightType } from "../weights/weight_type.ts";
+import { openGguf } from "../weights/gguf.ts";
+import { writeGguf } from "../weights/gguf_writer.ts";
 import { convertToGguf } from "./gguf_convert.ts";
 import { dequantisedCheckpoint, makeMoeModel, Q4K_DIMS } from "./gguf_model_test_util.ts";
 import type { MoeFfn } from "./model_config.ts";
@@ -153,3 +155,31 @@ for (const arch of ["mixtral", "qwen2_moe", "olmoe"]) {
       }),
   });
 }
+
+Deno.test({
+  name: "mixtral: early llama.cpp files with one tensor per expert (ffn_gate.E) read the same",
+  ...GPU_TEST,
+  fn: () =>
+    withDir(async (dir) => {
+      const src = `${FIXTURES}mixtral`, stacked = `${dir}/s.gguf`, split = `${dir}/e.gguf`;
+      await convertToGguf({ model: src, out: stacked, type: "q8_0" });
+      const g = openGguf(stacked, { mode: "read" });
+      const tensors = g.names().flatMap((name) => {
+        const t = g.tensor(name), bytes = t.bytes();
+        if (!name.endsWith("_exps.weight")) {
+          return [{ name, type: t.type, shape: t.shape, data: bytes.slice() }];
+        }
+        const [E, ...shape] = t.shape, size = bytes.byteLength / E;
+        return Array.from({ length: E }, (_, e) => ({
+          name: name.replace("_exps.weight", `.${e}.weight`),
+          type: t.type,
+          shape,
+          data: bytes.slice(e * size, (e + 1) * size),
+        }));
+      });
+      await writeGguf(split, g.entries().map((e) => [e.key, e]), tensors);
+      g.close();
+      const [a, b] = [await run(stacked), await run(split, { mode: "on-demand" })];
+      for (let t = 0; t < IDS.length; t++) assert.deepEqual(b.logits[t], a.logits[t]);
+    }),
+});
