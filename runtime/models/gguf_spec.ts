@@ -121,7 +121,7 @@ export function ggufConfig(
   const hidden = m.uint("hidden_size", "embedding_length");
   const heads = m.uint("num_attention_heads", "attention.head_count");
   const headDim = m.uint("head_dim", "attention.key_length", Math.floor(hidden / heads));
-  const valueDim = m.uint("head_dim", "attention.value_length", headDim);
+  const valueDim = file.uint(m.key("attention.value_length"), headDim);
   if (valueDim !== headDim) {
     throw new GgufError(file.path, `expected ${headDim} like attention.key_length`, {
       key: m.key("attention.value_length"),
