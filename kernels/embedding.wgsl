@@ -45,12 +45,12 @@ fn embed(
   let id = ids[t];
   if (q_quantised()) {
     let o = t * p.dim + w * 4u;
-    var v = vec4<f32>(bitcast<f32>(0x7fc00000u));
+    var v = vec4<u32>(0x7fc00000u); // NaN bits (Tint rejects a constant NaN f32)
     if (id < p.vocab) {
-      v = q_values4(id * p.row_bytes, w * 4u) * p.scale;
+      v = bitcast<vec4<u32>>(q_values4(id * p.row_bytes, w * 4u) * p.scale);
     }
     for (var i = 0u; i < 4u; i++) {
-      out[o + i] = bitcast<u32>(v[i]);
+      out[o + i] = v[i];
     }
     return;
   }

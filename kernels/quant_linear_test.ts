@@ -4,9 +4,21 @@
 // 2 mod 4 bytes, N and T off the tile sizes, outputs poisoned first.
 import assert from "node:assert/strict";
 import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
-import { embed } from "./embedding.ts";
-import { linear, matmul } from "./linear.ts";
-import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
+import { EMBED, embed } from "./embedding.ts";
+import { linear, MATMUL, matmul } from "./linear.ts";
+import { WEIGHT_CODE } from "./quant_gemv.ts";
+import {
+  assertClose,
+  dawnNullGpu,
+  GPU_TEST,
+  loadDawn,
+  poisoned,
+  randn,
+  rejects,
+  testGpu,
+} from "./test_util.ts";
+
+const dawn = await loadDawn();
 
 /** `bytes` zero-padded to whole 4-byte words. */
 function words(bytes: Uint8Array): Uint8Array {
@@ -133,5 +145,23 @@ Deno.test({
       "dim",
       "32-value",
     );
+  },
+});
+
+Deno.test({
+  name: "Dawn's null backend (Tint) compiles matmul and embed with Q8_0 / Q4_K weights",
+  ignore: dawn === undefined,
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await dawnNullGpu(dawn!);
+    try {
+      for (const spec of [MATMUL, EMBED]) {
+        for (const t of ["q8_0", "q4_k"] as const) {
+          await gpu.pipeline(spec, { ...spec.constants, WDTYPE: WEIGHT_CODE[t] });
+        }
+      }
+    } finally {
+      gpu.destroy();
+    }
   },
 });
