@@ -32,6 +32,12 @@ import { generateText } from "./runtime/text/generate_text.ts";
 import { renderChat } from "./runtime/text/chat.ts";
 import { EVAL_CONTEXT, evaluatePerplexity } from "./runtime/eval.ts";
 import { SERVE_OPTIONS, SERVE_USAGE, serveCommand } from "./runtime/serve/serve_command.ts";
+import {
+  CONVERT_OPTIONS,
+  CONVERT_SUMMARY,
+  CONVERT_USAGE,
+  convertCommand,
+} from "./runtime/models/convert_command.ts";
 
 /** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
 interface Command {
@@ -90,7 +96,7 @@ function requireModel(v: unknown): string {
   if (typeof v !== "string" || !v) {
     throw new ArgumentError(
       "--model",
-      "is required: a directory with config.json and *.safetensors",
+      "is required: a directory with config.json and *.safetensors, or a GGUF file",
     );
   }
   return v;
@@ -465,6 +471,12 @@ const COMMANDS: Record<string, Command> = {
       "not; GET /v1/models, /health, /metrics) with one model, one generation at a time",
     options: { ...MODEL_OPTIONS, ...SERVE_OPTIONS },
     run: (v) => serveCommand(v, () => openModel(v)),
+  },
+  convert: {
+    usage: CONVERT_USAGE,
+    summary: CONVERT_SUMMARY,
+    options: CONVERT_OPTIONS,
+    run: convertCommand,
   },
   "gpu-info": {
     usage: "gpu-info [--gpu native|dawn|auto] [--json]",

@@ -72,6 +72,12 @@ export {
   type OpenGpuOptions,
 } from "./runtime/gpu/device.ts";
 export { loadConfig, type ModelConfig } from "./runtime/models/config.ts";
+export { loadModelConfig } from "./runtime/models/gguf_model.ts";
+export {
+  type ConvertOptions,
+  type ConvertResult,
+  convertToGguf,
+} from "./runtime/models/gguf_convert.ts";
 export {
   type MadeModel,
   makeModel,

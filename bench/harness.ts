@@ -11,8 +11,7 @@ import { HostExpertStore } from "../runtime/experts/store.ts";
 import { createUploader, type Uploader } from "../runtime/experts/uploader.ts";
 import { type ExpertPool, expertPool } from "../runtime/models/weights.ts";
 import { stagingPlan } from "../runtime/experts/pool_size.ts";
-import { loadConfig } from "../runtime/models/config.ts";
-import { openCheckpoint } from "../runtime/weights/safetensors.ts";
+import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
 
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
@@ -264,7 +263,7 @@ export async function uploadEveryExpert(
 }
 
 /**
- * Host->GPU GB/s of expert copies from the mapped checkpoint in `dir` into slots, through the
+ * Host->GPU GB/s of expert copies from the mapped checkpoint in `dir` (or GGUF file) into slots, through the
  * uploader the engine uses (`path`): the median of batches of one layer's first experts (as the
  * engine copies a layer's experts), or with `sweep` one copy of every expert of every MoE layer.
  * The copy ceiling the offloading benches compare with.
@@ -275,11 +274,11 @@ export async function measureUploadRate(
   path: "write" | "mapped" | "auto",
   sweep = false,
 ): Promise<number> {
-  const cfg = await loadConfig(dir);
-  const store = openCheckpoint(dir);
+  const cfg = await loadModelConfig(dir);
+  const store = openModelStore(dir, cfg);
   const host = new HostExpertStore(cfg, store);
   const slots = Math.max(2, Math.min(16, Math.floor(2 ** 30 / host.bytesPerExpert)));
-  const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.dtype, host.act);
+  const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.types, host.act);
   const layer = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
   // The engine's staging ring for a layer of `slots` experts (runtime/experts/engine.ts).
   const uploader = createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));

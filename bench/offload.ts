@@ -13,7 +13,9 @@
  * PREGATE_BENCH_WARMUP_S (untimed runs for this many seconds per mode first; default 2 on a GPU),
  * PREGATE_BENCH_RUNS (timed runs per mode, default 3; the median run is reported),
  * PREGATE_BENCH_MODES (comma list of mode keys to run: resident, on-demand, prefetch-all,
- * pregated-exact, pregated-strict; default all).
+ * pregated-exact, pregated-strict; default all), PREGATE_BENCH_TYPE (f16, bf16, q8_0 or q4_k:
+ * convert each checkpoint to a GGUF file of that type, cached beside it, and run that; default: the
+ * safetensors checkpoint).
  *
  * Besides the probe of the upload rate (one layer's first experts, again and again), it times one
  * copy of every expert of every layer ("sweep") before and after the modes: the rate a process that
@@ -22,8 +24,9 @@
  */
 import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
 import { type GenerateStats, loadModel, type LoadOptions } from "../runtime/model.ts";
-import { openCheckpoint } from "../runtime/weights/safetensors.ts";
-import { loadConfig } from "../runtime/models/config.ts";
+import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
+import { convertToGguf } from "../runtime/models/gguf_convert.ts";
+import { parseWeightType } from "../runtime/weights/weight_type.ts";
 import { benchCheckpoint, measureUploadRate } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 
@@ -39,6 +42,8 @@ const root = Deno.env.get("PREGATE_BENCH_DIR") ??
 const outPrefix = Deno.env.get("PREGATE_BENCH_OUT");
 const overrides = JSON.parse(Deno.env.get("PREGATE_BENCH_OVERRIDES") ?? "{}");
 const log = (m: string) => console.error(`[offload] ${m}`);
+const typeEnv = Deno.env.get("PREGATE_BENCH_TYPE");
+const ggufType = typeEnv ? parseWeightType(typeEnv, "PREGATE_BENCH_TYPE") : null;
 /** Seconds of untimed runs per mode first (PREGATE_BENCH_WARMUP_S; default 2 on a GPU, 0 on CPU). */
 const warmupSeconds = Number(Deno.env.get("PREGATE_BENCH_WARMUP_S") ?? (gpu.isFallback ? 0 : 2));
 /** Timed runs per mode (PREGATE_BENCH_RUNS, default 3): the median run is reported. */
@@ -82,18 +87,18 @@ const MODES = ALL_MODES.filter((m) => !modeKeys || modeKeys.includes(m.key));
  * The checkpoint's share in the page cache and the kernel's memory figures (Linux): expert copies
  * that miss the cache read the disk.
  */
-function cacheState(dir: string): {
+async function cacheState(dir: string): Promise<{
   resident: number | null;
   memTotalGiB?: number;
   memAvailableGiB?: number;
   dirtyGiB?: number;
   writebackGiB?: number;
-} {
-  const store = openCheckpoint(dir);
+}> {
+  const store = openModelStore(dir, await loadModelConfig(dir));
   const resident = store.resident();
   store.close();
   try {
-    const info = Deno.readTextFileSync("/proc/meminfo");
+    const info = await Deno.readTextFile("/proc/meminfo");
     const gib = (k: string) =>
       Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(info)?.[1] ?? NaN) / 2 ** 20;
     return {
@@ -108,7 +113,7 @@ function cacheState(dir: string): {
   }
 }
 
-function cacheText(c: ReturnType<typeof cacheState>): string {
+function cacheText(c: Awaited<ReturnType<typeof cacheState>>): string {
   const pct = c.resident === null ? "unknown" : `${(100 * c.resident).toFixed(1)}%`;
   const g = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "?" : v.toFixed(2));
   return `checkpoint in page cache ${pct}` +
@@ -124,19 +129,25 @@ const sweeps: Record<string, unknown> = {};
 const tables: string[] = [];
 for (const spec of specs) {
   const tag = Object.entries(overrides).map(([k, v]) => `${k}${v}`).join("-");
-  const dir = await benchCheckpoint(spec, root, {
+  const checkpoint = await benchCheckpoint(spec, root, {
     overrides,
     log,
     what: "PREGATE_BENCH_MODELS",
   });
+  const dir = ggufType ? `${checkpoint}-${ggufType}.gguf` : checkpoint;
+  if (ggufType && !(await Deno.stat(dir).catch(() => null))) {
+    log(`${spec}: converting to ${dir}`);
+    const r = await convertToGguf({ model: checkpoint, out: dir, type: ggufType, log });
+    log(`${spec}: ${(r.bytes / 2 ** 30).toFixed(2)} GiB, tensors ${JSON.stringify(r.types)}`);
+  }
   const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as "auto" | "write" | "mapped";
-  const cacheBefore = cacheState(dir);
+  const cacheBefore = await cacheState(dir);
   log(`${spec}: ${cacheText(cacheBefore)}`);
   const uploadGBs = await measureUploadRate(gpu, dir, uploaderPath);
   log(`${spec}: expert upload rate ${uploadGBs.toFixed(2)} GB/s`);
   const sweepBefore = await measureUploadRate(gpu, dir, uploaderPath, true);
   log(`${spec}: every expert once (sweep) ${sweepBefore.toFixed(2)} GB/s`);
-  const vocab = (await loadConfig(dir)).vocabSize;
+  const vocab = (await loadModelConfig(dir)).vocabSize;
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % vocab);
   const rows: string[] = [];
   let reference: number[] | null = null;
@@ -182,6 +193,7 @@ for (const spec of specs) {
       results.push({
         ...st,
         spec,
+        weights: ggufType ?? "checkpoint",
         mode: m.name,
         upload_gb_s: uploadGBs,
         ceiling_tokens_per_s: ceiling,
@@ -206,7 +218,7 @@ for (const spec of specs) {
       await model.dispose();
     }
   }
-  const cacheAfter = cacheState(dir);
+  const cacheAfter = await cacheState(dir);
   log(`${spec}: after the modes: ${cacheText(cacheAfter)}`);
   const sweepAfter = await measureUploadRate(gpu, dir, uploaderPath, true);
   log(`${spec}: after the modes: every expert once (sweep) ${sweepAfter.toFixed(2)} GB/s`);
@@ -214,7 +226,9 @@ for (const spec of specs) {
   sweeps[spec] = { before_gb_s: sweepBefore, after_gb_s: sweepAfter };
   tables.push(
     [
-      `### ${spec}${tag ? ` (${tag})` : ""} on ${gpu.describe()}`,
+      `### ${spec}${tag ? ` (${tag})` : ""}${
+        ggufType ? `, GGUF ${ggufType}` : ""
+      } on ${gpu.describe()}`,
       "",
       `Expert copies from the mapped file measured at ${
         uploadGBs.toFixed(2)

@@ -28,6 +28,8 @@
 import type { Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import { type DType, DTYPES } from "../runtime/weights/dtype.ts";
+import { QUANT_BLOCK } from "../runtime/weights/quant.ts";
+import { isQuantType, WEIGHT_TYPES, type WeightType } from "../runtime/weights/weight_type.ts";
 
 /** The largest u32, the default upper bound of {@linkcode argCount}. */
 export const U32_MAX = 0xffffffff;
@@ -177,6 +179,28 @@ export function argEvenRow(argument: string, value: number, dtype: DType, what: 
     );
   }
   return value;
+}
+
+/** Checks a weight type argument (`dtype`) and returns it. */
+export function argWeightType(argument: string, value: unknown): WeightType {
+  return argOneOf(argument, value, WEIGHT_TYPES, "weight type");
+}
+
+/**
+ * Checks that rows of `K` weights of `t` are whole words (16-bit dtypes: even) or whole blocks
+ * (Q8_0: a multiple of 32, Q4_K: of 256). `what` names the rows' owner in the message.
+ */
+export function argWeightRow(argument: string, K: number, t: WeightType, what: string): number {
+  if (!isQuantType(t)) return argEvenRow(argument, K, t, what);
+  const values = QUANT_BLOCK[t].values;
+  if (K % values !== 0) {
+    throw new ArgumentError(
+      argument,
+      `${t} ${what} need rows of whole ${values}-value blocks, got ${argument}=${K}`,
+      `${t} stores blocks of ${values} values; pad the rows or use another type`,
+    );
+  }
+  return K;
 }
 
 /**

@@ -26,16 +26,17 @@
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPE_BYTES, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import { isQuantType, weightRowBytes, type WeightType } from "../runtime/weights/weight_type.ts";
+import { WEIGHT_CODE } from "./quant_gemv.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
   argBinding,
   argCount,
   argDistinct,
-  argDType,
-  argEvenRow,
   argNumber,
   argObject,
+  argWeightRow,
+  argWeightType,
 } from "./args.ts";
 
 const WG = 256;
@@ -45,14 +46,14 @@ export const EMBED: KernelSpec = defineKernel({
   name: "embed",
   file: "embedding.wgsl",
   entry: "embed",
-  includes: ["dtype.wgsl"],
+  includes: ["dtype.wgsl", "quant.wgsl", "quant_values.wgsl"],
   bindings: ["params", "table", "ids", "out"],
   constants: { WG, WDTYPE: 0 },
 });
 
 /** Arguments of {@linkcode embed}. */
 export interface EmbedArgs {
-  /** The table `[vocab, dim]`, packed u32 words of `dtype`. */
+  /** The table `[vocab, dim]`, packed u32 words of `dtype` (quantised: rows of whole blocks). */
   table: Binding;
   /** `T` token ids, `array<u32>`. */
   ids: Binding;
@@ -60,10 +61,10 @@ export interface EmbedArgs {
   out: Binding;
   /** Tokens, >= 1. */
   T: number;
-  /** Values per row, >= 1 (even for 16-bit dtypes). */
+  /** Values per row, >= 1 (even for 16-bit dtypes; whole blocks for the quantised types). */
   dim: number;
-  /** The table's dtype. */
-  dtype: DType;
+  /** The table's weight type (`f32`, `f16`, `bf16`, `q8_0`, `q4_k`). */
+  dtype: WeightType;
   /** Rows of the table; default: as many as the `table` binding holds. */
   vocab?: number;
   /** Factor applied to every value (rounded to f32); default 1. */
@@ -84,15 +85,15 @@ export async function embed(gpu: Gpu, args: EmbedArgs): Promise<Dispatch> {
   argObject(args);
   const T = argCount("T", args.T);
   const dim = argCount("dim", args.dim);
-  const dtype = argDType("dtype", args.dtype);
-  argEvenRow("dim", dim, dtype, "tables");
+  const dtype = argWeightType("dtype", args.dtype);
+  argWeightRow("dim", dim, dtype, "tables");
   const scale = argNumber("scale", args.scale ?? 1);
-  const rowBytes = dim * DTYPE_BYTES[dtype];
+  const rowBytes = weightRowBytes(dim, dtype);
   const table = argBinding(gpu, "table", args.table, rowBytes);
   const vocab = args.vocab === undefined
     ? Math.floor(table.size / rowBytes)
     : argCount("vocab", args.vocab);
-  if (vocab * rowBytes > table.size) {
+  if (Math.ceil((vocab * rowBytes) / 4) * 4 > table.size) {
     throw new ArgumentError(
       "table",
       `needs at least ${vocab * rowBytes} bytes for vocab=${vocab} rows of ${dim} ${dtype}, ` +
@@ -102,10 +103,11 @@ export async function embed(gpu: Gpu, args: EmbedArgs): Promise<Dispatch> {
   const ids = argBinding(gpu, "ids", args.ids, T * 4);
   const out = argBinding(gpu, "out", args.out, T * dim * 4);
   argDistinct("out", out, { table, ids });
-  const pipeline = await gpu.pipeline(EMBED, { WG, WDTYPE: DTYPE_CODE[dtype] });
-  const words = dtype === "f32" ? dim : dim / 2;
+  const pipeline = await gpu.pipeline(EMBED, { WG, WDTYPE: WEIGHT_CODE[dtype] });
+  const words = isQuantType(dtype) ? dim / 4 : dtype === "f32" ? dim : dim / 2;
   const params = gpu.uniform(
-    new ParamWriter().u32(T, dim, words, Math.min(vocab, 0xffffffff)).f32(scale).bytes(),
+    new ParamWriter().u32(T, dim, words, Math.min(vocab, 0xffffffff)).f32(scale).u32(rowBytes)
+      .bytes(),
     "embed.params",
   );
   return gpu.dispatch(pipeline, [params, table, ids, out], gpu.grid(Math.ceil((T * words) / WG)));

@@ -1,16 +1,21 @@
 // Embedding lookup: out[t, :] = table[ids[t], :] * p.scale for t < T. The table [vocab, dim] is bound
 // as array<u32> in its file dtype (WDTYPE, dtype.wgsl): one thread per u32 word of an output row
-// (one value for f32, two for f16/bf16), 2-D grid of workgroups. out is written as raw f32 bits; an
-// id >= vocab writes NaN over its whole row (a visible failure instead of another token's row).
+// (one value for f32, two for f16/bf16), 2-D grid of workgroups. A block-quantised table (Q8_0,
+// Q4_K: rows of whole blocks, quant_values.wgsl) takes one thread per four values. out is written as
+// raw f32 bits; an id >= vocab writes NaN over its whole row (a visible failure instead of another
+// token's row).
 struct Params {
   // Tokens.
   T: u32,
   // Values per row.
   dim: u32,
-  // u32 words per table row (dim for f32, dim / 2 for 16-bit dtypes).
+  // Threads per row: u32 words per table row (dim for f32, dim / 2 for 16-bit dtypes), or dim / 4
+  // for the quantised types.
   words: u32,
   vocab: u32,
   scale: f32,
+  // Bytes per table row (the quantised types).
+  row_bytes: u32,
 }
 
 override WG: u32 = 256u;
@@ -19,6 +24,11 @@ override WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read> table: array<u32>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+// Word i of the table, for quant_values.wgsl.
+fn q_word(i: u32) -> u32 {
+  return table[i];
+}
 
 @compute @workgroup_size(WG)
 fn embed(
@@ -33,6 +43,17 @@ fn embed(
   let t = e / p.words;
   let w = e - t * p.words;
   let id = ids[t];
+  if (q_quantised()) {
+    let o = t * p.dim + w * 4u;
+    var v = vec4<u32>(0x7fc00000u); // NaN bits (Tint rejects a constant NaN f32)
+    if (id < p.vocab) {
+      v = bitcast<vec4<u32>>(q_values4(id * p.row_bytes, w * 4u) * p.scale);
+    }
+    for (var i = 0u; i < 4u; i++) {
+      out[o + i] = v[i];
+    }
+    return;
+  }
   let per = w_per_word();
   let o = t * p.dim + w * per;
   if (id >= p.vocab) {

@@ -15,7 +15,7 @@
 import type { Gpu, PipelineSource } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
 import type { DType } from "../runtime/weights/dtype.ts";
-import { type KernelSpec, wgslFile } from "./registry.ts";
+import { defineKernel, type KernelSpec, wgslFile } from "./registry.ts";
 
 /** How a row's partial sums are added up: workgroup-memory tree (portable) or subgroup operations. */
 export type GemvReduction = "tree" | "subgroup";
@@ -259,3 +259,17 @@ export function checkGemvLayout(
   }
   return l;
 }
+
+/**
+ * GEMV `y[t, n] (+)= W[n, :] · x[t, :]` for `t < T` (`matvec.wgsl`). The weights are bound twice: as
+ * `array<vec4<u32>>` (`wv`, the aligned body of each row) and as `array<u32>` (`wu`, row edges).
+ * The row reduction comes before it in the source (`gemvSource`: `gemv_tree.wgsl` or
+ * `gemv_subgroup.wgsl`).
+ */
+export const MATVEC: KernelSpec = defineKernel({
+  name: "matvec",
+  file: "matvec.wgsl",
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl"],
+  bindings: ["params", "x", "wv", "wu", "y", "xv"],
+  constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },
+});

@@ -32,7 +32,8 @@
  */
 import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import { DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import { isQuantType } from "../runtime/weights/weight_type.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
   checkGemvLayout,
@@ -40,11 +41,13 @@ import {
   type GemvLayout,
   gemvLayoutName,
   gemvSource,
+  MATVEC,
 } from "./gemv.ts";
 import { argCount, argObject, placeholder } from "./args.ts";
 import { checkTune, checkWorkgroup, type LinearArgs, validateLinear } from "./linear_args.ts";
 import { gemvLayout, matmulVariant } from "./linear_variant.ts";
 import { matmulSgmatrix } from "./matmul_sgmatrix.ts";
+import { matvecQuant, WEIGHT_CODE } from "./quant_gemv.ts";
 
 export { KERNEL_PREFERENCES, type KernelPreference, type LinearArgs } from "./linear_args.ts";
 export {
@@ -74,6 +77,7 @@ export {
   type GemvDevice,
   type GemvLayout,
   type GemvReduction,
+  MATVEC,
 } from "./gemv.ts";
 
 // ------------------------------------------------------------------------------------ tuning knobs
@@ -136,23 +140,9 @@ export const LINEAR_MATVEC_MAX_T = 8;
 export const MATMUL: KernelSpec = defineKernel({
   name: "matmul",
   file: "matmul.wgsl",
-  includes: ["dtype.wgsl"],
+  includes: ["dtype.wgsl", "quant.wgsl", "quant_values.wgsl"],
   bindings: ["params", "x", "w", "y"],
   constants: { ...MATMUL_TUNING, WDTYPE: 0, ACC: 0 },
-});
-
-/**
- * GEMV `y[t, n] (+)= W[n, :] · x[t, :]` for `t < T` (`matvec.wgsl`). The weights are bound twice: as
- * `array<vec4<u32>>` (`wv`, the aligned body of each row) and as `array<u32>` (`wu`, row edges).
- * The row reduction comes before it in the source (`gemvSource`: `gemv_tree.wgsl` or
- * `gemv_subgroup.wgsl`).
- */
-export const MATVEC: KernelSpec = defineKernel({
-  name: "matvec",
-  file: "matvec.wgsl",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl"],
-  bindings: ["params", "x", "wv", "wu", "y", "xv"],
-  constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },
 });
 
 // ------------------------------------------------------------------------------------ arguments
@@ -206,6 +196,9 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
     BK: [2, 256],
   });
   if (tune.BK % 2 !== 0) throw new ArgumentError("tune.BK", `must be even, got ${tune.BK}`);
+  if (isQuantType(a.dtype) && tune.BK % 4 !== 0) {
+    throw new ArgumentError("tune.BK", `must be a multiple of 4 for ${a.dtype}, got ${tune.BK}`);
+  }
   checkWorkgroup(gpu, "matmul", [tune.WGX, tune.WGY], 16 * tune.BK * (tune.WGX + tune.WGY));
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   const groups: [number, number] = [
@@ -224,7 +217,7 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
   }
   const pipeline = await gpu.pipeline(MATMUL, {
     ...tune,
-    WDTYPE: DTYPE_CODE[a.dtype],
+    WDTYPE: WEIGHT_CODE[a.dtype],
     ACC: a.accumulate ? 1 : 0,
   });
   const params = gpu.uniform(new ParamWriter().u32(a.T, a.K, a.N).bytes(), "matmul.params");
@@ -253,9 +246,17 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
  */
 export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
   argObject(args);
+  if (isQuantType(args.dtype)) {
+    if (args.tune !== undefined) {
+      throw new ArgumentError("tune", `not supported for ${args.dtype} weights (give a layout)`);
+    }
+    const { x, w, y, T, K, N, dtype: type, accumulate, layout, kernels } = args;
+    return await matvecQuant(gpu, { x, w, y, T, K, N, type, accumulate, layout, kernels });
+  }
   const a = validateLinear(gpu, { ...args, T: args.T ?? 1 });
+  const dtype = a.dtype as DType; // the quantised types went to matvecQuant above
   const base = args.layout === undefined
-    ? gemvLayout(gpu, a.K, a.dtype, args.kernels ?? "auto")
+    ? gemvLayout(gpu, a.K, dtype, args.kernels ?? "auto")
     : checkGemvLayout(gpu, args.layout, "layout");
   const defaults = { TPR: base.TPR, ROWS: base.ROWS, UNROLL: base.UNROLL, TB: MATVEC_TUNING.TB };
   const tune = checkTune(args.tune, defaults, {
@@ -282,7 +283,7 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
   const pipeline = await gpu.pipeline(gemvSource(MATVEC, layout), {
     ...gemvConstants(layout),
     TB: tune.TB,
-    WDTYPE: DTYPE_CODE[a.dtype],
+    WDTYPE: DTYPE_CODE[dtype],
     ACC: a.accumulate ? 1 : 0,
   });
   const ppw = a.dtype === "f32" ? 1 : 2;
@@ -332,6 +333,7 @@ export async function linear(gpu: Gpu, args: LinearArgs): Promise<Dispatch> {
   const { x, w, y, K, N, dtype, accumulate } = args;
   const a = { x, w, y, T, K, N, dtype, accumulate };
   if (T <= LINEAR_MATVEC_MAX_T) return await matvec(gpu, { ...a, kernels: args.kernels });
+  if (isQuantType(dtype)) return await matmul(gpu, a); // decoded while staged
   const choice = matmulVariant(gpu, { T, K, N, dtype }, args.kernels ?? "auto");
   return await (choice.variant === "sgmatrix"
     ? matmulSgmatrix(gpu, { ...a, tune: choice.tune })

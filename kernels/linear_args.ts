@@ -14,16 +14,17 @@
 import { readEnv } from "../runtime/env.ts";
 import type { Binding, Gpu } from "../runtime/gpu/device.ts";
 import { ArgumentError } from "../runtime/errors.ts";
-import type { DType } from "../runtime/weights/dtype.ts";
+import { weightRowBytes, type WeightType } from "../runtime/weights/weight_type.ts";
 import {
   argBinding,
   argBoolean,
   argCount,
   argDistinct,
-  argDType,
   argEvenRow,
   argObject,
   argOneOf,
+  argWeightRow,
+  argWeightType,
   type BindingRange,
 } from "./args.ts";
 
@@ -62,18 +63,21 @@ export function portableRequired(kernels: KernelPreference): string | false {
 export interface LinearArgs {
   /** Input activations, f32 `[T, K]` row-major. */
   x: Binding;
-  /** Weights `[N, K]` (row n = the K inputs of output n), packed u32 words of `dtype`. */
+  /**
+   * Weights `[N, K]` (row n = the K inputs of output n), packed u32 words of `dtype` (block-quantised
+   * types: rows of whole blocks back to back, as a GGUF file stores them).
+   */
   w: Binding;
   /** Output f32 `[T, N]` row-major; must not share a buffer with `x` or `w`. */
   y: Binding;
   /** Rows of `x` (tokens), >= 1. Optional for `matvec` (default 1). */
   T: number;
-  /** Inputs per row, >= 1 (even for 16-bit dtypes). */
+  /** Inputs per row, >= 1 (even for 16-bit dtypes; whole blocks for the quantised types). */
   K: number;
   /** Outputs per row, >= 1. */
   N: number;
-  /** The weights' dtype. */
-  dtype: DType;
+  /** The weights' type: `f32`, `f16`, `bf16`, or the block-quantised `q8_0` / `q4_k`. */
+  dtype: WeightType;
   /** Add the product to the existing contents of `y` instead of overwriting them. Default false. */
   accumulate?: boolean;
   /**
@@ -92,7 +96,7 @@ export interface CheckedLinear {
   T: number;
   K: number;
   N: number;
-  dtype: DType;
+  dtype: WeightType;
   accumulate: boolean;
 }
 
@@ -111,12 +115,12 @@ export function validateLinear(
   const T = argCount("T", args.T);
   const K = argCount("K", args.K);
   const N = argCount("N", args.N);
-  const dtype = argDType("dtype", args.dtype);
-  argEvenRow("K", K, dtype, "weights");
+  const dtype = argWeightType("dtype", args.dtype);
+  argWeightRow("K", K, dtype, "weights");
   const accumulate = args.accumulate === undefined
     ? false
     : argBoolean("accumulate", args.accumulate);
-  const words = dtype === "f32" ? N * K : N * K / 2;
+  const words = Math.ceil((N * weightRowBytes(K, dtype)) / 4);
   if (xDtype === "f16") argEvenRow("K", K, "f16", "activations");
   const xBytes = T * K * (xDtype === "f16" ? 2 : 4);
   const x = argBinding(gpu, "x", args.x, xBytes, `${xDtype} [T=${T}, K=${K}]`);

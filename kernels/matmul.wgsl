@@ -2,7 +2,9 @@
 //
 // x and y are f32, row-major. W is the weight matrix in its file layout (row n holds the K inputs
 // of output n), packed in u32 words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K so
-// that every row starts on a word.
+// that every row starts on a word. Block-quantised weights (WDTYPE 3 = Q8_0, 4 = Q4_K: rows of
+// whole blocks, K a multiple of 32 or 256) are decoded while staged (quant_values.wgsl), so the
+// multiply is the f32 one over the dequantised values.
 //
 // Tiling: a workgroup of WGX x WGY threads computes a BM x BN block of y (BM = 4 * WGY rows of x,
 // BN = 4 * WGX outputs), each thread a 4 x 4 register block. K is walked in steps of BK: the x and
@@ -32,6 +34,11 @@ const BN_PER_THREAD: u32 = 4u;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+// Word i of the weights, for quant_values.wgsl.
+fn q_word(i: u32) -> u32 {
+  return w[i];
+}
 
 // xs[k * WGY + i] holds x rows 4i .. 4i+3 of the tile at K offset k (a vec4 over rows).
 var<workgroup> xs: array<vec4<f32>, BK * WGY>;
@@ -70,19 +77,37 @@ fn main(
       }
       xs[kk * WGY + m / 4u][m % 4u] = v;
     }
-    // Stage W[n0 .. n0+BN, k0 .. k0+BK], one packed word (1 or 2 values) per step.
-    for (var e = lid; e < BN * bk_words; e += nthreads) {
-      let nn = e / bk_words;
-      let kk = (e % bk_words) * ppw;
-      let n = n0 + nn;
-      let k = k0 + kk;
-      var v = vec2<f32>(0.0, 0.0);
-      if (n < p.N && k < p.K) {
-        v = unpack_word(w[n * row_words + k / ppw]);
+    if (q_quantised()) {
+      // Stage W[n0 .. n0+BN, k0 .. k0+BK] four values at a time, decoded from their blocks
+      // (quant_values.wgsl); BK is a multiple of 4 and K of 32, so a group never crosses K.
+      let rb = q_row_bytes(p.K);
+      for (var e = lid; e < BN * (BK / 4u); e += nthreads) {
+        let nn = e / (BK / 4u);
+        let kk = (e % (BK / 4u)) * 4u;
+        let n = n0 + nn;
+        var v = vec4<f32>(0.0);
+        if (n < p.N && k0 + kk < p.K) {
+          v = q_values4(n * rb, k0 + kk);
+        }
+        for (var i = 0u; i < 4u; i++) {
+          ws[(kk + i) * WGX + nn / 4u][nn % 4u] = v[i];
+        }
       }
-      ws[kk * WGX + nn / 4u][nn % 4u] = v.x;
-      if (ppw == 2u) {
-        ws[(kk + 1u) * WGX + nn / 4u][nn % 4u] = v.y;
+    } else {
+      // Stage W[n0 .. n0+BN, k0 .. k0+BK], one packed word (1 or 2 values) per step.
+      for (var e = lid; e < BN * bk_words; e += nthreads) {
+        let nn = e / bk_words;
+        let kk = (e % bk_words) * ppw;
+        let n = n0 + nn;
+        let k = k0 + kk;
+        var v = vec2<f32>(0.0, 0.0);
+        if (n < p.N && k < p.K) {
+          v = unpack_word(w[n * row_words + k / ppw]);
+        }
+        ws[kk * WGX + nn / 4u][nn % 4u] = v.x;
+        if (ppw == 2u) {
+          ws[(kk + 1u) * WGX + nn / 4u][nn % 4u] = v.y;
+        }
       }
     }
     workgroupBarrier();

@@ -21,6 +21,7 @@
 import type { Dispatch, Gpu, PipelineSource } from "../runtime/gpu/device.ts";
 import { ArgumentError, GpuError } from "../runtime/errors.ts";
 import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import { isQuantType } from "../runtime/weights/weight_type.ts";
 import { ParamWriter, wgslFile } from "./registry.ts";
 import { unrolledEntry, unrollKey } from "./sgmatrix_unroll.ts";
 import { argOneOf, vec4View } from "./args.ts";
@@ -333,6 +334,13 @@ export async function matmulSgmatrixWith(
     "activation dtype",
   );
   const a = validateLinear(gpu, args, xDtype);
+  if (isQuantType(a.dtype)) {
+    throw new ArgumentError(
+      "dtype",
+      `matmul_sgmatrix reads f32, f16 or bf16 weights, got ${a.dtype}`,
+      "linear picks matmul (portable) for block-quantised weights",
+    );
+  }
   if (a.K % 8 !== 0) {
     throw new ArgumentError(
       "K",

@@ -170,7 +170,13 @@ interface Common {
   missingSkip: number;
 }
 
-function common(gpu: Gpu, a: MoeArgs): Common {
+/**
+ * The checked arguments of an expert GEMV whose weight rows hold `rows` values: `hidden` (gate, up)
+ * or `inter` (down). Only that projection's rows are checked against `dtype`, so a pool may store
+ * gate/up and down in different types (a Q4_K gate beside a Q8_0 down whose rows are not whole
+ * 256-value blocks, as llama.cpp's quantiser leaves them).
+ */
+function common(gpu: Gpu, a: MoeArgs, rows: "hidden" | "inter"): Common {
   argObject(a);
   const T = argCount("T", a.T);
   const topK = argCount("topK", a.topK, 1, 64);
@@ -178,12 +184,10 @@ function common(gpu: Gpu, a: MoeArgs): Common {
   const inter = argCount("inter", a.inter);
   const dtype = argWeightType("dtype", a.dtype);
   const experts = `experts (hidden=${hidden}, inter=${inter})`;
-  argWeightRow("hidden", hidden, dtype, experts);
-  argWeightRow("inter", inter, dtype, experts);
-  const expertBytes = Math.max(
-    inter * weightRowBytes(hidden, dtype),
-    hidden * weightRowBytes(inter, dtype),
-  );
+  argWeightRow(rows, rows === "hidden" ? hidden : inter, dtype, experts);
+  const expertBytes = rows === "hidden"
+    ? inter * weightRowBytes(hidden, dtype)
+    : hidden * weightRowBytes(inter, dtype);
   const slotWords = argCount("slotWords", a.slotWords, Math.ceil(expertBytes / 4));
   if (slotWords % 4) {
     throw new ArgumentError(
@@ -229,7 +233,7 @@ export async function moeGateUp(
   gpu: Gpu,
   args: MoeArgs & { x: Binding; gate: Binding; up?: Binding; out: Binding; act?: MoeActivation },
 ): Promise<Dispatch> {
-  const c = common(gpu, args);
+  const c = common(gpu, args, "hidden");
   const act = argOneOf("act", args.act ?? "swiglu", ["swiglu", "relu"] as const);
   const x = vec4View("x", argBinding(gpu, "x", args.x, c.T * c.hidden * 4), c.T * c.hidden * 4);
   const gate = vec4View("gate", argBinding(gpu, "gate", args.gate, c.slotWords * 4), 16);
@@ -273,7 +277,7 @@ export async function moeDown(
   gpu: Gpu,
   args: MoeArgs & { x: Binding; down: Binding; out: Binding },
 ): Promise<Dispatch> {
-  const c = common(gpu, args);
+  const c = common(gpu, args, "inter");
   const need = c.T * c.topK * c.inter * 4;
   const x = vec4View("x", argBinding(gpu, "x", args.x, need), need);
   const down = vec4View("down", argBinding(gpu, "down", args.down, c.slotWords * 4), 16);
@@ -361,7 +365,7 @@ export async function moeDownCombine(gpu: Gpu, args: MoeDownCombineArgs): Promis
     ["combine", "round", "finish"] as const,
     "moeDownCombine mode",
   );
-  const c = common(gpu, { ...args, missing: mode === "round" ? "skip" : "nan" });
+  const c = common(gpu, { ...args, missing: mode === "round" ? "skip" : "nan" }, "inter");
   const pairs = c.T * c.topK;
   const xNeed = pairs * (mode === "finish" ? c.hidden : c.inter) * 4;
   const x = vec4View("x", argBinding(gpu, "x", args.x, xNeed), xNeed);

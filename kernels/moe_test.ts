@@ -330,8 +330,8 @@ Deno.test({
     );
     await assert.rejects(
       () =>
-        moeDown(gpu, { ...base, hidden: 7, dtype: "bf16", x: b, down: b, out: b, slotWords: 64 }),
-      (e) => e instanceof ArgumentError && e.argument === "hidden",
+        moeDown(gpu, { ...base, inter: 7, dtype: "bf16", x: b, down: b, out: b, slotWords: 64 }),
+      (e) => e instanceof ArgumentError && e.argument === "inter",
     );
     await assert.rejects(
       () => moeCombine(gpu, { y: b, weights: b, out: b, T: 1, topK: 2, hidden: 8 }),

@@ -12,7 +12,8 @@
  *
  * A row of `K` values is `K / 32` Q8_0 blocks of 34 bytes or `K / 256` Q4_K super-blocks of 144
  * bytes ({@linkcode weightRowBytes}); a binding holds whole rows back to back and must cover them
- * rounded up to whole 4-byte words. Prefill (a GEMM over quantised weights) is not here yet.
+ * rounded up to whole 4-byte words. Prefill over quantised weights is `linear`'s: the portable
+ * `matmul` decodes blocks while it stages them (`quant_values.wgsl`).
  *
  * @example
  * ```ts ignore
@@ -30,28 +31,31 @@
  * @module
  */
 import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPE_BYTES, DTYPE_CODE, DTYPES } from "../runtime/weights/dtype.ts";
-import { QUANT_BLOCK, QUANT_TYPES, type QuantType } from "../runtime/weights/quant.ts";
+import { DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import { QUANT_TYPES, type QuantType } from "../runtime/weights/quant.ts";
+import { isQuantType, weightRowBytes, type WeightType } from "../runtime/weights/weight_type.ts";
 import { ParamWriter } from "./registry.ts";
-import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
-import { gemvLayout, type KernelPreference, MATVEC } from "./linear.ts";
+import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource, MATVEC } from "./gemv.ts";
+import type { KernelPreference } from "./linear_args.ts";
+import { gemvLayout } from "./linear_variant.ts";
 import {
   argBinding,
   argBoolean,
   argCount,
   argDistinct,
-  argEvenRow,
   argObject,
   argOneOf,
+  argWeightRow,
   placeholder,
 } from "./args.ts";
 
-/** A weight type the GEMV kernels read: a plain dtype or a block-quantised format. */
-export type WeightType = DType | QuantType;
-
-/** Every {@linkcode WeightType}. */
-export const WEIGHT_TYPES: readonly WeightType[] = [...DTYPES, ...QUANT_TYPES];
+export {
+  isQuantType,
+  WEIGHT_TYPES,
+  weightRowBytes,
+  type WeightType,
+} from "../runtime/weights/weight_type.ts";
+export { argWeightRow, argWeightType } from "./args.ts";
 
 /** The `WDTYPE` override of each weight type (`dtype.wgsl`, `quant.wgsl`). */
 export const WEIGHT_CODE: Readonly<Record<WeightType, number>> = Object.freeze({
@@ -59,39 +63,6 @@ export const WEIGHT_CODE: Readonly<Record<WeightType, number>> = Object.freeze({
   q8_0: 3,
   q4_k: 4,
 });
-
-/** Whether a weight type is block-quantised. */
-export function isQuantType(t: WeightType): t is QuantType {
-  return t === "q8_0" || t === "q4_k";
-}
-
-/** Bytes of a row of `K` weights of type `t` (whole blocks for the quantised types). */
-export function weightRowBytes(K: number, t: WeightType): number {
-  if (isQuantType(t)) return (K / QUANT_BLOCK[t].values) * QUANT_BLOCK[t].bytes;
-  return K * DTYPE_BYTES[t];
-}
-
-/** Checks a weight type argument (`dtype`) and returns it. */
-export function argWeightType(argument: string, value: unknown): WeightType {
-  return argOneOf(argument, value, WEIGHT_TYPES, "weight type");
-}
-
-/**
- * Checks that rows of `K` weights of `t` are whole words (16-bit dtypes: even) or whole blocks
- * (Q8_0: a multiple of 32, Q4_K: of 256). `what` names the rows' owner in the message.
- */
-export function argWeightRow(argument: string, K: number, t: WeightType, what: string): number {
-  if (!isQuantType(t)) return argEvenRow(argument, K, t, what);
-  const values = QUANT_BLOCK[t].values;
-  if (K % values !== 0) {
-    throw new ArgumentError(
-      argument,
-      `${t} ${what} need rows of whole ${values}-value blocks, got ${argument}=${K}`,
-      `${t} stores blocks of ${values} values; pad the rows or use another type`,
-    );
-  }
-  return K;
-}
 
 /**
  * The GEMV layout for rows of `K` weights of `t` on this device: `gemvLayout`'s rule, applied to the

@@ -254,7 +254,12 @@ Deno.test({
     await rejects(matvecQuant(gpu, { ...mv, y: b }), "y", "distinct");
     const moe = { table: b, ids: b, T: 1, topK: 2, hidden: 64, inter: 32, dtype: "q8_0" as const };
     await rejects(
-      moeDown(gpu, { ...moe, hidden: 48, x: b, down: b, out: o, slotWords: 4096 }),
+      moeDown(gpu, { ...moe, inter: 48, x: b, down: b, out: o, slotWords: 4096 }),
+      "inter",
+      "32-value",
+    );
+    await rejects(
+      moeGateUp(gpu, { ...moe, hidden: 48, x: b, gate: b, up: b, out: o, slotWords: 4096 }),
       "hidden",
       "32-value",
     );

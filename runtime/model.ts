@@ -1,7 +1,7 @@
 /**
- * The public model API: load a Hugging Face MoE checkpoint from a directory, score tokens, generate,
- * with every expert on the GPU (`resident`) or streamed from the memory-mapped files by the offloading
- * engine (`on-demand`, `prefetch-all`, `pregated`).
+ * The public model API: load a MoE model (a Hugging Face checkpoint directory or a GGUF file), score
+ * tokens, generate, with every expert on the GPU (`resident`) or streamed from the memory-mapped
+ * files by the offloading engine (`on-demand`, `prefetch-all`, `pregated`).
  *
  * @example
  * ```ts ignore
@@ -16,8 +16,9 @@
  */
 import { type Gpu, type GpuChoice, openGpu, type Step } from "./gpu/device.ts";
 import { ArgumentError } from "./errors.ts";
-import { loadConfig, type ModelConfig, type MoeFfn } from "./models/config.ts";
-import { openCheckpoint, type TensorStore } from "./weights/safetensors.ts";
+import type { ModelConfig, MoeFfn } from "./models/config.ts";
+import { loadModelConfig, openModelStore } from "./models/gguf_model.ts";
+import type { TensorStore } from "./weights/safetensors.ts";
 import type { ModelWeights } from "./models/weights.ts";
 import type { RunState } from "./models/state.ts";
 import { allocModelState, archOf, buildForward, uploadModelWeights } from "./models/arch/mod.ts";
@@ -217,7 +218,7 @@ export class Model {
     if (opts.budget !== undefined && !(Number.isFinite(opts.budget) && opts.budget > 0)) {
       throw new ArgumentError("budget", `expected a positive number of bytes, got ${opts.budget}`);
     }
-    const cfg = await loadConfig(dir);
+    const cfg = await loadModelConfig(dir);
     warnContextLength(cfg, opts.contextLength, opts.log);
     const contextLength = opts.contextLength ?? Math.min(cfg.maxPositions, 2048);
     if (!Number.isInteger(contextLength) || contextLength < 1) {
@@ -227,7 +228,7 @@ export class Model {
     if (!Number.isInteger(prefillChunk) || prefillChunk < 1) {
       throw new ArgumentError("prefillChunk", `expected a positive integer, got ${prefillChunk}`);
     }
-    const store = openCheckpoint(dir, { log: opts.log });
+    const store = openModelStore(dir, cfg, { log: opts.log });
     warnUnusedTensors(cfg, store, opts.log);
     const encoderDecoder = archOf(cfg).encoderDecoder !== undefined;
     const maxEncoder = opts.maxEncoderTokens ?? 512;
@@ -614,7 +615,10 @@ function freeBuffers(gpu: Gpu, root: unknown, seen = new Set<unknown>()): void {
   for (const v of Object.values(root)) freeBuffers(gpu, v, seen);
 }
 
-/** Loads a Hugging Face MoE checkpoint directory (config.json + safetensors) onto the GPU. */
+/**
+ * Loads a MoE model onto the GPU: a Hugging Face checkpoint directory (config.json + safetensors)
+ * or a GGUF file (llama.cpp's; F16, BF16, Q8_0 and Q4_K weights stay as stored).
+ */
 export function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   return Model.load(dir, opts);
 }

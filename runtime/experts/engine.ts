@@ -30,7 +30,7 @@ import type { ForwardOptions, MoeOp, PregateSpec } from "../models/plan.ts";
 import {
   type ExpertPool,
   expertPool,
-  expertSlotBytes,
+  expertProjectionBytes,
   type GpuMatrix,
   type ModelWeights,
 } from "../models/weights.ts";
@@ -209,19 +209,20 @@ export class OffloadEngine implements StreamedExperts {
     // Fixed costs besides the slots: slot tables, pre-gate buffers, the routing readback buffer.
     const fixed = moe.length * E * U32 +
       moe.length * state.maxT * (2 * topK + E) * U32 + 2 * state.maxT * topK * U32;
+    const proj = expertProjectionBytes(host.inter, host.hidden, host.types);
     const slots = poolSlots({
       mode: opts.mode,
       topK,
       experts: E,
       moeLayers: moe.length,
-      projectionBytes: expertSlotBytes(host.inter, host.hidden, host.dtype),
-      projections: host.act === "relu" ? 2 : 3,
+      projectionBytes: Math.max(proj.gateUp, proj.down),
+      slotBytes: proj.gateUp * (host.act === "relu" ? 1 : 2) + proj.down,
       usedBytes: gpu.memory().current + fixed,
       budget: opts.budget,
       expertCache: opts.expertCache,
       maxBindingBytes: gpu.limits.maxStorageBufferBindingSize,
     });
-    const pool = expertPool(gpu, E, slots, host.inter, host.hidden, host.dtype, host.act);
+    const pool = expertPool(gpu, E, slots, host.inter, host.hidden, host.types, host.act);
     return new OffloadEngine(gpu, cfg, host, state, weights, opts, pool);
   }
 

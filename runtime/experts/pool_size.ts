@@ -39,10 +39,15 @@ export interface PoolSizeInput {
   experts: number;
   /** Number of MoE layers. */
   moeLayers: number;
-  /** Bytes of one projection of one slot. */
+  /** Bytes of the largest projection of one slot (each projection's slots are one binding). */
   projectionBytes: number;
   /** Projections per slot: 3 (gate, up, down; the default) or 2 (a ReLU expert's wi, wo). */
   projections?: 2 | 3;
+  /**
+   * Bytes of one slot, all its projections (default `projections * projectionBytes`); given when
+   * they differ, e.g. a quantised file's Q4_K gate and up beside a Q8_0 down.
+   */
+  slotBytes?: number;
   /** Bytes already on the device that count against the budget (weights, state, fixed buffers). */
   usedBytes: number;
   /** GPU memory budget in bytes, if any. */
@@ -112,7 +117,7 @@ export function poolSlots(p: PoolSizeInput): number {
 }
 
 function slotBytes(p: PoolSizeInput): number {
-  return (p.projections ?? 3) * p.projectionBytes;
+  return p.slotBytes ?? (p.projections ?? 3) * p.projectionBytes;
 }
 
 function budgetTooSmall(p: PoolSizeInput, min: number): BudgetError {

@@ -11,11 +11,11 @@
  * @module
  */
 import { ArgumentError, ConfigError, WeightFileError } from "../errors.ts";
-import type { DType } from "../weights/dtype.ts";
+import type { WeightType } from "../weights/weight_type.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { FfnActivation, ModelConfig } from "../models/config.ts";
-import { layerNames } from "../models/names.ts";
-import type { ExpertPool } from "../models/weights.ts";
+import { layerNames, type MlpNames } from "../models/names.ts";
+import type { ExpertPool, ExpertTypes } from "../models/gpu_weights.ts";
 import type { Uploader, UploadItem } from "./uploader.ts";
 
 /** The tensors of one expert: gate (a ReLU expert's `wi`), up (none for ReLU) and down (`wo`). */
@@ -37,8 +37,10 @@ export class HostExpertStore {
   readonly inter: number;
   /** Model width. */
   readonly hidden: number;
-  /** The experts' dtype (one for all). */
-  readonly dtype: DType;
+  /** The weight type of the experts' gate and up projections (one for all experts). */
+  readonly dtype: WeightType;
+  /** The weight type of the experts' down projections (one for all experts). */
+  readonly downDtype: WeightType;
   /** Bytes of one expert (gate + up + down) as stored. */
   readonly bytesPerExpert: number;
   /** The experts' activation: `relu` experts (Switch) have no up projection. */
@@ -64,9 +66,9 @@ export class HostExpertStore {
     this.inter = f0.inter;
     this.act = f0.act ?? "swiglu";
     this.hidden = cfg.hidden;
-    this.dtype = store.get(
-      (layerNames(cfg, moe[0][0]).ffn as { expert(e: number): { gate: string } }).expert(0).gate,
-    ).dtype;
+    const first = (layerNames(cfg, moe[0][0]).ffn as { expert(e: number): MlpNames }).expert(0);
+    this.dtype = store.get(first.gate).dtype;
+    this.downDtype = store.get(first.down).dtype;
     for (const [i] of moe) {
       const names = layerNames(cfg, i).ffn;
       if (names.kind !== "moe") {
@@ -84,21 +86,25 @@ export class HostExpertStore {
           );
         }
         const t = {
-          gate: this.#check(store.get(n.gate), [this.inter, this.hidden]),
+          gate: this.#check(store.get(n.gate), [this.inter, this.hidden], this.dtype),
           up: n.up === undefined
             ? undefined
-            : this.#check(store.get(n.up), [this.inter, this.hidden]),
-          down: this.#check(store.get(n.down), [this.hidden, this.inter]),
+            : this.#check(store.get(n.up), [this.inter, this.hidden], this.dtype),
+          down: this.#check(store.get(n.down), [this.hidden, this.inter], this.downDtype),
         };
         list.push(t);
       }
       this.#tensors.set(i, list);
     }
-    const first = this.#tensors.get(moe[0][0])![0];
-    this.bytesPerExpert = expertBytes(first);
+    this.bytesPerExpert = expertBytes(this.#tensors.get(moe[0][0])![0]);
   }
 
-  #check(t: Tensor, shape: number[]): Tensor {
+  /** The weight types of the experts' projections. */
+  get types(): ExpertTypes {
+    return { gateUp: this.dtype, down: this.downDtype };
+  }
+
+  #check(t: Tensor, shape: number[], dtype: WeightType): Tensor {
     if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
       throw new WeightFileError(
         t.file,
@@ -106,10 +112,10 @@ export class HostExpertStore {
         { tensor: t.name },
       );
     }
-    if (t.dtype !== this.dtype) {
+    if (t.dtype !== dtype) {
       throw new WeightFileError(
         t.file,
-        `expected dtype ${this.dtype} like the other experts, found ${t.dtype}`,
+        `expected dtype ${dtype} like the other experts, found ${t.dtype}`,
         {
           tensor: t.name,
         },

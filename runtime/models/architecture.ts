@@ -22,6 +22,7 @@ import type { TensorStore } from "../weights/safetensors.ts";
 import type { UploadOptions, WeightUpload } from "./weights.ts";
 import type { DType } from "../weights/dtype.ts";
 import type { ForwardOptions, ForwardPlan } from "./plan.ts";
+import type { GgufSpec } from "./gguf_spec.ts";
 import type { ConfigStyle, DimRules, ModelDims, PresetSpec } from "./model_dims.ts";
 
 /** How `makeModel` writes a checkpoint of an architecture. */
@@ -139,6 +140,8 @@ export interface Architecture<N extends string = string> {
   readonly make: MakeSpec;
   /** An encoder-decoder's encoder and what it needs (absent for a decoder-only model). */
   readonly encoderDecoder?: EncoderDecoderSpec;
+  /** Its form in llama.cpp's GGUF files (absent when llama.cpp has no such architecture). */
+  readonly gguf?: GgufSpec;
 }
 
 /**

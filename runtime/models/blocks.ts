@@ -35,6 +35,7 @@ import { QKV_MAX_T, qkvBias, qkvClamp, qkvProj } from "../../kernels/qkv.ts";
 import { routerTopK } from "../../kernels/router.ts";
 import { moeDownCombine, moeGateUp } from "../../kernels/moe.ts";
 import { DTYPE_BYTES } from "../weights/dtype.ts";
+import { isQuantType } from "../weights/weight_type.ts";
 import type { ModelConfig, MoeFfn } from "./model_config.ts";
 import type { GpuMatrix, GpuMlp, LayerWeights, ModelWeights } from "./gpu_weights.ts";
 import type { ForwardOptions, LayerPlan, MoePlan } from "./plan.ts";
@@ -125,8 +126,10 @@ export class DecoderBlocks {
    * one dtype), three tiled matmuls for prefill.
    */
   async qkv(i: number): Promise<Step[]> {
-    const lw = this.w.layers[i], s = this.s, T = this.T;
-    if (T <= QKV_MAX_T && lw.k.dtype === lw.q.dtype && lw.v.dtype === lw.q.dtype) {
+    const lw = this.w.layers[i], s = this.s, T = this.T, dtype = lw.q.dtype;
+    if (
+      T <= QKV_MAX_T && !isQuantType(dtype) && lw.k.dtype === dtype && lw.v.dtype === dtype
+    ) {
       return [
         await qkvProj(this.gpu, {
           x: s.h,
@@ -140,7 +143,7 @@ export class DecoderBlocks {
           K: this.cfg.hidden,
           Nq: lw.q.rows,
           Nkv: lw.k.rows,
-          dtype: lw.q.dtype,
+          dtype,
         }),
       ];
     }
@@ -254,8 +257,9 @@ export class DecoderBlocks {
    * decode as a one-expert MoE, prefill as matmuls.
    */
   async #mlp(m: GpuMlp, out: GPUBuffer, accumulate: boolean): Promise<Step[]> {
-    const s = this.s, T = this.T, up = m.up;
-    if (T <= QKV_MAX_T && (!up || up.dtype === m.gate.dtype)) {
+    const s = this.s, T = this.T, up = m.up, dtype = m.gate.dtype;
+    // (Block-quantised weights take the matmul path: their GEMVs are the linear ones.)
+    if (T <= QKV_MAX_T && !isQuantType(dtype) && (!up || up.dtype === dtype)) {
       return [
         // gate, up and SwiGLU (or wi and ReLU) in one dispatch: expert 0 in slot 0 of a one-expert MoE.
         await moeGateUp(this.gpu, {
@@ -266,8 +270,8 @@ export class DecoderBlocks {
           topK: 1,
           hidden: this.cfg.hidden,
           inter: m.gate.rows,
-          dtype: m.gate.dtype,
-          slotWords: (m.gate.rows * m.gate.cols * DTYPE_BYTES[m.gate.dtype]) / 4,
+          dtype,
+          slotWords: (m.gate.rows * m.gate.cols * DTYPE_BYTES[dtype]) / 4,
           x: s.h,
           gate: m.gate.buffer,
           up: up?.buffer,
@@ -380,6 +384,7 @@ export class DecoderBlocks {
     }
     const downArgs = {
       ...moeArgs,
+      dtype: pool.downDtype,
       down: pool.down,
       slotWords: pool.bytes.down / 4,
       weights: routing.weights,
@@ -398,6 +403,7 @@ export class DecoderBlocks {
       await gateUp("skip"),
       await moeDownCombine(gpu, {
         ...moeArgs,
+        dtype: pool.downDtype,
         down: pool.down,
         slotWords: pool.bytes.down / 4,
         x: s.moeH,

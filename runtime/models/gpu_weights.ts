@@ -16,14 +16,17 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { BudgetError } from "../errors.ts";
-import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
+import { weightRowBytes, type WeightType } from "../weights/weight_type.ts";
 import type { Tensor } from "../weights/safetensors.ts";
 import type { FfnActivation } from "./model_config.ts";
 
-/** A weight matrix `[rows, cols]` (rows = outputs) on the GPU, packed in its dtype. */
+/**
+ * A weight matrix `[rows, cols]` (rows = outputs) on the GPU, packed in its file's weight type
+ * (block-quantised types: rows of whole blocks, as stored).
+ */
 export interface GpuMatrix {
   readonly buffer: GPUBuffer;
-  readonly dtype: DType;
+  readonly dtype: WeightType;
   readonly rows: number;
   readonly cols: number;
 }
@@ -47,7 +50,10 @@ export interface ExpertPool {
   readonly up: GPUBuffer | null;
   readonly down: GPUBuffer;
   readonly table: GPUBuffer;
-  readonly dtype: DType;
+  /** The weight type of gate and up. */
+  readonly dtype: WeightType;
+  /** The weight type of down (a quantised file may store it otherwise than gate and up). */
+  readonly downDtype: WeightType;
   readonly slots: number;
   readonly experts: number;
   readonly inter: number;
@@ -94,18 +100,46 @@ export function uploadTensor(gpu: Gpu, t: Tensor, buffer: GPUBuffer, offset = 0)
   gpu.write(buffer, t.bytes(), offset);
 }
 
+/** The weight types of an expert's projections: gate and up share one, down may differ. */
+export interface ExpertTypes {
+  readonly gateUp: WeightType;
+  readonly down: WeightType;
+}
+
+/** `t` as {@linkcode ExpertTypes}: one type for every projection, or the pair as given. */
+export function expertTypes(t: WeightType | ExpertTypes): ExpertTypes {
+  return typeof t === "string" ? { gateUp: t, down: t } : t;
+}
+
 /**
  * Bytes of one slot of one projection of an expert pool: an (inter x hidden) matrix in `dtype`,
  * rounded up to 256 bytes so each slot can also be bound on its own.
  */
-export function expertSlotBytes(inter: number, hidden: number, dtype: DType): number {
-  return Math.ceil((inter * hidden * DTYPE_BYTES[dtype]) / 256) * 256;
+export function expertSlotBytes(inter: number, hidden: number, dtype: WeightType): number {
+  return Math.ceil((inter * weightRowBytes(hidden, dtype)) / 256) * 256;
+}
+
+/**
+ * Bytes of one slot of each projection of an expert pool (gate and up: `inter` rows of `hidden`
+ * values; down: `hidden` rows of `inter`), each rounded up to 256 bytes.
+ */
+export function expertProjectionBytes(
+  inter: number,
+  hidden: number,
+  types: WeightType | ExpertTypes,
+): { gateUp: number; down: number } {
+  const t = expertTypes(types);
+  return {
+    gateUp: expertSlotBytes(inter, hidden, t.gateUp),
+    down: expertSlotBytes(hidden, inter, t.down),
+  };
 }
 
 /**
  * Allocates an expert pool of `slots` slots for `experts` experts of shape (inter, hidden) in
- * `dtype`, without an up projection for `relu` experts. Slot sizes are rounded up to 256 bytes so
- * each slot can also be bound on its own.
+ * `types` (one weight type, or gate/up's and down's), without an up projection for `relu` experts.
+ * Slot sizes are each projection's stored bytes rounded up to 256 bytes so each slot can also be
+ * bound on its own.
  */
 export function expertPool(
   gpu: Gpu,
@@ -113,30 +147,32 @@ export function expertPool(
   slots: number,
   inter: number,
   hidden: number,
-  dtype: DType,
+  types: WeightType | ExpertTypes,
   act: FfnActivation = "swiglu",
 ): ExpertPool {
-  const slotBytes = expertSlotBytes(inter, hidden, dtype);
-  const size = slotBytes * slots;
+  const t = expertTypes(types);
+  const bytes = expertProjectionBytes(inter, hidden, t);
+  const size = Math.max(bytes.gateUp, bytes.down) * slots;
   const maxBind = gpu.limits.maxStorageBufferBindingSize;
   if (size > maxBind) {
     throw new BudgetError(
-      `an expert pool of ${slots} slots x ${slotBytes} bytes (${size} bytes) exceeds this GPU's ` +
-        `storage binding limit of ${maxBind} bytes`,
+      `an expert pool of ${slots} slots x ${Math.max(bytes.gateUp, bytes.down)} bytes (${size} ` +
+        `bytes) exceeds this GPU's storage binding limit of ${maxBind} bytes`,
       undefined,
       "use fewer expert slots (offloading modes) or a device with a larger maxStorageBufferBindingSize",
     );
   }
   return {
-    gate: gpu.storage("experts", size, "experts.gate"),
-    up: act === "relu" ? null : gpu.storage("experts", size, "experts.up"),
-    down: gpu.storage("experts", size, "experts.down"),
+    gate: gpu.storage("experts", bytes.gateUp * slots, "experts.gate"),
+    up: act === "relu" ? null : gpu.storage("experts", bytes.gateUp * slots, "experts.up"),
+    down: gpu.storage("experts", bytes.down * slots, "experts.down"),
     table: gpu.storage("experts", experts * 4, "experts.table"),
-    dtype,
+    dtype: t.gateUp,
+    downDtype: t.down,
     slots,
     experts,
     inter,
     hidden,
-    bytes: { gateUp: slotBytes, down: slotBytes },
+    bytes,
   };
 }

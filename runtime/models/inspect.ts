@@ -22,8 +22,9 @@
 import { WeightFileError } from "../errors.ts";
 import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
 import { type NonFiniteTensor, scanNonFinite } from "../weights/finite.ts";
-import { INDEX_FILE_NAME, openCheckpoint } from "../weights/safetensors.ts";
-import { loadConfig, type ModelConfig } from "./config.ts";
+import { INDEX_FILE_NAME } from "../weights/safetensors.ts";
+import type { ModelConfig } from "./config.ts";
+import { loadModelConfig, openModelStore } from "./gguf_model.ts";
 import { type ExpectedTensor, expectedTensors, pregateNames } from "./names.ts";
 import { countParams, type ParamCounts } from "./param_counts.ts";
 
@@ -292,8 +293,8 @@ function sizeOf(path: string): number | null {
  * ```
  */
 export async function inspectModel(dir: string, opts: InspectOptions = {}): Promise<InspectReport> {
-  const cfg = await loadConfig(dir);
-  const store = openCheckpoint(dir, { mode: "read" });
+  const cfg = await loadModelConfig(dir);
+  const store = openModelStore(dir, cfg, { mode: "read" });
   try {
     const label = store.files.length > 1 || sizeOf(`${dir}/${INDEX_FILE_NAME}`) !== null
       ? `${dir}/${INDEX_FILE_NAME}`
@@ -404,7 +405,7 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
         count: expertCount,
       };
     }
-    const nonFinite = opts.check ? scanAll(dir) : undefined;
+    const nonFinite = opts.check ? scanAll(dir, cfg) : undefined;
     const nonFiniteText = nonFinite && nonFiniteWarning(nonFinite, opts.maxListed);
     if (nonFiniteText) warnings.push(nonFiniteText);
     return {
@@ -430,8 +431,8 @@ export async function inspectModel(dir: string, opts: InspectOptions = {}): Prom
 }
 
 /** Every tensor of the checkpoint scanned for NaN/Inf (memory-mapped where FFI allows). */
-function scanAll(dir: string): NonFiniteTensor[] {
-  const store = openCheckpoint(dir, { log: () => {} });
+function scanAll(dir: string, cfg: ModelConfig): NonFiniteTensor[] {
+  const store = openModelStore(dir, cfg, { log: () => {} });
   try {
     return scanNonFinite(store);
   } finally {

@@ -26,6 +26,7 @@
 import type { BufferPurpose, Gpu } from "../gpu/device.ts";
 import { BudgetError, ConfigError, WeightFileError } from "../errors.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
+import { weightBlockValues } from "../weights/weight_type.ts";
 import type { ModelConfig, MoeFfn } from "./model_config.ts";
 import { layerNames, type MlpNames, modelNames, pregateName } from "./names.ts";
 import {
@@ -41,7 +42,9 @@ import {
 export {
   type ExpertPool,
   expertPool,
+  expertProjectionBytes,
   expertSlotBytes,
+  type ExpertTypes,
   type GpuMatrix,
   type GpuMlp,
   type LayerWeights,
@@ -76,7 +79,15 @@ function expectShape(t: Tensor, shape: readonly number[]): void {
 }
 
 function matrixOk(t: Tensor, cols: number): void {
-  if (t.dtype !== "f32" && cols % 2) {
+  const block = weightBlockValues(t.dtype);
+  if (block > 1 && cols % block) {
+    throw new WeightFileError(
+      t.file,
+      `${t.dtype} matrices need rows of whole ${block}-value blocks, found ${cols} columns`,
+      { tensor: t.name },
+    );
+  }
+  if ((t.dtype === "f16" || t.dtype === "bf16") && cols % 2) {
     throw new WeightFileError(
       t.file,
       `${t.dtype} matrices need an even number of columns, found ${cols}`,
@@ -164,8 +175,11 @@ export class WeightUpload {
    * tensor checked against expert 0's dtype; ReLU experts (`f.act`) have no up projection.
    */
   experts(names: (e: number) => MlpNames, f: MoeFfn, hidden: number): ExpertPool {
-    const dtype = this.store.get(names(0).gate).dtype;
-    const pool = expertPool(this.gpu, f.experts, f.experts, f.inter, hidden, dtype, f.act);
+    const types = {
+      gateUp: this.store.get(names(0).gate).dtype,
+      down: this.store.get(names(0).down).dtype,
+    };
+    const pool = expertPool(this.gpu, f.experts, f.experts, f.inter, hidden, types, f.act);
     for (let e = 0; e < f.experts; e++) {
       const en = names(e);
       if ((en.up === undefined) !== (pool.up === null)) {
@@ -181,10 +195,11 @@ export class WeightUpload {
         if (nm === undefined || !dst) continue;
         const t = this.store.get(nm);
         expectShape(t, role === "down" ? [hidden, f.inter] : [f.inter, hidden]);
-        if (t.dtype !== pool.dtype) {
+        const want = role === "down" ? pool.downDtype : pool.dtype;
+        if (t.dtype !== want) {
           throw new WeightFileError(
             t.file,
-            `expected dtype ${pool.dtype} like expert 0, found ${t.dtype}`,
+            `expected dtype ${want} like expert 0, found ${t.dtype}`,
             { tensor: nm },
           );
         }

@@ -28,6 +28,8 @@ import {
   Tokenizer as HfTokenizer,
 } from "npm:@huggingface/tokenizers@0.2.0";
 import { TokenizerError } from "../errors.ts";
+import { isGgufFile, openGguf } from "../weights/gguf.ts";
+import { ggufTokenizerFiles } from "./gguf_vocab.ts";
 
 /** Options of {@linkcode Tokenizer.encode}. */
 export interface EncodeOptions {
@@ -94,7 +96,7 @@ export class Tokenizer {
 
   /** Builds a tokenizer from parsed files; {@linkcode loadTokenizer} reads them. */
   constructor(files: TokenizerFiles) {
-    const file = `${files.dir}/tokenizer.json`;
+    const file = files.dir.endsWith(".gguf") ? files.dir : `${files.dir}/tokenizer.json`;
     try {
       this.#hf = new HfTokenizer(files.tokenizerJson, files.tokenizerConfig);
     } catch (e) {
@@ -178,7 +180,8 @@ export class Tokenizer {
 
 /**
  * Loads the tokenizer of a model directory: tokenizer.json (required), tokenizer_config.json,
- * chat_template.jinja, and the `eos_token_id` of config.json and generation_config.json.
+ * chat_template.jinja, and the `eos_token_id` of config.json and generation_config.json; or of a
+ * GGUF file: its vocabulary (`tokenizer.ggml.*`, rebuilt by `gguf_vocab.ts`).
  *
  * @example
  * ```ts ignore
@@ -187,6 +190,14 @@ export class Tokenizer {
  * ```
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  if (isGgufFile(dir)) {
+    const g = openGguf(dir);
+    try {
+      return new Tokenizer(ggufTokenizerFiles(g));
+    } finally {
+      g.close();
+    }
+  }
   return new Tokenizer(await readTokenizerFiles(dir));
 }
 

@@ -16,6 +16,8 @@
  * @module
  */
 import type { DType } from "./dtype.ts";
+import { dequantize } from "./quant.ts";
+import { isQuantType, type WeightType } from "./weight_type.ts";
 import type { TensorStore } from "./safetensors.ts";
 
 /**
@@ -36,8 +38,8 @@ export interface NonFiniteTensor {
   tensor: string;
   /** The file holding it. */
   file: string;
-  /** Its dtype. */
-  dtype: DType;
+  /** Its weight type. */
+  dtype: WeightType;
   /** How many elements are NaN. */
   nan: number;
   /** How many elements are +Infinity or -Infinity. */
@@ -108,7 +110,10 @@ export function scanNonFinite(
   let done = 0;
   for (const name of list) {
     const t = store.get(name);
-    const r = countNonFinite(t.bytes(), t.dtype);
+    // Block-quantised tensors are scanned as their values (a NaN scale spoils a whole block).
+    const r = isQuantType(t.dtype)
+      ? countNonFinite(new Uint8Array(dequantize(t.bytes(), t.dtype, t.elements).buffer), "f32")
+      : countNonFinite(t.bytes(), t.dtype);
     if (r.firstIndex >= 0) out.push({ tensor: name, file: t.file, dtype: t.dtype, ...r });
     done += t.byteLength;
     onProgress?.(done, total);

@@ -141,6 +141,8 @@ export interface GgufFile {
   readonly dataOffset: number;
   /** How the file is accessed (`mmap` zero-copy, or `read`). */
   readonly kind: MapKind;
+  /** The mapped file (page residency, access hints, truncation checks over tensors' bytes). */
+  readonly mapping: MappedFile;
   /** Every metadata entry, in file order. */
   entries(): readonly GgufEntry[];
   /** Whether a metadata key exists. */
@@ -210,15 +212,15 @@ class Gguf implements GgufFile {
   readonly #tensors: Map<string, ParsedTensor>;
 
   constructor(
-    private readonly mapped: MappedFile,
+    readonly mapping: MappedFile,
     readonly version: number,
     readonly alignment: number,
     readonly dataOffset: number,
     entries: readonly GgufEntry[],
     tensors: readonly ParsedTensor[],
   ) {
-    this.path = mapped.path;
-    this.kind = mapped.kind;
+    this.path = mapping.path;
+    this.kind = mapping.kind;
     this.#entries = new Map(entries.map((e) => [e.key, e]));
     this.#tensors = new Map(tensors.map((t) => [t.name, t]));
   }
@@ -350,7 +352,7 @@ class Gguf implements GgufFile {
   }
   tensor(name: string): GgufTensor {
     const t = this.#parsed(name);
-    const bytes = () => this.mapped.bytes(t.offset, t.byteLength);
+    const bytes = () => this.mapping.bytes(t.offset, t.byteLength);
     const view = (): GgufTensorView => {
       const b = bytes();
       const v = VIEW[t.type.name];
@@ -382,7 +384,7 @@ class Gguf implements GgufFile {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.mapped.close();
+    this.mapping.close();
   }
 }
 
@@ -409,5 +411,31 @@ export function openGguf(path: string, options: OpenMappedOptions = {}): GgufFil
   } catch (e) {
     mapped.close();
     throw e;
+  }
+}
+
+/**
+ * Whether `path` is a GGUF file: named `*.gguf`, or a file starting with the GGUF magic. A
+ * directory or a missing path is not.
+ *
+ * @example
+ * ```ts
+ * import { isGgufFile } from "./gguf.ts";
+ * console.log(isGgufFile("tests/fixtures/hf/olmoe"), isGgufFile("model-q4_k.gguf")); // false true
+ * ```
+ */
+export function isGgufFile(path: string): boolean {
+  if (path.toLowerCase().endsWith(".gguf")) return true;
+  try {
+    if (!Deno.statSync(path).isFile) return false;
+    const f = Deno.openSync(path, { read: true });
+    try {
+      const magic = new Uint8Array(4);
+      return f.readSync(magic) === 4 && new TextDecoder().decode(magic) === "GGUF";
+    } finally {
+      f.close();
+    }
+  } catch {
+    return false;
   }
 }

@@ -1,6 +1,6 @@
 /**
- * Weights: dtypes and packing, memory-mapped files, safetensors and GGUF reading and writing, and
- * the Q8_0 / Q4_K block formats.
+ * Weights: dtypes and packing, memory-mapped files, safetensors and GGUF reading and writing, the
+ * Q8_0 / Q4_K block formats, and the weight types the kernels read.
  *
  * @example
  * ```ts
@@ -22,3 +22,4 @@ export * from "./finite.ts";
 export * from "./gguf.ts";
 export * from "./gguf_writer.ts";
 export * from "./quant.ts";
+export * from "./weight_type.ts";

@@ -28,7 +28,9 @@
  * @module
  */
 import { WeightFileError } from "../errors.ts";
-import { bf16BitsToF32, type DType, f16BitsToF32 } from "./dtype.ts";
+import { bf16BitsToF32, f16BitsToF32 } from "./dtype.ts";
+import { dequantize } from "./quant.ts";
+import { isQuantType, type WeightType } from "./weight_type.ts";
 import {
   type Advice,
   type MapKind,
@@ -63,8 +65,11 @@ export interface TensorEntry {
   readonly name: string;
   /** The dtype as written in the file (`F32`, `BF16`, `I64`, ...). */
   readonly fileDType: string;
-  /** The {@linkcode DType} Pregate computes with, or `null` when the file dtype is unsupported. */
-  readonly dtype: DType | null;
+  /**
+   * The {@linkcode WeightType} Pregate computes with (safetensors files: f32, f16, bf16; a GGUF
+   * model's store also gives q8_0 and q4_k), or `null` when the file dtype is unsupported.
+   */
+  readonly dtype: WeightType | null;
   /** The shape (a fresh copy). */
   readonly shape: number[];
   /** The number of elements (the product of the shape; 1 for a scalar). */
@@ -96,8 +101,8 @@ export interface TensorEntry {
  * ```
  */
 export interface Tensor extends TensorEntry {
-  /** The dtype (always supported here). */
-  readonly dtype: DType;
+  /** The weight type (always supported here). */
+  readonly dtype: WeightType;
   /**
    * The tensor's bytes, in file order (little-endian). Zero-copy and **read-only** when the file is
    * memory-mapped (writing into it crashes the process; `slice()` to get a writable copy), a fresh
@@ -191,6 +196,7 @@ function alignmentOf(offset: number): number {
 function toF32(t: Tensor): Float32Array {
   const b = t.bytes();
   const n = t.elements;
+  if (isQuantType(t.dtype)) return dequantize(b, t.dtype, n);
   if (t.dtype === "f32") {
     const aligned = b.byteOffset % 4 === 0 ? b : b.slice();
     return new Float32Array(aligned.buffer, aligned.byteOffset, n).slice();

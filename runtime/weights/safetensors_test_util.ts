@@ -146,7 +146,7 @@ export async function pokeTensor(
   const e = store.describe(tensor);
   store.close();
   if (e.dtype === null) throw new Error(`${tensor}: cannot poke dtype ${e.fileDType}`);
-  const bytes = encodeTensor([value], e.dtype);
+  const bytes = encodeTensor([value], e.dtype as DType);
   const file = await Deno.open(e.file, { write: true });
   try {
     for (const i of indices) {

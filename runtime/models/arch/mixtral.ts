@@ -20,6 +20,8 @@
  */
 import type { Gpu } from "../../gpu/device.ts";
 import { defineArch } from "../architecture.ts";
+import { ggufValue as v, type GgufValueToWrite } from "../../weights/gguf_writer.ts";
+import { firstMoe, type GgufFields, type GgufSpec } from "../gguf_spec.ts";
 import { DecoderBlocks } from "../blocks.ts";
 import type { ModelWeights } from "../gpu_weights.ts";
 import {
@@ -119,6 +121,25 @@ async function buildForward(
   return { T: opts.T, embed, layers, head };
 }
 
+// ---- GGUF (llama.cpp's llama with experts: q/k rows permuted for its pair-wise RoPE)
+
+const gguf: GgufSpec = {
+  arch: "llama",
+  renormalize: true,
+  permuteQk: true,
+  config(m: GgufFields) {
+    return {
+      num_local_experts: m.uint("num_local_experts", "expert_count"),
+      intermediate_size: m.has("feed_forward_length")
+        ? m.uint("intermediate_size", "feed_forward_length")
+        : m.dim("intermediate_size", "blk.0.ffn_gate_exps.weight", 1),
+    };
+  },
+  metadata(cfg: ModelConfig): Record<string, GgufValueToWrite> {
+    return { feed_forward_length: v.u32(firstMoe(cfg).inter) };
+  },
+};
+
 // ---- make-model
 
 function hfConfig(d: ModelDims, style: ConfigStyle): Record<string, unknown> {
@@ -164,6 +185,7 @@ export const mixtral = defineArch({
   names,
   tensors: (cfg) => decoderTensors(cfg, names),
   buildForward,
+  gguf,
   make: {
     hfClass: "MixtralForCausalLM",
     presets,

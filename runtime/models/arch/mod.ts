@@ -13,7 +13,7 @@
  * @module
  */
 import type { Gpu } from "../../gpu/device.ts";
-import { ConfigError } from "../../errors.ts";
+import { ConfigError, GgufError } from "../../errors.ts";
 import type { Architecture } from "../architecture.ts";
 import type { ModelWeights } from "../gpu_weights.ts";
 import type { ModelConfig } from "../model_config.ts";
@@ -76,6 +76,30 @@ export function archNamed(name: string, where = "model_type"): Architecture {
       `${where}: unsupported model_type ${JSON.stringify(name)}`,
       `supported architectures: ${ARCHITECTURES.join(", ")}`,
     );
+  }
+  return arch;
+}
+
+/**
+ * The architecture whose GGUF form llama.cpp names `name` (a file's `general.architecture`).
+ *
+ * @throws {GgufError} naming `file` and the key for an architecture Pregate does not read from GGUF,
+ *   listing those it does.
+ *
+ * @example
+ * ```ts
+ * import { archOfGguf } from "./mod.ts";
+ * console.log(archOfGguf("qwen3moe", "m.gguf").name); // qwen3_moe
+ * ```
+ */
+export function archOfGguf(name: string, file: string): Architecture {
+  const arch = REGISTRY.find((a) => a.gguf?.arch === name);
+  if (!arch) {
+    const known = REGISTRY.flatMap((a) => (a.gguf ? [`${a.gguf.arch} (${a.name})`] : []));
+    throw new GgufError(file, `unsupported architecture ${JSON.stringify(name)}`, {
+      key: "general.architecture",
+      hint: `Pregate reads GGUF files of ${known.join(", ")}`,
+    });
   }
   return arch;
 }

@@ -17,7 +17,10 @@
  * @module
  */
 import type { Gpu } from "../../gpu/device.ts";
+import { ConfigError } from "../../errors.ts";
 import { defineArch } from "../architecture.ts";
+import { ggufValue as v, type GgufValueToWrite } from "../../weights/gguf_writer.ts";
+import { firstMoe, type GgufFields, type GgufSpec } from "../gguf_spec.ts";
 import { DecoderBlocks } from "../blocks.ts";
 import type { ModelWeights } from "../gpu_weights.ts";
 import {
@@ -113,6 +116,37 @@ async function buildForward(
   return { T: opts.T, embed, layers, head };
 }
 
+// ---- GGUF (llama.cpp's olmoe: no renormalisation, no q/k/v clamp, as many KV heads as heads)
+
+const gguf: GgufSpec = {
+  arch: "olmoe",
+  renormalize: false,
+  config(m: GgufFields) {
+    return {
+      num_experts: m.uint("num_experts", "expert_count"),
+      intermediate_size: m.has("feed_forward_length")
+        ? m.uint("intermediate_size", "feed_forward_length")
+        : m.dim("intermediate_size", "blk.0.ffn_gate_exps.weight", 1),
+    };
+  },
+  metadata(cfg: ModelConfig): Record<string, GgufValueToWrite> {
+    if (cfg.kvHeads !== cfg.heads) {
+      throw new ConfigError(
+        `olmoe with ${cfg.kvHeads} key/value heads for ${cfg.heads} heads cannot be written for ` +
+          "llama.cpp",
+        "llama.cpp's olmoe graph has a k norm as wide as hidden_size: no grouped-query attention",
+      );
+    }
+    if (cfg.clipQkv) {
+      throw new ConfigError(
+        `olmoe with clip_qkv ${cfg.clipQkv} cannot be written for llama.cpp`,
+        "llama.cpp's olmoe graph does not clamp q, k and v",
+      );
+    }
+    return { feed_forward_length: v.u32(firstMoe(cfg).inter) };
+  },
+};
+
 // ---- make-model
 
 function hfConfig(d: ModelDims, _style: ConfigStyle): Record<string, unknown> {
@@ -157,6 +191,7 @@ export const olmoe = defineArch({
   names,
   tensors: (cfg) => decoderTensors(cfg, names),
   buildForward,
+  gguf,
   make: {
     hfClass: "OlmoeForCausalLM",
     presets,

@@ -18,7 +18,16 @@
  * @module
  */
 import type { Gpu } from "../../gpu/device.ts";
+import { ConfigError } from "../../errors.ts";
 import { defineArch } from "../architecture.ts";
+import { ggufValue as v, type GgufValueToWrite } from "../../weights/gguf_writer.ts";
+import {
+  allMoeLayers,
+  firstMoe,
+  type GgufFields,
+  type GgufSpec,
+  rawIntermediate,
+} from "../gguf_spec.ts";
 import { DecoderBlocks } from "../blocks.ts";
 import type { ModelWeights } from "../gpu_weights.ts";
 import {
@@ -118,6 +127,45 @@ async function buildForward(
   return { T: opts.T, embed, layers, head };
 }
 
+// ---- GGUF (llama.cpp's qwen2moe: every layer MoE with a shared expert, no renormalisation)
+
+const gguf: GgufSpec = {
+  arch: "qwen2moe",
+  renormalize: false,
+  config(m: GgufFields) {
+    const inter = m.has("expert_feed_forward_length")
+      ? m.uint("moe_intermediate_size", "expert_feed_forward_length")
+      : m.dim("moe_intermediate_size", "blk.0.ffn_gate_exps.weight", 1);
+    const shared = m.has("expert_shared_feed_forward_length")
+      ? m.uint("shared_expert_intermediate_size", "expert_shared_feed_forward_length")
+      : m.dim("shared_expert_intermediate_size", "blk.0.ffn_gate_shexp.weight", 1);
+    return {
+      num_experts: m.uint("num_experts", "expert_count"),
+      moe_intermediate_size: inter,
+      shared_expert_intermediate_size: shared,
+      intermediate_size: m.uint("intermediate_size", "feed_forward_length", inter),
+      qkv_bias: m.file.hasTensor("blk.0.attn_q.bias"),
+      mlp_only_layers: [],
+      decoder_sparse_step: 1,
+    };
+  },
+  metadata(cfg: ModelConfig): Record<string, GgufValueToWrite> {
+    allMoeLayers(cfg, "qwen2moe");
+    const f = firstMoe(cfg);
+    if (!f.sharedInter) {
+      throw new ConfigError(
+        "qwen2_moe without a shared expert cannot be written for llama.cpp",
+        "llama.cpp's qwen2moe graph needs shared_expert_intermediate_size > 0",
+      );
+    }
+    return {
+      feed_forward_length: v.u32(rawIntermediate(cfg, f.inter)),
+      expert_feed_forward_length: v.u32(f.inter),
+      expert_shared_feed_forward_length: v.u32(f.sharedInter),
+    };
+  },
+};
+
 // ---- make-model
 
 function hfConfig(d: ModelDims, style: ConfigStyle): Record<string, unknown> {
@@ -174,6 +222,7 @@ export const qwen2Moe = defineArch({
   names,
   tensors: (cfg) => decoderTensors(cfg, names),
   buildForward,
+  gguf,
   make: {
     hfClass: "Qwen2MoeForCausalLM",
     presets,

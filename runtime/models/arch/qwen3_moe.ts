@@ -18,6 +18,14 @@
  */
 import type { Gpu } from "../../gpu/device.ts";
 import { defineArch } from "../architecture.ts";
+import { ggufValue as v, type GgufValueToWrite } from "../../weights/gguf_writer.ts";
+import {
+  allMoeLayers,
+  firstMoe,
+  type GgufFields,
+  type GgufSpec,
+  rawIntermediate,
+} from "../gguf_spec.ts";
 import { DecoderBlocks } from "../blocks.ts";
 import type { ModelWeights } from "../gpu_weights.ts";
 import {
@@ -110,6 +118,33 @@ async function buildForward(
   return { T: opts.T, embed, layers, head };
 }
 
+// ---- GGUF (llama.cpp's qwen3moe: every layer MoE, top-k always renormalised)
+
+const gguf: GgufSpec = {
+  arch: "qwen3moe",
+  renormalize: true,
+  config(m: GgufFields) {
+    const inter = m.has("expert_feed_forward_length")
+      ? m.uint("moe_intermediate_size", "expert_feed_forward_length")
+      : m.dim("moe_intermediate_size", "blk.0.ffn_gate_exps.weight", 1);
+    return {
+      num_experts: m.uint("num_experts", "expert_count"),
+      moe_intermediate_size: inter,
+      intermediate_size: m.uint("intermediate_size", "feed_forward_length", inter),
+      mlp_only_layers: [],
+      decoder_sparse_step: 1,
+    };
+  },
+  metadata(cfg: ModelConfig): Record<string, GgufValueToWrite> {
+    allMoeLayers(cfg, "qwen3moe");
+    const f = firstMoe(cfg);
+    return {
+      feed_forward_length: v.u32(rawIntermediate(cfg, f.inter)),
+      expert_feed_forward_length: v.u32(f.inter),
+    };
+  },
+};
+
 // ---- make-model
 
 function hfConfig(d: ModelDims, style: ConfigStyle): Record<string, unknown> {
@@ -163,6 +198,7 @@ export const qwen3Moe = defineArch({
   names,
   tensors: (cfg) => decoderTensors(cfg, names),
   buildForward,
+  gguf,
   make: {
     hfClass: "Qwen3MoeForCausalLM",
     presets,

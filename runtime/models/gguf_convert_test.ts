@@ -1,0 +1,144 @@
+// `convert`: the GGUF a checkpoint becomes, as llama.cpp reads it: metadata keys, tensor names,
+// ggml dimensions and types (matrices in the asked type with llama-quantize's fallbacks, routers
+// and vectors in F32), Pregate's pre-gates only when asked, no vocabulary without tokenizer.json;
+// configs llama.cpp's graphs do not compute are refused; the q/k permutation inverts.
+import assert from "node:assert/strict";
+import { ConfigError } from "../errors.ts";
+import { openGguf } from "../weights/gguf.ts";
+import { convertToGguf, ggufTypeOf } from "./gguf_convert.ts";
+import { loadModelConfig, openModelStore, permuteQkRows } from "./gguf_model.ts";
+import { makeMoeModel } from "./gguf_model_test_util.ts";
+import { makeModel } from "./make_model.ts";
+import { FIXTURES } from "./model_test_util.ts";
+import { pregateName } from "./names.ts";
+
+const DEMO = new URL("../../models/demo", import.meta.url).pathname;
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "pregate_gguf_convert_" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("the demo model at q4_k: llama.cpp's keys, names, dimensions and types", () =>
+  withDir(async (dir) => {
+    const r = await convertToGguf({ model: DEMO, out: `${dir}/d.gguf`, type: "q4_k" });
+    // 8 layers: q, k, v, o, gate/up experts in Q4_K; down experts (rows of 128) in Q8_0; F32:
+    // norms (2 + 2 q/k per layer), routers, the final norm; token_embd and output in Q4_K.
+    assert.deepEqual(r.types, { F32: 8 * 5 + 1, Q4_K: 8 * 6 + 2, Q8_0: 8 });
+    assert.ok(r.vocab);
+    const g = openGguf(`${dir}/d.gguf`);
+    try {
+      assert.equal(g.string("general.architecture"), "qwen3moe");
+      assert.equal(g.alignment, 32);
+      const keys: [string, number][] = [
+        ["qwen3moe.block_count", 8],
+        ["qwen3moe.embedding_length", 256],
+        ["qwen3moe.attention.head_count", 4],
+        ["qwen3moe.attention.head_count_kv", 2],
+        ["qwen3moe.attention.key_length", 64],
+        ["qwen3moe.expert_count", 8],
+        ["qwen3moe.expert_used_count", 2],
+        ["qwen3moe.expert_feed_forward_length", 128],
+        ["qwen3moe.context_length", 256],
+        ["general.file_type", 14],
+      ];
+      for (const [key, want] of keys) assert.equal(g.uint(key), want, key);
+      assert.equal(g.float("qwen3moe.rope.freq_base"), 10000);
+      const down = g.describe("blk.3.ffn_down_exps.weight");
+      assert.deepEqual([down.type, down.dims], ["Q8_0", [128, 256, 8]]); // [in, out, experts]
+      assert.equal(g.describe("blk.3.ffn_gate_exps.weight").type, "Q4_K");
+      assert.equal(g.describe("blk.3.ffn_gate_inp.weight").type, "F32");
+      assert.deepEqual(g.describe("blk.3.attn_q_norm.weight").dims, [64]);
+      assert.ok(g.hasTensor("output.weight"), "untied: output.weight written");
+      assert.ok(!g.names().some((n) => n.includes("pregate")), "no pre-gates unless asked");
+    } finally {
+      g.close();
+    }
+  }));
+
+Deno.test("pre-gates are written when asked, and a GGUF model reads them back", () =>
+  withDir(async (dir) => {
+    await convertToGguf({ model: DEMO, out: `${dir}/p.gguf`, type: "f16", pregates: true });
+    const cfg = await loadModelConfig(`${dir}/p.gguf`);
+    const store = openModelStore(`${dir}/p.gguf`, cfg);
+    try {
+      for (let i = 0; i < 7; i++) assert.ok(store.has(pregateName(cfg, i)), `layer ${i}`);
+      assert.ok(!store.has(pregateName(cfg, 7)), "the last MoE layer predicts nothing");
+      assert.equal(store.get(pregateName(cfg, 0)).dtype, "f32");
+    } finally {
+      store.close();
+    }
+  }));
+
+Deno.test("matrix types fall back as llama-quantize's do; vectors and routers stay F32", () => {
+  assert.equal(ggufTypeOf("expert", [128, 256], "q4_k"), "q4_k");
+  assert.equal(ggufTypeOf("expert", [256, 128], "q4_k"), "q8_0");
+  assert.equal(ggufTypeOf("expert", [256, 80], "q4_k"), "f16");
+  assert.equal(ggufTypeOf("attn", [64, 48], "q8_0"), "f16");
+  assert.equal(ggufTypeOf("router", [8, 256], "q8_0"), "f32");
+  assert.equal(ggufTypeOf("norm", [256], "bf16"), "f32");
+  assert.equal(ggufTypeOf("shared_gate", [1, 256], "q8_0"), "f32");
+});
+
+Deno.test("a checkpoint without tokenizer.json is written without a vocabulary", () =>
+  withDir(async (dir) => {
+    const r = await convertToGguf({
+      model: `${FIXTURES}mixtral`,
+      out: `${dir}/o.gguf`,
+      type: "f16",
+    });
+    assert.equal(r.vocab, false);
+    const g = openGguf(`${dir}/o.gguf`);
+    assert.equal(g.string("tokenizer.ggml.model"), "no_vocab");
+    g.close();
+  }));
+
+Deno.test("configs llama.cpp's graphs do not compute are refused with a ConfigError", () =>
+  withDir(async (dir) => {
+    const refused = async (model: string, text: string) => {
+      await assert.rejects(
+        convertToGguf({ model, out: `${dir}/x.gguf`, type: "f16" }),
+        (e) => e instanceof ConfigError && e.message.includes(text),
+      );
+    };
+    await refused(`${FIXTURES}qwen3_moe`, "dense MLP"); // mlp_only_layers [1]
+    await makeModel({ arch: "switch_transformers", out: `${dir}/sw`, force: true });
+    await refused(`${dir}/sw`, "no GGUF form");
+    await makeMoeModel("qwen3_moe", `${dir}/q3`);
+    const cfgPath = `${dir}/q3/config.json`;
+    const cfg = JSON.parse(await Deno.readTextFile(cfgPath));
+    await Deno.writeTextFile(cfgPath, JSON.stringify({ ...cfg, norm_topk_prob: false }));
+    await refused(`${dir}/q3`, "norm_topk_prob false");
+    await makeMoeModel("qwen2_moe", `${dir}/q2`, { sharedInter: 0 });
+    await refused(`${dir}/q2`, "shared expert");
+    await refused(`${FIXTURES}olmoe`, "key/value heads"); // grouped-query attention
+  }));
+
+Deno.test("the q/k permutation of llama.cpp's llama graph inverts", () => {
+  const rows = 2 * 8, rowBytes = 3;
+  const bytes = Uint8Array.from({ length: rows * rowBytes }, (_, i) => i);
+  const to = permuteQkRows(bytes, rows, 2, true);
+  assert.notDeepEqual(to, bytes);
+  assert.deepEqual(permuteQkRows(to, rows, 2, false), bytes);
+  // Head 0 (D = 8): HF rows 0..3 (first halves) go to even rows, 4..7 to odd rows.
+  const order = Array.from({ length: 8 }, (_, r) => to[r * rowBytes] / rowBytes);
+  assert.deepEqual(order, [0, 4, 1, 5, 2, 6, 3, 7]);
+});
+
+Deno.test("pregate convert writes the file; bad flags are usage errors", () =>
+  withDir(async (dir) => {
+    const { main } = await import("../../cli.ts");
+    const out = `${dir}/c.gguf`;
+    const args = ["convert", "--model", `${FIXTURES}mixtral`, "--out", out, "--json"];
+    assert.equal(await main([...args, "--type", "q8_0", "--threads", "1"]), 0);
+    const g = openGguf(out);
+    assert.equal(g.string("general.architecture"), "llama");
+    g.close();
+    assert.equal(await main([...args.slice(0, 5), "--type", "q5_k"]), 2);
+    assert.equal(await main([...args, "--type", "q8_0", "--threads", "0"]), 2);
+    assert.equal(await main(["convert", "--model", `${FIXTURES}mixtral`, "--type", "f16"]), 2);
+  }));
