@@ -158,8 +158,8 @@ function pregateSection(r: HitRateReport): string[] {
     p.label,
     `\`${p.model}\``,
     p.pregate,
-    pct(p.decode.overall.rate),
-    pct(p.teacherForced.overall.rate),
+    `${pct(p.decode.overall.rate)} (${p.decode.overall.choices})`,
+    `${pct(p.teacherForced.overall.rate)} (${p.teacherForced.overall.choices})`,
     p.teacherForced.perplexity.toFixed(2),
     torch(p.label, p.pregate),
   ]);
@@ -187,7 +187,8 @@ function pregateSection(r: HitRateReport): string[] {
     `are left out. Teacher-forced: ${r.windows.count} of the ${r.windows.of} windows of ` +
     `${r.windows.length} tokens the evaluation protocol cuts the held-out text into (evenly ` +
     `spaced: ${r.windows.indices.join(", ")}), each from an empty cache, as \`eval\` runs them; ` +
-    "ppl is the perplexity of those windows in that run. The last column is PyTorch's agreement " +
+    "ppl is the perplexity of those windows in that run. In brackets: the router's choices " +
+    "counted (tokens x top-k x MoE layers with a pre-gate). The last column is PyTorch's agreement " +
     "over all the windows (the training run's evaluation" + (t ? `, \`${t.file}\`` : "") + ").",
     "",
     table(
