@@ -215,6 +215,8 @@ export function recordTrace(events: EventHub<EngineEvents>, records: TraceRecord
       resident: r.resident,
       uploaded: r.uploaded,
       onDemand: r.onDemand,
+      tokenHits: r.tokenHits,
+      tokenChoices: r.tokenChoices,
     });
   });
 }

@@ -62,6 +62,14 @@ export interface TraceRecord {
   uploaded: number[];
   /** Of those, the ones copied on the critical path (mispredicted / not resident). */
   onDemand: number[];
+  /**
+   * Per token: the router's choices the pre-gate had predicted for that same token, summed over
+   * the step's tokens, and all the router's choices (`tokens x topK`). Absent in traces written
+   * before they were recorded; 0 and 0 without a prediction. For one token, `tokenHits` =
+   * |predicted ∩ chosen| and `tokenChoices` = |chosen|.
+   */
+  tokenHits?: number;
+  tokenChoices?: number;
 }
 
 /**

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { ArgumentError } from "../errors.ts";
 import { type ExpertTrace, formatTraceSummary, summarizeTrace, type TraceRecord } from "./trace.ts";
 import { traceToSvg } from "./trace_svg.ts";
+import { type EngineEvents, EventHub, recordTrace } from "./events.ts";
+import { Scheduler } from "./schedule.ts";
 import * as traceModule from "./trace.ts";
 import * as svgModule from "./trace_svg.ts";
 import * as publicModule from "../../mod.ts";
@@ -323,4 +325,37 @@ Deno.test("traceToSvg: a very large trace collapses to strips under the size cap
   // Forced cells that cannot fit in the target size still make a well-formed picture.
   const few = randomTrace(8, 2, 30, 2);
   checkWellFormed(traceToSvg(few, { layout: "cells", maxWidth: 100, maxHeight: 100 }));
+});
+
+Deno.test("trace records carry the scheduler's per-token pre-gate counts", () => {
+  const events = new EventHub<EngineEvents>();
+  const records: TraceRecord[] = [];
+  recordTrace(events, records);
+  const s = new Scheduler({ mode: "pregated", experts: 8, layers: [0, 1], slots: 8 });
+  s.beginPass(2);
+  // Token 0 is predicted {1, 2} and chooses {3, 4}; token 1 the other way round.
+  events.emit(
+    "layer",
+    s.layer(0, new Uint32Array([0, 5, 0, 5]), new Uint32Array([1, 2, 3, 4])).report,
+  );
+  events.emit("layer", s.layer(1, new Uint32Array([3, 4, 2, 1]), null).report);
+  assert.deepEqual(records.map((r) => [r.layer, r.tokenHits, r.tokenChoices]), [[0, 0, 0], [
+    1,
+    0,
+    4,
+  ]]);
+  const union = summarizeTrace({
+    model: "m",
+    arch: "a",
+    mode: "pregated",
+    pregate: "exact",
+    experts: 8,
+    moeLayers: [0, 1],
+    records,
+  });
+  assert.equal(
+    union.layers[1].pregateHits,
+    4,
+    "the union over the pass hides the per-token misses",
+  );
 });
