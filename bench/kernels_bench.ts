@@ -13,7 +13,8 @@
  * kernel (for GEMV), the rate of an FMA-only kernel (for matmul), and the nominal bus figure for uploads.
  *
  * Environment: PREGATE_GPU=native|dawn|auto (default native); PREGATE_BENCH_SIZE=small|full (default:
- * small on a software adapter, full otherwise); PREGATE_BENCH_OUT=path.json writes the results.
+ * small on a software adapter, full otherwise); PREGATE_BENCH_OUT=path.json writes the results;
+ * PREGATE_BENCH_SECTIONS=gemv stops after the ceilings and the GEMV rows.
  *
  * On Dawn run it as a script, `PREGATE_GPU=dawn deno run -A bench/kernels_bench.ts`: every figure is
  * measured at the module's top level (the `Deno.bench` cases are no-ops under `deno run`), and under
@@ -165,6 +166,12 @@ for (const type of ["q8_0", "q4_k"] as QuantType[]) {
     ceilingNote: "streaming read",
     note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
   });
+}
+
+// PREGATE_BENCH_SECTIONS=gemv: the ceilings and the GEMV rows only.
+if (Deno.env.get("PREGATE_BENCH_SECTIONS") === "gemv") {
+  await report();
+  Deno.exit(0);
 }
 
 // ------------------------------------------------------------------ MoE expert GEMVs (decode)
@@ -461,15 +468,19 @@ rows.push({
   unit: "us",
 });
 
-const header =
-  `Pregate kernel bench, ${new Date().toISOString().slice(0, 10)}, ${gpu.describe()}, ` +
-  `size=${size}`;
-console.log(`\n${header}\n\n${markdownTable(rows)}\n`);
-const out = Deno.env.get("PREGATE_BENCH_OUT");
-if (out) {
-  await Deno.writeTextFile(
-    out,
-    JSON.stringify({ header, gpu: gpu.describe(), impl: gpu.impl, size, rows }, null, 2),
-  );
+await report();
+
+/** Prints the table (and writes PREGATE_BENCH_OUT) of the rows measured so far. */
+async function report(): Promise<void> {
+  const header = `Pregate kernel bench, ${new Date().toISOString().slice(0, 10)}, ` +
+    `${gpu.describe()}, size=${size}`;
+  console.log(`\n${header}\n\n${markdownTable(rows)}\n`);
+  const out = Deno.env.get("PREGATE_BENCH_OUT");
+  if (out) {
+    await Deno.writeTextFile(
+      out,
+      JSON.stringify({ header, gpu: gpu.describe(), impl: gpu.impl, size, rows }, null, 2),
+    );
+  }
+  await clock?.stop();
 }
-await clock?.stop();
