@@ -11,8 +11,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { ArgumentError, NumericError, PregateError } from "./runtime/errors.ts";
-import { type GpuChoice, openGpu } from "./runtime/gpu/device.ts";
+import { ArgumentError, NumericError, PregateError } from "./runtime/base/errors.ts";
+import { type GpuChoice, openGpu } from "./runtime/base/gpu/device.ts";
 import { type GenerateOptions, loadModel, type LoadOptions, type Model } from "./runtime/model.ts";
 import { EXPERT_MODES, type ExpertMode } from "./runtime/experts/engine.ts";
 import { formatTraceSummary, summarizeTrace } from "./runtime/experts/trace.ts";

@@ -14,8 +14,8 @@
  * ```
  * @module
  */
-import { type Gpu, type GpuChoice, openGpu, type Step } from "./gpu/device.ts";
-import { ArgumentError } from "./errors.ts";
+import { type Gpu, type GpuChoice, openGpu, type Step } from "./base/gpu/device.ts";
+import { ArgumentError } from "./base/errors.ts";
 import type { ModelConfig, MoeFfn } from "./models/config.ts";
 import { loadModelConfig, openModelStore } from "./models/gguf_model.ts";
 import type { TensorStore } from "./weights/safetensors.ts";

@@ -26,7 +26,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Types

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { type ExpertTrace, formatTraceSummary, summarizeTrace, type TraceRecord } from "./trace.ts";
 import { traceToSvg } from "./trace_svg.ts";
 import { type EngineEvents, EventHub, recordTrace } from "./events.ts";

@@ -51,8 +51,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../gpu/device.ts";
-import { PregateError } from "../errors.ts";
+import type { Gpu } from "../base/gpu/device.ts";
+import { PregateError } from "../base/errors.ts";
 import type { HostMemcpy } from "../weights/mmap.ts";
 import { badOffset, type Uploader, type UploaderStats, type UploadItem } from "./uploader_types.ts";
 

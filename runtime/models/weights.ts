@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts ignore
- * import { openGpu } from "../gpu/device.ts";
+ * import { openGpu } from "../base/gpu/device.ts";
  * import { loadConfig } from "./config.ts";
  * import { openCheckpoint } from "../weights/safetensors.ts";
  * import { uploadWeights } from "./weights.ts";
@@ -23,8 +23,8 @@
  * ```
  * @module
  */
-import type { BufferPurpose, Gpu } from "../gpu/device.ts";
-import { BudgetError, ConfigError, WeightFileError } from "../errors.ts";
+import type { BufferPurpose, Gpu } from "../base/gpu/device.ts";
+import { BudgetError, ConfigError, WeightFileError } from "../base/errors.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import { weightBlockValues } from "../weights/weight_type.ts";
 import type { ModelConfig, MoeFfn } from "./model_config.ts";

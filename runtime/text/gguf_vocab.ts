@@ -19,7 +19,7 @@
  * ```
  * @module
  */
-import { TokenizerError } from "../errors.ts";
+import { TokenizerError } from "../base/errors.ts";
 import type { GgufFile } from "../weights/gguf.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../weights/gguf_writer.ts";
 import type { TokenizerFiles } from "./tokenizer.ts";

@@ -27,7 +27,7 @@ import {
   SequenceDecoder,
   Tokenizer as HfTokenizer,
 } from "npm:@huggingface/tokenizers@0.2.0";
-import { TokenizerError } from "../errors.ts";
+import { TokenizerError } from "../base/errors.ts";
 import { isGgufFile, openGguf } from "../weights/gguf.ts";
 import { ggufTokenizerFiles } from "./gguf_vocab.ts";
 

@@ -39,7 +39,7 @@
  * ```
  * @module
  */
-import { ArgumentError, PregateError, WeightFileError } from "../errors.ts";
+import { ArgumentError, PregateError, WeightFileError } from "../base/errors.ts";
 
 /** How a file is accessed: mapped into memory, or read on demand. */
 export type MapKind = "mmap" | "read";

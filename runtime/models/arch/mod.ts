@@ -12,8 +12,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../../gpu/device.ts";
-import { ConfigError, GgufError } from "../../errors.ts";
+import type { Gpu } from "../../base/gpu/device.ts";
+import { ConfigError, GgufError } from "../../base/errors.ts";
 import type { Architecture } from "../architecture.ts";
 import type { ModelWeights } from "../gpu_weights.ts";
 import type { ModelConfig } from "../model_config.ts";

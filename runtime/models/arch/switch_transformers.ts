@@ -34,8 +34,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../../gpu/device.ts";
-import { ConfigError } from "../../errors.ts";
+import type { Gpu } from "../../base/gpu/device.ts";
+import { ConfigError } from "../../base/errors.ts";
 import { relativeBiasTable } from "../../../kernels/relative_bias.ts";
 import { defineArch } from "../architecture.ts";
 import { DecoderBlocks } from "../blocks.ts";
@@ -50,7 +50,7 @@ import type { ExpectedTensor, LayerNames, Projection, TensorRole } from "../tens
 import type { UploadOptions, WeightUpload } from "../weights.ts";
 import type { LayerWeights } from "../gpu_weights.ts";
 import type { TensorStore } from "../../weights/safetensors.ts";
-import type { DType } from "../../weights/dtype.ts";
+import type { DType } from "../../base/dtype.ts";
 import {
   parseSwitchConfig,
   pickSwitchEmbedding,
