@@ -21,7 +21,8 @@ import { loadModelConfig, openModelStore } from "./models/gguf_model.ts";
 import type { TensorStore } from "./weights/safetensors.ts";
 import type { ModelWeights } from "./models/weights.ts";
 import type { RunState } from "./models/state.ts";
-import { allocModelState, archOf, buildForward, uploadModelWeights } from "./models/arch/mod.ts";
+import { archOf } from "./models/arch/mod.ts";
+import { allocModelState, buildForward, uploadModelWeights } from "./models/build.ts";
 import type { ForwardPlan } from "./models/plan.ts";
 import { Executor, RESIDENT } from "./executor.ts";
 import {

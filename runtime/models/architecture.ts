@@ -19,7 +19,7 @@ import type { ExpectedTensor, TensorNaming } from "./tensor_names.ts";
 import type { LayerWeights, ModelWeights } from "./gpu_weights.ts";
 import type { RunState, StateSizes } from "./state.ts";
 import type { TensorStore } from "../weights/safetensors.ts";
-import type { UploadOptions, WeightUpload } from "./weights.ts";
+import type { UploadOptions, WeightUpload } from "./weight_upload.ts";
 import type { DType } from "../base/dtype.ts";
 import type { ForwardOptions, ForwardPlan } from "./plan.ts";
 import type { GgufSpec } from "./gguf_spec.ts";

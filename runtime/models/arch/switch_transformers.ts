@@ -47,7 +47,7 @@ import { plainJson, PyFloat, pyJson } from "../py_json.ts";
 import type { RunState } from "../state.ts";
 import { allocT5State, stackOf, T5Blocks, type T5State, type T5Weights } from "../t5_blocks.ts";
 import type { ExpectedTensor, LayerNames, Projection, TensorRole } from "../tensor_names.ts";
-import type { UploadOptions, WeightUpload } from "../weights.ts";
+import type { UploadOptions, WeightUpload } from "../weight_upload.ts";
 import type { LayerWeights } from "../gpu_weights.ts";
 import type { TensorStore } from "../../weights/safetensors.ts";
 import type { DType } from "../../base/dtype.ts";
