@@ -57,7 +57,7 @@ export {
   PregateError,
   TokenizerError,
   WeightFileError,
-} from "./runtime/errors.ts";
+} from "./runtime/base/errors.ts";
 export {
   type AdapterInfoSnapshot,
   type BufferPurpose,
@@ -70,7 +70,7 @@ export {
   type MemoryReport,
   openGpu,
   type OpenGpuOptions,
-} from "./runtime/gpu/device.ts";
+} from "./runtime/base/gpu/device.ts";
 export { loadConfig, type ModelConfig } from "./runtime/models/config.ts";
 export { loadModelConfig } from "./runtime/models/gguf_model.ts";
 export {

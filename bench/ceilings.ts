@@ -4,7 +4,7 @@
  * compute-bound kernel such as matmul can at best reach without tensor cores).
  * @module
  */
-import type { Gpu, PipelineSource } from "../runtime/gpu/device.ts";
+import type { Gpu, PipelineSource } from "../runtime/base/gpu/device.ts";
 import { gpuTime } from "./harness.ts";
 import type { ClockSampler } from "./clock.ts";
 

@@ -17,10 +17,10 @@
  * PREGATE_BENCH_OUT (JSON results path).
  * @module
  */
-import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
+import { type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
 import type { ModelConfig } from "../runtime/models/config.ts";
-import { type DType, DTYPE_BYTES } from "../runtime/weights/dtype.ts";
+import { type DType, DTYPE_BYTES } from "../runtime/base/dtype.ts";
 import { measureReadBandwidth } from "./ceilings.ts";
 import { benchCheckpoint, markdownTable, median, type ResultRow } from "./harness.ts";
 import { ClockSampler, warmUp } from "./clock.ts";

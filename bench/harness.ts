@@ -3,8 +3,8 @@
  * submit + sync), medians, and a results table that prints each figure beside its ceiling.
  * @module
  */
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import type { ClockSampler } from "./clock.ts";
 import { HostExpertStore } from "../runtime/experts/store.ts";

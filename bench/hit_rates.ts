@@ -22,7 +22,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { openGpu } from "../runtime/gpu/device.ts";
+import { openGpu } from "../runtime/base/gpu/device.ts";
 import { loadModel, type Model } from "../runtime/model.ts";
 import { loadConfig, type MoeFfn } from "../runtime/models/config.ts";
 import { loadTokenizer } from "../runtime/text/tokenizer.ts";

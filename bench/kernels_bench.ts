@@ -21,17 +21,17 @@
  * `deno bench` Dawn's async work stalls at random (denoland/deno#23253; docs/decisions.md).
  * @module
  */
-import { type Dispatch, type Gpu, openGpu } from "../runtime/gpu/device.ts";
+import { type Dispatch, type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { measureFmaRate, measureReadBandwidth } from "./ceilings.ts";
 import { matmul, matmulSgmatrix, matmulVariant, matvec } from "../kernels/linear.ts";
 import { matmulRef } from "../kernels/reference_linear.ts";
 import { add } from "../kernels/elementwise.ts";
 import { moeDown, moeGateUp } from "../kernels/moe.ts";
 import { moeGateUpRef } from "../kernels/reference_moe.ts";
-import { packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import { packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
 import { matvecQuant, weightRowBytes } from "../kernels/quant_gemv.ts";
-import type { DType } from "../runtime/weights/dtype.ts";
+import type { DType } from "../runtime/base/dtype.ts";
 import { assertClose, randn } from "../kernels/check.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
 import {

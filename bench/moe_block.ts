@@ -14,7 +14,7 @@
  * ```
  * @module
  */
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { loadConfig } from "../runtime/models/config.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { HostExpertStore } from "../runtime/experts/store.ts";

@@ -22,7 +22,7 @@
  * has copied a lot sustains.
  * @module
  */
-import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
+import { type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { type GenerateStats, loadModel, type LoadOptions } from "../runtime/model.ts";
 import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
 import { convertToGguf } from "../runtime/models/gguf_convert.ts";

@@ -32,9 +32,9 @@
  *   of the .json, .md and .svg results)
  * @module
  */
-import { type Gpu, openGpu } from "../runtime/gpu/device.ts";
+import { type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { type GenerateStats, loadModel, type LoadOptions, type Model } from "../runtime/model.ts";
-import { BudgetError } from "../runtime/errors.ts";
+import { BudgetError } from "../runtime/base/errors.ts";
 import { archNamed } from "../runtime/models/arch/mod.ts";
 import { loadConfig } from "../runtime/models/config.ts";
 import { benchCheckpoint, measureUploadRate } from "./harness.ts";

@@ -19,7 +19,7 @@
  * PREGATE_BENCH_WARMUP_S (default 3 on a GPU, 0 on a software adapter); PREGATE_BENCH_OUT (JSON).
  * @module
  */
-import { openGpu } from "../runtime/gpu/device.ts";
+import { openGpu } from "../runtime/base/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
 import { generateText } from "../runtime/text/generate_text.ts";
 import { loadTokenizer } from "../runtime/text/tokenizer.ts";

@@ -22,8 +22,8 @@
  */
 import { relative } from "node:path";
 import { parseArgs } from "node:util";
-import { type GpuChoice, openGpu } from "../runtime/gpu/device.ts";
-import { ArgumentError, PregateError } from "../runtime/errors.ts";
+import { type GpuChoice, openGpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError, PregateError } from "../runtime/base/errors.ts";
 import { EXPERT_MODES, type ExpertMode, type PregatePolicy } from "../runtime/experts/engine.ts";
 import { summarizeTrace } from "../runtime/experts/trace.ts";
 import { traceToSvg } from "../runtime/experts/trace_svg.ts";

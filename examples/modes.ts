@@ -10,7 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { type GpuChoice, openGpu } from "../runtime/gpu/device.ts";
+import { type GpuChoice, openGpu } from "../runtime/base/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
 
 const { values } = parseArgs({

@@ -11,7 +11,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { ArgumentError } from "../runtime/errors.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import {
   type ExpertTrace,
   formatTraceSummary,

@@ -3,7 +3,7 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { argmax } from "./argmax.ts";
  * const gpu = await openGpu();
  * const x = gpu.storage("activations", new Float32Array([0.5, 2, 2, -1, 7, 1]));
@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { argBinding, argCount, argDistinct, argObject, argThreads, wideThreads } from "./args.ts";
 

@@ -1,4 +1,4 @@
-import type { Dispatch } from "../runtime/gpu/device.ts";
+import type { Dispatch } from "../runtime/base/gpu/device.ts";
 import { argmax, type ArgmaxArgs, NON_FINITE_TOKEN } from "./argmax.ts";
 import { argmaxRef } from "./reference.ts";
 import { GPU_TEST, POISON, poisoned, randn, rejects, rng, testGpu } from "./test_util.ts";

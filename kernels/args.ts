@@ -25,9 +25,9 @@
  * ```
  * @module
  */
-import type { Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPES } from "../runtime/weights/dtype.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
+import { type DType, DTYPES } from "../runtime/base/dtype.ts";
 import { QUANT_BLOCK } from "../runtime/weights/quant.ts";
 import { isQuantType, WEIGHT_TYPES, type WeightType } from "../runtime/weights/weight_type.ts";
 

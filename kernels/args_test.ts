@@ -1,4 +1,4 @@
-import type { Gpu } from "../runtime/gpu/device.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
 import {
   argBinding,
   argCount,

@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { attention, kvAppend } from "./attention.ts";
  * const gpu = await openGpu();
  * const [T, nHeads, nKvHeads, headDim, maxSeq] = [1, 4, 2, 64, 128];
@@ -35,8 +35,8 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
   argBinding,

@@ -3,12 +3,12 @@
 // attention kernel with that table (encoder, decoder prefill and decode) and as cross-attention,
 // all with scale 1, against the float64 reference with a dense per-pair bias.
 import assert from "node:assert/strict";
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { attention, kvAppend } from "./attention.ts";
 import { relativeBiasTable, relativePositionBucket } from "./relative_bias.ts";
 import { attentionRef, kvAppendRef, relativeBiasDenseRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 
 const FIXTURE = new URL("../tests/fixtures/hf/switch_tiny/reference.json", import.meta.url);
 const hasFixture = await Deno.stat(FIXTURE).then(() => true, () => false);

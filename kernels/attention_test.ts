@@ -1,4 +1,4 @@
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { attention, type AttentionArgs, kvAppend } from "./attention.ts";
 import { attentionRef, kvAppendRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { add, addInPlace, scale } from "./elementwise.ts";
  * const gpu = await openGpu();
  * const a = gpu.storage("activations", new Float32Array([1, 2]));
@@ -20,7 +20,7 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { argBinding, argCount, argDistinct, argNumber, argObject } from "./args.ts";
 

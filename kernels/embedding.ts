@@ -1,7 +1,7 @@
 /**
  * Embedding lookup (`embedding.wgsl`): `out[t, :] = table[ids[t], :] * scale` for `T` token ids, with
  * the table `[vocab, dim]` in its file dtype (f32, f16 or bf16 packed in u32 words, see
- * `runtime/weights/dtype.ts`) and f32 output. `scale` covers models that scale the embeddings (Gemma:
+ * `runtime/base/dtype.ts`) and f32 output. `scale` covers models that scale the embeddings (Gemma:
  * `sqrt(hidden_size)` — HF rounds that normaliser to the activation dtype first; pass the rounded
  * value to match bit for bit).
  *
@@ -11,8 +11,8 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
- * import { packWeights } from "../runtime/weights/dtype.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
+ * import { packWeights } from "../runtime/base/dtype.ts";
  * import { embed } from "./embedding.ts";
  * const gpu = await openGpu();
  * // vocab 3, dim 2, bf16.
@@ -24,8 +24,8 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import { isQuantType, weightRowBytes, type WeightType } from "../runtime/weights/weight_type.ts";
 import { WEIGHT_CODE } from "./quant_gemv.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";

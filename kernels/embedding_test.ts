@@ -1,5 +1,5 @@
-import type { Dispatch } from "../runtime/gpu/device.ts";
-import { type DType, DTYPES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import type { Dispatch } from "../runtime/base/gpu/device.ts";
+import { type DType, DTYPES, packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { embed } from "./embedding.ts";
 import { embedRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, rng, testGpu } from "./test_util.ts";

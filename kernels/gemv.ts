@@ -12,9 +12,9 @@
  * only in the reduction, and `enable subgroups` only reaches devices that have the feature.
  * @module
  */
-import type { Gpu, PipelineSource } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import type { DType } from "../runtime/weights/dtype.ts";
+import type { Gpu, PipelineSource } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
+import type { DType } from "../runtime/base/dtype.ts";
 import { defineKernel, type KernelSpec, wgslFile } from "./registry.ts";
 
 /** How a row's partial sums are added up: workgroup-memory tree (portable) or subgroup operations. */

@@ -14,8 +14,8 @@
  *   include, and only it enables `subgroups`.
  * @module
  */
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/base/dtype.ts";
 import {
   GEMV_LAYOUTS,
   GEMV_THRESHOLDS,

@@ -12,13 +12,13 @@
  *   place that decides between the portable and the subgroup-matrix GEMM).
  *
  * `x` and `y` are f32 and row-major. `W` is the weight matrix in its file layout (`[N, K]`, one row
- * per output) packed in u32 words of `dtype` (see `runtime/weights/dtype.ts`); 16-bit dtypes need an
+ * per output) packed in u32 words of `dtype` (see `runtime/base/dtype.ts`); 16-bit dtypes need an
  * even `K`. Builders validate their arguments and throw {@linkcode ArgumentError} naming the bad one.
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
- * import { packWeights } from "../runtime/weights/dtype.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
+ * import { packWeights } from "../runtime/base/dtype.ts";
  * import { linear } from "./linear.ts";
  * const gpu = await openGpu();
  * // W = [[1, 2], [3, 4], [5, 6]] (N = 3 outputs, K = 2 inputs), one token x = [1, 1].
@@ -30,9 +30,9 @@
  * ```
  * @module
  */
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
+import { type DType, DTYPE_CODE } from "../runtime/base/dtype.ts";
 import { isQuantType } from "../runtime/weights/weight_type.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
@@ -178,7 +178,7 @@ export interface MatvecArgs extends Omit<LinearArgs, "T"> {
  *   with `x` or `w`), tiling overrides out of range or over the device's limits.
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { matmul } from "./linear.ts";
  * const gpu = await openGpu();
  * const x = gpu.storage("activations", new Float32Array([1, 2, 3, 4])); // T = 2, K = 2
@@ -233,8 +233,8 @@ export async function matmul(gpu: Gpu, args: MatmulArgs): Promise<Dispatch> {
  * @throws {ArgumentError} naming the bad argument (as {@linkcode matmul}).
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
- * import { packWeights } from "../runtime/weights/dtype.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
+ * import { packWeights } from "../runtime/base/dtype.ts";
  * import { matvec } from "./linear.ts";
  * const gpu = await openGpu();
  * const w = gpu.storage("dense", packWeights([1, 2, 3, 4], "f16")); // N = 2, K = 2
@@ -316,7 +316,7 @@ export async function matvec(gpu: Gpu, args: MatvecArgs): Promise<Dispatch> {
  * @throws {ArgumentError} naming the bad argument.
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { linear } from "./linear.ts";
  * const gpu = await openGpu();
  * const x = gpu.storage("activations", new Float32Array([2, 3])); // T = 1, K = 2

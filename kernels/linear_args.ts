@@ -11,9 +11,9 @@
  * ```
  * @module
  */
-import { readEnv } from "../runtime/env.ts";
-import type { Binding, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import { readEnv } from "../runtime/base/env.ts";
+import type { Binding, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import { weightRowBytes, type WeightType } from "../runtime/weights/weight_type.ts";
 import {
   argBinding,

@@ -1,6 +1,6 @@
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
+import { type DType, packWeights, roundTo } from "../runtime/base/dtype.ts";
 import {
   gemvLayout,
   linear,

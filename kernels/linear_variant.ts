@@ -18,8 +18,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../runtime/gpu/device.ts";
-import type { DType } from "../runtime/weights/dtype.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
+import type { DType } from "../runtime/base/dtype.ts";
 import { argCount, argDType, argObject } from "./args.ts";
 import { chooseGemvLayout, gemvDevice, type GemvLayout } from "./gemv.ts";
 import { type KernelPreference, portableRequired } from "./linear_args.ts";
@@ -75,7 +75,7 @@ export interface MatmulChoice {
  * @throws {ArgumentError} on a malformed shape, an unknown `kernels` or `PREGATE_KERNELS` value.
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { matmulVariant } from "./linear_variant.ts";
  * const gpu = await openGpu(); // or { gpu: "dawn" }
  * const c = matmulVariant(gpu, { T: 512, K: 4096, N: 4096, dtype: "bf16" });
@@ -132,7 +132,7 @@ export function matmulVariant(
  * @throws {ArgumentError} on a bad `K`, `dtype`, `kernels` or `PREGATE_KERNELS` value.
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { gemvLayout } from "./linear_variant.ts";
  * const gpu = await openGpu(); // or { gpu: "dawn" }
  * const l = gemvLayout(gpu, 4096, "bf16");

@@ -7,8 +7,8 @@
  * `gemv_test.ts` and `matmul_sgmatrix_test.ts`.
  * @module
  */
-import type { Gpu } from "../runtime/gpu/device.ts";
-import { type DType, packWeights } from "../runtime/weights/dtype.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
+import { type DType, packWeights } from "../runtime/base/dtype.ts";
 import {
   chooseGemvLayout,
   GEMV_LAYOUTS,

@@ -18,9 +18,9 @@
  * ```
  * @module
  */
-import type { Dispatch, Gpu, PipelineSource } from "../runtime/gpu/device.ts";
-import { ArgumentError, GpuError } from "../runtime/errors.ts";
-import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import type { Dispatch, Gpu, PipelineSource } from "../runtime/base/gpu/device.ts";
+import { ArgumentError, GpuError } from "../runtime/base/errors.ts";
+import { type DType, DTYPE_CODE } from "../runtime/base/dtype.ts";
 import { isQuantType } from "../runtime/weights/weight_type.ts";
 import { ParamWriter, wgslFile } from "./registry.ts";
 import { unrolledEntry, unrollKey } from "./sgmatrix_unroll.ts";
@@ -233,8 +233,8 @@ export interface MatmulSgmatrixArgs extends LinearArgs {
  *   overrides out of range or over the device's limits).
  * @example
  * ```ts ignore
- * import { openGpu } from "../runtime/gpu/device.ts";
- * import { packWeights } from "../runtime/weights/dtype.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
+ * import { packWeights } from "../runtime/base/dtype.ts";
  * import { matmulSgmatrix } from "./matmul_sgmatrix.ts";
  * const gpu = await openGpu({ gpu: "dawn" }); // a device with subgroup matrices
  * const [T, K, N] = [256, 1024, 512];

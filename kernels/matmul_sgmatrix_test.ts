@@ -12,9 +12,9 @@
  *   npm package `webgpu` loads), so WGSL mistakes show up before a GPU-host run.
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { GpuError } from "../runtime/errors.ts";
-import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { GpuError } from "../runtime/base/errors.ts";
+import { type DType, packWeights, roundTo } from "../runtime/base/dtype.ts";
 import {
   matmulSgmatrix,
   matmulSgmatrixWith,

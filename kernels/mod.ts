@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { InternalError } from "../runtime/errors.ts";
+import { InternalError } from "../runtime/base/errors.ts";
 import type { KernelSpec } from "./registry.ts";
 import * as activation from "./activation.ts";
 import * as argmax from "./argmax.ts";
@@ -41,7 +41,7 @@ export {
   openGpu,
   type PipelineSource,
   type Step,
-} from "../runtime/gpu/device.ts";
+} from "../runtime/base/gpu/device.ts";
 export * from "./registry.ts";
 export * from "./args.ts";
 export * from "./activation.ts";

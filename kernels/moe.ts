@@ -31,8 +31,8 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
 import {

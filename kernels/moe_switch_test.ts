@@ -3,8 +3,8 @@
 // (moeGateUp with act "relu", through a permuted slot table) and the down projection scaled by the
 // probability into the residual (moeDownCombine, topK 1); each against float64 references.
 import assert from "node:assert/strict";
-import type { Gpu } from "../runtime/gpu/device.ts";
-import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
+import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { moeDownCombine, moeGateUp } from "./moe.ts";
 import { routerTopK } from "./router.ts";
 import { moeDownCombineRef, moeUpReluRef } from "./reference.ts";

@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { moeCombine, moeDown, moeDownCombine, moeGateUp } from "./moe.ts";
 import { moeCombineRef, moeDownCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
 import { assertClose, GPU_TEST, POISON, poisoned, randn, rejects, testGpu } from "./test_util.ts";
-import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/weights/dtype.ts";
-import { ArgumentError } from "../runtime/errors.ts";
-import type { Gpu } from "../runtime/gpu/device.ts";
+import { type DType, DTYPE_BYTES, packWeights, roundTo } from "../runtime/base/dtype.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
 
 /** A pool of `slots` slots holding `experts` random experts at permuted slots. */
 function makePool(gpu: Gpu, E: number, slots: number, rows: number, cols: number, dtype: DType) {

@@ -14,7 +14,7 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { rmsnorm } from "./norm.ts";
  * const gpu = await openGpu();
  * const x = gpu.storage("activations", new Float32Array([3, 4]));
@@ -26,7 +26,7 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
   argBinding,

@@ -1,4 +1,4 @@
-import type { Dispatch } from "../runtime/gpu/device.ts";
+import type { Dispatch } from "../runtime/base/gpu/device.ts";
 import { layernorm, rmsnorm } from "./norm.ts";
 import { layernormRef, rmsnormRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";

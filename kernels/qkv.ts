@@ -20,8 +20,8 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { type DType, DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { type DType, DTYPE_CODE } from "../runtime/base/dtype.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
 import { gemvLayout } from "./linear.ts";

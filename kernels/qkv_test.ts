@@ -1,5 +1,5 @@
-import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { type DType, packWeights, roundTo } from "../runtime/weights/dtype.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { type DType, packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { qkvBias, qkvClamp, qkvProj } from "./qkv.ts";
 import { clampRef, qkvRef } from "./reference.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";

@@ -17,7 +17,7 @@
  *
  * @example
  * ```ts ignore
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { quantize } from "../runtime/weights/quant.ts";
  * import { matvecQuant } from "./quant_gemv.ts";
  * const gpu = await openGpu();
@@ -30,8 +30,8 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { DTYPE_CODE } from "../runtime/weights/dtype.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { DTYPE_CODE } from "../runtime/base/dtype.ts";
 import { QUANT_TYPES, type QuantType } from "../runtime/weights/quant.ts";
 import { isQuantType, weightRowBytes, type WeightType } from "../runtime/weights/weight_type.ts";
 import { ParamWriter } from "./registry.ts";

@@ -2,7 +2,7 @@
 // dequantise-then-multiply reference, on ragged shapes (odd block counts per row put Q8_0 rows at
 // 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside NaN-filled buffers.
 import assert from "node:assert/strict";
-import type { Gpu } from "../runtime/gpu/device.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
 import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
 import { type GemvLayout, gemvLayoutName } from "./gemv.ts";
 import { moeDown, moeDownCombine, moeGateUp } from "./moe.ts";

@@ -1,7 +1,7 @@
 /**
  * CPU references of the linear-layer kernels (`linear.ts`), in float64 (JS numbers), as the plainest
  * possible loops. Weights are given unpacked (as f32 values, already rounded to their dtype when the
- * GPU sees 16-bit weights: use `roundTo` from `runtime/weights/dtype.ts`).
+ * GPU sees 16-bit weights: use `roundTo` from `runtime/base/dtype.ts`).
  *
  * @example
  * ```ts

@@ -18,8 +18,8 @@
  * ```
  * @module
  */
-import type { PipelineSource } from "../runtime/gpu/device.ts";
-import { ArgumentError, GpuError } from "../runtime/errors.ts";
+import type { PipelineSource } from "../runtime/base/gpu/device.ts";
+import { ArgumentError, GpuError } from "../runtime/base/errors.ts";
 
 /** A WGSL kernel: where its source is and how it is bound. */
 export interface KernelSpec extends PipelineSource {

@@ -1,4 +1,4 @@
-import type { Gpu } from "../runtime/gpu/device.ts";
+import type { Gpu } from "../runtime/base/gpu/device.ts";
 import * as kernels from "./mod.ts";
 import { KERNELS, type KernelSpec } from "./mod.ts";
 import { GPU_TEST, testGpu } from "./test_util.ts";

@@ -18,7 +18,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../runtime/errors.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 
 const f32 = Math.fround;
 

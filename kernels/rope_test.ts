@@ -1,4 +1,4 @@
-import type { Dispatch } from "../runtime/gpu/device.ts";
+import type { Dispatch } from "../runtime/base/gpu/device.ts";
 import { rope, ropeInvFreq, ropeKv, type RopeStyle } from "./rope.ts";
 import { ropeInvFreqRef, ropeKvRef, ropeRef } from "./reference.ts";
 import { assertClose, GPU_TEST, POISON, poisoned, randn, rejects, testGpu } from "./test_util.ts";

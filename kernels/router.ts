@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { routerTopK } from "./router.ts";
  * const gpu = await openGpu();
  * const logits = gpu.storage("activations", new Float32Array([0.1, 2, -1, 1.5]));
@@ -14,7 +14,7 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { argBinding, argBoolean, argCount, argDistinct, argObject } from "./args.ts";
 

@@ -1,4 +1,4 @@
-import type { Dispatch } from "../runtime/gpu/device.ts";
+import type { Dispatch } from "../runtime/base/gpu/device.ts";
 import { routerTopK, type RouterTopKArgs } from "./router.ts";
 import { routerTopKRef } from "./reference.ts";
 import { assertClose, GPU_TEST, POISON, poisoned, randn, rejects, testGpu } from "./test_util.ts";

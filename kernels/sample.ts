@@ -23,7 +23,7 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { sample, sampleRng } from "./sample.ts";
  * const gpu = await openGpu();
  * const logits = gpu.storage("activations", new Float32Array([0, 2, 1, -1]));
@@ -36,8 +36,8 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
-import { ArgumentError } from "../runtime/errors.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { argBinding, argCount, argDisjoint, argDistinct, argNumber, argObject } from "./args.ts";
 

@@ -1,5 +1,5 @@
-import { ArgumentError } from "../runtime/errors.ts";
-import type { Gpu, Step } from "../runtime/gpu/device.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
+import type { Gpu, Step } from "../runtime/base/gpu/device.ts";
 import { sample, SAMPLE_RNG_BYTES, sampleRng, sampleRngState } from "./sample.ts";
 import { NON_FINITE_TOKEN } from "./argmax.ts";
 import { sampleBitsRef, sampleRef, topPDistributionRef } from "./reference.ts";

@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { openGpu } from "../runtime/gpu/device.ts";
+ * import { openGpu } from "../runtime/base/gpu/device.ts";
  * import { softmax } from "./softmax.ts";
  * const gpu = await openGpu();
  * const x = gpu.storage("activations", new Float32Array([0, Math.log(3)]));
@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { argBinding, argCount, argInPlace, argObject } from "./args.ts";
 

@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import type { Binding, Dispatch, Gpu } from "../runtime/gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { argBinding, argCount, argDisjoint, argDistinct, argObject } from "./args.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { AssertionError } from "node:assert";
-import { Gpu } from "../runtime/gpu/device.ts";
+import { Gpu } from "../runtime/base/gpu/device.ts";
 import { POISON } from "./check.ts";
 
 export {

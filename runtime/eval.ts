@@ -26,7 +26,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "./errors.ts";
+import { ArgumentError } from "./base/errors.ts";
 import type { Model } from "./model.ts";
 import { checkIdsFit } from "./text/generate_text.ts";
 import type { Tokenizer } from "./text/tokenizer.ts";

@@ -1,7 +1,7 @@
 // Perplexity by the shared protocol: windows as specified, and the NLL equal to one computed
 // independently from Model.logits; pre-gated runs report the pre-gate's hit rate.
 import assert from "node:assert/strict";
-import { ArgumentError } from "./errors.ts";
+import { ArgumentError } from "./base/errors.ts";
 import { loadModel } from "./model.ts";
 import { testGpu } from "../kernels/test_util.ts";
 import { evaluatePerplexity, evalWindows, windowNll } from "./eval.ts";

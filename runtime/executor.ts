@@ -20,7 +20,7 @@
  * ```
  * @module
  */
-import type { Gpu, Step } from "./gpu/device.ts";
+import type { Gpu, Step } from "./base/gpu/device.ts";
 import { type ForwardPlan, type MoeOp, planOps } from "./models/plan.ts";
 
 /**

@@ -3,7 +3,7 @@
 // streamed source gets one sync point per MoE layer, with the steps queued since the previous one.
 import assert from "node:assert/strict";
 import { GPU_TEST, testGpu } from "../kernels/test_util.ts";
-import type { Copy, Gpu, Step } from "./gpu/device.ts";
+import type { Copy, Gpu, Step } from "./base/gpu/device.ts";
 import type { MoeFfn } from "./models/config.ts";
 import type { ForwardPlan, MoeOp } from "./models/plan.ts";
 import { Executor, RESIDENT, type StreamedExperts } from "./executor.ts";

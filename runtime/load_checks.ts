@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "./errors.ts";
+import { ArgumentError } from "./base/errors.ts";
 import type { ModelConfig } from "./models/config.ts";
 import { unusedTensors, unusedTensorsWarning } from "./models/inspect.ts";
 import type { TensorStore } from "./weights/safetensors.ts";

@@ -14,14 +14,15 @@
  * ```
  * @module
  */
-import { type Gpu, type GpuChoice, openGpu, type Step } from "./gpu/device.ts";
-import { ArgumentError } from "./errors.ts";
+import { type Gpu, type GpuChoice, openGpu, type Step } from "./base/gpu/device.ts";
+import { ArgumentError } from "./base/errors.ts";
 import type { ModelConfig, MoeFfn } from "./models/config.ts";
 import { loadModelConfig, openModelStore } from "./models/gguf_model.ts";
 import type { TensorStore } from "./weights/safetensors.ts";
 import type { ModelWeights } from "./models/weights.ts";
 import type { RunState } from "./models/state.ts";
-import { allocModelState, archOf, buildForward, uploadModelWeights } from "./models/arch/mod.ts";
+import { archOf } from "./models/arch/mod.ts";
+import { allocModelState, buildForward, uploadModelWeights } from "./models/build.ts";
 import type { ForwardPlan } from "./models/plan.ts";
 import { Executor, RESIDENT } from "./executor.ts";
 import {
@@ -35,7 +36,10 @@ import { argmax } from "../kernels/argmax.ts";
 import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
 import { checkLogitRows, checkToken } from "./numeric.ts";
+import { type GenerateStats, generateStats, type OffloadCounters } from "./generate_stats.ts";
 import { checkPositions, warnContextLength, warnUnusedTensors } from "./load_checks.ts";
+
+export type { GenerateStats, OffloadCounters } from "./generate_stats.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -89,73 +93,6 @@ export interface GenerateOptions extends SequenceOptions {
   topP?: number;
   /** Seed of the GPU random stream; default 0. Same seed, same tokens. */
   seed?: number;
-}
-
-/** Statistics of the last {@linkcode Model.generate} call. */
-export interface GenerateStats {
-  /** Where experts lived: resident, on-demand, prefetch-all or pregated. */
-  mode: string;
-  /** Pre-gate policy (exact or strict) in pregated mode, else null. */
-  pregate: string | null;
-  /** Implementation and adapter, e.g. `native: NVIDIA H200 [shaderF16, timestampQuery]`. */
-  gpu: string;
-  /** Prompt length (an encoder-decoder's: encoder tokens + decoder prefix). */
-  prompt_tokens: number;
-  /** Tokens generated. */
-  generated_tokens: number;
-  /** Seconds from the start until the first new token was on the CPU. */
-  prefill_seconds: number;
-  /** Prompt tokens per prefill second. */
-  prefill_tokens_per_s: number;
-  /** Seconds of decoding after the first token. */
-  decode_seconds: number;
-  /** Tokens after the first per decode second. */
-  decode_tokens_per_s: number;
-  /** Expert bytes copied host -> GPU per generated token (decode only; 0 when resident). */
-  upload_bytes_per_token: number;
-  /** GPU -> CPU syncs per generated token (decode only). */
-  syncs_per_token: number;
-  /** Compute dispatches per generated token (decode only). */
-  dispatches_per_token: number;
-  /**
-   * Most bytes of device-memory buffers held at once during the call (Pregate's own accounting;
-   * mappable staging and readback buffers are host-visible memory and not counted here).
-   */
-  peak_gpu_bytes: number;
-  /** Most bytes of mappable (host-visible) buffers held at once: upload staging, readback. */
-  peak_host_staging_bytes: number;
-  /** Share of the chosen experts the pre-gate had predicted (pregated mode), else null. */
-  pregate_hit_rate: number | null;
-  /** Share of expert acquisitions already resident (offloading modes), else null. */
-  expert_cache_hit_rate: number | null;
-  /**
-   * Per decode token, seconds: awaiting routing readbacks, issuing expert copies, the rest; and of
-   * `upload`, the time filling staging (`upload_fill`, summed over parallel fills) and waiting for a
-   * staging buffer to come back (`upload_staging_wait`), both 0 for the writeBuffer path.
-   */
-  time_per_token: {
-    sync_wait: number;
-    upload: number;
-    compute: number;
-    upload_fill: number;
-    upload_staging_wait: number;
-  };
-  /** Expert slots of the offloading engine, null when resident. */
-  expert_slots: number | null;
-}
-
-/** Running totals of the offloading engine (see {@linkcode Model.offloadCounters}). */
-export interface OffloadCounters {
-  /** Chosen experts the pre-gate had predicted, in MoE layers that had a prediction. */
-  pregateHits: number;
-  /** Experts chosen in MoE layers that had a prediction (per batch of tokens: their union). */
-  pregateChosen: number;
-  /** Expert acquisitions found already resident. */
-  cacheHits: number;
-  /** All expert acquisitions. */
-  cacheLookups: number;
-  /** Expert bytes copied host -> GPU. */
-  uploadBytes: number;
 }
 
 /** A loaded model: config, GPU weights, run state, plans and (optionally) the offloading engine. */
@@ -534,57 +471,18 @@ export class Model {
     } finally {
       const t2 = performance.now();
       const prompt = ids.length + (opts.encoderIds?.length ?? 0);
-      this.lastStats = this.#stats({ t0, t1, t2, c1, e1, prompt, produced });
+      this.lastStats = generateStats(gpu, this.mode, this.#engine, {
+        t0,
+        t1,
+        t2,
+        c1,
+        e1,
+        prompt,
+        produced,
+      });
       gpu.destroyBuffer(history);
       if (rng) gpu.destroyBuffer(rng);
     }
-  }
-
-  #stats(
-    m: {
-      t0: number;
-      t1: number;
-      t2: number;
-      c1: { syncs: number; dispatches: number };
-      e1: OffloadEngine["stats"] | null;
-      prompt: number;
-      produced: number;
-    },
-  ): GenerateStats {
-    const c = this.gpu.counters, e = this.#engine?.stats, mem = this.gpu.memory();
-    const decoded = Math.max(m.produced - 1, 0);
-    const prefill = (m.t1 - m.t0) / 1e3, decode = (m.t2 - m.t1) / 1e3;
-    const per = (x: number) => (decoded ? x / decoded : 0);
-    const syncWait = e && m.e1 ? e.syncSeconds - m.e1.syncSeconds : 0;
-    const upload = e && m.e1 ? e.uploadSeconds - m.e1.uploadSeconds : 0;
-    return {
-      mode: this.mode,
-      pregate: this.mode === "pregated" ? this.#engine!.pregatePolicy : null,
-      gpu: this.gpu.describe(),
-      prompt_tokens: m.prompt,
-      generated_tokens: m.produced,
-      prefill_seconds: prefill,
-      prefill_tokens_per_s: m.prompt / prefill,
-      decode_seconds: decode,
-      decode_tokens_per_s: decoded ? decoded / decode : 0,
-      upload_bytes_per_token: e && m.e1 ? per(e.uploadBytes - m.e1.uploadBytes) : 0,
-      syncs_per_token: per(c.syncs - m.c1.syncs),
-      dispatches_per_token: per(c.dispatches - m.c1.dispatches),
-      peak_gpu_bytes: mem.peak,
-      peak_host_staging_bytes: mem.host.peak,
-      pregate_hit_rate: e && e.pregateChosen ? e.pregateHits / e.pregateChosen : null,
-      expert_cache_hit_rate: e && e.cacheLookups ? e.cacheHits / e.cacheLookups : null,
-      time_per_token: {
-        sync_wait: per(syncWait),
-        upload: per(upload),
-        compute: per(decode - syncWait - upload),
-        upload_fill: per(e && m.e1 ? e.uploadFillSeconds - m.e1.uploadFillSeconds : 0),
-        upload_staging_wait: per(
-          e && m.e1 ? e.uploadStagingWaitSeconds - m.e1.uploadStagingWaitSeconds : 0,
-        ),
-      },
-      expert_slots: this.#engine?.slots ?? null,
-    };
   }
 
   /**

@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import { NumericError } from "./errors.ts";
+import { NumericError } from "./base/errors.ts";
 import { NON_FINITE_TOKEN } from "../kernels/argmax.ts";
 
 export { NON_FINITE_TOKEN };

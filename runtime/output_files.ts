@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { ArgumentError, FileWriteError, PregateError } from "./errors.ts";
+import { ArgumentError, FileWriteError, PregateError } from "./base/errors.ts";
 
 /** What an OS error code means for a write, and what to do about it. */
 const REASONS: Record<string, [string, string]> = {

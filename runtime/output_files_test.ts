@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError, FileWriteError, WeightFileError } from "./errors.ts";
+import { ArgumentError, FileWriteError, WeightFileError } from "./base/errors.ts";
 import { asWriteError, checkOutputFile, writeTextOutput } from "./output_files.ts";
 
 /** Root ignores file permissions, so a read-only directory cannot be tested as root. */

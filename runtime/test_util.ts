@@ -7,8 +7,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { ArgumentError } from "./errors.ts";
-import { type Gpu, type GpuChoice, openGpu } from "./gpu/device.ts";
+import { ArgumentError } from "./base/errors.ts";
+import { type Gpu, type GpuChoice, openGpu } from "./base/gpu/device.ts";
 
 let shared: Promise<Gpu> | undefined;
 

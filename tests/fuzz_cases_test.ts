@@ -4,7 +4,7 @@
 // the clean answer. Also: unused tensors warned at load, positions past the model's maximum.
 import assert from "node:assert/strict";
 import { loadModel, type LoadOptions } from "../runtime/model.ts";
-import { ArgumentError, NumericError } from "../runtime/errors.ts";
+import { ArgumentError, NumericError } from "../runtime/base/errors.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import { pokeTensor } from "../runtime/weights/safetensors_test_util.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";

@@ -8,7 +8,7 @@
  * pairs rotated), grouped-query causal attention, SwiGLU, an untied `output` projection.
  * @module
  */
-import { f16BitsToF32, f32ToF16Bits, packWeights } from "../runtime/weights/dtype.ts";
+import { f16BitsToF32, f32ToF16Bits, packWeights } from "../runtime/base/dtype.ts";
 import type { GgufFile } from "../runtime/weights/gguf.ts";
 import {
   type GgufTensorToWrite,

@@ -3,7 +3,7 @@
 // upload and memory figures follow the paper's accounting; an impossible budget is a clear error.
 import assert from "node:assert/strict";
 import { loadModel, type LoadOptions } from "../runtime/model.ts";
-import { ArgumentError, BudgetError } from "../runtime/errors.ts";
+import { ArgumentError, BudgetError } from "../runtime/base/errors.ts";
 import { loadConfig, type MoeFfn } from "../runtime/models/config.ts";
 import { openCheckpoint } from "../runtime/weights/safetensors.ts";
 import { writeSafetensors } from "../runtime/weights/safetensors_writer.ts";

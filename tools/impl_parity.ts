@@ -8,7 +8,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { openGpu } from "../runtime/gpu/device.ts";
+import { openGpu } from "../runtime/base/gpu/device.ts";
 import { loadModel } from "../runtime/model.ts";
 
 const { values } = parseArgs({

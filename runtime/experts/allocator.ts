@@ -25,7 +25,7 @@
  * ```
  * @module
  */
-import { ArgumentError, BudgetError } from "../errors.ts";
+import { ArgumentError, BudgetError } from "../base/errors.ts";
 import { EvictionHeap } from "./allocator_heap.ts";
 import {
   type AcquireResult,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError, BudgetError } from "../errors.ts";
+import { ArgumentError, BudgetError } from "../base/errors.ts";
 import {
   type AcquireResult,
   NO_SLOT,

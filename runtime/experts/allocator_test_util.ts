@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { ArgumentError, BudgetError } from "../errors.ts";
+import { ArgumentError, BudgetError } from "../base/errors.ts";
 import {
   type AcquireResult,
   type AllocatorStats,

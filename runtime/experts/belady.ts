@@ -25,7 +25,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { SlotAllocator } from "./allocator.ts";
 
 /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { assertThrows } from "../test_util.ts";
 import { rng } from "../../kernels/test_util.ts";
 import {

@@ -23,7 +23,7 @@
  * ```
  * @module
  */
-import type { Copy, Gpu, Step } from "../gpu/device.ts";
+import type { Copy, Gpu, Step } from "../base/gpu/device.ts";
 import type { TensorStore } from "../weights/safetensors.ts";
 import type { ModelConfig, MoeFfn } from "../models/config.ts";
 import type { ForwardOptions, MoeOp, PregateSpec } from "../models/plan.ts";

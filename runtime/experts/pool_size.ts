@@ -14,7 +14,7 @@
  * ```
  * @module
  */
-import { ArgumentError, BudgetError } from "../errors.ts";
+import { ArgumentError, BudgetError } from "../base/errors.ts";
 import { type OffloadMode, SlotAllocator } from "./allocator.ts";
 
 /**

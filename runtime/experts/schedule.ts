@@ -36,7 +36,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { type OffloadMode, SlotAllocator, type Upload } from "./allocator.ts";
 
 /**

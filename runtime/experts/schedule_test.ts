@@ -1,6 +1,6 @@
 // Targeted cases of the pre-gate scheduler, step by step. Property tests: schedule_property_test.ts.
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { Scheduler } from "./schedule.ts";
 
 const ids = (...xs: number[]) => Uint32Array.from(xs);

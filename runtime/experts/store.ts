@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { ArgumentError, ConfigError, WeightFileError } from "../errors.ts";
+import { ArgumentError, ConfigError, WeightFileError } from "../base/errors.ts";
 import type { WeightType } from "../weights/weight_type.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { FfnActivation, ModelConfig } from "../models/config.ts";

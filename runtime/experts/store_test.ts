@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { loadConfig } from "../models/config.ts";
 import { openCheckpoint } from "../weights/safetensors.ts";
 import { HostExpertStore } from "./store.ts";

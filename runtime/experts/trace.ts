@@ -5,7 +5,11 @@
  *
  * One {@linkcode TraceRecord} per (step, MoE layer). Step 0 is the prefill (all prompt tokens),
  * then one step per decoded token. Rates are pooled over records (sums of counts divided by sums
- * of counts), never averages of per-record ratios.
+ * of counts), never averages of per-record ratios. The pre-gate hit rate counts per token, each
+ * token's prediction against its own routing (`tokenHits` / `tokenChoices`), as the engine's
+ * `pregate_hit_rate` does: a record's sets are unions over its step's tokens, so over a prefill an
+ * expert predicted for one token and chosen by another would count as a hit. Records written before
+ * the per-token counts existed fall back to the sets.
  *
  * @example
  * ```ts
@@ -26,7 +30,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -123,9 +127,15 @@ export interface TraceCounts {
   chosen: number;
   /** Records with a prediction. */
   predictedRecords: number;
-  /** Σ |chosen| over records with a prediction (the pre-gate hit rate's denominator). */
+  /**
+   * Router choices over records with a prediction (the pre-gate hit rate's denominator): Σ
+   * `tokenChoices` (tokens × top-k), or |chosen| for a record without the per-token counts.
+   */
   predictedChosen: number;
-  /** Σ |predicted ∩ chosen|. */
+  /**
+   * Choices the pre-gate had predicted for the same token: Σ `tokenHits`, or |predicted ∩ chosen|
+   * for a record without the per-token counts.
+   */
   pregateHits: number;
   /** Σ |predicted \ chosen| (prefetched for nothing). */
   wastedPrefetches: number;
@@ -232,6 +242,7 @@ function checkTrace(trace: ExpertTrace): void {
     }
     seen.add(key);
     stepTokens.set(r.step, r.tokens);
+    checkTokenCounts(r, at);
     for (const name of ["chosen", "predicted", "resident", "uploaded", "onDemand"] as const) {
       const list = r[name];
       if (name === "predicted" && list === null) continue;
@@ -242,6 +253,33 @@ function checkTrace(trace: ExpertTrace): void {
       }
     }
   });
+}
+
+/** `tokenHits` and `tokenChoices`: both absent, or integers with 0 <= hits <= choices. */
+function checkTokenCounts(r: TraceRecord, at: string): void {
+  if (r.tokenHits === undefined && r.tokenChoices === undefined) return;
+  for (const name of ["tokenHits", "tokenChoices"] as const) {
+    const v = r[name];
+    if (!Number.isInteger(v) || v! < 0) {
+      bad(
+        `${at}.${name}`,
+        `expected an integer >= 0 (tokenHits and tokenChoices come together), found ${v}`,
+      );
+    }
+  }
+  if (r.tokenHits! > r.tokenChoices!) {
+    bad(`${at}.tokenHits`, `${r.tokenHits} hits exceed ${r.tokenChoices} choices`);
+  }
+}
+
+/** A record's pre-gate hits and choices: per token when it has the counts, else over its sets. */
+function pregateCounts(r: TraceRecord, chosen: Set<number>, predicted: Set<number>) {
+  if (r.tokenHits !== undefined && r.tokenChoices !== undefined) {
+    return { hits: r.tokenHits, choices: r.tokenChoices };
+  }
+  let hits = 0;
+  for (const e of predicted) if (chosen.has(e)) hits++;
+  return { hits, choices: chosen.size };
 }
 
 function emptyCounts(): TraceCounts {
@@ -273,11 +311,12 @@ function finish(c: TraceCounts): void {
 }
 
 /**
- * Summarises a trace per MoE layer and overall: pre-gate hit rate (|predicted ∩ chosen| /
- * |chosen| over records with a prediction), cache hit rate (|resident ∩ chosen| / |chosen|),
+ * Summarises a trace per MoE layer and overall: pre-gate hit rate (per token: Σ `tokenHits` /
+ * Σ `tokenChoices` over records with a prediction; |predicted ∩ chosen| / |chosen| for records
+ * without those counts), cache hit rate (|resident ∩ chosen| / |chosen|),
  * on-demand fetches and uploads per token, wasted prefetches, and per-layer expert usage counts.
  * Throws {@linkcode ArgumentError} on a malformed trace (expert out of range, layer not in
- * `moeLayers`, duplicate (step, layer), inconsistent token counts).
+ * `moeLayers`, duplicate (step, layer), inconsistent token counts, per-token counts out of range).
  *
  * @example
  * ```ts
@@ -307,6 +346,7 @@ export function summarizeTrace(trace: ExpertTrace, opts: SummarizeOptions = {}):
     const chosen = new Set(r.chosen);
     const resident = new Set(r.resident);
     const predicted = r.predicted === null ? null : new Set(r.predicted);
+    const pregate = predicted && pregateCounts(r, chosen, predicted);
     stepTokens.set(r.step, r.tokens);
     for (const c of [l, overall]) {
       c.records++;
@@ -314,10 +354,11 @@ export function summarizeTrace(trace: ExpertTrace, opts: SummarizeOptions = {}):
       c.uploads += new Set(r.uploaded).size;
       c.onDemand += new Set(r.onDemand).size;
       for (const e of chosen) if (resident.has(e)) c.cacheHits++;
-      if (predicted) {
+      if (predicted && pregate) {
         c.predictedRecords++;
-        c.predictedChosen += chosen.size;
-        for (const e of predicted) chosen.has(e) ? c.pregateHits++ : c.wastedPrefetches++;
+        c.predictedChosen += pregate.choices;
+        c.pregateHits += pregate.hits;
+        for (const e of predicted) if (!chosen.has(e)) c.wastedPrefetches++;
       }
     }
     l.tokens += r.tokens;

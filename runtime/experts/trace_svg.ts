@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { type ExpertTrace, summarizeTrace, type TraceRecord, type TraceSummary } from "./trace.ts";
 
 // Same as the private helpers of formatTraceSummary in trace.ts.

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { type ExpertTrace, formatTraceSummary, summarizeTrace, type TraceRecord } from "./trace.ts";
 import { traceToSvg } from "./trace_svg.ts";
 import { type EngineEvents, EventHub, recordTrace } from "./events.ts";
@@ -222,6 +222,47 @@ Deno.test("summarizeTrace: malformed traces throw ArgumentError naming the recor
   bad((t) => (t.records[0].tokens = 0), "records[0].tokens");
   bad((t) => (t.experts = 0), "trace.experts");
   bad((t) => (t.moeLayers = [1, 1, 3]), "trace.moeLayers");
+  bad((t) => (t.records[1].tokenHits = 2), "records[1].tokenChoices", "found undefined");
+  bad(
+    (t) => Object.assign(t.records[1], { tokenHits: 7, tokenChoices: 6 }),
+    "records[1].tokenHits",
+    "7 hits exceed 6 choices",
+  );
+  bad(
+    (t) => Object.assign(t.records[3], { tokenHits: 1, tokenChoices: 1.5 }),
+    "records[3].tokenChoices",
+  );
+});
+
+Deno.test("summarizeTrace: the pre-gate hit rate counts per token where records have the counts", () => {
+  // A 2-token prefill whose union over the pass looks perfect: the pre-gate predicted {0, 1} for
+  // token 0 and {2, 3} for token 1, and the router chose {2, 3} for token 0 and {0, 1} for token
+  // 1 (top-2). Per token, none of the 4 choices was predicted for its own token.
+  const t = handTrace();
+  t.records[1] = {
+    ...t.records[1],
+    chosen: [0, 1, 2, 3],
+    predicted: [0, 1, 2, 3],
+    tokenHits: 0,
+    tokenChoices: 6,
+  };
+  // A decode step (one token): its per-token counts agree with the sets (chosen [2, 3], both
+  // predicted).
+  t.records[3] = { ...t.records[3], tokenHits: 2, tokenChoices: 2 };
+  const s = summarizeTrace(t);
+  const l3 = s.layers[1];
+  // Records 1 and 3 per token (0/6, 2/2); record 5 has no counts: its sets give 1 of 2.
+  assert.equal(l3.pregateHits, 0 + 2 + 1);
+  assert.equal(l3.predictedChosen, 6 + 2 + 2);
+  assert.equal(l3.pregateHitRate, 0.3);
+  assert.equal(s.overall.pregateHitRate, 0.3);
+  assert.equal(l3.wastedPrefetches, 1, "wasted prefetches stay over the sets: {2} in step 2");
+  assert.equal(summarizeTrace(t, { skipPrefill: true }).layers[1].pregateHitRate, 0.75);
+  // Without the per-token counts the union over the prefill counts all 4 as hits.
+  const union = structuredClone(t);
+  for (const r of union.records) delete r.tokenHits, delete r.tokenChoices;
+  assert.equal(summarizeTrace(union).layers[1].pregateHitRate, (4 + 2 + 1) / (4 + 2 + 2));
+  assert.match(formatTraceSummary(s).split("\n")[4], /^\s+all\s+30\.0%/);
 });
 
 Deno.test("formatTraceSummary: one row per layer plus an overall row", () => {
@@ -344,7 +385,7 @@ Deno.test("trace records carry the scheduler's per-token pre-gate counts", () =>
     0,
     4,
   ]]);
-  const union = summarizeTrace({
+  const trace = {
     model: "m",
     arch: "a",
     mode: "pregated",
@@ -352,10 +393,14 @@ Deno.test("trace records carry the scheduler's per-token pre-gate counts", () =>
     experts: 8,
     moeLayers: [0, 1],
     records,
+  };
+  const summary = summarizeTrace(trace);
+  assert.equal(summary.layers[1].pregateHits, 0, "per token: no choice was predicted for it");
+  assert.equal(summary.layers[1].predictedChosen, 4);
+  assert.equal(summary.overall.pregateHitRate, 0);
+  const union = summarizeTrace({
+    ...trace,
+    records: records.map(({ tokenHits: _h, tokenChoices: _c, ...r }) => r),
   });
-  assert.equal(
-    union.layers[1].pregateHits,
-    4,
-    "the union over the pass hides the per-token misses",
-  );
+  assert.equal(union.layers[1].pregateHits, 4, "the union over the pass hides the misses");
 });

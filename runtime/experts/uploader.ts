@@ -26,8 +26,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../gpu/device.ts";
-import { ArgumentError, PregateError } from "../errors.ts";
+import type { Gpu } from "../base/gpu/device.ts";
+import { ArgumentError, PregateError } from "../base/errors.ts";
 import { type HostMemcpy, hostMemcpy, mmapSupport } from "../weights/mmap.ts";
 import {
   badOffset,

@@ -5,7 +5,7 @@
  * ## How `mapped` fills a staging buffer
  * A copy of `n` bytes is split into up to `threads` pieces of at least `minPieceBytes`, and each
  * piece is one libc `memcpy` from the source's address to the mapped range's address, called
- * through FFI with `nonblocking: true` (`hostMemcpy`, ../weights/mmap.ts): the pieces run on
+ * through FFI with `nonblocking: true` (`hostMemcpy`, ../weights/libc.ts): the pieces run on
  * Deno's blocking-pool threads at the same time while the JS thread stays free (Dawn resolves
  * `mapAsync` from the JS event loop, so remaps keep completing during a fill). Addresses come from
  * `Deno.UnsafePointer.of`, which works for mapped-file views (`UnsafePointerView.getArrayBuffer`),
@@ -51,8 +51,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../gpu/device.ts";
-import { PregateError } from "../errors.ts";
+import type { Gpu } from "../base/gpu/device.ts";
+import { PregateError } from "../base/errors.ts";
 import type { HostMemcpy } from "../weights/mmap.ts";
 import { badOffset, type Uploader, type UploaderStats, type UploadItem } from "./uploader_types.ts";
 

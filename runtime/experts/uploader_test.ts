@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createUploader, type Uploader, type UploaderOptions } from "./uploader.ts";
-import { ArgumentError, PregateError } from "../errors.ts";
+import { ArgumentError, PregateError } from "../base/errors.ts";
 import { openMapped } from "../weights/mmap.ts";
 import { rng, testGpu } from "../../kernels/test_util.ts";
-import type { Gpu } from "../gpu/device.ts";
+import type { Gpu } from "../base/gpu/device.ts";
 
 const GPU = { sanitizeResources: false, sanitizeOps: false };
 
@@ -257,7 +257,7 @@ Deno.test({
   ...GPU,
   fn: async () => {
     const uploader = import.meta.resolve("./uploader.ts");
-    const device = import.meta.resolve("../gpu/device.ts");
+    const device = import.meta.resolve("../base/gpu/device.ts");
     const script = `
       import { createUploader } from "${uploader}";
       import { openGpu } from "${device}";

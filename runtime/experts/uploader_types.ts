@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 
 /** How expert bytes travel to the GPU. */
 export type UploadPath = "write" | "mapped";

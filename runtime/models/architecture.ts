@@ -13,14 +13,14 @@
  * ```
  * @module
  */
-import type { Gpu } from "../gpu/device.ts";
+import type { Gpu } from "../base/gpu/device.ts";
 import type { Json, ModelConfig } from "./model_config.ts";
 import type { ExpectedTensor, TensorNaming } from "./tensor_names.ts";
 import type { LayerWeights, ModelWeights } from "./gpu_weights.ts";
 import type { RunState, StateSizes } from "./state.ts";
 import type { TensorStore } from "../weights/safetensors.ts";
-import type { UploadOptions, WeightUpload } from "./weights.ts";
-import type { DType } from "../weights/dtype.ts";
+import type { UploadOptions, WeightUpload } from "./weight_upload.ts";
+import type { DType } from "../base/dtype.ts";
 import type { ForwardOptions, ForwardPlan } from "./plan.ts";
 import type { GgufSpec } from "./gguf_spec.ts";
 import type { ConfigStyle, DimRules, ModelDims, PresetSpec } from "./model_dims.ts";

@@ -22,8 +22,8 @@
  * ```
  * @module
  */
-import type { Dispatch, Gpu, Step } from "../gpu/device.ts";
-import { ArgumentError } from "../errors.ts";
+import type { Dispatch, Gpu, Step } from "../base/gpu/device.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { linear } from "../../kernels/linear.ts";
 import { rmsnorm } from "../../kernels/norm.ts";
 import { ropeKv } from "../../kernels/rope.ts";
@@ -34,7 +34,7 @@ import { addBias } from "../../kernels/elementwise.ts";
 import { QKV_MAX_T, qkvBias, qkvClamp, qkvProj } from "../../kernels/qkv.ts";
 import { routerTopK } from "../../kernels/router.ts";
 import { moeDownCombine, moeGateUp } from "../../kernels/moe.ts";
-import { DTYPE_BYTES } from "../weights/dtype.ts";
+import { DTYPE_BYTES } from "../base/dtype.ts";
 import { isQuantType } from "../weights/weight_type.ts";
 import type { ModelConfig, MoeFfn } from "./model_config.ts";
 import type { GpuMatrix, GpuMlp, LayerWeights, ModelWeights } from "./gpu_weights.ts";

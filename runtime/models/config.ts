@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../base/errors.ts";
 import { archNamed } from "./arch/mod.ts";
 import type { Json, ModelConfig } from "./model_config.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ARCHITECTURES, loadConfig, parseConfig } from "./config.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../base/errors.ts";
 import { loadModel } from "../model.ts";
 
 const base = {

@@ -8,7 +8,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { checkOutputFile } from "../output_files.ts";
 import { parseWeightType } from "../weights/weight_type.ts";
 import { CONVERT_TYPES, convertToGguf } from "./gguf_convert.ts";

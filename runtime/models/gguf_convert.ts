@@ -22,8 +22,8 @@
  * ```
  * @module
  */
-import { ConfigError } from "../errors.ts";
-import { packWeights } from "../weights/dtype.ts";
+import { ConfigError } from "../base/errors.ts";
+import { packWeights } from "../base/dtype.ts";
 import { type GgufTensorToWrite, ggufValue as v, writeGguf } from "../weights/gguf_writer.ts";
 import { QUANT_BLOCK, QUANT_GGML_NAME } from "../weights/quant.ts";
 import { QuantPool } from "../weights/quant_pool.ts";

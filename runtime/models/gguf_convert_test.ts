@@ -3,7 +3,7 @@
 // and vectors in F32), Pregate's pre-gates only when asked, no vocabulary without tokenizer.json;
 // configs llama.cpp's graphs do not compute are refused; the q/k permutation inverts.
 import assert from "node:assert/strict";
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../base/errors.ts";
 import { openGguf } from "../weights/gguf.ts";
 import { convertToGguf, ggufTypeOf } from "./gguf_convert.ts";
 import { loadModelConfig, openModelStore, permuteQkRows } from "./gguf_model.ts";

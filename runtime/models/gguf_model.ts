@@ -28,8 +28,8 @@
  * ```
  * @module
  */
-import { ConfigError, GgufError } from "../errors.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "../weights/dtype.ts";
+import { ConfigError, GgufError } from "../base/errors.ts";
+import { bf16BitsToF32, f16BitsToF32 } from "../base/dtype.ts";
 import { type GgufFile, type GgufTensorInfo, isGgufFile, openGguf } from "../weights/gguf.ts";
 import type { Advice, OpenMappedOptions } from "../weights/mmap.ts";
 import { dequantize } from "../weights/quant.ts";

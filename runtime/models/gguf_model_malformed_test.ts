@@ -4,7 +4,7 @@
 // changes the math in ways Pregate does not compute, config values its architecture refuses, and
 // vocabularies it cannot rebuild.
 import assert from "node:assert/strict";
-import { GgufError, TokenizerError } from "../errors.ts";
+import { GgufError, TokenizerError } from "../base/errors.ts";
 import { ggufValue as v } from "../weights/gguf_writer.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { convertToGguf } from "./gguf_convert.ts";

@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { ConfigError, GgufError } from "../errors.ts";
+import { ConfigError, GgufError } from "../base/errors.ts";
 import type { GgufFile } from "../weights/gguf.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../weights/gguf_writer.ts";
 import type { ModelConfig, MoeFfn } from "./model_config.ts";

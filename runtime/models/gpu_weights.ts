@@ -14,8 +14,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../gpu/device.ts";
-import { BudgetError } from "../errors.ts";
+import type { Gpu } from "../base/gpu/device.ts";
+import { BudgetError } from "../base/errors.ts";
 import { weightRowBytes, type WeightType } from "../weights/weight_type.ts";
 import type { Tensor } from "../weights/safetensors.ts";
 import type { FfnActivation } from "./model_config.ts";

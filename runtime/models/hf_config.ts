@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import type { DType } from "../weights/dtype.ts";
+import type { DType } from "../base/dtype.ts";
 import { archNamed } from "./arch/mod.ts";
 import type { HfConfigFiles } from "./architecture.ts";
 import type { ConfigStyle, ModelDims, PresetSpec } from "./model_dims.ts";

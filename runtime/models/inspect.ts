@@ -19,8 +19,8 @@
  * ```
  * @module
  */
-import { WeightFileError } from "../errors.ts";
-import { type DType, DTYPE_BYTES } from "../weights/dtype.ts";
+import { WeightFileError } from "../base/errors.ts";
+import { type DType, DTYPE_BYTES } from "../base/dtype.ts";
 import { type NonFiniteTensor, scanNonFinite } from "../weights/finite.ts";
 import { INDEX_FILE_NAME } from "../weights/safetensors.ts";
 import type { ModelConfig } from "./config.ts";

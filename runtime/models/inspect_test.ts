@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, WeightFileError } from "../errors.ts";
+import { ConfigError, WeightFileError } from "../base/errors.ts";
 import { openCheckpoint } from "../weights/safetensors.ts";
 import { pokeTensor } from "../weights/safetensors_test_util.ts";
 import { type TensorToWrite, writeShardedCheckpoint } from "../weights/safetensors_writer.ts";

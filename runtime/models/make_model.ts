@@ -37,7 +37,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { asWriteError, writeTextOutput } from "../output_files.ts";
 import { INDEX_FILE_NAME } from "../weights/safetensors.ts";
 import { type TensorToWrite, writeShardedCheckpoint } from "../weights/safetensors_writer.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError, FileWriteError } from "../errors.ts";
+import { ArgumentError, FileWriteError } from "../base/errors.ts";
 import { openCheckpoint, type TensorStore } from "../weights/safetensors.ts";
 import { loadConfig, type ModelConfig } from "./config.ts";
 import { makeModel, type ModelDims, removePartialFiles } from "./make_model.ts";

@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../base/errors.ts";
 
 /** A parsed JSON object (a config.json). */
 export type Json = Record<string, unknown>;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../base/errors.ts";
 import { ConfigFields, decoderFields, freezeConfig } from "./model_config.ts";
 
 const throwsField = (fn: () => unknown, field: string, found: string) =>

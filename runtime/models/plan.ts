@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Step } from "../gpu/device.ts";
+import type { Step } from "../base/gpu/device.ts";
 import type { MoeFfn } from "./model_config.ts";
 import type { ExpertPool, GpuMatrix } from "./gpu_weights.ts";
 

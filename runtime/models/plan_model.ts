@@ -13,8 +13,8 @@
  * ```
  * @module
  */
-import { ArgumentError, ConfigError } from "../errors.ts";
-import { type DType, DTYPE_BYTES, DTYPES } from "../weights/dtype.ts";
+import { ArgumentError, ConfigError } from "../base/errors.ts";
+import { type DType, DTYPE_BYTES, DTYPES } from "../base/dtype.ts";
 import { type Arch, archNamed } from "./arch/mod.ts";
 import { parseConfig } from "./config.ts";
 import type { ModelConfig } from "./model_config.ts";

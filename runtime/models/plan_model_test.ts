@@ -1,7 +1,7 @@
 // Tests of planModel (plan_model.ts), the presets (presets.ts) and the config.json they give
 // (hf_config.ts), without writing anything.
 import assert from "node:assert/strict";
-import { ArgumentError, PregateError } from "../errors.ts";
+import { ArgumentError, PregateError } from "../base/errors.ts";
 import { parseConfig } from "./config.ts";
 import { countParams } from "./param_counts.ts";
 import { type MakeModelOptions, planModel } from "./plan_model.ts";

@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { type Arch, ARCHITECTURES, archNamed, isArch } from "./arch/mod.ts";
 import type { PresetSpec } from "./model_dims.ts";
 

@@ -26,7 +26,7 @@ import {
   f16BitsToF32,
   f32ToBf16Bits,
   f32ToF16Bits,
-} from "../weights/dtype.ts";
+} from "../base/dtype.ts";
 import type { ModelPlan, PlannedTensor } from "./plan_model.ts";
 
 /** Entries of a sample table (indexed by 16 random bits). */

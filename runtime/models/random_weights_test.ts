@@ -2,7 +2,7 @@
 // dtypes, the initialisation's statistics, and that random models behave (O(1) logits, spread
 // routing) under a plain float64 CPU forward pass that is first checked against the HF fixtures.
 import assert from "node:assert/strict";
-import { roundTo } from "../weights/dtype.ts";
+import { roundTo } from "../base/dtype.ts";
 import { openCheckpoint } from "../weights/safetensors.ts";
 import { loadConfig } from "./config.ts";
 import { makeModel, type MakeModelOptions } from "./make_model.ts";

@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import type { Gpu } from "../gpu/device.ts";
+import type { Gpu } from "../base/gpu/device.ts";
 import type { ModelConfig } from "./model_config.ts";
 
 /** The activation buffers of a model. */

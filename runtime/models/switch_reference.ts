@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { ConfigError, WeightFileError } from "../errors.ts";
+import { ConfigError, WeightFileError } from "../base/errors.ts";
 import { openCheckpoint, type TensorStore } from "../weights/safetensors.ts";
 import { relativePositionBucket } from "../../kernels/relative_bias.ts";
 import {

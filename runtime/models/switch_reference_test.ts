@@ -3,7 +3,7 @@
 // `tools/hf_fixtures.py --only switch_tiny`; ignored while absent), and properties that hold for
 // any weights on a random checkpoint written here.
 import assert from "node:assert/strict";
-import { WeightFileError } from "../errors.ts";
+import { WeightFileError } from "../base/errors.ts";
 import { encodeTensor, writeShardedCheckpoint } from "../weights/safetensors_writer.ts";
 import { randn } from "../../kernels/test_util.ts";
 import { parseSwitchConfig, switchTensors } from "./arch/switch_config.ts";

@@ -16,8 +16,8 @@
  * ```
  * @module
  */
-import type { Gpu, Step } from "../gpu/device.ts";
-import { ArgumentError } from "../errors.ts";
+import type { Gpu, Step } from "../base/gpu/device.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { linear } from "../../kernels/linear.ts";
 import { rmsnorm } from "../../kernels/norm.ts";
 import { attention, kvAppend } from "../../kernels/attention.ts";

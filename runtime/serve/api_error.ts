@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { PregateError } from "../errors.ts";
+import { PregateError } from "../base/errors.ts";
 
 /** The `error` object of an OpenAI error response. */
 export interface ApiErrorBody {

@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { ArgumentError, TokenizerError } from "../errors.ts";
+import { ArgumentError, TokenizerError } from "../base/errors.ts";
 import type { GenerateStats, Model } from "../model.ts";
 import { encodePrompt, TextGeneration } from "../text/generate_text.ts";
 import type { Tokenizer } from "../text/tokenizer.ts";

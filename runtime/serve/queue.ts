@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { ArgumentError, PregateError } from "../errors.ts";
+import { ArgumentError, PregateError } from "../base/errors.ts";
 
 /** The queue is full: the request was not accepted (HTTP 429). */
 export class QueueFullError extends PregateError {

@@ -1,7 +1,7 @@
 // The scheduler on the CPU: one holder at a time, FIFO order, a bounded queue, aborts leave it.
 import assert from "node:assert/strict";
 import { GpuQueue, QueueFullError } from "./queue.ts";
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 
 /** Lets pending promise callbacks run. */
 const tick = () => new Promise((r) => setTimeout(r, 0));

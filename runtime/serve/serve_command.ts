@@ -8,7 +8,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import type { Model } from "../model.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { startServer } from "./server.ts";

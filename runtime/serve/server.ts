@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { ArgumentError, PregateError } from "../errors.ts";
+import { ArgumentError, PregateError } from "../base/errors.ts";
 import type { Model } from "../model.ts";
 import type { Tokenizer } from "../text/tokenizer.ts";
 import { ApiError } from "./api_error.ts";

@@ -14,7 +14,7 @@
  * @module
  */
 import { Template } from "npm:@huggingface/jinja@0.5.13";
-import { ArgumentError, TokenizerError } from "../errors.ts";
+import { ArgumentError, TokenizerError } from "../base/errors.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** One chat message. */

@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { ArgumentError, TokenizerError } from "../errors.ts";
+import { ArgumentError, TokenizerError } from "../base/errors.ts";
 import type { GenerateOptions, GenerateStats, Model } from "../model.ts";
 import { type ChatMessage, endOfTurnIds, renderChat } from "./chat.ts";
 import { DecodeStream } from "./detokenize.ts";

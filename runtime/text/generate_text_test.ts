@@ -2,7 +2,7 @@
 // Model.generate makes, chat prompts are the rendered template, and ids the model cannot embed are
 // a typed error.
 import assert from "node:assert/strict";
-import { TokenizerError } from "../errors.ts";
+import { TokenizerError } from "../base/errors.ts";
 import { loadModel, type Model } from "../model.ts";
 import { testGpu } from "../../kernels/test_util.ts";
 import { generateText } from "./generate_text.ts";

@@ -19,10 +19,10 @@
  * ```
  * @module
  */
-import { TokenizerError } from "../errors.ts";
+import { TokenizerError } from "../base/errors.ts";
 import type { GgufFile } from "../weights/gguf.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../weights/gguf_writer.ts";
-import type { TokenizerFiles } from "./tokenizer.ts";
+import type { TokenizerFiles } from "./tokenizer_files.ts";
 
 /** llama.cpp's token types (`llama_token_type`). */
 const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 };

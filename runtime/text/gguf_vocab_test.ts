@@ -3,7 +3,7 @@
 // fixtures) for the demo model and the qwen2 and olmoe fixtures; the special tokens, EOS ids and
 // chat template survive; tokenizers llama.cpp would split otherwise are refused when writing.
 import assert from "node:assert/strict";
-import { TokenizerError } from "../errors.ts";
+import { TokenizerError } from "../base/errors.ts";
 import { ggufValue as v, writeGguf } from "../weights/gguf_writer.ts";
 import { GGUF_PRE_TOKENIZERS, ggufVocabMetadata } from "./gguf_vocab.ts";
 import { loadTokenizer, readTokenizerFiles } from "./tokenizer.ts";

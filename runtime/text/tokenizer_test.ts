@@ -2,7 +2,7 @@
 // renderings recorded by tools/tokenizer_fixtures.py for one trained tokenizer per family; plus the
 // loader's errors and the streaming detokenizer on crafted byte-split characters.
 import assert from "node:assert/strict";
-import { TokenizerError } from "../errors.ts";
+import { TokenizerError } from "../base/errors.ts";
 import { type ChatMessage, renderChat } from "./chat.ts";
 import { DecodeStream } from "./detokenize.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";

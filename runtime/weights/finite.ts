@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import type { DType } from "./dtype.ts";
+import type { DType } from "../base/dtype.ts";
 import { dequantize } from "./quant.ts";
 import { isQuantType, type WeightType } from "./weight_type.ts";
 import type { TensorStore } from "./safetensors.ts";

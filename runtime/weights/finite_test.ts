@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { DTYPES } from "./dtype.ts";
+import { DTYPES } from "../base/dtype.ts";
 import { countNonFinite, scanNonFinite } from "./finite.ts";
 import { openCheckpoint } from "./safetensors.ts";
 import { encodeTensor, writeShardedCheckpoint } from "./safetensors_writer.ts";

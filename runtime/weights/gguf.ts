@@ -19,8 +19,8 @@
  * ```
  * @module
  */
-import { GgufError } from "../errors.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "./dtype.ts";
+import { GgufError } from "../base/errors.ts";
+import { bf16BitsToF32, f16BitsToF32 } from "../base/dtype.ts";
 import { type MapKind, type MappedFile, openMapped, type OpenMappedOptions } from "./mmap.ts";
 import { dequantize } from "./quant.ts";
 import {

@@ -14,7 +14,7 @@
  * limits array nesting, so no input makes it crash or hang.
  * @module
  */
-import { GgufError } from "../errors.ts";
+import { GgufError } from "../base/errors.ts";
 import type { MappedFile } from "./mmap.ts";
 import { type GgmlType, ggmlTypeById } from "./quant.ts";
 

@@ -1,8 +1,8 @@
 // GGUF: writer -> reader round trips in both access modes, every value type, tensor views and
 // conversions, typed getters and their errors, and the writer's argument checks.
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
-import { f16BitsToF32, packWeights } from "./dtype.ts";
+import { ArgumentError } from "../base/errors.ts";
+import { f16BitsToF32, packWeights } from "../base/dtype.ts";
 import { type GgufArray, type GgufArrayItems, type GgufEntry, openGguf } from "./gguf.ts";
 import { type GgufTensorToWrite, ggufValue as v, writeGguf } from "./gguf_writer.ts";
 import { assertGgufError, bothModes, withTempDir } from "./gguf_test_util.ts";

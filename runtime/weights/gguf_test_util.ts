@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { GgufError } from "../errors.ts";
+import { GgufError } from "../base/errors.ts";
 import { type GgufFile, openGguf } from "./gguf.ts";
 import { GGUF_VALUE_TYPES, type GgufValueType } from "./gguf_header.ts";
 import { KINDS } from "./safetensors_test_util.ts";

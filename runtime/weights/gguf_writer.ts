@@ -22,7 +22,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import {
   GGUF_ALIGNMENT_KEY,
   GGUF_DEFAULT_ALIGNMENT,

@@ -1,8 +1,8 @@
 /**
- * Memory-mapped weight files, and host `memcpy`: the only FFI in Pregate.
+ * Memory-mapped weight files.
  *
- * {@linkcode openMapped} maps a whole file read-only (`mmap(PROT_READ, MAP_PRIVATE)` through
- * `Deno.dlopen` of the C library: `libc.so.6` on Linux, `libSystem.B.dylib` on macOS) and hands out
+ * {@linkcode openMapped} maps a whole file read-only (`mmap(PROT_READ, MAP_PRIVATE)` through the C
+ * library of `libc.ts`, the only FFI in Pregate) and hands out
  * zero-copy `Uint8Array` views of it, so a multi-GB checkpoint costs no heap and the kernel pages
  * experts in and out on demand.
  *
@@ -24,9 +24,7 @@
  * - A mapping that is never closed is unmapped when its buffer and every view of it are
  *   garbage-collected.
  *
- * The same library handle also gives {@linkcode hostMemcpy}: libc `memcpy` between raw addresses,
- * on the calling thread or (`copyAsync`) on one of Deno's blocking-pool threads, so that several
- * copies run at once (the expert uploader fills GPU staging buffers this way).
+ * The same library handle also gives `hostMemcpy` (`libc.ts`, re-exported here).
  *
  * @example
  * ```ts
@@ -39,7 +37,19 @@
  * ```
  * @module
  */
-import { ArgumentError, PregateError, WeightFileError } from "../errors.ts";
+import { ArgumentError, PregateError, WeightFileError } from "../base/errors.ts";
+import {
+  errnoText,
+  type Libc,
+  loadLibc,
+  MAP_FAILED,
+  MAP_PRIVATE,
+  O_RDONLY,
+  PROT_READ,
+  SEEK_END,
+} from "./libc.ts";
+
+export { type HostMemcpy, hostMemcpy, mmapSupport } from "./libc.ts";
 
 /** How a file is accessed: mapped into memory, or read on demand. */
 export type MapKind = "mmap" | "read";
@@ -125,181 +135,6 @@ export interface MappedFile {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The C library
-// ---------------------------------------------------------------------------------------------
-
-const O_RDONLY = 0;
-const SEEK_END = 2;
-const PROT_READ = 1;
-const MAP_PRIVATE = 2;
-const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
-/** `madvise` values; identical on Linux and macOS. */
-const ADVICE: Readonly<Record<Advice, number>> = {
-  normal: 0,
-  random: 1,
-  sequential: 2,
-  willneed: 3,
-  dontneed: 4,
-};
-
-const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: "EPERM",
-  2: "ENOENT",
-  9: "EBADF",
-  12: "ENOMEM",
-  13: "EACCES",
-  19: "ENODEV",
-  21: "EISDIR",
-  22: "EINVAL",
-  23: "ENFILE",
-  24: "EMFILE",
-  27: "EFBIG",
-};
-
-function libcSymbols(errnoName: string) {
-  return {
-    open: { parameters: ["buffer", "i32"], result: "i32" },
-    close: { parameters: ["i32"], result: "i32" },
-    lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
-    mmap: {
-      parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
-      result: "pointer",
-    },
-    munmap: { parameters: ["pointer", "usize"], result: "i32" },
-    madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
-    mincore: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
-    getpagesize: { parameters: [], result: "i32" },
-    memcpy: { parameters: ["pointer", "pointer", "usize"], result: "void" },
-    memcpyAsync: {
-      name: "memcpy",
-      parameters: ["pointer", "pointer", "usize"],
-      result: "void",
-      nonblocking: true,
-    },
-    errnoLocation: { name: errnoName, parameters: [], result: "pointer" },
-  } as const;
-}
-
-type Libc = Deno.DynamicLibrary<ReturnType<typeof libcSymbols>>["symbols"];
-
-interface LibcState {
-  libc: Libc | null;
-  pageSize: number;
-  /** Why FFI is unavailable, when it is. */
-  reason: string;
-}
-
-let libcState: LibcState | undefined;
-
-function loadLibc(): LibcState {
-  if (libcState) return libcState;
-  const os = Deno.build.os;
-  let name: string;
-  let errnoName: string;
-  if (os === "linux") {
-    name = "libc.so.6";
-    errnoName = "__errno_location";
-  } else if (os === "darwin") {
-    name = "libSystem.B.dylib";
-    errnoName = "__error";
-  } else {
-    return libcState = {
-      libc: null,
-      pageSize: 0,
-      reason: `memory mapping is not supported on ${os}`,
-    };
-  }
-  let granted = false;
-  try {
-    granted = Deno.permissions.querySync({ name: "ffi" }).state === "granted" ||
-      Deno.permissions.querySync({ name: "ffi", path: name }).state === "granted";
-  } catch {
-    granted = false;
-  }
-  if (!granted) {
-    // Not granted: never call dlopen, which would prompt on a terminal.
-    return libcState = { libc: null, pageSize: 0, reason: "FFI is not permitted (no --allow-ffi)" };
-  }
-  try {
-    const lib = Deno.dlopen(name, libcSymbols(errnoName));
-    const pageSize = lib.symbols.getpagesize();
-    return libcState = { libc: lib.symbols, pageSize: pageSize > 0 ? pageSize : 4096, reason: "" };
-  } catch (e) {
-    return libcState = {
-      libc: null,
-      pageSize: 0,
-      reason: `could not load ${name} (${e instanceof Error ? e.message : String(e)})`,
-    };
-  }
-}
-
-function errnoText(libc: Libc): string {
-  const loc = libc.errnoLocation();
-  if (!loc) return "errno unknown";
-  const n = new Deno.UnsafePointerView(loc).getInt32();
-  return `errno ${n}${ERRNO_NAMES[n] ? ` ${ERRNO_NAMES[n]}` : ""}`;
-}
-
-/**
- * Whether {@linkcode openMapped} can memory-map in this process, and if not, why.
- *
- * @example
- * ```ts
- * import { mmapSupport } from "./mmap.ts";
- * const s = mmapSupport();
- * if (!s.available) console.log(`reading weights instead of mapping: ${s.reason}`);
- * ```
- */
-export function mmapSupport(): { available: boolean; reason?: string } {
-  const s = loadLibc();
-  return s.libc ? { available: true } : { available: false, reason: s.reason };
-}
-
-/**
- * libc `memcpy` between raw addresses (see {@linkcode hostMemcpy}). Both ranges must stay valid and
- * unmoved until the copy returns (for `copyAsync`, until its promise settles): keep a reference to
- * the buffers they point into, and never unmap or detach them meanwhile. Tiny typed arrays may live
- * on the V8 heap, which moves them: give `copyAsync` only `ArrayBuffer`-backed memory (reading a
- * view's `.buffer` moves it off the heap for good) or mapped memory.
- */
-export interface HostMemcpy {
-  /** Copies `bytes` bytes from `src` to `dst` on the calling thread. */
-  copy(dst: Deno.PointerObject, src: Deno.PointerObject, bytes: number): void;
-  /**
-   * Copies on one of Deno's blocking-pool threads (a `nonblocking` FFI call); several calls in
-   * flight run in parallel. The JS thread is free meanwhile.
-   */
-  copyAsync(dst: Deno.PointerObject, src: Deno.PointerObject, bytes: number): Promise<void>;
-}
-
-let memcpyCache: HostMemcpy | null | undefined;
-
-/**
- * libc `memcpy` through the same library handle as the mappings, or `null` when FFI is unusable
- * (then {@linkcode mmapSupport} says why).
- *
- * @example
- * ```ts
- * import { hostMemcpy } from "./mmap.ts";
- * const m = hostMemcpy();
- * const a = new Uint8Array(new ArrayBuffer(1 << 20)).fill(7), b = new Uint8Array(1 << 20);
- * const [pa, pb] = [Deno.UnsafePointer.of(a)!, Deno.UnsafePointer.of(b)!];
- * if (m) await Promise.all([0, 1].map((h) => m.copyAsync(
- *   Deno.UnsafePointer.offset(pb, h << 19)!, Deno.UnsafePointer.offset(pa, h << 19)!, 1 << 19)));
- * console.log(m ? b[b.length - 1] : 7); // 7
- * ```
- */
-export function hostMemcpy(): HostMemcpy | null {
-  if (memcpyCache !== undefined) return memcpyCache;
-  const libc = loadLibc().libc;
-  if (!libc) return memcpyCache = null;
-  return memcpyCache = {
-    copy: (dst, src, bytes) => libc.memcpy(dst, src, BigInt(bytes)),
-    copyAsync: (dst, src, bytes) => libc.memcpyAsync(dst, src, BigInt(bytes)),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
 // Shared checks
 // ---------------------------------------------------------------------------------------------
 
@@ -354,6 +189,15 @@ function statFile(path: string): number {
 // mmap
 // ---------------------------------------------------------------------------------------------
 
+/** `madvise` values; identical on Linux and macOS. */
+const ADVICE: Readonly<Record<Advice, number>> = {
+  normal: 0,
+  random: 1,
+  sequential: 2,
+  willneed: 3,
+  dontneed: 4,
+};
+
 interface Mapping {
   ptr: Deno.PointerObject;
   length: number;
@@ -362,7 +206,8 @@ interface Mapping {
 }
 
 const unmapper = new FinalizationRegistry<Mapping>((m) => {
-  const libc = libcState?.libc;
+  // A mapping exists only once the C library has loaded: this returns the loaded one.
+  const libc = loadLibc().libc;
   if (!libc) return;
   libc.munmap(m.ptr, BigInt(m.length));
   libc.close(m.fd);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ArgumentError, PregateError, WeightFileError } from "../errors.ts";
+import { ArgumentError, PregateError, WeightFileError } from "../base/errors.ts";
 import { type MapKind, mmapSupport, openMapped } from "./mmap.ts";
 
 const KINDS: MapKind[] = ["mmap", "read"];

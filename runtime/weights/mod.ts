@@ -14,7 +14,7 @@
  * ```
  * @module
  */
-export * from "./dtype.ts";
+export * from "../base/dtype.ts";
 export * from "./mmap.ts";
 export * from "./safetensors.ts";
 export * from "./safetensors_writer.ts";

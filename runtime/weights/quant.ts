@@ -26,8 +26,8 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
-import { f16BitsToF32, f32ToF16Bits } from "./dtype.ts";
+import { ArgumentError } from "../base/errors.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../base/dtype.ts";
 
 /** A block-quantised format Pregate quantises to and computes with. */
 export type QuantType = "q8_0" | "q4_k";

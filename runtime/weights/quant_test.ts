@@ -1,8 +1,8 @@
 // Q8_0 / Q4_K: bytes identical to llama.cpp's reference quantisers, bit-exact decoding of
 // hand-built blocks, round-trip error bounds, and typed errors.
 import assert from "node:assert/strict";
-import { ArgumentError } from "../errors.ts";
-import { f32ToF16Bits } from "./dtype.ts";
+import { ArgumentError } from "../base/errors.ts";
+import { f32ToF16Bits } from "../base/dtype.ts";
 import {
   dequantize,
   GGML_TYPES,

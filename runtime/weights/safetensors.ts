@@ -27,8 +27,8 @@
  * ```
  * @module
  */
-import { WeightFileError } from "../errors.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "./dtype.ts";
+import { WeightFileError } from "../base/errors.ts";
+import { bf16BitsToF32, f16BitsToF32 } from "../base/dtype.ts";
 import { dequantize } from "./quant.ts";
 import { isQuantType, type WeightType } from "./weight_type.ts";
 import {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { INDEX_FILE_NAME, openCheckpoint } from "./safetensors.ts";
 import { writeSafetensors, writeShardedCheckpoint } from "./safetensors_writer.ts";
-import { WeightFileError } from "../errors.ts";
+import { WeightFileError } from "../base/errors.ts";
 import { assertWeightError, KINDS, rawFile, withTempDir } from "./safetensors_test_util.ts";
 
 async function writeIndex(

@@ -26,8 +26,8 @@
  * ```
  * @module
  */
-import { WeightFileError } from "../errors.ts";
-import type { DType } from "./dtype.ts";
+import { WeightFileError } from "../base/errors.ts";
+import type { DType } from "../base/dtype.ts";
 import type { MappedFile } from "./mmap.ts";
 
 /**

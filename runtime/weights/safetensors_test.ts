@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { WeightFileError } from "../errors.ts";
+import { WeightFileError } from "../base/errors.ts";
 import {
   INDEX_FILE_NAME,
   openCheckpoint,

@@ -6,9 +6,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { WeightFileError } from "../errors.ts";
+import { WeightFileError } from "../base/errors.ts";
 import { assertEquals, assertThrows } from "../test_util.ts";
-import { type DType, roundTo } from "./dtype.ts";
+import { type DType, roundTo } from "../base/dtype.ts";
 import type { MapKind } from "./mmap.ts";
 import { openCheckpoint, openSafetensors, type TensorStore } from "./safetensors.ts";
 import { encodeTensor, type TensorToWrite } from "./safetensors_writer.ts";

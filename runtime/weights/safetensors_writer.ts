@@ -26,9 +26,9 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { asWriteError } from "../output_files.ts";
-import { type DType, packWeights } from "./dtype.ts";
+import { type DType, packWeights } from "../base/dtype.ts";
 import {
   DTYPE_TO_SAFETENSORS,
   INDEX_FILE_NAME,

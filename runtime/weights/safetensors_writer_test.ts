@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { ArgumentError, WeightFileError } from "../errors.ts";
-import { roundTo } from "./dtype.ts";
+import { ArgumentError, WeightFileError } from "../base/errors.ts";
+import { roundTo } from "../base/dtype.ts";
 import { openCheckpoint } from "./safetensors.ts";
 import {
   encodeTensor,

@@ -12,8 +12,8 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
-import { type DType, DTYPE_BYTES, DTYPES } from "./dtype.ts";
+import { ArgumentError } from "../base/errors.ts";
+import { type DType, DTYPE_BYTES, DTYPES } from "../base/dtype.ts";
 import { QUANT_BLOCK, QUANT_TYPES, type QuantType } from "./quant.ts";
 
 /** A weight type the kernels read: a plain dtype or a block-quantised format. */

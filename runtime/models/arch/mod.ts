@@ -1,7 +1,7 @@
 /**
  * The registry of architectures: the one list of what Pregate runs. The CLI's list, config parsing
  * (`config.ts`), tensor names (`names.ts`), `makeModel`'s presets and `inspect` all derive from it,
- * and {@linkcode buildForward} builds a pass through it. Adding an architecture is one file beside
+ * and `../build.ts` builds a model's parts through it. Adding an architecture is one file beside
  * this one (an {@linkcode Architecture}, see `../architecture.ts`) and one line in `REGISTRY`.
  *
  * @example
@@ -12,15 +12,9 @@
  * ```
  * @module
  */
-import type { Gpu } from "../../gpu/device.ts";
-import { ConfigError, GgufError } from "../../errors.ts";
+import { ConfigError, GgufError } from "../../base/errors.ts";
 import type { Architecture } from "../architecture.ts";
-import type { ModelWeights } from "../gpu_weights.ts";
 import type { ModelConfig } from "../model_config.ts";
-import type { ForwardOptions, ForwardPlan } from "../plan.ts";
-import { allocState, type RunState, type StateSizes } from "../state.ts";
-import type { TensorStore } from "../../weights/safetensors.ts";
-import { uploadLayer, type UploadOptions, uploadWeights, WeightUpload } from "../weights.ts";
 import { mixtral } from "./mixtral.ts";
 import { olmoe } from "./olmoe.ts";
 import { qwen2Moe } from "./qwen2_moe.ts";
@@ -114,62 +108,4 @@ export function archOfGguf(name: string, file: string): Architecture {
  */
 export function archOf(cfg: ModelConfig): Architecture {
   return archNamed(cfg.arch, "config");
-}
-
-/**
- * Builds the forward plan of `cfg` over `opts.T` tokens at positions state.pos[0]..., with the
- * architecture's own forward definition.
- *
- * @example
- * ```ts ignore
- * const plan = await buildForward(gpu, cfg, weights, state, { T: ids.length, logits: "all" });
- * await new Executor(gpu, RESIDENT).run(plan); // runtime/executor.ts
- * ```
- */
-export function buildForward(
-  gpu: Gpu,
-  cfg: ModelConfig,
-  weights: ModelWeights,
-  state: RunState,
-  opts: ForwardOptions,
-): Promise<ForwardPlan> {
-  return archOf(cfg).buildForward(gpu, cfg, weights, state, opts);
-}
-
-/**
- * Uploads the weights of `cfg` from `store`: the decoder's (`weights.ts`), or what an
- * encoder-decoder architecture uploads itself.
- *
- * @example
- * ```ts ignore
- * const weights = uploadModelWeights(gpu, cfg, store, { experts: "resident" });
- * ```
- */
-export function uploadModelWeights(
-  gpu: Gpu,
-  cfg: ModelConfig,
-  store: TensorStore,
-  opts: UploadOptions,
-): ModelWeights {
-  const ed = archOf(cfg).encoderDecoder;
-  if (!ed) return uploadWeights(gpu, cfg, store, opts);
-  const up = new WeightUpload(gpu, store);
-  return ed.uploadWeights(up, cfg, store, opts, (i) => uploadLayer(up, cfg, i, opts.experts));
-}
-
-/**
- * Allocates the run state of `cfg` (an encoder-decoder's with room for `maxEncoder` encoder tokens).
- *
- * @example
- * ```ts ignore
- * const state = allocModelState(gpu, cfg, { maxT: 128, maxSeq: 2048, maxEncoder: 512 });
- * ```
- */
-export function allocModelState(
-  gpu: Gpu,
-  cfg: ModelConfig,
-  sizes: StateSizes & { maxEncoder: number },
-): RunState {
-  const ed = archOf(cfg).encoderDecoder;
-  return ed ? ed.allocState(gpu, cfg, sizes) : allocState(gpu, cfg, sizes);
 }

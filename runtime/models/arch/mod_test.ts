@@ -1,7 +1,7 @@
 // The registry is the one list of architectures: every entry is complete and consistent, config
 // parsing and names dispatch through it, and no architecture is named in code outside its file.
 import assert from "node:assert/strict";
-import { ConfigError } from "../../errors.ts";
+import { ConfigError } from "../../base/errors.ts";
 import { parseConfig } from "../config.ts";
 import { expectedTensors, layerNames, pregateName } from "../names.ts";
 import { planModel } from "../plan_model.ts";

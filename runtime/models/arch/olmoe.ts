@@ -16,8 +16,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../../gpu/device.ts";
-import { ConfigError } from "../../errors.ts";
+import type { Gpu } from "../../base/gpu/device.ts";
+import { ConfigError } from "../../base/errors.ts";
 import { defineArch } from "../architecture.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../../weights/gguf_writer.ts";
 import { firstMoe, type GgufFields, type GgufSpec } from "../gguf_spec.ts";

@@ -17,8 +17,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../../gpu/device.ts";
-import { ConfigError } from "../../errors.ts";
+import type { Gpu } from "../../base/gpu/device.ts";
+import { ConfigError } from "../../base/errors.ts";
 import { defineArch } from "../architecture.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../../weights/gguf_writer.ts";
 import {

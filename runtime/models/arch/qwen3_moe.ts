@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import type { Gpu } from "../../gpu/device.ts";
+import type { Gpu } from "../../base/gpu/device.ts";
 import { defineArch } from "../architecture.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../../weights/gguf_writer.ts";
 import {

@@ -30,7 +30,7 @@
  * ```
  * @module
  */
-import { ConfigError } from "../../errors.ts";
+import { ConfigError } from "../../base/errors.ts";
 
 /** The `model_type` of Switch Transformers checkpoints. */
 export const SWITCH_MODEL_TYPE = "switch_transformers";

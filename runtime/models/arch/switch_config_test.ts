@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError } from "../../errors.ts";
+import { ConfigError } from "../../base/errors.ts";
 import {
   parseSwitchConfig,
   pickSwitchEmbedding,

@@ -34,8 +34,8 @@
  * ```
  * @module
  */
-import type { Gpu } from "../../gpu/device.ts";
-import { ConfigError } from "../../errors.ts";
+import type { Gpu } from "../../base/gpu/device.ts";
+import { ConfigError } from "../../base/errors.ts";
 import { relativeBiasTable } from "../../../kernels/relative_bias.ts";
 import { defineArch } from "../architecture.ts";
 import { DecoderBlocks } from "../blocks.ts";
@@ -47,10 +47,10 @@ import { plainJson, PyFloat, pyJson } from "../py_json.ts";
 import type { RunState } from "../state.ts";
 import { allocT5State, stackOf, T5Blocks, type T5State, type T5Weights } from "../t5_blocks.ts";
 import type { ExpectedTensor, LayerNames, Projection, TensorRole } from "../tensor_names.ts";
-import type { UploadOptions, WeightUpload } from "../weights.ts";
+import type { UploadOptions, WeightUpload } from "../weight_upload.ts";
 import type { LayerWeights } from "../gpu_weights.ts";
 import type { TensorStore } from "../../weights/safetensors.ts";
-import type { DType } from "../../weights/dtype.ts";
+import type { DType } from "../../base/dtype.ts";
 import {
   parseSwitchConfig,
   pickSwitchEmbedding,

@@ -5,7 +5,7 @@
 // the errors of a missing or misplaced encoder input.
 import assert from "node:assert/strict";
 import { loadModel, type LoadOptions } from "../../model.ts";
-import { ArgumentError } from "../../errors.ts";
+import { ArgumentError } from "../../base/errors.ts";
 import { makeModel } from "../make_model.ts";
 import { planModel } from "../plan_model.ts";
 import { parseConfig } from "../config.ts";

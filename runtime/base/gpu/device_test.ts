@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { openGpu } from "./device.ts";
 import { ArgumentError, GpuError, GpuUnavailableError } from "../errors.ts";
-import { GPU_TEST as GPU, testGpu } from "../test_util.ts";
+import { GPU_TEST as GPU, testGpu } from "../../test_util.ts";
 
 /** Whether the test device has GPU timestamps (profiles need them). */
 const TIMESTAMPS = (await testGpu()).features.timestampQuery;

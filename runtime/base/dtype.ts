@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError } from "./errors.ts";
 
 /** A weight dtype Pregate computes with. */
 export type DType = "f32" | "f16" | "bf16";
