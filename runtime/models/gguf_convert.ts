@@ -244,5 +244,7 @@ const FILE_TYPE: Readonly<Record<WeightType, number>> = {
   f16: 1,
   q8_0: 7,
   q4_k: 14, // MOSTLY_Q4_K_S
+  q5_k: 16, // MOSTLY_Q5_K_S
+  q6_k: 18,
   bf16: 32,
 };
