@@ -1,13 +1,13 @@
 // Block-quantised weights, read as stored in GGUF files and dequantised in registers inside the GEMV
-// kernels (matvec.wgsl, moe.wgsl): WDTYPE (dtype.wgsl) 3 = Q8_0, 4 = Q4_K, 5 = Q5_K, 6 = Q6_K. A row
-// of K values is K / 32 Q8_0 blocks (34 bytes: f16 d, 32 int8; only 2-byte aligned) or K / 256
-// super-blocks: Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of
+// kernels (matvec.wgsl, moe.wgsl): WDTYPE (dtype.wgsl) 3 = Q8_0, 4 = Q4_K, 5 = Q5_K, 6 = Q6_K,
+// 7 = Q5_0. A row of K values is K / 32 blocks, Q8_0 (34 bytes: f16 d, 32 int8) or Q5_0 (22: f16 d,
+// 32 fifth bits, 16 bytes of nibbles), only 2-byte aligned, or K / 256 super-blocks: Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of
 // 4-bit quants), Q5_K (176: Q4_K's header, 32 bytes of fifth bits, the 4-bit quants) or Q6_K (210,
 // so only 2-byte aligned: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, f16 d),
 // back to back; the weights are bound as array<u32> and addressed by byte
 // (runtime/weights/quant.ts and k_quants.ts describe the layouts).
 //
-// The unit of work is 32 values (a Q8_0 block) or 64 (Q4_K / Q5_K: a quarter of a super-block,
+// The unit of work is 32 values (a Q8_0 or Q5_0 block) or 64 (Q4_K / Q5_K: a quarter of a super-block,
 // sub-blocks 2c and 2c + 1, whose quants share 32 bytes, low and high nibbles; Q6_K: values
 // 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a super-block, g = 0 or 1, whose quants
 // share 32 bytes of low nibbles and 32 bytes of high bits). A kernel gives each lane of a row every
@@ -19,6 +19,7 @@ const WQ8_0: u32 = 3u;
 const WQ4_K: u32 = 4u;
 const WQ5_K: u32 = 5u;
 const WQ6_K: u32 = 6u;
+const WQ5_0: u32 = 7u;
 // The most words and x vec4s a unit uses (Q6_K: 9 + 9 words of quants, 3 of scales, 1 of d, at
 // 2 mod 4 bytes; 64 values).
 const QUNIT_WORDS: u32 = 22u;
@@ -31,13 +32,14 @@ fn q_quantised() -> bool {
 
 // Values per unit.
 fn q_unit_values() -> u32 {
-  return select(64u, 32u, WDTYPE == WQ8_0);
+  return select(64u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0);
 }
 
 // Bytes of a block (Q8_0) or super-block.
 fn q_block_bytes() -> u32 {
   switch (WDTYPE) {
     case 3u: { return 34u; }
+    case 7u: { return 22u; }
     case 5u: { return 176u; }
     case 6u: { return 210u; }
     default: { return 144u; }
@@ -46,14 +48,15 @@ fn q_block_bytes() -> u32 {
 
 // Bytes of a row of K values (K a multiple of the block size).
 fn q_row_bytes(K: u32) -> u32 {
-  return K / select(256u, 32u, WDTYPE == WQ8_0) * q_block_bytes();
+  return K / select(256u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0) * q_block_bytes();
 }
 
-// Words a unit loads: a Q8_0 block spans 9 words whatever its alignment; Q4_K: 4 + 8; Q5_K: 4 + 8
-// + 8; Q6_K: 22 (see q_unit_word).
+// Words a unit loads: a Q8_0 block spans 9 words whatever its alignment, a Q5_0 block 6; Q4_K:
+// 4 + 8; Q5_K: 4 + 8 + 8; Q6_K: 22 (see q_unit_word).
 fn q_unit_words() -> u32 {
   switch (WDTYPE) {
     case 3u: { return 9u; }
+    case 7u: { return 6u; }
     case 5u: { return 20u; }
     case 6u: { return 22u; }
     default: { return 12u; }
@@ -62,8 +65,8 @@ fn q_unit_words() -> u32 {
 
 // The index of the i-th word unit u of the row that starts at byte rb loads.
 fn q_unit_word(rb: u32, u: u32, i: u32) -> u32 {
-  if (WDTYPE == WQ8_0) {
-    return (rb + u * 34u) / 4u + i;
+  if (WDTYPE == WQ8_0 || WDTYPE == WQ5_0) {
+    return (rb + u * q_block_bytes()) / 4u + i;
   }
   if (WDTYPE == WQ6_K) {
     // From the super-block's first word B (its byte offset may be 2 mod 4; every field sits at a
@@ -138,6 +141,26 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
   }
   if (WDTYPE == WQ6_K) {
     return q6k_unit_dot(w, rb, u, xs);
+  }
+  if (WDTYPE == WQ5_0) {
+    // d, then 4 bytes of fifth bits, then 16 bytes of nibbles (byte j: values j and j + 16); at
+    // 2 mod 4 d is the high half of word 0, at 0 mod 4 the bits and nibbles straddle words.
+    let odd = ((rb + u * 22u) & 2u) != 0u;
+    let d = unpack2x16float(select(w[0] & 0xffffu, w[0] >> 16u, odd)).x;
+    let qh = select((w[0] >> 16u) | (w[1] << 16u), w[1], odd);
+    let byte = vec4<u32>(0u, 8u, 16u, 24u);
+    let bit = vec4<u32>(0u, 1u, 2u, 3u);
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+      let qw = vec4<u32>(select((w[1u + j] >> 16u) | (w[2u + j] << 16u), w[2u + j], odd));
+      let a = ((qw >> byte) & vec4<u32>(15u)) | (((vec4<u32>(qh) >> (bit + vec4<u32>(4u * j))) &
+        vec4<u32>(1u)) << vec4<u32>(4u));
+      let b = ((qw >> (byte + vec4<u32>(4u))) & vec4<u32>(15u)) |
+        (((vec4<u32>(qh) >> (bit + vec4<u32>(16u + 4u * j))) & vec4<u32>(1u)) << vec4<u32>(4u));
+      acc = fma(vec4<f32>(a) - vec4<f32>(16.0), xs[j], acc);
+      acc = fma(vec4<f32>(b) - vec4<f32>(16.0), xs[4u + j], acc);
+    }
+    return d * dot(acc, one);
   }
   // Q4_K / Q5_K: sub-blocks 2c (low nibbles, fifth bit 2c) and 2c + 1 (high nibbles, bit 2c + 1).
   let dm = unpack2x16float(w[0]);

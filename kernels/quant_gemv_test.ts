@@ -1,6 +1,6 @@
 // Decode GEMVs over Q8_0 / Q4_K / Q5_K / Q6_K weights (matvec.wgsl, moe.wgsl with quant.wgsl)
 // against a CPU dequantise-then-multiply reference, on ragged shapes (odd block counts per row put
-// Q8_0 and Q6_K rows at 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside
+// Q8_0, Q5_0 and Q6_K rows at 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside
 // NaN-filled buffers.
 import assert from "node:assert/strict";
 import type { Dispatch, Gpu } from "../runtime/gpu/device.ts";
@@ -25,6 +25,7 @@ import {
 /** Normwise error bound of dequantised random normal weights against the f32 ones, per type. */
 const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = {
   q8_0: 0.01,
+  q5_0: 0.05,
   q4_k: 0.1,
   q5_k: 0.05,
   q6_k: 0.025,
@@ -67,7 +68,8 @@ const NARROW: GemvLayout = Object.freeze({
 });
 
 Deno.test({
-  name: "matvecQuant (Q8_0, Q4_K, Q5_K, Q6_K) matches dequantise-then-multiply on ragged shapes",
+  name:
+    "matvecQuant (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K) matches dequantise-then-multiply on ragged shapes",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
@@ -77,6 +79,8 @@ Deno.test({
       ["q8_0", 2, 352, 9, false, NARROW], // 11 blocks a row over 4 lanes
       ["q4_k", 1, 256, 7, false, undefined],
       ["q4_k", 2, 768, 19, true, NARROW], // 12 units a row over 4 lanes
+      ["q5_0", 1, 32, 5, false, undefined], // 22-byte rows: odd rows at 2 mod 4
+      ["q5_0", 2, 224, 9, true, NARROW], // 7 blocks a row over 4 lanes
       ["q5_k", 1, 512, 5, false, undefined],
       ["q5_k", 3, 768, 11, true, NARROW],
       ["q6_k", 1, 256, 7, false, undefined], // 210-byte rows: odd rows start at 2 mod 4
@@ -146,13 +150,13 @@ function quantPool(
   return { rounded: mats.map((m) => dequantize(m, type)), buf, table, slotWords: slotBytes / 4 };
 }
 
-for (const type of ["q8_0", "q4_k", "q5_k", "q6_k"] as QuantType[]) {
+for (const type of QUANT_TYPES) {
   Deno.test({
     name: `moe gate_up, down and down_combine (${type}) match the reference through the slot table`,
     ...GPU_TEST,
     fn: async () => {
       const gpu = await testGpu();
-      const cases = type === "q8_0"
+      const cases = type === "q8_0" || type === "q5_0"
         ? [[1, 2, 64, 96, 4], [3, 3, 96, 32, 5]] // I = 96: down rows of 3 blocks
         : [[2, 2, 256, 512, 3], [1, 3, 512, 256, 4]]; // (Q6_K: rows of 256 at 2 mod 4)
       for (const [T, topK, H, I, E] of cases) {

@@ -243,6 +243,7 @@ const FILE_TYPE: Readonly<Record<WeightType, number>> = {
   f32: 0,
   f16: 1,
   q8_0: 7,
+  q5_0: 8,
   q4_k: 14, // MOSTLY_Q4_K_S
   q5_k: 16, // MOSTLY_Q5_K_S
   q6_k: 18,

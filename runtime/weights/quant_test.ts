@@ -1,4 +1,4 @@
-// Q8_0 / Q4_K / Q5_K / Q6_K: bytes identical to llama.cpp's reference quantisers, bit-exact
+// Q8_0 / Q5_0 / Q4_K / Q5_K / Q6_K: bytes identical to llama.cpp's reference quantisers, bit-exact
 // decoding of hand-built blocks, round-trip error bounds, and typed errors.
 import assert from "node:assert/strict";
 import { ArgumentError } from "../errors.ts";
@@ -10,6 +10,7 @@ import {
   ggmlTypeByName,
   parseQuantType,
   q4kScaleMin,
+  QUANT_TYPES,
   quantize,
   quantizedBytes,
   type QuantType,
@@ -38,7 +39,7 @@ Deno.test("quantize: bytes identical to llama.cpp's quantize_row_*_ref", async (
   // tiny, all-negative and outlier blocks) and what ggml-quants.c (llama.cpp as node-llama-cpp
   // 3.21.1 ships it) wrote for it; see the README there.
   const x = new Float32Array((await Deno.readFile(new URL("input.f32", FIXTURES))).buffer);
-  for (const type of ["q8_0", "q4_k", "q5_k", "q6_k"] as const) {
+  for (const type of QUANT_TYPES) {
     const expected = await Deno.readFile(new URL(`${type}.bin`, FIXTURES));
     const got = quantize(x, type);
     assert.equal(got.byteLength, expected.byteLength);
@@ -89,6 +90,27 @@ Deno.test("dequantize: a hand-built Q4_K super-block decodes bit-exactly", () =>
   for (let i = 0; i < 256; i++) {
     const j = i >> 5;
     assert.equal(y[i], d * sc[j] * nib(i) - dmin * m[j], `value ${i}`);
+  }
+});
+
+Deno.test("dequantize: hand-built Q5_0 blocks decode bit-exactly", () => {
+  const blk = new Uint8Array(2 * 22); // the second block starts at 2 mod 4
+  const q5 = (i: number) => (i * 7 + 3) % 32; // stored quant of value i (value: q - 16)
+  const d = [0.5, -3];
+  for (let b = 0; b < 2; b++) {
+    const p = 22 * b;
+    blk.set(b ? [0x00, 0xc2] : [0x00, 0x38], p); // f16 0.5 = 0x3800, -3 = 0xc200
+    for (let i = 0; i < 32; i++) {
+      const q = q5(i + b);
+      blk[p + 2 + (i >> 3)] |= (q >> 4) << (i & 7);
+      blk[p + 6 + (i & 15)] |= (q & 15) << (i < 16 ? 0 : 4);
+    }
+  }
+  const y = dequantize(blk, "q5_0");
+  for (let b = 0; b < 2; b++) {
+    for (let i = 0; i < 32; i++) {
+      assert.equal(y[32 * b + i], (q5(i + b) - 16) * d[b], `block ${b} value ${i}`);
+    }
   }
 });
 
@@ -149,10 +171,10 @@ function roundTrip(x: Float32Array, type: QuantType): { maxUnits: number; relRms
     const v = x.subarray(b * 32, b * 32 + 32);
     const amax = Math.max(...v.map(Math.abs));
     const lo = Math.min(0, ...v), hi = Math.max(...v);
-    // Q8_0: one step is amax / 127; Q6_K: about amax / 31 (levels -32 .. 31); Q4_K and Q5_K: a
-    // sub-block's range over 15 or 31 levels.
-    const levels: Record<QuantType, number> = { q8_0: 127, q6_k: 31, q5_k: 31, q4_k: 15 };
-    const unit = (type === "q8_0" || type === "q6_k" ? amax : hi - lo) / levels[type];
+    // Q8_0: one step is amax / 127; Q6_K: about amax / 31 (levels -32 .. 31); Q5_0: amax / 16
+    // (-16 .. 15); Q4_K and Q5_K: a sub-block's range over 15 or 31 levels.
+    const levels: Record<QuantType, number> = { q8_0: 127, q6_k: 31, q5_0: 16, q5_k: 31, q4_k: 15 };
+    const unit = (type === "q4_k" || type === "q5_k" ? hi - lo : amax) / levels[type];
     for (let i = 0; i < 32; i++) {
       const e = Math.abs(y[b * 32 + i] - v[i]);
       num += e * e;
@@ -173,8 +195,14 @@ Deno.test("quantize -> dequantize: error bounds on random data", () => {
       // Rounding to the nearest step (1/2) plus the f16 rounding of d (127 * 2^-11).
       assert.ok(q8.maxUnits <= 0.5 + 127 / 2048, `q8_0 seed ${seed}: ${q8.maxUnits}`);
       assert.ok(q8.relRms < 0.007, `q8_0 seed ${seed}: ${q8.relRms}`);
-      // Measured: Q4_K up to 0.76 units and 0.073 RMS, Q5_K 0.97 and 0.037, Q6_K 0.50 and 0.019.
-      const bounds = [["q4_k", 1, 0.08], ["q5_k", 1.25, 0.045], ["q6_k", 0.75, 0.025]] as const;
+      // Measured: Q5_0 up to 0.97 units and 0.045 RMS, Q4_K 0.76 and 0.073, Q5_K 0.97 and 0.037,
+      // Q6_K 0.50 and 0.019.
+      const bounds = [
+        ["q5_0", 1 + 16 / 2048, 0.05], // (clipping -amax to 15 costs a whole step)
+        ["q4_k", 1, 0.08],
+        ["q5_k", 1.25, 0.045],
+        ["q6_k", 0.75, 0.025],
+      ] as const;
       for (const [type, units, rms] of bounds) {
         const r = roundTrip(x, type);
         assert.ok(r.maxUnits <= units, `${type} seed ${seed}: ${r.maxUnits}`);
@@ -188,7 +216,7 @@ Deno.test("quantize: zero blocks stay exactly zero, constant blocks nearly const
   const x = new Float32Array(512);
   x.fill(0.75, 256, 288); // one constant positive sub-block
   x.fill(-2, 288, 320); // and a negative one
-  for (const type of ["q8_0", "q4_k", "q5_k", "q6_k"] as const) {
+  for (const type of QUANT_TYPES) {
     const y = dequantize(quantize(x, type), type);
     for (let i = 0; i < 512; i++) {
       if (x[i] === 0) assert.ok(y[i] === 0, `${type} ${i}: ${y[i]}`); // (Q6_K may give -0)
