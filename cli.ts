@@ -37,6 +37,8 @@ import {
   CONVERT_SUMMARY,
   CONVERT_USAGE,
   convertCommand,
+  makeModelGguf,
+  parseConvertType,
 } from "./runtime/models/convert_command.ts";
 
 /** A CLI command: its usage line, its flags (node:util parseArgs options) and its body. */
@@ -390,9 +392,11 @@ const COMMANDS: Record<string, Command> = {
   "make-model": {
     usage: "make-model --arch ARCH --out DIR [--preset NAME] [--dtype f32|f16|bf16] [--seed N] " +
       "[--force] [--hidden N] [--layers N] [--heads N] [--kv-heads N] [--head-dim N] [--inter N] " +
-      "[--dense-inter N] [--shared-inter N] [--experts N] [--top-k N] [--vocab N]",
+      "[--dense-inter N] [--shared-inter N] [--experts N] [--top-k N] [--vocab N] " +
+      "[--type q8_0|q4_k|q4_k_m|...]",
     summary:
-      "write a random-weight checkpoint in Hugging Face hub format (config.json + safetensors)",
+      "write a random-weight checkpoint in Hugging Face hub format (config.json + safetensors); " +
+      "--type T also writes it as a GGUF file of convert's type T beside it (DIR-T.gguf)",
     options: {
       arch: { type: "string" },
       out: { type: "string" },
@@ -401,6 +405,7 @@ const COMMANDS: Record<string, Command> = {
       seed: { type: "string" },
       force: { type: "boolean" },
       json: { type: "boolean" },
+      type: { type: "string" },
       ...Object.fromEntries(Object.keys(DIM_FLAGS).map((k) => [k, { type: "string" as const }])),
     },
     async run(v) {
@@ -414,6 +419,7 @@ const COMMANDS: Record<string, Command> = {
       }
       let last = -1;
       const arch = v.arch, out = v.out, seed = intFlag(v.seed, "--seed", 0, 0);
+      const ggufType = v.type === undefined ? undefined : parseConvertType(v.type);
       // An interrupted run (Ctrl-C, kill) removes its half-written *.partial files.
       const made = await withSignalCleanup(() => removePartialFiles(out), () =>
         makeModel({
@@ -440,11 +446,14 @@ const COMMANDS: Record<string, Command> = {
         files: made.files.length,
         bytes: made.tensorBytes,
         seconds: Number(made.seconds.toFixed(2)),
+        ...(ggufType ? await makeModelGguf(made.dir, ggufType) : {}),
       };
       console.log(
         v.json
           ? JSON.stringify(summary)
-          : Object.entries(summary).map(([k, x]) => `${k}: ${x}`).join("\n"),
+          : Object.entries(summary).map(([k, x]) =>
+            `${k}: ${typeof x === "object" ? JSON.stringify(x) : x}`
+          ).join("\n"),
       );
     },
   },

@@ -10,7 +10,7 @@
  */
 import { ArgumentError } from "../errors.ts";
 import { checkOutputFile } from "../output_files.ts";
-import { CONVERT_TYPES, type ConvertType, convertToGguf } from "./gguf_convert.ts";
+import { CONVERT_TYPES, convertToGguf, type ConvertType } from "./gguf_convert.ts";
 
 /** The flags of `convert` (node:util parseArgs options). */
 export const CONVERT_OPTIONS = {
@@ -34,6 +34,45 @@ export const CONVERT_SUMMARY = "write a checkpoint directory as a GGUF file llam
   "q4_k_m: llama-quantize's Q4_K_M mix of Q4_K, Q5_K, Q6_K, Q5_0 and Q8_0); " +
   "--pregates adds Pregate's trained pre-gates (llama.cpp then refuses the file)";
 
+/**
+ * Parses a `--type` flag of `convert` (or `make-model`): a weight type or `q4_k_m`.
+ *
+ * @throws {ArgumentError} naming `argument` for anything else.
+ */
+export function parseConvertType(value: unknown, argument = "--type"): ConvertType {
+  const type = String(value).toLowerCase() as ConvertType;
+  if (!CONVERT_TYPES.includes(type)) {
+    throw new ArgumentError(
+      argument,
+      `unsupported type '${value}'`,
+      `use one of ${CONVERT_TYPES.join(", ")}`,
+    );
+  }
+  return type;
+}
+
+/** The GGUF file `make-model --type T` writes beside checkpoint directory `dir`: `dir-T.gguf`. */
+export function ggufBeside(dir: string, type: ConvertType): string {
+  return `${dir.replace(/\/+$/, "")}-${type}.gguf`;
+}
+
+/**
+ * `make-model --type T`: writes the checkpoint directory `dir` just made as a GGUF file of `type`
+ * beside it ({@linkcode ggufBeside}), for benchmarks of quantised models. Returns what was written.
+ */
+export async function makeModelGguf(
+  dir: string,
+  type: ConvertType,
+): Promise<{ gguf: string; ggufBytes: number; ggufTensors: Record<string, number> }> {
+  const r = await convertToGguf({
+    model: dir,
+    out: ggufBeside(dir, type),
+    type,
+    log: (m) => console.error(m),
+  });
+  return { gguf: r.path, ggufBytes: r.bytes, ggufTensors: r.types };
+}
+
 /** Runs `convert` with parsed flags `v`. */
 export async function convertCommand(
   v: Record<string, string | boolean | undefined>,
@@ -50,14 +89,7 @@ export async function convertCommand(
   if (typeof v.type !== "string") {
     throw new ArgumentError("--type", "is required", `one of ${CONVERT_TYPES.join(", ")}`);
   }
-  const type = String(v.type).toLowerCase() as ConvertType;
-  if (!CONVERT_TYPES.includes(type)) {
-    throw new ArgumentError(
-      "--type",
-      `unsupported type '${v.type}'`,
-      `use one of ${CONVERT_TYPES.join(", ")}`,
-    );
-  }
+  const type = parseConvertType(v.type);
   const threads = v.threads === undefined ? undefined : Number(v.threads);
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
     throw new ArgumentError("--threads", `expected an integer >= 1, got '${v.threads}'`);

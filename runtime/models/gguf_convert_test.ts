@@ -12,6 +12,7 @@ import { makeMoeModel } from "./gguf_model_test_util.ts";
 import { makeModel } from "./make_model.ts";
 import { FIXTURES } from "./model_test_util.ts";
 import { pregateName } from "./names.ts";
+import { openCheckpoint } from "../weights/safetensors.ts";
 
 const DEMO = new URL("../../models/demo", import.meta.url).pathname;
 
@@ -192,4 +193,37 @@ Deno.test("pregate convert writes the file; bad flags are usage errors", () =>
     assert.equal(await main([...args.slice(0, 5), "--type", "q3_k"]), 2);
     assert.equal(await main([...args, "--type", "q8_0", "--threads", "0"]), 2);
     assert.equal(await main(["convert", "--model", `${FIXTURES}mixtral`, "--type", "f16"]), 2);
+  }));
+
+Deno.test("make-model --type writes the checkpoint's quantised GGUF beside it", () =>
+  withDir(async (dir) => {
+    const { main } = await import("../../cli.ts");
+    const dims = ["--hidden", "256", "--inter", "256", "--layers", "2", "--vocab", "512"];
+    const args = ["make-model", "--arch", "mixtral", "--out", `${dir}/m`, ...dims, "--json"];
+    assert.equal(await main([...args, "--type", "q4_k"]), 0);
+    const g = openGguf(`${dir}/m-q4_k.gguf`);
+    const ckpt = openCheckpoint(`${dir}/m`);
+    try {
+      assert.equal(g.describe("blk.1.ffn_down_exps.weight").type, "Q4_K");
+      // The GGUF holds the checkpoint's weights, quantised: within Q4_K's error of them.
+      const rel = (a: Float32Array, b: Float32Array) =>
+        Math.sqrt(a.reduce((s, x, i) => s + (x - b[i]) ** 2, 0) / b.reduce((s, x) => s + x * x, 0));
+      const lm = ckpt.tensorF32("lm_head.weight");
+      const err = rel(g.tensor("output.weight").toF32(), lm);
+      assert.ok(err > 0 && err < 0.1, `output.weight off the checkpoint's by ${err}`);
+    } finally {
+      g.close();
+      ckpt.close();
+    }
+    const run = [
+      "generate",
+      "--model",
+      `${dir}/m-q4_k.gguf`,
+      "--ids",
+      "1,2,3",
+      "--max-tokens",
+      "2",
+    ];
+    assert.equal(await main([...run, "--mode", "pregated"]), 0); // quantised experts streamed
+    assert.equal(await main([...args, "--force", "--type", "q3_k"]), 2);
   }));
