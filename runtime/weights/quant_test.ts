@@ -48,6 +48,21 @@ Deno.test("quantize: bytes identical to llama.cpp's quantize_row_*_ref", async (
   }
 });
 
+Deno.test("dequantize: random bytes decode as llama.cpp's dequantize_row_* decode them", async () => {
+  // tests/fixtures/ggml_quants: blocks.bin (1024 random bytes) and what ggml-quants.c decodes of
+  // its whole blocks of each type (NaN where a random f16 scale is NaN or infinite times 0).
+  const raw = await Deno.readFile(new URL("blocks.bin", FIXTURES));
+  for (const type of QUANT_TYPES) {
+    const want = new Float32Array(
+      (await Deno.readFile(new URL(`${type}_decoded.f32`, FIXTURES))).buffer,
+    );
+    const got = dequantize(raw.subarray(0, quantizedBytes(want.length, type)), type);
+    assert.equal(got.length, want.length);
+    const bad = got.findIndex((v, i) => !(Object.is(v, want[i]) || (isNaN(v) && isNaN(want[i]))));
+    assert.equal(bad, -1, `${type}: value ${bad}: ${got[bad]}, ggml ${want[bad]}`);
+  }
+});
+
 Deno.test("dequantize: a hand-built Q8_0 block decodes bit-exactly", () => {
   const block = new Uint8Array(2 * 34);
   const q = [-128, -127, -1, 0, 1, 2, 63, 64, 100, 127];
