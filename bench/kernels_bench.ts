@@ -2,8 +2,8 @@
  * Kernel and transfer benchmarks: `deno bench -A bench/kernels_bench.ts` (or `deno task bench`).
  *
  * Measures, after validating each kernel against its CPU reference:
- * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights, and for Q8_0 and Q4_K
- *   weights dequantised in the kernel (counted in stored bytes),
+ * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights, and for Q8_0, Q4_K,
+ *   Q6_K, Q5_K and Q5_0 weights dequantised in the kernel (counted in stored bytes),
  * - tiled matmul (prefill) FLOP/s, portable and (where the device has subgroup matrices) on tensor
  *   cores,
  * - host->GPU upload bytes/s with `queue.writeBuffer`, with mapped staging buffers, and through the
@@ -130,9 +130,10 @@ for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
   }); // (the weights stay allocated: deno bench runs this case after the table is printed)
 }
 
-// Quantised weights (Q8_0, Q4_K), dequantised in the kernel: bytes/s counted in stored bytes. The
-// matrix is 256 quantised rows repeated (the kernel reads every row's own bytes either way).
-for (const type of ["q8_0", "q4_k"] as QuantType[]) {
+// Quantised weights (Q8_0, Q4_K, and Q6_K / Q5_K / Q5_0 of Q4_K_M files), dequantised in the
+// kernel: bytes/s counted in stored bytes. The matrix is 256 quantised rows repeated (the kernel
+// reads every row's own bytes either way).
+for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) {
   const rows0 = Math.min(gemvN, 256);
   const wF = randn(rows0 * gemvK, 0.05);
   const block = quantize(wF, type);

@@ -49,7 +49,15 @@ export async function moeBlockTime(gpu: Gpu, dir: string): Promise<GpuTime & { e
   const lw = uploadLayer(up, cfg, layer, "none");
   up.run();
   const n = Math.min(ffn.experts, Math.max(1, Math.ceil(SPAN_BYTES / host.bytesPerExpert)));
-  const pool = expertPool(gpu, ffn.experts, n, ffn.inter, cfg.hidden, host.types, host.act);
+  const pool = expertPool(
+    gpu,
+    ffn.experts,
+    n,
+    ffn.inter,
+    cfg.hidden,
+    host.typesOf(layer),
+    host.act,
+  );
   const uploader = createUploader(gpu, "write", stagingPlan(host.bytesPerExpert, n));
   await host.uploadMany(
     uploader,

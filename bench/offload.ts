@@ -13,9 +13,9 @@
  * PREGATE_BENCH_WARMUP_S (untimed runs for this many seconds per mode first; default 2 on a GPU),
  * PREGATE_BENCH_RUNS (timed runs per mode, default 3; the median run is reported),
  * PREGATE_BENCH_MODES (comma list of mode keys to run: resident, on-demand, prefetch-all,
- * pregated-exact, pregated-strict; default all), PREGATE_BENCH_TYPE (f16, bf16, q8_0 or q4_k:
- * convert each checkpoint to a GGUF file of that type, cached beside it, and run that; default: the
- * safetensors checkpoint).
+ * pregated-exact, pregated-strict; default all), PREGATE_BENCH_TYPE (a `convert` type: f16, bf16,
+ * q8_0, q4_k, q4_k_m, ...: convert each checkpoint to a GGUF file of that type, cached beside it,
+ * and run that; default: the safetensors checkpoint).
  *
  * Besides the probe of the upload rate (one layer's first experts, again and again), it times one
  * copy of every expert of every layer ("sweep") before and after the modes: the rate a process that
@@ -26,7 +26,7 @@ import { type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { type GenerateStats, loadModel, type LoadOptions } from "../runtime/model.ts";
 import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
 import { convertToGguf } from "../runtime/models/gguf_convert.ts";
-import { parseWeightType } from "../runtime/weights/weight_type.ts";
+import { parseConvertType } from "../runtime/models/convert_command.ts";
 import { benchCheckpoint, measureUploadRate } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 
@@ -43,7 +43,7 @@ const outPrefix = Deno.env.get("PREGATE_BENCH_OUT");
 const overrides = JSON.parse(Deno.env.get("PREGATE_BENCH_OVERRIDES") ?? "{}");
 const log = (m: string) => console.error(`[offload] ${m}`);
 const typeEnv = Deno.env.get("PREGATE_BENCH_TYPE");
-const ggufType = typeEnv ? parseWeightType(typeEnv, "PREGATE_BENCH_TYPE") : null;
+const ggufType = typeEnv ? parseConvertType(typeEnv, "PREGATE_BENCH_TYPE") : null;
 /** Seconds of untimed runs per mode first (PREGATE_BENCH_WARMUP_S; default 2 on a GPU, 0 on CPU). */
 const warmupSeconds = Number(Deno.env.get("PREGATE_BENCH_WARMUP_S") ?? (gpu.isFallback ? 0 : 2));
 /** Timed runs per mode (PREGATE_BENCH_RUNS, default 3): the median run is reported. */

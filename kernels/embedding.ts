@@ -63,7 +63,7 @@ export interface EmbedArgs {
   T: number;
   /** Values per row, >= 1 (even for 16-bit dtypes; whole blocks for the quantised types). */
   dim: number;
-  /** The table's weight type (`f32`, `f16`, `bf16`, `q8_0`, `q4_k`). */
+  /** The table's weight type (`f32`, `f16`, `bf16`, or a quantised one: `q8_0`, `q4_k`, ...). */
   dtype: WeightType;
   /** Rows of the table; default: as many as the `table` binding holds. */
   vocab?: number;

@@ -76,7 +76,7 @@ export interface LinearArgs {
   K: number;
   /** Outputs per row, >= 1. */
   N: number;
-  /** The weights' type: `f32`, `f16`, `bf16`, or the block-quantised `q8_0` / `q4_k`. */
+  /** The weights' type: `f32`, `f16`, `bf16`, or block-quantised (`q8_0`, `q4_k`, ...). */
   dtype: WeightType;
   /** Add the product to the existing contents of `y` instead of overwriting them. Default false. */
   accumulate?: boolean;

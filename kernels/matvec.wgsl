@@ -3,8 +3,9 @@
 //
 // x and y are f32, row-major ([T, K] and [T, N]). W is [N, K] in its file layout, packed in u32
 // words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K. Block-quantised weights (Q8_0,
-// Q4_K: quant.wgsl) take their own path: each lane of a row takes every TPR-th block (unit) of it,
-// loads its words through `wu` and its x values through `xv` (p.xvec is 1: K is a multiple of 32).
+// Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl) take their own path: each lane of a row takes every TPR-th
+// unit of it, loads its words through `wu` and its x values through `xv` (p.xvec is 1: K is a
+// multiple of 32).
 //
 // Layout (linear.ts `gemvLayout` chooses it per device and row length): a workgroup of WG threads
 // owns ROWS = WG / TPR consecutive rows of W, TPR threads per row. The rows' partial sums are
@@ -71,11 +72,11 @@ fn q_load(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
   return w;
 }
 
-// The x values of a quantised unit, from vec4 number xo.
-fn q_xs(xo: u32) -> array<vec4<f32>, QUNIT_VEC4> {
+// The x values of quantised unit u of the row of x that starts at vec4 number xo.
+fn q_xs(xo: u32, u: u32) -> array<vec4<f32>, QUNIT_VEC4> {
   var a: array<vec4<f32>, QUNIT_VEC4>;
   for (var i = 0u; i < q_unit_values() / 4u; i++) {
-    a[i] = xv[xo + i];
+    a[i] = xv[xo + q_unit_xvec(u, i)];
   }
   return a;
 }
@@ -159,7 +160,7 @@ fn main(
         let w = q_load(rb, u);
         for (var j = 0u; j < TB; j++) {
           if (t0 + j < p.T) {
-            acc[j] += q_unit_dot(w, rb, u, q_xs(((t0 + j) * p.K + u * qv) / 4u));
+            acc[j] += q_unit_dot(w, rb, u, q_xs((t0 + j) * p.K / 4u, u));
           }
         }
       }

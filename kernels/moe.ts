@@ -9,8 +9,8 @@
  * runs in rounds: `moeDownCombine` with `mode: "round"` once per set of resident experts, then with
  * `mode: "finish"`, which gives bit for bit what `mode: "combine"` gives in one pass.
  *
- * Pools may hold block-quantised experts (`dtype: "q8_0" | "q4_k"`, each expert's rows as a GGUF
- * file stores them), decoded inside the same kernels (`quant.wgsl`; see `quant_gemv.ts`).
+ * Pools may hold block-quantised experts (`dtype` `q8_0`, `q4_k`, `q5_k`, `q6_k`; each expert's
+ * rows as a GGUF file stores them), decoded inside the same kernels (`quant.wgsl`; see `quant_gemv.ts`).
  *
  * Shape legend: T tokens, k = topK choices per token, P = T * k (token, choice) pairs,
  * H hidden, I expert intermediate size.
@@ -132,7 +132,7 @@ export interface MoeArgs {
   /** Number of experts (entries of `table`); default: table size / 4. */
   experts?: number;
   /**
-   * The pool's weight type: `f32`, `f16`, `bf16`, or the block-quantised `q8_0` / `q4_k` (each
+   * The pool's weight type: `f32`, `f16`, `bf16`, or block-quantised (`q8_0`, `q4_k`, ...; each
    * expert's rows as stored in a GGUF file, from the slot's first byte; `hidden` and `inter` whole
    * blocks).
    */

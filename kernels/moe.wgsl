@@ -27,9 +27,9 @@
 // combine arithmetic is moe_combine.wgsl's: the expert sum in pair order, then the shared expert,
 // then the residual.
 //
-// Block-quantised pools (WDTYPE Q8_0, Q4_K: quant.wgsl) hold each expert's rows as stored in GGUF
-// files from the slot's first byte (slot * p.slotWords * 4); a lane takes every TPR-th block of a
-// row, and gate_up shares each unit's x values between the two matrices.
+// Block-quantised pools (WDTYPE Q8_0, Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl) hold each expert's rows as
+// stored in GGUF files from the slot's first byte (slot * p.slotWords * 4); a lane takes every
+// TPR-th unit of a row, and gate_up shares each unit's x values between the two matrices.
 //
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
@@ -111,11 +111,11 @@ fn q_load1(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
   return w;
 }
 
-// The x values of a quantised unit, from vec4 number xo.
-fn q_xs(xo: u32) -> array<vec4<f32>, QUNIT_VEC4> {
+// The x values of quantised unit u of the row of x that starts at vec4 number xo.
+fn q_xs(xo: u32, u: u32) -> array<vec4<f32>, QUNIT_VEC4> {
   var a: array<vec4<f32>, QUNIT_VEC4>;
   for (var i = 0u; i < q_unit_values() / 4u; i++) {
-    a[i] = x[xo + i];
+    a[i] = x[xo + q_unit_xvec(u, i)];
   }
   return a;
 }
@@ -149,7 +149,7 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let qv = q_unit_values();
     for (var u = lane; u < p.K / qv; u += TPR) {
-      let xq = q_xs((t * p.K + u * qv) / 4u);
+      let xq = q_xs(t * p.K / 4u, u);
       ag += q_unit_dot(q_load0(rb, u), rb, u, xq);
       au += q_unit_dot(q_load1(rb, u), rb, u, xq);
     }
@@ -234,7 +234,7 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let qv = q_unit_values();
     for (var u = lane; u < p.K / qv; u += TPR) {
-      acc += q_unit_dot(q_load0(rb, u), rb, u, q_xs((pair * p.K + u * qv) / 4u));
+      acc += q_unit_dot(q_load0(rb, u), rb, u, q_xs(pair * p.K / 4u, u));
     }
   } else if (row < p.rows && slot < p.slots) {
     let base = slot * p.slotWords + row * rowWords;

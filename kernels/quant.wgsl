@@ -1,20 +1,28 @@
 // Block-quantised weights, read as stored in GGUF files and dequantised in registers inside the GEMV
-// kernels (matvec.wgsl, moe.wgsl): WDTYPE (dtype.wgsl) 3 = Q8_0, 4 = Q4_K. A row of K values is
-// K / 32 Q8_0 blocks (34 bytes: f16 d, 32 int8; only 2-byte aligned) or K / 256 Q4_K super-blocks
-// (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of 4-bit quants), back
-// to back; the weights are bound as array<u32> and addressed by byte (runtime/weights/quant.ts
-// describes the layouts).
+// kernels (matvec.wgsl, moe.wgsl): WDTYPE (dtype.wgsl) 3 = Q8_0, 4 = Q4_K, 5 = Q5_K, 6 = Q6_K,
+// 7 = Q5_0. A row of K values is K / 32 blocks, Q8_0 (34 bytes: f16 d, 32 int8) or Q5_0 (22: f16 d,
+// 32 fifth bits, 16 bytes of nibbles), only 2-byte aligned, or K / 256 super-blocks: Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of
+// 4-bit quants), Q5_K (176: Q4_K's header, 32 bytes of fifth bits, the 4-bit quants) or Q6_K (210,
+// so only 2-byte aligned: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, f16 d),
+// back to back; the weights are bound as array<u32> and addressed by byte
+// (runtime/weights/quant.ts and k_quants.ts describe the layouts).
 //
-// The unit of work is 32 values (a Q8_0 block) or 64 (a quarter of a Q4_K super-block: sub-blocks
-// 2q and 2q + 1, whose quants share 32 bytes, low and high nibbles). A kernel gives each lane of a
-// row every TPR-th unit; per unit it loads the unit's words (q_unit_words of them, at the indices
-// q_unit_word gives, from its own binding) and the unit's x values (q_unit_values / 4 vec4s, from
-// value q_unit_values * u of the row), and q_unit_dot returns their dot product. Needs dtype.wgsl.
+// The unit of work is 32 values (a Q8_0 or Q5_0 block) or 64 (Q4_K / Q5_K: a quarter of a super-block,
+// sub-blocks 2c and 2c + 1, whose quants share 32 bytes, low and high nibbles; Q6_K: values
+// 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a super-block, g = 0 or 1, whose quants
+// share 32 bytes of low nibbles and 32 bytes of high bits). A kernel gives each lane of a row every
+// TPR-th unit; per unit it loads the unit's words (q_unit_words of them, at the indices
+// q_unit_word gives, from its own binding) and the unit's x values (q_unit_values / 4 vec4s, vec4 i
+// at q_unit_xvec(u, i) of the row), and q_unit_dot returns their dot product. Needs dtype.wgsl.
 
 const WQ8_0: u32 = 3u;
 const WQ4_K: u32 = 4u;
-// The most words and x vec4s a unit uses (Q4_K: 4 header words + 8 quant words; 64 values).
-const QUNIT_WORDS: u32 = 12u;
+const WQ5_K: u32 = 5u;
+const WQ6_K: u32 = 6u;
+const WQ5_0: u32 = 7u;
+// The most words and x vec4s a unit uses (Q6_K: 9 + 9 words of quants, 3 of scales, 1 of d, at
+// 2 mod 4 bytes; 64 values).
+const QUNIT_WORDS: u32 = 22u;
 const QUNIT_VEC4: u32 = 16u;
 
 // Whether the weights are block-quantised.
@@ -24,26 +32,71 @@ fn q_quantised() -> bool {
 
 // Values per unit.
 fn q_unit_values() -> u32 {
-  return select(64u, 32u, WDTYPE == WQ8_0);
+  return select(64u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0);
+}
+
+// Bytes of a block (Q8_0) or super-block.
+fn q_block_bytes() -> u32 {
+  switch (WDTYPE) {
+    case 3u: { return 34u; }
+    case 7u: { return 22u; }
+    case 5u: { return 176u; }
+    case 6u: { return 210u; }
+    default: { return 144u; }
+  }
 }
 
 // Bytes of a row of K values (K a multiple of the block size).
 fn q_row_bytes(K: u32) -> u32 {
-  return select(K / 256u * 144u, K / 32u * 34u, WDTYPE == WQ8_0);
+  return K / select(256u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0) * q_block_bytes();
 }
 
-// Words a unit loads: a Q8_0 block spans 9 words whatever its alignment; Q4_K: 4 + 8.
+// Words a unit loads: a Q8_0 block spans 9 words whatever its alignment, a Q5_0 block 6; Q4_K:
+// 4 + 8; Q5_K: 4 + 8 + 8; Q6_K: 22 (see q_unit_word).
 fn q_unit_words() -> u32 {
-  return select(QUNIT_WORDS, 9u, WDTYPE == WQ8_0);
+  switch (WDTYPE) {
+    case 3u: { return 9u; }
+    case 7u: { return 6u; }
+    case 5u: { return 20u; }
+    case 6u: { return 22u; }
+    default: { return 12u; }
+  }
 }
 
 // The index of the i-th word unit u of the row that starts at byte rb loads.
 fn q_unit_word(rb: u32, u: u32, i: u32) -> u32 {
-  if (WDTYPE == WQ8_0) {
-    return (rb + u * 34u) / 4u + i;
+  if (WDTYPE == WQ8_0 || WDTYPE == WQ5_0) {
+    return (rb + u * q_block_bytes()) / 4u + i;
   }
-  let sb = rb / 4u + (u / 4u) * 36u;
-  return select(sb + 4u + (u % 4u) * 8u + (i - 4u), sb + i, i < 4u);
+  if (WDTYPE == WQ6_K) {
+    // From the super-block's first word B (its byte offset may be 2 mod 4; every field sits at a
+    // multiple of 4 from it, so 8 words of a field span 9): 0 .. 8 low nibbles (bytes 64 h + 32 g),
+    // 9 .. 17 high bits (128 + 32 h), 18 .. 20 scales (192 + 8 h), 21 d (208).
+    let b = (rb + (u / 4u) * 210u) / 4u;
+    let h = (u % 4u) / 2u;
+    if (i < 9u) {
+      return b + h * 16u + (u % 2u) * 8u + i;
+    }
+    if (i < 18u) {
+      return b + 32u + h * 8u + (i - 9u);
+    }
+    return select(b + 48u + h * 2u + (i - 18u), b + 52u, i == 21u);
+  }
+  // Q4_K / Q5_K: 4 header words, 8 words of the unit's nibbles, (Q5_K) the 8 words of fifth bits.
+  let sb = rb / 4u + (u / 4u) * (q_block_bytes() / 4u);
+  let nib = sb + select(4u, 12u, WDTYPE == WQ5_K) + (u % 4u) * 8u;
+  if (i < 4u) {
+    return sb + i;
+  }
+  return select(sb + 4u + (i - 12u), nib + (i - 4u), i < 12u);
+}
+
+// The vec4 (from the row's first value) holding x values 4 i .. 4 i + 3 of unit u.
+fn q_unit_xvec(u: u32, i: u32) -> u32 {
+  if (WDTYPE == WQ6_K) {
+    return (u / 4u) * 64u + ((u % 4u) / 2u) * 32u + (u % 2u) * 8u + select(i, i + 8u, i >= 8u);
+  }
+  return u * (q_unit_values() / 4u) + i;
 }
 
 // The four int8 of a word, as f32 (lowest byte first).
@@ -86,22 +139,99 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
     }
     return d * dot(acc, one);
   }
+  if (WDTYPE == WQ6_K) {
+    return q6k_unit_dot(w, rb, u, xs);
+  }
+  if (WDTYPE == WQ5_0) {
+    // d, then 4 bytes of fifth bits, then 16 bytes of nibbles (byte j: values j and j + 16); at
+    // 2 mod 4 d is the high half of word 0, at 0 mod 4 the bits and nibbles straddle words.
+    let odd = ((rb + u * 22u) & 2u) != 0u;
+    let d = unpack2x16float(select(w[0] & 0xffffu, w[0] >> 16u, odd)).x;
+    let qh = select((w[0] >> 16u) | (w[1] << 16u), w[1], odd);
+    let byte = vec4<u32>(0u, 8u, 16u, 24u);
+    let bit = vec4<u32>(0u, 1u, 2u, 3u);
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+      let qw = vec4<u32>(select((w[1u + j] >> 16u) | (w[2u + j] << 16u), w[2u + j], odd));
+      let a = ((qw >> byte) & vec4<u32>(15u)) | (((vec4<u32>(qh) >> (bit + vec4<u32>(4u * j))) &
+        vec4<u32>(1u)) << vec4<u32>(4u));
+      let b = ((qw >> (byte + vec4<u32>(4u))) & vec4<u32>(15u)) |
+        (((vec4<u32>(qh) >> (bit + vec4<u32>(16u + 4u * j))) & vec4<u32>(1u)) << vec4<u32>(4u));
+      acc = fma(vec4<f32>(a) - vec4<f32>(16.0), xs[j], acc);
+      acc = fma(vec4<f32>(b) - vec4<f32>(16.0), xs[4u + j], acc);
+    }
+    return d * dot(acc, one);
+  }
+  // Q4_K / Q5_K: sub-blocks 2c (low nibbles, fifth bit 2c) and 2c + 1 (high nibbles, bit 2c + 1).
   let dm = unpack2x16float(w[0]);
   let s = vec3<u32>(w[1], w[2], w[3]);
-  let q = u % 4u;
-  let a = q4k_scale_min(s, 2u * q);
-  let b = q4k_scale_min(s, 2u * q + 1u);
+  let c = u % 4u;
+  let a = q4k_scale_min(s, 2u * c);
+  let b = q4k_scale_min(s, 2u * c + 1u);
+  let five = WDTYPE == WQ5_K;
+  let byte = vec4<u32>(0u, 8u, 16u, 24u);
   var lo = vec4<f32>(0.0);
   var hi = vec4<f32>(0.0);
   var xlo = vec4<f32>(0.0);
   var xhi = vec4<f32>(0.0);
   for (var j = 0u; j < 8u; j++) {
     let qw = vec4<u32>(w[4u + j]);
-    lo = fma(vec4<f32>((qw >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u)), xs[j], lo);
-    hi = fma(vec4<f32>((qw >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u)), xs[8u + j], hi);
+    var ql = (qw >> byte) & vec4<u32>(15u);
+    var qhi = (qw >> (byte + vec4<u32>(4u))) & vec4<u32>(15u);
+    if (five) {
+      let hw = vec4<u32>(w[12u + j]) >> (byte + vec4<u32>(2u * c));
+      ql |= (hw & vec4<u32>(1u)) << vec4<u32>(4u);
+      qhi |= ((hw >> vec4<u32>(1u)) & vec4<u32>(1u)) << vec4<u32>(4u);
+    }
+    lo = fma(vec4<f32>(ql), xs[j], lo);
+    hi = fma(vec4<f32>(qhi), xs[8u + j], hi);
     xlo += xs[j];
     xhi += xs[8u + j];
   }
   return dm.x * (a.x * dot(lo, one) + b.x * dot(hi, one)) -
     dm.y * (a.y * dot(xlo, one) + b.y * dot(xhi, one));
+}
+
+// Bytes 2 .. 5 of the words lo, hi when odd (a field at 2 mod 4 bytes), else lo.
+fn q_join(lo: u32, hi: u32, odd: bool) -> u32 {
+  return select(lo, (lo >> 16u) | (hi << 16u), odd);
+}
+
+// The int8 at bits `shift` .. `shift` + 7 of w, as f32.
+fn q_i8(w: u32, shift: u32) -> f32 {
+  return f32(bitcast<i32>(w << (24u - shift)) >> 24u);
+}
+
+// Q6_K unit u (values 32 g + l and 32 g + 64 + l of half h, l = 0 .. 31, g = u % 2): the low
+// nibbles of 32 bytes of ql (values 32 g + l low, 32 g + 64 + l high), bit pairs 2 g and 2 g + 4 of
+// the half's 32 bytes of qh, scales 2 g, 2 g + 1 (first 32 values, by 16) and 2 g + 4, 2 g + 5.
+fn q6k_unit_dot(
+  w: array<u32, QUNIT_WORDS>,
+  rb: u32,
+  u: u32,
+  xs: array<vec4<f32>, QUNIT_VEC4>,
+) -> f32 {
+  var v = w;
+  let odd = ((rb + (u / 4u) * 210u) & 2u) != 0u;
+  let g = u % 2u;
+  let d = unpack2x16float(select(v[21] & 0xffffu, v[21] >> 16u, odd)).x;
+  let s03 = q_join(v[18], v[19], odd); // scales 8 h + 0 .. 3
+  let s47 = q_join(v[19], v[20], odd); // scales 8 h + 4 .. 7
+  let byte = vec4<u32>(0u, 8u, 16u, 24u);
+  let one = vec4<f32>(1.0);
+  var lo = array<vec4<f32>, 2>();
+  var hi = array<vec4<f32>, 2>();
+  for (var j = 0u; j < 8u; j++) {
+    let ql = vec4<u32>(q_join(v[j], v[j + 1u], odd));
+    let qh = vec4<u32>(q_join(v[9u + j], v[10u + j], odd)) >> (byte + vec4<u32>(2u * g));
+    let a = ((ql >> byte) & vec4<u32>(15u)) | ((qh & vec4<u32>(3u)) << vec4<u32>(4u));
+    let b = ((ql >> (byte + vec4<u32>(4u))) & vec4<u32>(15u)) |
+      (((qh >> vec4<u32>(4u)) & vec4<u32>(3u)) << vec4<u32>(4u));
+    let k = j / 4u; // values 0 .. 15 or 16 .. 31 of the run: scale 2 g + k (+ 4)
+    lo[k] = fma(vec4<f32>(a) - vec4<f32>(32.0), xs[j], lo[k]);
+    hi[k] = fma(vec4<f32>(b) - vec4<f32>(32.0), xs[8u + j], hi[k]);
+  }
+  let sl = 16u * g;
+  return d * (q_i8(s03, sl) * dot(lo[0], one) + q_i8(s03, sl + 8u) * dot(lo[1], one) +
+    q_i8(s47, sl) * dot(hi[0], one) + q_i8(s47, sl + 8u) * dot(hi[1], one));
 }

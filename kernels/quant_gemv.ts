@@ -1,18 +1,19 @@
 /**
- * Decode GEMVs over block-quantised weights (Q8_0, Q4_K in llama.cpp's layouts, as GGUF files store
- * them), dequantised inside the kernel: the same `matvec.wgsl` and `moe.wgsl` kernels as the f32 /
- * f16 / bf16 weights, specialised by `WDTYPE` 3 (Q8_0) and 4 (Q4_K), with the block decoding in
- * `quant.wgsl`. The weights stay quantised in GPU memory (and in the offloading engine's expert
- * slots); no separate dequantisation pass runs.
+ * Decode GEMVs over block-quantised weights (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K in llama.cpp's layouts, as GGUF
+ * files store them), dequantised inside the kernel: the same `matvec.wgsl` and `moe.wgsl` kernels as
+ * the f32 / f16 / bf16 weights, specialised by `WDTYPE` 3 (Q8_0), 4 (Q4_K), 5 (Q5_K) and 6 (Q6_K),
+ * with the block decoding in `quant.wgsl`. The weights stay quantised in GPU memory (and in the
+ * offloading engine's expert slots); no separate dequantisation pass runs.
  *
  * - {@linkcode matvecQuant}: `y[T, N] (+)= x[T, K] · W[N, K]^T` for a few rows of `x` (decode).
  * - The MoE expert GEMVs (`moeGateUp`, `moeDown`, `moeDownCombine` of `moe.ts`) take a
- *   {@linkcode WeightType} `dtype`, so `"q8_0"` / `"q4_k"` pools work through the slot table as the
- *   other dtypes do.
+ *   {@linkcode WeightType} `dtype`, so quantised pools work through the slot table as the other
+ *   dtypes do.
  *
- * A row of `K` values is `K / 32` Q8_0 blocks of 34 bytes or `K / 256` Q4_K super-blocks of 144
- * bytes ({@linkcode weightRowBytes}); a binding holds whole rows back to back and must cover them
- * rounded up to whole 4-byte words. Prefill over quantised weights is `linear`'s: the portable
+ * A row of `K` values is `K / 32` Q8_0 blocks of 34 bytes or `K / 256` super-blocks of 144 (Q4_K),
+ * 176 (Q5_K) or 210 (Q6_K) bytes ({@linkcode weightRowBytes}); a binding holds whole rows back to
+ * back (Q8_0, Q5_0 and Q6_K rows may start at 2 mod 4 bytes) and must cover them rounded up to whole
+ * 4-byte words. Prefill over quantised weights is `linear`'s: the portable
  * `matmul` decodes blocks while it stages them (`quant_values.wgsl`).
  *
  * @example
@@ -62,6 +63,9 @@ export const WEIGHT_CODE: Readonly<Record<WeightType, number>> = Object.freeze({
   ...DTYPE_CODE,
   q8_0: 3,
   q4_k: 4,
+  q5_k: 5,
+  q6_k: 6,
+  q5_0: 7,
 });
 
 /**
@@ -88,7 +92,7 @@ export interface MatvecQuantArgs {
   y: Binding;
   /** Rows of `x` (tokens), 1 to 8; default 1. */
   T?: number;
-  /** Inputs per row: a multiple of 32 (Q8_0) or 256 (Q4_K). */
+  /** Inputs per row: a multiple of 32 (Q8_0) or 256 (the K types). */
   K: number;
   /** Outputs per row. */
   N: number;
@@ -106,9 +110,10 @@ export interface MatvecQuantArgs {
 const QUANT_TB = 1;
 
 /**
- * Builds the decode GEMV `y[t, n] = W[n, :] · x[t, :]` (`+=` with `accumulate`) over Q8_0 or Q4_K
- * weights, decoded in registers: every lane of a row takes every TPR-th block, reads its bytes as
- * `u32` words (Q8_0 blocks are only 2-byte aligned) and its x values as `vec4`s.
+ * Builds the decode GEMV `y[t, n] = W[n, :] · x[t, :]` (`+=` with `accumulate`) over quantised
+ * weights, decoded in registers: every lane of a row takes every TPR-th unit of 32 or 64 values,
+ * reads its bytes as `u32` words (Q8_0, Q5_0 and Q6_K blocks are only 2-byte aligned) and its x values as
+ * `vec4`s.
  *
  * @throws {ArgumentError} naming the bad argument: sizes, a `K` that is not whole blocks, an unknown
  *   type, bindings too small or sharing a buffer, a bad layout.

@@ -1,17 +1,20 @@
-// Decode GEMVs over Q8_0 / Q4_K weights (matvec.wgsl, moe.wgsl with quant.wgsl) against a CPU
-// dequantise-then-multiply reference, on ragged shapes (odd block counts per row put Q8_0 rows at
-// 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside NaN-filled buffers.
+// Decode GEMVs over Q8_0 / Q4_K / Q5_K / Q6_K weights (matvec.wgsl, moe.wgsl with quant.wgsl)
+// against a CPU dequantise-then-multiply reference, on ragged shapes (odd block counts per row put
+// Q8_0, Q5_0 and Q6_K rows at 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside
+// NaN-filled buffers.
 import assert from "node:assert/strict";
-import type { Gpu } from "../runtime/base/gpu/device.ts";
-import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
-import { type GemvLayout, gemvLayoutName } from "./gemv.ts";
+import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
+import { dequantize, QUANT_TYPES, quantize, type QuantType } from "../runtime/weights/quant.ts";
+import { GEMV_LAYOUTS, type GemvLayout, gemvLayoutName } from "./gemv.ts";
 import { moeDown, moeDownCombine, moeGateUp } from "./moe.ts";
 import { matvecQuant, weightRowBytes } from "./quant_gemv.ts";
 import { moeDownCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
 import {
   assertClose,
   bindForTest,
+  dawnNullGpu,
   GPU_TEST,
+  loadDawn,
   poisoned,
   randn,
   rejects,
@@ -20,7 +23,13 @@ import {
 } from "./test_util.ts";
 
 /** Normwise error bound of dequantised random normal weights against the f32 ones, per type. */
-const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = { q8_0: 0.01, q4_k: 0.1 };
+const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = {
+  q8_0: 0.01,
+  q5_0: 0.05,
+  q4_k: 0.1,
+  q5_k: 0.05,
+  q6_k: 0.025,
+};
 
 /** `bytes` zero-padded to whole 4-byte words (GPU writes and bindings are word-sized). */
 function words(bytes: Uint8Array): Uint8Array {
@@ -59,7 +68,8 @@ const NARROW: GemvLayout = Object.freeze({
 });
 
 Deno.test({
-  name: "matvecQuant (Q8_0, Q4_K) matches dequantise-then-multiply on ragged shapes",
+  name:
+    "matvecQuant (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K) matches dequantise-then-multiply on ragged shapes",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
@@ -69,6 +79,12 @@ Deno.test({
       ["q8_0", 2, 352, 9, false, NARROW], // 11 blocks a row over 4 lanes
       ["q4_k", 1, 256, 7, false, undefined],
       ["q4_k", 2, 768, 19, true, NARROW], // 12 units a row over 4 lanes
+      ["q5_0", 1, 32, 5, false, undefined], // 22-byte rows: odd rows at 2 mod 4
+      ["q5_0", 2, 224, 9, true, NARROW], // 7 blocks a row over 4 lanes
+      ["q5_k", 1, 512, 5, false, undefined],
+      ["q5_k", 3, 768, 11, true, NARROW],
+      ["q6_k", 1, 256, 7, false, undefined], // 210-byte rows: odd rows start at 2 mod 4
+      ["q6_k", 2, 768, 9, true, NARROW], // 3 super-blocks a row, the middle one at 2 mod 4
     ];
     for (const [i, [type, T, K, N, accumulate, layout]] of cases.entries()) {
       const made: GPUBuffer[] = [];
@@ -104,8 +120,9 @@ Deno.test({
       );
       assert.ok(got.subarray(T * N).every(Number.isNaN), `${what}: wrote past y`);
       // The quantisation itself: close to the f32 weights. Checked on the weights (N * K values,
-      // normwise error 0.005 for Q8_0 and 0.07 for Q4_K with little spread), not on the N outputs,
-      // whose normwise error against the f32 product varies too much over seeds at N = 7.
+      // normwise error 0.005 for Q8_0, 0.07 for Q4_K, 0.035 for Q5_K and 0.018 for Q6_K, with
+      // little spread), not on the N outputs, whose normwise error against the f32 product varies
+      // too much over seeds at N = 7.
       const wErr = relError(W, Wf);
       assert.ok(
         wErr < QUANT_WEIGHT_TOL[type],
@@ -133,15 +150,15 @@ function quantPool(
   return { rounded: mats.map((m) => dequantize(m, type)), buf, table, slotWords: slotBytes / 4 };
 }
 
-for (const type of ["q8_0", "q4_k"] as QuantType[]) {
+for (const type of QUANT_TYPES) {
   Deno.test({
     name: `moe gate_up, down and down_combine (${type}) match the reference through the slot table`,
     ...GPU_TEST,
     fn: async () => {
       const gpu = await testGpu();
-      const cases = type === "q8_0"
+      const cases = type === "q8_0" || type === "q5_0"
         ? [[1, 2, 64, 96, 4], [3, 3, 96, 32, 5]] // I = 96: down rows of 3 blocks
-        : [[2, 2, 256, 512, 3], [1, 3, 512, 256, 4]];
+        : [[2, 2, 256, 512, 3], [1, 3, 512, 256, 4]]; // (Q6_K: rows of 256 at 2 mod 4)
       for (const [T, topK, H, I, E] of cases) {
         const g = quantPool(gpu, E, E + 1, I, H, type);
         const u = quantPool(gpu, E, E + 1, I, H, type);
@@ -248,7 +265,8 @@ Deno.test({
     const b = gpu.storage("activations", 4096), o = gpu.storage("activations", 4096);
     const mv = { x: b, w: b, y: o, K: 256, N: 4, type: "q4_k" as QuantType };
     await rejects(matvecQuant(gpu, { ...mv, K: 128 }), "K", "whole 256-value blocks");
-    await rejects(matvecQuant(gpu, { ...mv, type: "q5_k" as QuantType }), "type");
+    await rejects(matvecQuant(gpu, { ...mv, type: "q3_k" as QuantType }), "type");
+    await rejects(matvecQuant(gpu, { ...mv, type: "q6_k", N: 20 }), "w", "q6_k [N=20, K=256]");
     await rejects(matvecQuant(gpu, { ...mv, N: 40 }), "w", "q4_k [N=40, K=256]");
     await rejects(matvecQuant(gpu, { ...mv, T: 9 }), "T");
     await rejects(matvecQuant(gpu, { ...mv, y: b }), "y", "distinct");
@@ -269,5 +287,69 @@ Deno.test({
       "slotWords",
       "544",
     );
+  },
+});
+
+const DAWN = await loadDawn();
+
+Deno.test({
+  name: "the quantised GEMV kernels compile with Dawn's WGSL compiler (null backend), every layout",
+  ignore: DAWN === undefined,
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await dawnNullGpu(DAWN!);
+    try {
+      const made: GPUBuffer[] = [];
+      const buf = (bytes: number) => {
+        const b = gpu.storage("other", bytes);
+        made.push(b);
+        return b;
+      };
+      const steps: Dispatch[] = [];
+      const [T, N, K, topK, H, I] = [2, 8, 256, 2, 256, 256];
+      for (const layout of Object.values(GEMV_LAYOUTS)) {
+        for (const type of QUANT_TYPES) {
+          const x = buf(T * K * 4), w = buf(N * weightRowBytes(K, type) + 4), y = buf(T * N * 4);
+          steps.push(await matvecQuant(gpu, { x, w, y, T, K, N, type, layout }));
+          const table = gpu.storage("other", new Uint32Array([0, 1]));
+          const ids = gpu.storage("other", new Uint32Array([0, 1]));
+          made.push(table, ids);
+          const slotWords = Math.ceil(I * weightRowBytes(H, type) / 16) * 4;
+          const common = { table, ids, T: 1, topK, hidden: H, inter: I, slotWords, layout };
+          const pool = () => buf(2 * slotWords * 4);
+          const x1 = buf(H * 4), h = buf(topK * I * 4);
+          steps.push(
+            await moeGateUp(gpu, {
+              ...common,
+              dtype: type,
+              x: x1,
+              gate: pool(),
+              up: pool(),
+              out: h,
+            }),
+            await moeDown(gpu, {
+              ...common,
+              dtype: type,
+              x: h,
+              down: pool(),
+              out: buf(topK * H * 4),
+            }),
+            await moeDownCombine(gpu, {
+              ...common,
+              dtype: type,
+              x: h,
+              down: pool(),
+              weights: buf(topK * 4),
+              out: buf(H * 4),
+            }),
+          );
+        }
+      }
+      gpu.submit(steps);
+      await gpu.sync(); // throws any validation error raised since
+      for (const b of made) gpu.destroyBuffer(b);
+    } finally {
+      gpu.destroy();
+    }
   },
 });

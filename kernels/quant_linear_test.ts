@@ -1,9 +1,10 @@
-// Block-quantised weights (Q8_0, Q4_K) through `linear` (decode GEMV for T <= 8, the prefill GEMM
-// decoding blocks while it stages them beyond) and `embed`, against a CPU dequantise-then-multiply
-// (or dequantise-then-copy) reference on ragged shapes: odd block counts per row put Q8_0 rows at
-// 2 mod 4 bytes, N and T off the tile sizes, outputs poisoned first.
+// Block-quantised weights (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K) through `linear` (decode GEMV for T <= 8, the
+// prefill GEMM decoding blocks while it stages them beyond) and `embed`, against a CPU
+// dequantise-then-multiply (or dequantise-then-copy) reference on ragged shapes: odd block counts
+// per row put Q8_0, Q5_0 and Q6_K rows at 2 mod 4 bytes, N and T off the tile sizes, outputs poisoned
+// first.
 import assert from "node:assert/strict";
-import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
+import { dequantize, QUANT_TYPES, quantize, type QuantType } from "../runtime/weights/quant.ts";
 import { EMBED, embed } from "./embedding.ts";
 import { linear, MATMUL, matmul } from "./linear.ts";
 import { WEIGHT_CODE } from "./quant_gemv.ts";
@@ -48,7 +49,7 @@ function linearRef(
 }
 
 Deno.test({
-  name: "linear over Q8_0 / Q4_K weights matches dequantise-then-multiply, decode and prefill",
+  name: "linear over quantised weights matches dequantise-then-multiply, decode and prefill",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
@@ -58,6 +59,12 @@ Deno.test({
       ["q8_0", 70, 160, 65, false], // several tiles along T and N
       ["q4_k", 2, 256, 9, true],
       ["q4_k", 21, 512, 67, false],
+      ["q5_0", 2, 96, 7, false],
+      ["q5_0", 13, 160, 9, true], // prefill: 5 blocks a row, odd rows at 2 mod 4
+      ["q5_k", 2, 256, 5, false],
+      ["q5_k", 19, 768, 37, true],
+      ["q6_k", 3, 768, 7, true], // decode: 3 super-blocks a row
+      ["q6_k", 17, 256, 37, false], // prefill: 210-byte rows, odd ones at 2 mod 4
     ];
     for (const [type, T, K, N, accumulate] of cases) {
       const q = quantize(randn(N * K, 0.5), type);
@@ -93,11 +100,18 @@ Deno.test({
 });
 
 Deno.test({
-  name: "embed over a Q8_0 / Q4_K table copies the dequantised rows; an id past vocab gives NaN",
+  name: "embed over a quantised table copies the dequantised rows; an id past vocab gives NaN",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    for (const [type, dim, vocab] of [["q8_0", 96, 7], ["q4_k", 256, 5]] as const) {
+    const tables = [
+      ["q8_0", 96, 7],
+      ["q5_0", 32, 5],
+      ["q4_k", 256, 5],
+      ["q5_k", 512, 3],
+      ["q6_k", 256, 5],
+    ] as const;
+    for (const [type, dim, vocab] of tables) {
       const q = quantize(randn(vocab * dim), type);
       const table = dequantize(q, type);
       const ids = new Uint32Array([vocab - 1, 0, 3, vocab + 2, 1]);
@@ -149,14 +163,14 @@ Deno.test({
 });
 
 Deno.test({
-  name: "Dawn's null backend (Tint) compiles matmul and embed with Q8_0 / Q4_K weights",
+  name: "Dawn's null backend (Tint) compiles matmul and embed with quantised weights",
   ignore: dawn === undefined,
   ...GPU_TEST,
   fn: async () => {
     const gpu = await dawnNullGpu(dawn!);
     try {
       for (const spec of [MATMUL, EMBED]) {
-        for (const t of ["q8_0", "q4_k"] as const) {
+        for (const t of QUANT_TYPES) {
           await gpu.pipeline(spec, { ...spec.constants, WDTYPE: WEIGHT_CODE[t] });
         }
       }

@@ -515,7 +515,7 @@ function freeBuffers(gpu: Gpu, root: unknown, seen = new Set<unknown>()): void {
 
 /**
  * Loads a MoE model onto the GPU: a Hugging Face checkpoint directory (config.json + safetensors)
- * or a GGUF file (llama.cpp's; F16, BF16, Q8_0 and Q4_K weights stay as stored).
+ * or a GGUF file (llama.cpp's; F16, BF16, Q8_0, Q5_0, Q4_K, Q5_K and Q6_K weights stay as stored).
  */
 export function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   return Model.load(dir, opts);

@@ -27,8 +27,17 @@
 // vocabulary and decode greedily; teacher-forced on llama.cpp's tokens, each must be Pregate's best
 // or within GAP_TOLERANCE of it, and the test prints how many of the greedy tokens agree (a near-tie
 // may flip one, after which the sequences part).
+//
+// Then llama.cpp's own quantiser (`llama_model_quantize`, what llama-quantize runs; through FFI,
+// tests/llama_cpp_quantize.mjs) turns Pregate's F32 GGUF of the demo and of tiny random models
+// into Q4_K_M files: each must hold, tensor by tensor, the types and bytes Pregate's
+// `convert --type q4_k_m` writes from the same checkpoint (the mix of Q4_K, Q5_K, Q6_K, Q5_0 and
+// Q8_0, and every quantiser). Pregate then runs llama.cpp's own Q4_K_M file of the demo, checked
+// against llama.cpp's tokens on it as above.
 import assert from "node:assert/strict";
 import { openGguf } from "../runtime/weights/gguf.ts";
+import { convertToGguf } from "../runtime/models/gguf_convert.ts";
+import { makeMoeModel, Q4K_DIMS } from "../runtime/models/gguf_model_test_util.ts";
 import { agreement, CROSS_MODELS, pregateRun, writeGguf } from "./llama_cpp_pregate.ts";
 import { loadTokenizer } from "../runtime/text/tokenizer.ts";
 import {
@@ -156,3 +165,93 @@ for (const m of CROSS_MODELS) {
     },
   });
 }
+
+/** Runs llama.cpp's quantiser on `input`, writing `output` in llama.cpp file type `ftype`. */
+async function llamaQuantize(input: string, output: string, ftype: number): Promise<void> {
+  const script = new URL("llama_cpp_quantize.mjs", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-config", script, INSTALL!, input, output, `${ftype}`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(
+    out.code,
+    0,
+    `llama_model_quantize failed:\n${new TextDecoder().decode(out.stderr)}`,
+  );
+}
+
+/** Asserts that two GGUF files hold the same tensors (names, types, dimensions, bytes). */
+function assertSameTensors(a: string, b: string, what: string): Record<string, number> {
+  const [ga, gb] = [openGguf(a), openGguf(b)];
+  try {
+    // (llama.cpp writes them in its own order.)
+    assert.deepEqual(ga.names().toSorted(), gb.names().toSorted(), `${what}: tensor names`);
+    const types: Record<string, number> = {};
+    for (const n of ga.names()) {
+      const [ta, tb] = [ga.describe(n), gb.describe(n)];
+      assert.deepEqual([ta.type, ta.dims], [tb.type, tb.dims], `${what}: ${n}`);
+      const [ba, bb] = [ga.tensor(n).bytes(), gb.tensor(n).bytes()];
+      const diff = ba.findIndex((x, i) => x !== bb[i]);
+      assert.equal(diff, -1, `${what}: ${n} (${ta.type}) differs from byte ${diff}`);
+      types[ta.type] = (types[ta.type] ?? 0) + 1;
+    }
+    return types;
+  } finally {
+    ga.close();
+    gb.close();
+  }
+}
+
+/** llama.cpp's `LLAMA_FTYPE_MOSTLY_Q4_K_M`. */
+const FTYPE_Q4_K_M = 15;
+
+Deno.test({
+  name: "llama.cpp's own Q4_K_M files equal Pregate's q4_k_m, and Pregate runs them",
+  ignore: !INSTALL,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
+    try {
+      // The demo (8 experts: k, v Q8_0, o Q5_K; down rows of 128: Q5_0 / Q8_0), and tiny random
+      // models of 4 experts (v Q6_K in the last layer): Qwen2-MoE (shared experts), Qwen3-MoE (tied
+      // embeddings: token_embd Q6_K).
+      const models: [string, string][] = [["demo", await CROSS_MODELS[0].checkpoint(dir)]];
+      for (const arch of ["qwen2_moe", "qwen3_moe"]) {
+        await makeMoeModel(arch, `${dir}/${arch}`, { ...Q4K_DIMS, experts: 4 }, 3);
+        models.push([arch, `${dir}/${arch}`]);
+      }
+      for (const [name, checkpoint] of models) {
+        const f32 = `${dir}/${name}-f32.gguf`, ours = `${dir}/${name}-ours.gguf`;
+        const theirs = `${dir}/${name}-llama.gguf`;
+        await convertToGguf({ model: checkpoint, out: f32, type: "f32", threads: 1 });
+        await convertToGguf({ model: checkpoint, out: ours, type: "q4_k_m", threads: 1 });
+        await llamaQuantize(f32, theirs, FTYPE_Q4_K_M);
+        const types = assertSameTensors(ours, theirs, name);
+        console.log(`${name}: ${JSON.stringify(types)}`);
+      }
+      const demo = CROSS_MODELS[0];
+      const path = `${dir}/demo-llama.gguf`;
+      const ll = await llamaCpp(path, demo.prompt, CROSS_STEPS);
+      const prompt = (await loadTokenizer(path)).encode(demo.prompt);
+      assert.deepEqual(ll.prompt, prompt, "llama.cpp's tokens of the prompt");
+      const p = await pregateRun(path, prompt, ll.tokens, CROSS_STEPS);
+      const rel = p.gaps.map((x) => x.gap / x.spread);
+      const worst = Math.max(...rel);
+      const a = agreement(p.greedy, ll.tokens);
+      const exact = rel.filter((r) => r === 0).length;
+      console.log(
+        `| ${demo.name}, llama.cpp's Q4_K_M | q4_k_m | ${a.prefix} | ${a.same} | ${exact} | ` +
+          `${worst.toFixed(4)} | ${new Set(ll.tokens).size} |`,
+      );
+      assert.ok(
+        worst <= GAP_TOLERANCE,
+        `llama.cpp's tokens sit up to ${worst.toFixed(3)} logit std below Pregate's best ` +
+          `(per step: ${rel.map((r) => r.toFixed(3))})`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -8,6 +8,7 @@
  * ```
  * @module
  */
+import { makeModelGguf, parseConvertType } from "../models/convert_command.ts";
 import { ArgumentError, NumericError } from "../base/errors.ts";
 import { openGpu } from "../base/gpu/device.ts";
 import { makeModel, type ModelDims, removePartialFiles } from "../models/make_model.ts";
@@ -57,9 +58,11 @@ const DIM_FLAGS: Record<string, keyof ModelDims> = {
 export const MAKE_MODEL: Command = {
   usage: "make-model --arch ARCH --out DIR [--preset NAME] [--dtype f32|f16|bf16] [--seed N] " +
     "[--force] [--hidden N] [--layers N] [--heads N] [--kv-heads N] [--head-dim N] [--inter N] " +
-    "[--dense-inter N] [--shared-inter N] [--experts N] [--top-k N] [--vocab N]",
+    "[--dense-inter N] [--shared-inter N] [--experts N] [--top-k N] [--vocab N] " +
+    "[--type q8_0|q4_k|q4_k_m|...]",
   summary:
-    "write a random-weight checkpoint in Hugging Face hub format (config.json + safetensors)",
+    "write a random-weight checkpoint in Hugging Face hub format (config.json + safetensors); " +
+    "--type T also writes it as a GGUF file of convert's type T beside it (DIR-T.gguf)",
   options: {
     arch: { type: "string" },
     out: { type: "string" },
@@ -68,6 +71,7 @@ export const MAKE_MODEL: Command = {
     seed: { type: "string" },
     force: { type: "boolean" },
     json: { type: "boolean" },
+    type: { type: "string" },
     ...Object.fromEntries(Object.keys(DIM_FLAGS).map((k) => [k, { type: "string" as const }])),
   },
   async run(v) {
@@ -81,6 +85,7 @@ export const MAKE_MODEL: Command = {
     }
     let last = -1;
     const arch = v.arch, out = v.out, seed = intFlag(v.seed, "--seed", 0, 0);
+    const ggufType = v.type === undefined ? undefined : parseConvertType(v.type);
     // An interrupted run (Ctrl-C, kill) removes its half-written *.partial files.
     const made = await withSignalCleanup(() => removePartialFiles(out), () =>
       makeModel({
@@ -107,11 +112,14 @@ export const MAKE_MODEL: Command = {
       files: made.files.length,
       bytes: made.tensorBytes,
       seconds: Number(made.seconds.toFixed(2)),
+      ...(ggufType ? await makeModelGguf(made.dir, ggufType) : {}),
     };
     console.log(
       v.json
         ? JSON.stringify(summary)
-        : Object.entries(summary).map(([k, x]) => `${k}: ${x}`).join("\n"),
+        : Object.entries(summary).map(([k, x]) =>
+          `${k}: ${typeof x === "object" ? JSON.stringify(x) : x}`
+        ).join("\n"),
     );
   },
 };

@@ -166,8 +166,15 @@ export class OffloadEngine implements StreamedExperts {
     // The MoE layers a pre-gate predicts: each one after another of its chain.
     const predicted = new Set(moeLayers.map((i) => this.#scheduler.next(i)));
     for (const i of moeLayers) {
-      // Each MoE layer sees the shared slot buffers through its own slot table.
-      this.#pools.set(i, { ...pool, table: gpu.storage("experts", E * U32, `experts.table.${i}`) });
+      // Each MoE layer sees the shared slot buffers through its own slot table, and reads its
+      // experts in its own types (the slots hold the largest).
+      const t = host.typesOf(i);
+      this.#pools.set(i, {
+        ...pool,
+        table: gpu.storage("experts", E * U32, `experts.table.${i}`),
+        dtype: t.gateUp,
+        downDtype: t.down,
+      });
       if (this.mode === "pregated" && predicted.has(i)) {
         this.#pred.set(i, this.#predictionBuffers(i, ffn(i)));
       }

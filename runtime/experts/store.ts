@@ -11,10 +11,10 @@
  * @module
  */
 import { ArgumentError, ConfigError, WeightFileError } from "../base/errors.ts";
-import type { WeightType } from "../weights/weight_type.ts";
+import { weightRowBytes, type WeightType } from "../weights/weight_type.ts";
 import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { FfnActivation, ModelConfig } from "../models/config.ts";
-import { layerNames, type MlpNames } from "../models/names.ts";
+import { layerNames } from "../models/names.ts";
 import type { ExpertPool, ExpertTypes } from "../models/gpu_weights.ts";
 import type { Uploader, UploadItem } from "./uploader.ts";
 
@@ -37,15 +37,17 @@ export class HostExpertStore {
   readonly inter: number;
   /** Model width. */
   readonly hidden: number;
-  /** The weight type of the experts' gate and up projections (one for all experts). */
-  readonly dtype: WeightType;
-  /** The weight type of the experts' down projections (one for all experts). */
-  readonly downDtype: WeightType;
-  /** Bytes of one expert (gate + up + down) as stored. */
+  /**
+   * The weight types of the experts' projections that take the most bytes over the MoE layers
+   * (what a slot shared by every layer must hold); {@linkcode typesOf} gives a layer's own.
+   */
+  readonly types: ExpertTypes;
+  /** Bytes of the largest expert (gate + up + down) as stored. */
   readonly bytesPerExpert: number;
   /** The experts' activation: `relu` experts (Switch) have no up projection. */
   readonly act: FfnActivation;
   #tensors = new Map<number, ExpertTensors[]>();
+  #types = new Map<number, ExpertTypes>();
   #store: TensorStore;
 
   /** Looks up and validates every expert tensor of `cfg` in `store`. */
@@ -66,9 +68,6 @@ export class HostExpertStore {
     this.inter = f0.inter;
     this.act = f0.act ?? "swiglu";
     this.hidden = cfg.hidden;
-    const first = (layerNames(cfg, moe[0][0]).ffn as { expert(e: number): MlpNames }).expert(0);
-    this.dtype = store.get(first.gate).dtype;
-    this.downDtype = store.get(first.down).dtype;
     for (const [i] of moe) {
       const names = layerNames(cfg, i).ffn;
       if (names.kind !== "moe") {
@@ -76,6 +75,11 @@ export class HostExpertStore {
           `layer ${i}: the config makes it a MoE layer but its tensor names are a dense MLP's`,
         );
       }
+      // One type per projection in a layer; layers may differ (llama.cpp's Q4_K_M stores some
+      // layers' down projections in Q6_K, the others in Q4_K).
+      const first = names.expert(0);
+      const types = { gateUp: store.get(first.gate).dtype, down: store.get(first.down).dtype };
+      this.#types.set(i, types);
       const list = [];
       for (let e = 0; e < this.experts; e++) {
         const n = names.expert(e);
@@ -86,22 +90,36 @@ export class HostExpertStore {
           );
         }
         const t = {
-          gate: this.#check(store.get(n.gate), [this.inter, this.hidden], this.dtype),
+          gate: this.#check(store.get(n.gate), [this.inter, this.hidden], types.gateUp),
           up: n.up === undefined
             ? undefined
-            : this.#check(store.get(n.up), [this.inter, this.hidden], this.dtype),
-          down: this.#check(store.get(n.down), [this.hidden, this.inter], this.downDtype),
+            : this.#check(store.get(n.up), [this.inter, this.hidden], types.gateUp),
+          down: this.#check(store.get(n.down), [this.hidden, this.inter], types.down),
         };
         list.push(t);
       }
       this.#tensors.set(i, list);
     }
-    this.bytesPerExpert = expertBytes(this.#tensors.get(moe[0][0])![0]);
+    this.bytesPerExpert = Math.max(...moe.map(([i]) => expertBytes(this.#tensors.get(i)![0])));
+    const all = [...this.#types.values()];
+    const largest = (rows: number, pick: (t: ExpertTypes) => WeightType) =>
+      all.map(pick).reduce((a, b) => (weightRowBytes(rows, b) > weightRowBytes(rows, a) ? b : a));
+    this.types = {
+      gateUp: largest(this.hidden, (t) => t.gateUp),
+      down: largest(this.inter, (t) => t.down),
+    };
   }
 
-  /** The weight types of the experts' projections. */
-  get types(): ExpertTypes {
-    return { gateUp: this.dtype, down: this.downDtype };
+  /** The weight types of MoE layer `layer`'s expert projections. */
+  typesOf(layer: number): ExpertTypes {
+    const t = this.#types.get(layer);
+    if (!t) {
+      throw new ArgumentError(
+        "layer",
+        `no MoE layer ${layer}: expected one of ${[...this.#types.keys()].join(", ")}`,
+      );
+    }
+    return t;
   }
 
   #check(t: Tensor, shape: number[], dtype: WeightType): Tensor {
@@ -115,7 +133,7 @@ export class HostExpertStore {
     if (t.dtype !== dtype) {
       throw new WeightFileError(
         t.file,
-        `expected dtype ${dtype} like the other experts, found ${t.dtype}`,
+        `expected dtype ${dtype} like the other experts of its layer, found ${t.dtype}`,
         {
           tensor: t.name,
         },

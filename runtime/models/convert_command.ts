@@ -10,8 +10,7 @@
  */
 import { ArgumentError } from "../base/errors.ts";
 import { checkOutputFile } from "../output_files.ts";
-import { parseWeightType } from "../weights/weight_type.ts";
-import { CONVERT_TYPES, convertToGguf } from "./gguf_convert.ts";
+import { CONVERT_TYPES, convertToGguf, type ConvertType } from "./gguf_convert.ts";
 
 /** The flags of `convert` (node:util parseArgs options). */
 export const CONVERT_OPTIONS = {
@@ -25,14 +24,54 @@ export const CONVERT_OPTIONS = {
 };
 
 /** The usage line of `convert`. */
-export const CONVERT_USAGE = "convert --model DIR --out FILE.gguf --type f16|bf16|q8_0|q4_k " +
-  "[--pregates] [--no-vocab] [--threads N] [--json]";
+export const CONVERT_USAGE = "convert --model DIR --out FILE.gguf " +
+  "--type f16|bf16|q8_0|q4_k|q4_k_m|... [--pregates] [--no-vocab] [--threads N] [--json]";
 
 /** What `convert` does, for the command list. */
 export const CONVERT_SUMMARY = "write a checkpoint directory as a GGUF file llama.cpp loads " +
   "(metadata, vocabulary from tokenizer.json, llama.cpp's tensor names, experts stacked; " +
-  "routers and vectors F32; rows that are not whole blocks fall back q4_k -> q8_0 -> f16); " +
+  "routers and vectors F32; rows that are not whole blocks fall back q4_k -> q8_0 -> f16; " +
+  "q4_k_m: llama-quantize's Q4_K_M mix of Q4_K, Q5_K, Q6_K, Q5_0 and Q8_0); " +
   "--pregates adds Pregate's trained pre-gates (llama.cpp then refuses the file)";
+
+/**
+ * Parses a `--type` flag of `convert` (or `make-model`): a weight type or `q4_k_m`.
+ *
+ * @throws {ArgumentError} naming `argument` for anything else.
+ */
+export function parseConvertType(value: unknown, argument = "--type"): ConvertType {
+  const type = String(value).toLowerCase() as ConvertType;
+  if (!CONVERT_TYPES.includes(type)) {
+    throw new ArgumentError(
+      argument,
+      `unsupported type '${value}'`,
+      `use one of ${CONVERT_TYPES.join(", ")}`,
+    );
+  }
+  return type;
+}
+
+/** The GGUF file `make-model --type T` writes beside checkpoint directory `dir`: `dir-T.gguf`. */
+export function ggufBeside(dir: string, type: ConvertType): string {
+  return `${dir.replace(/\/+$/, "")}-${type}.gguf`;
+}
+
+/**
+ * `make-model --type T`: writes the checkpoint directory `dir` just made as a GGUF file of `type`
+ * beside it ({@linkcode ggufBeside}), for benchmarks of quantised models. Returns what was written.
+ */
+export async function makeModelGguf(
+  dir: string,
+  type: ConvertType,
+): Promise<{ gguf: string; ggufBytes: number; ggufTensors: Record<string, number> }> {
+  const r = await convertToGguf({
+    model: dir,
+    out: ggufBeside(dir, type),
+    type,
+    log: (m) => console.error(m),
+  });
+  return { gguf: r.path, ggufBytes: r.bytes, ggufTensors: r.types };
+}
 
 /** Runs `convert` with parsed flags `v`. */
 export async function convertCommand(
@@ -50,7 +89,7 @@ export async function convertCommand(
   if (typeof v.type !== "string") {
     throw new ArgumentError("--type", "is required", `one of ${CONVERT_TYPES.join(", ")}`);
   }
-  const type = parseWeightType(v.type, "--type");
+  const type = parseConvertType(v.type);
   const threads = v.threads === undefined ? undefined : Number(v.threads);
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
     throw new ArgumentError("--threads", `expected an integer >= 1, got '${v.threads}'`);

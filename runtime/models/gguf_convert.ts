@@ -6,10 +6,11 @@
  * permuted where llama.cpp's graph wants them), 32-byte alignment.
  *
  * Weight types follow llama.cpp's converter and quantiser: matrices in the requested type (f32, f16,
- * bf16, q8_0 or q4_k); vectors (norms, biases, the shared expert's gate) and routers in F32; a
- * matrix whose rows are not whole blocks of the type falls back (q4_k -> q8_0 -> f16), as
- * llama-quantize does, and the result says how many did. Quantisation is llama.cpp's reference one
- * (`quant.ts`), so the bytes are llama-quantize's without an importance matrix.
+ * bf16, q8_0, q5_0, q4_k, q5_k or q6_k), or in llama-quantize's Q4_K_M mix (`q4_k_m`:
+ * `gguf_mix.ts`); vectors (norms, biases, the shared expert's gate) and routers in F32; a matrix
+ * whose rows are not whole blocks of the type falls back (the K types -> q8_0 -> f16; in the mix,
+ * llama-quantize's own fallbacks), and the result says how many did. Quantisation is llama.cpp's
+ * reference one (`quant.ts`), so the bytes are llama-quantize's without an importance matrix.
  *
  * Pregate's trained pre-gates are left out unless asked for (`pregates`): llama.cpp refuses a file
  * with tensors its graph does not use.
@@ -33,13 +34,27 @@ import { readTokenizerFiles } from "../text/tokenizer.ts";
 import { ggufVocabMetadata } from "../text/gguf_vocab.ts";
 import { archOf } from "./arch/mod.ts";
 import { loadConfig } from "./config.ts";
+import { type MixModel, q4kmTypeOf } from "./gguf_mix.ts";
 import { type GgufSource, ggufTensorNames, permuteQkRows } from "./gguf_model.ts";
 import { ggufMetadata } from "./gguf_spec.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { expectedTensors, type TensorRole } from "./names.ts";
 
-/** Weight types `convert` writes matrices in. */
-export const CONVERT_TYPES: readonly WeightType[] = ["f32", "f16", "bf16", "q8_0", "q4_k"];
+/** What `convert` writes matrices as: one weight type, or llama-quantize's Q4_K_M mix. */
+export type ConvertType = WeightType | "q4_k_m";
+
+/** Every {@linkcode ConvertType}. */
+export const CONVERT_TYPES: readonly ConvertType[] = [
+  "f32",
+  "f16",
+  "bf16",
+  "q8_0",
+  "q5_0",
+  "q4_k",
+  "q5_k",
+  "q6_k",
+  "q4_k_m",
+];
 
 /** Options of {@linkcode convertToGguf}. */
 export interface ConvertOptions {
@@ -47,8 +62,8 @@ export interface ConvertOptions {
   model: string;
   /** The GGUF file to write. */
   out: string;
-  /** The matrices' weight type. */
-  type: WeightType;
+  /** The matrices' weight type, or `q4_k_m` for llama-quantize's Q4_K_M mix. */
+  type: ConvertType;
   /** Write Pregate's trained pre-gates too (llama.cpp then refuses the file). Default false. */
   pregates?: boolean;
   /**
@@ -91,7 +106,15 @@ export function ggufTypeOf(
 }
 
 function fallbacks(type: WeightType): WeightType[] {
-  return type === "q4_k" ? ["q4_k", "q8_0", "f16"] : type === "q8_0" ? ["q8_0", "f16"] : [type];
+  if (type === "q4_k" || type === "q5_k" || type === "q6_k") return [type, "q8_0", "f16"];
+  return isQuantType(type) ? [type, "f16"] : [type];
+}
+
+/** The GGUF type of planned tensor `p` for a requested {@linkcode ConvertType}. */
+function typeOfPlanned(p: Planned, type: ConvertType, mix: MixModel): WeightType {
+  if (type !== "q4_k_m") return ggufTypeOf(p.role, p.shape, type);
+  const t = ggufTypeOf(p.role, p.shape, "q4_k");
+  return t === "f32" ? t : q4kmTypeOf(p.gguf, p.shape[p.shape.length - 1], mix);
 }
 
 const GGML_NAME: Readonly<Record<WeightType, string>> = {
@@ -202,13 +225,20 @@ export async function convertToGguf(opts: ConvertOptions): Promise<ConvertResult
     }
   }
   const store = openCheckpoint(opts.model, { log: opts.log });
-  const pool = new QuantPool(isQuantType(opts.type) ? opts.threads : 1);
+  const quantised = opts.type === "q4_k_m" || isQuantType(opts.type);
+  const pool = new QuantPool(quantised ? opts.threads : 1);
   try {
     const planned = plan(cfg, store, opts.pregates ?? false);
+    const mix: MixModel = {
+      layers: cfg.layers.length,
+      experts: Math.max(0, ...cfg.layers.map((l) => l.ffn.kind === "moe" ? l.ffn.experts : 0)),
+      tiedEmbeddings: !planned.some((p) => p.gguf === "output.weight"),
+    };
+    const typeOf = (p: Planned) => typeOfPlanned(p, opts.type, mix);
     const types: Record<string, number> = {};
     let done = 0;
     const tensors: GgufTensorToWrite[] = planned.map((p) => {
-      const t = ggufTypeOf(p.role, p.shape, opts.type);
+      const t = typeOf(p);
       const name = GGML_NAME[t];
       types[name] = (types[name] ?? 0) + 1;
       return {
@@ -221,7 +251,8 @@ export async function convertToGguf(opts: ConvertOptions): Promise<ConvertResult
         },
       };
     });
-    const fellBack = planned.filter((p) => ggufTypeOf(p.role, p.shape, opts.type) !== opts.type)
+    const fellBack = opts.type === "q4_k_m" ? [] : planned
+      .filter((p) => typeOf(p) !== opts.type)
       .filter((p) => p.shape.length > 1 && p.role !== "router" && p.role !== "pregate");
     if (fellBack.length && opts.log) {
       opts.log(
@@ -239,10 +270,14 @@ export async function convertToGguf(opts: ConvertOptions): Promise<ConvertResult
 }
 
 /** llama.cpp's `general.file_type` (`llama_ftype`) of each requested type. */
-const FILE_TYPE: Readonly<Record<WeightType, number>> = {
+const FILE_TYPE: Readonly<Record<ConvertType, number>> = {
   f32: 0,
   f16: 1,
   q8_0: 7,
+  q5_0: 8,
   q4_k: 14, // MOSTLY_Q4_K_S
+  q5_k: 16, // MOSTLY_Q5_K_S
+  q6_k: 18,
+  q4_k_m: 15,
   bf16: 32,
 };

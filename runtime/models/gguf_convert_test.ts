@@ -6,11 +6,13 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../base/errors.ts";
 import { openGguf } from "../weights/gguf.ts";
 import { convertToGguf, ggufTypeOf } from "./gguf_convert.ts";
+import { q4kmTypeOf, useMoreBits } from "./gguf_mix.ts";
 import { loadModelConfig, openModelStore, permuteQkRows } from "./gguf_model.ts";
 import { makeMoeModel } from "./gguf_model_test_util.ts";
 import { makeModel } from "./make_model.ts";
 import { FIXTURES } from "./model_test_util.ts";
 import { pregateName } from "./names.ts";
+import { openCheckpoint } from "../weights/safetensors.ts";
 
 const DEMO = new URL("../../models/demo", import.meta.url).pathname;
 
@@ -59,6 +61,56 @@ Deno.test("the demo model at q4_k: llama.cpp's keys, names, dimensions and types
       g.close();
     }
   }));
+
+Deno.test("the demo model at q4_k_m: llama-quantize's Q4_K_M mix, loaded back as stored", () =>
+  withDir(async (dir) => {
+    const r = await convertToGguf({ model: DEMO, out: `${dir}/m.gguf`, type: "q4_k_m" });
+    // 8 layers of 8 experts: q, gate and up experts Q4_K; k and v Q8_0, o Q5_K (8-expert rules);
+    // down experts (rows of 128) Q6_K -> Q8_0 in layers 0, 3, 6, 7 and Q4_K -> Q5_0 in the others;
+    // token_embd Q4_K, output Q6_K.
+    assert.deepEqual(r.types, { F32: 41, Q4_K: 25, Q8_0: 20, Q5_K: 8, Q5_0: 4, Q6_K: 1 });
+    const cfg = await loadModelConfig(`${dir}/m.gguf`);
+    const store = openModelStore(`${dir}/m.gguf`, cfg);
+    const g = openGguf(`${dir}/m.gguf`);
+    try {
+      assert.equal(g.uint("general.file_type"), 15); // MOSTLY_Q4_K_M
+      const types = [0, 1, 2, 3, 6, 7].map((i) => g.describe(`blk.${i}.ffn_down_exps.weight`).type);
+      assert.deepEqual(types, ["Q8_0", "Q5_0", "Q5_0", "Q8_0", "Q8_0", "Q8_0"]);
+      assert.equal(store.get("lm_head.weight").dtype, "q6_k");
+      assert.equal(store.get("model.layers.1.self_attn.o_proj.weight").dtype, "q5_k");
+    } finally {
+      g.close();
+      store.close();
+    }
+  }));
+
+Deno.test("the Q4_K_M mix follows llama.cpp's rules per tensor, layer and expert count", () => {
+  // use_more_bits: the first and last eighth of the layers and every third between.
+  const picked = (n: number) =>
+    Array.from({ length: n }, (_, i) => i).filter((i) => useMoreBits(i, n));
+  assert.deepEqual(picked(8), [0, 3, 6, 7]);
+  assert.deepEqual(picked(24), [0, 1, 2, 5, 8, 11, 14, 17, 20, 21, 22, 23]);
+  const m = { layers: 24, experts: 128, tiedEmbeddings: false };
+  assert.equal(q4kmTypeOf("blk.5.ffn_down_exps.weight", 768, m), "q6_k");
+  assert.equal(q4kmTypeOf("blk.6.ffn_down_exps.weight", 768, m), "q4_k");
+  assert.equal(q4kmTypeOf("blk.5.ffn_down_shexp.weight", 1408, m), "q8_0"); // Q6_K rows of 1408
+  assert.equal(q4kmTypeOf("blk.6.ffn_down_exps.weight", 1408, m), "q5_0");
+  assert.equal(q4kmTypeOf("blk.6.ffn_down_exps.weight", 1400, m), "f16");
+  assert.equal(q4kmTypeOf("blk.2.attn_v.weight", 2048, m), "q6_k");
+  assert.equal(q4kmTypeOf("blk.3.attn_v.weight", 2048, m), "q4_k");
+  assert.equal(q4kmTypeOf("blk.3.attn_k.weight", 2048, m), "q4_k");
+  assert.equal(q4kmTypeOf("blk.3.attn_output.weight", 4096, m), "q4_k");
+  assert.equal(q4kmTypeOf("blk.3.ffn_gate_exps.weight", 2048, m), "q4_k");
+  assert.equal(q4kmTypeOf("output.weight", 2048, m), "q6_k");
+  assert.equal(q4kmTypeOf("output.weight", 2080, m), "q8_0");
+  assert.equal(q4kmTypeOf("token_embd.weight", 2048, m), "q4_k");
+  assert.equal(q4kmTypeOf("token_embd.weight", 2048, { ...m, tiedEmbeddings: true }), "q6_k");
+  const mixtral = { layers: 32, experts: 8, tiedEmbeddings: false };
+  assert.equal(q4kmTypeOf("blk.9.attn_v.weight", 4096, mixtral), "q8_0");
+  assert.equal(q4kmTypeOf("blk.9.attn_k.weight", 4096, mixtral), "q8_0");
+  assert.equal(q4kmTypeOf("blk.9.attn_output.weight", 4096, mixtral), "q5_k");
+  assert.equal(q4kmTypeOf("blk.9.attn_output.weight", 4000, mixtral), "q8_0");
+});
 
 Deno.test("pre-gates are written when asked, and a GGUF model reads them back", () =>
   withDir(async (dir) => {
@@ -138,7 +190,40 @@ Deno.test("pregate convert writes the file; bad flags are usage errors", () =>
     const g = openGguf(out);
     assert.equal(g.string("general.architecture"), "llama");
     g.close();
-    assert.equal(await main([...args.slice(0, 5), "--type", "q5_k"]), 2);
+    assert.equal(await main([...args.slice(0, 5), "--type", "q3_k"]), 2);
     assert.equal(await main([...args, "--type", "q8_0", "--threads", "0"]), 2);
     assert.equal(await main(["convert", "--model", `${FIXTURES}mixtral`, "--type", "f16"]), 2);
+  }));
+
+Deno.test("make-model --type writes the checkpoint's quantised GGUF beside it", () =>
+  withDir(async (dir) => {
+    const { main } = await import("../../cli.ts");
+    const dims = ["--hidden", "256", "--inter", "256", "--layers", "2", "--vocab", "512"];
+    const args = ["make-model", "--arch", "mixtral", "--out", `${dir}/m`, ...dims, "--json"];
+    assert.equal(await main([...args, "--type", "q4_k"]), 0);
+    const g = openGguf(`${dir}/m-q4_k.gguf`);
+    const ckpt = openCheckpoint(`${dir}/m`);
+    try {
+      assert.equal(g.describe("blk.1.ffn_down_exps.weight").type, "Q4_K");
+      // The GGUF holds the checkpoint's weights, quantised: within Q4_K's error of them.
+      const rel = (a: Float32Array, b: Float32Array) =>
+        Math.sqrt(a.reduce((s, x, i) => s + (x - b[i]) ** 2, 0) / b.reduce((s, x) => s + x * x, 0));
+      const lm = ckpt.tensorF32("lm_head.weight");
+      const err = rel(g.tensor("output.weight").toF32(), lm);
+      assert.ok(err > 0 && err < 0.1, `output.weight off the checkpoint's by ${err}`);
+    } finally {
+      g.close();
+      ckpt.close();
+    }
+    const run = [
+      "generate",
+      "--model",
+      `${dir}/m-q4_k.gguf`,
+      "--ids",
+      "1,2,3",
+      "--max-tokens",
+      "2",
+    ];
+    assert.equal(await main([...run, "--mode", "pregated"]), 0); // quantised experts streamed
+    assert.equal(await main([...args, "--force", "--type", "q3_k"]), 2);
   }));

@@ -110,6 +110,41 @@ for (const type of ["q8_0", "q4_k"] as const) {
   });
 }
 
+Deno.test({
+  name: "qwen3_moe q4_k_m: experts whose types differ by layer (Q4_K / Q6_K, Q5_0 / Q8_0 down " +
+    "projections) give the dequantised checkpoint's logits, resident and in every offloading mode",
+  ...GPU_TEST,
+  fn: () =>
+    withDir(async (dir) => {
+      // 3 layers: llama-quantize's Q4_K_M gives layer 2's down projections Q6_K, the others Q4_K;
+      // with rows of 384 those fall back to Q8_0 and Q5_0. One slot pool serves every layer.
+      for (const [inter, types] of [[256, ["Q4_K", "Q6_K"]], [384, ["Q5_0", "Q8_0"]]] as const) {
+        const src = `${dir}/src${inter}`, gguf = `${dir}/m${inter}.gguf`;
+        const ref = `${dir}/dequantised${inter}`;
+        await makeMoeModel("qwen3_moe", src, { ...Q4K_DIMS, inter });
+        await convertToGguf({ model: src, out: gguf, type: "q4_k_m" });
+        const g = openGguf(gguf);
+        const down = [0, 1, 2].map((i) => g.describe(`blk.${i}.ffn_down_exps.weight`).type);
+        g.close();
+        assert.deepEqual(down, [types[0], types[0], types[1]]);
+        await dequantisedCheckpoint(gguf, src, ref);
+        const want = await run(ref);
+        const resident = await run(gguf);
+        for (let t = 0; t < IDS.length; t++) {
+          assertClose(resident.logits[t], want.logits[t], 1e-5, `${inter}: logits at ${t}`);
+        }
+        for (const mode of ["on-demand", "prefetch-all", "pregated"] as const) {
+          const r = await run(gguf, { mode });
+          assert.deepEqual(r.greedy, resident.greedy, `${inter} ${mode} tokens`);
+          for (let t = 0; t < IDS.length; t++) {
+            assert.deepEqual(r.logits[t], resident.logits[t], `${inter} ${mode} logits at ${t}`);
+          }
+          assert.ok(r.stats.upload_bytes_per_token > 0, `${inter} ${mode}: experts streamed`);
+        }
+      }
+    }),
+});
+
 for (const type of ["f16", "bf16"] as const) {
   Deno.test({
     name: `mixtral ${type}: a 16-bit GGUF gives the checkpoint's logits to ${type} rounding`,

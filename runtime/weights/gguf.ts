@@ -6,7 +6,7 @@
  * row-major order (`shape`, as safetensors and PyTorch write them), and views of its bytes.
  *
  * Tensors of any ggml type can be described and viewed; {@linkcode GgufTensor.toF32} converts
- * F32, F16, BF16, Q8_0 and Q4_K (the types Pregate computes with).
+ * F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q5_K and Q6_K (the types Pregate computes with).
  *
  * @example
  * ```ts ignore
@@ -22,7 +22,7 @@
 import { GgufError } from "../base/errors.ts";
 import { bf16BitsToF32, f16BitsToF32 } from "../base/dtype.ts";
 import { type MapKind, type MappedFile, openMapped, type OpenMappedOptions } from "./mmap.ts";
-import { dequantize } from "./quant.ts";
+import { dequantize, QUANT_GGML_NAME, QUANT_TYPES } from "./quant.ts";
 import {
   type GgufArray,
   type GgufEntry,
@@ -112,7 +112,7 @@ export interface GgufTensor extends GgufTensorInfo {
    * `Uint8Array` of blocks for block-quantised types. Zero-copy when mapped and aligned.
    */
   view(): GgufTensorView;
-  /** The values converted to a new `Float32Array` (F32, F16, BF16, Q8_0, Q4_K). */
+  /** The values converted to a new `Float32Array` (F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q5_K, Q6_K). */
   toF32(): Float32Array;
 }
 
@@ -368,11 +368,11 @@ class Gguf implements GgufFile {
         const conv = kind === "F16" ? f16BitsToF32 : bf16BitsToF32;
         return Float32Array.from(view() as Uint16Array, conv);
       }
-      if (kind === "Q8_0" || kind === "Q4_K") {
-        return dequantize(bytes(), kind === "Q8_0" ? "q8_0" : "q4_k", t.elements);
-      }
+      const quant = QUANT_TYPES.find((q) => QUANT_GGML_NAME[q] === kind);
+      if (quant) return dequantize(bytes(), quant, t.elements);
       return this.#fail(
-        `cannot convert a ${kind} tensor to f32 (supported: F32, F16, BF16, Q8_0, Q4_K)`,
+        `cannot convert a ${kind} tensor to f32 (supported: F32, F16, BF16, ` +
+          `${Object.values(QUANT_GGML_NAME).join(", ")})`,
         {
           tensor: name,
         },

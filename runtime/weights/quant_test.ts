@@ -1,5 +1,5 @@
-// Q8_0 / Q4_K: bytes identical to llama.cpp's reference quantisers, bit-exact decoding of
-// hand-built blocks, round-trip error bounds, and typed errors.
+// Q8_0 / Q5_0 / Q4_K / Q5_K / Q6_K: bytes identical to llama.cpp's reference quantisers, bit-exact
+// decoding of hand-built blocks, round-trip error bounds, and typed errors.
 import assert from "node:assert/strict";
 import { ArgumentError } from "../base/errors.ts";
 import { f32ToF16Bits } from "../base/dtype.ts";
@@ -10,6 +10,7 @@ import {
   ggmlTypeByName,
   parseQuantType,
   q4kScaleMin,
+  QUANT_TYPES,
   quantize,
   quantizedBytes,
   type QuantType,
@@ -33,17 +34,32 @@ function normals(n: number, seed: number, scale = 1): Float32Array {
   return out;
 }
 
-Deno.test("quantize: bytes identical to llama.cpp's quantize_row_q8_0_ref / quantize_row_q4_K_ref", async () => {
+Deno.test("quantize: bytes identical to llama.cpp's quantize_row_*_ref", async () => {
   // tests/fixtures/ggml_quants: input.f32 (2048 values with all-positive, zero, constant, huge,
   // tiny, all-negative and outlier blocks) and what ggml-quants.c (llama.cpp as node-llama-cpp
   // 3.21.1 ships it) wrote for it; see the README there.
   const x = new Float32Array((await Deno.readFile(new URL("input.f32", FIXTURES))).buffer);
-  for (const type of ["q8_0", "q4_k"] as const) {
+  for (const type of QUANT_TYPES) {
     const expected = await Deno.readFile(new URL(`${type}.bin`, FIXTURES));
     const got = quantize(x, type);
     assert.equal(got.byteLength, expected.byteLength);
     const diff = got.findIndex((b, i) => b !== expected[i]);
     assert.equal(diff, -1, `${type}: first differing byte ${diff}`);
+  }
+});
+
+Deno.test("dequantize: random bytes decode as llama.cpp's dequantize_row_* decode them", async () => {
+  // tests/fixtures/ggml_quants: blocks.bin (1024 random bytes) and what ggml-quants.c decodes of
+  // its whole blocks of each type (NaN where a random f16 scale is NaN or infinite times 0).
+  const raw = await Deno.readFile(new URL("blocks.bin", FIXTURES));
+  for (const type of QUANT_TYPES) {
+    const want = new Float32Array(
+      (await Deno.readFile(new URL(`${type}_decoded.f32`, FIXTURES))).buffer,
+    );
+    const got = dequantize(raw.subarray(0, quantizedBytes(want.length, type)), type);
+    assert.equal(got.length, want.length);
+    const bad = got.findIndex((v, i) => !(Object.is(v, want[i]) || (isNaN(v) && isNaN(want[i]))));
+    assert.equal(bad, -1, `${type}: value ${bad}: ${got[bad]}, ggml ${want[bad]}`);
   }
 });
 
@@ -92,6 +108,75 @@ Deno.test("dequantize: a hand-built Q4_K super-block decodes bit-exactly", () =>
   }
 });
 
+Deno.test("dequantize: hand-built Q5_0 blocks decode bit-exactly", () => {
+  const blk = new Uint8Array(2 * 22); // the second block starts at 2 mod 4
+  const q5 = (i: number) => (i * 7 + 3) % 32; // stored quant of value i (value: q - 16)
+  const d = [0.5, -3];
+  for (let b = 0; b < 2; b++) {
+    const p = 22 * b;
+    blk.set(b ? [0x00, 0xc2] : [0x00, 0x38], p); // f16 0.5 = 0x3800, -3 = 0xc200
+    for (let i = 0; i < 32; i++) {
+      const q = q5(i + b);
+      blk[p + 2 + (i >> 3)] |= (q >> 4) << (i & 7);
+      blk[p + 6 + (i & 15)] |= (q & 15) << (i < 16 ? 0 : 4);
+    }
+  }
+  const y = dequantize(blk, "q5_0");
+  for (let b = 0; b < 2; b++) {
+    for (let i = 0; i < 32; i++) {
+      assert.equal(y[32 * b + i], (q5(i + b) - 16) * d[b], `block ${b} value ${i}`);
+    }
+  }
+});
+
+Deno.test("dequantize: a hand-built Q5_K super-block decodes bit-exactly", () => {
+  const sc = [3, 63, 17, 40, 1, 33, 62, 5];
+  const m = [48, 0, 31, 63, 10, 16, 1, 32];
+  const blk = new Uint8Array(176);
+  blk.set([0x00, 0x3c, 0x00, 0x38]); // d = 1.0 (f16 0x3c00), dmin = 0.5 (0x3800)
+  for (let j = 0; j < 4; j++) {
+    blk[4 + j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+    blk[8 + j] = m[j] | ((m[j + 4] >> 4) << 6);
+    blk[12 + j] = (sc[j + 4] & 15) | ((m[j + 4] & 15) << 4);
+  }
+  const q5 = (i: number) => (i * 11 + 5) % 32; // quant of value i
+  for (let i = 0; i < 256; i++) {
+    const j = i >> 5, l = i & 31;
+    blk[16 + l] |= (q5(i) >> 4) << j;
+    blk[48 + 32 * (j >> 1) + l] |= (q5(i) & 15) << (4 * (j & 1));
+  }
+  const y = dequantize(blk, "q5_k");
+  for (let i = 0; i < 256; i++) {
+    const j = i >> 5;
+    assert.equal(y[i], sc[j] * q5(i) - 0.5 * m[j], `value ${i}`);
+  }
+});
+
+Deno.test("dequantize: a hand-built Q6_K super-block decodes bit-exactly", () => {
+  const sc = Int8Array.from({ length: 16 }, (_, i) => ((i * 37 + 11) % 255) - 127); // -127 .. 127
+  const blk = new Uint8Array(2 * 210); // two super-blocks: the second starts at 2 mod 4
+  const q6 = (i: number) => (i * 13 + 7) % 64; // stored quant of value i (value: q - 32)
+  for (let b = 0; b < 2; b++) {
+    const p = 210 * b;
+    blk.set([0x00, b ? 0xb4 : 0x30], p + 208); // d = 0.125 (f16 0x3000), then -0.25 (0xb400)
+    for (let k = 0; k < 16; k++) blk[p + 192 + k] = sc[(k + b) % 16] & 0xff;
+    for (let i = 0; i < 256; i++) {
+      const h = i >> 7, g = (i >> 5) & 3, l = i & 31, q = q6(i + b);
+      blk[p + 64 * h + 32 * (g & 1) + l] |= (q & 15) << (4 * (g >> 1));
+      blk[p + 128 + 32 * h + l] |= (q >> 4) << (2 * g);
+    }
+  }
+  const y = dequantize(blk, "q6_k");
+  assert.equal(y.length, 512);
+  for (let b = 0; b < 2; b++) {
+    for (let i = 0; i < 256; i++) {
+      const d = b ? -0.25 : 0.125;
+      const want = d * sc[((i >> 4) + b) % 16] * (q6(i + b) - 32);
+      assert.equal(y[256 * b + i], want, `block ${b} value ${i}`);
+    }
+  }
+});
+
 /** Max |error| / per-block unit and relative RMS error of a round trip. */
 function roundTrip(x: Float32Array, type: QuantType): { maxUnits: number; relRms: number } {
   const y = dequantize(quantize(x, type), type);
@@ -101,8 +186,10 @@ function roundTrip(x: Float32Array, type: QuantType): { maxUnits: number; relRms
     const v = x.subarray(b * 32, b * 32 + 32);
     const amax = Math.max(...v.map(Math.abs));
     const lo = Math.min(0, ...v), hi = Math.max(...v);
-    // Q8_0: one step is amax / 127; Q4_K: a sub-block's range over 15 levels.
-    const unit = type === "q8_0" ? amax / 127 : (hi - lo) / 15;
+    // Q8_0: one step is amax / 127; Q6_K: about amax / 31 (levels -32 .. 31); Q5_0: amax / 16
+    // (-16 .. 15); Q4_K and Q5_K: a sub-block's range over 15 or 31 levels.
+    const levels: Record<QuantType, number> = { q8_0: 127, q6_k: 31, q5_0: 16, q5_k: 31, q4_k: 15 };
+    const unit = (type === "q4_k" || type === "q5_k" ? hi - lo : amax) / levels[type];
     for (let i = 0; i < 32; i++) {
       const e = Math.abs(y[b * 32 + i] - v[i]);
       num += e * e;
@@ -123,9 +210,19 @@ Deno.test("quantize -> dequantize: error bounds on random data", () => {
       // Rounding to the nearest step (1/2) plus the f16 rounding of d (127 * 2^-11).
       assert.ok(q8.maxUnits <= 0.5 + 127 / 2048, `q8_0 seed ${seed}: ${q8.maxUnits}`);
       assert.ok(q8.relRms < 0.007, `q8_0 seed ${seed}: ${q8.relRms}`);
-      const q4 = roundTrip(x, "q4_k");
-      assert.ok(q4.maxUnits <= 1, `q4_k seed ${seed}: ${q4.maxUnits}`);
-      assert.ok(q4.relRms < 0.08, `q4_k seed ${seed}: ${q4.relRms}`);
+      // Measured: Q5_0 up to 0.97 units and 0.045 RMS, Q4_K 0.76 and 0.073, Q5_K 0.97 and 0.037,
+      // Q6_K 0.50 and 0.019.
+      const bounds = [
+        ["q5_0", 1 + 16 / 2048, 0.05], // (clipping -amax to 15 costs a whole step)
+        ["q4_k", 1, 0.08],
+        ["q5_k", 1.25, 0.045],
+        ["q6_k", 0.75, 0.025],
+      ] as const;
+      for (const [type, units, rms] of bounds) {
+        const r = roundTrip(x, type);
+        assert.ok(r.maxUnits <= units, `${type} seed ${seed}: ${r.maxUnits}`);
+        assert.ok(r.relRms < rms, `${type} seed ${seed}: ${r.relRms}`);
+      }
     }
   }
 });
@@ -134,10 +231,10 @@ Deno.test("quantize: zero blocks stay exactly zero, constant blocks nearly const
   const x = new Float32Array(512);
   x.fill(0.75, 256, 288); // one constant positive sub-block
   x.fill(-2, 288, 320); // and a negative one
-  for (const type of ["q8_0", "q4_k"] as const) {
+  for (const type of QUANT_TYPES) {
     const y = dequantize(quantize(x, type), type);
     for (let i = 0; i < 512; i++) {
-      if (x[i] === 0) assert.equal(y[i], 0, `${type} ${i}`);
+      if (x[i] === 0) assert.ok(y[i] === 0, `${type} ${i}: ${y[i]}`); // (Q6_K may give -0)
       else assert.ok(Math.abs(y[i] - x[i]) <= 0.005 * Math.abs(x[i]), `${type} ${i}: ${y[i]}`);
     }
   }
@@ -146,11 +243,15 @@ Deno.test("quantize: zero blocks stay exactly zero, constant blocks nearly const
 Deno.test("quant: sizes, type table and typed errors", () => {
   assert.equal(quantizedBytes(4096, "q8_0"), 128 * 34);
   assert.equal(quantizedBytes(4096, "q4_k"), 16 * 144);
+  assert.equal(quantizedBytes(512, "q5_k"), 2 * 176);
+  assert.equal(quantizedBytes(512, "q6_k"), 2 * 210);
+  assert.equal(ggmlTypeByName("Q6_K")?.bytes, 210);
   assert.equal(ggmlTypeByName("q4_k")?.id, 12);
   assert.equal(ggmlTypeById(8)?.name, "Q8_0");
   assert.equal(ggmlTypeById(4), undefined); // removed Q4_2
   assert.equal(new Set(GGML_TYPES.map((t) => t.id)).size, GGML_TYPES.length);
   assert.equal(parseQuantType("Q8_0"), "q8_0");
+  assert.equal(parseQuantType("Q6_K"), "q6_k");
   const expectArg = (fn: () => unknown, argument: string, text: string) =>
     assert.throws(fn, (e) => {
       assert.ok(e instanceof ArgumentError, String(e));
@@ -163,7 +264,8 @@ Deno.test("quant: sizes, type table and typed errors", () => {
   const bad = new Float32Array(32);
   bad[5] = NaN;
   expectArg(() => quantize(bad, "q8_0"), "values", "value 5 is NaN");
-  expectArg(() => quantize(new Float32Array(32), "q5_k" as QuantType), "type", "unknown");
+  expectArg(() => quantize(new Float32Array(32), "q3_k" as QuantType), "type", "unknown");
+  expectArg(() => quantize(new Float32Array(300), "q6_k"), "values", "blocks of 256");
   expectArg(() => dequantize(new Uint8Array(34), "q8_0", 64), "bytes", "need 68 bytes, got 34");
   expectArg(() => parseQuantType("f8"), "type", "unsupported");
 });

@@ -1,9 +1,9 @@
 /**
  * Weight types: what a weight matrix can be stored as on the GPU and in a file. A plain
  * {@linkcode DType} (f32, f16, bf16: `dtype.ts`) or a block-quantised {@linkcode QuantType} (Q8_0,
- * Q4_K in llama.cpp's layouts: `quant.ts`). The kernels read every one of them as stored
- * (`kernels/dtype.wgsl`, `kernels/quant.wgsl`), so a matrix's bytes on the GPU are its bytes in
- * the file.
+ * Q5_0, Q4_K, Q5_K, Q6_K in llama.cpp's layouts: `quant.ts`). The kernels read every one of them as
+ * stored (`kernels/dtype.wgsl`, `kernels/quant.wgsl`), so a matrix's bytes on the GPU are its bytes
+ * in the file.
  *
  * @example
  * ```ts
@@ -32,7 +32,7 @@ export const WEIGHT_TYPES: readonly WeightType[] = [...DTYPES, ...QUANT_TYPES];
  * ```
  */
 export function isQuantType(t: WeightType): t is QuantType {
-  return t === "q8_0" || t === "q4_k";
+  return Object.hasOwn(QUANT_BLOCK, t);
 }
 
 /**
