@@ -22,10 +22,14 @@ import {
   testGpu,
 } from "./test_util.ts";
 
-/** Normwise error bound of dequantised random normal weights against the f32 ones, per type. */
+/**
+ * Normwise error bound of dequantised random normal weights against the f32 ones, per type (the
+ * largest over 3000 random draws at the test's smallest shapes: Q8_0 0.0071, Q5_0 0.057, Q4_K
+ * 0.077, Q5_K 0.039, Q6_K 0.019).
+ */
 const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = {
   q8_0: 0.01,
-  q5_0: 0.05,
+  q5_0: 0.075,
   q4_k: 0.1,
   q5_k: 0.05,
   q6_k: 0.025,
