@@ -8,7 +8,7 @@ import { dequantize, QUANT_TYPES, quantize, type QuantType } from "../runtime/we
 import { GEMV_LAYOUTS, type GemvLayout, gemvLayoutName } from "./gemv.ts";
 import { moeDown, moeDownCombine, moeGateUp } from "./moe.ts";
 import { matvecQuant, weightRowBytes } from "./quant_gemv.ts";
-import { moeDownCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
+import { matmulRef, moeDownCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
 import {
   assertClose,
   bindForTest,
@@ -20,6 +20,7 @@ import {
   rejects,
   relError,
   testGpu,
+  words,
 } from "./test_util.ts";
 
 /**
@@ -34,33 +35,6 @@ const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = {
   q5_k: 0.05,
   q6_k: 0.025,
 };
-
-/** `bytes` zero-padded to whole 4-byte words (GPU writes and bindings are word-sized). */
-function words(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
-  out.set(bytes);
-  return out;
-}
-
-/** y[t, n] = sum_k W[n, k] x[t, k] in float64 (plus `acc`). */
-function matvecRef(
-  W: Float32Array,
-  x: Float32Array,
-  T: number,
-  K: number,
-  N: number,
-  acc?: Float32Array,
-) {
-  const y = new Float64Array(T * N);
-  for (let t = 0; t < T; t++) {
-    for (let n = 0; n < N; n++) {
-      let s = acc ? acc[t * N + n] : 0;
-      for (let k = 0; k < K; k++) s += W[n * K + k] * x[t * K + k];
-      y[t * N + n] = s;
-    }
-  }
-  return y;
-}
 
 /** A small portable layout: 4 lanes per row, so a lane handles several blocks of a row. */
 const NARROW: GemvLayout = Object.freeze({
@@ -118,7 +92,7 @@ Deno.test({
       const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""} ${layout?.name ?? ""}`;
       assertClose(
         got.subarray(0, T * N),
-        matvecRef(W, x, T, K, N, accumulate ? y0 : undefined),
+        matmulRef(x, W, T, K, N, accumulate ? y0 : undefined),
         1e-5,
         what,
       );

@@ -8,6 +8,7 @@ import { dequantize, QUANT_TYPES, quantize, type QuantType } from "../runtime/we
 import { EMBED, embed } from "./embedding.ts";
 import { linear, MATMUL, matmul } from "./linear.ts";
 import { WEIGHT_CODE } from "./quant_gemv.ts";
+import { matmulRef } from "./reference.ts";
 import {
   assertClose,
   dawnNullGpu,
@@ -17,36 +18,10 @@ import {
   randn,
   rejects,
   testGpu,
+  words,
 } from "./test_util.ts";
 
 const dawn = await loadDawn();
-
-/** `bytes` zero-padded to whole 4-byte words. */
-function words(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
-  out.set(bytes);
-  return out;
-}
-
-/** y[t, n] = sum_k W[n, k] x[t, k] in float64, plus `acc`. */
-function linearRef(
-  W: Float32Array,
-  x: Float32Array,
-  T: number,
-  K: number,
-  N: number,
-  acc?: Float32Array,
-) {
-  const y = new Float64Array(T * N);
-  for (let t = 0; t < T; t++) {
-    for (let n = 0; n < N; n++) {
-      let s = acc ? acc[t * N + n] : 0;
-      for (let k = 0; k < K; k++) s += W[n * K + k] * x[t * K + k];
-      y[t * N + n] = s;
-    }
-  }
-  return y;
-}
 
 Deno.test({
   name: "linear over quantised weights matches dequantise-then-multiply, decode and prefill",
@@ -90,7 +65,7 @@ Deno.test({
       const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""}`;
       assertClose(
         got.subarray(0, T * N),
-        linearRef(W, x, T, K, N, accumulate ? y0 : undefined),
+        matmulRef(x, W, T, K, N, accumulate ? y0 : undefined),
         1e-5,
         what,
       );

@@ -97,3 +97,10 @@ export function assertNothingPast(
 export function poisoned(gpu: Gpu, words: number, label = "out"): GPUBuffer {
   return gpu.storage("activations", new Uint32Array(words).fill(POISON), label);
 }
+
+/** `bytes` zero-padded to whole 4-byte words (GPU writes and bindings are word-sized). */
+export function words(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  out.set(bytes);
+  return out;
+}

@@ -179,12 +179,8 @@ export class HostExpertStore {
     experts: readonly { expert: number; slot: number }[],
     pool: ExpertPool,
   ): Promise<number> {
-    // A file truncated under the process would SIGBUS the copy: one size check per shard instead.
-    this.#store.checkIntact(experts.flatMap(({ expert }) => {
-      const t = this.tensors(layer, expert);
-      return [t.gate, t.up, t.down].flatMap((x) => (x ? [x.name] : []));
-    }));
     const items: UploadItem[] = [];
+    const names: string[] = [];
     let bytes = 0;
     for (const { expert, slot } of experts) {
       const t = this.tensors(layer, expert);
@@ -192,14 +188,18 @@ export class HostExpertStore {
         { dst: pool.gate, offset: slot * pool.bytes.gateUp, data: t.gate.bytes() },
         { dst: pool.down, offset: slot * pool.bytes.down, data: t.down.bytes() },
       );
+      names.push(t.gate.name, t.down.name);
       if (t.up) {
         if (!pool.up) {
           throw new ArgumentError("pool", "a pool without up projections for SwiGLU experts");
         }
         items.push({ dst: pool.up, offset: slot * pool.bytes.gateUp, data: t.up.bytes() });
+        names.push(t.up.name);
       }
       bytes += expertBytes(t);
     }
+    // A file truncated under the process would SIGBUS the copy: one size check per shard instead.
+    this.#store.checkIntact(names);
     await up.uploadMany(items);
     return bytes;
   }

@@ -95,6 +95,20 @@ export function decoderModelNames(cfg: Pick<ModelConfig, "tieEmbeddings">): Mode
 }
 
 /**
+ * The trained pre-gate of decoder layer `i` when its MLP lives under `model.layers.{i}.mlp`
+ * (Qwen2-MoE, Qwen3-MoE, OLMoE): `[experts of the next MoE layer, hidden]`.
+ *
+ * @example
+ * ```ts
+ * import { decoderPregateName } from "./tensor_names.ts";
+ * console.log(decoderPregateName(undefined, 3)); // model.layers.3.mlp.pregate.weight
+ * ```
+ */
+export function decoderPregateName(_cfg: unknown, i: number): string {
+  return `model.layers.${i}.mlp.pregate.weight`;
+}
+
+/**
  * The projections of a SwiGLU MLP under `base`: `<base>.<gate>.weight`, ... (HF's `gate_proj`,
  * `up_proj`, `down_proj` unless given; Mixtral's experts use `w1`, `w3`, `w2`).
  *

@@ -38,6 +38,7 @@ import type { RunState } from "../state.ts";
 import {
   attentionNames,
   decoderModelNames,
+  decoderPregateName,
   decoderTensors,
   type LayerNames,
   mlpNames,
@@ -86,7 +87,7 @@ function layerNames(_cfg: ModelConfig, i: number): LayerNames {
 const names = {
   model: decoderModelNames,
   layer: layerNames,
-  pregate: (_cfg: ModelConfig, i: number) => `model.layers.${i}.mlp.pregate.weight`,
+  pregate: decoderPregateName,
 };
 
 // ---- forward

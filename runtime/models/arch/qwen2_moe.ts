@@ -45,6 +45,7 @@ import type { RunState } from "../state.ts";
 import {
   attentionNames,
   decoderModelNames,
+  decoderPregateName,
   decoderTensors,
   type LayerNames,
   mlpNames,
@@ -94,7 +95,7 @@ function layerNames(cfg: ModelConfig, i: number): LayerNames {
 const names = {
   model: decoderModelNames,
   layer: layerNames,
-  pregate: (_cfg: ModelConfig, i: number) => `model.layers.${i}.mlp.pregate.weight`,
+  pregate: decoderPregateName,
 };
 
 // ---- forward

@@ -43,6 +43,7 @@ import type { RunState } from "../state.ts";
 import {
   attentionNames,
   decoderModelNames,
+  decoderPregateName,
   decoderTensors,
   type LayerNames,
   mlpNames,
@@ -88,7 +89,7 @@ function layerNames(cfg: ModelConfig, i: number): LayerNames {
 const names = {
   model: decoderModelNames,
   layer: layerNames,
-  pregate: (_cfg: ModelConfig, i: number) => `model.layers.${i}.mlp.pregate.weight`,
+  pregate: decoderPregateName,
 };
 
 // ---- forward
