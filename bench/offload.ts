@@ -202,17 +202,19 @@ for (const spec of specs) {
       rows.push(
         `| ${m.name} | ${f(st.decode_tokens_per_s, 2)} | ${f(ceiling, 2)} | ${
           (st.peak_gpu_bytes / 2 ** 30).toFixed(2)
-        } | ${(st.upload_bytes_per_token / 2 ** 20).toFixed(1)} | ${
-          st.syncs_per_token.toFixed(2)
-        } | ${st.pregate_hit_rate === null ? "-" : st.pregate_hit_rate.toFixed(2)} | ${
-          st.expert_cache_hit_rate === null ? "-" : st.expert_cache_hit_rate.toFixed(2)
-        } | ${(st.time_per_token.sync_wait * 1e3).toFixed(1)} / ${
-          (st.time_per_token.upload * 1e3).toFixed(1)
-        } / ${(st.time_per_token.compute * 1e3).toFixed(1)} | ${
-          (st.time_per_token.upload_fill * 1e3).toFixed(1)
-        } / ${(st.time_per_token.upload_staging_wait * 1e3).toFixed(1)} | ${
-          st.expert_slots ?? "all"
-        } | ${exact ? (agree ? "same as resident" : "DIFFERENT") : "differs (expected)"} |`,
+        } + ${(st.peak_host_staging_bytes / 2 ** 30).toFixed(2)} | ${
+          (st.upload_bytes_per_token / 2 ** 20).toFixed(1)
+        } | ${st.syncs_per_token.toFixed(2)} | ${
+          st.pregate_hit_rate === null ? "-" : st.pregate_hit_rate.toFixed(2)
+        } | ${st.expert_cache_hit_rate === null ? "-" : st.expert_cache_hit_rate.toFixed(2)} | ${
+          (st.time_per_token.sync_wait * 1e3).toFixed(1)
+        } / ${(st.time_per_token.upload * 1e3).toFixed(1)} / ${
+          (st.time_per_token.compute * 1e3).toFixed(1)
+        } | ${(st.time_per_token.upload_fill * 1e3).toFixed(1)} / ${
+          (st.time_per_token.upload_staging_wait * 1e3).toFixed(1)
+        } | ${st.expert_slots ?? "all"} | ${
+          exact ? (agree ? "same as resident" : "DIFFERENT") : "differs (expected)"
+        } |`,
       );
     } finally {
       await model.dispose();
@@ -238,7 +240,7 @@ for (const spec of specs) {
       `copied once (sweep): ${sweepBefore.toFixed(2)} GB/s before the modes, ` +
       `${sweepAfter.toFixed(2)} after.`,
       "",
-      "| mode | decode tok/s | PCIe ceiling tok/s | peak GPU GiB | upload MiB/token | syncs/token | pre-gate hit | cache hit | ms/token sync / upload / rest | upload ms: fill / staging wait | slots | tokens |",
+      "| mode | decode tok/s | PCIe ceiling tok/s | peak GPU GiB (+ staging) | upload MiB/token | syncs/token | pre-gate hit | cache hit | ms/token sync / upload / rest | upload ms: fill / staging wait | slots | tokens |",
       "|---|---|---|---|---|---|---|---|---|---|---|---|",
       ...rows,
     ].join("\n"),

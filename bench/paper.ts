@@ -297,6 +297,7 @@ for (const model of MODELS) {
           status: "ok",
           decode_tokens_per_s: st.decode_tokens_per_s,
           peak_gpu_bytes: st.peak_gpu_bytes,
+          peak_staging_bytes: st.peak_host_staging_bytes,
           upload_bytes_per_token: perToken,
           pregate_hit_rate: m.hit,
           ceiling_tokens_per_s: perToken > 0 ? (run.copy_gb_s[key] * 1e9) / perToken : null,

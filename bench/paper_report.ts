@@ -34,6 +34,11 @@ export interface PaperRow {
   /** Decoder MoE-block latency: the GPU-only block (timestamps) + this mode's extra time per block. */
   moe_block_ms?: number | null;
   peak_gpu_bytes?: number;
+  /**
+   * Peak bytes of the uploader's staging ring (host-visible buffers; on a host with a resizable
+   * BAR Dawn places them in GPU memory). Absent in runs before it was recorded.
+   */
+  peak_staging_bytes?: number;
   upload_bytes_per_token?: number;
   /** Share of the decoder's chosen experts the pre-gate had predicted (decode steps only). */
   pregate_hit_rate?: number | null;
@@ -199,7 +204,7 @@ function ratios(rows: readonly PaperRow[], hf: readonly HfRow[], dtype: string):
 /** Every configuration's figures. */
 function details(run: PaperRun): string[] {
   const out = [
-    "| model | dtype | configuration | decode tok/s | copy ceiling tok/s | block ms | peak GPU GiB | " +
+    "| model | dtype | configuration | decode tok/s | copy ceiling tok/s | block ms | peak GPU GiB (+ staging) | " +
     "upload MiB/token | pre-gate hit | tokens |",
     "|---|---|---|---|---|---|---|---|---|---|",
   ];
@@ -212,9 +217,9 @@ function details(run: PaperRun): string[] {
     out.push(
       `| ${r.model} | ${r.dtype} | ${name} | ${f(r.decode_tokens_per_s, 1)} | ${
         f(r.ceiling_tokens_per_s, 1)
-      } | ${f(r.moe_block_ms, 3)} | ${gib(r.peak_gpu_bytes)} | ${
-        f((r.upload_bytes_per_token ?? 0) / 2 ** 20, 1)
-      } | ${f(r.pregate_hit_rate, 2)} | ${
+      } | ${f(r.moe_block_ms, 3)} | ${gib(r.peak_gpu_bytes)}${
+        r.peak_staging_bytes ? ` + ${gib(r.peak_staging_bytes)}` : ""
+      } | ${f((r.upload_bytes_per_token ?? 0) / 2 ** 20, 1)} | ${f(r.pregate_hit_rate, 2)} | ${
         r.same_tokens === null || r.same_tokens === undefined
           ? "-"
           : r.same_tokens

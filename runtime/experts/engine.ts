@@ -38,7 +38,13 @@ import type { RunState } from "../models/state.ts";
 import type { StreamedExperts } from "../executor.ts";
 import { NO_SLOT, type Upload } from "./allocator.ts";
 import { HostExpertStore } from "./store.ts";
-import { createUploader, type Uploader, type UploaderStats, type UploadPath } from "./uploader.ts";
+import {
+  createUploader,
+  resolveUploadPath,
+  type Uploader,
+  type UploaderStats,
+  type UploadPath,
+} from "./uploader.ts";
 import type { TraceRecord } from "./trace.ts";
 import {
   type ComputeRound,
@@ -150,12 +156,7 @@ export class OffloadEngine implements StreamedExperts {
     // Staging (mapped path): one MoE layer's copies (top-k experts; all E for prefetch-all) per
     // buffer, at most 128 MiB; see stagingPlan.
     const ffn = (i: number) => cfg.layers[i].ffn as MoeFfn;
-    const perLayer = (f: MoeFfn) => (opts.mode === "prefetch-all" ? f.experts : f.topK);
-    this.#uploader = createUploader(
-      gpu,
-      opts.uploader ?? "auto",
-      stagingPlan(host.bytesPerExpert, Math.max(...moeLayers.map((i) => perLayer(ffn(i))))),
-    );
+    this.#uploader = createUploader(gpu, opts.uploader ?? "auto", engineStaging(cfg, host, opts));
     const maxK = Math.max(...moeLayers.map((i) => ffn(i).topK));
     this.#readback = gpu.createBuffer({
       size: 2 * state.maxT * maxK * U32,
@@ -213,9 +214,15 @@ export class OffloadEngine implements StreamedExperts {
     const moe = cfg.layers.filter((l) => l.ffn.kind === "moe").map((l) => l.ffn as MoeFfn);
     const topK = Math.max(...moe.map((f) => f.topK));
     const E = host.experts;
-    // Fixed costs besides the slots: slot tables, pre-gate buffers, the routing readback buffer.
+    // Fixed costs besides the slots: slot tables, pre-gate buffers, the routing readback buffer,
+    // and the mapped path's staging ring (host-visible, but on a host with a resizable BAR Dawn
+    // places it in GPU memory: docs/decisions.md).
+    const staging = engineStaging(cfg, host, opts);
+    const stagingBytes = resolveUploadPath(gpu, opts.uploader ?? "auto") === "mapped"
+      ? staging.stagingBytes * staging.buffers
+      : 0;
     const fixed = moe.length * E * U32 +
-      moe.length * state.maxT * (2 * topK + E) * U32 + 2 * state.maxT * topK * U32;
+      moe.length * state.maxT * (2 * topK + E) * U32 + 2 * state.maxT * topK * U32 + stagingBytes;
     const proj = expertProjectionBytes(host.inter, host.hidden, host.types);
     const slots = poolSlots({
       mode: opts.mode,
@@ -418,6 +425,18 @@ function moeChains(cfg: ModelConfig): number[][] {
       i,
     ) => (l.ffn.kind === "moe" && i >= s.first && i < s.first + s.count ? [i] : []))
   ).filter((c) => c.length > 0);
+}
+
+/** The mapped uploader's staging ring for `cfg`: one MoE layer's copies per buffer. */
+function engineStaging(
+  cfg: ModelConfig,
+  host: HostExpertStore,
+  opts: EngineOptions,
+): { stagingBytes: number; buffers: number } {
+  const perLayer = cfg.layers.flatMap((l) =>
+    l.ffn.kind === "moe" ? [opts.mode === "prefetch-all" ? l.ffn.experts : l.ffn.topK] : []
+  );
+  return stagingPlan(host.bytesPerExpert, Math.max(...perLayer));
 }
 
 /** The steps of `op` that `round` runs. */

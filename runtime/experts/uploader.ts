@@ -104,6 +104,18 @@ function checkInt(name: string, v: number, min: number): void {
 }
 
 /**
+ * The path `auto` stands for on `gpu`: `mapped` on Dawn, `write` on Deno's native WebGPU.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(resolveUploadPath(gpu, "auto")); // "mapped" on Dawn
+ * ```
+ */
+export function resolveUploadPath(gpu: Pick<Gpu, "impl">, path: UploadPath | "auto"): UploadPath {
+  return path === "auto" ? (gpu.impl === "dawn" ? "mapped" : "write") : path;
+}
+
+/**
  * Creates an uploader. `auto` picks `mapped` on Dawn and `write` on native, the faster path of each.
  */
 export function createUploader(
@@ -114,7 +126,7 @@ export function createUploader(
   if (path !== "auto" && path !== "write" && path !== "mapped") {
     throw new ArgumentError("uploader", `expected auto, write or mapped, got '${path}'`);
   }
-  if (path === "auto") path = gpu.impl === "dawn" ? "mapped" : "write";
+  path = resolveUploadPath(gpu, path);
   if (path !== "mapped") return new WriteUploader(gpu);
   const stagingBytes = opts.stagingBytes ?? 64 << 20;
   const buffers = opts.buffers ?? 3;
