@@ -222,6 +222,7 @@ const run: PaperRun & { hf: HfRow[]; commands: string } = {
   encoder_tokens: ENCODER,
   decode_tokens: TOKENS,
   copy_gb_s: {},
+  sweep_gb_s: {},
   moe_block_gpu_ms: {},
   rows: [],
   hf: [],
@@ -259,12 +260,15 @@ for (const model of MODELS) {
     const bytes = [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".safetensors"))
       .reduce((a, e) => a + Deno.statSync(`${dir}/${e.name}`).size, 0);
     run.copy_gb_s[key] = await measureUploadRate(gpu, dir, UPLOADER);
+    // Every expert once: the rate copies sustain when their sources are not in the CPU's caches.
+    run.sweep_gb_s![key] = await measureUploadRate(gpu, dir, UPLOADER, true);
     const block = await moeBlockTime(gpu, dir).catch((
       e,
     ) => (log(`block timing failed: ${e}`), null));
     run.moe_block_gpu_ms[key] = block ? block.seconds * 1e3 : null;
     log(
-      `${key}: ${(bytes / 1e9).toFixed(1)} GB; copies ${run.copy_gb_s[key].toFixed(2)} GB/s; ` +
+      `${key}: ${(bytes / 1e9).toFixed(1)} GB; copies ${run.copy_gb_s[key].toFixed(2)} GB/s ` +
+        `(every expert once: ${run.sweep_gb_s![key].toFixed(2)}); ` +
         `MoE block ${run.moe_block_gpu_ms[key]?.toFixed(3)} ms (${block?.how})`,
     );
     const rows: PaperRow[] = [];

@@ -57,6 +57,8 @@ export interface PaperRun {
   decode_tokens: number;
   /** Per `model/dtype`: the measured expert copy rate (GB/s) and the GPU-only MoE block (ms). */
   copy_gb_s: Record<string, number>;
+  /** GB/s of one copy of every expert (sources not in the CPU's caches); absent in older runs. */
+  sweep_gb_s?: Record<string, number>;
   moe_block_gpu_ms: Record<string, number | null>;
   rows: PaperRow[];
   /** HF transformers on the same checkpoints, when the run measured it (PREGATE_PAPER_HF=1). */
@@ -258,9 +260,11 @@ export function paperMarkdown(runs: readonly PaperRun[], hf: readonly HfRow[] = 
     out.push(`## Run on ${run.gpu}, ${run.date}`, "");
     for (const [k, v] of Object.entries(run.copy_gb_s)) {
       out.push(
-        `- ${k}: expert copies ${f(v)} GB/s (the ceiling); GPU-only MoE block ${
-          f(run.moe_block_gpu_ms[k], 3)
-        } ms`,
+        `- ${k}: expert copies ${f(v)} GB/s (the ceiling)${
+          run.sweep_gb_s?.[k] === undefined
+            ? ""
+            : `, every expert once ${f(run.sweep_gb_s[k])} GB/s`
+        }; GPU-only MoE block ${f(run.moe_block_gpu_ms[k], 3)} ms`,
       );
     }
     out.push("", ...details(run), "");
