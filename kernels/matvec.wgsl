@@ -72,6 +72,35 @@ fn q_load(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
   return w;
 }
 
+// Q4_K / Q5_K unit u of the row whose first word is rw (a multiple of 4: the header is one 16-byte
+// load through `wv`).
+fn qk_load(rw: u32, u: u32) -> QkUnit {
+  let b = rw + qk_sb_word(u);
+  var w: QkUnit;
+  w.hdr = wv[b / 4u];
+  w.q01 = vec4<u32>(
+    wu[b + qk_quant_word(u, 0u)],
+    wu[b + qk_quant_word(u, 1u)],
+    wu[b + qk_quant_word(u, 2u)],
+    wu[b + qk_quant_word(u, 3u)],
+  );
+  w.q23 = vec4<u32>(
+    wu[b + qk_quant_word(u, 4u)],
+    wu[b + qk_quant_word(u, 5u)],
+    wu[b + qk_quant_word(u, 6u)],
+    wu[b + qk_quant_word(u, 7u)],
+  );
+  if (WDTYPE == WQ5_K) {
+    w.qh = vec2<u32>(wu[b + qk_qh_word(u, 0u)], wu[b + qk_qh_word(u, 1u)]);
+  }
+  return w;
+}
+
+// x vec4 i (quant.wgsl's qk_dot reads x through it).
+fn q_x(i: u32) -> vec4<f32> {
+  return xv[i];
+}
+
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
 fn q_xs(xo: u32, u: u32) -> array<vec4<f32>, QUNIT_VEC4> {
   var a: array<vec4<f32>, QUNIT_VEC4>;
@@ -151,7 +180,28 @@ fn main(
   for (var t0 = 0u; t0 < p.T; t0 += TB) {
     // Reset explicitly: some WGSL compilers do not re-zero a `var` declared inside a loop.
     acc = array<f32, MAX_TB>();
-    if (q_quantised()) {
+    if (q_kquant()) {
+      // Q4_K / Q5_K rows: every TPR-th unit, two units' loads in flight before their math.
+      let rw = n * q_row_bytes(p.K) / 4u;
+      let units = select(0u, p.K / 64u, n < p.N);
+      for (var u = lane; u < units; u += 2u * TPR) {
+        let w0 = qk_load(rw, u);
+        let more = u + TPR < units;
+        var w1 = w0;
+        if (more) {
+          w1 = qk_load(rw, u + TPR);
+        }
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            let xo = (t0 + j) * p.K / 4u;
+            acc[j] += qk_dot(w0, xo + qk_xvec(u));
+            if (more) {
+              acc[j] += qk_dot(w1, xo + qk_xvec(u + TPR));
+            }
+          }
+        }
+      }
+    } else if (q_quantised()) {
       // Block-quantised rows: every TPR-th unit, each applied to the pass's rows of x.
       let rb = n * q_row_bytes(p.K);
       let qv = q_unit_values();

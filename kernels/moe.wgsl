@@ -111,6 +111,58 @@ fn q_load1(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
   return w;
 }
 
+// Q4_K / Q5_K unit u of the row whose first word is rw (a multiple of 4: slots and rows start on
+// 16-byte boundaries) of pool w0.
+fn qk_load0(rw: u32, u: u32) -> QkUnit {
+  let b = rw + qk_sb_word(u);
+  var w: QkUnit;
+  w.hdr = w0[b / 4u];
+  w.q01 = vec4<u32>(
+    w0_word(b + qk_quant_word(u, 0u)),
+    w0_word(b + qk_quant_word(u, 1u)),
+    w0_word(b + qk_quant_word(u, 2u)),
+    w0_word(b + qk_quant_word(u, 3u)),
+  );
+  w.q23 = vec4<u32>(
+    w0_word(b + qk_quant_word(u, 4u)),
+    w0_word(b + qk_quant_word(u, 5u)),
+    w0_word(b + qk_quant_word(u, 6u)),
+    w0_word(b + qk_quant_word(u, 7u)),
+  );
+  if (WDTYPE == WQ5_K) {
+    w.qh = vec2<u32>(w0_word(b + qk_qh_word(u, 0u)), w0_word(b + qk_qh_word(u, 1u)));
+  }
+  return w;
+}
+
+// The same from pool w1 (separate: down_combine binds other data at w1's binding).
+fn qk_load1(rw: u32, u: u32) -> QkUnit {
+  let b = rw + qk_sb_word(u);
+  var w: QkUnit;
+  w.hdr = w1[b / 4u];
+  w.q01 = vec4<u32>(
+    w1_word(b + qk_quant_word(u, 0u)),
+    w1_word(b + qk_quant_word(u, 1u)),
+    w1_word(b + qk_quant_word(u, 2u)),
+    w1_word(b + qk_quant_word(u, 3u)),
+  );
+  w.q23 = vec4<u32>(
+    w1_word(b + qk_quant_word(u, 4u)),
+    w1_word(b + qk_quant_word(u, 5u)),
+    w1_word(b + qk_quant_word(u, 6u)),
+    w1_word(b + qk_quant_word(u, 7u)),
+  );
+  if (WDTYPE == WQ5_K) {
+    w.qh = vec2<u32>(w1_word(b + qk_qh_word(u, 0u)), w1_word(b + qk_qh_word(u, 1u)));
+  }
+  return w;
+}
+
+// x vec4 i (quant.wgsl's qk_dot reads x through it).
+fn q_x(i: u32) -> vec4<f32> {
+  return x[i];
+}
+
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
 fn q_xs(xo: u32, u: u32) -> array<vec4<f32>, QUNIT_VEC4> {
   var a: array<vec4<f32>, QUNIT_VEC4>;
@@ -145,7 +197,20 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
   let rowWords = p.K / wpw;
   var ag = 0.0;
   var au = 0.0;
-  if (row < p.rows && slot < p.slots && q_quantised()) {
+  if (row < p.rows && slot < p.slots && q_kquant()) {
+    let rw = slot * p.slotWords + row * q_row_bytes(p.K) / 4u;
+    let xo = t * p.K / 4u;
+    for (var u = lane; u < p.K / 64u; u += TPR) {
+      let g = qk_load0(rw, u);
+      if (ACT == ACT_SWIGLU) {
+        let r = qk_dot2(g, qk_load1(rw, u), xo + qk_xvec(u));
+        ag += r.x;
+        au += r.y;
+      } else {
+        ag += qk_dot(g, xo + qk_xvec(u));
+      }
+    }
+  } else if (row < p.rows && slot < p.slots && q_quantised()) {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let qv = q_unit_values();
     for (var u = lane; u < p.K / qv; u += TPR) {
@@ -230,7 +295,22 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
   let wpw = w_per_word();
   let rowWords = p.K / wpw;
   var acc = 0.0;
-  if (row < p.rows && slot < p.slots && q_quantised()) {
+  if (row < p.rows && slot < p.slots && q_kquant()) {
+    let rw = slot * p.slotWords + row * q_row_bytes(p.K) / 4u;
+    let xo = pair * p.K / 4u;
+    for (var u = lane; u < p.K / 64u; u += 2u * TPR) {
+      let w0 = qk_load0(rw, u);
+      let more = u + TPR < p.K / 64u;
+      var w1 = w0;
+      if (more) {
+        w1 = qk_load0(rw, u + TPR);
+      }
+      acc += qk_dot(w0, xo + qk_xvec(u));
+      if (more) {
+        acc += qk_dot(w1, xo + qk_xvec(u + TPR));
+      }
+    }
+  } else if (row < p.rows && slot < p.slots && q_quantised()) {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let qv = q_unit_values();
     for (var u = lane; u < p.K / qv; u += TPR) {

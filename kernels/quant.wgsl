@@ -7,27 +7,41 @@
 // back to back; the weights are bound as array<u32> and addressed by byte
 // (runtime/weights/quant.ts and k_quants.ts describe the layouts).
 //
-// The unit of work is 32 values (a Q8_0 or Q5_0 block) or 64 (Q4_K / Q5_K: a quarter of a super-block,
-// sub-blocks 2c and 2c + 1, whose quants share 32 bytes, low and high nibbles; Q6_K: values
-// 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a super-block, g = 0 or 1, whose quants
-// share 32 bytes of low nibbles and 32 bytes of high bits). A kernel gives each lane of a row every
-// TPR-th unit; per unit it loads the unit's words (q_unit_words of them, at the indices
-// q_unit_word gives, from its own binding) and the unit's x values (q_unit_values / 4 vec4s, vec4 i
-// at q_unit_xvec(u, i) of the row), and q_unit_dot returns their dot product. Needs dtype.wgsl.
+// The unit of work is 32 values (a Q8_0 or Q5_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and
+// 32 g + 64 .. 32 g + 95 of half h of a super-block, g = 0 or 1, whose quants share 32 bytes of low
+// nibbles and 32 bytes of high bits). A kernel gives each lane of a row every TPR-th unit; per unit
+// it loads the unit's words (q_unit_words of them, at the indices q_unit_word gives, from its own
+// binding) and the unit's x values (q_unit_values / 4 vec4s, vec4 i at q_unit_xvec(u, i) of the
+// row), and q_unit_dot returns their dot product.
+//
+// Q4_K and Q5_K (q_kquant) have their own unit of 64 values, laid out so that the lanes of a row
+// read both the weights and x coalesced: unit u is lane slot r = u % 4 of super-block s = u / 4 and
+// takes quant words 8 c + 4 h + r (c = 0 .. 3, h = 0 .. 1; byte k holds value 64 c + 16 h + 4 r + k
+// in its low nibble, sub-block 2 c, and that value + 32 in its high nibble, sub-block 2 c + 1),
+// so the four lanes of a super-block read 16 contiguous bytes per load and 64 contiguous bytes of x
+// per vec4 load; Q5_K adds its fifth-bit words 4 h + r (bits 2 c, 2 c + 1 of byte k). The kernel
+// loads a unit into a QkUnit (qk_sb_word, qk_quant_word, qk_qh_word: the super-block header as one
+// 16-byte load, as Q4_K / Q5_K super-blocks and rows are 16-byte aligned) and qk_dot / qk_dot2 dot
+// it with x, read through the kernel's `q_x(vec4 index)`. Needs dtype.wgsl.
 
 const WQ8_0: u32 = 3u;
 const WQ4_K: u32 = 4u;
 const WQ5_K: u32 = 5u;
 const WQ6_K: u32 = 6u;
 const WQ5_0: u32 = 7u;
-// The most words and x vec4s a unit uses (Q6_K: 9 + 9 words of quants, 3 of scales, 1 of d, at
-// 2 mod 4 bytes; 64 values).
+// The most words and x vec4s a q_unit_dot unit uses (Q6_K: 9 + 9 words of quants, 3 of scales, 1
+// of d, at 2 mod 4 bytes; 64 values).
 const QUNIT_WORDS: u32 = 22u;
 const QUNIT_VEC4: u32 = 16u;
 
 // Whether the weights are block-quantised.
 fn q_quantised() -> bool {
   return WDTYPE >= WQ8_0;
+}
+
+// Whether the weights are Q4_K or Q5_K (the QkUnit path).
+fn q_kquant() -> bool {
+  return WDTYPE == WQ4_K || WDTYPE == WQ5_K;
 }
 
 // Values per unit.
@@ -51,15 +65,13 @@ fn q_row_bytes(K: u32) -> u32 {
   return K / select(256u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0) * q_block_bytes();
 }
 
-// Words a unit loads: a Q8_0 block spans 9 words whatever its alignment, a Q5_0 block 6; Q4_K:
-// 4 + 8; Q5_K: 4 + 8 + 8; Q6_K: 22 (see q_unit_word).
+// Words a q_unit_dot unit loads: a Q8_0 block spans 9 words whatever its alignment, a Q5_0 block 6,
+// Q6_K 22 (see q_unit_word).
 fn q_unit_words() -> u32 {
   switch (WDTYPE) {
     case 3u: { return 9u; }
     case 7u: { return 6u; }
-    case 5u: { return 20u; }
-    case 6u: { return 22u; }
-    default: { return 12u; }
+    default: { return 22u; }
   }
 }
 
@@ -82,13 +94,7 @@ fn q_unit_word(rb: u32, u: u32, i: u32) -> u32 {
     }
     return select(b + 48u + h * 2u + (i - 18u), b + 52u, i == 21u);
   }
-  // Q4_K / Q5_K: 4 header words, 8 words of the unit's nibbles, (Q5_K) the 8 words of fifth bits.
-  let sb = rb / 4u + (u / 4u) * (q_block_bytes() / 4u);
-  let nib = sb + select(4u, 12u, WDTYPE == WQ5_K) + (u % 4u) * 8u;
-  if (i < 4u) {
-    return sb + i;
-  }
-  return select(sb + 4u + (i - 12u), nib + (i - 4u), i < 12u);
+  return 0u;
 }
 
 // The vec4 (from the row's first value) holding x values 4 i .. 4 i + 3 of unit u.
@@ -102,23 +108,6 @@ fn q_unit_xvec(u: u32, i: u32) -> u32 {
 // The four int8 of a word, as f32 (lowest byte first).
 fn q_i8x4(w: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-}
-
-// Byte k (0 .. 11) of a Q4_K super-block's scales.
-fn q4k_sbyte(s: vec3<u32>, k: u32) -> u32 {
-  let w = select(select(s.z, s.y, k < 8u), s.x, k < 4u);
-  return (w >> ((k & 3u) * 8u)) & 0xffu;
-}
-
-// Sub-block j's 6-bit scale and min (ggml's get_scale_min_k4).
-fn q4k_scale_min(s: vec3<u32>, j: u32) -> vec2<f32> {
-  if (j < 4u) {
-    return vec2<f32>(f32(q4k_sbyte(s, j) & 63u), f32(q4k_sbyte(s, j + 4u) & 63u));
-  }
-  let lo = q4k_sbyte(s, j + 4u);
-  let sc = (lo & 15u) | ((q4k_sbyte(s, j - 4u) >> 6u) << 4u);
-  let m = (lo >> 4u) | ((q4k_sbyte(s, j) >> 6u) << 4u);
-  return vec2<f32>(f32(sc), f32(m));
 }
 
 // The dot product of unit u (of the row starting at byte rb; its words in `words`) with its x
@@ -138,9 +127,6 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
       acc = fma(q_i8x4(q), xs[j], acc);
     }
     return d * dot(acc, one);
-  }
-  if (WDTYPE == WQ6_K) {
-    return q6k_unit_dot(w, rb, u, xs);
   }
   if (WDTYPE == WQ5_0) {
     // d, then 4 bytes of fifth bits, then 16 bytes of nibbles (byte j: values j and j + 16); at
@@ -162,34 +148,8 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
     }
     return d * dot(acc, one);
   }
-  // Q4_K / Q5_K: sub-blocks 2c (low nibbles, fifth bit 2c) and 2c + 1 (high nibbles, bit 2c + 1).
-  let dm = unpack2x16float(w[0]);
-  let s = vec3<u32>(w[1], w[2], w[3]);
-  let c = u % 4u;
-  let a = q4k_scale_min(s, 2u * c);
-  let b = q4k_scale_min(s, 2u * c + 1u);
-  let five = WDTYPE == WQ5_K;
-  let byte = vec4<u32>(0u, 8u, 16u, 24u);
-  var lo = vec4<f32>(0.0);
-  var hi = vec4<f32>(0.0);
-  var xlo = vec4<f32>(0.0);
-  var xhi = vec4<f32>(0.0);
-  for (var j = 0u; j < 8u; j++) {
-    let qw = vec4<u32>(w[4u + j]);
-    var ql = (qw >> byte) & vec4<u32>(15u);
-    var qhi = (qw >> (byte + vec4<u32>(4u))) & vec4<u32>(15u);
-    if (five) {
-      let hw = vec4<u32>(w[12u + j]) >> (byte + vec4<u32>(2u * c));
-      ql |= (hw & vec4<u32>(1u)) << vec4<u32>(4u);
-      qhi |= ((hw >> vec4<u32>(1u)) & vec4<u32>(1u)) << vec4<u32>(4u);
-    }
-    lo = fma(vec4<f32>(ql), xs[j], lo);
-    hi = fma(vec4<f32>(qhi), xs[8u + j], hi);
-    xlo += xs[j];
-    xhi += xs[8u + j];
-  }
-  return dm.x * (a.x * dot(lo, one) + b.x * dot(hi, one)) -
-    dm.y * (a.y * dot(xlo, one) + b.y * dot(xhi, one));
+  // Q6_K (q_unit_dot is not called for Q4_K / Q5_K).
+  return q6k_unit_dot(w, rb, u, xs);
 }
 
 // Bytes 2 .. 5 of the words lo, hi when odd (a field at 2 mod 4 bytes), else lo.
@@ -234,4 +194,120 @@ fn q6k_unit_dot(
   let sl = 16u * g;
   return d * (q_i8(s03, sl) * dot(lo[0], one) + q_i8(s03, sl + 8u) * dot(lo[1], one) +
     q_i8(s47, sl) * dot(hi[0], one) + q_i8(s47, sl + 8u) * dot(hi[1], one));
+}
+
+// A Q4_K / Q5_K unit as loaded (see the header): the super-block's first 16 bytes (f16 d, f16 dmin,
+// 12 bytes of scales and mins), quant words i = 2 c + h (q01: c = 0, 1; q23: c = 2, 3) and (Q5_K)
+// the fifth-bit words of h = 0, 1.
+struct QkUnit {
+  hdr: vec4<u32>,
+  q01: vec4<u32>,
+  q23: vec4<u32>,
+  qh: vec2<u32>,
+}
+
+// The first word of unit u's super-block, from the row's first word.
+fn qk_sb_word(u: u32) -> u32 {
+  return (u / 4u) * (q_block_bytes() / 4u);
+}
+
+// Quant word i (c = i / 2, h = i % 2) of unit u, from its super-block's first word.
+fn qk_quant_word(u: u32, i: u32) -> u32 {
+  return select(4u, 12u, WDTYPE == WQ5_K) + 8u * (i / 2u) + 4u * (i % 2u) + u % 4u;
+}
+
+// Q5_K: the fifth-bit word of half h of unit u, from its super-block's first word.
+fn qk_qh_word(u: u32, h: u32) -> u32 {
+  return 4u + 4u * h + u % 4u;
+}
+
+// The vec4 of x (from the row's first value) holding unit u's first values (64 s + 4 r ..).
+fn qk_xvec(u: u32) -> u32 {
+  return (u / 4u) * 64u + u % 4u;
+}
+
+// Exact f32 of each component (each < 2^23): its bits under 2^23's exponent, minus 2^23 (cheaper
+// than an integer conversion).
+fn q_u2f(v: vec4<u32>) -> vec4<f32> {
+  return bitcast<vec4<f32>>(v | vec4<u32>(0x4b000000u)) - vec4<f32>(8388608.0);
+}
+
+// (d·scale, d·scale, dmin·min, dmin·min) of sub-blocks 2 c and 2 c + 1 (ggml's get_scale_min_k4 on
+// two bytes at once).
+fn qk_scales(hdr: vec4<u32>, c: u32) -> vec4<f32> {
+  let dm = unpack2x16float(hdr.x);
+  let sh = 16u * (c & 1u);
+  let a = hdr.y >> sh; // scale bytes 2 c, 2 c + 1 (c < 2); high bits of 2 c - 4, 2 c - 3
+  let b = hdr.z >> sh; // min bytes (c < 2); high bits of the mins
+  let z = hdr.w >> sh; // low nibbles: scales, high nibbles: mins (c >= 2)
+  let lo = c < 2u;
+  let sc = select((z & 0x0f0fu) | ((a >> 2u) & 0x3030u), a & 0x3f3fu, lo);
+  let m = select(((z >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), b & 0x3f3fu, lo);
+  let v = vec4<u32>(sc, sc >> 8u, m, m >> 8u) & vec4<u32>(0xffu);
+  return q_u2f(v) * vec4<f32>(dm.x, dm.x, dm.y, dm.y);
+}
+
+// The four values of quant word q: low (shift 0) or high (shift 4) nibbles, with Q5_K's bit `bit`
+// of each byte of qh as their fifth bit.
+fn qk_vals(q: u32, shift: u32, qh: u32, bit: u32) -> vec4<f32> {
+  let byte = vec4<u32>(0u, 8u, 16u, 24u);
+  var v = (vec4<u32>(q) >> (byte + vec4<u32>(shift))) & vec4<u32>(15u);
+  if (WDTYPE == WQ5_K) {
+    v |= ((vec4<u32>(qh) >> (byte + vec4<u32>(bit))) & vec4<u32>(1u)) << vec4<u32>(4u);
+  }
+  return q_u2f(v);
+}
+
+// Group c of a unit (quant words q0 (h = 0) and q1 (h = 1)) times its x values: low nibbles xl0,
+// xl1, high nibbles xh0, xh1.
+fn qk_group(
+  w: QkUnit,
+  c: u32,
+  q0: u32,
+  q1: u32,
+  xl0: vec4<f32>,
+  xl1: vec4<f32>,
+  xh0: vec4<f32>,
+  xh1: vec4<f32>,
+) -> f32 {
+  let s = qk_scales(w.hdr, c);
+  let one = vec4<f32>(1.0);
+  let lo = dot(qk_vals(q0, 0u, w.qh.x, 2u * c), xl0) + dot(qk_vals(q1, 0u, w.qh.y, 2u * c), xl1);
+  let hi = dot(qk_vals(q0, 4u, w.qh.x, 2u * c + 1u), xh0) +
+    dot(qk_vals(q1, 4u, w.qh.y, 2u * c + 1u), xh1);
+  return s.x * lo + s.y * hi - s.z * dot(xl0 + xl1, one) - s.w * dot(xh0 + xh1, one);
+}
+
+// Group c of unit w (quant words q0, q1) times x from vec4 xi + 16 c (xi: qk_xvec of the unit, in
+// the row of x), read through the kernel's q_x.
+fn qk_group_x(w: QkUnit, c: u32, q0: u32, q1: u32, xi: u32) -> f32 {
+  let i = xi + 16u * c;
+  return qk_group(w, c, q0, q1, q_x(i), q_x(i + 4u), q_x(i + 8u), q_x(i + 12u));
+}
+
+// Unit w times x from vec4 xi.
+fn qk_dot(w: QkUnit, xi: u32) -> f32 {
+  return qk_group_x(w, 0u, w.q01.x, w.q01.y, xi) + qk_group_x(w, 1u, w.q01.z, w.q01.w, xi) +
+    qk_group_x(w, 2u, w.q23.x, w.q23.y, xi) + qk_group_x(w, 3u, w.q23.z, w.q23.w, xi);
+}
+
+// Group c of units a (quant words a0, a1) and b (b0, b1) times the same x values, read once.
+fn qk_group2_x(a: QkUnit, b: QkUnit, c: u32, a0: u32, a1: u32, b0: u32, b1: u32, xi: u32) -> vec2<f32> {
+  let i = xi + 16u * c;
+  let xl0 = q_x(i);
+  let xl1 = q_x(i + 4u);
+  let xh0 = q_x(i + 8u);
+  let xh1 = q_x(i + 12u);
+  return vec2<f32>(
+    qk_group(a, c, a0, a1, xl0, xl1, xh0, xh1),
+    qk_group(b, c, b0, b1, xl0, xl1, xh0, xh1),
+  );
+}
+
+// Units a and b (the same positions of two matrices) times x from vec4 xi: (a · x, b · x).
+fn qk_dot2(a: QkUnit, b: QkUnit, xi: u32) -> vec2<f32> {
+  return qk_group2_x(a, b, 0u, a.q01.x, a.q01.y, b.q01.x, b.q01.y, xi) +
+    qk_group2_x(a, b, 1u, a.q01.z, a.q01.w, b.q01.z, b.q01.w, xi) +
+    qk_group2_x(a, b, 2u, a.q23.x, a.q23.y, b.q23.x, b.q23.y, xi) +
+    qk_group2_x(a, b, 3u, a.q23.z, a.q23.w, b.q23.z, b.q23.w, xi);
 }
