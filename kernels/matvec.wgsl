@@ -101,6 +101,19 @@ fn q_x(i: u32) -> vec4<f32> {
   return xv[i];
 }
 
+// x values i, i + 1 (i even; quant.wgsl's q8_word_dot reads x through it).
+fn q_x2(i: u32) -> vec2<f32> {
+  let v = xv[i / 4u];
+  return select(v.xy, v.zw, (i & 2u) != 0u);
+}
+
+// Q8_0: word k of the row starting at byte rb (nb blocks) times the row of x from value xo.
+fn q8_word(rb: u32, nb: u32, k: u32, xo: u32) -> f32 {
+  let b = q8_block(rb, k);
+  let d = q8_d(rb, b, wu[q8_d_word(rb, b)]);
+  return q8_word_dot(wu[rb / 4u + k], rb, k, d, xo);
+}
+
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
 fn q_xs(xo: u32, u: u32) -> array<vec4<f32>, QUNIT_VEC4> {
   var a: array<vec4<f32>, QUNIT_VEC4>;
@@ -197,6 +210,23 @@ fn main(
             acc[j] += qk_dot(w0, xo + qk_xvec(u));
             if (more) {
               acc[j] += qk_dot(w1, xo + qk_xvec(u + TPR));
+            }
+          }
+        }
+      }
+    } else if (q_q8()) {
+      // Q8_0 rows: every TPR-th word, two in flight.
+      let rb = n * q_row_bytes(p.K);
+      let nb = p.K / 32u;
+      let words = select(0u, q8_words(rb, nb), n < p.N);
+      for (var k = lane; k < words; k += 2u * TPR) {
+        let more = k + TPR < words;
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            let xo = (t0 + j) * p.K;
+            acc[j] += q8_word(rb, nb, k, xo);
+            if (more) {
+              acc[j] += q8_word(rb, nb, k + TPR, xo);
             }
           }
         }

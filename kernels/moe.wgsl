@@ -163,6 +163,24 @@ fn q_x(i: u32) -> vec4<f32> {
   return x[i];
 }
 
+// x values i, i + 1 (i even; quant.wgsl's q8_word_dot reads x through it).
+fn q_x2(i: u32) -> vec2<f32> {
+  let v = x[i / 4u];
+  return select(v.xy, v.zw, (i & 2u) != 0u);
+}
+
+// Q8_0: word k of the row starting at byte rb of pool w0 / w1 times x from value xo.
+fn q8_word0(rb: u32, k: u32, xo: u32) -> f32 {
+  let b = q8_block(rb, k);
+  let d = q8_d(rb, b, w0_word(q8_d_word(rb, b)));
+  return q8_word_dot(w0_word(rb / 4u + k), rb, k, d, xo);
+}
+fn q8_word1(rb: u32, k: u32, xo: u32) -> f32 {
+  let b = q8_block(rb, k);
+  let d = q8_d(rb, b, w1_word(q8_d_word(rb, b)));
+  return q8_word_dot(w1_word(rb / 4u + k), rb, k, d, xo);
+}
+
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
 fn q_xs(xo: u32, u: u32) -> array<vec4<f32>, QUNIT_VEC4> {
   var a: array<vec4<f32>, QUNIT_VEC4>;
@@ -208,6 +226,15 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
         au += r.y;
       } else {
         ag += qk_dot(g, xo + qk_xvec(u));
+      }
+    }
+  } else if (row < p.rows && slot < p.slots && q_q8()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let xo = t * p.K;
+    for (var k = lane; k < q8_words(rb, p.K / 32u); k += TPR) {
+      ag += q8_word0(rb, k, xo);
+      if (ACT == ACT_SWIGLU) {
+        au += q8_word1(rb, k, xo);
       }
     }
   } else if (row < p.rows && slot < p.slots && q_quantised()) {
@@ -308,6 +335,17 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
       acc += qk_dot(w0, xo + qk_xvec(u));
       if (more) {
         acc += qk_dot(w1, xo + qk_xvec(u + TPR));
+      }
+    }
+  } else if (row < p.rows && slot < p.slots && q_q8()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let xo = pair * p.K;
+    let words = q8_words(rb, p.K / 32u);
+    for (var k = lane; k < words; k += 2u * TPR) {
+      let more = k + TPR < words;
+      acc += q8_word0(rb, k, xo);
+      if (more) {
+        acc += q8_word0(rb, k + TPR, xo);
       }
     }
   } else if (row < p.rows && slot < p.slots && q_quantised()) {

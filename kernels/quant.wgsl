@@ -7,7 +7,7 @@
 // back to back; the weights are bound as array<u32> and addressed by byte
 // (runtime/weights/quant.ts and k_quants.ts describe the layouts).
 //
-// The unit of work is 32 values (a Q8_0 or Q5_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and
+// The unit of work is 32 values (a Q5_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and
 // 32 g + 64 .. 32 g + 95 of half h of a super-block, g = 0 or 1, whose quants share 32 bytes of low
 // nibbles and 32 bytes of high bits). A kernel gives each lane of a row every TPR-th unit; per unit
 // it loads the unit's words (q_unit_words of them, at the indices q_unit_word gives, from its own
@@ -65,19 +65,15 @@ fn q_row_bytes(K: u32) -> u32 {
   return K / select(256u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0) * q_block_bytes();
 }
 
-// Words a q_unit_dot unit loads: a Q8_0 block spans 9 words whatever its alignment, a Q5_0 block 6,
-// Q6_K 22 (see q_unit_word).
+// Words a q_unit_dot unit loads: a Q5_0 block spans 6 words whatever its alignment, Q6_K 22 (see
+// q_unit_word).
 fn q_unit_words() -> u32 {
-  switch (WDTYPE) {
-    case 3u: { return 9u; }
-    case 7u: { return 6u; }
-    default: { return 22u; }
-  }
+  return select(22u, 6u, WDTYPE == WQ5_0);
 }
 
 // The index of the i-th word unit u of the row that starts at byte rb loads.
 fn q_unit_word(rb: u32, u: u32, i: u32) -> u32 {
-  if (WDTYPE == WQ8_0 || WDTYPE == WQ5_0) {
+  if (WDTYPE == WQ5_0) {
     return (rb + u * q_block_bytes()) / 4u + i;
   }
   if (WDTYPE == WQ6_K) {
@@ -116,18 +112,6 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
   var w = words; // (indexed at run time below)
   var xs = xq;
   let one = vec4<f32>(1.0);
-  if (WDTYPE == WQ8_0) {
-    // A block at 2 mod 4: d is the high half of word 0 and the quants are words 1 .. 8; at 0 mod 4:
-    // d is the low half and each quant word straddles two loaded words.
-    let odd = ((rb + u * 34u) & 2u) != 0u;
-    let d = unpack2x16float(select(w[0] & 0xffffu, w[0] >> 16u, odd)).x;
-    var acc = vec4<f32>(0.0);
-    for (var j = 0u; j < 8u; j++) {
-      let q = select((w[j] >> 16u) | (w[j + 1u] << 16u), w[j + 1u], odd);
-      acc = fma(q_i8x4(q), xs[j], acc);
-    }
-    return d * dot(acc, one);
-  }
   if (WDTYPE == WQ5_0) {
     // d, then 4 bytes of fifth bits, then 16 bytes of nibbles (byte j: values j and j + 16); at
     // 2 mod 4 d is the high half of word 0, at 0 mod 4 the bits and nibbles straddle words.
@@ -292,7 +276,16 @@ fn qk_dot(w: QkUnit, xi: u32) -> f32 {
 }
 
 // Group c of units a (quant words a0, a1) and b (b0, b1) times the same x values, read once.
-fn qk_group2_x(a: QkUnit, b: QkUnit, c: u32, a0: u32, a1: u32, b0: u32, b1: u32, xi: u32) -> vec2<f32> {
+fn qk_group2_x(
+  a: QkUnit,
+  b: QkUnit,
+  c: u32,
+  a0: u32,
+  a1: u32,
+  b0: u32,
+  b1: u32,
+  xi: u32,
+) -> vec2<f32> {
   let i = xi + 16u * c;
   let xl0 = q_x(i);
   let xl1 = q_x(i + 4u);
@@ -310,4 +303,58 @@ fn qk_dot2(a: QkUnit, b: QkUnit, xi: u32) -> vec2<f32> {
     qk_group2_x(a, b, 1u, a.q01.z, a.q01.w, b.q01.z, b.q01.w, xi) +
     qk_group2_x(a, b, 2u, a.q23.x, a.q23.y, b.q23.x, b.q23.y, xi) +
     qk_group2_x(a, b, 3u, a.q23.z, a.q23.w, b.q23.z, b.q23.w, xi);
+}
+
+// Q8_0 (its own path, q_q8): a row of nb 34-byte blocks, starting at byte rb (2-byte aligned), is
+// read word by word, the lanes of a row taking consecutive words (coalesced; word k of the row is
+// word rb / 4 + k, q8_words of them). A word's 16-bit halves are each two quants, a d, or bytes
+// outside the row; its quants all belong to the block its first byte falls in (q8_block: a block's
+// d takes a whole half), so the kernel loads the word and that block's d (q8_d_word, q8_d) and
+// q8_word_dot dots the quants with x, read in pairs through the kernel's `q_x2(value index)`.
+
+// Whether the weights are Q8_0 (the word-by-word path).
+fn q_q8() -> bool {
+  return WDTYPE == WQ8_0;
+}
+
+// Words spanned by a Q8_0 row of nb blocks starting at byte rb.
+fn q8_words(rb: u32, nb: u32) -> u32 {
+  return (rb + 34u * nb - 1u) / 4u - rb / 4u + 1u;
+}
+
+// The row byte of word k's first byte (-2 for the first word of a row at 2 mod 4).
+fn q8_first_byte(rb: u32, k: u32) -> i32 {
+  return i32(4u * k) - i32(rb & 3u);
+}
+
+// The block word k's first row byte falls in (block 0 for the 2 bytes before the row).
+fn q8_block(rb: u32, k: u32) -> u32 {
+  return u32(max(q8_first_byte(rb, k), 0)) / 34u;
+}
+
+// The word holding block b's d, and that d from it.
+fn q8_d_word(rb: u32, b: u32) -> u32 {
+  return (rb + 34u * b) / 4u;
+}
+fn q8_d(rb: u32, b: u32, word: u32) -> f32 {
+  return unpack2x16float(select(word & 0xffffu, word >> 16u, ((rb + 34u * b) & 2u) != 0u)).x;
+}
+
+// Word k (q) of the row starting at byte rb times x from value xo; d is the d of its block
+// q8_block(rb, k).
+fn q8_word_dot(q: u32, rb: u32, k: u32, d: f32, xo: u32) -> f32 {
+  let b = q8_block(rb, k);
+  let o0 = q8_first_byte(rb, k) - i32(34u * b);
+  var acc = 0.0;
+  for (var h = 0u; h < 2u; h++) {
+    let o = o0 + i32(2u * h); // the half's offset in block b: quants at 2 .. 33
+    if (o >= 2 && o < 34) {
+      let v = (vec2<u32>(q >> (16u * h)) >> vec2<u32>(0u, 8u)) & vec2<u32>(0xffu);
+      // int8 as exact f32: (byte ^ 0x80) = value + 128 under 2^23's exponent.
+      let f = bitcast<vec2<f32>>((v ^ vec2<u32>(0x80u)) | vec2<u32>(0x4b000000u)) -
+        vec2<f32>(8388736.0);
+      acc += dot(f, q_x2(xo + 32u * b + u32(o) - 2u));
+    }
+  }
+  return d * acc;
 }
