@@ -107,11 +107,19 @@ fn q_x2(i: u32) -> vec2<f32> {
   return select(v.xy, v.zw, (i & 2u) != 0u);
 }
 
-// Q8_0: word k of the row starting at byte rb (nb blocks) times the row of x from value xo.
-fn q8_word(rb: u32, nb: u32, k: u32, xo: u32) -> f32 {
-  let b = q8_block(rb, k);
-  let d = q8_d(rb, b, wu[q8_d_word(rb, b)]);
-  return q8_word_dot(wu[rb / 4u + k], rb, k, d, xo);
+// Q8_0: word k of the row starting at byte rb (of q8_words(rb, nb) = words) and the word holding
+// its block's d (k clamped into the row: the caller drops the product of a k past it).
+fn q8_load(rb: u32, words: u32, k: u32) -> vec2<u32> {
+  let kk = min(k, words - 1u);
+  return vec2<u32>(wu[rb / 4u + kk], wu[q8_d_word(rb, q8_block(rb, kk))]);
+}
+
+// Q8_0: word k (loaded by q8_load as w) times the row of x from value xo, 0 past the row's words.
+fn q8_apply(w: vec2<u32>, rb: u32, words: u32, k: u32, xo: u32) -> f32 {
+  if (k >= words) {
+    return 0.0;
+  }
+  return q8_word_dot(w.x, rb, k, q8_d(rb, q8_block(rb, k), w.y), xo);
 }
 
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
@@ -215,19 +223,19 @@ fn main(
         }
       }
     } else if (q_q8()) {
-      // Q8_0 rows: every TPR-th word, two in flight.
+      // Q8_0 rows: every TPR-th word, four loads in flight before their math.
       let rb = n * q_row_bytes(p.K);
-      let nb = p.K / 32u;
-      let words = select(0u, q8_words(rb, nb), n < p.N);
-      for (var k = lane; k < words; k += 2u * TPR) {
-        let more = k + TPR < words;
+      let words = select(0u, q8_words(rb, p.K / 32u), n < p.N);
+      for (var k = lane; k < words; k += 4u * TPR) {
+        let w0 = q8_load(rb, words, k);
+        let w1 = q8_load(rb, words, k + TPR);
+        let w2 = q8_load(rb, words, k + 2u * TPR);
+        let w3 = q8_load(rb, words, k + 3u * TPR);
         for (var j = 0u; j < TB; j++) {
           if (t0 + j < p.T) {
             let xo = (t0 + j) * p.K;
-            acc[j] += q8_word(rb, nb, k, xo);
-            if (more) {
-              acc[j] += q8_word(rb, nb, k + TPR, xo);
-            }
+            acc[j] += q8_apply(w0, rb, words, k, xo) + q8_apply(w1, rb, words, k + TPR, xo) +
+              q8_apply(w2, rb, words, k + 2u * TPR, xo) + q8_apply(w3, rb, words, k + 3u * TPR, xo);
           }
         }
       }

@@ -169,16 +169,23 @@ fn q_x2(i: u32) -> vec2<f32> {
   return select(v.xy, v.zw, (i & 2u) != 0u);
 }
 
-// Q8_0: word k of the row starting at byte rb of pool w0 / w1 times x from value xo.
-fn q8_word0(rb: u32, k: u32, xo: u32) -> f32 {
-  let b = q8_block(rb, k);
-  let d = q8_d(rb, b, w0_word(q8_d_word(rb, b)));
-  return q8_word_dot(w0_word(rb / 4u + k), rb, k, d, xo);
+// Q8_0: word k of the row starting at byte rb (of q8_words = words) of pool w0 / w1 and the word
+// holding its block's d (k clamped into the row: q8_apply drops the product of a k past it).
+fn q8_load0(rb: u32, words: u32, k: u32) -> vec2<u32> {
+  let kk = min(k, words - 1u);
+  return vec2<u32>(w0_word(rb / 4u + kk), w0_word(q8_d_word(rb, q8_block(rb, kk))));
 }
-fn q8_word1(rb: u32, k: u32, xo: u32) -> f32 {
-  let b = q8_block(rb, k);
-  let d = q8_d(rb, b, w1_word(q8_d_word(rb, b)));
-  return q8_word_dot(w1_word(rb / 4u + k), rb, k, d, xo);
+fn q8_load1(rb: u32, words: u32, k: u32) -> vec2<u32> {
+  let kk = min(k, words - 1u);
+  return vec2<u32>(w1_word(rb / 4u + kk), w1_word(q8_d_word(rb, q8_block(rb, kk))));
+}
+
+// Q8_0: word k (loaded as w) times x from value xo, 0 past the row's words.
+fn q8_apply(w: vec2<u32>, rb: u32, words: u32, k: u32, xo: u32) -> f32 {
+  if (k >= words) {
+    return 0.0;
+  }
+  return q8_word_dot(w.x, rb, k, q8_d(rb, q8_block(rb, k), w.y), xo);
 }
 
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
@@ -231,10 +238,19 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
   } else if (row < p.rows && slot < p.slots && q_q8()) {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let xo = t * p.K;
-    for (var k = lane; k < q8_words(rb, p.K / 32u); k += TPR) {
-      ag += q8_word0(rb, k, xo);
+    let words = q8_words(rb, p.K / 32u);
+    for (var k = lane; k < words; k += 2u * TPR) {
+      let g0 = q8_load0(rb, words, k);
+      let g1 = q8_load0(rb, words, k + TPR);
+      var u0 = vec2<u32>();
+      var u1 = vec2<u32>();
       if (ACT == ACT_SWIGLU) {
-        au += q8_word1(rb, k, xo);
+        u0 = q8_load1(rb, words, k);
+        u1 = q8_load1(rb, words, k + TPR);
+      }
+      ag += q8_apply(g0, rb, words, k, xo) + q8_apply(g1, rb, words, k + TPR, xo);
+      if (ACT == ACT_SWIGLU) {
+        au += q8_apply(u0, rb, words, k, xo) + q8_apply(u1, rb, words, k + TPR, xo);
       }
     }
   } else if (row < p.rows && slot < p.slots && q_quantised()) {
@@ -341,12 +357,13 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let xo = pair * p.K;
     let words = q8_words(rb, p.K / 32u);
-    for (var k = lane; k < words; k += 2u * TPR) {
-      let more = k + TPR < words;
-      acc += q8_word0(rb, k, xo);
-      if (more) {
-        acc += q8_word0(rb, k + TPR, xo);
-      }
+    for (var k = lane; k < words; k += 4u * TPR) {
+      let w0 = q8_load0(rb, words, k);
+      let w1 = q8_load0(rb, words, k + TPR);
+      let w2 = q8_load0(rb, words, k + 2u * TPR);
+      let w3 = q8_load0(rb, words, k + 3u * TPR);
+      acc += q8_apply(w0, rb, words, k, xo) + q8_apply(w1, rb, words, k + TPR, xo) +
+        q8_apply(w2, rb, words, k + 2u * TPR, xo) + q8_apply(w3, rb, words, k + 3u * TPR, xo);
     }
   } else if (row < p.rows && slot < p.slots && q_quantised()) {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
