@@ -29,7 +29,8 @@
 //
 // Block-quantised pools (WDTYPE Q8_0, Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl) hold each expert's rows as
 // stored in GGUF files from the slot's first byte (slot * p.slotWords * 4); a lane takes every
-// TPR-th unit of a row, and gate_up shares each unit's x values between the two matrices.
+// TPR-th unit of a row (Q4_K / Q5_K: coalesced 64-value units, Q8_0: words; quant_gemv.wgsl), and
+// gate_up shares each unit's x values between the two matrices (Q8_0 reads them twice, from cache).
 //
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
