@@ -3,9 +3,10 @@
 //
 // x and y are f32, row-major ([T, K] and [T, N]). W is [N, K] in its file layout, packed in u32
 // words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K. Block-quantised weights (Q8_0,
-// Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl) take their own path: each lane of a row takes every TPR-th
-// unit of it, loads its words through `wu` and its x values through `xv` (p.xvec is 1: K is a
-// multiple of 32).
+// Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl, quant_gemv.wgsl) take their own paths: each lane of a row
+// takes every TPR-th unit (Q4_K / Q5_K: coalesced 64-value units, Q8_0: words) of it, loads its
+// words through `wu` (Q4_K / Q5_K headers through `wv`) and its x values through `xv` (p.xvec is 1:
+// K is a multiple of 32).
 //
 // Layout (linear.ts `gemvLayout` chooses it per device and row length): a workgroup of WG threads
 // owns ROWS = WG / TPR consecutive rows of W, TPR threads per row. The rows' partial sums are
@@ -70,6 +71,56 @@ fn q_load(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
     w[i] = wu[q_unit_word(rb, u, i)];
   }
   return w;
+}
+
+// Q4_K / Q5_K unit u of the row whose first word is rw (a multiple of 4: the header is one 16-byte
+// load through `wv`).
+fn qk_load(rw: u32, u: u32) -> QkUnit {
+  let b = rw + qk_sb_word(u);
+  var w: QkUnit;
+  w.hdr = wv[b / 4u];
+  w.q01 = vec4<u32>(
+    wu[b + qk_quant_word(u, 0u)],
+    wu[b + qk_quant_word(u, 1u)],
+    wu[b + qk_quant_word(u, 2u)],
+    wu[b + qk_quant_word(u, 3u)],
+  );
+  w.q23 = vec4<u32>(
+    wu[b + qk_quant_word(u, 4u)],
+    wu[b + qk_quant_word(u, 5u)],
+    wu[b + qk_quant_word(u, 6u)],
+    wu[b + qk_quant_word(u, 7u)],
+  );
+  if (WDTYPE == WQ5_K) {
+    w.qh = vec2<u32>(wu[b + qk_qh_word(u, 0u)], wu[b + qk_qh_word(u, 1u)]);
+  }
+  return w;
+}
+
+// x vec4 i (quant.wgsl's qk_dot reads x through it).
+fn q_x(i: u32) -> vec4<f32> {
+  return xv[i];
+}
+
+// x values i, i + 1 (i even; quant.wgsl's q8_word_dot reads x through it).
+fn q_x2(i: u32) -> vec2<f32> {
+  let v = xv[i / 4u];
+  return select(v.xy, v.zw, (i & 2u) != 0u);
+}
+
+// Q8_0: word k of the row starting at byte rb (of q8_words(rb, nb) = words) and the word holding
+// its block's d (k clamped into the row: the caller drops the product of a k past it).
+fn q8_load(rb: u32, words: u32, k: u32) -> vec2<u32> {
+  let kk = min(k, words - 1u);
+  return vec2<u32>(wu[rb / 4u + kk], wu[q8_d_word(rb, q8_block(rb, kk))]);
+}
+
+// Q8_0: word k (loaded by q8_load as w) times the row of x from value xo, 0 past the row's words.
+fn q8_apply(w: vec2<u32>, rb: u32, words: u32, k: u32, xo: u32) -> f32 {
+  if (k >= words) {
+    return 0.0;
+  }
+  return q8_word_dot(w.x, rb, k, q8_d(rb, q8_block(rb, k), w.y), xo);
 }
 
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
@@ -151,7 +202,45 @@ fn main(
   for (var t0 = 0u; t0 < p.T; t0 += TB) {
     // Reset explicitly: some WGSL compilers do not re-zero a `var` declared inside a loop.
     acc = array<f32, MAX_TB>();
-    if (q_quantised()) {
+    if (q_kquant()) {
+      // Q4_K / Q5_K rows: every TPR-th unit, two units' loads in flight before their math.
+      let rw = n * q_row_bytes(p.K) / 4u;
+      let units = select(0u, p.K / 64u, n < p.N);
+      for (var u = lane; u < units; u += 2u * TPR) {
+        let w0 = qk_load(rw, u);
+        let more = u + TPR < units;
+        var w1 = w0;
+        if (more) {
+          w1 = qk_load(rw, u + TPR);
+        }
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            let xo = (t0 + j) * p.K / 4u;
+            acc[j] += qk_dot(w0, xo + qk_xvec(u));
+            if (more) {
+              acc[j] += qk_dot(w1, xo + qk_xvec(u + TPR));
+            }
+          }
+        }
+      }
+    } else if (q_q8()) {
+      // Q8_0 rows: every TPR-th word, four loads in flight before their math.
+      let rb = n * q_row_bytes(p.K);
+      let words = select(0u, q8_words(rb, p.K / 32u), n < p.N);
+      for (var k = lane; k < words; k += 4u * TPR) {
+        let w0 = q8_load(rb, words, k);
+        let w1 = q8_load(rb, words, k + TPR);
+        let w2 = q8_load(rb, words, k + 2u * TPR);
+        let w3 = q8_load(rb, words, k + 3u * TPR);
+        for (var j = 0u; j < TB; j++) {
+          if (t0 + j < p.T) {
+            let xo = (t0 + j) * p.K;
+            acc[j] += q8_apply(w0, rb, words, k, xo) + q8_apply(w1, rb, words, k + TPR, xo) +
+              q8_apply(w2, rb, words, k + 2u * TPR, xo) + q8_apply(w3, rb, words, k + 3u * TPR, xo);
+          }
+        }
+      }
+    } else if (q_quantised()) {
       // Block-quantised rows: every TPR-th unit, each applied to the pass's rows of x.
       let rb = n * q_row_bytes(p.K);
       let qv = q_unit_values();

@@ -29,7 +29,8 @@
 //
 // Block-quantised pools (WDTYPE Q8_0, Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl) hold each expert's rows as
 // stored in GGUF files from the slot's first byte (slot * p.slotWords * 4); a lane takes every
-// TPR-th unit of a row, and gate_up shares each unit's x values between the two matrices.
+// TPR-th unit of a row (Q4_K / Q5_K: coalesced 64-value units, Q8_0: words; quant_gemv.wgsl), and
+// gate_up shares each unit's x values between the two matrices (Q8_0 reads them twice, from cache).
 //
 // x and the weight pools are bound as vec4 arrays. When every row starts on a 16-byte boundary
 // (p.aligned: the row length in words is a multiple of 4) a lane reads 4 words (4 or 8 weights) and the
@@ -111,6 +112,83 @@ fn q_load1(rb: u32, u: u32) -> array<u32, QUNIT_WORDS> {
   return w;
 }
 
+// Q4_K / Q5_K unit u of the row whose first word is rw (a multiple of 4: slots and rows start on
+// 16-byte boundaries) of pool w0.
+fn qk_load0(rw: u32, u: u32) -> QkUnit {
+  let b = rw + qk_sb_word(u);
+  var w: QkUnit;
+  w.hdr = w0[b / 4u];
+  w.q01 = vec4<u32>(
+    w0_word(b + qk_quant_word(u, 0u)),
+    w0_word(b + qk_quant_word(u, 1u)),
+    w0_word(b + qk_quant_word(u, 2u)),
+    w0_word(b + qk_quant_word(u, 3u)),
+  );
+  w.q23 = vec4<u32>(
+    w0_word(b + qk_quant_word(u, 4u)),
+    w0_word(b + qk_quant_word(u, 5u)),
+    w0_word(b + qk_quant_word(u, 6u)),
+    w0_word(b + qk_quant_word(u, 7u)),
+  );
+  if (WDTYPE == WQ5_K) {
+    w.qh = vec2<u32>(w0_word(b + qk_qh_word(u, 0u)), w0_word(b + qk_qh_word(u, 1u)));
+  }
+  return w;
+}
+
+// The same from pool w1 (separate: down_combine binds other data at w1's binding).
+fn qk_load1(rw: u32, u: u32) -> QkUnit {
+  let b = rw + qk_sb_word(u);
+  var w: QkUnit;
+  w.hdr = w1[b / 4u];
+  w.q01 = vec4<u32>(
+    w1_word(b + qk_quant_word(u, 0u)),
+    w1_word(b + qk_quant_word(u, 1u)),
+    w1_word(b + qk_quant_word(u, 2u)),
+    w1_word(b + qk_quant_word(u, 3u)),
+  );
+  w.q23 = vec4<u32>(
+    w1_word(b + qk_quant_word(u, 4u)),
+    w1_word(b + qk_quant_word(u, 5u)),
+    w1_word(b + qk_quant_word(u, 6u)),
+    w1_word(b + qk_quant_word(u, 7u)),
+  );
+  if (WDTYPE == WQ5_K) {
+    w.qh = vec2<u32>(w1_word(b + qk_qh_word(u, 0u)), w1_word(b + qk_qh_word(u, 1u)));
+  }
+  return w;
+}
+
+// x vec4 i (quant.wgsl's qk_dot reads x through it).
+fn q_x(i: u32) -> vec4<f32> {
+  return x[i];
+}
+
+// x values i, i + 1 (i even; quant.wgsl's q8_word_dot reads x through it).
+fn q_x2(i: u32) -> vec2<f32> {
+  let v = x[i / 4u];
+  return select(v.xy, v.zw, (i & 2u) != 0u);
+}
+
+// Q8_0: word k of the row starting at byte rb (of q8_words = words) of pool w0 / w1 and the word
+// holding its block's d (k clamped into the row: q8_apply drops the product of a k past it).
+fn q8_load0(rb: u32, words: u32, k: u32) -> vec2<u32> {
+  let kk = min(k, words - 1u);
+  return vec2<u32>(w0_word(rb / 4u + kk), w0_word(q8_d_word(rb, q8_block(rb, kk))));
+}
+fn q8_load1(rb: u32, words: u32, k: u32) -> vec2<u32> {
+  let kk = min(k, words - 1u);
+  return vec2<u32>(w1_word(rb / 4u + kk), w1_word(q8_d_word(rb, q8_block(rb, kk))));
+}
+
+// Q8_0: word k (loaded as w) times x from value xo, 0 past the row's words.
+fn q8_apply(w: vec2<u32>, rb: u32, words: u32, k: u32, xo: u32) -> f32 {
+  if (k >= words) {
+    return 0.0;
+  }
+  return q8_word_dot(w.x, rb, k, q8_d(rb, q8_block(rb, k), w.y), xo);
+}
+
 // The x values of quantised unit u of the row of x that starts at vec4 number xo.
 fn q_xs(xo: u32, u: u32) -> array<vec4<f32>, QUNIT_VEC4> {
   var a: array<vec4<f32>, QUNIT_VEC4>;
@@ -145,7 +223,38 @@ fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
   let rowWords = p.K / wpw;
   var ag = 0.0;
   var au = 0.0;
-  if (row < p.rows && slot < p.slots && q_quantised()) {
+  if (row < p.rows && slot < p.slots && q_kquant()) {
+    let rw = slot * p.slotWords + row * q_row_bytes(p.K) / 4u;
+    let xo = t * p.K / 4u;
+    for (var u = lane; u < p.K / 64u; u += TPR) {
+      let g = qk_load0(rw, u);
+      if (ACT == ACT_SWIGLU) {
+        let r = qk_dot2(g, qk_load1(rw, u), xo + qk_xvec(u));
+        ag += r.x;
+        au += r.y;
+      } else {
+        ag += qk_dot(g, xo + qk_xvec(u));
+      }
+    }
+  } else if (row < p.rows && slot < p.slots && q_q8()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let xo = t * p.K;
+    let words = q8_words(rb, p.K / 32u);
+    for (var k = lane; k < words; k += 2u * TPR) {
+      let g0 = q8_load0(rb, words, k);
+      let g1 = q8_load0(rb, words, k + TPR);
+      var u0 = vec2<u32>();
+      var u1 = vec2<u32>();
+      if (ACT == ACT_SWIGLU) {
+        u0 = q8_load1(rb, words, k);
+        u1 = q8_load1(rb, words, k + TPR);
+      }
+      ag += q8_apply(g0, rb, words, k, xo) + q8_apply(g1, rb, words, k + TPR, xo);
+      if (ACT == ACT_SWIGLU) {
+        au += q8_apply(u0, rb, words, k, xo) + q8_apply(u1, rb, words, k + TPR, xo);
+      }
+    }
+  } else if (row < p.rows && slot < p.slots && q_quantised()) {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let qv = q_unit_values();
     for (var u = lane; u < p.K / qv; u += TPR) {
@@ -230,7 +339,34 @@ fn down_partial(pair: u32, row: u32, lane: u32, slot: u32) -> f32 {
   let wpw = w_per_word();
   let rowWords = p.K / wpw;
   var acc = 0.0;
-  if (row < p.rows && slot < p.slots && q_quantised()) {
+  if (row < p.rows && slot < p.slots && q_kquant()) {
+    let rw = slot * p.slotWords + row * q_row_bytes(p.K) / 4u;
+    let xo = pair * p.K / 4u;
+    for (var u = lane; u < p.K / 64u; u += 2u * TPR) {
+      let w0 = qk_load0(rw, u);
+      let more = u + TPR < p.K / 64u;
+      var w1 = w0;
+      if (more) {
+        w1 = qk_load0(rw, u + TPR);
+      }
+      acc += qk_dot(w0, xo + qk_xvec(u));
+      if (more) {
+        acc += qk_dot(w1, xo + qk_xvec(u + TPR));
+      }
+    }
+  } else if (row < p.rows && slot < p.slots && q_q8()) {
+    let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
+    let xo = pair * p.K;
+    let words = q8_words(rb, p.K / 32u);
+    for (var k = lane; k < words; k += 4u * TPR) {
+      let w0 = q8_load0(rb, words, k);
+      let w1 = q8_load0(rb, words, k + TPR);
+      let w2 = q8_load0(rb, words, k + 2u * TPR);
+      let w3 = q8_load0(rb, words, k + 3u * TPR);
+      acc += q8_apply(w0, rb, words, k, xo) + q8_apply(w1, rb, words, k + TPR, xo) +
+        q8_apply(w2, rb, words, k + 2u * TPR, xo) + q8_apply(w3, rb, words, k + 3u * TPR, xo);
+    }
+  } else if (row < p.rows && slot < p.slots && q_quantised()) {
     let rb = slot * p.slotWords * 4u + row * q_row_bytes(p.K);
     let qv = q_unit_values();
     for (var u = lane; u < p.K / qv; u += TPR) {

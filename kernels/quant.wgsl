@@ -7,27 +7,32 @@
 // back to back; the weights are bound as array<u32> and addressed by byte
 // (runtime/weights/quant.ts and k_quants.ts describe the layouts).
 //
-// The unit of work is 32 values (a Q8_0 or Q5_0 block) or 64 (Q4_K / Q5_K: a quarter of a super-block,
-// sub-blocks 2c and 2c + 1, whose quants share 32 bytes, low and high nibbles; Q6_K: values
-// 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a super-block, g = 0 or 1, whose quants
-// share 32 bytes of low nibbles and 32 bytes of high bits). A kernel gives each lane of a row every
-// TPR-th unit; per unit it loads the unit's words (q_unit_words of them, at the indices
-// q_unit_word gives, from its own binding) and the unit's x values (q_unit_values / 4 vec4s, vec4 i
-// at q_unit_xvec(u, i) of the row), and q_unit_dot returns their dot product. Needs dtype.wgsl.
+// The decode GEMVs (matvec.wgsl, moe.wgsl) take Q4_K, Q5_K and Q8_0 on their own paths
+// (quant_gemv.wgsl, which needs this file). For Q5_0 and Q6_K their unit of work is 32 values (a
+// Q5_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a
+// super-block, g = 0 or 1, whose quants share 32 bytes of low nibbles and 32 bytes of high bits). A kernel gives each lane of a row every TPR-th unit; per unit
+// it loads the unit's words (q_unit_words of them, at the indices q_unit_word gives, from its own
+// binding) and the unit's x values (q_unit_values / 4 vec4s, vec4 i at q_unit_xvec(u, i) of the
+// row), and q_unit_dot returns their dot product. Needs dtype.wgsl.
 
 const WQ8_0: u32 = 3u;
 const WQ4_K: u32 = 4u;
 const WQ5_K: u32 = 5u;
 const WQ6_K: u32 = 6u;
 const WQ5_0: u32 = 7u;
-// The most words and x vec4s a unit uses (Q6_K: 9 + 9 words of quants, 3 of scales, 1 of d, at
-// 2 mod 4 bytes; 64 values).
+// The most words and x vec4s a q_unit_dot unit uses (Q6_K: 9 + 9 words of quants, 3 of scales, 1
+// of d, at 2 mod 4 bytes; 64 values).
 const QUNIT_WORDS: u32 = 22u;
 const QUNIT_VEC4: u32 = 16u;
 
 // Whether the weights are block-quantised.
 fn q_quantised() -> bool {
   return WDTYPE >= WQ8_0;
+}
+
+// Whether the weights are Q4_K or Q5_K (quant_gemv.wgsl's QkUnit path).
+fn q_kquant() -> bool {
+  return WDTYPE == WQ4_K || WDTYPE == WQ5_K;
 }
 
 // Values per unit.
@@ -51,21 +56,15 @@ fn q_row_bytes(K: u32) -> u32 {
   return K / select(256u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0) * q_block_bytes();
 }
 
-// Words a unit loads: a Q8_0 block spans 9 words whatever its alignment, a Q5_0 block 6; Q4_K:
-// 4 + 8; Q5_K: 4 + 8 + 8; Q6_K: 22 (see q_unit_word).
+// Words a q_unit_dot unit loads: a Q5_0 block spans 6 words whatever its alignment, Q6_K 22 (see
+// q_unit_word).
 fn q_unit_words() -> u32 {
-  switch (WDTYPE) {
-    case 3u: { return 9u; }
-    case 7u: { return 6u; }
-    case 5u: { return 20u; }
-    case 6u: { return 22u; }
-    default: { return 12u; }
-  }
+  return select(22u, 6u, WDTYPE == WQ5_0);
 }
 
 // The index of the i-th word unit u of the row that starts at byte rb loads.
 fn q_unit_word(rb: u32, u: u32, i: u32) -> u32 {
-  if (WDTYPE == WQ8_0 || WDTYPE == WQ5_0) {
+  if (WDTYPE == WQ5_0) {
     return (rb + u * q_block_bytes()) / 4u + i;
   }
   if (WDTYPE == WQ6_K) {
@@ -82,13 +81,7 @@ fn q_unit_word(rb: u32, u: u32, i: u32) -> u32 {
     }
     return select(b + 48u + h * 2u + (i - 18u), b + 52u, i == 21u);
   }
-  // Q4_K / Q5_K: 4 header words, 8 words of the unit's nibbles, (Q5_K) the 8 words of fifth bits.
-  let sb = rb / 4u + (u / 4u) * (q_block_bytes() / 4u);
-  let nib = sb + select(4u, 12u, WDTYPE == WQ5_K) + (u % 4u) * 8u;
-  if (i < 4u) {
-    return sb + i;
-  }
-  return select(sb + 4u + (i - 12u), nib + (i - 4u), i < 12u);
+  return 0u;
 }
 
 // The vec4 (from the row's first value) holding x values 4 i .. 4 i + 3 of unit u.
@@ -104,13 +97,13 @@ fn q_i8x4(w: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
-// Byte k (0 .. 11) of a Q4_K super-block's scales.
+// Byte k (0 .. 11) of a Q4_K super-block's scales (quant_values.wgsl).
 fn q4k_sbyte(s: vec3<u32>, k: u32) -> u32 {
   let w = select(select(s.z, s.y, k < 8u), s.x, k < 4u);
   return (w >> ((k & 3u) * 8u)) & 0xffu;
 }
 
-// Sub-block j's 6-bit scale and min (ggml's get_scale_min_k4).
+// Sub-block j's 6-bit scale and min (ggml's get_scale_min_k4; quant_values.wgsl).
 fn q4k_scale_min(s: vec3<u32>, j: u32) -> vec2<f32> {
   if (j < 4u) {
     return vec2<f32>(f32(q4k_sbyte(s, j) & 63u), f32(q4k_sbyte(s, j + 4u) & 63u));
@@ -127,21 +120,6 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
   var w = words; // (indexed at run time below)
   var xs = xq;
   let one = vec4<f32>(1.0);
-  if (WDTYPE == WQ8_0) {
-    // A block at 2 mod 4: d is the high half of word 0 and the quants are words 1 .. 8; at 0 mod 4:
-    // d is the low half and each quant word straddles two loaded words.
-    let odd = ((rb + u * 34u) & 2u) != 0u;
-    let d = unpack2x16float(select(w[0] & 0xffffu, w[0] >> 16u, odd)).x;
-    var acc = vec4<f32>(0.0);
-    for (var j = 0u; j < 8u; j++) {
-      let q = select((w[j] >> 16u) | (w[j + 1u] << 16u), w[j + 1u], odd);
-      acc = fma(q_i8x4(q), xs[j], acc);
-    }
-    return d * dot(acc, one);
-  }
-  if (WDTYPE == WQ6_K) {
-    return q6k_unit_dot(w, rb, u, xs);
-  }
   if (WDTYPE == WQ5_0) {
     // d, then 4 bytes of fifth bits, then 16 bytes of nibbles (byte j: values j and j + 16); at
     // 2 mod 4 d is the high half of word 0, at 0 mod 4 the bits and nibbles straddle words.
@@ -162,34 +140,8 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
     }
     return d * dot(acc, one);
   }
-  // Q4_K / Q5_K: sub-blocks 2c (low nibbles, fifth bit 2c) and 2c + 1 (high nibbles, bit 2c + 1).
-  let dm = unpack2x16float(w[0]);
-  let s = vec3<u32>(w[1], w[2], w[3]);
-  let c = u % 4u;
-  let a = q4k_scale_min(s, 2u * c);
-  let b = q4k_scale_min(s, 2u * c + 1u);
-  let five = WDTYPE == WQ5_K;
-  let byte = vec4<u32>(0u, 8u, 16u, 24u);
-  var lo = vec4<f32>(0.0);
-  var hi = vec4<f32>(0.0);
-  var xlo = vec4<f32>(0.0);
-  var xhi = vec4<f32>(0.0);
-  for (var j = 0u; j < 8u; j++) {
-    let qw = vec4<u32>(w[4u + j]);
-    var ql = (qw >> byte) & vec4<u32>(15u);
-    var qhi = (qw >> (byte + vec4<u32>(4u))) & vec4<u32>(15u);
-    if (five) {
-      let hw = vec4<u32>(w[12u + j]) >> (byte + vec4<u32>(2u * c));
-      ql |= (hw & vec4<u32>(1u)) << vec4<u32>(4u);
-      qhi |= ((hw >> vec4<u32>(1u)) & vec4<u32>(1u)) << vec4<u32>(4u);
-    }
-    lo = fma(vec4<f32>(ql), xs[j], lo);
-    hi = fma(vec4<f32>(qhi), xs[8u + j], hi);
-    xlo += xs[j];
-    xhi += xs[8u + j];
-  }
-  return dm.x * (a.x * dot(lo, one) + b.x * dot(hi, one)) -
-    dm.y * (a.y * dot(xlo, one) + b.y * dot(xhi, one));
+  // Q6_K (q_unit_dot is not called for Q4_K / Q5_K).
+  return q6k_unit_dot(w, rb, u, xs);
 }
 
 // Bytes 2 .. 5 of the words lo, hi when odd (a field at 2 mod 4 bytes), else lo.

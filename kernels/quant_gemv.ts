@@ -111,9 +111,9 @@ const QUANT_TB = 1;
 
 /**
  * Builds the decode GEMV `y[t, n] = W[n, :] · x[t, :]` (`+=` with `accumulate`) over quantised
- * weights, decoded in registers: every lane of a row takes every TPR-th unit of 32 or 64 values,
- * reads its bytes as `u32` words (Q8_0, Q5_0 and Q6_K blocks are only 2-byte aligned) and its x values as
- * `vec4`s.
+ * weights, decoded in registers: the lanes of a row read it coalesced where the layout allows
+ * (`quant_gemv.wgsl`: Q4_K / Q5_K in 64-value units whose words and x values sit side by side
+ * across lanes, Q8_0 word by word), the other types one block unit per lane (`quant.wgsl`).
  *
  * @throws {ArgumentError} naming the bad argument: sizes, a `K` that is not whole blocks, an unknown
  *   type, bindings too small or sharing a buffer, a bad layout.
@@ -148,7 +148,8 @@ export async function matvecQuant(gpu: Gpu, args: MatvecQuantArgs): Promise<Disp
     ACC: accumulate ? 1 : 0,
   });
   const params = gpu.uniform(new ParamWriter().u32(T, K, N, 1).bytes(), "matvec.params");
-  // x is read as vec4 (K is a multiple of 32); the vec4 weight view is bound but not read.
+  // x is read as vec4 (K is a multiple of 32); the vec4 weight view serves the Q4_K / Q5_K
+  // super-block headers (16-byte aligned).
   const xv = { ...x, size: T * K * 4 };
   const wv = w.size >= 16 ? { ...w, size: w.size - (w.size % 16) } : placeholder(gpu);
   return gpu.dispatch(
