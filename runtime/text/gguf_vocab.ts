@@ -23,9 +23,12 @@ import { TokenizerError } from "../base/errors.ts";
 import type { GgufFile } from "../weights/gguf.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../weights/gguf_writer.ts";
 import type { TokenizerFiles } from "./tokenizer_files.ts";
-
-/** llama.cpp's token types (`llama_token_type`). */
-const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 };
+import {
+  GGUF_TOKEN_TYPE as TOKEN_TYPE,
+  isSpmTokenizer,
+  spmTokenizerFiles,
+  spmVocabMetadata,
+} from "./gguf_vocab_spm.ts";
 
 const QWEN2_REGEX =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+" +
@@ -97,14 +100,15 @@ function preTokenizerName(tj: Json): string | null {
  */
 export function ggufVocabMetadata(files: TokenizerFiles): Record<string, GgufValueToWrite> {
   const tj = files.tokenizerJson, file = `${files.dir}/tokenizer.json`;
+  if (isSpmTokenizer(tj)) return spmVocabMetadata(files);
   const model = obj(tj.model);
   const decoder = obj(tj.decoder);
-  if (model?.type !== "BPE" || model.byte_fallback === true || decoder?.type !== "ByteLevel") {
+  if (model?.type !== "BPE" || decoder?.type !== "ByteLevel") {
     throw new TokenizerError(
       file,
-      "only byte-level BPE tokenizers (GPT-2 style) can be written to GGUF",
-      "SentencePiece-style vocabularies (byte fallback, Unigram) are not written yet; convert " +
-        "with --no-vocab and pass token ids",
+      "only BPE tokenizers (byte-level, or SentencePiece-style with byte fallback) can be " +
+        "written to GGUF",
+      "Unigram vocabularies (T5) are not written; convert with --no-vocab and pass token ids",
     );
   }
   const pre = preTokenizerName(tj);
@@ -174,6 +178,7 @@ export function ggufTokenizerFiles(g: GgufFile): TokenizerFiles {
     fail("tokenizer.ggml.model", "the file has no vocabulary", "pass token ids (--ids)");
   }
   const kind = g.string("tokenizer.ggml.model");
+  if (kind === "llama") return spmTokenizerFiles(g);
   if (kind !== "gpt2") {
     fail(
       "tokenizer.ggml.model",
@@ -181,7 +186,7 @@ export function ggufTokenizerFiles(g: GgufFile): TokenizerFiles {
         ? "the file has no vocabulary"
         : `${
           JSON.stringify(kind)
-        } vocabularies are not read yet (Pregate reads gpt2: byte-level BPE)`,
+        } vocabularies are not read (Pregate reads gpt2: byte-level BPE, and llama: SentencePiece)`,
       "pass token ids (--ids)",
     );
   }
