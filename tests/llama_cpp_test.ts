@@ -28,6 +28,12 @@
 // or within GAP_TOLERANCE of it, and the test prints how many of the greedy tokens agree (a near-tie
 // may flip one, after which the sequences part).
 //
+// Then a SentencePiece (`llama`) vocabulary: a tiny Mixtral converted with the mixtral fixture's
+// tokenizer.json (byte-fallback BPE, "▁" normaliser): llama.cpp's ids and detokenized text of
+// every fixture text without special tokens (leading and repeated spaces, digits, characters only
+// byte fallback spells) equal Pregate's (tests/llama_cpp_tokenize.mjs), and the f16 greedy tokens
+// agree as above.
+//
 // Then llama.cpp's own quantiser (`llama_model_quantize`, what llama-quantize runs; through FFI,
 // tests/llama_cpp_quantize.mjs) turns Pregate's F32 GGUF of the demo and of tiny random models
 // into Q4_K_M files: each must hold, tensor by tensor, the types and bytes Pregate's

@@ -1,13 +1,17 @@
 /**
- * Vocabularies in GGUF files (llama.cpp's `tokenizer.ggml.*` keys), both ways, for byte-level BPE
- * tokenizers (GPT-2 style: Qwen, OLMoE, Llama 3): {@linkcode ggufVocabMetadata} writes a
- * tokenizer.json's vocabulary, merges, special tokens and chat template as llama.cpp reads them
- * (`tokenizer.ggml.model` `gpt2`, the pre-tokenizer by llama.cpp's name, `tokenizer.ggml.pre`), and
+ * Vocabularies in GGUF files (llama.cpp's `tokenizer.ggml.*` keys), both ways, so a GGUF model
+ * needs no tokenizer.json: {@linkcode ggufVocabMetadata} writes a tokenizer.json's vocabulary,
+ * merges, special tokens and chat template as llama.cpp reads them, and
  * {@linkcode ggufTokenizerFiles} builds the tokenizer.json (and tokenizer_config.json) equivalent of
- * a file's keys for `@huggingface/tokenizers`, so a GGUF model needs no tokenizer.json. The
- * pre-tokenizers both directions know are those whose llama.cpp name fixes HF's pipeline exactly
- * ({@linkcode GGUF_PRE_TOKENIZERS}); another is a {@linkcode TokenizerError} naming the file and the
- * key, as is a SentencePiece vocabulary (`llama`): Pregate neither writes nor reads those yet.
+ * a file's keys for `@huggingface/tokenizers`.
+ *
+ * Byte-level BPE tokenizers (GPT-2 style: Qwen, OLMoE, Llama 3) are `tokenizer.ggml.model` `gpt2`
+ * with the pre-tokenizer by llama.cpp's name (`tokenizer.ggml.pre`); the pre-tokenizers both
+ * directions know are those whose llama.cpp name fixes HF's pipeline exactly
+ * ({@linkcode GGUF_PRE_TOKENIZERS}), another is a {@linkcode TokenizerError} naming the file and the
+ * key. SentencePiece-style BPE tokenizers with byte fallback (Llama 2, Mistral, Mixtral) are
+ * `llama` vocabularies with scores, in `gguf_vocab_spm.ts`. Unigram (T5) is neither written nor
+ * read.
  *
  * @example
  * ```ts ignore

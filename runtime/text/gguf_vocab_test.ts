@@ -126,6 +126,8 @@ for (const [name, drop] of spm) {
       assert.deepEqual(got.eosIds, want.eosIds);
       assert.equal(got.bosId, 1);
       assert.deepEqual(got.specialTokens, want.specialTokens);
+      const files = await readTokenizerFiles(`${FIXTURES}${name}`);
+      assert.equal(got.chatTemplate, files.chatTemplate);
       for (let id = 0; id < want.vocabSize; id++) {
         assert.equal(got.isSpecial(id), want.isSpecial(id), `${id}`);
       }
