@@ -28,6 +28,12 @@
 // or within GAP_TOLERANCE of it, and the test prints how many of the greedy tokens agree (a near-tie
 // may flip one, after which the sequences part).
 //
+// Then a SentencePiece (`llama`) vocabulary: a tiny Mixtral converted with the mixtral fixture's
+// tokenizer.json (byte-fallback BPE, "▁" normaliser): llama.cpp's ids and detokenized text of
+// every fixture text without special tokens (leading and repeated spaces, digits, characters only
+// byte fallback spells) equal Pregate's (tests/llama_cpp_tokenize.mjs), and the f16 greedy tokens
+// agree as above.
+//
 // Then llama.cpp's own quantiser (`llama_model_quantize`, what llama-quantize runs; through FFI,
 // tests/llama_cpp_quantize.mjs) turns Pregate's F32 GGUF of the demo and of tiny random models
 // into Q4_K_M files: each must hold, tensor by tensor, the types and bytes Pregate's
@@ -165,6 +171,92 @@ for (const m of CROSS_MODELS) {
     },
   });
 }
+
+/** llama.cpp's ids and detokenized text of each of `texts` with the vocabulary of `model`. */
+async function llamaCppTokenize(
+  model: string,
+  texts: readonly string[],
+): Promise<{ ids: number[][]; decoded: string[]; version: string }> {
+  const script = new URL("llama_cpp_tokenize.mjs", import.meta.url).pathname;
+  const textsPath = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(textsPath, JSON.stringify(texts));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-config",
+        "--node-modules-dir=manual",
+        script,
+        INSTALL!,
+        model,
+        textsPath,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `llama.cpp tokenization failed:\n${err}`);
+    return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+  } finally {
+    await Deno.remove(textsPath);
+  }
+}
+
+const SPM_VOCAB = new URL("fixtures/tokenizers/mixtral", import.meta.url).pathname;
+/** Texts beyond the fixture's: leading spaces, byte fallback, digits. */
+const SPM_TEXTS = [
+  "  two leading spaces",
+  "the cat sat on the mat",
+  "bytes: 日本語 🙂 ẞ ǅ and 0123456789 3.14159",
+];
+
+Deno.test({
+  name:
+    "llama.cpp and Pregate agree on a tiny Mixtral GGUF with a SentencePiece (llama) vocabulary",
+  ignore: !INSTALL,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
+    try {
+      const checkpoint = `${dir}/mixtral`;
+      await makeMoeModel("mixtral", checkpoint, { ...Q4K_DIMS, vocab: 698 }, 11);
+      for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+        await Deno.copyFile(`${SPM_VOCAB}/${f}`, `${checkpoint}/${f}`);
+      }
+      const path = `${dir}/mixtral-f16.gguf`;
+      await writeGguf(checkpoint, path, "f16");
+      assert.equal(openGguf(path).string("tokenizer.ggml.model"), "llama");
+      // Every fixture text but those with special tokens (llama.cpp reads those as plain text here).
+      const fixture = JSON.parse(await Deno.readTextFile(`${SPM_VOCAB}/expected.json`));
+      const texts = [
+        ...(fixture.cases as { text: string }[]).map((c) => c.text)
+          .filter((t) => t !== "" && !/<s>|<\/s>|<unk>/.test(t)),
+        ...SPM_TEXTS,
+      ];
+      const ll = await llamaCppTokenize(path, texts);
+      assert.equal(ll.version, "3.21.1");
+      const tok = await loadTokenizer(path);
+      texts.forEach((text, i) => {
+        const what = JSON.stringify(text);
+        assert.deepEqual(ll.ids[i], tok.encode(text), `llama.cpp's ids of ${what}`);
+        assert.equal(ll.decoded[i], tok.decode(ll.ids[i]), `llama.cpp's text of ${what}`);
+      });
+      const prompt = tok.encode(SPM_TEXTS[1]);
+      const greedy = await llamaCpp(path, SPM_TEXTS[1], CROSS_STEPS);
+      assert.deepEqual(greedy.prompt, prompt, "llama.cpp's tokens of the prompt");
+      const p = await pregateRun(path, prompt, greedy.tokens, CROSS_STEPS);
+      const rel = p.gaps.map((x) => x.gap / x.spread);
+      const exact = rel.filter((r) => r === 0).length;
+      console.log(`mixtral, llama vocabulary, f16: ${exact} of ${CROSS_STEPS} steps exact`);
+      assert.ok(Math.max(...rel) <= GAP_TOLERANCE, `gaps ${rel.map((r) => r.toFixed(3))}`);
+      assert.ok(exact >= CROSS_STEPS - 1, `f16: ${exact} exact steps`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
 
 /** Runs llama.cpp's quantiser on `input`, writing `output` in llama.cpp file type `ftype`. */
 async function llamaQuantize(input: string, output: string, ftype: number): Promise<void> {

@@ -5,12 +5,14 @@
 // vocabularies it cannot rebuild.
 import assert from "node:assert/strict";
 import { GgufError, TokenizerError } from "../base/errors.ts";
-import { ggufValue as v } from "../weights/gguf_writer.ts";
-import { loadTokenizer } from "../text/tokenizer.ts";
+import { ggufValue as v, writeGguf } from "../weights/gguf_writer.ts";
+import { ggufVocabMetadata } from "../text/gguf_vocab.ts";
+import { loadTokenizer, readTokenizerFiles } from "../text/tokenizer.ts";
 import { convertToGguf } from "./gguf_convert.ts";
 import { loadModelConfig, openModelStore } from "./gguf_model.ts";
 import { type GgufEdit, makeMoeModel, rewriteGguf } from "./gguf_model_test_util.ts";
 
+const ROOT = new URL("../../", import.meta.url).pathname;
 const dir = await Deno.makeTempDir({ prefix: "pregate_gguf_malformed_" });
 const good = `${dir}/good.gguf`;
 await makeMoeModel("qwen3_moe", `${dir}/src`);
@@ -122,18 +124,40 @@ Deno.test("a config value the architecture refuses names the GGUF key behind the
 });
 
 Deno.test("vocabularies Pregate cannot rebuild are TokenizerErrors naming the key", async () => {
-  const open = async (edit: GgufEdit) => {
+  // A SentencePiece (llama) vocabulary alone, from the mixtral fixture.
+  const spm = `${dir}/spm.gguf`;
+  const files = await readTokenizerFiles(`${ROOT}tests/fixtures/tokenizers/mixtral`);
+  await writeGguf(
+    spm,
+    { "general.architecture": v.string("llama"), ...ggufVocabMetadata(files) },
+    [],
+  );
+  const open = async (edit: GgufEdit, src = good) => {
     const path = `${dir}/tok${n++}.gguf`;
-    await rewriteGguf(good, path, edit);
+    await rewriteGguf(src, path, edit);
     return await loadTokenizer(path).then(() => null, (e) => e);
   };
-  const keys: [GgufEdit, string, string][] = [
+  assert.equal(await open({}, spm), null, "the unedited llama vocabulary loads");
+  const keys: [GgufEdit, string, string, string?][] = [
     [{ dropKeys: ["tokenizer.ggml.model"] }, "tokenizer.ggml.model", "no vocabulary"],
-    [{ setKeys: { "tokenizer.ggml.model": v.string("llama") } }, "tokenizer.ggml.model", "llama"],
+    [{ setKeys: { "tokenizer.ggml.model": v.string("bert") } }, "tokenizer.ggml.model", "bert"],
     [{ setKeys: { "tokenizer.ggml.model": v.string("gpt2") } }, "tokenizer.ggml.pre", "default"],
+    [{ dropKeys: ["tokenizer.ggml.tokens"] }, "tokenizer.ggml.tokens", "missing", spm],
+    [
+      { dropKeys: ["tokenizer.ggml.scores", "tokenizer.ggml.merges"] },
+      "tokenizer.ggml.scores",
+      "missing",
+      spm,
+    ],
+    [
+      { setKeys: { "tokenizer.ggml.scores": v.array("f32", [0, -1]) } },
+      "tokenizer.ggml.scores",
+      "one per token",
+      spm,
+    ],
   ];
-  for (const [edit, key, text] of keys) {
-    const e = await open(edit);
+  for (const [edit, key, text, src] of keys) {
+    const e = await open(edit, src);
     assert.ok(e instanceof TokenizerError, `${key}: ${e}`);
     assert.ok(e.message.includes(`[key ${key}]`) && e.message.includes(text), e.message);
   }

@@ -1,13 +1,17 @@
 /**
- * Vocabularies in GGUF files (llama.cpp's `tokenizer.ggml.*` keys), both ways, for byte-level BPE
- * tokenizers (GPT-2 style: Qwen, OLMoE, Llama 3): {@linkcode ggufVocabMetadata} writes a
- * tokenizer.json's vocabulary, merges, special tokens and chat template as llama.cpp reads them
- * (`tokenizer.ggml.model` `gpt2`, the pre-tokenizer by llama.cpp's name, `tokenizer.ggml.pre`), and
+ * Vocabularies in GGUF files (llama.cpp's `tokenizer.ggml.*` keys), both ways, so a GGUF model
+ * needs no tokenizer.json: {@linkcode ggufVocabMetadata} writes a tokenizer.json's vocabulary,
+ * merges, special tokens and chat template as llama.cpp reads them, and
  * {@linkcode ggufTokenizerFiles} builds the tokenizer.json (and tokenizer_config.json) equivalent of
- * a file's keys for `@huggingface/tokenizers`, so a GGUF model needs no tokenizer.json. The
- * pre-tokenizers both directions know are those whose llama.cpp name fixes HF's pipeline exactly
- * ({@linkcode GGUF_PRE_TOKENIZERS}); another is a {@linkcode TokenizerError} naming the file and the
- * key, as is a SentencePiece vocabulary (`llama`): Pregate neither writes nor reads those yet.
+ * a file's keys for `@huggingface/tokenizers`.
+ *
+ * Byte-level BPE tokenizers (GPT-2 style: Qwen, OLMoE, Llama 3) are `tokenizer.ggml.model` `gpt2`
+ * with the pre-tokenizer by llama.cpp's name (`tokenizer.ggml.pre`); the pre-tokenizers both
+ * directions know are those whose llama.cpp name fixes HF's pipeline exactly
+ * ({@linkcode GGUF_PRE_TOKENIZERS}), another is a {@linkcode TokenizerError} naming the file and the
+ * key. SentencePiece-style BPE tokenizers with byte fallback (Llama 2, Mistral, Mixtral) are
+ * `llama` vocabularies with scores, in `gguf_vocab_spm.ts`. Unigram (T5) is neither written nor
+ * read.
  *
  * @example
  * ```ts ignore
@@ -23,9 +27,12 @@ import { TokenizerError } from "../base/errors.ts";
 import type { GgufFile } from "../weights/gguf.ts";
 import { ggufValue as v, type GgufValueToWrite } from "../weights/gguf_writer.ts";
 import type { TokenizerFiles } from "./tokenizer_files.ts";
-
-/** llama.cpp's token types (`llama_token_type`). */
-const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 };
+import {
+  GGUF_TOKEN_TYPE as TOKEN_TYPE,
+  isSpmTokenizer,
+  spmTokenizerFiles,
+  spmVocabMetadata,
+} from "./gguf_vocab_spm.ts";
 
 const QWEN2_REGEX =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+" +
@@ -97,14 +104,15 @@ function preTokenizerName(tj: Json): string | null {
  */
 export function ggufVocabMetadata(files: TokenizerFiles): Record<string, GgufValueToWrite> {
   const tj = files.tokenizerJson, file = `${files.dir}/tokenizer.json`;
+  if (isSpmTokenizer(tj)) return spmVocabMetadata(files);
   const model = obj(tj.model);
   const decoder = obj(tj.decoder);
-  if (model?.type !== "BPE" || model.byte_fallback === true || decoder?.type !== "ByteLevel") {
+  if (model?.type !== "BPE" || decoder?.type !== "ByteLevel") {
     throw new TokenizerError(
       file,
-      "only byte-level BPE tokenizers (GPT-2 style) can be written to GGUF",
-      "SentencePiece-style vocabularies (byte fallback, Unigram) are not written yet; convert " +
-        "with --no-vocab and pass token ids",
+      "only BPE tokenizers (byte-level, or SentencePiece-style with byte fallback) can be " +
+        "written to GGUF",
+      "Unigram vocabularies (T5) are not written; convert with --no-vocab and pass token ids",
     );
   }
   const pre = preTokenizerName(tj);
@@ -174,6 +182,7 @@ export function ggufTokenizerFiles(g: GgufFile): TokenizerFiles {
     fail("tokenizer.ggml.model", "the file has no vocabulary", "pass token ids (--ids)");
   }
   const kind = g.string("tokenizer.ggml.model");
+  if (kind === "llama") return spmTokenizerFiles(g);
   if (kind !== "gpt2") {
     fail(
       "tokenizer.ggml.model",
@@ -181,7 +190,7 @@ export function ggufTokenizerFiles(g: GgufFile): TokenizerFiles {
         ? "the file has no vocabulary"
         : `${
           JSON.stringify(kind)
-        } vocabularies are not read yet (Pregate reads gpt2: byte-level BPE)`,
+        } vocabularies are not read (Pregate reads gpt2: byte-level BPE, and llama: SentencePiece)`,
       "pass token ids (--ids)",
     );
   }
