@@ -3,7 +3,7 @@
  * header (metadata and tensor infos) is encoded first, then each tensor's data is written straight
  * to the file, padded to the alignment, so a multi-GB model never has to be in memory at once.
  * Tensor offsets are contiguous up to padding (llama.cpp's loader requires it). The file is written
- * to `<path>.partial` and renamed into place when complete.
+ * to `<path>.partial`, flushed to disk and renamed into place when complete.
  *
  * Metadata values carry their GGUF type: build them with {@linkcode ggufValue}.
  *
@@ -468,6 +468,7 @@ export async function writeGguf(
       await writeAll(file, zeros.subarray(0, (alignment - (n % alignment)) % alignment));
       written.push({ name: t.name, type: t.type.name, offset: dataOffset + t.rel, byteLength: n });
     }
+    await file.syncData(); // on disk before it takes the name: no dirty pages left behind
     file.close();
     closed = true;
     await Deno.rename(tmp, path);

@@ -1,8 +1,11 @@
 /**
  * Quantisation on several threads: a pool of workers (`quant_worker.ts`) running
  * {@linkcode quantize}, for converting large models (llama.cpp's reference Q4_K quantiser does a
- * least-squares search per sub-block and quantises about 4 M values a second on one core). With
- * one thread the pool quantises inline. Results are byte-identical to `quantize`.
+ * least-squares search per sub-block and quantises about 4 M values a second on one core). Every
+ * block is quantised on its own, so an array longer than {@linkcode QUANT_CHUNK_VALUES} is cut at
+ * block boundaries into pieces that the workers quantise side by side (a 311 M-value embedding
+ * table takes all the threads, not one). With one thread the pool quantises inline. Results are
+ * byte-identical to `quantize`.
  *
  * @example
  * ```ts
@@ -14,7 +17,10 @@
  * ```
  * @module
  */
-import { quantize, type QuantType } from "./quant.ts";
+import { QUANT_BLOCK, quantize, type QuantType } from "./quant.ts";
+
+/** Values per worker job at most (rounded down to whole blocks): about 4 MiB of f32. */
+export const QUANT_CHUNK_VALUES = 1 << 20;
 
 interface Job {
   values: Float32Array;
@@ -41,9 +47,37 @@ export class QuantPool {
     }
   }
 
-  /** `quantize(values, type)` on a free worker; `values` is transferred (unusable afterwards). */
+  /**
+   * `quantize(values, type)` on the free workers, in pieces of whole blocks when `values` is longer
+   * than {@linkcode QUANT_CHUNK_VALUES}; `values` is transferred (unusable afterwards).
+   */
   quantize(values: Float32Array, type: QuantType): Promise<Uint8Array> {
     if (!this.threads) return Promise.resolve().then(() => quantize(values, type));
+    const block = QUANT_BLOCK[type];
+    const step = Math.max(1, Math.floor(QUANT_CHUNK_VALUES / block.values)) * block.values;
+    if (values.length <= step || values.length % block.values !== 0) {
+      return this.#job(values, type);
+    }
+    const pieces: Promise<Uint8Array>[] = [];
+    for (let o = 0; o < values.length; o += step) {
+      pieces.push(
+        this.#job(values.slice(o, o + step), type).catch((e: Error) => {
+          throw new Error(`${e.message} (in the piece from value ${o})`);
+        }),
+      );
+    }
+    return Promise.all(pieces).then((parts) => {
+      const out = new Uint8Array((values.length / block.values) * block.bytes);
+      let at = 0;
+      for (const part of parts) {
+        out.set(part, at);
+        at += part.byteLength;
+      }
+      return out;
+    });
+  }
+
+  #job(values: Float32Array, type: QuantType): Promise<Uint8Array> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ values, type, resolve, reject });
       this.#next();

@@ -7,8 +7,8 @@
  *
  * Layout: the JSON header is padded with spaces to a multiple of 8 bytes (so the data section starts
  * 8-byte aligned), `__metadata__` comes first, and tensors are stored back to back in the order
- * given, with no gaps (as the format requires). Files are written to `<path>.partial` and renamed
- * into place when complete, so a failed or interrupted write never leaves a truncated file under
+ * given, with no gaps (as the format requires). Files are written to `<path>.partial`, flushed to
+ * disk and renamed into place when complete, so a failed or interrupted write never leaves a truncated file under
  * the final name.
  *
  * @example
@@ -306,6 +306,7 @@ async function writePlanned(
       tensors.push({ name: t.name, dtype: t.dtype, offset, byteLength: t.byteLength });
       offset += t.byteLength;
     }
+    await file.syncData(); // on disk before it takes the name: no dirty pages left behind
     file.close();
     closed = true;
     await Deno.rename(tmp, path);
