@@ -4,6 +4,8 @@
  * Measures, after validating each kernel against its CPU reference:
  * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights, and for Q8_0, Q4_K,
  *   Q6_K, Q5_K and Q5_0 weights dequantised in the kernel (counted in stored bytes),
+ * - the MoE expert GEMVs (gate/up and down through a slot table) at Mixtral's expert shape (bf16,
+ *   f32) and at Qwen3-30B-A3B's (bf16, Q8_0, Q4_K: the offload experiment's model),
  * - tiled matmul (prefill) FLOP/s, portable and (where the device has subgroup matrices) on tensor
  *   cores,
  * - host->GPU upload bytes/s with `queue.writeBuffer`, with mapped staging buffers, and through the
@@ -14,7 +16,8 @@
  *
  * Environment: PREGATE_GPU=native|dawn|auto (default native); PREGATE_BENCH_SIZE=small|full (default:
  * small on a software adapter, full otherwise); PREGATE_BENCH_OUT=path.json writes the results;
- * PREGATE_BENCH_SECTIONS=gemv stops after the ceilings and the GEMV rows.
+ * PREGATE_BENCH_SECTIONS=gemv,moe (a comma list of `gemv` and `moe`) measures the ceilings and
+ * those sections only.
  *
  * On Dawn run it as a script, `PREGATE_GPU=dawn deno run -A bench/kernels_bench.ts`: every figure is
  * measured at the module's top level (the `Deno.bench` cases are no-ops under `deno run`), and under
@@ -27,7 +30,7 @@ import { matmul, matmulSgmatrix, matmulVariant, matvec } from "../kernels/linear
 import { matmulRef } from "../kernels/reference_linear.ts";
 import { add } from "../kernels/elementwise.ts";
 import { moeDown, moeGateUp } from "../kernels/moe.ts";
-import { moeGateUpRef } from "../kernels/reference_moe.ts";
+import { moeDownRef, moeGateUpRef } from "../kernels/reference_moe.ts";
 import { packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
 import { matvecQuant, weightRowBytes } from "../kernels/quant_gemv.ts";
@@ -67,6 +70,14 @@ const clockNote = (t: GpuTime) =>
 // ------------------------------------------------------------------ ceilings, measured on this device
 
 const stage = (m: string) => console.error(`[kernels_bench] ${m}`);
+const SECTIONS = Deno.env.get("PREGATE_BENCH_SECTIONS")?.split(",").map((x) => x.trim());
+for (const x of SECTIONS ?? []) {
+  if (x !== "gemv" && x !== "moe") {
+    throw new Error(`PREGATE_BENCH_SECTIONS: unknown section '${x}'; expected gemv, moe`);
+  }
+}
+/** Whether section `name` runs (all of them when PREGATE_BENCH_SECTIONS is unset). */
+const want = (name: "gemv" | "moe") => !SECTIONS || SECTIONS.includes(name);
 stage(`measuring ceilings on ${gpu.describe()}`);
 const readBw = await measureReadBandwidth(gpu, clock);
 rows.push({
@@ -98,86 +109,82 @@ const peakTflops = await measureFmaRate(gpu, clock);
 rows.push({ name: "ceiling: f32 FMA-only kernel", value: peakTflops, unit: "TFLOP/s" });
 
 // ------------------------------------------------------------------ GEMV (decode)
-stage("GEMV (decode)");
+if (want("gemv")) {
+  stage("GEMV (decode)");
 
-const [gemvN, gemvK] = full ? [14336, 4096] : [512, 1024];
-for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
-  const wF = randn(gemvN * gemvK, 0.05);
-  const x = randn(gemvK);
-  const wBuf = gpu.storage("dense", packWeights(wF, dtype), `gemv-w-${dtype}`);
-  const xBuf = gpu.storage("activations", x);
-  const yBuf = gpu.storage("activations", gemvN * 4);
-  const d = await matvec(gpu, { x: xBuf, w: wBuf, y: yBuf, K: gemvK, N: gemvN, dtype });
-  gpu.submit([d]);
-  const y = await gpu.readF32(yBuf);
-  // Validate before timing (a sample of rows when the matrix is large).
-  const check = Math.min(gemvN, 256);
-  const ref = matmulRef(x, roundTo(wF.subarray(0, check * gemvK), dtype), 1, gemvK, check);
-  assertClose(y.subarray(0, check), ref, 1e-5, `gemv ${dtype}`);
-  const t = await time([d], { inner: full ? 50 : 5 });
-  const bytes = wBuf.size + gemvK * 4 + gemvN * 4;
-  rows.push({
-    name: `GEMV ${dtype} ${gemvN}x${gemvK}`,
-    value: bytes / t.seconds / 1e9,
-    unit: "GB/s",
-    ceiling: readBw,
-    ceilingNote: "streaming read",
-    note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
-  });
-  Deno.bench({ name: `gemv ${dtype} ${gemvN}x${gemvK}`, n: 20, warmup: 3 }, async () => {
+  const [gemvN, gemvK] = full ? [14336, 4096] : [512, 1024];
+  for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
+    const wF = randn(gemvN * gemvK, 0.05);
+    const x = randn(gemvK);
+    const wBuf = gpu.storage("dense", packWeights(wF, dtype), `gemv-w-${dtype}`);
+    const xBuf = gpu.storage("activations", x);
+    const yBuf = gpu.storage("activations", gemvN * 4);
+    const d = await matvec(gpu, { x: xBuf, w: wBuf, y: yBuf, K: gemvK, N: gemvN, dtype });
     gpu.submit([d]);
-    await gpu.sync();
-  }); // (the weights stay allocated: deno bench runs this case after the table is printed)
-}
-
-// Quantised weights (Q8_0, Q4_K, and Q6_K / Q5_K / Q5_0 of Q4_K_M files), dequantised in the
-// kernel: bytes/s counted in stored bytes. The matrix is 256 quantised rows repeated (the kernel
-// reads every row's own bytes either way).
-for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) {
-  const rows0 = Math.min(gemvN, 256);
-  const wF = randn(rows0 * gemvK, 0.05);
-  const block = quantize(wF, type);
-  const stored = new Uint8Array(Math.ceil((gemvN * weightRowBytes(gemvK, type)) / 16) * 16);
-  for (let r = 0; r < gemvN; r += rows0) {
-    stored.set(
-      block.subarray(0, Math.min(rows0, gemvN - r) * weightRowBytes(gemvK, type)),
-      r * weightRowBytes(gemvK, type),
-    );
+    const y = await gpu.readF32(yBuf);
+    // Validate before timing (a sample of rows when the matrix is large).
+    const check = Math.min(gemvN, 256);
+    const ref = matmulRef(x, roundTo(wF.subarray(0, check * gemvK), dtype), 1, gemvK, check);
+    assertClose(y.subarray(0, check), ref, 1e-5, `gemv ${dtype}`);
+    const t = await time([d], { inner: full ? 50 : 5 });
+    const bytes = wBuf.size + gemvK * 4 + gemvN * 4;
+    rows.push({
+      name: `GEMV ${dtype} ${gemvN}x${gemvK}`,
+      value: bytes / t.seconds / 1e9,
+      unit: "GB/s",
+      ceiling: readBw,
+      ceilingNote: "streaming read",
+      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
+    });
+    Deno.bench({ name: `gemv ${dtype} ${gemvN}x${gemvK}`, n: 20, warmup: 3 }, async () => {
+      gpu.submit([d]);
+      await gpu.sync();
+    }); // (the weights stay allocated: deno bench runs this case after the table is printed)
   }
-  const x = randn(gemvK);
-  const wBuf = gpu.storage("dense", stored, `gemv-w-${type}`);
-  const xBuf = gpu.storage("activations", x);
-  const yBuf = gpu.storage("activations", gemvN * 4);
-  const d = await matvecQuant(gpu, { x: xBuf, w: wBuf, y: yBuf, K: gemvK, N: gemvN, type });
-  gpu.submit([d]);
-  const y = await gpu.readF32(yBuf);
-  assertClose(
-    y.subarray(0, rows0),
-    matmulRef(x, dequantize(block, type), 1, gemvK, rows0),
-    1e-5,
-    `gemv ${type}`,
-  );
-  const t = await time([d], { inner: full ? 50 : 5 });
-  const bytes = gemvN * weightRowBytes(gemvK, type) + gemvK * 4 + gemvN * 4;
-  rows.push({
-    name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)`,
-    value: bytes / t.seconds / 1e9,
-    unit: "GB/s",
-    ceiling: readBw,
-    ceilingNote: "streaming read",
-    note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
-  });
-}
 
-// PREGATE_BENCH_SECTIONS=gemv: the ceilings and the GEMV rows only.
-if (Deno.env.get("PREGATE_BENCH_SECTIONS") === "gemv") {
-  await report();
-  Deno.exit(0);
+  // Quantised weights (Q8_0, Q4_K, and Q6_K / Q5_K / Q5_0 of Q4_K_M files), dequantised in the
+  // kernel: bytes/s counted in stored bytes. The matrix is 256 quantised rows repeated (the kernel
+  // reads every row's own bytes either way).
+  for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) {
+    const rows0 = Math.min(gemvN, 256);
+    const wF = randn(rows0 * gemvK, 0.05);
+    const block = quantize(wF, type);
+    const stored = new Uint8Array(Math.ceil((gemvN * weightRowBytes(gemvK, type)) / 16) * 16);
+    for (let r = 0; r < gemvN; r += rows0) {
+      stored.set(
+        block.subarray(0, Math.min(rows0, gemvN - r) * weightRowBytes(gemvK, type)),
+        r * weightRowBytes(gemvK, type),
+      );
+    }
+    const x = randn(gemvK);
+    const wBuf = gpu.storage("dense", stored, `gemv-w-${type}`);
+    const xBuf = gpu.storage("activations", x);
+    const yBuf = gpu.storage("activations", gemvN * 4);
+    const d = await matvecQuant(gpu, { x: xBuf, w: wBuf, y: yBuf, K: gemvK, N: gemvN, type });
+    gpu.submit([d]);
+    const y = await gpu.readF32(yBuf);
+    assertClose(
+      y.subarray(0, rows0),
+      matmulRef(x, dequantize(block, type), 1, gemvK, rows0),
+      1e-5,
+      `gemv ${type}`,
+    );
+    const t = await time([d], { inner: full ? 50 : 5 });
+    const bytes = gemvN * weightRowBytes(gemvK, type) + gemvK * 4 + gemvN * 4;
+    rows.push({
+      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)`,
+      value: bytes / t.seconds / 1e9,
+      unit: "GB/s",
+      ceiling: readBw,
+      ceilingNote: "streaming read",
+      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
+    });
+  }
 }
 
 // ------------------------------------------------------------------ MoE expert GEMVs (decode)
-stage("MoE expert GEMVs (decode)");
-{
+if (want("moe")) {
+  stage("MoE expert GEMVs (decode)");
   // One token, top-k experts read through a slot table from a pool (Mixtral-8x7B expert shape on a
   // GPU: 14336 x 4096; small on a software adapter).
   const [I, H, k, slots] = full ? [14336, 4096, 2, 4] : [256, 512, 2, 4];
@@ -238,6 +245,21 @@ stage("MoE expert GEMVs (decode)");
     });
     pools.forEach((b) => gpu.destroyBuffer(b));
   }
+}
+
+// One token's top-8 experts at Qwen3-30B-A3B's expert shape (768 x 2048), as stored in the offload
+// experiment's files; quantised rows are counted in stored bytes.
+if (want("moe")) {
+  const [I, H, k] = full ? [768, 2048, 8] : [256, 512, 4];
+  for (const type of ["bf16", "q8_0", "q4_k"] as (DType | QuantType)[]) {
+    rows.push(await moeRow(I, H, k, type));
+  }
+}
+
+// PREGATE_BENCH_SECTIONS: the ceilings and the sections asked for only.
+if (SECTIONS) {
+  await report();
+  Deno.exit(0);
 }
 
 // ------------------------------------------------------------------ matmul (prefill)
@@ -470,6 +492,97 @@ rows.push({
 });
 
 await report();
+
+/**
+ * The MoE row for one token's `k` experts of [I, H] (gate, up) and [H, I] (down) in `type`: each
+ * expert in its own slot, and as many copies of the pools as make 256 MiB, dispatched in turn, so
+ * that the timed reads come from memory, not from the L2 cache. Validated against the CPU reference
+ * (every choice, the first copy) before it is timed.
+ */
+async function moeRow(
+  I: number,
+  H: number,
+  k: number,
+  type: DType | QuantType,
+): Promise<ResultRow> {
+  const quantised = type !== "f32" && type !== "f16" && type !== "bf16";
+  const encode = (m: Float32Array): Uint8Array => {
+    if (quantised) return quantize(m, type as QuantType);
+    const w = packWeights(m, type as DType);
+    return new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+  };
+  const decode = (b: Uint8Array, m: Float32Array): Float32Array =>
+    quantised ? dequantize(b, type as QuantType) : roundTo(m, type as DType);
+  // Two random matrices per projection, alternating over the slots.
+  const make = (rows: number, cols: number) =>
+    [0, 1].map(() => {
+      const m = randn(rows * cols, 0.02);
+      const stored = encode(m);
+      return { stored, rounded: decode(stored, m) };
+    });
+  const gate = make(I, H), up = make(I, H), down = make(H, I);
+  const slotBytes = (m: { stored: Uint8Array }[]) => Math.ceil(m[0].stored.byteLength / 256) * 256;
+  const pool = (m: { stored: Uint8Array }[], shift: number) => {
+    const buf = gpu.storage("experts", slotBytes(m) * k);
+    for (let s = 0; s < k; s++) gpu.write(buf, m[(s + shift) % 2].stored, s * slotBytes(m));
+    return buf;
+  };
+  const setBytes = k * (2 * slotBytes(gate) + slotBytes(down));
+  const sets = Math.max(1, Math.ceil((full ? 256 * MB : setBytes) / setBytes));
+  const table = gpu.storage("experts", Uint32Array.from({ length: k }, (_, e) => e));
+  const idList = Uint32Array.from({ length: k }, (_, e) => e);
+  const ids = gpu.storage("activations", idList);
+  const x = randn(H);
+  const xBuf = gpu.storage("activations", x);
+  const hBuf = gpu.storage("activations", k * I * 4);
+  const yBuf = gpu.storage("activations", k * H * 4);
+  const common = { table, ids, T: 1, topK: k, hidden: H, inter: I, dtype: type };
+  const dispatches: Dispatch[] = [], buffers = [];
+  for (let c = 0; c < sets; c++) {
+    const g = pool(gate, 0), u = pool(up, 1), d = pool(down, 0);
+    buffers.push(g, u, d);
+    dispatches.push(
+      await moeGateUp(gpu, {
+        ...common,
+        x: xBuf,
+        gate: g,
+        up: u,
+        out: hBuf,
+        slotWords: slotBytes(gate) / 4,
+      }),
+      await moeDown(gpu, {
+        ...common,
+        x: hBuf,
+        down: d,
+        out: yBuf,
+        slotWords: slotBytes(down) / 4,
+      }),
+    );
+  }
+  gpu.submit(dispatches.slice(0, 2));
+  const h = await gpu.readF32(hBuf, 0, k * I);
+  // Expert e sits in slot e, which holds matrix (e + shift) % 2.
+  const bySlot = (m: { rounded: Float32Array }[], shift: number) =>
+    Array.from(idList, (e) => m[(e + shift) % 2].rounded);
+  const hRef = moeGateUpRef(x, bySlot(gate, 0), bySlot(up, 1), idList, 1, k, H, I);
+  assertClose(h, hRef, 1e-5, `moe gate_up ${type}`);
+  const y = await gpu.readF32(yBuf, 0, k * H);
+  assertClose(y, moeDownRef(h, bySlot(down, 0), idList, k, H, I), 1e-5, `moe down ${type}`);
+  const t = await time(dispatches, { inner: full ? 10 : 1 });
+  const perToken = t.seconds / sets;
+  const stored = k * (2 * gate[0].stored.byteLength + down[0].stored.byteLength);
+  buffers.forEach((b) => gpu.destroyBuffer(b));
+  return {
+    name: `MoE gate_up+down ${type}, top-${k} of ${I}x${H} experts` +
+      (quantised ? " (stored bytes)" : ""),
+    value: stored / perToken / 1e9,
+    unit: "GB/s",
+    ceiling: readBw,
+    ceilingNote: "streaming read",
+    note: `${(perToken * 1e6).toFixed(1)} us a token (${sets} copies of the pools), ${t.how}` +
+      clockNote(t),
+  };
+}
 
 /** Prints the table (and writes PREGATE_BENCH_OUT) of the rows measured so far. */
 async function report(): Promise<void> {
