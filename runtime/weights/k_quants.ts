@@ -57,7 +57,8 @@ function getF16(b: Uint8Array, p: number): number {
 /**
  * ggml's `make_qkx2_quants` for one sub-block of `n` values at `x[o..]` (squared error, no MAD):
  * the scale and (negated) min of an asymmetric `nmax`-level grid fitted by weighted least squares
- * over `nstep + 1` trial scales; the chosen levels go to `L[lo..]`. Returns `[scale, -min]`.
+ * over `nstep + 1` trial scales; the chosen levels go to `L[lo..]`, the scale and negated min to
+ * `QKX_OUT[0]` and `QKX_OUT[1]`.
  */
 function makeQkx2(
   n: number,
@@ -71,7 +72,8 @@ function makeQkx2(
   rmin: number,
   rdelta: number,
   nstep: number,
-): [number, number] {
+): void {
+  const xm = XM;
   let min = x[o], max = x[o];
   let sumW = w[0];
   let sumX = f(sumW * x[o]);
@@ -85,23 +87,29 @@ function makeQkx2(
   if (min > 0) min = 0;
   if (max === min) {
     L.fill(0, lo, lo + n);
-    return [0, -min];
+    QKX_OUT[0] = 0;
+    QKX_OUT[1] = -min;
+    return;
   }
   let iscale = f(nmax / f(max - min));
   let scale = f(1 / iscale);
   let best = 0;
   for (let i = 0; i < n; i++) {
-    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[o + i] - min)))));
+    const xi = x[o + i], d = f(xi - min);
+    xm[i] = d;
+    let l = nearestInt(f(iscale * d));
+    l = l < 0 ? 0 : l > nmax ? nmax : l;
     L[lo + i] = l;
-    const diff = f(f(f(scale * l) + min) - x[o + i]);
+    const diff = f(f(f(scale * l) + min) - xi);
     best = f(best + f(w[i] * f(diff * diff)));
   }
   for (let is = 0; is <= nstep; is++) {
-    // min (and with it the range) is the best fit so far, as in ggml.
+    // min (and with it the range and x - min) is the best fit so far, as in ggml.
     iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / f(max - min));
     let sumL = 0, sumL2 = 0, sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[o + i] - min)))));
+      let l = nearestInt(f(iscale * xm[i]));
+      l = l < 0 ? 0 : l > nmax ? nmax : l;
       laux[i] = l;
       const wl = f(w[i] * l);
       sumL = f(sumL + wl);
@@ -125,10 +133,14 @@ function makeQkx2(
       for (let i = 0; i < n; i++) L[lo + i] = laux[i];
       best = cur;
       scale = thisScale;
-      min = thisMin;
+      if (thisMin !== min) {
+        min = thisMin;
+        for (let i = 0; i < n; i++) xm[i] = f(x[o + i] - min);
+      }
     }
   }
-  return [scale, -min];
+  QKX_OUT[0] = scale;
+  QKX_OUT[1] = -min;
 }
 
 /**
@@ -147,7 +159,9 @@ export function q4kScaleMin(s: Uint8Array, o: number, j: number): [number, numbe
 
 const RDELTA = f(0.1);
 // Scratch of fitScaleMin (one module instance per thread).
-const LAUX = new Uint8Array(32), WEIGHTS = new Float32Array(32);
+const LAUX = new Uint8Array(32), WEIGHTS = new Float32Array(32), XM = new Float32Array(32);
+/** makeQkx2's result: the scale and the negated min. */
+const QKX_OUT = new Float64Array(2);
 const SCALES = new Float32Array(8), MINS = new Float32Array(8);
 
 /** The search parameters of `make_qkx2_quants` per format: levels, rmin, steps. */
@@ -175,7 +189,8 @@ function fitScaleMin(
     for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(x[o + l] * x[o + l]));
     const avX = f(Math.sqrt(f(sumX2 / 32)));
     for (let l = 0; l < 32; l++) w[l] = f(avX + Math.abs(x[o + l]));
-    const [scale, min] = makeQkx2(32, nmax, x, o, w, L, 32 * j, laux, rmin, RDELTA, nstep);
+    makeQkx2(32, nmax, x, o, w, L, 32 * j, laux, rmin, RDELTA, nstep);
+    const scale = QKX_OUT[0], min = QKX_OUT[1];
     scales[j] = scale;
     mins[j] = min;
     if (scale > maxScale) maxScale = scale;
