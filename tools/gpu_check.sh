@@ -9,6 +9,12 @@
 #   offload  the offloading modes, Qwen3-30B-A3B layer shapes x8, bf16, Dawn (bench/offload.ts)
 #   native   the same offload bench on Deno's native WebGPU
 #   peer     PyTorch / HF transformers on offload's checkpoint (bench/peer_bench.py; run offload first)
+#   quant    the kernels bench's GEMV and MoE rows only, quantised types included
+#   gguf     the offload bench at bf16, then on Q4_K and Q8_0 GGUF files converted from the same
+#            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict)
+#   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
+#            greedy ids beside Pregate's; the llama.cpp cross-check test (CPU llama.cpp, Dawn Pregate).
+#            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device
 # Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
 # "STEP rc=N Ss" per step goes to stdout and $OUT/summary.txt. To compare with an earlier commit, run
 # this script from a checkout of each in the same call (same machine, same clock behaviour).
@@ -19,12 +25,38 @@ mkdir -p "$out"
 export NO_COLOR=1 PREGATE_BENCH_DIR=${PREGATE_BENCH_DIR:-/tmp/pregate-bench}
 steps=" ${*:-tests parity decode offload} "
 
+gguf_modes() { # the gguf step: bf16, then each GGUF type, on one checkpoint
+  local t rc=0
+  for t in bf16 q4_k q8_0; do
+    env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 PREGATE_BENCH_TOKENS=16 \
+      PREGATE_BENCH_MODES=resident,on-demand,pregated-exact,pregated-strict PREGATE_BENCH_RUNS=3 \
+      $([ $t = bf16 ] || echo PREGATE_BENCH_TYPE=$t) PREGATE_BENCH_OUT="$out/gguf_$t" \
+      deno run -A bench/offload.ts || rc=1
+  done
+  return $rc
+}
+
+llama_cpp() { # the llamacpp step
+  local t f ids rc=0
+  mkdir -p /tmp/nlc && tar -xJf .nlc/nlc.tar.xz -C /tmp/nlc || return 1
+  ids=$(deno eval 'console.log(Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % 151936).join())')
+  for t in q4_k q8_0; do
+    f=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16-$t.gguf
+    deno run -A --no-config --node-modules-dir=manual bench/llama_cpp_peer.mjs --install /tmp/nlc \
+      --model "$f" --gpu vulkan --prompt-ids offload --tokens 16 --runs 5 >"$out/llama_cpp_$t.json" || rc=1
+    PREGATE_GPU=dawn deno run -A cli.ts generate --model "$f" --ids "$ids" --max-tokens 16 --json \
+      >"$out/pregate_generate_$t.json" || rc=1
+  done
+  PREGATE_TEST_GPU=dawn PREGATE_LLAMA_CPP=/tmp/nlc deno test -A --no-check tests/llama_cpp_test.ts || rc=1
+  return $rc
+}
+
 step() { # step NAME SECONDS COMMAND...
   local name=$1 limit=$2
   shift 2
   [[ "$steps" == *" $name "* ]] || return 0
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  timeout "$limit" bash -c '"$@"' _ "$@" >"$out/$name.log" 2>&1 # bash: the steps may be functions
   echo "$name rc=$? $((SECONDS - t0))s" | tee -a "$out/summary.txt"
 }
 
@@ -39,6 +71,8 @@ dawn_tests() {
   return $rc
 }
 
+export out
+export -f dawn_tests gguf_modes llama_cpp
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step kernels 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
@@ -52,4 +86,8 @@ step native 200 env PREGATE_GPU=native PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native8" deno run -A bench/offload.ts
 step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/peer_bench" \
   --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
+step quant 120 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
+  PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
+step gguf 580 gguf_modes
+step llamacpp 300 llama_cpp
 cat "$out/summary.txt"
