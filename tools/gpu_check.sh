@@ -4,6 +4,7 @@
 # Steps:
 #   tests    every kernel test, HF parity, offload and uploader test on Dawn, one process per file
 #   parity   native vs Dawn vs HF logits and greedy tokens on every fixture (tools/impl_parity.ts)
+#   hfnative the HF-parity tests (every architecture, Switch included, every mode) on native WebGPU
 #   kernels  the kernels bench on Dawn, as a script (bench/kernels_bench.ts)
 #   decode   resident decode, Mixtral-8x7B layer shapes x2, bf16, Dawn (bench/decode_bench.ts)
 #   offload  the offloading modes, Qwen3-30B-A3B layer shapes x8, bf16, Dawn (bench/offload.ts)
@@ -75,6 +76,7 @@ export out
 export -f dawn_tests gguf_modes llama_cpp
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
+step hfnative 200 env PREGATE_TEST_GPU=native deno test -A --no-check tests/hf_parity_test.ts
 step kernels 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno run -A bench/kernels_bench.ts
 step decode 90 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=mixtral:mixtral-8x7b:2:bf16 \
