@@ -106,11 +106,20 @@ function makeQkx2(
   for (let is = 0; is <= nstep; is++) {
     // min (and with it the range and x - min) is the best fit so far, as in ggml.
     iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / f(max - min));
-    let sumL = 0, sumL2 = 0, sumXL = 0;
+    let changed = is === 0;
     for (let i = 0; i < n; i++) {
       let l = nearestInt(f(iscale * xm[i]));
       l = l < 0 ? 0 : l > nmax ? nmax : l;
-      laux[i] = l;
+      if (laux[i] !== l) {
+        laux[i] = l;
+        changed = true;
+      }
+    }
+    // The previous trial's levels give its sums, fit and error again: no better than the best.
+    if (!changed) continue;
+    let sumL = 0, sumL2 = 0, sumXL = 0;
+    for (let i = 0; i < n; i++) {
+      const l = laux[i];
       const wl = f(w[i] * l);
       sumL = f(sumL + wl);
       sumL2 = f(sumL2 + f(wl * l));
