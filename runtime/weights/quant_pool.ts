@@ -58,10 +58,11 @@ export class QuantPool {
     if (values.length <= step || values.length % block.values !== 0) {
       return this.#job(values, type);
     }
+    // Views: each piece is copied out when a worker takes it, so a long tensor is not held twice.
     const pieces: Promise<Uint8Array>[] = [];
     for (let o = 0; o < values.length; o += step) {
       pieces.push(
-        this.#job(values.slice(o, o + step), type).catch((e: Error) => {
+        this.#job(values.subarray(o, o + step), type).catch((e: Error) => {
           throw new Error(`${e.message} (in the piece from value ${o})`);
         }),
       );
