@@ -16,6 +16,8 @@
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
 #            greedy ids beside Pregate's; the llama.cpp cross-check test (CPU llama.cpp, Dawn Pregate).
 #            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device
+#   profile  resident decode kernel by kernel (bench/decode_profile.ts) at bf16, Q4_K and Q8_0 on
+#            gguf's checkpoint and files
 # Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
 # "STEP rc=N Ss" per step goes to stdout and $OUT/summary.txt. To compare with an earlier commit, run
 # this script from a checkout of each in the same call (same machine, same clock behaviour).
@@ -52,6 +54,16 @@ llama_cpp() { # the llamacpp step
   return $rc
 }
 
+profiles() { # the profile step
+  local t rc=0
+  for t in bf16 q4_k q8_0; do
+    env PREGATE_GPU=dawn PREGATE_BENCH_MODEL=qwen3_moe:qwen3-30b-a3b:8:bf16 \
+      $([ $t = bf16 ] || echo PREGATE_BENCH_TYPE=$t) PREGATE_BENCH_OUT="$out/profile_$t" \
+      deno run -A bench/decode_profile.ts || rc=1
+  done
+  return $rc
+}
+
 step() { # step NAME SECONDS COMMAND...
   local name=$1 limit=$2
   shift 2
@@ -73,7 +85,7 @@ dawn_tests() {
 }
 
 export out
-export -f dawn_tests gguf_modes llama_cpp
+export -f dawn_tests gguf_modes llama_cpp profiles
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step hfnative 200 env PREGATE_TEST_GPU=native deno test -A --no-check tests/hf_parity_test.ts
@@ -92,4 +104,5 @@ step quant 120 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
 step gguf 580 gguf_modes
 step llamacpp 300 llama_cpp
+step profile 240 profiles
 cat "$out/summary.txt"
