@@ -11,7 +11,9 @@
 //     node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1        # 83 MB, about 5 s
 //   PREGATE_LLAMA_CPP=/tmp/nlc deno test -A tests/llama_cpp_test.ts
 // llama.cpp runs in its own Deno process (tests/llama_cpp_greedy.mjs), outside this project's
-// configuration, with one thread.
+// configuration, with one thread. On a GPU host, PREGATE_LLAMA_CPP_GPU=vulkan runs llama.cpp's
+// greedy decoding on its Vulkan build instead (an install from `bench/llama_cpp_pack.sh`;
+// `tools/gpu_check.sh llamacpp`).
 //
 // What is compared: llama.cpp quantises activations (F16 / Q8_0 / Q8_K) and keeps its KV cache in
 // F16, so its logits differ from any other implementation's by a few hundredths of their spread
@@ -55,6 +57,8 @@ import {
 } from "./llama_cpp_model.ts";
 
 const INSTALL = Deno.env.get("PREGATE_LLAMA_CPP");
+/** llama.cpp's backend: its CPU build (default) or, on a GPU host, its Vulkan build. */
+const BACKEND = Deno.env.get("PREGATE_LLAMA_CPP_GPU") ?? "cpu";
 const PROMPT = "the cat sat on the mat";
 const STEPS = 16;
 /** The most a llama.cpp token's logit may sit below the reference's best, in logit std units. */
@@ -65,7 +69,7 @@ async function llamaCpp(
   model: string,
   prompt = PROMPT,
   steps = STEPS,
-): Promise<{ prompt: number[]; tokens: number[]; version: string }> {
+): Promise<{ prompt: number[]; tokens: number[]; version: string; backend: string }> {
   const script = new URL("llama_cpp_greedy.mjs", import.meta.url).pathname;
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
@@ -78,6 +82,7 @@ async function llamaCpp(
       model,
       prompt,
       `${steps}`,
+      BACKEND,
     ],
     stdout: "piped",
     stderr: "piped",
@@ -143,6 +148,7 @@ for (const m of CROSS_MODELS) {
           const path = `${dir}/m-${type}.gguf`;
           await writeGguf(checkpoint, path, type);
           const ll = await llamaCpp(path, m.prompt, CROSS_STEPS);
+          assert.equal(ll.backend, BACKEND, "llama.cpp's backend");
           const prompt = (await loadTokenizer(path)).encode(m.prompt);
           assert.deepEqual(ll.prompt, prompt, `${type}: llama.cpp's tokens of the prompt`);
           const p = await pregateRun(path, prompt, ll.tokens, CROSS_STEPS);
@@ -152,7 +158,9 @@ for (const m of CROSS_MODELS) {
           const exact = rel.filter((r) => r === 0).length;
           const distinct = new Set(ll.tokens).size;
           console.log(
-            `| ${m.name} | ${type} | ${a.prefix} | ${a.same} | ${exact} | ${worst.toFixed(4)} | ` +
+            `| ${m.name} (llama.cpp ${ll.backend}) | ${type} | ${a.prefix} | ${a.same} | ${exact} | ${
+              worst.toFixed(4)
+            } | ` +
               `${distinct} |`,
           );
           assert.ok(

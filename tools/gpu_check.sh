@@ -14,7 +14,7 @@
 #   gguf     the offload bench at bf16, then on Q4_K and Q8_0 GGUF files converted from the same
 #            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict)
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
-#            greedy ids beside Pregate's; the llama.cpp cross-check test (CPU llama.cpp, Dawn Pregate).
+#            greedy ids beside Pregate's; the llama.cpp cross-check test (llama.cpp Vulkan, Pregate Dawn).
 #            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device
 #   profile  resident decode kernel by kernel (bench/decode_profile.ts) at bf16, Q4_K and Q8_0 on
 #            gguf's checkpoint and files
@@ -50,7 +50,8 @@ llama_cpp() { # the llamacpp step
     PREGATE_GPU=dawn deno run -A cli.ts generate --model "$f" --ids "$ids" --max-tokens 16 --json \
       >"$out/pregate_generate_$t.json" || rc=1
   done
-  PREGATE_TEST_GPU=dawn PREGATE_LLAMA_CPP=/tmp/nlc deno test -A --no-check tests/llama_cpp_test.ts || rc=1
+  PREGATE_TEST_GPU=dawn PREGATE_LLAMA_CPP=/tmp/nlc PREGATE_LLAMA_CPP_GPU=vulkan \
+    deno test -A --no-check tests/llama_cpp_test.ts || rc=1
   return $rc
 }
 
