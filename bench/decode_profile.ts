@@ -22,7 +22,7 @@ import { type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { loadModel, type LoadOptions } from "../runtime/model.ts";
 import { convertToGguf } from "../runtime/models/gguf_convert.ts";
 import { parseConvertType } from "../runtime/models/convert_command.ts";
-import { benchCheckpoint, median } from "./harness.ts";
+import { benchCheckpoint, median, settleWriteback } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 import { profileByKernel, profileMarkdown } from "./profile_table.ts";
 
@@ -74,6 +74,7 @@ async function modelPath(): Promise<string> {
 }
 
 const path = await modelPath();
+await settleWriteback(log);
 log(`${path}: loading (${modeKey})`);
 const model = await loadModel(path, { device: gpu, contextLength: 256, ...MODES[modeKey] });
 const vocab = model.config.vocabSize;

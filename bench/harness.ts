@@ -238,6 +238,36 @@ export async function benchCheckpoint(
   return dir;
 }
 
+/** Dirty page-cache bytes (Linux `/proc/meminfo`), or null where the file cannot be read. */
+export async function dirtyBytes(): Promise<number | null> {
+  const info = await Deno.readTextFile("/proc/meminfo").catch(() => null);
+  const kb = info && /^Dirty:\s+(\d+) kB/m.exec(info)?.[1];
+  return kb ? Number(kb) * 1024 : null;
+}
+
+/**
+ * Before timing: when more than `threshold` bytes of the page cache are dirty (files written and not
+ * yet on disk, e.g. a checkpoint copied in just before), runs `sync` so that the kernel's writeback
+ * does not run during the measurement (it made offload runs 7-16x slower; docs/decisions.md).
+ * Returns the dirty bytes before and after, or null off Linux.
+ */
+export async function settleWriteback(
+  log: (m: string) => void = () => {},
+  threshold = 256 * 2 ** 20,
+): Promise<{ before: number; after: number } | null> {
+  const before = await dirtyBytes();
+  if (before === null) return null;
+  if (before <= threshold) return { before, after: before };
+  const t0 = performance.now();
+  await new Deno.Command("sync").output();
+  const after = (await dirtyBytes()) ?? 0;
+  log(
+    `${(before / 2 ** 30).toFixed(2)} GiB of the page cache dirty: sync took ` +
+      `${((performance.now() - t0) / 1e3).toFixed(1)} s (${(after / 2 ** 30).toFixed(2)} GiB left)`,
+  );
+  return { before, after };
+}
+
 /**
  * Copies every expert of `layers` once through `up` into slots 0 .. slots-1 of `pool`, a layer's
  * experts in batches of `slots` (each batch flushed, as the engine copies a layer's experts);

@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { gpuTime } from "./harness.ts";
+import { dirtyBytes, gpuTime, settleWriteback } from "./harness.ts";
 import type { ClockSampler } from "./clock.ts";
 import { GPU_TEST, testGpu } from "../runtime/test_util.ts";
 import { add } from "../kernels/elementwise.ts";
@@ -57,4 +57,22 @@ Deno.test({
     assert.equal(t.attempts, 1);
     for (const x of [a, b, out]) gpu.destroyBuffer(x);
   },
+});
+
+Deno.test("settleWriteback syncs a page cache dirtier than its threshold and reports both figures", async () => {
+  const messages: string[] = [];
+  // A threshold of -1 byte forces the sync path; the figures are the kernel's own.
+  const r = await settleWriteback((m) => messages.push(m), -1);
+  if (r === null) {
+    assert.equal(await dirtyBytes(), null); // no /proc/meminfo: nothing to settle
+    return;
+  }
+  assert.ok(r.before >= 0 && r.after >= 0);
+  assert.equal(messages.length, 1);
+  assert.match(messages[0], /GiB of the page cache dirty: sync took \d+\.\d s/);
+  // Under the default threshold after a sync, nothing more is done.
+  const quiet: string[] = [];
+  const again = await settleWriteback((m) => quiet.push(m), Number.MAX_SAFE_INTEGER);
+  assert.equal(quiet.length, 0);
+  assert.equal(again!.before, again!.after);
 });

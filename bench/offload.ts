@@ -27,7 +27,7 @@ import { type GenerateStats, loadModel, type LoadOptions } from "../runtime/mode
 import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
 import { convertToGguf } from "../runtime/models/gguf_convert.ts";
 import { parseConvertType } from "../runtime/models/convert_command.ts";
-import { benchCheckpoint, measureUploadRate } from "./harness.ts";
+import { benchCheckpoint, measureUploadRate, settleWriteback } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
@@ -141,6 +141,7 @@ for (const spec of specs) {
     log(`${spec}: ${(r.bytes / 2 ** 30).toFixed(2)} GiB, tensors ${JSON.stringify(r.types)}`);
   }
   const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as "auto" | "write" | "mapped";
+  await settleWriteback(log);
   const cacheBefore = await cacheState(dir);
   log(`${spec}: ${cacheText(cacheBefore)}`);
   const uploadGBs = await measureUploadRate(gpu, dir, uploaderPath);

@@ -37,7 +37,7 @@ import { type GenerateStats, loadModel, type LoadOptions, type Model } from "../
 import { BudgetError } from "../runtime/base/errors.ts";
 import { archNamed } from "../runtime/models/arch/mod.ts";
 import { loadConfig } from "../runtime/models/config.ts";
-import { benchCheckpoint, measureUploadRate } from "./harness.ts";
+import { benchCheckpoint, measureUploadRate, settleWriteback } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 import { moeBlockTime } from "./moe_block.ts";
 import {
@@ -252,6 +252,7 @@ for (const model of MODELS) {
       root,
       { log },
     );
+    await settleWriteback(log);
     const cfg = await loadConfig(dir);
     const enc = encoderIds(ENCODER, cfg.vocabSize);
     const decoderMoe = cfg.layers.filter((l, i) =>
