@@ -20,9 +20,8 @@
  */
 import { type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { loadModel, type LoadOptions } from "../runtime/model.ts";
-import { convertToGguf } from "../runtime/models/gguf_convert.ts";
 import { parseConvertType } from "../runtime/models/convert_command.ts";
-import { benchCheckpoint, median, settleWriteback } from "./harness.ts";
+import { benchCheckpoint, benchGguf, median, settleWriteback, writeResults } from "./harness.ts";
 import { warmUp } from "./clock.ts";
 import { profileByKernel, profileMarkdown } from "./profile_table.ts";
 
@@ -64,13 +63,7 @@ async function modelPath(): Promise<string> {
     await Deno.makeTempDir({ prefix: "pregate-profile-" });
   const checkpoint = await benchCheckpoint(given, root, { log, what: "PREGATE_BENCH_MODEL" });
   if (!typeEnv) return checkpoint;
-  const type = parseConvertType(typeEnv, "PREGATE_BENCH_TYPE");
-  const out = `${checkpoint}-${type}.gguf`;
-  if (!(await Deno.stat(out).catch(() => null))) {
-    log(`converting to ${out}`);
-    await convertToGguf({ model: checkpoint, out, type, log });
-  }
-  return out;
+  return await benchGguf(checkpoint, parseConvertType(typeEnv, "PREGATE_BENCH_TYPE"), log);
 }
 
 const path = await modelPath();
@@ -120,21 +113,13 @@ const header = `Decode profile, ${new Date().toISOString().slice(0, 10)}, ${gpu.
 const md = `${header}\n${profileMarkdown(profile)}\n`;
 console.log(md);
 if (outPrefix) {
-  await Deno.writeTextFile(`${outPrefix}.md`, md);
-  await Deno.writeTextFile(
-    `${outPrefix}.json`,
-    JSON.stringify(
-      {
-        gpu: gpu.describe(),
-        model: path,
-        mode: modeKey,
-        unprofiled_tokens_per_s: tps,
-        profiled_stats: profiled.stats,
-        ...profile,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
+  await writeResults(outPrefix, md, {
+    gpu: gpu.describe(),
+    model: path,
+    mode: modeKey,
+    unprofiled_tokens_per_s: tps,
+    profiled_stats: profiled.stats,
+    ...profile,
+  });
 }
 await model.dispose();

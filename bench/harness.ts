@@ -12,6 +12,7 @@ import { createUploader, type Uploader } from "../runtime/experts/uploader.ts";
 import { type ExpertPool, expertPool } from "../runtime/models/weights.ts";
 import { stagingPlan } from "../runtime/experts/pool_size.ts";
 import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
+import { convertToGguf, type ConvertType } from "../runtime/models/gguf_convert.ts";
 
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
@@ -238,17 +239,51 @@ export async function benchCheckpoint(
   return dir;
 }
 
+/**
+ * The kernel's memory figures in bytes (Linux `/proc/meminfo`: `MemTotal`, `Dirty`, ...), or null
+ * where the file cannot be read.
+ */
+export async function meminfo(): Promise<Record<string, number> | null> {
+  const info = await Deno.readTextFile("/proc/meminfo").catch(() => null);
+  if (info === null) return null;
+  const out: Record<string, number> = {};
+  for (const m of info.matchAll(/^(\w+):\s+(\d+) kB/gm)) out[m[1]] = Number(m[2]) * 1024;
+  return out;
+}
+
+/**
+ * `checkpoint` as a GGUF file of `type` (`<checkpoint>-<type>.gguf` beside it), converted first if
+ * it is not there yet.
+ */
+export async function benchGguf(
+  checkpoint: string,
+  type: ConvertType,
+  log: (m: string) => void = () => {},
+): Promise<string> {
+  const out = `${checkpoint}-${type}.gguf`;
+  if (!(await Deno.stat(out).catch(() => null))) {
+    log(`converting ${checkpoint} to ${out}`);
+    const r = await convertToGguf({ model: checkpoint, out, type, log });
+    log(`${out}: ${(r.bytes / 2 ** 30).toFixed(2)} GiB, tensors ${JSON.stringify(r.types)}`);
+  }
+  return out;
+}
+
+/** Writes a bench's results: `md` to `<prefix>.md`, `data` as JSON to `<prefix>.json`. */
+export async function writeResults(prefix: string, md: string, data: unknown): Promise<void> {
+  await Deno.writeTextFile(`${prefix}.md`, md);
+  await Deno.writeTextFile(`${prefix}.json`, JSON.stringify(data, null, 2) + "\n");
+}
+
 /** Dirty page-cache bytes (Linux `/proc/meminfo`), or null where the file cannot be read. */
 export async function dirtyBytes(): Promise<number | null> {
-  const info = await Deno.readTextFile("/proc/meminfo").catch(() => null);
-  const kb = info && /^Dirty:\s+(\d+) kB/m.exec(info)?.[1];
-  return kb ? Number(kb) * 1024 : null;
+  return (await meminfo())?.Dirty ?? null;
 }
 
 /**
  * Before timing: when more than `threshold` bytes of the page cache are dirty (files written and not
  * yet on disk, e.g. a checkpoint copied in just before), runs `sync` so that the kernel's writeback
- * does not run during the measurement (it made offload runs 7-16x slower; docs/decisions.md).
+ * does not run during the measurement (docs/decisions.md).
  * Returns the dirty bytes before and after, or null off Linux.
  */
 export async function settleWriteback(

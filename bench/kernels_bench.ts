@@ -35,6 +35,7 @@ import { packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
 import { matvecQuant, weightRowBytes } from "../kernels/quant_gemv.ts";
 import type { DType } from "../runtime/base/dtype.ts";
+import { isQuantType } from "../runtime/weights/weight_type.ts";
 import { assertClose, randn } from "../kernels/check.ts";
 import { createUploader } from "../runtime/experts/uploader.ts";
 import {
@@ -505,14 +506,14 @@ async function moeRow(
   k: number,
   type: DType | QuantType,
 ): Promise<ResultRow> {
-  const quantised = type !== "f32" && type !== "f16" && type !== "bf16";
+  const quantised = isQuantType(type);
   const encode = (m: Float32Array): Uint8Array => {
-    if (quantised) return quantize(m, type as QuantType);
-    const w = packWeights(m, type as DType);
+    if (isQuantType(type)) return quantize(m, type);
+    const w = packWeights(m, type);
     return new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
   };
   const decode = (b: Uint8Array, m: Float32Array): Float32Array =>
-    quantised ? dequantize(b, type as QuantType) : roundTo(m, type as DType);
+    isQuantType(type) ? dequantize(b, type) : roundTo(m, type);
   // Two random matrices per projection, alternating over the slots.
   const make = (rows: number, cols: number) =>
     [0, 1].map(() => {

@@ -25,9 +25,15 @@
 import { type Gpu, openGpu } from "../runtime/base/gpu/device.ts";
 import { type GenerateStats, loadModel, type LoadOptions } from "../runtime/model.ts";
 import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
-import { convertToGguf } from "../runtime/models/gguf_convert.ts";
 import { parseConvertType } from "../runtime/models/convert_command.ts";
-import { benchCheckpoint, measureUploadRate, settleWriteback } from "./harness.ts";
+import {
+  benchCheckpoint,
+  benchGguf,
+  measureUploadRate,
+  meminfo,
+  settleWriteback,
+  writeResults,
+} from "./harness.ts";
 import { warmUp } from "./clock.ts";
 
 const gpu: Gpu = await openGpu({
@@ -97,20 +103,16 @@ async function cacheState(dir: string): Promise<{
   const store = openModelStore(dir, await loadModelConfig(dir));
   const resident = store.resident();
   store.close();
-  try {
-    const info = await Deno.readTextFile("/proc/meminfo");
-    const gib = (k: string) =>
-      Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(info)?.[1] ?? NaN) / 2 ** 20;
-    return {
-      resident,
-      memTotalGiB: gib("MemTotal"),
-      memAvailableGiB: gib("MemAvailable"),
-      dirtyGiB: gib("Dirty"),
-      writebackGiB: gib("Writeback"),
-    };
-  } catch {
-    return { resident };
-  }
+  const info = await meminfo();
+  if (!info) return { resident };
+  const gib = (k: string) => (info[k] ?? NaN) / 2 ** 30;
+  return {
+    resident,
+    memTotalGiB: gib("MemTotal"),
+    memAvailableGiB: gib("MemAvailable"),
+    dirtyGiB: gib("Dirty"),
+    writebackGiB: gib("Writeback"),
+  };
 }
 
 function cacheText(c: Awaited<ReturnType<typeof cacheState>>): string {
@@ -134,12 +136,7 @@ for (const spec of specs) {
     log,
     what: "PREGATE_BENCH_MODELS",
   });
-  const dir = ggufType ? `${checkpoint}-${ggufType}.gguf` : checkpoint;
-  if (ggufType && !(await Deno.stat(dir).catch(() => null))) {
-    log(`${spec}: converting to ${dir}`);
-    const r = await convertToGguf({ model: checkpoint, out: dir, type: ggufType, log });
-    log(`${spec}: ${(r.bytes / 2 ** 30).toFixed(2)} GiB, tensors ${JSON.stringify(r.types)}`);
-  }
+  const dir = ggufType ? await benchGguf(checkpoint, ggufType, log) : checkpoint;
   const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as "auto" | "write" | "mapped";
   await settleWriteback(log);
   const cacheBefore = await cacheState(dir);
@@ -253,14 +250,7 @@ const md = `Pregate offloading experiment, ${
 }, ${gpu.describe()}\n\n${tables.join("\n\n")}\n`;
 console.log(md);
 if (outPrefix) {
-  await Deno.writeTextFile(`${outPrefix}.md`, md);
-  await Deno.writeTextFile(
-    `${outPrefix}.json`,
-    JSON.stringify(
-      { gpu: gpu.describe(), results, page_cache: pageCache, upload_sweeps: sweeps },
-      null,
-      2,
-    ),
-  );
+  const data = { gpu: gpu.describe(), results, page_cache: pageCache, upload_sweeps: sweeps };
+  await writeResults(outPrefix, md, data);
 }
 gpu.destroy();

@@ -1,7 +1,7 @@
 /**
  * Quantisation on several threads: a pool of workers (`quant_worker.ts`) running
  * {@linkcode quantize}, for converting large models (llama.cpp's reference Q4_K quantiser does a
- * least-squares search per sub-block and quantises about 6 M values a second on one core). Every
+ * least-squares search per sub-block: slow on one core). Every
  * block is quantised on its own, so an array longer than {@linkcode QUANT_CHUNK_VALUES} is cut at
  * block boundaries into pieces that the workers quantise side by side (a 311 M-value embedding
  * table takes all the threads, not one). With one thread the pool quantises inline. Results are
