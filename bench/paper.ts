@@ -47,6 +47,9 @@ import {
   type PaperRow,
   type PaperRun,
   paperSvg,
+  type RunFigures,
+  runFigures,
+  runsCell,
 } from "./paper_report.ts";
 
 const env = (k: string, fallback: string) => Deno.env.get(k) ?? fallback;
@@ -130,6 +133,8 @@ interface Measured {
   ids: number[];
   stats: GenerateStats;
   hit: number | null;
+  /** Every timed run, in the order run: decode tok/s and where a token's time went. */
+  runs?: RunFigures[];
 }
 
 /** Loads `dir` in configuration `mode`, validates, warms up and times it; the median run. */
@@ -163,16 +168,17 @@ async function measure(
     }, WARMUP_S);
     const runs: Measured[] = [];
     for (let r = 0; r < RUNS; r++) runs.push(await once());
+    const figures = runs.map((r) => runFigures(r.stats));
     runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
     if (runs.some((r) => r.ids.join() !== first!.ids.join())) {
       throw new Error(`${mode}: runs of the same input gave different tokens`);
     }
     log(
-      `  ${warm} warm-up runs; decode tok/s ${
-        runs.map((r) => r.stats.decode_tokens_per_s.toFixed(1)).join(" ")
+      `  ${warm} warm-up runs; decode tok/s (readback / copies / rest ms per token) ${
+        runsCell(figures)
       }`,
     );
-    return runs[runs.length >> 1];
+    return { ...runs[runs.length >> 1], runs: figures };
   } finally {
     await model.dispose();
   }
@@ -307,6 +313,7 @@ for (const model of MODELS) {
           pregate_hit_rate: m.hit,
           ceiling_tokens_per_s: perToken > 0 ? (run.copy_gb_s[key] * 1e9) / perToken : null,
           same_tokens: same,
+          runs: m.runs,
           tokens: m.ids,
         });
       } catch (e) {

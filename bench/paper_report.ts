@@ -46,7 +46,56 @@ export interface PaperRow {
   ceiling_tokens_per_s?: number | null;
   /** Exact modes: whether the tokens are the reference mode's (resident, else the first exact). */
   same_tokens?: boolean | null;
+  /** Every timed run in the order run (absent in runs before it was recorded). */
+  runs?: RunFigures[];
   tokens?: number[];
+}
+
+/** One timed run: decode tok/s and ms per token awaiting readbacks, issuing copies, the rest. */
+export interface RunFigures {
+  tokens_per_s: number;
+  /** Per token: routing readbacks awaited, expert copies issued (of that: filling staging, waiting
+   * for a staging buffer), everything else. */
+  ms_per_token: {
+    sync_wait: number;
+    upload: number;
+    fill: number;
+    staging_wait: number;
+    rest: number;
+  };
+}
+
+/**
+ * The figures of one run from its generation statistics.
+ *
+ * @example
+ * ```ts ignore
+ * const f = runFigures(model.lastStats!);
+ * ```
+ */
+export function runFigures(
+  st: {
+    decode_tokens_per_s: number;
+    time_per_token: {
+      sync_wait: number;
+      upload: number;
+      compute: number;
+      upload_fill: number;
+      upload_staging_wait: number;
+    };
+  },
+): RunFigures {
+  const t = st.time_per_token, ms = (s: number) => Math.round(s * 1e6) / 1e3;
+  return {
+    tokens_per_s: st.decode_tokens_per_s,
+    ms_per_token: {
+      sync_wait: ms(t.sync_wait),
+      upload: ms(t.upload),
+      fill: ms(t.upload_fill),
+      staging_wait: ms(t.upload_staging_wait),
+      rest: ms(t.compute),
+    },
+  };
 }
 
 /** One `bench/paper.ts` run. */
@@ -203,17 +252,35 @@ function ratios(rows: readonly PaperRow[], hf: readonly HfRow[], dtype: string):
   return [...out, ""];
 }
 
+/**
+ * The timed runs in the order run: tok/s (ms per token awaiting readbacks / issuing copies / the rest).
+ *
+ * @example
+ * ```ts
+ * import { runsCell } from "./paper_report.ts";
+ * const ms_per_token = { sync_wait: 3, upload: 5, fill: 4, staging_wait: 0, rest: 2 };
+ * console.log(runsCell([{ tokens_per_s: 100, ms_per_token }])); // 100.0 (3.0/5.0/2.0)
+ * ```
+ */
+export function runsCell(runs: readonly RunFigures[] | undefined): string {
+  if (!runs?.length) return "-";
+  return runs.map((r) => {
+    const t = r.ms_per_token;
+    return `${f(r.tokens_per_s, 1)} (${f(t.sync_wait, 1)}/${f(t.upload, 1)}/${f(t.rest, 1)})`;
+  }).join(", ");
+}
+
 /** Every configuration's figures. */
 function details(run: PaperRun): string[] {
   const out = [
     "| model | dtype | configuration | decode tok/s | copy ceiling tok/s | block ms | peak GPU GiB (+ staging) | " +
-    "upload MiB/token | pre-gate hit | tokens |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "upload MiB/token | pre-gate hit | tokens | runs: tok/s (readback / copies / rest ms per token) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of run.rows) {
     const name = PAPER_MODES.find((m) => m.key === r.mode)?.paper ?? r.mode;
     if (r.status !== "ok") {
-      out.push(`| ${r.model} | ${r.dtype} | ${name} | ${r.status}: ${r.reason ?? ""} |||||||`);
+      out.push(`| ${r.model} | ${r.dtype} | ${name} | ${r.status}: ${r.reason ?? ""} ||||||||`);
       continue;
     }
     out.push(
@@ -227,10 +294,41 @@ function details(run: PaperRun): string[] {
           : r.same_tokens
           ? "= reference"
           : "DIFFERENT"
-      } |`,
+      } | ${runsCell(r.runs)} |`,
     );
   }
   return out;
+}
+
+/**
+ * The rows the tables and the plot show: of each model and dtype, those of the first run (in the
+ * order given) that measured it; of HF's, the first row of each model, dtype and mode. Later runs
+ * of the same model and dtype (repeats) appear in their run's details only.
+ *
+ * @example
+ * ```ts ignore
+ * const { rows, hf } = firstMeasured([run, repeat], hfRows);
+ * ```
+ */
+export function firstMeasured(
+  runs: readonly PaperRun[],
+  hf: readonly HfRow[],
+): { rows: PaperRow[]; hf: HfRow[] } {
+  const owner = new Map<string, PaperRun>();
+  for (const run of runs) {
+    for (const r of run.rows) {
+      if (!owner.has(`${r.model}/${r.dtype}`)) owner.set(`${r.model}/${r.dtype}`, run);
+    }
+  }
+  const rows = runs.flatMap((run) =>
+    run.rows.filter((r) => owner.get(`${r.model}/${r.dtype}`) === run)
+  );
+  const seen = new Set<string>();
+  const firstHf = hf.filter((h) => {
+    const key = `${h.model}/${h.dtype}/${h.mode}`;
+    return !seen.has(key) && seen.add(key) !== undefined;
+  });
+  return { rows, hf: firstHf };
 }
 
 /**
@@ -241,8 +339,8 @@ function details(run: PaperRun): string[] {
  * const md = paperMarkdown([run], hfRows);
  * ```
  */
-export function paperMarkdown(runs: readonly PaperRun[], hf: readonly HfRow[] = []): string {
-  const rows = runs.flatMap((r) => r.rows);
+export function paperMarkdown(runs: readonly PaperRun[], allHf: readonly HfRow[] = []): string {
+  const { rows, hf } = firstMeasured(runs, allHf);
   const dtypes = [...new Set(rows.map((r) => r.dtype))];
   const out = [
     "# Pre-gated MoE on Switch Transformers, Pregate (WebGPU) beside the paper's A100 figures",
@@ -288,8 +386,9 @@ export function paperMarkdown(runs: readonly PaperRun[], hf: readonly HfRow[] = 
 }
 
 /** The plot: decode tokens/s per configuration, one series per model and dtype (and HF's). */
-export function paperSvg(runs: readonly PaperRun[], hf: readonly HfRow[] = []): string {
-  const rows = runs.flatMap((r) => r.rows).filter((r) => r.status === "ok");
+export function paperSvg(runs: readonly PaperRun[], allHf: readonly HfRow[] = []): string {
+  const measured = firstMeasured(runs, allHf), hf = measured.hf;
+  const rows = measured.rows.filter((r) => r.status === "ok");
   const groups = [...new Set(rows.map((r) => `${r.model} ${r.dtype}`))];
   const series = groups.map((g) => ({
     label: g.replace("switch-", ""),

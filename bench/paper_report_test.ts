@@ -77,3 +77,15 @@ Deno.test("paper report: ours beside the paper's A100 figures, ratios, skipped c
   const svg = paperSvg([run], hf);
   assert.ok(svg.startsWith("<svg") && svg.includes(">hf-offload<") && svg.includes(">base-8 f32<"));
 });
+
+Deno.test("paper report: a repeated model and dtype shows the first run's figures in the tables", () => {
+  const repeat: PaperRun = {
+    ...run,
+    date: "2026-12-08",
+    rows: run.rows.map((r) => ({ ...r, decode_tokens_per_s: 1 })),
+  };
+  const md = paperMarkdown([run, repeat], [...hf, { ...hf[0], decode_tokens_per_s: 99 }]);
+  assert.match(md, /\| switch-base-8 tok\/s \| 200\.0 \[129\.0\] \| 150\.0 \/ 140\.0/);
+  assert.match(md, /\| switch-base-8 \| f32 \| GPU-only \| 1\.0 \|/); // the repeat's details
+  assert.doesNotMatch(md, /99\.0/);
+});
