@@ -209,16 +209,16 @@ export class SlotAllocator {
    *   set are pinned together (double buffer: current + next). A compute acquire unpins the
    *   unused predictions before placing mispredicted experts, so on-demand fixes fit too, whether
    *   the next layer's prefetch is issued before or after the current compute acquire.
-   * - `"prefetch-all"`: `2 * experts`. All of the next layer's experts are pinned while the current
-   *   layer's are still pinned (the paper's double buffer; `experts + active` would do if the
-   *   current layer's compute acquire always comes before the next layer's prefetch).
+   * - `"prefetch-all"`: `experts`. A layer computes with all its experts; it is released before
+   *   all of the next layer's experts are prefetched (the scheduler's order: the copies are queued
+   *   after the compute that read the slots, and WebGPU runs the queue in order).
    *
    * @example
    * ```ts
    * import { SlotAllocator } from "./allocator.ts";
    * console.log(SlotAllocator.minimumSlots(2, "on-demand", 8)); // 2
    * console.log(SlotAllocator.minimumSlots(2, "pregated", 8)); // 4
-   * console.log(SlotAllocator.minimumSlots(2, "prefetch-all", 8)); // 16
+   * console.log(SlotAllocator.minimumSlots(2, "prefetch-all", 8)); // 8
    * ```
    */
   static minimumSlots(topK: number, mode: OffloadMode, experts: number): number {
@@ -235,7 +235,7 @@ export class SlotAllocator {
       case "pregated":
         return 2 * active;
       case "prefetch-all":
-        return 2 * experts;
+        return experts;
       default:
         throw new ArgumentError(
           "mode",
@@ -323,7 +323,7 @@ export class SlotAllocator {
           `are needed; minimum slot count for this call: ${needed}, pool has ${this.slots}`,
         undefined,
         `size the pool with SlotAllocator.minimumSlots(topK, mode, experts) (on-demand: topK, ` +
-          `pregated: 2*topK, prefetch-all: 2*experts; batch: topK = min(experts, batch*topK)) ` +
+          `pregated: 2*topK, prefetch-all: experts; batch: topK = min(experts, batch*topK)) ` +
           `and release(layer) each layer once its compute is submitted`,
       );
     }

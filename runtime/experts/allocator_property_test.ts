@@ -59,7 +59,9 @@ function drive(c: DriveConfig, policy: "lru" | "lfu", seed: number): Harness {
         const next = c.layers[li + 1];
         h.acquire(next, c.mode === "prefetch-all" ? all : pred[li + 1], "prefetch");
       };
-      const prefetchFirst = r() < 0.3;
+      // pregated: the prediction may be prefetched before or after the compute acquire;
+      // prefetch-all prefetches after the release (the scheduler's order, see minimumSlots)
+      const prefetchFirst = c.mode !== "prefetch-all" && r() < 0.3;
       if (prefetchFirst) prefetch();
       const res = h.acquire(layer, ids, "compute");
       if (c.mode === "strict" && li > 0 && res !== "budget" && c.extra >= 0) {
@@ -67,6 +69,11 @@ function drive(c: DriveConfig, policy: "lru" | "lfu", seed: number): Harness {
       }
       if (c.mode === "prefetch-all" && li > 0 && res !== "budget" && c.extra >= 0) {
         assert.equal(res.misses, 0, "prefetch-all: everything is resident");
+      }
+      if (c.mode === "prefetch-all") {
+        h.release(layer);
+        prefetch();
+        continue;
       }
       if (!prefetchFirst) prefetch();
       h.release(layer);

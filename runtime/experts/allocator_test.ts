@@ -222,10 +222,10 @@ Deno.test("bad arguments throw ArgumentError naming the argument", () => {
   assertThrows(() => SlotAllocator.minimumSlots(2, "x" as OffloadMode, 8), ArgumentError, "mode");
 });
 
-Deno.test("minimumSlots: on-demand k, pregated 2k, prefetch-all 2E; batch unions clamp", () => {
+Deno.test("minimumSlots: on-demand k, pregated 2k, prefetch-all E; batch unions clamp", () => {
   assert.equal(SlotAllocator.minimumSlots(2, "on-demand", 8), 2);
   assert.equal(SlotAllocator.minimumSlots(2, "pregated", 8), 4);
-  assert.equal(SlotAllocator.minimumSlots(2, "prefetch-all", 8), 16);
+  assert.equal(SlotAllocator.minimumSlots(2, "prefetch-all", 8), 8);
   assert.equal(SlotAllocator.minimumSlots(12, "pregated", 8), 16);
   assert.equal(SlotAllocator.minimumSlots(1, "pregated", 1), 2);
 });

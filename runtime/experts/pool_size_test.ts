@@ -43,7 +43,7 @@ const BASE: PoolSizeInput = {
 Deno.test("poolSlots: the mode's minimum plus the cache, within the budget and the binding limit", () => {
   assert.equal(poolSlots(BASE), 4); // pregated: 2 x top-k
   assert.equal(poolSlots({ ...BASE, mode: "on-demand" }), 2);
-  assert.equal(poolSlots({ ...BASE, mode: "prefetch-all" }), 16);
+  assert.equal(poolSlots({ ...BASE, mode: "prefetch-all" }), 8); // every expert of one layer
   assert.equal(poolSlots({ ...BASE, expertCache: 5 }), 9);
   // auto: as many 3 MiB slots as the budget holds beside the 10 MiB used, at most every expert.
   assert.equal(

@@ -18,10 +18,10 @@
  *   prediction and runs on demand.
  *
  * Order of the allocator calls at a MoE layer (the engine issues copies and work in the same
- * order): per round, `acquire(compute)`, then `release` unless it is the last round; then the
- * prefetch of the next MoE layer (`prefetch-all`); `release`; then the prefetch of the next MoE
- * layer's predicted experts (`pregated`). A slot is reused only after the work that read it was
- * queued: WebGPU runs the queue in order.
+ * order): per round, `acquire(compute)`, then `release` unless it is the last round; `release`;
+ * then the prefetch of the next MoE layer: all its experts (`prefetch-all`, into the slots this
+ * layer just released if need be) or its predicted ones (`pregated`). A slot is reused only after
+ * the work that read it was queued: WebGPU runs the queue in order.
  *
  * @example
  * ```ts
@@ -403,10 +403,10 @@ export class Scheduler {
     const rounds = this.#rounds(layer, compute);
     const next = this.#next.get(layer);
     let prefetch: Prefetch | null = null;
+    this.allocator.release(layer);
     if (next !== undefined && this.mode === "prefetch-all") {
       prefetch = this.#prefetch(next, range(this.experts), "now");
     }
-    this.allocator.release(layer);
     if (next !== undefined && predictedNext) {
       this.#predicted.set(next, predictedNext.slice());
       prefetch = this.#prefetch(next, distinct(predictedNext), "next-sync");

@@ -93,6 +93,22 @@ Deno.test("prefetch-all: no readback; every expert, the next layer's copied whil
   assert.deepEqual(b.report.onDemand, []);
 });
 
+Deno.test("prefetch-all in E slots: the next layer's copies take the slots this layer released", () => {
+  const E = 3;
+  const s = new Scheduler({ mode: "prefetch-all", experts: E, layers: [0, 1, 2], slots: E });
+  s.beginPass(1);
+  const a = s.layer(0, null, null);
+  assert.deepEqual(a.rounds[0].slots, [0, 1, 2]);
+  assert.deepEqual(a.prefetch?.uploads.map((u) => [u.layer, u.slot]).sort(), [[1, 0], [1, 1], [
+    1,
+    2,
+  ]]);
+  const b = s.layer(1, null, null);
+  assert.deepEqual(b.rounds[0].uploads, []); // resident: prefetched
+  assert.equal(b.prefetch?.uploads.length, E);
+  assert.deepEqual(s.layer(2, null, null).rounds[0].uploads, []);
+});
+
 Deno.test("a batch whose experts exceed the slots runs in rounds that reuse them", () => {
   const s = new Scheduler({ mode: "on-demand", experts: 8, layers: [0], slots: 2 });
   s.beginPass(3);
