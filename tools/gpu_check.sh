@@ -16,6 +16,9 @@
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
 #            greedy ids beside Pregate's; the llama.cpp cross-check test (llama.cpp Vulkan, Pregate Dawn).
 #            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device
+#   paper    the paper's experiment rows still missing (prefetch-all on Switch-Base-128 f32 and
+#            Large-128 bf16) and Switch-Base-8 f32 again, 5 runs, with the GPU's clocks sampled
+#            every 200 ms beside it ($out/clocks.csv) to see what the bimodal runs coincide with
 #   profile  resident decode kernel by kernel (bench/decode_profile.ts) at bf16, Q4_K and Q8_0 on
 #            gguf's checkpoint and files
 # Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
@@ -85,11 +88,30 @@ dawn_tests() {
   return $rc
 }
 
+paper_rows() { # the paper step
+  local rc=0 smi
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu \
+    --format=csv -lms 200 >"$out/clocks.csv" 2>&1 &
+  smi=$!
+  run_paper() { # NAME MODELS DTYPES MODES [ENV ...]
+    env PREGATE_GPU=dawn PREGATE_BENCH_DIR=/tmp/paper PREGATE_PAPER_MODELS="$2" \
+      PREGATE_PAPER_DTYPES="$3" PREGATE_PAPER_MODES="$4" PREGATE_BENCH_OUT="$out/paper_$1" \
+      "${@:5}" deno run -A bench/paper.ts || rc=1
+  }
+  run_paper base128_f32_prefetch switch-base-128 f32 resident,prefetch-all
+  run_paper large128_bf16_prefetch switch-large-128 bf16 resident,prefetch-all
+  run_paper base8_f32 switch-base-8 f32 resident,pregated-strict,pregated-exact,on-demand,prefetch-all \
+    PREGATE_BENCH_RUNS=5
+  kill $smi
+  return $rc
+}
+
 export out
-export -f dawn_tests gguf_modes llama_cpp profiles
+export -f dawn_tests gguf_modes llama_cpp profiles paper_rows
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
-step hfnative 200 env PREGATE_TEST_GPU=native deno test -A --no-check tests/hf_parity_test.ts
+step hfnative 200 bash -c "deno run -A cli.ts gpu-info --gpu native; \
+  PREGATE_TEST_GPU=native deno test -A --no-check tests/hf_parity_test.ts"
 step kernels 240 env PREGATE_GPU=dawn PREGATE_BENCH_OUT="$out/kernels_dawn.json" \
   deno run -A bench/kernels_bench.ts
 step decode 90 env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=mixtral:mixtral-8x7b:2:bf16 \
@@ -105,5 +127,6 @@ step quant 120 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
 step gguf 580 gguf_modes
 step llamacpp 300 llama_cpp
+step paper 580 paper_rows
 step profile 240 profiles
 cat "$out/summary.txt"
