@@ -18,7 +18,8 @@
 #            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device
 #   paper    the paper's experiment rows still missing (prefetch-all on Switch-Base-128 f32 and
 #            Large-128 bf16) and Switch-Base-8 f32 again, 5 runs, with the GPU's clocks sampled
-#            every 200 ms beside it ($out/clocks.csv) to see what the bimodal runs coincide with
+#            every 200 ms beside it ($out/clocks.csv) and V8's GC pauses in its log, to see what
+#            the bimodal runs coincide with
 #   profile  resident decode kernel by kernel (bench/decode_profile.ts) at bf16, Q4_K and Q8_0 on
 #            gguf's checkpoint and files
 # Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
@@ -101,7 +102,7 @@ paper_rows() { # the paper step
   run_paper base128_f32_prefetch switch-base-128 f32 resident,prefetch-all
   run_paper large128_bf16_prefetch switch-large-128 bf16 resident,prefetch-all
   run_paper base8_f32 switch-base-8 f32 resident,pregated-strict,pregated-exact,on-demand,prefetch-all \
-    PREGATE_BENCH_RUNS=5
+    PREGATE_BENCH_RUNS=5 DENO_V8_FLAGS=--trace-gc
   kill $smi
   return $rc
 }
