@@ -10,6 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { renderSvg } from "./plot_offload.ts";
+import type { GenerateStats } from "../runtime/generate_stats.ts";
 
 /** The configurations of the experiment, in the paper's order, with the paper's names. */
 export const PAPER_MODES = [
@@ -74,16 +75,7 @@ export interface RunFigures {
  * ```
  */
 export function runFigures(
-  st: {
-    decode_tokens_per_s: number;
-    time_per_token: {
-      sync_wait: number;
-      upload: number;
-      compute: number;
-      upload_fill: number;
-      upload_staging_wait: number;
-    };
-  },
+  st: Pick<GenerateStats, "decode_tokens_per_s" | "time_per_token">,
 ): RunFigures {
   const t = st.time_per_token, ms = (s: number) => Math.round(s * 1e6) / 1e3;
   return {
