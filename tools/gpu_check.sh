@@ -56,6 +56,9 @@ llama_cpp() { # the llamacpp step
   done
   PREGATE_TEST_GPU=dawn PREGATE_LLAMA_CPP=/tmp/nlc PREGATE_LLAMA_CPP_GPU=vulkan \
     deno test -A --no-check tests/llama_cpp_test.ts || rc=1
+  # What llama.cpp's CUDA build (libggml-cuda.so: CUDA 13 runtime and cuBLAS) would find here.
+  python3 -c 'import torch; print("torch CUDA", torch.version.cuda)' || true
+  find / -xdev \( -name 'libcublas.so*' -o -name 'libcudart.so*' \) 2>/dev/null | head -n 20
   return $rc
 }
 
