@@ -33,7 +33,8 @@ import { moeDown, moeGateUp } from "../kernels/moe.ts";
 import { moeDownRef, moeGateUpRef } from "../kernels/reference_moe.ts";
 import { packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
-import { matvecQuant, weightRowBytes } from "../kernels/quant_gemv.ts";
+import { matvecQuant, weightGemvLayout, weightRowBytes } from "../kernels/quant_gemv.ts";
+import { type GemvLayout, gemvLayoutName } from "../kernels/gemv.ts";
 import type { DType } from "../runtime/base/dtype.ts";
 import { isQuantType } from "../runtime/weights/weight_type.ts";
 import { assertClose, randn } from "../kernels/check.ts";
@@ -145,8 +146,10 @@ if (want("gemv")) {
 
   // Quantised weights (Q8_0, Q4_K, and Q6_K / Q5_K / Q5_0 of Q4_K_M files), dequantised in the
   // kernel: bytes/s counted in stored bytes. The matrix is 256 quantised rows repeated (the kernel
-  // reads every row's own bytes either way).
-  for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) {
+  // reads every row's own bytes either way). Then Q4_K and Q8_0 in other layouts than the one
+  // chosen (threads per row, rows per workgroup, loads in flight), to see which holds the most
+  // bytes in flight.
+  const quantGemv = async (type: QuantType, layout?: GemvLayout) => {
     const rows0 = Math.min(gemvN, 256);
     const wF = randn(rows0 * gemvK, 0.05);
     const block = quantize(wF, type);
@@ -161,25 +164,47 @@ if (want("gemv")) {
     const wBuf = gpu.storage("dense", stored, `gemv-w-${type}`);
     const xBuf = gpu.storage("activations", x);
     const yBuf = gpu.storage("activations", gemvN * 4);
-    const d = await matvecQuant(gpu, { x: xBuf, w: wBuf, y: yBuf, K: gemvK, N: gemvN, type });
+    const d = await matvecQuant(gpu, {
+      x: xBuf,
+      w: wBuf,
+      y: yBuf,
+      K: gemvK,
+      N: gemvN,
+      type,
+      layout,
+    });
     gpu.submit([d]);
     const y = await gpu.readF32(yBuf);
     assertClose(
       y.subarray(0, rows0),
       matmulRef(x, dequantize(block, type), 1, gemvK, rows0),
       1e-5,
-      `gemv ${type}`,
+      `gemv ${type}${layout ? ` ${layout.name}` : ""}`,
     );
     const t = await time([d], { inner: full ? 50 : 5 });
     const bytes = gemvN * weightRowBytes(gemvK, type) + gemvK * 4 + gemvN * 4;
     rows.push({
-      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)`,
+      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${
+        layout ? `, layout ${layout.name}` : ""
+      }`,
       value: bytes / t.seconds / 1e9,
       unit: "GB/s",
       ceiling: readBw,
       ceilingNote: "streaming read",
       note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
     });
+    for (const b of [wBuf, xBuf, yBuf]) gpu.destroyBuffer(b);
+  };
+  for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) await quantGemv(type);
+  const reduction = gpu.features.subgroups ? "subgroup" : "tree";
+  for (const type of ["q4_k", "q8_0"] as QuantType[]) {
+    const chosen = weightGemvLayout(gpu, gemvK, type, "auto").name;
+    for (
+      const [TPR, ROWS, UNROLL] of [[8, 32, 2], [16, 16, 2], [32, 8, 2], [64, 4, 2], [128, 2, 2]]
+    ) {
+      const l = { TPR, ROWS, UNROLL, reduction } as const;
+      if (gemvLayoutName(l) !== chosen) await quantGemv(type, { name: gemvLayoutName(l), ...l });
+    }
   }
 }
 

@@ -10,7 +10,8 @@
 #   offload  the offloading modes, Qwen3-30B-A3B layer shapes x8, bf16, Dawn (bench/offload.ts)
 #   native   the same offload bench on Deno's native WebGPU
 #   peer     PyTorch / HF transformers on offload's checkpoint (bench/peer_bench.py; run offload first)
-#   quant    the kernels bench's GEMV and MoE rows only, quantised types included
+#   quant    the kernels bench's GEMV and MoE rows only, quantised types included, and Q4_K / Q8_0
+#            GEMVs in five layouts (threads per row x rows per workgroup)
 #   gguf     the offload bench at bf16, then on Q4_K and Q8_0 GGUF files converted from the same
 #            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict)
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
@@ -127,7 +128,7 @@ step native 200 env PREGATE_GPU=native PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native8" deno run -A bench/offload.ts
 step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/peer_bench" \
   --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
-step quant 120 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
+step quant 180 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
 step gguf 580 gguf_modes
 step llamacpp 300 llama_cpp
