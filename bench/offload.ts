@@ -35,6 +35,7 @@ import {
   writeResults,
 } from "./harness.ts";
 import { warmUp } from "./clock.ts";
+import { runFigures, runsCell } from "./run_figures.ts";
 
 const gpu: Gpu = await openGpu({
   gpu: (Deno.env.get("PREGATE_GPU") ?? "native") as "native" | "dawn" | "auto",
@@ -168,12 +169,12 @@ for (const spec of specs) {
       const warmRuns = await warmUp(once, warmupSeconds);
       const runs: { ids: number[]; stats: GenerateStats }[] = [];
       for (let r = 0; r < timedRuns; r++) runs.push(await once());
+      const figures = runs.map((r) => runFigures(r.stats));
       runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
       const mid = runs[runs.length >> 1];
       log(
-        `  ${warmRuns} warm-up runs; decode tok/s of ${timedRuns} runs: ${
-          runs.map((r) => r.stats.decode_tokens_per_s.toFixed(1)).join(" ")
-        }`,
+        `  ${warmRuns} warm-up runs; decode tok/s of ${timedRuns} runs in order (readback / ` +
+          `copies / rest ms per token): ${runsCell(figures)}`,
       );
       if (runs.some((r) => r.ids.join() !== mid.ids.join())) {
         throw new Error(`${spec} ${m.name}: runs of the same prompt gave different tokens`);
@@ -195,6 +196,7 @@ for (const spec of specs) {
         mode: m.name,
         upload_gb_s: uploadGBs,
         ceiling_tokens_per_s: ceiling,
+        runs: figures,
       });
       const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "-");
       rows.push(

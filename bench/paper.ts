@@ -47,10 +47,8 @@ import {
   type PaperRow,
   type PaperRun,
   paperSvg,
-  type RunFigures,
-  runFigures,
-  runsCell,
 } from "./paper_report.ts";
+import { type RunFigures, runFigures, runsCell } from "./run_figures.ts";
 
 const env = (k: string, fallback: string) => Deno.env.get(k) ?? fallback;
 const list = (k: string, fallback: string) =>

@@ -10,7 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { renderSvg } from "./plot_offload.ts";
-import type { GenerateStats } from "../runtime/generate_stats.ts";
+import { type RunFigures, runsCell } from "./run_figures.ts";
 
 /** The configurations of the experiment, in the paper's order, with the paper's names. */
 export const PAPER_MODES = [
@@ -50,44 +50,6 @@ export interface PaperRow {
   /** Every timed run in the order run (absent in runs before it was recorded). */
   runs?: RunFigures[];
   tokens?: number[];
-}
-
-/** One timed run: decode tok/s and ms per token awaiting readbacks, issuing copies, the rest. */
-export interface RunFigures {
-  tokens_per_s: number;
-  /** Per token: routing readbacks awaited, expert copies issued (of that: filling staging, waiting
-   * for a staging buffer), everything else. */
-  ms_per_token: {
-    sync_wait: number;
-    upload: number;
-    fill: number;
-    staging_wait: number;
-    rest: number;
-  };
-}
-
-/**
- * The figures of one run from its generation statistics.
- *
- * @example
- * ```ts ignore
- * const f = runFigures(model.lastStats!);
- * ```
- */
-export function runFigures(
-  st: Pick<GenerateStats, "decode_tokens_per_s" | "time_per_token">,
-): RunFigures {
-  const t = st.time_per_token, ms = (s: number) => Math.round(s * 1e6) / 1e3;
-  return {
-    tokens_per_s: st.decode_tokens_per_s,
-    ms_per_token: {
-      sync_wait: ms(t.sync_wait),
-      upload: ms(t.upload),
-      fill: ms(t.upload_fill),
-      staging_wait: ms(t.upload_staging_wait),
-      rest: ms(t.compute),
-    },
-  };
 }
 
 /** One `bench/paper.ts` run. */
@@ -242,24 +204,6 @@ function ratios(rows: readonly PaperRow[], hf: readonly HfRow[], dtype: string):
     );
   }
   return [...out, ""];
-}
-
-/**
- * The timed runs in the order run: tok/s (ms per token awaiting readbacks / issuing copies / the rest).
- *
- * @example
- * ```ts
- * import { runsCell } from "./paper_report.ts";
- * const ms_per_token = { sync_wait: 3, upload: 5, fill: 4, staging_wait: 0, rest: 2 };
- * console.log(runsCell([{ tokens_per_s: 100, ms_per_token }])); // 100.0 (3.0/5.0/2.0)
- * ```
- */
-export function runsCell(runs: readonly RunFigures[] | undefined): string {
-  if (!runs?.length) return "-";
-  return runs.map((r) => {
-    const t = r.ms_per_token;
-    return `${f(r.tokens_per_s, 1)} (${f(t.sync_wait, 1)}/${f(t.upload, 1)}/${f(t.rest, 1)})`;
-  }).join(", ");
 }
 
 /** Every configuration's figures. */

@@ -1,0 +1,66 @@
+/**
+ * The figures of each timed run of a benchmark, in the order run: decode tok/s and where a token's
+ * time went (awaiting readbacks, issuing copies, the rest), so that runs that differ can be told
+ * apart (the benches report the median run).
+ *
+ * @module
+ */
+import type { GenerateStats } from "../runtime/generate_stats.ts";
+
+/** One timed run: decode tok/s and ms per token awaiting readbacks, issuing copies, the rest. */
+export interface RunFigures {
+  tokens_per_s: number;
+  /** Per token: routing readbacks awaited, expert copies issued (of that: filling staging, waiting
+   * for a staging buffer), everything else. */
+  ms_per_token: {
+    sync_wait: number;
+    upload: number;
+    fill: number;
+    staging_wait: number;
+    rest: number;
+  };
+}
+
+/**
+ * The figures of one run from its generation statistics.
+ *
+ * @example
+ * ```ts ignore
+ * const f = runFigures(model.lastStats!);
+ * ```
+ */
+export function runFigures(
+  st: Pick<GenerateStats, "decode_tokens_per_s" | "time_per_token">,
+): RunFigures {
+  const t = st.time_per_token, ms = (s: number) => Math.round(s * 1e6) / 1e3;
+  return {
+    tokens_per_s: st.decode_tokens_per_s,
+    ms_per_token: {
+      sync_wait: ms(t.sync_wait),
+      upload: ms(t.upload),
+      fill: ms(t.upload_fill),
+      staging_wait: ms(t.upload_staging_wait),
+      rest: ms(t.compute),
+    },
+  };
+}
+
+/**
+ * The timed runs in the order run: tok/s (ms per token awaiting readbacks / issuing copies / the rest).
+ *
+ * @example
+ * ```ts
+ * import { runsCell } from "./run_figures.ts";
+ * const ms_per_token = { sync_wait: 3, upload: 5, fill: 4, staging_wait: 0, rest: 2 };
+ * console.log(runsCell([{ tokens_per_s: 100, ms_per_token }])); // 100.0 (3.0/5.0/2.0)
+ * ```
+ */
+export function runsCell(runs: readonly RunFigures[] | undefined): string {
+  if (!runs?.length) return "-";
+  return runs.map((r) => {
+    const t = r.ms_per_token;
+    return `${r.tokens_per_s.toFixed(1)} (${t.sync_wait.toFixed(1)}/${t.upload.toFixed(1)}/${
+      t.rest.toFixed(1)
+    })`;
+  }).join(", ");
+}
