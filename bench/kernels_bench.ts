@@ -149,7 +149,7 @@ if (want("gemv")) {
   // reads every row's own bytes either way). Then Q4_K and Q8_0 in other layouts than the one
   // chosen (threads per row, rows per workgroup, loads in flight), to see which holds the most
   // bytes in flight.
-  const quantGemv = async (type: QuantType, layout?: GemvLayout) => {
+  const quantGemv = async (type: QuantType, layout?: GemvLayout, rowsPerLane: 1 | 2 = 1) => {
     const rows0 = Math.min(gemvN, 256);
     const wF = randn(rows0 * gemvK, 0.05);
     const block = quantize(wF, type);
@@ -172,21 +172,23 @@ if (want("gemv")) {
       N: gemvN,
       type,
       layout,
+      rowsPerLane,
     });
+    const how = `${layout ? `, layout ${layout.name}` : ""}${
+      rowsPerLane === 2 ? ", 2 rows a lane" : ""
+    }`;
     gpu.submit([d]);
     const y = await gpu.readF32(yBuf);
     assertClose(
       y.subarray(0, rows0),
       matmulRef(x, dequantize(block, type), 1, gemvK, rows0),
       1e-5,
-      `gemv ${type}${layout ? ` ${layout.name}` : ""}`,
+      `gemv ${type}${how}`,
     );
     const t = await time([d], { inner: full ? 50 : 5 });
     const bytes = gemvN * weightRowBytes(gemvK, type) + gemvK * 4 + gemvN * 4;
     rows.push({
-      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${
-        layout ? `, layout ${layout.name}` : ""
-      }`,
+      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${how}`,
       value: bytes / t.seconds / 1e9,
       unit: "GB/s",
       ceiling: readBw,
@@ -197,13 +199,16 @@ if (want("gemv")) {
   };
   for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) await quantGemv(type);
   const reduction = gpu.features.subgroups ? "subgroup" : "tree";
+  // Q4_K also with two rows a lane group (each x value read once for both rows' units).
   for (const type of ["q4_k", "q8_0"] as QuantType[]) {
     const chosen = weightGemvLayout(gpu, gemvK, type, "auto").name;
     for (
       const [TPR, ROWS, UNROLL] of [[8, 32, 2], [16, 16, 2], [32, 8, 2], [64, 4, 2], [128, 2, 2]]
     ) {
-      const l = { TPR, ROWS, UNROLL, reduction } as const;
-      if (gemvLayoutName(l) !== chosen) await quantGemv(type, { name: gemvLayoutName(l), ...l });
+      const l = { TPR, ROWS, UNROLL, reduction } as const,
+        layout = { name: gemvLayoutName(l), ...l };
+      if (layout.name !== chosen) await quantGemv(type, layout);
+      if (type === "q4_k") await quantGemv(type, layout, 2);
     }
   }
 }

@@ -45,6 +45,9 @@ override UNROLL: u32 = 2u;
 override TB: u32 = 1u;
 // 1: add the product to the existing y; 0: overwrite y.
 override ACC: u32 = 0u;
+// Weight rows per lane group on the Q4_K / Q5_K path: 1, or 2 (qk_rows2: a lane reads each x
+// value once for the same unit of two rows, and a workgroup covers 2 * WG / TPR rows).
+override RPL: u32 = 1u;
 
 const MAX_TB: u32 = 8u;
 
@@ -174,12 +177,47 @@ fn aligned_row(v0: u32, nv: u32, xo: u32, lane: u32) -> f32 {
   return dot(a0 + a1, vec4<f32>(1.0));
 }
 
+// The Q4_K / Q5_K path with RPL = 2: the lane group of rows n0 = row0 + 2 (lid / TPR) and n0 + 1
+// takes every TPR-th unit of both (the same units of both rows in flight), each pair dotted with x
+// read once (qk_dot2), and both rows are reduced together (row_sum2).
+fn qk_rows2(row0: u32, l: Lanes) {
+  let lane = l.lid % TPR;
+  let n0 = row0 + 2u * (l.lid / TPR);
+  let rows = select(select(0u, 1u, n0 < p.N), 2u, n0 + 1u < p.N); // rows of the pair inside W
+  let row_words = q_row_bytes(p.K) / 4u;
+  let rw0 = n0 * row_words;
+  let rw1 = select(rw0, rw0 + row_words, rows == 2u); // without a second row, the first again
+  let units = select(0u, p.K / 64u, rows > 0u);
+  for (var t = 0u; t < p.T; t++) {
+    let xo = t * p.K / 4u;
+    var acc = vec2<f32>(0.0);
+    for (var u = lane; u < units; u += TPR) {
+      acc += qk_dot2(qk_load(rw0, u), qk_load(rw1, u), xo + qk_xvec(u));
+    }
+    let r = row_sum2(acc, l);
+    if (lane == 0u) {
+      for (var i = 0u; i < rows; i++) {
+        let idx = t * p.N + n0 + i;
+        var out = r[i];
+        if (ACC != 0u) {
+          out += y[idx];
+        }
+        y[idx] = out;
+      }
+    }
+  }
+}
+
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
   l: Lanes,
 ) {
+  if (RPL == 2u) {
+    qk_rows2((wid.x + wid.y * nwg.x) * (WG / TPR) * 2u, l);
+    return;
+  }
   let lid = l.lid;
   let row0 = (wid.x + wid.y * nwg.x) * (WG / TPR);
   if (row0 >= p.N) {

@@ -35,6 +35,7 @@ import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { DTYPE_CODE } from "../runtime/base/dtype.ts";
 import { QUANT_TYPES, type QuantType } from "../runtime/weights/quant.ts";
 import { isQuantType, weightRowBytes, type WeightType } from "../runtime/weights/weight_type.ts";
+import { ArgumentError } from "../runtime/base/errors.ts";
 import { ParamWriter } from "./registry.ts";
 import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource, MATVEC } from "./gemv.ts";
 import type { KernelPreference } from "./linear_args.ts";
@@ -104,6 +105,11 @@ export interface MatvecQuantArgs {
   layout?: GemvLayout;
   /** `portable` keeps to the portable GEMV layouts (see `gemvLayout`). */
   kernels?: KernelPreference;
+  /**
+   * Q4_K / Q5_K: weight rows per lane group, 1 (default) or 2 (each x value read once for the same
+   * unit of two rows; a workgroup covers twice the layout's rows).
+   */
+  rowsPerLane?: 1 | 2;
 }
 
 /** Rows of `x` one pass over the weights handles (`matvec.wgsl`'s TB). */
@@ -138,14 +144,23 @@ export async function matvecQuant(gpu: Gpu, args: MatvecQuantArgs): Promise<Disp
   const w = argBinding(gpu, "w", args.w, bytes, `${type} [N=${N}, K=${K}]`);
   const y = argBinding(gpu, "y", args.y, T * N * 4, `f32 [T=${T}, N=${N}]`);
   argDistinct("y", y, { x, w });
-  const layout = args.layout === undefined
-    ? weightGemvLayout(gpu, K, type, args.kernels ?? "auto")
-    : checkGemvLayout(gpu, args.layout, "layout");
+  const rpl = args.rowsPerLane ?? 1;
+  if (rpl !== 1 && rpl !== 2) {
+    throw new ArgumentError("rowsPerLane", `expected 1 or 2, got ${args.rowsPerLane}`);
+  }
+  if (rpl === 2 && type !== "q4_k" && type !== "q5_k") {
+    throw new ArgumentError("rowsPerLane", `2 is for q4_k and q5_k weights, got ${type}`);
+  }
+  const chosen = args.layout ?? weightGemvLayout(gpu, K, type, args.kernels ?? "auto");
+  const layout = args.layout === undefined && rpl === 1
+    ? chosen
+    : checkGemvLayout(gpu, chosen, "layout", 0, rpl === 2);
   const pipeline = await gpu.pipeline(gemvSource(MATVEC, layout), {
     ...gemvConstants(layout),
     TB: QUANT_TB,
     WDTYPE: WEIGHT_CODE[type],
     ACC: accumulate ? 1 : 0,
+    RPL: rpl,
   });
   const params = gpu.uniform(new ParamWriter().u32(T, K, N, 1).bytes(), "matvec.params");
   // x is read as vec4 (K is a multiple of 32); the vec4 weight view serves the Q4_K / Q5_K
@@ -155,7 +170,7 @@ export async function matvecQuant(gpu: Gpu, args: MatvecQuantArgs): Promise<Disp
   return gpu.dispatch(
     pipeline,
     [params, x, wv, w, y, xv],
-    gpu.grid(Math.ceil(N / layout.ROWS)),
-    `matvec.${type}:${layout.name}`,
+    gpu.grid(Math.ceil(N / (layout.ROWS * rpl))),
+    `matvec.${type}:${layout.name}${rpl === 2 ? "x2" : ""}`,
   );
 }

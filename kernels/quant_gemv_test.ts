@@ -111,6 +111,48 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "matvecQuant with two rows per lane group (Q4_K, Q5_K) matches the reference, odd N too",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const cases: [QuantType, number, number, number, boolean, GemvLayout | undefined][] = [
+      ["q4_k", 1, 256, 7, false, undefined], // the last pair has one row
+      ["q4_k", 3, 768, 19, true, NARROW], // 12 units a row over 4 lanes, 3 tokens
+      ["q4_k", 2, 512, 1, false, undefined], // a single row
+      ["q5_k", 2, 512, 6, true, undefined],
+    ];
+    for (const [i, [type, T, K, N, accumulate, layout]] of cases.entries()) {
+      const made: GPUBuffer[] = [];
+      const q = quantize(randn(N * K, 0.5), type);
+      const x = randn(T * K), y0 = randn(T * N);
+      const y = poisoned(gpu, T * N + 16);
+      if (accumulate) gpu.write(y, y0);
+      made.push(y);
+      gpu.submit([
+        await matvecQuant(gpu, {
+          x: bindForTest(gpu, x, i, made),
+          w: bindForTest(gpu, words(q), i + 1, made),
+          y: { buffer: y, offset: 0, size: T * N * 4 },
+          T,
+          K,
+          N,
+          type,
+          accumulate,
+          layout,
+          rowsPerLane: 2,
+        }),
+      ]);
+      const got = await gpu.readF32(y, 0, T * N + 16);
+      const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""} x2`;
+      const ref = matmulRef(x, dequantize(q, type), T, K, N, accumulate ? y0 : undefined);
+      assertClose(got.subarray(0, T * N), ref, 1e-5, what);
+      assert.ok(got.subarray(T * N).every(Number.isNaN), `${what}: wrote past y`);
+      for (const b of made) b.destroy();
+    }
+  },
+});
+
 /** A pool of `slots` slots holding `E` random quantised experts [rows, cols] at permuted slots. */
 function quantPool(
   gpu: Gpu,
@@ -248,6 +290,8 @@ Deno.test({
     await rejects(matvecQuant(gpu, { ...mv, N: 40 }), "w", "q4_k [N=40, K=256]");
     await rejects(matvecQuant(gpu, { ...mv, T: 9 }), "T");
     await rejects(matvecQuant(gpu, { ...mv, y: b }), "y", "distinct");
+    await rejects(matvecQuant(gpu, { ...mv, rowsPerLane: 3 as 2 }), "rowsPerLane", "1 or 2");
+    await rejects(matvecQuant(gpu, { ...mv, type: "q8_0", rowsPerLane: 2 }), "rowsPerLane", "q4_k");
     const moe = { table: b, ids: b, T: 1, topK: 2, hidden: 64, inter: 32, dtype: "q8_0" as const };
     await rejects(
       moeDown(gpu, { ...moe, inter: 48, x: b, down: b, out: o, slotWords: 4096 }),
@@ -289,6 +333,9 @@ Deno.test({
         for (const type of QUANT_TYPES) {
           const x = buf(T * K * 4), w = buf(N * weightRowBytes(K, type) + 4), y = buf(T * N * 4);
           steps.push(await matvecQuant(gpu, { x, w, y, T, K, N, type, layout }));
+          if (type === "q4_k" || type === "q5_k") {
+            steps.push(await matvecQuant(gpu, { x, w, y, T, K, N, type, layout, rowsPerLane: 2 }));
+          }
           const table = gpu.storage("other", new Uint32Array([0, 1]));
           const ids = gpu.storage("other", new Uint32Array([0, 1]));
           made.push(table, ids);
