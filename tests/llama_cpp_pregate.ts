@@ -33,7 +33,9 @@ export const CROSS_MODELS: readonly CrossModel[] = [
     name: `${arch} (tiny, random)`,
     checkpoint: async (dir: string) => {
       const out = `${dir}/${arch}`;
-      await makeMoeModel(arch, out, { ...Q4K_DIMS, vocab: 672 }, 7);
+      // An untied LM head: with the tiny presets' tied one (qwen3_moe), the random layers barely
+      // move the residual stream and every logit row peaks at its input token.
+      await makeMoeModel(arch, out, { ...Q4K_DIMS, vocab: 672, tieEmbeddings: false }, 7);
       for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
         await Deno.copyFile(`${VOCAB}/${f}`, `${out}/${f}`);
       }
