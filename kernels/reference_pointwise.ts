@@ -12,6 +12,7 @@
  * ```
  * @module
  */
+import { roundTo } from "../runtime/base/dtype.ts";
 
 /**
  * RMS norm of each of `rows` rows of `dim` values: `x * (1 / sqrt(mean(x^2) + eps)) * (w + offset)`.
@@ -262,4 +263,41 @@ export function addBiasRef(
 export function clampRef(x: ArrayLike<number>, clip: number): Float64Array {
   const c = Math.fround(clip);
   return Float64Array.from(x, (v) => Math.min(c, Math.max(-c, v)));
+}
+
+/** Round half to even (what WGSL's `round` and ggml's `nearest_int` do). */
+function roundEvenRef(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * `x` [rows, K] rounded as llama.cpp's CPU backend rounds activations (round_activations.wgsl):
+ * `q8_0` blocks of 32 (`f16(amax / 127) * round(x * 127 / amax)`), `q8_k` blocks of 256
+ * (`(1 / iscale) * min(127, round(iscale * x))`, `iscale = -128 / max`), or each value through
+ * `f16` / `bf16`. In f32 arithmetic, as the kernel.
+ */
+export function roundActivationsRef(
+  x: Float32Array,
+  format: "q8_0" | "q8_k" | "f16" | "bf16",
+): Float32Array {
+  if (format === "f16" || format === "bf16") return roundTo(x, format);
+  const f = Math.fround, n = format === "q8_0" ? 32 : 256, out = new Float32Array(x.length);
+  for (let o = 0; o < x.length; o += n) {
+    let amax = 0, vmax = 0;
+    for (let j = 0; j < n; j++) {
+      if (Math.abs(x[o + j]) > amax) [amax, vmax] = [Math.abs(x[o + j]), x[o + j]];
+    }
+    if (amax === 0) continue;
+    if (format === "q8_0") {
+      const dh = roundTo(new Float32Array([f(amax / 127)]), "f16")[0], id = f(127 / amax);
+      for (let j = 0; j < n; j++) out[o + j] = f(dh * roundEvenRef(f(x[o + j] * id)));
+    } else {
+      const iscale = f(-128 / vmax), d = f(1 / iscale);
+      for (let j = 0; j < n; j++) {
+        out[o + j] = f(d * Math.min(127, roundEvenRef(f(iscale * x[o + j]))));
+      }
+    }
+  }
+  return out;
 }

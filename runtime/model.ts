@@ -23,7 +23,7 @@ import type { ModelWeights } from "./models/weights.ts";
 import type { RunState } from "./models/state.ts";
 import { archOf } from "./models/arch/mod.ts";
 import { allocModelState, buildForward, uploadModelWeights } from "./models/build.ts";
-import type { ForwardPlan } from "./models/plan.ts";
+import type { ActivationRounding, ForwardPlan } from "./models/plan.ts";
 import { Executor, RESIDENT } from "./executor.ts";
 import {
   EXPERT_MODES,
@@ -40,6 +40,7 @@ import { type GenerateStats, generateStats, type OffloadCounters } from "./gener
 import { checkPositions, warnContextLength, warnUnusedTensors } from "./load_checks.ts";
 
 export type { GenerateStats, OffloadCounters } from "./generate_stats.ts";
+export type { ActivationRounding } from "./models/plan.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -69,6 +70,14 @@ export interface LoadOptions {
   maxEncoderTokens?: number;
   /** Encoder-decoder models with T5's relative position bias: see `UploadOptions.positionBias`. */
   positionBias?: "shared" | "first_layer_only";
+  /**
+   * How activations meet quantised and half-precision weights: `f32` (default: products of f32
+   * activations with the weights as stored) or `llama.cpp` (activations rounded first as
+   * llama.cpp's CPU backend rounds them: Q8_0 blocks before Q8_0 / Q5_0 weights, Q8_K blocks before
+   * K-quants, f16 / bf16 before f16 / bf16 weights; `kernels/round_activations.ts`), so that the
+   * products over a GGUF file are llama.cpp's up to the order of additions. Decoder-only models.
+   */
+  activations?: ActivationRounding;
   /** One-line notices (device choice, mmap fallback). Default: none. */
   log?: (message: string) => void;
   /** Load progress: bytes uploaded, total bytes. */
@@ -115,6 +124,7 @@ export class Model {
   #dir: string;
   #plans = new Map<string, Promise<ForwardPlan>>();
   #executor: Executor;
+  #activations: ActivationRounding;
 
   private constructor(
     dir: string,
@@ -128,6 +138,7 @@ export class Model {
       mode: ExpertMode;
       ownsGpu: boolean;
       contextLength: number;
+      activations: ActivationRounding;
     },
   ) {
     this.#dir = dir;
@@ -141,6 +152,7 @@ export class Model {
     this.#executor = new Executor(gpu, parts.engine ?? RESIDENT);
     this.#ownsGpu = parts.ownsGpu;
     this.#contextLength = parts.contextLength;
+    this.#activations = parts.activations;
   }
 
   /** @internal use {@linkcode loadModel}. */
@@ -172,6 +184,16 @@ export class Model {
     if (!Number.isInteger(maxEncoder) || maxEncoder < 1) {
       throw new ArgumentError("maxEncoderTokens", `expected a positive integer, got ${maxEncoder}`);
     }
+    const activations = opts.activations ?? "f32";
+    if (activations !== "f32" && activations !== "llama.cpp") {
+      throw new ArgumentError("activations", `expected f32 or llama.cpp, got '${activations}'`);
+    }
+    if (encoderDecoder && activations !== "f32") {
+      throw new ArgumentError(
+        "activations",
+        `llama.cpp's rounding applies to decoder-only models; ${cfg.arch} is an encoder-decoder`,
+      );
+    }
     if (!encoderDecoder && opts.positionBias !== undefined) {
       throw new ArgumentError("positionBias", `${cfg.arch} has no relative position bias`);
     }
@@ -190,6 +212,7 @@ export class Model {
         maxSeq: contextLength,
         logitRows: maxT,
         maxEncoder,
+        roundedActivations: activations === "llama.cpp",
       });
       let engine: OffloadEngine | null = null;
       if (mode !== "resident") {
@@ -213,6 +236,7 @@ export class Model {
         mode,
         ownsGpu: !opts.device,
         contextLength,
+        activations,
       });
     } catch (e) {
       if (state) freeBuffers(gpu, state);
@@ -269,7 +293,13 @@ export class Model {
     const key = `${T}|${logits}|${encoderLength}|${encoder}`;
     let p = this.#plans.get(key);
     if (!p) {
-      const opts = { T, logits, encoderLength, ...this.#engine?.planHooks() };
+      const opts = {
+        T,
+        logits,
+        encoderLength,
+        activations: this.#activations,
+        ...this.#engine?.planHooks(),
+      };
       const s = this.#state, w = this.#weights;
       p = encoder
         ? archOf(this.config).encoderDecoder!.buildEncoder(this.gpu, this.config, w, s, opts)

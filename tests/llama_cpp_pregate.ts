@@ -5,7 +5,7 @@
  * tokens and teacher-forced logits on a file. Used by tests only.
  * @module
  */
-import { loadModel } from "../runtime/model.ts";
+import { type ActivationRounding, loadModel } from "../runtime/model.ts";
 import { convertToGguf } from "../runtime/models/gguf_convert.ts";
 import { makeMoeModel, Q4K_DIMS } from "../runtime/models/gguf_model_test_util.ts";
 import type { WeightType } from "../runtime/weights/weight_type.ts";
@@ -20,6 +20,8 @@ export interface CrossModel {
   /** Writes the checkpoint into `dir` (or returns an existing directory). */
   checkpoint(dir: string): Promise<string>;
   prompt: string;
+  /** A trained model (its greedy tokens are no near-ties): the demo. */
+  trained?: boolean;
 }
 
 /** The demo model and a tiny random model of each decoder architecture. */
@@ -28,6 +30,7 @@ export const CROSS_MODELS: readonly CrossModel[] = [
     name: "demo (qwen3_moe, trained)",
     checkpoint: () => Promise.resolve(`${ROOT}models/demo`),
     prompt: "Once upon a time",
+    trained: true,
   },
   ...["mixtral", "qwen2_moe", "olmoe", "qwen3_moe"].map((arch) => ({
     name: `${arch} (tiny, random)`,
@@ -69,8 +72,9 @@ export async function pregateRun(
   prompt: number[],
   forced: readonly number[],
   n: number,
+  activations: ActivationRounding = "f32",
 ): Promise<Omit<PregateRun, "prompt">> {
-  const model = await loadModel(gguf, { device: await testGpu() });
+  const model = await loadModel(gguf, { device: await testGpu(), activations });
   try {
     const greedy: number[] = [];
     for await (const id of model.generate(prompt, { maxTokens: n })) greedy.push(id);

@@ -112,7 +112,7 @@ export function parseMode(v: unknown): ExpertMode {
   return mode;
 }
 
-/** The load options the model flags set (mode, pre-gate, budget, cache, uploader). */
+/** The load options the model flags set (mode, pre-gate, budget, cache, uploader, activations). */
 function modelOptions(v: Flags) {
   const mode = parseMode(v.mode);
   if (v.pregate !== undefined && v.pregate !== "exact" && v.pregate !== "strict") {
@@ -138,8 +138,13 @@ function modelOptions(v: Flags) {
   ) {
     throw new ArgumentError("--uploader", `expected auto, write or mapped, got '${uploader}'`);
   }
+  const activations = v.activations;
+  if (activations !== undefined && activations !== "f32" && activations !== "llama.cpp") {
+    throw new ArgumentError("--activations", `expected f32 or llama.cpp, got '${activations}'`);
+  }
   return {
     mode,
+    activations: activations as "f32" | "llama.cpp" | undefined,
     uploader: uploader as "auto" | "write" | "mapped" | undefined,
     cachePolicy: policy as "lru" | "lfu" | undefined,
     pregate: v.pregate as "exact" | "strict" | undefined,
@@ -186,13 +191,14 @@ export const MODEL_OPTIONS = {
   "expert-cache": { type: "string" as const },
   "cache-policy": { type: "string" as const },
   uploader: { type: "string" as const },
+  activations: { type: "string" as const },
 };
 
 /** The usage of those flags. */
 export const MODE_USAGE =
   "[--mode resident|on-demand|prefetch-all|pregated] [--pregate exact|strict] " +
   "[--budget SIZE] [--expert-cache N|auto] [--cache-policy lru|lfu] [--uploader auto|write|mapped] " +
-  "[--context N] " +
+  "[--context N] [--activations f32|llama.cpp] " +
   "[--gpu native|dawn|auto]";
 
 /** `--encoder-ids`, parsed, or undefined when not given. */

@@ -34,8 +34,9 @@ import { addBias } from "../../kernels/elementwise.ts";
 import { QKV_MAX_T, qkvBias, qkvClamp, qkvProj } from "../../kernels/qkv.ts";
 import { routerTopK } from "../../kernels/router.ts";
 import { moeDownCombine, moeGateUp } from "../../kernels/moe.ts";
+import { llamaCppActivationFormat, roundActivations } from "../../kernels/round_activations.ts";
 import { DTYPE_BYTES } from "../base/dtype.ts";
-import { isQuantType } from "../weights/weight_type.ts";
+import { isQuantType, type WeightType } from "../weights/weight_type.ts";
 import type { ModelConfig, MoeFfn } from "./model_config.ts";
 import type { GpuMatrix, GpuMlp, LayerWeights, ModelWeights } from "./gpu_weights.ts";
 import type { ForwardOptions, LayerPlan, MoePlan } from "./plan.ts";
@@ -72,18 +73,45 @@ export class DecoderBlocks {
     this.T = opts.T;
   }
 
-  /** `y (+)= x m^T` over `rows` rows. */
-  #linear(x: GPUBuffer, m: GpuMatrix, y: GPUBuffer, accumulate = false, rows = this.T) {
-    return linear(this.gpu, {
-      x,
-      w: m.buffer,
-      y,
-      T: rows,
-      K: m.cols,
-      N: m.rows,
-      dtype: m.dtype,
-      accumulate,
-    });
+  /**
+   * The input of a product with weights of `type`: `x` itself, or with `activations: "llama.cpp"`
+   * `x` [rows, K] rounded as llama.cpp rounds activations for `type`, in `state.rounded` (each
+   * product rounds its own input: the buffer is reused by the next one).
+   */
+  async #input(
+    x: GPUBuffer,
+    rows: number,
+    K: number,
+    type: WeightType,
+  ): Promise<{ steps: Step[]; x: GPUBuffer }> {
+    const format = this.opts.activations === "llama.cpp" ? llamaCppActivationFormat(type) : null;
+    if (!format) return { steps: [], x };
+    const out = this.s.rounded;
+    return { steps: [await roundActivations(this.gpu, { x, out, rows, K, format })], x: out };
+  }
+
+  /** `y (+)= x m^T` over `rows` rows (its input rounded first, see `#input`). */
+  async #linear(
+    x: GPUBuffer,
+    m: GpuMatrix,
+    y: GPUBuffer,
+    accumulate = false,
+    rows = this.T,
+  ): Promise<Step[]> {
+    const input = await this.#input(x, rows, m.cols, m.dtype);
+    return [
+      ...input.steps,
+      await linear(this.gpu, {
+        x: input.x,
+        w: m.buffer,
+        y,
+        T: rows,
+        K: m.cols,
+        N: m.rows,
+        dtype: m.dtype,
+        accumulate,
+      }),
+    ];
   }
 
   /** `out = rmsnorm(x) * weight` over `rows` rows of `dim` values. */
@@ -130,9 +158,11 @@ export class DecoderBlocks {
     if (
       T <= QKV_MAX_T && !isQuantType(dtype) && lw.k.dtype === dtype && lw.v.dtype === dtype
     ) {
+      const input = await this.#input(s.h, T, this.cfg.hidden, dtype);
       return [
+        ...input.steps,
         await qkvProj(this.gpu, {
-          x: s.h,
+          x: input.x,
           wq: lw.q.buffer,
           wk: lw.k.buffer,
           wv: lw.v.buffer,
@@ -148,9 +178,9 @@ export class DecoderBlocks {
       ];
     }
     return [
-      await this.#linear(s.h, lw.q, s.q),
-      await this.#linear(s.h, lw.k, s.k),
-      await this.#linear(s.h, lw.v, s.v),
+      ...await this.#linear(s.h, lw.q, s.q),
+      ...await this.#linear(s.h, lw.k, s.k),
+      ...await this.#linear(s.h, lw.v, s.v),
     ];
   }
 
@@ -248,7 +278,7 @@ export class DecoderBlocks {
         scale: 1 / Math.sqrt(D),
         causal: true,
       }),
-      await this.#linear(s.attn, this.w.layers[i].o, s.x, true),
+      ...await this.#linear(s.attn, this.w.layers[i].o, s.x, true),
     ];
   }
 
@@ -260,8 +290,10 @@ export class DecoderBlocks {
     const s = this.s, T = this.T, up = m.up, dtype = m.gate.dtype;
     // (Block-quantised weights take the matmul path: their GEMVs are the linear ones.)
     if (T <= QKV_MAX_T && !isQuantType(dtype) && (!up || up.dtype === dtype)) {
+      const input = await this.#input(s.h, T, this.cfg.hidden, dtype);
       return [
         // gate, up and SwiGLU (or wi and ReLU) in one dispatch: expert 0 in slot 0 of a one-expert MoE.
+        ...input.steps,
         await moeGateUp(this.gpu, {
           table: s.zeros,
           ids: s.zeros,
@@ -272,19 +304,19 @@ export class DecoderBlocks {
           inter: m.gate.rows,
           dtype,
           slotWords: (m.gate.rows * m.gate.cols * DTYPE_BYTES[dtype]) / 4,
-          x: s.h,
+          x: input.x,
           gate: m.gate.buffer,
           up: up?.buffer,
           act: up ? "swiglu" : "relu",
           out: s.mlpAct,
         }),
-        await this.#linear(s.mlpAct, m.down, out, accumulate),
+        ...await this.#linear(s.mlpAct, m.down, out, accumulate),
       ];
     }
     const n = T * m.gate.rows;
     const act = up
       ? [
-        await this.#linear(s.h, up, s.mlpUp),
+        ...await this.#linear(s.h, up, s.mlpUp),
         await gatedActivation(this.gpu, {
           gate: s.mlpGate,
           up: s.mlpUp,
@@ -295,9 +327,9 @@ export class DecoderBlocks {
       ]
       : [await activation(this.gpu, { x: s.mlpGate, out: s.mlpAct, n, kind: "relu" })];
     return [
-      await this.#linear(s.h, m.gate, s.mlpGate),
+      ...await this.#linear(s.h, m.gate, s.mlpGate),
       ...act,
-      await this.#linear(s.mlpAct, m.down, out, accumulate),
+      ...await this.#linear(s.mlpAct, m.down, out, accumulate),
     ];
   }
 
@@ -340,7 +372,7 @@ export class DecoderBlocks {
     // ---- route: h = rmsnorm(x); router logits; top-k ids and weights
     const route: Step[] = [
       await this.#norm(s.x, lw.postNorm, s.h, T, H),
-      await this.#linear(s.h, f.router, s.routerLogits),
+      ...await this.#linear(s.h, f.router, s.routerLogits),
       ...(f.routerBias
         ? [await addBias(gpu, { x: s.routerLogits, bias: f.routerBias, rows: T, n: fc.experts })]
         : []),
@@ -350,7 +382,7 @@ export class DecoderBlocks {
     const pg = opts.pregate?.(i);
     const pregate: Step[] = pg
       ? [
-        await this.#linear(s.h, pg.router, pg.logits),
+        ...await this.#linear(s.h, pg.router, pg.logits),
         await this.#topK(pg.logits, pg.ids, pg.weights, pg.next),
       ]
       : [];
@@ -364,22 +396,29 @@ export class DecoderBlocks {
       inter: fc.inter,
       dtype: pool.dtype,
     };
-    const gateUp = (missing: "nan" | "skip") =>
-      moeGateUp(gpu, {
-        ...moeArgs,
-        x: s.h,
-        gate: pool.gate,
-        up: pool.up ?? undefined,
-        act: pool.up ? "swiglu" : "relu",
-        out: s.moeH,
-        slotWords: pool.bytes.gateUp / 4,
-        missing,
-      });
+    const gateUp = async (missing: "nan" | "skip"): Promise<Step[]> => {
+      const input = await this.#input(s.h, T, H, pool.dtype);
+      return [
+        ...input.steps,
+        await moeGateUp(gpu, {
+          ...moeArgs,
+          x: input.x,
+          gate: pool.gate,
+          up: pool.up ?? undefined,
+          act: pool.up ? "swiglu" : "relu",
+          out: s.moeH,
+          slotWords: pool.bytes.gateUp / 4,
+          missing,
+        }),
+      ];
+    };
+    /** The expert outputs' input: moeH [T * k, I], rounded for the down projections. */
+    const downInput = () => this.#input(s.moeH, T * fc.topK, fc.inter, pool.downDtype);
     const shared: Step[] = [];
     if (extra.shared) {
       shared.push(
         ...await this.#mlp(extra.shared, s.sharedOut, false),
-        await this.#linear(s.h, extra.shared.gateWeight, s.sharedGate),
+        ...await this.#linear(s.h, extra.shared.gateWeight, s.sharedGate),
       );
     }
     const downArgs = {
@@ -392,21 +431,24 @@ export class DecoderBlocks {
       shared: extra.shared ? { out: s.sharedOut, gate: s.sharedGate } : undefined,
     };
     // ---- experts, one pass: x += sum_j w_j * down_j(h_j) (+ shared), no [T * k, H] intermediate
+    const down = await downInput();
     const experts: Step[] = [
-      await gateUp("nan"),
+      ...await gateUp("nan"),
       ...shared,
-      await moeDownCombine(gpu, { ...downArgs, x: s.moeH }),
+      ...down.steps,
+      await moeDownCombine(gpu, { ...downArgs, x: down.x }),
     ];
     // ---- in rounds: each round writes its pairs' expert outputs to moeY, finish combines them
     // (the same pipeline as the one pass, so the same bits)
     const round: Step[] = [
-      await gateUp("skip"),
+      ...await gateUp("skip"),
+      ...down.steps,
       await moeDownCombine(gpu, {
         ...moeArgs,
         dtype: pool.downDtype,
         down: pool.down,
         slotWords: pool.bytes.down / 4,
-        x: s.moeH,
+        x: down.x,
         out: s.moeY,
         mode: "round",
       }),
@@ -439,13 +481,13 @@ export class DecoderBlocks {
     if (this.opts.logits === "all") {
       return [
         await this.#norm(s.x, w.finalNorm, s.h, T, H),
-        await this.#linear(s.h, w.lmHead, s.logits),
+        ...await this.#linear(s.h, w.lmHead, s.logits),
       ];
     }
     return [
       { src: s.x, srcOffset: (T - 1) * H * 4, dst: s.last, dstOffset: 0, size: H * 4 },
       await this.#norm(s.last, w.finalNorm, s.h, 1, H),
-      await this.#linear(s.h, w.lmHead, s.logits, false, 1),
+      ...await this.#linear(s.h, w.lmHead, s.logits, false, 1),
     ];
   }
 }

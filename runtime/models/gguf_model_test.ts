@@ -6,6 +6,7 @@
 // logits to 16-bit rounding.
 import assert from "node:assert/strict";
 import { loadModel, type LoadOptions } from "../model.ts";
+import { ArgumentError } from "../base/errors.ts";
 import { GPU_TEST, testGpu } from "../test_util.ts";
 import { assertClose } from "../../kernels/check.ts";
 import { weightRowBytes, type WeightType } from "../weights/weight_type.ts";
@@ -216,5 +217,44 @@ Deno.test({
       g.close();
       const [a, b] = [await run(stacked), await run(split, { mode: "on-demand" })];
       for (let t = 0; t < IDS.length; t++) assert.deepEqual(b.logits[t], a.logits[t]);
+    }),
+});
+
+Deno.test({
+  name: "activations llama.cpp: products over Q8_0 weights take rounded inputs, the same in " +
+    "every mode; f32 weights keep theirs; a bad value is a typed error",
+  ...GPU_TEST,
+  fn: () =>
+    withDir(async (dir) => {
+      const src = `${dir}/src`;
+      await makeMoeModel("qwen3_moe", src, Q4K_DIMS);
+      for (const type of ["q8_0", "f32"] as const) {
+        const gguf = `${dir}/m-${type}.gguf`;
+        await convertToGguf({ model: src, out: gguf, type });
+        const plain = await run(gguf);
+        const rounded = await run(gguf, { activations: "llama.cpp" });
+        if (type === "f32") {
+          assert.deepEqual(rounded.logits, plain.logits, "f32 weights: no rounding");
+          continue;
+        }
+        // Q8_0 activations move each product by ~0.3% of its size: the logits move, a little.
+        let num = 0, den = 0;
+        for (let t = 0; t < IDS.length; t++) {
+          for (let i = 0; i < plain.logits[t].length; i++) {
+            num += (rounded.logits[t][i] - plain.logits[t][i]) ** 2;
+            den += plain.logits[t][i] ** 2;
+          }
+        }
+        const rel = Math.sqrt(num / den);
+        assert.ok(rel > 1e-5 && rel < 0.05, `q8_0: logits moved by ${rel.toExponential(2)}`);
+        const pregated = await run(gguf, { activations: "llama.cpp", mode: "pregated" });
+        for (let t = 0; t < IDS.length; t++) {
+          assert.deepEqual(pregated.logits[t], rounded.logits[t], `pregated logits at ${t}`);
+        }
+      }
+      await assert.rejects(
+        loadModel(src, { device: await testGpu(), activations: "q8" as never }),
+        (e) => e instanceof ArgumentError && e.argument === "activations",
+      );
     }),
 });

@@ -56,6 +56,12 @@ export interface ForwardOptions {
   /** An encoder-decoder's decoder: the encoder tokens its cross-attention attends to. */
   encoderLength?: number;
   /**
+   * `llama.cpp`: round activations before each product with quantised or half-precision weights
+   * as llama.cpp's CPU backend does (needs a state allocated with `roundedActivations`); default
+   * `f32`.
+   */
+  activations?: ActivationRounding;
+  /**
    * The expert pool each MoE layer's kernels read (default: the layer's resident pool). The
    * offloading engine passes its slot pools here.
    */
@@ -173,3 +179,6 @@ export function planOps(plan: ForwardPlan): PlanOp[] {
   ops.push({ kind: "steps", steps: run });
   return ops;
 }
+
+/** How activations meet quantised and half-precision weights (see `LoadOptions.activations`). */
+export type ActivationRounding = "f32" | "llama.cpp";

@@ -57,6 +57,11 @@ export interface RunState {
   readonly logits: GPUBuffer;
   /** u32 zeros [max(maxT, 4)]: expert ids and slot table of a dense MLP run as a one-expert MoE. */
   readonly zeros: GPUBuffer;
+  /**
+   * f32: a product's input rounded as llama.cpp rounds activations (the largest of h, attn, moeH
+   * and mlpAct; 4 bytes unless allocated with `roundedActivations`).
+   */
+  readonly rounded: GPUBuffer;
 }
 
 /** The sizes of a {@linkcode RunState}. */
@@ -69,6 +74,8 @@ export interface StateSizes {
   logitRows?: number;
   /** Positions of layer `i`'s KV cache when they differ per layer (default maxSeq for all). */
   kvPositions?: (layer: number) => number;
+  /** Allocate `rounded` for `activations: "llama.cpp"` plans (default false). */
+  roundedActivations?: boolean;
 }
 
 /** Allocates a {@linkcode RunState} for `cfg` (accounted as activations and KV cache). */
@@ -120,5 +127,6 @@ export function allocState(
     last: f(H, "last"),
     logits: f(logitRows * cfg.vocabSize, "logits"),
     zeros: f(Math.max(maxT, 4), "zeros"), // WebGPU zero-initialises buffers
+    rounded: f(sizes.roundedActivations ? maxT * Math.max(H, Q, K * moeI, denseI) : 1, "rounded"),
   };
 }

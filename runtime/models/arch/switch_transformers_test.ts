@@ -224,6 +224,10 @@ Deno.test({
       loadModel(mixtral, { device: gpu, positionBias: "shared" }),
       (e) => e instanceof ArgumentError && e.argument === "positionBias",
     );
+    await assert.rejects(
+      loadModel(await checkpoint(), { device: gpu, activations: "llama.cpp" }),
+      (e) => e instanceof ArgumentError && e.argument === "activations",
+    );
   },
 });
 
