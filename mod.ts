@@ -35,6 +35,7 @@
  * @module
  */
 export {
+  type ActivationRounding,
   type GenerateOptions,
   type GenerateStats,
   loadModel,
