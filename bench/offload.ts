@@ -34,7 +34,7 @@ import {
   settleWriteback,
   writeResults,
 } from "./harness.ts";
-import { warmUp } from "./clock.ts";
+import { ClockSampler, warmUp } from "./clock.ts";
 import { runFigures, runsCell } from "./run_figures.ts";
 
 const gpu: Gpu = await openGpu({
@@ -52,6 +52,8 @@ const log = (m: string) => console.error(`[offload] ${m}`);
 const typeEnv = Deno.env.get("PREGATE_BENCH_TYPE");
 const ggufType = typeEnv ? parseConvertType(typeEnv, "PREGATE_BENCH_TYPE") : null;
 /** Seconds of untimed runs per mode first (PREGATE_BENCH_WARMUP_S; default 2 on a GPU, 0 on CPU). */
+/** The SM clock, sampled every 100 ms where nvidia-smi runs (each timed run records its range). */
+const clock = gpu.isFallback ? null : ClockSampler.start(100);
 const warmupSeconds = Number(Deno.env.get("PREGATE_BENCH_WARMUP_S") ?? (gpu.isFallback ? 0 : 2));
 /** Timed runs per mode (PREGATE_BENCH_RUNS, default 3): the median run is reported. */
 const timedRuns = Math.max(1, Number(Deno.env.get("PREGATE_BENCH_RUNS") ?? 3));
@@ -160,16 +162,20 @@ for (const spec of specs) {
     });
     try {
       const once = async () => {
-        const ids: number[] = [];
+        const ids: number[] = [], t0 = performance.now();
         for await (const id of model.generate(prompt, { maxTokens: m.tokens })) ids.push(id);
-        return { ids, stats: model.lastStats! };
+        return { ids, stats: model.lastStats!, sm: clock?.range(t0, performance.now()) ?? null };
       };
       // Warm up (the GPU's clock climbs only under sustained work), then time `runs` runs and
       // report the median one.
       const warmRuns = await warmUp(once, warmupSeconds);
-      const runs: { ids: number[]; stats: GenerateStats }[] = [];
+      const runs: {
+        ids: number[];
+        stats: GenerateStats;
+        sm: { min: number; max: number } | null;
+      }[] = [];
       for (let r = 0; r < timedRuns; r++) runs.push(await once());
-      const figures = runs.map((r) => runFigures(r.stats));
+      const figures = runs.map((r) => runFigures(r.stats, r.sm));
       runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
       const mid = runs[runs.length >> 1];
       log(
@@ -255,4 +261,5 @@ if (outPrefix) {
   const data = { gpu: gpu.describe(), results, page_cache: pageCache, upload_sweeps: sweeps };
   await writeResults(outPrefix, md, data);
 }
+await clock?.stop();
 gpu.destroy();

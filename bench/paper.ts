@@ -38,7 +38,7 @@ import { BudgetError } from "../runtime/base/errors.ts";
 import { archNamed } from "../runtime/models/arch/mod.ts";
 import { loadConfig } from "../runtime/models/config.ts";
 import { benchCheckpoint, measureUploadRate, settleWriteback } from "./harness.ts";
-import { warmUp } from "./clock.ts";
+import { ClockSampler, warmUp } from "./clock.ts";
 import { moeBlockTime } from "./moe_block.ts";
 import {
   type HfRow,
@@ -64,6 +64,8 @@ const gpu: Gpu = await openGpu({
   log: (m) => console.error(m),
 });
 const small = gpu.isFallback;
+/** The SM clock, sampled every 100 ms where nvidia-smi runs (each timed run records its range). */
+const clock = small ? null : ClockSampler.start(100);
 const MODELS = list(
   "PREGATE_PAPER_MODELS",
   small ? "tiny" : "switch-base-8,switch-base-64,switch-base-128,switch-large-128",
@@ -133,6 +135,8 @@ interface Measured {
   hit: number | null;
   /** Every timed run, in the order run: decode tok/s and where a token's time went. */
   runs?: RunFigures[];
+  /** The SM clock's range during the run, where it was sampled. */
+  sm?: { min: number; max: number } | null;
 }
 
 /** Loads `dir` in configuration `mode`, validates, warms up and times it; the median run. */
@@ -153,11 +157,12 @@ async function measure(
   try {
     const start = model.encoderDecoder?.decoderStartTokenId ?? 0;
     const once = async (): Promise<Measured> => {
-      const ids: number[] = [];
+      const ids: number[] = [], t0 = performance.now();
       for await (const id of model.generate([start], { encoderIds: enc, maxTokens: tokens })) {
         ids.push(id);
       }
-      return { ids, stats: model.lastStats!, hit: decodeHitRate(model) };
+      const sm = clock?.range(t0, performance.now()) ?? null;
+      return { ids, stats: model.lastStats!, hit: decodeHitRate(model), sm };
     };
     let first: Measured | null = null; // the warm-up's first run: compared with the timed ones
     const warm = await warmUp(async () => {
@@ -166,7 +171,7 @@ async function measure(
     }, WARMUP_S);
     const runs: Measured[] = [];
     for (let r = 0; r < RUNS; r++) runs.push(await once());
-    const figures = runs.map((r) => runFigures(r.stats));
+    const figures = runs.map((r) => runFigures(r.stats, r.sm));
     runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
     if (runs.some((r) => r.ids.join() !== first!.ids.join())) {
       throw new Error(`${mode}: runs of the same input gave different tokens`);
@@ -340,4 +345,5 @@ for (const model of MODELS) {
   }
 }
 console.log(paperMarkdown([run], run.hf));
+await clock?.stop();
 gpu.destroy();

@@ -19,6 +19,8 @@ export interface RunFigures {
     staging_wait: number;
     rest: number;
   };
+  /** The SM clock's range during the run (MHz; `bench/clock.ts`), where it was sampled. */
+  sm_mhz?: { min: number; max: number } | null;
 }
 
 /**
@@ -31,6 +33,7 @@ export interface RunFigures {
  */
 export function runFigures(
   st: Pick<GenerateStats, "decode_tokens_per_s" | "time_per_token">,
+  sm?: { min: number; max: number } | null,
 ): RunFigures {
   const t = st.time_per_token, ms = (s: number) => Math.round(s * 1e6) / 1e3;
   return {
@@ -42,11 +45,13 @@ export function runFigures(
       staging_wait: ms(t.upload_staging_wait),
       rest: ms(t.compute),
     },
+    ...(sm ? { sm_mhz: sm } : {}),
   };
 }
 
 /**
- * The timed runs in the order run: tok/s (ms per token awaiting readbacks / issuing copies / the rest).
+ * The timed runs in the order run: tok/s (ms per token awaiting readbacks / issuing copies / the rest,
+ * and the SM clock's range where it was sampled).
  *
  * @example
  * ```ts
@@ -59,8 +64,9 @@ export function runsCell(runs: readonly RunFigures[] | undefined): string {
   if (!runs?.length) return "-";
   return runs.map((r) => {
     const t = r.ms_per_token;
+    const sm = r.sm_mhz ? ` ${r.sm_mhz.min}-${r.sm_mhz.max} MHz` : "";
     return `${r.tokens_per_s.toFixed(1)} (${t.sync_wait.toFixed(1)}/${t.upload.toFixed(1)}/${
       t.rest.toFixed(1)
-    })`;
+    }${sm})`;
   }).join(", ");
 }
