@@ -47,11 +47,14 @@ const NARROW: GemvLayout = Object.freeze({
 
 Deno.test({
   name:
-    "matvecQuant (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K) matches dequantise-then-multiply on ragged shapes",
+    "matvecQuant (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K; Q4_K / Q5_K also two rows a lane group) matches " +
+    "dequantise-then-multiply on ragged shapes",
   ...GPU_TEST,
   fn: async () => {
     const gpu = await testGpu();
-    const cases: [QuantType, number, number, number, boolean, GemvLayout | undefined][] = [
+    // type, T, K, N, accumulate, layout, rows a lane group (Q4_K / Q5_K: 1 or 2)
+    type Case = [QuantType, number, number, number, boolean, GemvLayout | undefined, (1 | 2)?];
+    const cases: Case[] = [
       ["q8_0", 1, 32, 5, false, undefined],
       ["q8_0", 3, 96, 37, true, undefined], // 3 blocks a row: odd rows start at 2 mod 4
       ["q8_0", 2, 352, 9, false, NARROW], // 11 blocks a row over 4 lanes
@@ -63,8 +66,12 @@ Deno.test({
       ["q5_k", 3, 768, 11, true, NARROW],
       ["q6_k", 1, 256, 7, false, undefined], // 210-byte rows: odd rows start at 2 mod 4
       ["q6_k", 2, 768, 9, true, NARROW], // 3 super-blocks a row, the middle one at 2 mod 4
+      ["q4_k", 1, 256, 7, false, undefined, 2], // two rows a lane group: the last pair has one row
+      ["q4_k", 3, 768, 19, true, NARROW, 2],
+      ["q4_k", 2, 512, 1, false, undefined, 2], // a single row
+      ["q5_k", 2, 512, 6, true, undefined, 2],
     ];
-    for (const [i, [type, T, K, N, accumulate, layout]] of cases.entries()) {
+    for (const [i, [type, T, K, N, accumulate, layout, rowsPerLane]] of cases.entries()) {
       const made: GPUBuffer[] = [];
       const Wf = randn(N * K, 0.5);
       const q = quantize(Wf, type);
@@ -86,10 +93,12 @@ Deno.test({
           type,
           accumulate,
           layout,
+          rowsPerLane,
         }),
       ]);
       const got = await gpu.readF32(y, 0, T * N + 16);
-      const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""} ${layout?.name ?? ""}`;
+      const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""} ${layout?.name ?? ""}` +
+        (rowsPerLane === 2 ? " x2" : "");
       assertClose(
         got.subarray(0, T * N),
         matmulRef(x, W, T, K, N, accumulate ? y0 : undefined),
@@ -106,48 +115,6 @@ Deno.test({
         wErr < QUANT_WEIGHT_TOL[type],
         `${what}: weights off f32 by ${wErr.toExponential(3)}`,
       );
-      for (const b of made) b.destroy();
-    }
-  },
-});
-
-Deno.test({
-  name: "matvecQuant with two rows per lane group (Q4_K, Q5_K) matches the reference, odd N too",
-  ...GPU_TEST,
-  fn: async () => {
-    const gpu = await testGpu();
-    const cases: [QuantType, number, number, number, boolean, GemvLayout | undefined][] = [
-      ["q4_k", 1, 256, 7, false, undefined], // the last pair has one row
-      ["q4_k", 3, 768, 19, true, NARROW], // 12 units a row over 4 lanes, 3 tokens
-      ["q4_k", 2, 512, 1, false, undefined], // a single row
-      ["q5_k", 2, 512, 6, true, undefined],
-    ];
-    for (const [i, [type, T, K, N, accumulate, layout]] of cases.entries()) {
-      const made: GPUBuffer[] = [];
-      const q = quantize(randn(N * K, 0.5), type);
-      const x = randn(T * K), y0 = randn(T * N);
-      const y = poisoned(gpu, T * N + 16);
-      if (accumulate) gpu.write(y, y0);
-      made.push(y);
-      gpu.submit([
-        await matvecQuant(gpu, {
-          x: bindForTest(gpu, x, i, made),
-          w: bindForTest(gpu, words(q), i + 1, made),
-          y: { buffer: y, offset: 0, size: T * N * 4 },
-          T,
-          K,
-          N,
-          type,
-          accumulate,
-          layout,
-          rowsPerLane: 2,
-        }),
-      ]);
-      const got = await gpu.readF32(y, 0, T * N + 16);
-      const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""} x2`;
-      const ref = matmulRef(x, dequantize(q, type), T, K, N, accumulate ? y0 : undefined);
-      assertClose(got.subarray(0, T * N), ref, 1e-5, what);
-      assert.ok(got.subarray(T * N).every(Number.isNaN), `${what}: wrote past y`);
       for (const b of made) b.destroy();
     }
   },
