@@ -91,27 +91,49 @@ export class DecoderBlocks {
   }
 
   /** `y (+)= x m^T` over `rows` rows (its input rounded first, see `#input`). */
-  async #linear(
+  #linear(
     x: GPUBuffer,
     m: GpuMatrix,
     y: GPUBuffer,
     accumulate = false,
     rows = this.T,
   ): Promise<Step[]> {
-    const input = await this.#input(x, rows, m.cols, m.dtype);
-    return [
-      ...input.steps,
-      await linear(this.gpu, {
-        x: input.x,
-        w: m.buffer,
-        y,
-        T: rows,
-        K: m.cols,
-        N: m.rows,
-        dtype: m.dtype,
-        accumulate,
-      }),
-    ];
+    return this.#linears(x, [{ m, y }], accumulate, rows);
+  }
+
+  /**
+   * `y (+)= x m^T` for several matrices of the same input (q, k, v; gate, up): the input is
+   * rounded once when their weight types round it alike, else before each product.
+   */
+  async #linears(
+    x: GPUBuffer,
+    products: readonly { m: GpuMatrix; y: GPUBuffer }[],
+    accumulate = false,
+    rows = this.T,
+  ): Promise<Step[]> {
+    const format = (t: WeightType) => llamaCppActivationFormat(t);
+    const shared = products.every(({ m }) => format(m.dtype) === format(products[0].m.dtype));
+    const steps: Step[] = [];
+    let input: { steps: Step[]; x: GPUBuffer } | null = null;
+    for (const { m, y } of products) {
+      if (!input || !shared) {
+        input = await this.#input(x, rows, m.cols, m.dtype);
+        steps.push(...input.steps);
+      }
+      steps.push(
+        await linear(this.gpu, {
+          x: input.x,
+          w: m.buffer,
+          y,
+          T: rows,
+          K: m.cols,
+          N: m.rows,
+          dtype: m.dtype,
+          accumulate,
+        }),
+      );
+    }
+    return steps;
   }
 
   /** `out = rmsnorm(x) * weight` over `rows` rows of `dim` values. */
@@ -177,11 +199,7 @@ export class DecoderBlocks {
         }),
       ];
     }
-    return [
-      ...await this.#linear(s.h, lw.q, s.q),
-      ...await this.#linear(s.h, lw.k, s.k),
-      ...await this.#linear(s.h, lw.v, s.v),
-    ];
+    return this.#linears(s.h, [{ m: lw.q, y: s.q }, { m: lw.k, y: s.k }, { m: lw.v, y: s.v }]);
   }
 
   /** q += bq, k += bk, v += bv (layer `i`'s projection biases). */
@@ -314,21 +332,13 @@ export class DecoderBlocks {
       ];
     }
     const n = T * m.gate.rows;
+    const gate = { m: m.gate, y: s.mlpGate };
     const act = up
-      ? [
-        ...await this.#linear(s.h, up, s.mlpUp),
-        await gatedActivation(this.gpu, {
-          gate: s.mlpGate,
-          up: s.mlpUp,
-          out: s.mlpAct,
-          n,
-          kind: "silu",
-        }),
-      ]
-      : [await activation(this.gpu, { x: s.mlpGate, out: s.mlpAct, n, kind: "relu" })];
+      ? gatedActivation(this.gpu, { gate: s.mlpGate, up: s.mlpUp, out: s.mlpAct, n, kind: "silu" })
+      : activation(this.gpu, { x: s.mlpGate, out: s.mlpAct, n, kind: "relu" });
     return [
-      ...await this.#linear(s.h, m.gate, s.mlpGate),
-      ...act,
+      ...await this.#linears(s.h, up ? [gate, { m: up, y: s.mlpUp }] : [gate]),
+      await act,
       ...await this.#linear(s.mlpAct, m.down, out, accumulate),
     ];
   }
