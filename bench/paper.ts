@@ -48,7 +48,13 @@ import {
   type PaperRun,
   paperSvg,
 } from "./paper_report.ts";
-import { type RunFigures, runFigures, runsCell } from "./run_figures.ts";
+import {
+  faultsPerToken,
+  pageFaults,
+  type RunFigures,
+  runFigures,
+  runsCell,
+} from "./run_figures.ts";
 
 const env = (k: string, fallback: string) => Deno.env.get(k) ?? fallback;
 const list = (k: string, fallback: string) =>
@@ -137,6 +143,8 @@ interface Measured {
   runs?: RunFigures[];
   /** The SM clock's range during the run, where it was sampled. */
   sm?: { min: number; max: number } | null;
+  /** Page faults per token during the run, where counted. */
+  faults?: { minor: number; major: number } | null;
 }
 
 /** Loads `dir` in configuration `mode`, validates, warms up and times it; the median run. */
@@ -157,12 +165,13 @@ async function measure(
   try {
     const start = model.encoderDecoder?.decoderStartTokenId ?? 0;
     const once = async (): Promise<Measured> => {
-      const ids: number[] = [], t0 = performance.now();
+      const ids: number[] = [], t0 = performance.now(), pf0 = pageFaults();
       for await (const id of model.generate([start], { encoderIds: enc, maxTokens: tokens })) {
         ids.push(id);
       }
       const sm = clock?.range(t0, performance.now()) ?? null;
-      return { ids, stats: model.lastStats!, hit: decodeHitRate(model), sm };
+      const faults = faultsPerToken(pf0, pageFaults(), ids.length);
+      return { ids, stats: model.lastStats!, hit: decodeHitRate(model), sm, faults };
     };
     let first: Measured | null = null; // the warm-up's first run: compared with the timed ones
     const warm = await warmUp(async () => {
@@ -171,7 +180,7 @@ async function measure(
     }, WARMUP_S);
     const runs: Measured[] = [];
     for (let r = 0; r < RUNS; r++) runs.push(await once());
-    const figures = runs.map((r) => runFigures(r.stats, r.sm));
+    const figures = runs.map((r) => runFigures(r.stats, r.sm, r.faults));
     runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
     if (runs.some((r) => r.ids.join() !== first!.ids.join())) {
       throw new Error(`${mode}: runs of the same input gave different tokens`);

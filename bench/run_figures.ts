@@ -21,6 +21,31 @@ export interface RunFigures {
   };
   /** The SM clock's range during the run (MHz; `bench/clock.ts`), where it was sampled. */
   sm_mhz?: { min: number; max: number } | null;
+  /** The process's page faults per decoded token during the run (Linux), where counted. */
+  faults_per_token?: { minor: number; major: number } | null;
+}
+
+/** The process's page-fault counts so far (`/proc/self/stat`), or null where there is none. */
+export function pageFaults(): { minor: number; major: number } | null {
+  try {
+    const stat = Deno.readTextFileSync("/proc/self/stat");
+    // Fields after the command name (which may hold spaces): state is field 3, minflt 10, majflt 12.
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { minor: Number(f[7]), major: Number(f[9]) };
+  } catch {
+    return null;
+  }
+}
+
+/** Faults per token between two {@linkcode pageFaults} readings. */
+export function faultsPerToken(
+  before: { minor: number; major: number } | null,
+  after: { minor: number; major: number } | null,
+  tokens: number,
+): { minor: number; major: number } | null {
+  if (!before || !after || tokens <= 0) return null;
+  const per = (n: number) => Math.round(n / tokens);
+  return { minor: per(after.minor - before.minor), major: per(after.major - before.major) };
 }
 
 /**
@@ -34,6 +59,7 @@ export interface RunFigures {
 export function runFigures(
   st: Pick<GenerateStats, "decode_tokens_per_s" | "time_per_token">,
   sm?: { min: number; max: number } | null,
+  faults?: { minor: number; major: number } | null,
 ): RunFigures {
   const t = st.time_per_token, ms = (s: number) => Math.round(s * 1e6) / 1e3;
   return {
@@ -46,6 +72,7 @@ export function runFigures(
       rest: ms(t.compute),
     },
     ...(sm ? { sm_mhz: sm } : {}),
+    ...(faults ? { faults_per_token: faults } : {}),
   };
 }
 
@@ -65,8 +92,9 @@ export function runsCell(runs: readonly RunFigures[] | undefined): string {
   return runs.map((r) => {
     const t = r.ms_per_token;
     const sm = r.sm_mhz ? ` ${r.sm_mhz.min}-${r.sm_mhz.max} MHz` : "";
+    const pf = r.faults_per_token ? ` ${r.faults_per_token.minor} faults/token` : "";
     return `${r.tokens_per_s.toFixed(1)} (${t.sync_wait.toFixed(1)}/${t.upload.toFixed(1)}/${
       t.rest.toFixed(1)
-    }${sm})`;
+    }${sm}${pf})`;
   }).join(", ");
 }
