@@ -81,6 +81,18 @@ export const ATTENTION_PREFILL: KernelSpec = defineKernel({
   constants: { WG: 64, TPR: 4, BK: 16, DMAX: 128 },
 });
 
+/**
+ * Attention with llama.cpp's CPU arithmetic over an f16 cache (q rounded to f16, the keys in
+ * order, an f16 output accumulator): the `activations: "llama.cpp"` cross-check mode.
+ */
+export const ATTENTION_LLAMA_CPP: KernelSpec = defineKernel({
+  name: "attention_llama_cpp",
+  file: "attention.wgsl",
+  entry: "llama_cpp",
+  bindings: ATTENTION_BINDINGS,
+  constants: { WG: 128, CH: 256, DMAX: 128 },
+});
+
 /** Split-key attention for one or a few queries (decode). */
 export const ATTENTION_DECODE: KernelSpec = defineKernel({
   name: "attention_decode",
@@ -206,8 +218,15 @@ export interface AttentionArgs {
    * `table[h, clamp(j - position, -maxDistance, maxDistance) + maxDistance]` added to their score.
    */
   relativeBias?: { table: Binding; maxDistance: number };
-  /** Kernel variant; default `decode` when `T <= DECODE_MAX_T`, else `prefill`. */
-  variant?: "prefill" | "decode";
+  /**
+   * Kernel variant; default `decode` when `T <= DECODE_MAX_T`, else `prefill`. `llama.cpp`: the
+   * arithmetic of llama.cpp's CPU flash attention over an f16 KV cache (its one-chunk path: batches
+   * under 64 queries, under 512 keys or one thread), for cross-checks against llama.cpp: q rounded
+   * to f16, the keys visited in order with each output value accumulated in f16 (rounded after
+   * every key); the caches should hold f16-rounded values (`ropeKv`'s `f16Cache`). One workgroup
+   * per query and head, as `decode`.
+   */
+  variant?: "prefill" | "decode" | "llama.cpp";
 }
 
 /**
@@ -280,7 +299,7 @@ export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch
   const variant = argOneOf(
     "variant",
     args.variant ?? (T <= DECODE_MAX_T ? "decode" : "prefill"),
-    ["prefill", "decode"] as const,
+    ["prefill", "decode", "llama.cpp"] as const,
     "attention variant",
   );
 
@@ -331,14 +350,17 @@ export async function attention(gpu: Gpu, args: AttentionArgs): Promise<Dispatch
   const constants = attentionConstants(gpu, headDim);
   const pipeline = variant === "prefill"
     ? await gpu.pipeline(ATTENTION_PREFILL, constants.prefill)
-    : await gpu.pipeline(ATTENTION_DECODE, constants.decode);
+    : await gpu.pipeline(
+      variant === "decode" ? ATTENTION_DECODE : ATTENTION_LLAMA_CPP,
+      constants.decode,
+    );
   const params = gpu.uniform(
     new ParamWriter()
       .u32(T, nHeads, nKvHeads, headDim, maxSeq, causal ? 1 : 0, kvLen, relMax ? 2 : bias ? 1 : 0)
       .f32(scale)
       .u32(biasKeys, relMax)
       .bytes(),
-    `attention_${variant}.params`,
+    `attention_${variant === "llama.cpp" ? "llama_cpp" : variant}.params`,
   );
   // Unused bindings (pos when not causal, bias when absent) get a read-only placeholder: q.
   const workgroups: [number, number] = variant === "prefill"

@@ -6,6 +6,13 @@
 //              tiles of BK rows go through workgroup memory; online softmax in registers.
 //   decode     one workgroup per (query row, head): the keys are split across the threads in chunks
 //              of CH, with workgroup reductions for the softmax max and sum.
+//   llama_cpp  as decode, but the arithmetic of llama.cpp's CPU flash attention over an f16 cache
+//              (ggml's one-chunk path: fewer than 64 queries in the batch, fewer than 512 keys
+//              or one thread): q rounded to f16; scores as decode; then the keys in order, with a
+//              running max M and sum S in f32 and each output value accumulated in f16, rounded
+//              after every rescale and every key: for key j with score s, if s > M the
+//              accumulator is scaled by exp(M - s) and M = s, else the key's weight is
+//              exp(s - M); S = S * scale + weight; out = acc * (1 / S).
 //
 // Query t (0 <= t < T) of the batch sits at absolute position pos[0] + t. With p.causal = 1 it attends
 // to cache positions [0, pos[0] + t]; with p.causal = 0 to [0, p.kvLen). Key ranges are clipped to
@@ -239,6 +246,11 @@ fn prefill(
   }
 }
 
+// f32 -> f16 -> f32 (round to nearest).
+fn f16_round(x: f32) -> f32 {
+  return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+}
+
 var<workgroup> dq: array<vec4<f32>, DMAX / 4u>;
 var<workgroup> ds: array<vec4<f32>, CH / 4u>;
 var<workgroup> dred: array<f32, WG>;
@@ -344,6 +356,82 @@ fn decode(
         a4.x += ds[j >> 2u][j & 3u] * v_cache[vBase + j * D];
       }
       acc[i] = acc[i] * alpha + ((a4.x + a4.y) + (a4.z + a4.w));
+    }
+    workgroupBarrier();
+  }
+
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var i = 0u; i < DPTD; i++) {
+    let d = lid + WG * i;
+    if (d >= D) {
+      break;
+    }
+    out[qBase + d] = acc[i] * inv;
+  }
+}
+
+// Workgroups: (T, nHeads). Scores of a chunk as decode (one key per thread); then every thread
+// walks the chunk's keys in order for its head dims (d = lid, lid + WG, ...), all threads keeping
+// the same M and S.
+@compute @workgroup_size(WG)
+fn llama_cpp(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let D = p.headDim;
+  let t = wid.x;
+  let h = wid.y;
+  let kvh = h / (p.nHeads / p.nKvHeads);
+  let pos0 = select(0u, pos[0], p.causal != 0u);
+  let n = key_count(pos0, t);
+  let kvBase = kvh * p.maxSeq * D;
+  let qBase = (t * p.nHeads + h) * D;
+
+  for (var d = lid; d < D; d += WG) {
+    dq[d >> 2u][d & 3u] = f16_round(q[qBase + d]);
+  }
+  var acc: array<f32, DPTD>;
+  for (var i = 0u; i < DPTD; i++) {
+    acc[i] = 0.0;
+  }
+  var m = NEG;
+  var l = 0.0;
+  workgroupBarrier();
+
+  for (var c0 = 0u; c0 < n; c0 += CH) {
+    let cn = min(CH, n - c0);
+    for (var j = lid; j < cn; j += WG) {
+      let kRow = kvBase + (c0 + j) * D;
+      var s = 0.0;
+      for (var d = 0u; d < D; d++) {
+        s += dq[d >> 2u][d & 3u] * k_cache[kRow + d];
+      }
+      ds[j >> 2u][j & 3u] = s * p.scale + score_bias(h, t, c0 + j, pos0);
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < cn; j++) {
+      let s = ds[j >> 2u][j & 3u];
+      var ms = 1.0;
+      var vs = 1.0;
+      let rescale = s > m;
+      if (rescale) {
+        ms = exp(m - s);
+        m = s;
+      } else {
+        vs = exp(s - m);
+      }
+      l = l * ms + vs;
+      for (var i = 0u; i < DPTD; i++) {
+        let d = lid + WG * i;
+        if (d >= D) {
+          break;
+        }
+        var a = acc[i];
+        if (rescale) {
+          a = f16_round(a * ms);
+        }
+        acc[i] = f16_round(fma(v_cache[kvBase + (c0 + j) * D + d], vs, a));
+      }
     }
     workgroupBarrier();
   }

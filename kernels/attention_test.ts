@@ -1,6 +1,7 @@
 import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { attention, type AttentionArgs, kvAppend } from "./attention.ts";
-import { attentionRef, kvAppendRef } from "./reference.ts";
+import { attentionLlamaCppRef, attentionRef, kvAppendRef } from "./reference.ts";
+import { roundTo } from "../runtime/base/dtype.ts";
 import { assertClose, GPU_TEST, poisoned, randn, rejects, testGpu } from "./test_util.ts";
 
 interface Case {
@@ -454,5 +455,46 @@ Deno.test({
     await rejects(kvAppend(gpu, { ...app, v: buf(8) }), "v", "expected at least 256 bytes");
     await rejects(kvAppend(gpu, { ...app, maxSeq: 0 }), "maxSeq", "got 0");
     await rejects(kvAppend(gpu, { ...app, vCache: app.kCache }), "kCache", "vCache");
+  },
+});
+
+Deno.test({
+  name: "attention's llama.cpp variant matches its CPU reference and differs from f32 attention",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const cases = [
+      { T: 1, nHeads: 4, nKvHeads: 2, headDim: 64, maxSeq: 40, pos0: 37, causal: true },
+      { T: 6, nHeads: 2, nKvHeads: 1, headDim: 48, maxSeq: 16, pos0: 3, causal: true },
+      // More keys than one chunk (CH = 2 * WG): the recurrence carries across chunks.
+      { T: 1, nHeads: 1, nKvHeads: 1, headDim: 32, maxSeq: 300, pos0: 299, causal: true },
+      { T: 2, nHeads: 2, nKvHeads: 2, headDim: 16, maxSeq: 9, pos0: 0, causal: false, kvLen: 9 },
+    ];
+    for (const c of cases) {
+      const D = c.headDim, cacheN = c.nKvHeads * c.maxSeq * D;
+      // The caches hold f16 values, as llama.cpp's does.
+      const kc = roundTo(randn(cacheN), "f16"), vc = roundTo(randn(cacheN), "f16");
+      const q = randn(c.T * c.nHeads * D), scale = 1 / Math.sqrt(D);
+      const out = poisoned(gpu, q.length);
+      gpu.submit([
+        await attention(gpu, {
+          ...c,
+          q: gpu.storage("activations", q),
+          kCache: gpu.storage("kv", kc),
+          vCache: gpu.storage("kv", vc),
+          out,
+          pos: gpu.storage("activations", new Uint32Array([c.pos0])),
+          scale,
+          variant: "llama.cpp",
+        }),
+      ]);
+      const got = await gpu.readF32(out, 0, q.length);
+      const what = `llama.cpp attention ${JSON.stringify(c)}`;
+      // An f16 rounding may land on the other side of a tie: within a few f16 ulps.
+      assertClose(got, attentionLlamaCppRef(q, kc, vc, { ...c, scale }), 2e-3, what);
+      const exact = attentionRef(q, kc, vc, { ...c, scale });
+      const worst = Math.max(...got.map((x, i) => Math.abs(x - exact[i])));
+      if (!(worst > 1e-5)) throw new Error(`${what}: equals f32 attention (${worst}), not rounded`);
+    }
   },
 });

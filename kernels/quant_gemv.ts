@@ -106,10 +106,25 @@ export interface MatvecQuantArgs {
   /** `portable` keeps to the portable GEMV layouts (see `gemvLayout`). */
   kernels?: KernelPreference;
   /**
-   * Q4_K / Q5_K: weight rows per lane group, 1 (default) or 2 (each x value read once for the same
-   * unit of two rows; a workgroup covers twice the layout's rows).
+   * Q4_K / Q5_K: weight rows per lane group, 1 or 2 (each x value read once for the same unit of
+   * two rows; a workgroup covers twice the layout's rows). Default: 2 for Q4_K where the layout
+   * allows it (the default layout's workgroup memory), else 1.
    */
   rowsPerLane?: 1 | 2;
+}
+
+/**
+ * Q4_K rows per lane group by default: 2 (on the H100 1402 GB/s against 1282 with one,
+ * `docs/decisions.md`) where `layout` fits two rows' workgroup memory, else 1.
+ */
+function defaultRowsPerLane(gpu: Gpu, layout: GemvLayout, type: QuantType): 1 | 2 {
+  if (type !== "q4_k") return 1;
+  try {
+    checkGemvLayout(gpu, layout, "layout", 0, true);
+    return 2;
+  } catch {
+    return 1;
+  }
 }
 
 /** Rows of `x` one pass over the weights handles (`matvec.wgsl`'s TB). */
@@ -144,14 +159,14 @@ export async function matvecQuant(gpu: Gpu, args: MatvecQuantArgs): Promise<Disp
   const w = argBinding(gpu, "w", args.w, bytes, `${type} [N=${N}, K=${K}]`);
   const y = argBinding(gpu, "y", args.y, T * N * 4, `f32 [T=${T}, N=${N}]`);
   argDistinct("y", y, { x, w });
-  const rpl = args.rowsPerLane ?? 1;
+  const chosen = args.layout ?? weightGemvLayout(gpu, K, type, args.kernels ?? "auto");
+  const rpl = args.rowsPerLane ?? defaultRowsPerLane(gpu, chosen, type);
   if (rpl !== 1 && rpl !== 2) {
     throw new ArgumentError("rowsPerLane", `expected 1 or 2, got ${args.rowsPerLane}`);
   }
   if (rpl === 2 && type !== "q4_k" && type !== "q5_k") {
     throw new ArgumentError("rowsPerLane", `2 is for q4_k and q5_k weights, got ${type}`);
   }
-  const chosen = args.layout ?? weightGemvLayout(gpu, K, type, args.kernels ?? "auto");
   const layout = args.layout === undefined && rpl === 1
     ? chosen
     : checkGemvLayout(gpu, chosen, "layout", 0, rpl === 2);

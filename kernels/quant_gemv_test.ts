@@ -58,15 +58,15 @@ Deno.test({
       ["q8_0", 1, 32, 5, false, undefined],
       ["q8_0", 3, 96, 37, true, undefined], // 3 blocks a row: odd rows start at 2 mod 4
       ["q8_0", 2, 352, 9, false, NARROW], // 11 blocks a row over 4 lanes
-      ["q4_k", 1, 256, 7, false, undefined],
-      ["q4_k", 2, 768, 19, true, NARROW], // 12 units a row over 4 lanes
+      ["q4_k", 1, 256, 7, false, undefined, 1],
+      ["q4_k", 2, 768, 19, true, NARROW, 1], // 12 units a row over 4 lanes
       ["q5_0", 1, 32, 5, false, undefined], // 22-byte rows: odd rows at 2 mod 4
       ["q5_0", 2, 224, 9, true, NARROW], // 7 blocks a row over 4 lanes
       ["q5_k", 1, 512, 5, false, undefined],
       ["q5_k", 3, 768, 11, true, NARROW],
       ["q6_k", 1, 256, 7, false, undefined], // 210-byte rows: odd rows start at 2 mod 4
       ["q6_k", 2, 768, 9, true, NARROW], // 3 super-blocks a row, the middle one at 2 mod 4
-      ["q4_k", 1, 256, 7, false, undefined, 2], // two rows a lane group: the last pair has one row
+      ["q4_k", 1, 256, 7, false, undefined], // the default: two rows a lane group; the last pair has one row
       ["q4_k", 3, 768, 19, true, NARROW, 2],
       ["q4_k", 2, 512, 1, false, undefined, 2], // a single row
       ["q5_k", 2, 512, 6, true, undefined, 2],
@@ -82,23 +82,25 @@ Deno.test({
       const y = poisoned(gpu, T * N + 16);
       if (accumulate) gpu.write(y, y0);
       made.push(y);
-      gpu.submit([
-        await matvecQuant(gpu, {
-          x: bindForTest(gpu, x, i, made),
-          w: bindForTest(gpu, words(q), i + 1, made),
-          y: { buffer: y, offset: 0, size: T * N * 4 },
-          T,
-          K,
-          N,
-          type,
-          accumulate,
-          layout,
-          rowsPerLane,
-        }),
-      ]);
+      const d = await matvecQuant(gpu, {
+        x: bindForTest(gpu, x, i, made),
+        w: bindForTest(gpu, words(q), i + 1, made),
+        y: { buffer: y, offset: 0, size: T * N * 4 },
+        T,
+        K,
+        N,
+        type,
+        accumulate,
+        layout,
+        rowsPerLane,
+      });
+      // Q4_K takes two rows a lane group by default.
+      const two = rowsPerLane === 2 || (rowsPerLane === undefined && type === "q4_k");
+      assert.equal(d.label.endsWith("x2"), two, `${d.label}: rows a lane group`);
+      gpu.submit([d]);
       const got = await gpu.readF32(y, 0, T * N + 16);
       const what = `${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""} ${layout?.name ?? ""}` +
-        (rowsPerLane === 2 ? " x2" : "");
+        (two ? " x2" : "");
       assertClose(
         got.subarray(0, T * N),
         matmulRef(x, W, T, K, N, accumulate ? y0 : undefined),

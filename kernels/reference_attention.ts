@@ -11,6 +11,7 @@
  * ```
  * @module
  */
+import { roundTo } from "../runtime/base/dtype.ts";
 import { ropeRef } from "./reference_pointwise.ts";
 import { relativePositionBucket } from "./relative_bias.ts";
 
@@ -179,6 +180,62 @@ export function attentionRef(
         for (let j = 0; j < n; j++) acc += scores[j] * vCache[(g * s.maxSeq + j) * D + d];
         out[(t * s.nHeads + h) * D + d] = acc / sum;
       }
+    }
+  }
+  return out;
+}
+
+/**
+ * {@linkcode attentionRef} with the arithmetic of llama.cpp's CPU flash attention (ggml's one-chunk
+ * path), in f32: q rounded to f16; each key's score as a dot product; then the keys in order with
+ * a running max `M` and sum `S`: a score above `M` scales the f16 accumulator by `exp(M - s)` and
+ * becomes `M` (weight 1), another gets weight `exp(s - M)`; `acc = f16(acc + v * weight)` per
+ * value; `out = acc * (1 / S)`. The caches are taken as given (f16-rounded in llama.cpp).
+ *
+ * @example
+ * ```ts
+ * import { attentionLlamaCppRef } from "./reference.ts";
+ * const o = attentionLlamaCppRef([1], [0, 0], [5, 7], { T: 1, nHeads: 1, nKvHeads: 1,
+ *   headDim: 1, maxSeq: 2, pos0: 1, scale: 1, causal: true });
+ * console.log(o); // Float32Array [6]
+ * ```
+ */
+export function attentionLlamaCppRef(
+  q: ArrayLike<number>,
+  kCache: ArrayLike<number>,
+  vCache: ArrayLike<number>,
+  s: AttentionShape,
+): Float32Array {
+  const f = Math.fround, D = s.headDim, group = s.nHeads / s.nKvHeads;
+  const half = (x: Float32Array) => x.set(roundTo(x, "f16"));
+  const out = new Float32Array(s.T * s.nHeads * D);
+  for (let t = 0; t < s.T; t++) {
+    const n = Math.min(s.causal ? s.pos0 + t + 1 : s.kvLen!, s.maxSeq);
+    for (let h = 0; h < s.nHeads; h++) {
+      const g = Math.floor(h / group), row = (t * s.nHeads + h) * D;
+      const qh = Float32Array.from({ length: D }, (_, d) => q[row + d]);
+      half(qh);
+      const acc = new Float32Array(D);
+      let m = -3e38, l = 0;
+      for (let j = 0; j < n; j++) {
+        const key = (g * s.maxSeq + j) * D;
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot = f(dot + f(qh[d] * kCache[key + d]));
+        let sc = f(dot * s.scale);
+        if (s.bias && j < s.biasKeys!) sc = f(sc + s.bias[(h * s.T + t) * s.biasKeys! + j]);
+        let ms = 1, vs = 1;
+        if (sc > m) {
+          ms = f(Math.exp(m - sc));
+          m = sc;
+          for (let d = 0; d < D; d++) acc[d] = f(acc[d] * ms);
+          half(acc);
+        } else vs = f(Math.exp(sc - m));
+        l = f(f(l * ms) + vs);
+        for (let d = 0; d < D; d++) acc[d] = f(acc[d] + f(vCache[key + d] * vs));
+        half(acc);
+      }
+      const inv = l > 0 ? f(1 / l) : 0;
+      for (let d = 0; d < D; d++) out[row + d] = f(acc[d] * inv);
     }
   }
   return out;

@@ -38,6 +38,7 @@ import { ArgumentError } from "../runtime/base/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import {
   argBinding,
+  argBoolean,
   argCount,
   argDisjoint,
   argDistinct,
@@ -64,7 +65,7 @@ export const ROPE_KV: KernelSpec = defineKernel({
   file: "rope.wgsl",
   entry: "rope_kv",
   bindings: ["params", "inv_freq", "pos", "q", "k", "v", "kCache", "vCache"],
-  constants: { WG, NEOX: 1 },
+  constants: { WG, NEOX: 1, F16_CACHE: 0 },
 });
 
 /** Which dims form a rotated pair. */
@@ -236,6 +237,11 @@ export interface RopeKvArgs {
   invFreq?: Binding;
   /** Pairing; default `neox`. */
   style?: RopeStyle;
+  /**
+   * Store the keys and values rounded to f16 (to nearest), as an f16 KV cache holds them (the
+   * caches stay f32); default false.
+   */
+  f16Cache?: boolean;
 }
 
 /**
@@ -278,7 +284,12 @@ export async function ropeKv(gpu: Gpu, args: RopeKvArgs): Promise<Dispatch> {
   argDisjoint("kCache", kCache, "q", q);
   argDisjoint("vCache", vCache, "q", q);
   argDistinct("vCache", vCache, { kCache });
-  const pipeline = await gpu.pipeline(ROPE_KV, { WG, NEOX: style === "neox" ? 1 : 0 });
+  const f16Cache = args.f16Cache === undefined ? false : argBoolean("f16Cache", args.f16Cache);
+  const pipeline = await gpu.pipeline(ROPE_KV, {
+    WG,
+    NEOX: style === "neox" ? 1 : 0,
+    F16_CACHE: f16Cache ? 1 : 0,
+  });
   const params = gpu.uniform(
     new ParamWriter().u32(T, nHeads, nKvHeads, headDim, rotaryDim / 2, maxSeq).bytes(),
     "rope_kv.params",

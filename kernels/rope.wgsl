@@ -28,6 +28,8 @@ struct Params {
 override WG: u32 = 256u;
 // 1: pairs (i, i + half) (GPT-NeoX / Llama / HF rotate_half); 0: pairs (2i, 2i + 1) (GPT-J).
 override NEOX: bool = true;
+// rope_kv: store keys and values rounded to f16 (to nearest), as an f16 KV cache holds them.
+override F16_CACHE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
@@ -151,6 +153,11 @@ fn rotated(x1: f32, x2: f32, at: u32, i: u32) -> vec2<f32> {
   return vec2<f32>(x1 * cs.x - x2 * cs.y, x2 * cs.x + x1 * cs.y);
 }
 
+// A value as the cache stores it (F16_CACHE).
+fn cached(x: f32) -> f32 {
+  return select(x, unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x, F16_CACHE);
+}
+
 @compute @workgroup_size(WG)
 fn rope_kv(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -190,9 +197,9 @@ fn rope_kv(
   let d = e - g * D;
   let src = t * pk.kv_heads * D + e;
   let dst = (g * pk.max_seq + at) * D + d;
-  v_cache[dst] = v_new[src];
+  v_cache[dst] = cached(v_new[src]);
   if (d >= 2u * half) {
-    k_cache[dst] = k_new[src];
+    k_cache[dst] = cached(k_new[src]);
     return;
   }
   let first = select((d & 1u) == 0u, d < half, NEOX);
@@ -202,6 +209,6 @@ fn rope_kv(
   let i = select(d / 2u, d, NEOX);
   let step = select(1u, half, NEOX);
   let r = rotated(k_new[src], k_new[src + step], at, i);
-  k_cache[dst] = r.x;
-  k_cache[dst + step] = r.y;
+  k_cache[dst] = cached(r.x);
+  k_cache[dst + step] = cached(r.y);
 }

@@ -2,6 +2,7 @@ import type { Dispatch } from "../runtime/base/gpu/device.ts";
 import { rope, ropeInvFreq, ropeKv, type RopeStyle } from "./rope.ts";
 import { ropeInvFreqRef, ropeKvRef, ropeRef } from "./reference.ts";
 import { assertClose, GPU_TEST, POISON, poisoned, randn, rejects, testGpu } from "./test_util.ts";
+import { roundTo } from "../runtime/base/dtype.ts";
 
 interface Case {
   T: number;
@@ -250,6 +251,50 @@ Deno.test({
     }
     gpu.submit(runs);
     for (const check of checks) await check();
+  },
+});
+
+Deno.test({
+  name: "ropeKv with f16Cache stores the batch's keys and values rounded to f16, nothing else",
+  ...GPU_TEST,
+  fn: async () => {
+    const gpu = await testGpu();
+    const c = { T: 3, nHeads: 4, nKvHeads: 2, headDim: 16, maxSeq: 8, pos0: 2, theta: 1e4 };
+    const D = c.headDim, nkv = c.T * c.nKvHeads * D, cacheN = c.nKvHeads * c.maxSeq * D;
+    const q = randn(c.T * c.nHeads * D), k = randn(nkv), v = randn(nkv);
+    const kc = randn(cacheN), vc = randn(cacheN);
+    const kcb = gpu.storage("kv", kc), vcb = gpu.storage("kv", vc);
+    gpu.submit([
+      await ropeKv(gpu, {
+        ...c,
+        q: gpu.storage("activations", q),
+        k: gpu.storage("activations", k),
+        v: gpu.storage("activations", v),
+        kCache: kcb,
+        vCache: vcb,
+        pos: gpu.storage("activations", new Uint32Array([c.pos0])),
+        f16Cache: true,
+      }),
+    ]);
+    const invFreq = ropeInvFreqRef(c.theta, D);
+    const ref = ropeKvRef(q, k, v, kc, vc, c.pos0, { ...c, rotaryDim: D, invFreq, style: "neox" });
+    const [kGot, vGot] = [await gpu.readF32(kcb, 0, cacheN), await gpu.readF32(vcb, 0, cacheN)];
+    const written = (i: number) => {
+      const at = Math.floor(i / D) % c.maxSeq;
+      return at >= c.pos0 && at < c.pos0 + c.T;
+    };
+    const vWant = roundTo(Float32Array.from(ref.vCache), "f16");
+    const kF16 = roundTo(kGot, "f16");
+    for (let i = 0; i < cacheN; i++) {
+      if (written(i)) {
+        if (vGot[i] !== vWant[i]) throw new Error(`vCache[${i}] = ${vGot[i]}, want ${vWant[i]}`);
+        if (kGot[i] !== kF16[i]) throw new Error(`kCache[${i}] = ${kGot[i]} is not an f16 value`);
+      } else if (kGot[i] !== kc[i] || vGot[i] !== vc[i]) {
+        throw new Error(`cache position of element ${i} was not in the batch but changed`);
+      }
+    }
+    // Rounded from the rotated keys: within f16's half-ulp (2^-11 relative) plus rotation error.
+    assertClose(kGot, ref.kCache, 2e-3, "kCache with f16Cache");
   },
 });
 

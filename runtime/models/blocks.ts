@@ -266,6 +266,8 @@ export class DecoderBlocks {
   async selfAttention(i: number): Promise<Step[]> {
     const { gpu, cfg, s, T } = this;
     const D = cfg.headDim;
+    // llama.cpp's f16 KV cache and CPU flash attention, with its activation rounding.
+    const llamaCpp = this.opts.activations === "llama.cpp";
     return [
       await ropeKv(gpu, {
         q: s.q,
@@ -281,6 +283,7 @@ export class DecoderBlocks {
         maxSeq: s.maxSeq,
         rotaryDim: cfg.rotaryDim,
         theta: cfg.ropeTheta,
+        f16Cache: llamaCpp,
       }),
       await attention(gpu, {
         q: s.q,
@@ -295,6 +298,7 @@ export class DecoderBlocks {
         maxSeq: s.maxSeq,
         scale: 1 / Math.sqrt(D),
         causal: true,
+        ...(llamaCpp ? { variant: "llama.cpp" as const } : {}),
       }),
       ...await this.#linear(s.attn, this.w.layers[i].o, s.x, true),
     ];
