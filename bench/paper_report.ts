@@ -238,8 +238,9 @@ function details(run: PaperRun): string[] {
 
 /**
  * The rows the tables and the plot show: of each model and dtype, those of the first run (in the
- * order given) that measured it; of HF's, the first row of each model, dtype and mode. Later runs
- * of the same model and dtype (repeats) appear in their run's details only.
+ * order given) that measured it, except that a configuration it skipped (or failed) comes from the
+ * first later run that measured it; of HF's, the first row of each model, dtype and mode. Later
+ * runs of the same configuration (repeats) appear in their run's details only.
  *
  * @example
  * ```ts ignore
@@ -256,8 +257,14 @@ export function firstMeasured(
       if (!owner.has(`${r.model}/${r.dtype}`)) owner.set(`${r.model}/${r.dtype}`, run);
     }
   }
+  const measuredLater = (r: PaperRow, after: PaperRun) =>
+    runs.slice(runs.indexOf(after) + 1).flatMap((run) => run.rows).find((x) =>
+      x.model === r.model && x.dtype === r.dtype && x.mode === r.mode && x.status === "ok"
+    );
   const rows = runs.flatMap((run) =>
-    run.rows.filter((r) => owner.get(`${r.model}/${r.dtype}`) === run)
+    run.rows.filter((r) => owner.get(`${r.model}/${r.dtype}`) === run).map((r) =>
+      r.status === "ok" ? r : measuredLater(r, run) ?? r
+    )
   );
   const seen = new Set<string>();
   const firstHf = hf.filter((h) => {

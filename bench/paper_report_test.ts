@@ -89,3 +89,20 @@ Deno.test("paper report: a repeated model and dtype shows the first run's figure
   assert.match(md, /\| switch-base-8 \| f32 \| GPU-only \| 1\.0 \|/); // the repeat's details
   assert.doesNotMatch(md, /99\.0/);
 });
+
+Deno.test("paper report: a configuration the first run skipped comes from a later run", () => {
+  const later: PaperRun = {
+    ...run,
+    date: "2026-12-08",
+    rows: [
+      { ...row("resident", 7, 4 * 2 ** 30) },
+      { ...row("prefetch-all", 3.5, 2 ** 31) },
+    ],
+  };
+  const md = paperMarkdown([run, later], hf);
+  // GPU-only stays the first run's (200); MoE-Prefetch, skipped there, is the later run's 3.5.
+  assert.match(
+    md,
+    /\| switch-base-8 tok\/s \| 200\.0 \[129\.0\] \| 150\.0 \/ 140\.0 \[112\.0\] \| 100\.0 \[79\.0\] \| 3\.5 \[24\.0\] \|/,
+  );
+});

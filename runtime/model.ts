@@ -74,8 +74,10 @@ export interface LoadOptions {
    * How activations meet quantised and half-precision weights: `f32` (default: products of f32
    * activations with the weights as stored) or `llama.cpp` (activations rounded first as
    * llama.cpp's CPU backend rounds them: Q8_0 blocks before Q8_0 / Q5_0 weights, Q8_K blocks before
-   * K-quants, f16 / bf16 before f16 / bf16 weights; `kernels/round_activations.ts`), so that the
-   * products over a GGUF file are llama.cpp's up to the order of additions. Decoder-only models.
+   * K-quants, f16 / bf16 before f16 / bf16 weights; `kernels/round_activations.ts`; keys and
+   * values kept rounded to f16 as its KV cache keeps them, and attention computed as its CPU flash
+   * attention computes it), so that the products over a GGUF file are llama.cpp's up to the order
+   * of additions. Decoder-only models.
    */
   activations?: ActivationRounding;
   /** One-line notices (device choice, mmap fallback). Default: none. */

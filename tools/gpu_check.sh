@@ -17,14 +17,14 @@
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
 #            greedy ids beside Pregate's; the llama.cpp cross-check test (llama.cpp Vulkan, Pregate Dawn).
 #            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device
-#   paper    the paper's experiment rows still missing (prefetch-all on Switch-Base-128 f32 and
-#            Large-128 bf16) and Switch-Base-8 f32 again, 5 runs, with the GPU's clocks sampled
-#            every 200 ms beside it ($out/clocks.csv) and V8's GC pauses in its log, then pinned to
-#            each half of the cores: to see what the bimodal runs coincide with
+#   paper    prefetch-all on Switch-Base-128 f32 and Large-128 bf16, and Switch-Base-8 f32, 5 runs,
+#            with the GPU's clocks sampled every 200 ms ($out/clocks.csv) and V8's GC pauses in its
+#            log, then pinned to each half of the cores (session 10: what slow runs coincide with)
 #   profile  resident decode kernel by kernel (bench/decode_profile.ts) at bf16, Q4_K and Q8_0 on
 #            gguf's checkpoint and files
 # Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
-# "STEP rc=N Ss" per step goes to stdout and $OUT/summary.txt. To compare with an earlier commit, run
+# "STEP rc=N Ss" per step goes to stdout and $OUT/summary.txt. With $OUT set, everything is packed
+# into $OUT/check.tgz at the end (the device tool brings back only a few files a call). To compare with an earlier commit, run
 # this script from a checkout of each in the same call (same machine, same clock behaviour).
 set -u
 out=${OUT:-/tmp/pregate-check}
@@ -138,10 +138,13 @@ step native 200 env PREGATE_GPU=native PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native8" deno run -A bench/offload.ts
 step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/peer_bench" \
   --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
-step quant 180 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
+step quant 300 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
 step gguf 580 gguf_modes
 step llamacpp 300 llama_cpp
 step paper 580 paper_rows
 step profile 240 profiles
 cat "$out/summary.txt"
+if [ -n "${OUT:-}" ]; then
+  tar -czf /tmp/pregate-check.tgz -C "$out" . && rm -rf "${out:?}"/* && mv /tmp/pregate-check.tgz "$out/check.tgz"
+fi

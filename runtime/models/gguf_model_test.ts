@@ -222,7 +222,8 @@ Deno.test({
 
 Deno.test({
   name: "activations llama.cpp: products over Q8_0 weights take rounded inputs, the same in " +
-    "every mode; f32 weights keep theirs; a bad value is a typed error",
+    "every mode; f32 weights keep theirs (only the f16 KV cache moves the logits); a bad value " +
+    "is a typed error",
   ...GPU_TEST,
   fn: () =>
     withDir(async (dir) => {
@@ -233,11 +234,6 @@ Deno.test({
         await convertToGguf({ model: src, out: gguf, type });
         const plain = await run(gguf);
         const rounded = await run(gguf, { activations: "llama.cpp" });
-        if (type === "f32") {
-          assert.deepEqual(rounded.logits, plain.logits, "f32 weights: no rounding");
-          continue;
-        }
-        // Q8_0 activations move each product by ~0.3% of its size: the logits move, a little.
         let num = 0, den = 0;
         for (let t = 0; t < IDS.length; t++) {
           for (let i = 0; i < plain.logits[t].length; i++) {
@@ -246,6 +242,13 @@ Deno.test({
           }
         }
         const rel = Math.sqrt(num / den);
+        if (type === "f32") {
+          // Products over f32 weights keep their inputs; llama.cpp's f16 KV cache and attention
+          // alone move the logits by a few f16 roundings.
+          assert.ok(rel > 0 && rel < 0.01, `f32 weights: logits moved by ${rel.toExponential(2)}`);
+          continue;
+        }
+        // Q8_0 activations move each product by ~0.3% of its size: the logits move, a little.
         assert.ok(rel > 1e-5 && rel < 0.05, `q8_0: logits moved by ${rel.toExponential(2)}`);
         const pregated = await run(gguf, { activations: "llama.cpp", mode: "pregated" });
         for (let t = 0; t < IDS.length; t++) {

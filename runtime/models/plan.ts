@@ -57,8 +57,8 @@ export interface ForwardOptions {
   encoderLength?: number;
   /**
    * `llama.cpp`: round activations before each product with quantised or half-precision weights
-   * as llama.cpp's CPU backend does (needs a state allocated with `roundedActivations`); default
-   * `f32`.
+   * as llama.cpp's CPU backend does (needs a state allocated with `roundedActivations`), keep keys
+   * and values rounded to f16 and compute attention as its CPU flash attention does; default `f32`.
    */
   activations?: ActivationRounding;
   /**
