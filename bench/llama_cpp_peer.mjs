@@ -1,10 +1,11 @@
-// The llama.cpp peer of the offload benchmark: npm node-llama-cpp 3.21.1 with its prebuilt Vulkan
-// (or CPU) binaries decodes greedily on a GGUF file and reports decode tokens/s beside the greedy
+// The llama.cpp peer of the offload benchmark: npm node-llama-cpp 3.21.1 with its prebuilt Vulkan,
+// CUDA or CPU binaries decodes greedily on a GGUF file and reports decode tokens/s beside the greedy
 // token ids, so they can be compared with Pregate's on the same file. Runs in its own Deno process,
 // outside the project's configuration, against a separate node-llama-cpp install (see
-// bench/llama_cpp_pack.sh, which packs one into .nlc/nlc.tar.xz):
+// bench/llama_cpp_pack.sh, which packs one into .nlc/nlc.tar.xz; the CUDA build comes in pieces,
+// bench/llama_cpp_cuda_pack.sh):
 //   deno run -A --no-config --node-modules-dir=manual bench/llama_cpp_peer.mjs \
-//     --install DIR --model F.gguf [--gpu vulkan|cpu] [--prompt-ids 1,2,3|offload] \
+//     --install DIR --model F.gguf [--gpu vulkan|cuda|cpu] [--prompt-ids 1,2,3|offload] \
 //     [--tokens 16] [--runs 3] [--threads N]
 // DIR holds node_modules/node-llama-cpp. `--prompt-ids offload` is bench/offload.ts's prompt:
 // (i * 7919 + 13) % vocab for i < 16, the vocabulary size read from the file's token_embd.weight.
@@ -51,7 +52,10 @@ const fail = (m) => {
 };
 if (!args.install) fail("--install DIR (holding node_modules/node-llama-cpp) is required");
 if (!args.model) fail("--model FILE.gguf is required");
-if (args.gpu !== "vulkan" && args.gpu !== "cpu") fail(`--gpu: vulkan or cpu, got '${args.gpu}'`);
+if (!["vulkan", "cuda", "cpu"].includes(args.gpu)) {
+  fail(`--gpu: vulkan, cuda or cpu, got '${args.gpu}'`);
+}
+const onGpu = args.gpu !== "cpu";
 const steps = Number(args.tokens), runs = Number(args.runs);
 if (!Number.isInteger(steps) || steps < 2) fail(`--tokens: an integer >= 2, got '${args.tokens}'`);
 if (!Number.isInteger(runs) || runs < 1) fail(`--runs: an integer >= 1, got '${args.runs}'`);
@@ -80,7 +84,7 @@ if (noVocab) {
 
 const t0 = performance.now();
 const llama = await nlc.getLlama({
-  gpu: args.gpu === "vulkan" ? "vulkan" : false,
+  gpu: onGpu ? args.gpu : false,
   build: "never",
   skipDownload: true,
   usePrebuiltBinaries: true,
@@ -88,7 +92,7 @@ const llama = await nlc.getLlama({
   logLevel: "error",
   ...(threads === undefined ? {} : { maxThreads: threads }),
 });
-if (args.gpu === "vulkan" && llama.gpu !== "vulkan") fail(`asked for Vulkan, got ${llama.gpu}`);
+if (onGpu && llama.gpu !== args.gpu) fail(`asked for ${args.gpu}, got ${llama.gpu}`);
 const devices = llama.gpu ? await llama.getGpuDeviceNames() : [];
 if (args.gpu === "vulkan" && devices.length !== 1) {
   // ggml-vulkan skips CPU-type devices (Mesa lavapipe) unless GGML_VK_VISIBLE_DEVICES names them,
@@ -101,11 +105,11 @@ if (args.gpu === "vulkan" && devices.length !== 1) {
 log(`llama.cpp ${llama.llamaCppRelease.release} (${llama.buildType}), gpu ${llama.gpu} ${devices}`);
 const model = await llama.loadModel({
   modelPath: args.model,
-  gpuLayers: args.gpu === "vulkan" ? "max" : 0,
+  gpuLayers: onGpu ? "max" : 0,
 });
 const loadSeconds = (performance.now() - t0) / 1e3;
 const totalLayers = model.fileInsights.totalLayers;
-if (args.gpu === "vulkan" && model.gpuLayers !== totalLayers) {
+if (onGpu && model.gpuLayers !== totalLayers) {
   fail(`only ${model.gpuLayers} of ${totalLayers} layers fit on ${devices[0]}`);
 }
 log(`loaded ${args.model} in ${loadSeconds.toFixed(1)} s, ${model.gpuLayers} layers on the GPU`);

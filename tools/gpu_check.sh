@@ -16,7 +16,12 @@
 #            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict)
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
 #            greedy ids beside Pregate's; the llama.cpp cross-check test (llama.cpp Vulkan, Pregate Dawn).
-#            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device
+#            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device. When
+#            every piece of the CUDA build is in /tmp/nlc-cuda (step cudapart), also llama.cpp
+#            CUDA on the same files
+#   cudapart keeps the pieces of llama.cpp's CUDA build carried in .nlc_cuda (one a call:
+#            `bash bench/llama_cpp_cuda_pack.sh`) in /tmp/nlc-cuda, which lasts while the machine
+#            is held, and says which are there
 #   paper    prefetch-all on Switch-Base-128 f32 and Large-128 bf16, and Switch-Base-8 f32, 5 runs,
 #            with the GPU's clocks sampled every 200 ms ($out/clocks.csv) and V8's GC pauses in its
 #            log, then pinned to each half of the cores (session 10: what slow runs coincide with)
@@ -57,10 +62,28 @@ llama_cpp() { # the llamacpp step
   done
   PREGATE_TEST_GPU=dawn PREGATE_LLAMA_CPP=/tmp/nlc PREGATE_LLAMA_CPP_GPU=vulkan \
     deno test -A --no-check tests/llama_cpp_test.ts || rc=1
+  # llama.cpp CUDA, once every piece of its build is here (step cudapart).
+  if [ -f /tmp/nlc-cuda/SHA256SUMS ] && (cd /tmp/nlc-cuda && sha256sum -c --quiet SHA256SUMS); then
+    cat /tmp/nlc-cuda/cuda.tar.xz.part-* | tar -xJ -C /tmp/nlc/node_modules/@node-llama-cpp/ || rc=1
+    for t in q4_k q8_0; do
+      f=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16-$t.gguf
+      LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-} \
+        deno run -A --no-config --node-modules-dir=manual bench/llama_cpp_peer.mjs \
+        --install /tmp/nlc --model "$f" --gpu cuda --prompt-ids offload --tokens 16 --runs 5 \
+        >"$out/llama_cpp_cuda_$t.json" || rc=1
+    done
+  else
+    echo "llama.cpp CUDA: not all pieces of its build are in /tmp/nlc-cuda (step cudapart)"
+  fi
   # What llama.cpp's CUDA build (libggml-cuda.so: CUDA 13 runtime and cuBLAS) would find here.
   python3 -c 'import torch; print("torch CUDA", torch.version.cuda)' || true
   find / -xdev \( -name 'libcublas.so*' -o -name 'libcudart.so*' \) 2>/dev/null | head -n 20
   return $rc
+}
+
+cuda_parts() { # the cudapart step
+  mkdir -p /tmp/nlc-cuda && cp .nlc_cuda/* /tmp/nlc-cuda/ || return 1
+  cd /tmp/nlc-cuda && ls -l && sha256sum -c --ignore-missing SHA256SUMS
 }
 
 profiles() { # the profile step
@@ -122,7 +145,7 @@ paper_rows() { # the paper step
 }
 
 export out
-export -f dawn_tests gguf_modes llama_cpp profiles paper_rows
+export -f dawn_tests gguf_modes llama_cpp cuda_parts profiles paper_rows
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step hfnative 200 bash -c "deno run -A cli.ts gpu-info --gpu native; \
@@ -141,7 +164,8 @@ step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/pee
 step quant 300 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
 step gguf 580 gguf_modes
-step llamacpp 300 llama_cpp
+step cudapart 60 cuda_parts
+step llamacpp 420 llama_cpp
 step paper 580 paper_rows
 step profile 240 profiles
 cat "$out/summary.txt"
