@@ -255,6 +255,44 @@ var<workgroup> dq: array<vec4<f32>, DMAX / 4u>;
 var<workgroup> ds: array<vec4<f32>, CH / 4u>;
 var<workgroup> dred: array<f32, WG>;
 
+// What decode and llama_cpp's workgroup (query row wid.x, head wid.y) works on; the query row is
+// loaded into dq (rounded to f16 when `half`), behind a barrier.
+struct OneQuery {
+  t: u32,
+  pos0: u32,
+  // Keys attended.
+  n: u32,
+  kvBase: u32,
+  qBase: u32,
+}
+
+fn one_query(wid: vec3<u32>, lid: u32, half: bool) -> OneQuery {
+  let D = p.headDim;
+  let t = wid.x;
+  let h = wid.y;
+  let kvh = h / (p.nHeads / p.nKvHeads);
+  let pos0 = select(0u, pos[0], p.causal != 0u);
+  let qBase = (t * p.nHeads + h) * D;
+  for (var d = lid; d < D; d += WG) {
+    let x = q[qBase + d];
+    dq[d >> 2u][d & 3u] = select(x, f16_round(x), half);
+  }
+  workgroupBarrier();
+  return OneQuery(t, pos0, key_count(pos0, t), kvh * p.maxSeq * D, qBase);
+}
+
+// out[qBase + d] = acc[i] / l for this thread's head dims d = lid + WG * i.
+fn write_row(qBase: u32, lid: u32, acc: array<f32, DPTD>, l: f32) {
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var i = 0u; i < DPTD; i++) {
+    let d = lid + WG * i;
+    if (d >= p.headDim) {
+      break;
+    }
+    out[qBase + d] = acc[i] * inv;
+  }
+}
+
 // Workgroups: (T, nHeads). Scores of a chunk: one key per thread; the weighted sum of values: one
 // head dim per thread (d = lid, lid + WG, ...). WG must be a power of two.
 @compute @workgroup_size(WG)
@@ -262,32 +300,19 @@ fn decode(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
+  let w = one_query(wid, lid, false);
   let D = p.headDim;
-  let t = wid.x;
   let h = wid.y;
-  let kvh = h / (p.nHeads / p.nKvHeads);
-  let pos0 = select(0u, pos[0], p.causal != 0u);
-  let n = key_count(pos0, t);
-  let kvBase = kvh * p.maxSeq * D;
-  let qBase = (t * p.nHeads + h) * D;
-
-  for (var d = lid; d < D; d += WG) {
-    dq[d >> 2u][d & 3u] = q[qBase + d];
-  }
   var acc: array<f32, DPTD>;
-  for (var i = 0u; i < DPTD; i++) {
-    acc[i] = 0.0;
-  }
   var m = NEG;
   var l = 0.0;
-  workgroupBarrier();
 
-  for (var c0 = 0u; c0 < n; c0 += CH) {
-    let cn = min(CH, n - c0);
+  for (var c0 = 0u; c0 < w.n; c0 += CH) {
+    let cn = min(CH, w.n - c0);
     // Scores, and this thread's max.
     var lm = NEG;
     for (var j = lid; j < cn; j += WG) {
-      let kRow = kvBase + (c0 + j) * D;
+      let kRow = w.kvBase + (c0 + j) * D;
       // Four independent partial sums: four loads in flight per thread, not one.
       var s4 = vec4<f32>(0.0);
       var d = 0u;
@@ -303,7 +328,7 @@ fn decode(
         s4.x += dq[d >> 2u][d & 3u] * k_cache[kRow + d];
       }
       var s = (s4.x + s4.y) + (s4.z + s4.w);
-      s = s * p.scale + score_bias(h, t, c0 + j, pos0);
+      s = s * p.scale + score_bias(h, w.t, c0 + j, w.pos0);
       ds[j >> 2u][j & 3u] = s;
       lm = max(lm, s);
     }
@@ -342,7 +367,7 @@ fn decode(
       }
       // Four keys per step into independent partial sums: four loads in flight, not one.
       var a4 = vec4<f32>(0.0);
-      let vBase = kvBase + c0 * D + d;
+      let vBase = w.kvBase + c0 * D + d;
       var j = 0u;
       for (; j + 4u <= cn; j += 4u) {
         a4 += ds[j >> 2u] * vec4<f32>(
@@ -360,14 +385,7 @@ fn decode(
     workgroupBarrier();
   }
 
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  for (var i = 0u; i < DPTD; i++) {
-    let d = lid + WG * i;
-    if (d >= D) {
-      break;
-    }
-    out[qBase + d] = acc[i] * inv;
-  }
+  write_row(w.qBase, lid, acc, l);
 }
 
 // Workgroups: (T, nHeads). Scores of a chunk as decode (one key per thread); then every thread
@@ -378,35 +396,22 @@ fn llama_cpp(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
+  let w = one_query(wid, lid, true);
   let D = p.headDim;
-  let t = wid.x;
   let h = wid.y;
-  let kvh = h / (p.nHeads / p.nKvHeads);
-  let pos0 = select(0u, pos[0], p.causal != 0u);
-  let n = key_count(pos0, t);
-  let kvBase = kvh * p.maxSeq * D;
-  let qBase = (t * p.nHeads + h) * D;
-
-  for (var d = lid; d < D; d += WG) {
-    dq[d >> 2u][d & 3u] = f16_round(q[qBase + d]);
-  }
   var acc: array<f32, DPTD>;
-  for (var i = 0u; i < DPTD; i++) {
-    acc[i] = 0.0;
-  }
   var m = NEG;
   var l = 0.0;
-  workgroupBarrier();
 
-  for (var c0 = 0u; c0 < n; c0 += CH) {
-    let cn = min(CH, n - c0);
+  for (var c0 = 0u; c0 < w.n; c0 += CH) {
+    let cn = min(CH, w.n - c0);
     for (var j = lid; j < cn; j += WG) {
-      let kRow = kvBase + (c0 + j) * D;
+      let kRow = w.kvBase + (c0 + j) * D;
       var s = 0.0;
       for (var d = 0u; d < D; d++) {
         s += dq[d >> 2u][d & 3u] * k_cache[kRow + d];
       }
-      ds[j >> 2u][j & 3u] = s * p.scale + score_bias(h, t, c0 + j, pos0);
+      ds[j >> 2u][j & 3u] = s * p.scale + score_bias(h, w.t, c0 + j, w.pos0);
     }
     workgroupBarrier();
     for (var j = 0u; j < cn; j++) {
@@ -430,18 +435,11 @@ fn llama_cpp(
         if (rescale) {
           a = f16_round(a * ms);
         }
-        acc[i] = f16_round(fma(v_cache[kvBase + (c0 + j) * D + d], vs, a));
+        acc[i] = f16_round(fma(v_cache[w.kvBase + (c0 + j) * D + d], vs, a));
       }
     }
     workgroupBarrier();
   }
 
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  for (var i = 0u; i < DPTD; i++) {
-    let d = lid + WG * i;
-    if (d >= D) {
-      break;
-    }
-    out[qBase + d] = acc[i] * inv;
-  }
+  write_row(w.qBase, lid, acc, l);
 }
