@@ -65,9 +65,15 @@ llama_cpp() { # the llamacpp step
   # llama.cpp CUDA, once every piece of its build is here (step cudapart).
   if [ -f /tmp/nlc-cuda/SHA256SUMS ] && (cd /tmp/nlc-cuda && sha256sum -c --quiet SHA256SUMS); then
     cat /tmp/nlc-cuda/cuda.tar.xz.part-* | tar -xJ -C /tmp/nlc/node_modules/@node-llama-cpp/ || rc=1
+    # node-llama-cpp looks for the driver (libcuda, libnvidia-ml) and the CUDA runtime and cuBLAS
+    # on LD_LIBRARY_PATH and a few system folders before it loads its CUDA build.
+    local lib drv
+    drv=$(find / -xdev -name 'libcuda.so.1' 2>/dev/null | head -n 1)
+    lib=/usr/local/cuda-13.0/targets/x86_64-linux/lib${drv:+:$(dirname "$drv")}
+    echo "llama.cpp CUDA: LD_LIBRARY_PATH += $lib"
     for t in q4_k q8_0; do
       f=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16-$t.gguf
-      LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-} \
+      LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-} \
         deno run -A --no-config --node-modules-dir=manual bench/llama_cpp_peer.mjs \
         --install /tmp/nlc --model "$f" --gpu cuda --prompt-ids offload --tokens 16 --runs 5 \
         >"$out/llama_cpp_cuda_$t.json" || rc=1
