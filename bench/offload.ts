@@ -35,7 +35,7 @@ import {
   writeResults,
 } from "./harness.ts";
 import { ClockSampler, warmUp } from "./clock.ts";
-import { faultsPerToken, pageFaults, runFigures, runsCell } from "./run_figures.ts";
+import { type RunFigures, runsCell, timedRun } from "./run_figures.ts";
 
 const gpu: Gpu = await openGpu({
   gpu: (Deno.env.get("PREGATE_GPU") ?? "native") as "native" | "dawn" | "auto",
@@ -162,27 +162,18 @@ for (const spec of specs) {
     });
     try {
       const once = async () => {
-        const ids: number[] = [], t0 = performance.now(), pf0 = pageFaults();
-        for await (const id of model.generate(prompt, { maxTokens: m.tokens })) ids.push(id);
-        const sm = clock?.range(t0, performance.now()) ?? null;
+        const generate = model.generate(prompt, { maxTokens: m.tokens });
         return {
-          ids,
+          ...await timedRun(generate, () => model.lastStats!, clock),
           stats: model.lastStats!,
-          sm,
-          faults: faultsPerToken(pf0, pageFaults(), ids.length),
         };
       };
       // Warm up (the GPU's clock climbs only under sustained work), then time `runs` runs and
       // report the median one.
       const warmRuns = await warmUp(once, warmupSeconds);
-      const runs: {
-        ids: number[];
-        stats: GenerateStats;
-        sm: { min: number; max: number } | null;
-        faults: { minor: number; major: number } | null;
-      }[] = [];
+      const runs: { ids: number[]; stats: GenerateStats; figures: RunFigures }[] = [];
       for (let r = 0; r < timedRuns; r++) runs.push(await once());
-      const figures = runs.map((r) => runFigures(r.stats, r.sm, r.faults));
+      const figures = runs.map((r) => r.figures);
       runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
       const mid = runs[runs.length >> 1];
       log(

@@ -48,13 +48,7 @@ import {
   type PaperRun,
   paperSvg,
 } from "./paper_report.ts";
-import {
-  faultsPerToken,
-  pageFaults,
-  type RunFigures,
-  runFigures,
-  runsCell,
-} from "./run_figures.ts";
+import { type RunFigures, runsCell, timedRun } from "./run_figures.ts";
 
 const env = (k: string, fallback: string) => Deno.env.get(k) ?? fallback;
 const list = (k: string, fallback: string) =>
@@ -141,10 +135,6 @@ interface Measured {
   hit: number | null;
   /** Every timed run, in the order run: decode tok/s and where a token's time went. */
   runs?: RunFigures[];
-  /** The SM clock's range during the run, where it was sampled. */
-  sm?: { min: number; max: number } | null;
-  /** Page faults per token during the run, where counted. */
-  faults?: { minor: number; major: number } | null;
 }
 
 /** Loads `dir` in configuration `mode`, validates, warms up and times it; the median run. */
@@ -164,23 +154,19 @@ async function measure(
   });
   try {
     const start = model.encoderDecoder?.decoderStartTokenId ?? 0;
-    const once = async (): Promise<Measured> => {
-      const ids: number[] = [], t0 = performance.now(), pf0 = pageFaults();
-      for await (const id of model.generate([start], { encoderIds: enc, maxTokens: tokens })) {
-        ids.push(id);
-      }
-      const sm = clock?.range(t0, performance.now()) ?? null;
-      const faults = faultsPerToken(pf0, pageFaults(), ids.length);
-      return { ids, stats: model.lastStats!, hit: decodeHitRate(model), sm, faults };
+    const once = async (): Promise<Measured & { figures: RunFigures }> => {
+      const generate = model.generate([start], { encoderIds: enc, maxTokens: tokens });
+      const run = await timedRun(generate, () => model.lastStats!, clock);
+      return { ...run, stats: model.lastStats!, hit: decodeHitRate(model) };
     };
     let first: Measured | null = null; // the warm-up's first run: compared with the timed ones
     const warm = await warmUp(async () => {
       const r = await once();
       first ??= r;
     }, WARMUP_S);
-    const runs: Measured[] = [];
+    const runs: (Measured & { figures: RunFigures })[] = [];
     for (let r = 0; r < RUNS; r++) runs.push(await once());
-    const figures = runs.map((r) => runFigures(r.stats, r.sm, r.faults));
+    const figures = runs.map((r) => r.figures);
     runs.sort((a, b) => a.stats.decode_tokens_per_s - b.stats.decode_tokens_per_s);
     if (runs.some((r) => r.ids.join() !== first!.ids.join())) {
       throw new Error(`${mode}: runs of the same input gave different tokens`);

@@ -25,6 +25,26 @@ export interface RunFigures {
   faults_per_token?: { minor: number; major: number } | null;
 }
 
+/**
+ * Decodes one run of `tokens`, timing it: its ids, generation statistics (`stats()` after the
+ * last token) and figures, with the SM clock's range (where `clock` samples it) and page faults.
+ *
+ * @example
+ * ```ts ignore
+ * const run = await timedRun(model.generate(prompt, { maxTokens: 64 }), () => model.lastStats!, clock);
+ * ```
+ */
+export async function timedRun(
+  tokens: AsyncIterable<number>,
+  stats: () => Pick<GenerateStats, "decode_tokens_per_s" | "time_per_token">,
+  clock: { range(t0: number, t1: number): { min: number; max: number } | null } | null,
+): Promise<{ ids: number[]; figures: RunFigures }> {
+  const ids: number[] = [], t0 = performance.now(), pf0 = pageFaults();
+  for await (const id of tokens) ids.push(id);
+  const sm = clock?.range(t0, performance.now()) ?? null;
+  return { ids, figures: runFigures(stats(), sm, faultsPerToken(pf0, pageFaults(), ids.length)) };
+}
+
 /** The process's page-fault counts so far (`/proc/self/stat`), or null where there is none. */
 export function pageFaults(): { minor: number; major: number } | null {
   try {

@@ -167,7 +167,8 @@ export async function matvecQuant(gpu: Gpu, args: MatvecQuantArgs): Promise<Disp
   if (rpl === 2 && type !== "q4_k" && type !== "q5_k") {
     throw new ArgumentError("rowsPerLane", `2 is for q4_k and q5_k weights, got ${type}`);
   }
-  const layout = args.layout === undefined && rpl === 1
+  // The default layout with the default rows a lane group is checked already.
+  const layout = args.layout === undefined && (rpl === 1 || args.rowsPerLane === undefined)
     ? chosen
     : checkGemvLayout(gpu, chosen, "layout", 0, rpl === 2);
   const pipeline = await gpu.pipeline(gemvSource(MATVEC, layout), {

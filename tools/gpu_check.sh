@@ -22,9 +22,8 @@
 #   cudapart keeps the pieces of llama.cpp's CUDA build carried in .nlc_cuda (one a call:
 #            `bash bench/llama_cpp_cuda_pack.sh`) in /tmp/nlc-cuda, which lasts while the machine
 #            is held, and says which are there
-#   paper    prefetch-all on Switch-Base-128 f32 and Large-128 bf16, and Switch-Base-8 f32, 5 runs,
-#            with the GPU's clocks sampled every 200 ms ($out/clocks.csv) and V8's GC pauses in its
-#            log, then pinned to each half of the cores (session 10: what slow runs coincide with)
+#   paper    the paper's experiment (bench/paper.ts, HF transformers beside it) on Switch-Base-8,
+#            -64 and -128 at f32, or the models and dtypes PREGATE_PAPER_MODELS / _DTYPES name
 #   profile  resident decode kernel by kernel (bench/decode_profile.ts) at bf16, Q4_K and Q8_0 on
 #            gguf's checkpoint and files
 # Logs and result files go to $OUT (the device tool's output folder) or /tmp/pregate-check; a line
@@ -122,32 +121,11 @@ dawn_tests() {
   return $rc
 }
 
-paper_rows() { # the paper step
-  local rc=0 smi
-  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu \
-    --format=csv -lms 200 >"$out/clocks.csv" 2>&1 &
-  smi=$!
-  local pin=""
-  run_paper() { # NAME MODELS DTYPES MODES [ENV ...]; $pin: a taskset prefix, or empty
-    $pin env PREGATE_GPU=dawn PREGATE_BENCH_DIR=/tmp/paper PREGATE_PAPER_MODELS="$2" \
-      PREGATE_PAPER_DTYPES="$3" PREGATE_PAPER_MODES="$4" PREGATE_BENCH_OUT="$out/paper_$1" \
-      "${@:5}" deno run -A bench/paper.ts || rc=1
-  }
-  run_paper base128_f32_prefetch switch-base-128 f32 resident,prefetch-all
-  run_paper large128_bf16_prefetch switch-large-128 bf16 resident,prefetch-all
-  run_paper base8_f32 switch-base-8 f32 resident,pregated-strict,pregated-exact,on-demand,prefetch-all \
-    PREGATE_BENCH_RUNS=5 DENO_V8_FLAGS=--trace-gc
-  # The same process pinned to each half of the cores: whether the slow runs follow where the
-  # copy threads run (the GPU's PCIe root may sit nearer some of the host's cores).
-  lscpu | grep -iE "model name|socket|numa|thread" >"$out/cpus.txt"
-  nvidia-smi topo -m >>"$out/cpus.txt" 2>&1
-  local half=$(($(nproc) / 2))
-  pin="taskset -c 0-$((half - 1))"
-  run_paper base8_low switch-base-8 f32 resident,pregated-strict,on-demand PREGATE_BENCH_RUNS=5
-  pin="taskset -c $half-$(($(nproc) - 1))"
-  run_paper base8_high switch-base-8 f32 resident,pregated-strict,on-demand PREGATE_BENCH_RUNS=5
-  kill $smi
-  return $rc
+paper_rows() { # the paper step: bench/paper.ts with HF beside it (PREGATE_PAPER_* choose the rows)
+  env PREGATE_GPU=dawn PREGATE_BENCH_DIR=/tmp/paper PREGATE_PAPER_HF=1 \
+    PREGATE_PAPER_MODELS="${PREGATE_PAPER_MODELS:-switch-base-8,switch-base-64,switch-base-128}" \
+    PREGATE_PAPER_DTYPES="${PREGATE_PAPER_DTYPES:-f32}" PREGATE_BENCH_OUT="$out/paper" \
+    deno run -A bench/paper.ts
 }
 
 export out

@@ -111,8 +111,8 @@ export class DecoderBlocks {
     accumulate = false,
     rows = this.T,
   ): Promise<Step[]> {
-    const format = (t: WeightType) => llamaCppActivationFormat(t);
-    const shared = products.every(({ m }) => format(m.dtype) === format(products[0].m.dtype));
+    const format = llamaCppActivationFormat(products[0].m.dtype);
+    const shared = products.every(({ m }) => llamaCppActivationFormat(m.dtype) === format);
     const steps: Step[] = [];
     let input: { steps: Step[]; x: GPUBuffer } | null = null;
     for (const { m, y } of products) {
@@ -426,8 +426,7 @@ export class DecoderBlocks {
         }),
       ];
     };
-    /** The expert outputs' input: moeH [T * k, I], rounded for the down projections. */
-    const downInput = () => this.#input(s.moeH, T * fc.topK, fc.inter, pool.downDtype);
+
     const shared: Step[] = [];
     if (extra.shared) {
       shared.push(
@@ -445,7 +444,8 @@ export class DecoderBlocks {
       shared: extra.shared ? { out: s.sharedOut, gate: s.sharedGate } : undefined,
     };
     // ---- experts, one pass: x += sum_j w_j * down_j(h_j) (+ shared), no [T * k, H] intermediate
-    const down = await downInput();
+    // The expert outputs' input: moeH [T * k, I], rounded for the down projections.
+    const down = await this.#input(s.moeH, T * fc.topK, fc.inter, pool.downDtype);
     const experts: Step[] = [
       ...await gateUp("nan"),
       ...shared,
