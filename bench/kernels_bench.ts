@@ -3,7 +3,8 @@
  *
  * Measures, after validating each kernel against its CPU reference:
  * - GEMV (decode matrix-vector) weight bytes/s for f32, f16 and bf16 weights, and for Q8_0, Q4_K,
- *   Q6_K, Q5_K and Q5_0 weights dequantised in the kernel (counted in stored bytes),
+ *   Q6_K, Q5_K and Q5_0 weights dequantised in the kernel (counted in stored bytes), and Q4_K /
+ *   Q5_K with llama.cpp's Q8_K activations (int8 dot products; the quantisation pass timed apart),
  * - the MoE expert GEMVs (gate/up and down through a slot table) at Mixtral's expert shape (bf16,
  *   f32) and at Qwen3-30B-A3B's (bf16, Q8_0, Q4_K: the offload experiment's model),
  * - tiled matmul (prefill) FLOP/s, portable and (where the device has subgroup matrices) on tensor
@@ -34,6 +35,14 @@ import { moeDownRef, moeGateUpRef } from "../kernels/reference_moe.ts";
 import { packWeights, roundTo } from "../runtime/base/dtype.ts";
 import { dequantize, quantize, type QuantType } from "../runtime/weights/quant.ts";
 import { matvecQuant, weightGemvLayout, weightRowBytes } from "../kernels/quant_gemv.ts";
+import {
+  matvecQ8K,
+  Q8K_WEIGHT_TYPES,
+  q8kBytes,
+  type Q8KWeightType,
+  quantizeQ8K,
+} from "../kernels/q8k_gemv.ts";
+import { roundActivationsRef } from "../kernels/reference_pointwise.ts";
 import { type GemvLayout, gemvLayoutName } from "../kernels/gemv.ts";
 import type { DType } from "../runtime/base/dtype.ts";
 import { isQuantType } from "../runtime/weights/weight_type.ts";
@@ -149,10 +158,11 @@ if (want("gemv")) {
   // reads every row's own bytes either way). Then Q4_K and Q8_0 in other layouts than the one
   // chosen (threads per row, rows per workgroup, loads in flight), to see which holds the most
   // bytes in flight.
-  const quantGemv = async (type: QuantType, layout?: GemvLayout, rowsPerLane?: 1 | 2) => {
+  // The weights of a quantised GEMV: 256 quantised rows repeated to gemvN rows (the kernel reads
+  // every row's own bytes either way).
+  const quantWeights = (type: QuantType) => {
     const rows0 = Math.min(gemvN, 256);
-    const wF = randn(rows0 * gemvK, 0.05);
-    const block = quantize(wF, type);
+    const block = quantize(randn(rows0 * gemvK, 0.05), type);
     const stored = new Uint8Array(Math.ceil((gemvN * weightRowBytes(gemvK, type)) / 16) * 16);
     for (let r = 0; r < gemvN; r += rows0) {
       stored.set(
@@ -160,6 +170,10 @@ if (want("gemv")) {
         r * weightRowBytes(gemvK, type),
       );
     }
+    return { rows0, block, stored };
+  };
+  const quantGemv = async (type: QuantType, layout?: GemvLayout, rowsPerLane?: 1 | 2) => {
+    const { rows0, block, stored } = quantWeights(type);
     const x = randn(gemvK);
     const wBuf = gpu.storage("dense", stored, `gemv-w-${type}`);
     const xBuf = gpu.storage("activations", x);
@@ -201,6 +215,52 @@ if (want("gemv")) {
     for (const b of [wBuf, xBuf, yBuf]) gpu.destroyBuffer(b);
   };
   for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) await quantGemv(type);
+  // Q4_K / Q5_K with llama.cpp's Q8_K activations (int8 dot products): the GEMV alone, counted in
+  // the weights' stored bytes plus the int8 activations, and the quantisation pass before it.
+  const q8kGemv = async (type: Q8KWeightType, layout?: GemvLayout) => {
+    const { rows0, block, stored } = quantWeights(type);
+    const x = randn(gemvK);
+    const size = q8kBytes(1, gemvK);
+    const wBuf = gpu.storage("dense", stored, `gemv-w-${type}`);
+    const xBuf = gpu.storage("activations", x);
+    const xq = gpu.storage("activations", size.values);
+    const xd = gpu.storage("activations", size.scales);
+    const yBuf = gpu.storage("activations", gemvN * 4);
+    const quant = await quantizeQ8K(gpu, { x: xBuf, xq, xd, rows: 1, K: gemvK });
+    const d = await matvecQ8K(gpu, { xq, xd, w: wBuf, y: yBuf, K: gemvK, N: gemvN, type, layout });
+    const how = `, Q8_K activations (int8 dot products)${layout ? `, layout ${layout.name}` : ""}`;
+    gpu.submit([quant, d]);
+    const y = await gpu.readF32(yBuf);
+    assertClose(
+      y.subarray(0, rows0),
+      matmulRef(roundActivationsRef(x, "q8_k"), dequantize(block, type), 1, gemvK, rows0),
+      1e-5,
+      `gemv ${type}${how}`,
+    );
+    const t = await time([d], { inner: full ? 50 : 5 });
+    const bytes = gemvN * weightRowBytes(gemvK, type) + size.values + size.scales + gemvN * 4;
+    const row = {
+      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${how}`,
+      value: bytes / t.seconds / 1e9,
+      unit: "GB/s",
+      ceiling: readBw,
+      ceilingNote: "streaming read",
+      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
+    };
+    rows.push(row);
+    console.error(`[kernels_bench] ${row.name}: ${row.value.toFixed(1)} GB/s (${row.note})`);
+    if (!layout) {
+      const tq = await time([quant], { inner: full ? 50 : 5 });
+      rows.push({
+        name: `quantise ${gemvK} activations to Q8_K (before a ${type} GEMV)`,
+        value: tq.seconds * 1e6,
+        unit: "us",
+        note: `${tq.how}${clockNote(tq)}`,
+      });
+    }
+    for (const b of [wBuf, xBuf, xq, xd, yBuf]) gpu.destroyBuffer(b);
+  };
+  for (const type of Q8K_WEIGHT_TYPES) await q8kGemv(type);
   const reduction = gpu.features.subgroups ? "subgroup" : "tree";
   // The other layouts; Q4_K in each with one and two rows a lane group (its default: two, in the
   // chosen layout, measured above).
@@ -213,7 +273,10 @@ if (want("gemv")) {
         layout = { name: gemvLayoutName(l), ...l };
       if (type === "q4_k") {
         await quantGemv(type, layout, 1);
-        if (layout.name !== chosen) await quantGemv(type, layout, 2);
+        if (layout.name !== chosen) {
+          await quantGemv(type, layout, 2);
+          await q8kGemv(type, layout);
+        }
       } else if (layout.name !== chosen) await quantGemv(type, layout);
     }
   }

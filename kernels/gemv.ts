@@ -269,7 +269,13 @@ export function checkGemvLayout(
 export const MATVEC: KernelSpec = defineKernel({
   name: "matvec",
   file: "matvec.wgsl",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl"],
+  includes: [
+    "gemv_tree.wgsl",
+    "dtype.wgsl",
+    "quant.wgsl",
+    "quant_gemv.wgsl",
+    "quant_gemv_dot.wgsl",
+  ],
   bindings: ["params", "x", "wv", "wu", "y", "xv"],
   constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },
 });

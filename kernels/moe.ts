@@ -67,7 +67,14 @@ export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
   file: "moe.wgsl",
   entry: "gate_up",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl", "vec4_dot.wgsl"],
+  includes: [
+    "gemv_tree.wgsl",
+    "dtype.wgsl",
+    "quant.wgsl",
+    "quant_gemv.wgsl",
+    "quant_gemv_dot.wgsl",
+    "vec4_dot.wgsl",
+  ],
   bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, ACT: 0 },
 });
@@ -84,7 +91,14 @@ export const MOE_DOWN: KernelSpec = defineKernel({
   name: "moe_down",
   file: "moe.wgsl",
   entry: "down",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl", "vec4_dot.wgsl"],
+  includes: [
+    "gemv_tree.wgsl",
+    "dtype.wgsl",
+    "quant.wgsl",
+    "quant_gemv.wgsl",
+    "quant_gemv_dot.wgsl",
+    "vec4_dot.wgsl",
+  ],
   bindings: ["params", "x", "table", "ids", "out", "down"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
 });
@@ -97,7 +111,14 @@ export const MOE_DOWN_COMBINE: KernelSpec = defineKernel({
   name: "moe_down_combine",
   file: "moe.wgsl",
   entry: "down_combine",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl", "vec4_dot.wgsl"],
+  includes: [
+    "gemv_tree.wgsl",
+    "dtype.wgsl",
+    "quant.wgsl",
+    "quant_gemv.wgsl",
+    "quant_gemv_dot.wgsl",
+    "vec4_dot.wgsl",
+  ],
   bindings: ["params", "x", "table", "ids", "out", "down", "weights", "shared_out", "shared_gate"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, P: 1 },
 });

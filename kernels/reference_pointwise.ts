@@ -274,7 +274,7 @@ function roundEvenRef(v: number): number {
 /**
  * `x` [rows, K] rounded as llama.cpp's CPU backend rounds activations (round_activations.wgsl):
  * `q8_0` blocks of 32 (`f16(amax / 127) * round(x * 127 / amax)`), `q8_k` blocks of 256
- * (`(1 / iscale) * min(127, round(iscale * x))`, `iscale = -128 / max`), or each value through
+ * (`(1 / iscale) * min(127, round(iscale * x))`, `iscale = -127 / max`), or each value through
  * `f16` / `bf16`. In f32 arithmetic, as the kernel.
  */
 export function roundActivationsRef(
@@ -293,7 +293,7 @@ export function roundActivationsRef(
       const dh = roundTo(new Float32Array([f(amax / 127)]), "f16")[0], id = f(127 / amax);
       for (let j = 0; j < n; j++) out[o + j] = f(dh * roundEvenRef(f(x[o + j] * id)));
     } else {
-      const iscale = f(-128 / vmax), d = f(1 / iscale);
+      const iscale = f(-127 / vmax), d = f(1 / iscale);
       for (let j = 0; j < n; j++) {
         out[o + j] = f(d * Math.min(127, roundEvenRef(f(iscale * x[o + j]))));
       }

@@ -3,7 +3,7 @@
 // per block of a row (FORMAT):
 //   0 q8_0  blocks of 32: d = amax / 127, q = round(x * 127 / amax) (half to even, as its AVX2
 //           code), and the value is f16(d) * q (the block scale is stored as f16).
-//   1 q8_k  blocks of 256: max = the value of largest magnitude, iscale = -128 / max,
+//   1 q8_k  blocks of 256: max = the value of largest magnitude, iscale = -127 / max,
 //           q = min(127, round(iscale * x)) (half to even), and the value is (1 / iscale) * q.
 //   2 f16   each value rounded to f16 (to nearest even).
 //   3 bf16  each value rounded to bf16 (to nearest even; NaN stays NaN).
@@ -77,7 +77,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     return;
   }
-  let iscale = -128.0 / vmax;
+  let iscale = -127.0 / vmax;
   let d = 1.0 / iscale;
   for (var j = 0u; j < n; j++) {
     out[o + j] = d * min(127.0, round(iscale * x[o + j]));

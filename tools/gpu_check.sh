@@ -10,15 +10,17 @@
 #   offload  the offloading modes, Qwen3-30B-A3B layer shapes x8, bf16, Dawn (bench/offload.ts)
 #   native   the same offload bench on Deno's native WebGPU
 #   peer     PyTorch / HF transformers on offload's checkpoint (bench/peer_bench.py; run offload first)
-#   quant    the kernels bench's GEMV and MoE rows only, quantised types included, and Q4_K / Q8_0
-#            GEMVs in five layouts (threads per row x rows per workgroup)
+#   quant    the kernels bench's GEMV and MoE rows only (or PREGATE_QUANT_SECTIONS), quantised types
+#            included, and Q4_K / Q8_0 GEMVs in five layouts (threads per row x rows per workgroup)
 #   gguf     the offload bench at bf16, then on Q4_K and Q8_0 GGUF files converted from the same
-#            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict)
+#            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict; or the
+#            types and modes PREGATE_GGUF_TYPES (spaces) and PREGATE_GGUF_MODES (commas) name)
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
 #            greedy ids beside Pregate's; the llama.cpp cross-check test (llama.cpp Vulkan, Pregate Dawn).
 #            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device. When
 #            every piece of the CUDA build is in /tmp/nlc-cuda (step cudapart), also llama.cpp
 #            CUDA on the same files
+#   llamacuda only llama.cpp CUDA on gguf's files (the end of llamacpp)
 #   cudapart keeps the pieces of llama.cpp's CUDA build carried in .nlc_cuda (one a call:
 #            `bash bench/llama_cpp_cuda_pack.sh`) in /tmp/nlc-cuda, which lasts while the machine
 #            is held, and says which are there
@@ -39,9 +41,10 @@ steps=" ${*:-tests parity decode offload} "
 
 gguf_modes() { # the gguf step: bf16, then each GGUF type, on one checkpoint
   local t rc=0
-  for t in bf16 q4_k q8_0; do
+  for t in ${PREGATE_GGUF_TYPES:-bf16 q4_k q8_0}; do
     env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 PREGATE_BENCH_TOKENS=16 \
-      PREGATE_BENCH_MODES=resident,on-demand,pregated-exact,pregated-strict PREGATE_BENCH_RUNS=3 \
+      PREGATE_BENCH_MODES=${PREGATE_GGUF_MODES:-resident,on-demand,pregated-exact,pregated-strict} \
+      PREGATE_BENCH_RUNS=3 \
       $([ $t = bf16 ] || echo PREGATE_BENCH_TYPE=$t) PREGATE_BENCH_OUT="$out/gguf_$t" \
       deno run -A bench/offload.ts || rc=1
   done
@@ -61,6 +64,13 @@ llama_cpp() { # the llamacpp step
   done
   PREGATE_TEST_GPU=dawn PREGATE_LLAMA_CPP=/tmp/nlc PREGATE_LLAMA_CPP_GPU=vulkan \
     deno test -A --no-check tests/llama_cpp_test.ts || rc=1
+  llama_cpp_cuda || rc=1
+  return $rc
+}
+
+llama_cpp_cuda() { # the llamacuda step (and the end of llamacpp)
+  local t f rc=0
+  [ -d /tmp/nlc/node_modules ] || { mkdir -p /tmp/nlc && tar -xJf .nlc/nlc.tar.xz -C /tmp/nlc; } || return 1
   # llama.cpp CUDA, once every piece of its build is here (step cudapart).
   if [ -f /tmp/nlc-cuda/SHA256SUMS ] && (cd /tmp/nlc-cuda && sha256sum -c --quiet SHA256SUMS); then
     cat /tmp/nlc-cuda/cuda.tar.xz.part-* | tar -xJ -C /tmp/nlc/node_modules/@node-llama-cpp/ || rc=1
@@ -79,6 +89,7 @@ llama_cpp() { # the llamacpp step
     done
   else
     echo "llama.cpp CUDA: not all pieces of its build are in /tmp/nlc-cuda (step cudapart)"
+    rc=1
   fi
   # What llama.cpp's CUDA build (libggml-cuda.so: CUDA 13 runtime and cuBLAS) would find here.
   python3 -c 'import torch; print("torch CUDA", torch.version.cuda)' || true
@@ -129,7 +140,7 @@ paper_rows() { # the paper step: bench/paper.ts with HF beside it (PREGATE_PAPER
 }
 
 export out
-export -f dawn_tests gguf_modes llama_cpp cuda_parts profiles paper_rows
+export -f dawn_tests gguf_modes llama_cpp llama_cpp_cuda cuda_parts profiles paper_rows
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step hfnative 200 bash -c "deno run -A cli.ts gpu-info --gpu native; \
@@ -145,11 +156,12 @@ step native 200 env PREGATE_GPU=native PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native8" deno run -A bench/offload.ts
 step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/peer_bench" \
   --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
-step quant 300 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=gemv,moe \
+step quant 300 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=${PREGATE_QUANT_SECTIONS:-gemv,moe} \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
 step gguf 580 gguf_modes
 step cudapart 60 cuda_parts
 step llamacpp 420 llama_cpp
+step llamacuda 240 llama_cpp_cuda
 step paper 580 paper_rows
 step profile 240 profiles
 cat "$out/summary.txt"

@@ -35,6 +35,12 @@ import { QKV_MAX_T, qkvBias, qkvClamp, qkvProj } from "../../kernels/qkv.ts";
 import { routerTopK } from "../../kernels/router.ts";
 import { moeDownCombine, moeGateUp } from "../../kernels/moe.ts";
 import { llamaCppActivationFormat, roundActivations } from "../../kernels/round_activations.ts";
+import {
+  matvecQ8K,
+  Q8K_MAX_ROWS,
+  type Q8KWeightType,
+  quantizeQ8K,
+} from "../../kernels/q8k_gemv.ts";
 import { DTYPE_BYTES } from "../base/dtype.ts";
 import { isQuantType, type WeightType } from "../weights/weight_type.ts";
 import type { ModelConfig, MoeFfn } from "./model_config.ts";
@@ -111,6 +117,7 @@ export class DecoderBlocks {
     accumulate = false,
     rows = this.T,
   ): Promise<Step[]> {
+    if (this.#q8kProducts(products, rows)) return this.#linearsQ8K(x, products, accumulate, rows);
     const format = llamaCppActivationFormat(products[0].m.dtype);
     const shared = products.every(({ m }) => llamaCppActivationFormat(m.dtype) === format);
     const steps: Step[] = [];
@@ -129,6 +136,43 @@ export class DecoderBlocks {
           K: m.cols,
           N: m.rows,
           dtype: m.dtype,
+          accumulate,
+        }),
+      );
+    }
+    return steps;
+  }
+
+  /**
+   * Whether these products run on llama.cpp's Q8_K activations as integer dot products: with
+   * `activations: "llama.cpp"`, when decoding (`rows` <= 8) with Q4_K / Q5_K weights only.
+   */
+  #q8kProducts(products: readonly { m: GpuMatrix }[], rows: number): boolean {
+    return this.opts.activations === "llama.cpp" && rows <= Q8K_MAX_ROWS &&
+      products.every(({ m }) => m.dtype === "q4_k" || m.dtype === "q5_k");
+  }
+
+  /** `y (+)= x m^T` for Q4_K / Q5_K matrices of one input, quantised once to Q8_K. */
+  async #linearsQ8K(
+    x: GPUBuffer,
+    products: readonly { m: GpuMatrix; y: GPUBuffer }[],
+    accumulate: boolean,
+    rows: number,
+  ): Promise<Step[]> {
+    const { q8kValues: xq, q8kScales: xd } = this.s, K = products[0].m.cols;
+    const steps: Step[] = [await quantizeQ8K(this.gpu, { x, xq, xd, rows, K })];
+    for (const { m, y } of products) {
+      const type = m.dtype as Q8KWeightType;
+      steps.push(
+        await matvecQ8K(this.gpu, {
+          xq,
+          xd,
+          w: m.buffer,
+          y,
+          T: rows,
+          K,
+          N: m.rows,
+          type,
           accumulate,
         }),
       );

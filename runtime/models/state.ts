@@ -13,6 +13,7 @@
  */
 import type { Gpu } from "../base/gpu/device.ts";
 import type { ModelConfig } from "./model_config.ts";
+import { Q8K_BLOCK, Q8K_MAX_ROWS, q8kBytes } from "../../kernels/q8k_gemv.ts";
 
 /** The activation buffers of a model. */
 export interface RunState {
@@ -62,6 +63,12 @@ export interface RunState {
    * and mlpAct; 4 bytes unless allocated with `roundedActivations`).
    */
   readonly rounded: GPUBuffer;
+  /**
+   * A decode product's input as llama.cpp's Q8_K activations (int8 values, f32 scales of blocks of
+   * 256) for Q4_K / Q5_K weights (4 bytes each unless allocated with `roundedActivations`).
+   */
+  readonly q8kValues: GPUBuffer;
+  readonly q8kScales: GPUBuffer;
 }
 
 /** The sizes of a {@linkcode RunState}. */
@@ -99,6 +106,10 @@ export function allocState(
     }
   }
   const f = (n: number, label: string) => gpu.storage("activations", n * 4, label);
+  // Q8_K inputs: decode rows of any product's input (whole blocks of 256 values).
+  const q8k = sizes.roundedActivations === true;
+  const q8kRows = Math.min(maxT, Q8K_MAX_ROWS);
+  const q8kK = Math.ceil(Math.max(H, Q, moeI, denseI) / Q8K_BLOCK) * Q8K_BLOCK;
   const positions = sizes.kvPositions ?? (() => maxSeq);
   return {
     maxT,
@@ -128,5 +139,7 @@ export function allocState(
     logits: f(logitRows * cfg.vocabSize, "logits"),
     zeros: f(Math.max(maxT, 4), "zeros"), // WebGPU zero-initialises buffers
     rounded: f(sizes.roundedActivations ? maxT * Math.max(H, Q, K * moeI, denseI) : 1, "rounded"),
+    q8kValues: f(q8k ? q8kBytes(q8kRows, q8kK).values / 4 : 1, "q8k_values"),
+    q8kScales: f(q8k ? q8kBytes(q8kRows, q8kK).scales / 4 : 1, "q8k_scales"),
   };
 }
