@@ -33,6 +33,10 @@ import {
   moeGateUp,
 } from "./moe.ts";
 import { QKV, qkvProj } from "./qkv.ts";
+import { MATVEC_Q8K, matvecQ8K, q8kBytes, quantizeQ8K } from "./q8k_gemv.ts";
+import { roundActivationsRef } from "./reference_pointwise.ts";
+import { dequantize, quantize } from "../runtime/weights/quant.ts";
+import { weightRowBytes } from "../runtime/weights/weight_type.ts";
 import { wgslFile } from "./registry.ts";
 import { matmulRef, moeDownCombineRef, moeDownRef, moeGateUpRef, qkvRef } from "./reference.ts";
 import {
@@ -45,6 +49,7 @@ import {
   randn,
   rejects,
   testGpu,
+  words,
 } from "./test_util.ts";
 
 const DTYPES: DType[] = ["f32", "f16", "bf16"];
@@ -60,7 +65,7 @@ const kOf = (blocks: number, dtype: DType) => blocks * (dtype === "f32" ? 4 : 8)
 
 // ------------------------------------------------------------------------------------ sources
 
-const GEMV_SPECS = [MATVEC, MOE_GATE_UP, MOE_DOWN, MOE_DOWN_COMBINE, QKV];
+const GEMV_SPECS = [MATVEC, MOE_GATE_UP, MOE_DOWN, MOE_DOWN_COMBINE, QKV, MATVEC_Q8K];
 
 Deno.test("the subgroup source of each GEMV kernel differs from the portable one only in the reduction", async () => {
   const tree = await wgslFile("gemv_tree.wgsl");
@@ -223,6 +228,36 @@ async function matvecCases(gpu: Gpu, layout: GemvLayout, made: GPUBuffer[], tag:
         });
       }
     }
+  }
+  return { steps, checks };
+}
+
+/**
+ * matvecQ8K cases for a layout (Q4_K and Q5_K over Q8_K activations): rows of more than two units
+ * per lane and of fewer units than lanes, T 1 and 2, accumulate, ragged N.
+ */
+async function q8kCases(gpu: Gpu, layout: GemvLayout, made: GPUBuffer[], tag: string) {
+  const steps: Dispatch[] = [];
+  const checks: Check[] = [];
+  const long = 256 * Math.ceil((2 * layout.TPR + 5) / 4);
+  for (const [i, [type, K, T]] of ([["q4_k", long, 1], ["q5_k", 256, 2]] as const).entries()) {
+    const N = 2 * layout.ROWS + 3, accumulate = i === 1;
+    const q = quantize(randn(N * K, 0.5), type);
+    const x = randn(T * K);
+    const init = accumulate ? randn(T * N) : undefined;
+    const y = init ? gpu.storage("activations", init) : poisoned(gpu, T * N);
+    const size = q8kBytes(T, K);
+    const xq = gpu.storage("activations", size.values),
+      xd = gpu.storage("activations", size.scales);
+    made.push(y, xq, xd);
+    steps.push(await quantizeQ8K(gpu, { x: bindForTest(gpu, x, i, made), xq, xd, rows: T, K }));
+    const w = bindForTest(gpu, words(q), i + 1, made);
+    steps.push(await matvecQ8K(gpu, { xq, xd, w, y, T, K, N, type, accumulate, layout }));
+    checks.push(async () => {
+      const ref = matmulRef(roundActivationsRef(x, "q8_k"), dequantize(q, type), T, K, N, init);
+      const what = `${tag} matvecQ8K ${type} T=${T} K=${K} N=${N}${accumulate ? " acc" : ""}`;
+      assertClose(await gpu.readF32(y, 0, T * N), ref, 1e-5, what);
+    });
   }
   return { steps, checks };
 }
@@ -401,6 +436,7 @@ async function runLayout(gpu: Gpu, layout: GemvLayout, tag = layout.name) {
       await matvecCases(gpu, layout, made, tag),
       await moeCases(gpu, layout, made, tag),
       await qkvCases(gpu, layout, made, tag),
+      await q8kCases(gpu, layout, made, tag),
     ];
     gpu.submit(parts.flatMap((p) => p.steps));
     for (const p of parts) for (const check of p.checks) await check();
@@ -561,6 +597,23 @@ Deno.test({
                 );
               }
             }
+          }
+          for (const type of ["q4_k", "q5_k"] as const) {
+            const [T, K, N] = [2, 512, 8];
+            const { values, scales } = q8kBytes(T, K);
+            steps.push(
+              await matvecQ8K(gpu, {
+                xq: buf(values),
+                xd: buf(scales),
+                w: buf(N * weightRowBytes(K, type)),
+                y: buf(T * N * 4),
+                T,
+                K,
+                N,
+                type,
+                layout,
+              }),
+            );
           }
           const [T, topK, H, I] = [1, 2, 32, 16];
           const table = gpu.storage("other", new Uint32Array([0, 1]));

@@ -30,7 +30,7 @@
 import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { weightRowBytes } from "../runtime/weights/weight_type.ts";
 import { ArgumentError } from "../runtime/base/errors.ts";
-import { defineKernel, ParamWriter } from "./registry.ts";
+import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
 import { gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
 import { WEIGHT_CODE, weightGemvLayout } from "./quant_gemv.ts";
 import {
@@ -60,7 +60,8 @@ const QUANTIZE_Q8K = defineKernel({
   bindings: ["params", "x", "xv", "xq", "xd"],
 });
 
-const MATVEC_Q8K = defineKernel({
+/** The kernel spec of {@linkcode matvecQ8K} (`matvec_q8k.wgsl`). */
+export const MATVEC_Q8K: KernelSpec = defineKernel({
   name: "matvec_q8k",
   file: "matvec_q8k.wgsl",
   includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl"],
