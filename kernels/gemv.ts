@@ -275,6 +275,7 @@ export const MATVEC: KernelSpec = defineKernel({
     "quant.wgsl",
     "quant_gemv.wgsl",
     "quant_gemv_dot.wgsl",
+    "qk_load.wgsl",
   ],
   bindings: ["params", "x", "wv", "wu", "y", "xv"],
   constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },

@@ -35,29 +35,6 @@ override ACC: u32 = 0u;
 const NIBBLES: u32 = 0x0f0f0f0fu;
 const ONES: u32 = 0x01010101u;
 
-// Unit u of the row whose first word is rw (a multiple of 4: the header is one 16-byte load).
-fn qk_load(rw: u32, u: u32) -> QkUnit {
-  let b = rw + qk_sb_word(u);
-  var w: QkUnit;
-  w.hdr = wv[b / 4u];
-  w.q01 = vec4<u32>(
-    wu[b + qk_quant_word(u, 0u)],
-    wu[b + qk_quant_word(u, 1u)],
-    wu[b + qk_quant_word(u, 2u)],
-    wu[b + qk_quant_word(u, 3u)],
-  );
-  w.q23 = vec4<u32>(
-    wu[b + qk_quant_word(u, 4u)],
-    wu[b + qk_quant_word(u, 5u)],
-    wu[b + qk_quant_word(u, 6u)],
-    wu[b + qk_quant_word(u, 7u)],
-  );
-  if (WDTYPE == WQ5_K) {
-    w.qh = vec2<u32>(wu[b + qk_qh_word(u, 0u)], wu[b + qk_qh_word(u, 1u)]);
-  }
-  return w;
-}
-
 // The four quants of word q as bytes: its low (shift 0) or high (shift 4) nibbles, with Q5_K's bit
 // `bit` of each byte of qh as their fifth bit.
 fn qk_bytes(q: u32, shift: u32, qh: u32, bit: u32) -> u32 {

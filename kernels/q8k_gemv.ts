@@ -64,7 +64,7 @@ const QUANTIZE_Q8K = defineKernel({
 export const MATVEC_Q8K: KernelSpec = defineKernel({
   name: "matvec_q8k",
   file: "matvec_q8k.wgsl",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl"],
+  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl", "qk_load.wgsl"],
   bindings: ["params", "xq", "xd", "wv", "wu", "y"],
   constants: { TPR: 32, WG: 128, WDTYPE: 4, ACC: 0 },
 });
