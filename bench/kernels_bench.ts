@@ -172,6 +172,21 @@ if (want("gemv")) {
     }
     return { rows0, block, stored };
   };
+  // Times a validated quantised GEMV and records its bytes/s, logged as it comes (the layout sweep
+  // is long; a cut-off run keeps what it measured).
+  const timeQuantGemv = async (d: Dispatch, name: string, bytes: number) => {
+    const t = await time([d], { inner: full ? 50 : 5 });
+    const row = {
+      name,
+      value: bytes / t.seconds / 1e9,
+      unit: "GB/s",
+      ceiling: readBw,
+      ceilingNote: "streaming read",
+      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
+    };
+    rows.push(row);
+    console.error(`[kernels_bench] ${row.name}: ${row.value.toFixed(1)} GB/s (${row.note})`);
+  };
   const quantGemv = async (type: QuantType, layout?: GemvLayout, rowsPerLane?: 1 | 2) => {
     const { rows0, block, stored } = quantWeights(type);
     const x = randn(gemvK);
@@ -199,19 +214,8 @@ if (want("gemv")) {
       1e-5,
       `gemv ${type}${how}`,
     );
-    const t = await time([d], { inner: full ? 50 : 5 });
     const bytes = gemvN * weightRowBytes(gemvK, type) + gemvK * 4 + gemvN * 4;
-    const row = {
-      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${how}`,
-      value: bytes / t.seconds / 1e9,
-      unit: "GB/s",
-      ceiling: readBw,
-      ceilingNote: "streaming read",
-      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
-    };
-    rows.push(row);
-    // Each figure as it comes (the layout sweep is long; a cut-off run keeps what it measured).
-    console.error(`[kernels_bench] ${row.name}: ${row.value.toFixed(1)} GB/s (${row.note})`);
+    await timeQuantGemv(d, `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${how}`, bytes);
     for (const b of [wBuf, xBuf, yBuf]) gpu.destroyBuffer(b);
   };
   for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) await quantGemv(type);
@@ -237,18 +241,8 @@ if (want("gemv")) {
       1e-5,
       `gemv ${type}${how}`,
     );
-    const t = await time([d], { inner: full ? 50 : 5 });
     const bytes = gemvN * weightRowBytes(gemvK, type) + size.values + size.scales + gemvN * 4;
-    const row = {
-      name: `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${how}`,
-      value: bytes / t.seconds / 1e9,
-      unit: "GB/s",
-      ceiling: readBw,
-      ceilingNote: "streaming read",
-      note: `${(t.seconds * 1e6).toFixed(1)} us, ${t.how}${clockNote(t)}`,
-    };
-    rows.push(row);
-    console.error(`[kernels_bench] ${row.name}: ${row.value.toFixed(1)} GB/s (${row.note})`);
+    await timeQuantGemv(d, `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${how}`, bytes);
     if (!layout) {
       const tq = await time([quant], { inner: full ? 50 : 5 });
       rows.push({

@@ -261,6 +261,17 @@ export function checkGemvLayout(
 }
 
 /**
+ * The first includes of a GEMV kernel over any weight type: the portable row reduction (swapped by
+ * `gemvSource`), the dtype words, the quantised block layouts and the decode GEMVs' unit layouts.
+ */
+export const GEMV_QUANT_INCLUDES: readonly string[] = Object.freeze([
+  GEMV_TREE_FILE,
+  "dtype.wgsl",
+  "quant.wgsl",
+  "quant_gemv.wgsl",
+]);
+
+/**
  * GEMV `y[t, n] (+)= W[n, :] · x[t, :]` for `t < T` (`matvec.wgsl`). The weights are bound twice: as
  * `array<vec4<u32>>` (`wv`, the aligned body of each row) and as `array<u32>` (`wu`, row edges).
  * The row reduction comes before it in the source (`gemvSource`: `gemv_tree.wgsl` or
@@ -269,14 +280,7 @@ export function checkGemvLayout(
 export const MATVEC: KernelSpec = defineKernel({
   name: "matvec",
   file: "matvec.wgsl",
-  includes: [
-    "gemv_tree.wgsl",
-    "dtype.wgsl",
-    "quant.wgsl",
-    "quant_gemv.wgsl",
-    "quant_gemv_dot.wgsl",
-    "qk_load.wgsl",
-  ],
+  includes: [...GEMV_QUANT_INCLUDES, "quant_gemv_dot.wgsl", "qk_load.wgsl"],
   bindings: ["params", "x", "wv", "wu", "y", "xv"],
   constants: { TPR: 32, WG: 128, UNROLL: 2, TB: 1, WDTYPE: 0, ACC: 0 },
 });

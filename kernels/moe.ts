@@ -34,7 +34,13 @@
 import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { ArgumentError } from "../runtime/base/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { checkGemvLayout, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
+import {
+  checkGemvLayout,
+  GEMV_QUANT_INCLUDES,
+  gemvConstants,
+  type GemvLayout,
+  gemvSource,
+} from "./gemv.ts";
 import {
   argWeightRow,
   argWeightType,
@@ -67,14 +73,7 @@ export const MOE_GATE_UP: KernelSpec = defineKernel({
   name: "moe_gate_up",
   file: "moe.wgsl",
   entry: "gate_up",
-  includes: [
-    "gemv_tree.wgsl",
-    "dtype.wgsl",
-    "quant.wgsl",
-    "quant_gemv.wgsl",
-    "quant_gemv_dot.wgsl",
-    "vec4_dot.wgsl",
-  ],
+  includes: [...GEMV_QUANT_INCLUDES, "quant_gemv_dot.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "gate", "up"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, ACT: 0 },
 });
@@ -91,14 +90,7 @@ export const MOE_DOWN: KernelSpec = defineKernel({
   name: "moe_down",
   file: "moe.wgsl",
   entry: "down",
-  includes: [
-    "gemv_tree.wgsl",
-    "dtype.wgsl",
-    "quant.wgsl",
-    "quant_gemv.wgsl",
-    "quant_gemv_dot.wgsl",
-    "vec4_dot.wgsl",
-  ],
+  includes: [...GEMV_QUANT_INCLUDES, "quant_gemv_dot.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0 },
 });
@@ -111,14 +103,7 @@ export const MOE_DOWN_COMBINE: KernelSpec = defineKernel({
   name: "moe_down_combine",
   file: "moe.wgsl",
   entry: "down_combine",
-  includes: [
-    "gemv_tree.wgsl",
-    "dtype.wgsl",
-    "quant.wgsl",
-    "quant_gemv.wgsl",
-    "quant_gemv_dot.wgsl",
-    "vec4_dot.wgsl",
-  ],
+  includes: [...GEMV_QUANT_INCLUDES, "quant_gemv_dot.wgsl", "vec4_dot.wgsl"],
   bindings: ["params", "x", "table", "ids", "out", "down", "weights", "shared_out", "shared_gate"],
   constants: { WG: 128, TPR: 32, UNROLL: 2, WDTYPE: 0, P: 1 },
 });

@@ -31,7 +31,7 @@ import type { Binding, Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { weightRowBytes } from "../runtime/weights/weight_type.ts";
 import { ArgumentError } from "../runtime/base/errors.ts";
 import { defineKernel, type KernelSpec, ParamWriter } from "./registry.ts";
-import { gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
+import { GEMV_QUANT_INCLUDES, gemvConstants, type GemvLayout, gemvSource } from "./gemv.ts";
 import { WEIGHT_CODE, weightGemvLayout } from "./quant_gemv.ts";
 import {
   argBinding,
@@ -64,7 +64,7 @@ const QUANTIZE_Q8K = defineKernel({
 export const MATVEC_Q8K: KernelSpec = defineKernel({
   name: "matvec_q8k",
   file: "matvec_q8k.wgsl",
-  includes: ["gemv_tree.wgsl", "dtype.wgsl", "quant.wgsl", "quant_gemv.wgsl", "qk_load.wgsl"],
+  includes: [...GEMV_QUANT_INCLUDES, "qk_load.wgsl"],
   bindings: ["params", "xq", "xd", "wv", "wu", "y"],
   constants: { TPR: 32, WG: 128, WDTYPE: 4, ACC: 0 },
 });

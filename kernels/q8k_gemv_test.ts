@@ -3,7 +3,7 @@
 // values, on ragged shapes, outputs poisoned first, bindings at offsets inside NaN-filled buffers.
 import assert from "node:assert/strict";
 import { dequantize, quantize } from "../runtime/weights/quant.ts";
-import { GEMV_LAYOUTS, type GemvLayout, gemvLayoutName } from "./gemv.ts";
+import { GEMV_LAYOUTS, type GemvLayout } from "./gemv.ts";
 import { weightRowBytes } from "./quant_gemv.ts";
 import { matmulRef } from "./reference.ts";
 import { roundActivationsRef } from "./reference_pointwise.ts";
@@ -12,6 +12,7 @@ import {
   assertClose,
   bindForTest,
   GPU_TEST,
+  NARROW_LAYOUT,
   POISON,
   poisoned,
   randn,
@@ -69,15 +70,6 @@ Deno.test({
   },
 });
 
-/** A small portable layout: 4 lanes per row, so a lane handles several units of a row. */
-const NARROW: GemvLayout = Object.freeze({
-  name: gemvLayoutName({ TPR: 4, ROWS: 8, UNROLL: 1, reduction: "tree" }),
-  TPR: 4,
-  ROWS: 8,
-  UNROLL: 1,
-  reduction: "tree",
-});
-
 Deno.test({
   name: "matvecQ8K (Q4_K, Q5_K) matches the dequantised weights times the Q8_K values",
   ...GPU_TEST,
@@ -87,10 +79,10 @@ Deno.test({
     type Case = [Q8KWeightType, number, number, number, boolean, GemvLayout | undefined];
     const cases: Case[] = [
       ["q4_k", 1, 256, 7, false, undefined],
-      ["q4_k", 3, 768, 19, true, NARROW], // 12 units a row over 4 lanes
+      ["q4_k", 3, 768, 19, true, NARROW_LAYOUT], // 12 units a row over 4 lanes
       ["q4_k", 2, 1024, 33, false, GEMV_LAYOUTS.portable],
       ["q5_k", 1, 512, 5, false, undefined],
-      ["q5_k", 2, 768, 11, true, NARROW],
+      ["q5_k", 2, 768, 11, true, NARROW_LAYOUT],
     ];
     for (const [i, [type, T, K, N, accumulate, layout]] of cases.entries()) {
       const made: GPUBuffer[] = [];

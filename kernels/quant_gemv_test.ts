@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
 import { dequantize, QUANT_TYPES, quantize, type QuantType } from "../runtime/weights/quant.ts";
-import { GEMV_LAYOUTS, type GemvLayout, gemvLayoutName } from "./gemv.ts";
+import { GEMV_LAYOUTS, type GemvLayout } from "./gemv.ts";
 import { moeDown, moeDownCombine, moeGateUp } from "./moe.ts";
 import { matvecQuant, weightRowBytes } from "./quant_gemv.ts";
 import { matmulRef, moeDownCombineRef, moeDownRef, moeGateUpRef } from "./reference.ts";
@@ -15,6 +15,7 @@ import {
   dawnNullGpu,
   GPU_TEST,
   loadDawn,
+  NARROW_LAYOUT,
   poisoned,
   randn,
   rejects,
@@ -36,15 +37,6 @@ const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = {
   q6_k: 0.025,
 };
 
-/** A small portable layout: 4 lanes per row, so a lane handles several blocks of a row. */
-const NARROW: GemvLayout = Object.freeze({
-  name: gemvLayoutName({ TPR: 4, ROWS: 8, UNROLL: 1, reduction: "tree" }),
-  TPR: 4,
-  ROWS: 8,
-  UNROLL: 1,
-  reduction: "tree",
-});
-
 Deno.test({
   name:
     "matvecQuant (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K; Q4_K / Q5_K also two rows a lane group) matches " +
@@ -57,17 +49,17 @@ Deno.test({
     const cases: Case[] = [
       ["q8_0", 1, 32, 5, false, undefined],
       ["q8_0", 3, 96, 37, true, undefined], // 3 blocks a row: odd rows start at 2 mod 4
-      ["q8_0", 2, 352, 9, false, NARROW], // 11 blocks a row over 4 lanes
+      ["q8_0", 2, 352, 9, false, NARROW_LAYOUT], // 11 blocks a row over 4 lanes
       ["q4_k", 1, 256, 7, false, undefined, 1],
-      ["q4_k", 2, 768, 19, true, NARROW, 1], // 12 units a row over 4 lanes
+      ["q4_k", 2, 768, 19, true, NARROW_LAYOUT, 1], // 12 units a row over 4 lanes
       ["q5_0", 1, 32, 5, false, undefined], // 22-byte rows: odd rows at 2 mod 4
-      ["q5_0", 2, 224, 9, true, NARROW], // 7 blocks a row over 4 lanes
+      ["q5_0", 2, 224, 9, true, NARROW_LAYOUT], // 7 blocks a row over 4 lanes
       ["q5_k", 1, 512, 5, false, undefined],
-      ["q5_k", 3, 768, 11, true, NARROW],
+      ["q5_k", 3, 768, 11, true, NARROW_LAYOUT],
       ["q6_k", 1, 256, 7, false, undefined], // 210-byte rows: odd rows start at 2 mod 4
-      ["q6_k", 2, 768, 9, true, NARROW], // 3 super-blocks a row, the middle one at 2 mod 4
+      ["q6_k", 2, 768, 9, true, NARROW_LAYOUT], // 3 super-blocks a row, the middle one at 2 mod 4
       ["q4_k", 1, 256, 7, false, undefined], // the default: two rows a lane group; the last pair has one row
-      ["q4_k", 3, 768, 19, true, NARROW, 2],
+      ["q4_k", 3, 768, 19, true, NARROW_LAYOUT, 2],
       ["q4_k", 2, 512, 1, false, undefined, 2], // a single row
       ["q5_k", 2, 512, 6, true, undefined, 2],
     ];

@@ -7,6 +7,7 @@
 import { AssertionError } from "node:assert";
 import { Gpu } from "../runtime/base/gpu/device.ts";
 import { POISON } from "./check.ts";
+import { type GemvLayout, gemvLayoutName } from "./gemv.ts";
 
 export {
   assertEquals,
@@ -104,3 +105,12 @@ export function words(bytes: Uint8Array): Uint8Array {
   out.set(bytes);
   return out;
 }
+
+/** A small portable GEMV layout: 4 lanes per row, so a lane handles several blocks of a row. */
+export const NARROW_LAYOUT: GemvLayout = Object.freeze({
+  name: gemvLayoutName({ TPR: 4, ROWS: 8, UNROLL: 1, reduction: "tree" }),
+  TPR: 4,
+  ROWS: 8,
+  UNROLL: 1,
+  reduction: "tree",
+});
