@@ -8,7 +8,8 @@ import { ArgumentError } from "../runtime/base/errors.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import type { ClockSampler } from "./clock.ts";
 import { HostExpertStore } from "../runtime/experts/store.ts";
-import { createUploader, type Uploader } from "../runtime/experts/uploader.ts";
+import { createUploader, PinnedUploader, type Uploader } from "../runtime/experts/uploader.ts";
+import { hostMemcpy } from "../runtime/weights/mmap.ts";
 import { type ExpertPool, expertPool } from "../runtime/models/weights.ts";
 import { stagingPlan } from "../runtime/experts/pool_size.ts";
 import { loadModelConfig, openModelStore } from "../runtime/models/gguf_model.ts";
@@ -336,7 +337,7 @@ export async function uploadEveryExpert(
 export async function measureUploadRate(
   gpu: Gpu,
   dir: string,
-  path: "write" | "mapped" | "auto",
+  path: "write" | "mapped" | "pinned" | "auto",
   sweep = false,
 ): Promise<number> {
   const cfg = await loadModelConfig(dir);
@@ -345,12 +346,17 @@ export async function measureUploadRate(
   const slots = Math.max(2, Math.min(16, Math.floor(2 ** 30 / host.bytesPerExpert)));
   const pool = expertPool(gpu, host.experts, slots, host.inter, host.hidden, host.types, host.act);
   const layer = cfg.layers.findIndex((l) => l.ffn.kind === "moe");
-  // The engine's staging ring for a layer of `slots` experts (runtime/experts/engine.ts).
-  const uploader = createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));
+  const moe = cfg.layers.flatMap((l, i) => l.ffn.kind === "moe" ? [i] : []);
+  // The engine's staging ring for a layer of `slots` experts (runtime/experts/engine.ts), or the
+  // pinned copy of the layers copied (every MoE layer for a sweep, else the first).
+  const uploader = path === "pinned"
+    ? await PinnedUploader.create(gpu, host.sources(sweep ? moe : [layer]), {
+      memcpy: hostMemcpy(),
+    })
+    : createUploader(gpu, path, stagingPlan(host.bytesPerExpert, slots));
   const rates: number[] = [];
   if (sweep) {
     // Every expert of every MoE layer once.
-    const moe = cfg.layers.flatMap((l, i) => l.ffn.kind === "moe" ? [i] : []);
     const t0 = performance.now();
     const bytes = await uploadEveryExpert(host, uploader, pool, moe, slots);
     await gpu.sync();

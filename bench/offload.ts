@@ -15,7 +15,8 @@
  * PREGATE_BENCH_MODES (comma list of mode keys to run: resident, on-demand, prefetch-all,
  * pregated-exact, pregated-strict; default all), PREGATE_BENCH_TYPE (a `convert` type: f16, bf16,
  * q8_0, q4_k, q4_k_m, ...: convert each checkpoint to a GGUF file of that type, cached beside it,
- * and run that; default: the safetensors checkpoint).
+ * and run that; default: the safetensors checkpoint), PREGATE_UPLOADER (auto|write|mapped|pinned;
+ * default auto).
  *
  * Besides the probe of the upload rate (one layer's first experts, again and again), it times one
  * copy of every expert of every layer ("sweep") before and after the modes: the rate a process that
@@ -140,7 +141,11 @@ for (const spec of specs) {
     what: "PREGATE_BENCH_MODELS",
   });
   const dir = ggufType ? await benchGguf(checkpoint, ggufType, log) : checkpoint;
-  const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as "auto" | "write" | "mapped";
+  const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as
+    | "auto"
+    | "write"
+    | "mapped"
+    | "pinned";
   await settleWriteback(log);
   const cacheBefore = await cacheState(dir);
   log(`${spec}: ${cacheText(cacheBefore)}`);
@@ -236,7 +241,7 @@ for (const spec of specs) {
         ggufType ? `, GGUF ${ggufType}` : ""
       } on ${gpu.describe()}`,
       "",
-      `Expert copies from the mapped file measured at ${
+      `Expert copies (uploader ${uploaderPath}) measured at ${
         uploadGBs.toFixed(2)
       } GB/s on this machine; ` +
       `the ceiling column is that rate over the mode's upload bytes per token. Before: ` +
@@ -256,7 +261,13 @@ const md = `Pregate offloading experiment, ${
 }, ${gpu.describe()}\n\n${tables.join("\n\n")}\n`;
 console.log(md);
 if (outPrefix) {
-  const data = { gpu: gpu.describe(), results, page_cache: pageCache, upload_sweeps: sweeps };
+  const data = {
+    gpu: gpu.describe(),
+    uploader: Deno.env.get("PREGATE_UPLOADER") ?? "auto",
+    results,
+    page_cache: pageCache,
+    upload_sweeps: sweeps,
+  };
   await writeResults(outPrefix, md, data);
 }
 await clock?.stop();

@@ -17,7 +17,7 @@
  * beyond the binding limit) is recorded as skipped with the reason.
  *
  * Run: `deno run -A bench/paper.ts`. Environment:
- * - PREGATE_GPU (native|dawn|auto; default native), PREGATE_UPLOADER (auto|write|mapped)
+ * - PREGATE_GPU (native|dawn|auto; default native), PREGATE_UPLOADER (auto|write|mapped|pinned)
  * - PREGATE_PAPER_MODELS: presets (default switch-base-8,switch-base-64,switch-base-128,
  *   switch-large-128; `tiny` on a software adapter), PREGATE_PAPER_DTYPES (default f32,bf16),
  *   PREGATE_PAPER_MODES (resident,pregated-strict,pregated-exact,on-demand,prefetch-all)
@@ -84,7 +84,7 @@ const KEEP = env("PREGATE_PAPER_KEEP", "") === "1";
 const HF = env("PREGATE_PAPER_HF", "") === "1";
 const WARMUP_S = Number(env("PREGATE_BENCH_WARMUP_S", small ? "0" : "2"));
 const RUNS = int("PREGATE_BENCH_RUNS", 3);
-const UPLOADER = env("PREGATE_UPLOADER", "auto") as "auto" | "write" | "mapped";
+const UPLOADER = env("PREGATE_UPLOADER", "auto") as "auto" | "write" | "mapped" | "pinned";
 const OUT = Deno.env.get("PREGATE_BENCH_OUT");
 const log = (m: string) => console.error(`[paper] ${m}`);
 
@@ -230,7 +230,8 @@ const run: PaperRun & { hf: HfRow[]; commands: string } = {
   moe_block_gpu_ms: {},
   rows: [],
   hf: [],
-  commands: `models ${MODELS} dtypes ${DTYPES} modes ${MODES} prefetch tokens ${PREFETCH_TOKENS}`,
+  commands: `models ${MODELS} dtypes ${DTYPES} modes ${MODES} prefetch tokens ${PREFETCH_TOKENS}` +
+    ` uploader ${UPLOADER}`,
 };
 
 async function write(): Promise<void> {

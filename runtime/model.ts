@@ -58,8 +58,12 @@ export interface LoadOptions {
   expertCache?: number | "auto";
   /** Eviction policy of the expert slots: `lru` (default) or `lfu`. */
   cachePolicy?: "lru" | "lfu";
-  /** Expert copy path: `auto` (default: mapped on Dawn, writeBuffer on native), `write`, `mapped`. */
-  uploader?: "auto" | "write" | "mapped";
+  /**
+   * Expert copy path: `auto` (default: mapped on Dawn, writeBuffer on native), `write`, `mapped`,
+   * or `pinned` (every expert copied at load into host-visible buffers the GPU copies from; a
+   * second host copy of the experts, for bus-speed uploads).
+   */
+  uploader?: "auto" | "write" | "mapped" | "pinned";
   /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
   trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */
@@ -82,8 +86,11 @@ export interface LoadOptions {
   activations?: ActivationRounding;
   /** One-line notices (device choice, mmap fallback). Default: none. */
   log?: (message: string) => void;
-  /** Load progress: bytes uploaded, total bytes. */
-  onProgress?: (done: number, total: number) => void;
+  /**
+   * Load progress: bytes done, total bytes, and of what: the weights uploaded to the GPU, then
+   * (with `uploader: "pinned"`) the experts pinned in host-visible memory.
+   */
+  onProgress?: (done: number, total: number, what: "weights" | "pinned experts") => void;
 }
 
 /** Options of {@linkcode Model.logits}. */
@@ -205,7 +212,7 @@ export class Model {
     try {
       weights = uploadModelWeights(gpu, cfg, store, {
         experts: mode === "resident" ? "resident" : "none",
-        onProgress: opts.onProgress,
+        onProgress: opts.onProgress && ((done, total) => opts.onProgress!(done, total, "weights")),
         positionBias: opts.positionBias,
       });
       const maxT = Math.min(prefillChunk, contextLength);
@@ -220,13 +227,16 @@ export class Model {
       if (mode !== "resident") {
         // The budget covers what this model allocates on the device (not other models sharing it).
         const budget = opts.budget === undefined ? undefined : opts.budget + before;
-        engine = OffloadEngine.create(gpu, cfg, store, weights, state, {
+        engine = await OffloadEngine.create(gpu, cfg, store, weights, state, {
           mode,
           pregate: opts.pregate,
           budget,
           expertCache: opts.expertCache,
           cachePolicy: opts.cachePolicy,
           uploader: opts.uploader,
+          onPinProgress: opts.onProgress &&
+            ((done, total) => opts.onProgress!(done, total, "pinned experts")),
+          log: opts.log,
           trace: opts.trace,
         });
       }

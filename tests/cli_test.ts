@@ -38,6 +38,8 @@ Deno.test("bad arguments print usage and exit 2", async () => {
       [[...gen, "--ids", "0x10"], "--ids", /'0x10' is not a token id/],
       [[...gen, "--ids", "1e2"], "--ids", /'1e2' is not a token id/],
       [[...gen, "--ids", "1", "--max-tokens", "-1"], "--max-tokens", /got '-1'/],
+      [[...gen, "--ids", "1", "--uploader", "dma"], "--uploader", /mapped or pinned, got 'dma'/],
+      [[...gen, "--ids", "1", "--uploader", "pinned"], "--uploader", /offloading modes/],
       // Output paths are checked before the generation runs.
       [[...trace, "--out", `${tmp}/no/t.svg`], "--out", /no does not exist/],
       [[...trace, "--out", tmp], "--out", /is a directory/],

@@ -95,9 +95,19 @@ const switchRef = await readReference(`${SWITCH}reference.json`) as unknown as
     hf_semantics: { position_bias: "shared" | "first_layer_only" };
   })
   | null;
-for (const mode of ["resident", "on-demand", "prefetch-all", "pregated"] as const) {
+const SWITCH_RUNS = [
+  { mode: "resident" },
+  { mode: "on-demand" },
+  { mode: "prefetch-all" },
+  { mode: "pregated" },
+  { mode: "pregated", uploader: "pinned" },
+] as const;
+for (const { mode, ...rest } of SWITCH_RUNS) {
+  const uploader = "uploader" in rest ? rest.uploader : undefined;
   Deno.test({
-    name: `switch_tiny (${mode}): logits (< 2e-3) and greedy tokens match ${
+    name: `switch_tiny (${mode}${
+      uploader ? `, ${uploader} uploader` : ""
+    }): logits (< 2e-3) and greedy tokens match ${
       switchRef
         ? `HF transformers ${switchRef.transformers_version}`
         : "HF (no fixture yet: tools/hf_fixtures.py --only switch_tiny)"
@@ -110,6 +120,7 @@ for (const mode of ["resident", "on-demand", "prefetch-all", "pregated"] as cons
       const model = await loadModel(SWITCH, {
         device: await testGpu(),
         mode,
+        uploader,
         positionBias: ref.hf_semantics.position_bias,
       });
       try {

@@ -154,15 +154,30 @@ Deno.test({
 });
 
 Deno.test({
-  name: "the mapped-staging uploader gives the same tokens as writeBuffer",
+  name:
+    "the mapped and pinned uploaders give writeBuffer's logits, tokens and copies in every mode",
   ...GPU,
   fn: async () => {
     const ref = JSON.parse(await Deno.readTextFile(`${fixture("qwen2_moe")}reference.json`));
-    const w = await run("qwen2_moe", { mode: "pregated", uploader: "write" }, ref.ids, 8);
-    const m = await run("qwen2_moe", { mode: "pregated", uploader: "mapped" }, ref.ids, 8);
-    assert.deepEqual(m.tokens, w.tokens);
-    assert.deepEqual(m.logits, w.logits);
-    assert.equal(m.stats.upload_bytes_per_token, w.stats.upload_bytes_per_token);
+    for (const mode of MODES) {
+      const w = await run("qwen2_moe", { mode, uploader: "write" }, ref.ids, 8);
+      for (const uploader of ["mapped", "pinned"] as const) {
+        const u = await run("qwen2_moe", { mode, uploader }, ref.ids, 8);
+        assert.deepEqual(u.tokens, w.tokens, `${mode} ${uploader}`);
+        assert.deepEqual(u.logits, w.logits, `${mode} ${uploader}`);
+        assert.equal(u.stats.upload_bytes_per_token, w.stats.upload_bytes_per_token);
+        // The pinned copy of every expert is host memory, reported beside the device peak.
+        if (uploader === "pinned") {
+          const cfg = u.cfg, moe = cfg.layers.filter((l) => l.ffn.kind === "moe");
+          const f = moe[0].ffn as MoeFfn;
+          const all = moe.length * f.experts * 3 * cfg.hidden * f.inter * 4; // fixtures are f32
+          assert.ok(u.stats.peak_host_staging_bytes >= all, `${u.stats.peak_host_staging_bytes}`);
+          // and not device memory (the shared test device's small caches aside).
+          const more = u.stats.peak_gpu_bytes - w.stats.peak_gpu_bytes;
+          assert.ok(more < 64 << 10, `${mode}: device peak ${more} bytes above writeBuffer's`);
+        }
+      }
+    }
   },
 });
 

@@ -10,6 +10,8 @@
 #   offload  the offloading modes, Qwen3-30B-A3B layer shapes x8, bf16, Dawn (bench/offload.ts)
 #   native   the same offload bench on Deno's native WebGPU
 #   peer     PyTorch / HF transformers on offload's checkpoint (bench/peer_bench.py; run offload first)
+#   pinned   the offload bench's copy-bound modes (on-demand, pregated strict) through the mapped
+#            and then the pinned uploader, in one call (PREGATE_PINNED_MODEL: another model spec)
 #   quant    the kernels bench's GEMV and MoE rows only (or PREGATE_QUANT_SECTIONS), quantised types
 #            included, and Q4_K / Q8_0 GEMVs in five layouts (threads per row x rows per workgroup)
 #   gguf     the offload bench at bf16, then on Q4_K and Q8_0 GGUF files converted from the same
@@ -47,6 +49,16 @@ gguf_modes() { # the gguf step: bf16, then each GGUF type, on one checkpoint
       PREGATE_BENCH_RUNS=3 \
       $([ $t = bf16 ] || echo PREGATE_BENCH_TYPE=$t) PREGATE_BENCH_OUT="$out/gguf_$t" \
       deno run -A bench/offload.ts || rc=1
+  done
+  return $rc
+}
+
+pinned_modes() { # the pinned step
+  local u rc=0
+  for u in mapped pinned; do
+    env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=${PREGATE_PINNED_MODEL:-qwen3_moe:qwen3-30b-a3b:8:bf16} \
+      PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_MODES=on-demand,pregated-strict PREGATE_BENCH_RUNS=3 \
+      PREGATE_UPLOADER=$u PREGATE_BENCH_OUT="$out/pinned_$u" deno run -A bench/offload.ts || rc=1
   done
   return $rc
 }
@@ -140,7 +152,7 @@ paper_rows() { # the paper step: bench/paper.ts with HF beside it (PREGATE_PAPER
 }
 
 export out
-export -f dawn_tests gguf_modes llama_cpp llama_cpp_cuda cuda_parts profiles paper_rows
+export -f dawn_tests pinned_modes gguf_modes llama_cpp llama_cpp_cuda cuda_parts profiles paper_rows
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step hfnative 200 bash -c "deno run -A cli.ts gpu-info --gpu native; \
@@ -156,6 +168,7 @@ step native 200 env PREGATE_GPU=native PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-
   PREGATE_BENCH_TOKENS=16 PREGATE_BENCH_OUT="$out/offload_native8" deno run -A bench/offload.ts
 step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/peer_bench" \
   --dirs "$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16"
+step pinned 420 pinned_modes
 step quant 300 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=${PREGATE_QUANT_SECTIONS:-gemv,moe} \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
 step gguf 580 gguf_modes

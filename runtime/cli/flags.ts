@@ -133,10 +133,14 @@ function modelOptions(v: Flags) {
     throw new ArgumentError("--cache-policy", `expected lru or lfu, got '${policy}'`);
   }
   const uploader = v.uploader;
-  if (
-    uploader !== undefined && uploader !== "auto" && uploader !== "write" && uploader !== "mapped"
-  ) {
-    throw new ArgumentError("--uploader", `expected auto, write or mapped, got '${uploader}'`);
+  if (uploader !== undefined && !["auto", "write", "mapped", "pinned"].includes(String(uploader))) {
+    throw new ArgumentError(
+      "--uploader",
+      `expected auto, write, mapped or pinned, got '${uploader}'`,
+    );
+  }
+  if (uploader === "pinned" && mode === "resident") {
+    throw new ArgumentError("--uploader", "pinned applies to the offloading modes");
   }
   const activations = v.activations;
   if (activations !== undefined && activations !== "f32" && activations !== "llama.cpp") {
@@ -145,7 +149,7 @@ function modelOptions(v: Flags) {
   return {
     mode,
     activations: activations as "f32" | "llama.cpp" | undefined,
-    uploader: uploader as "auto" | "write" | "mapped" | undefined,
+    uploader: uploader as "auto" | "write" | "mapped" | "pinned" | undefined,
     cachePolicy: policy as "lru" | "lfu" | undefined,
     pregate: v.pregate as "exact" | "strict" | undefined,
     budget: v.budget === undefined ? undefined : parseSize(v.budget, "--budget"),
@@ -161,7 +165,7 @@ export async function openModel(
   extra: Pick<LoadOptions, "trace" | "prefillChunk"> = {},
 ): Promise<Model> {
   const quiet = Boolean(v.json);
-  let lastPct = -1;
+  let lastKey = "";
   const encoder = encoderIdsFlag(v)?.length ?? 0; // room for it, at least the default 512 tokens
   return await loadModel(requireModel(v.model), {
     ...modelOptions(v),
@@ -170,11 +174,12 @@ export async function openModel(
     gpu: parseGpu(v.gpu),
     contextLength: v.context === undefined ? undefined : intFlag(v.context, "--context", 1, 0),
     log: (m) => console.error(m),
-    onProgress: quiet ? undefined : (done, total) => {
+    onProgress: quiet ? undefined : (done, total, what) => {
       const pct = total ? Math.floor((100 * done) / total) : 100;
-      if (pct !== lastPct && (pct % 10 === 0 || done === total) && total > 64 << 20) {
-        lastPct = pct;
-        console.error(`loading weights: ${pct}% of ${(total / 2 ** 30).toFixed(2)} GiB`);
+      const key = `${what} ${pct}`;
+      if (key !== lastKey && (pct % 10 === 0 || done === total) && total > 64 << 20) {
+        lastKey = key;
+        console.error(`loading ${what}: ${pct}% of ${(total / 2 ** 30).toFixed(2)} GiB`);
       }
     },
   });
@@ -197,7 +202,7 @@ export const MODEL_OPTIONS = {
 /** The usage of those flags. */
 export const MODE_USAGE =
   "[--mode resident|on-demand|prefetch-all|pregated] [--pregate exact|strict] " +
-  "[--budget SIZE] [--expert-cache N|auto] [--cache-policy lru|lfu] [--uploader auto|write|mapped] " +
+  "[--budget SIZE] [--expert-cache N|auto] [--cache-policy lru|lfu] [--uploader auto|write|mapped|pinned] " +
   "[--context N] [--activations f32|llama.cpp] " +
   "[--gpu native|dawn|auto]";
 

@@ -9,7 +9,8 @@
  *
  * Copies go through an {@linkcode Uploader} (`./uploader.ts`): by default a ring of mapped staging
  * buffers filled by parallel `memcpy` on Dawn, `queue.writeBuffer` from the mapped file on Deno's
- * native WebGPU. They are issued after the GPU work they overlap with was submitted, and flushed
+ * native WebGPU; with `uploader: "pinned"`, GPU-side copies out of a host-visible copy of every
+ * expert made at load. They are issued after the GPU work they overlap with was submitted, and flushed
  * before the work that reads them; WebGPU's queue order guarantees a slot is overwritten only after
  * the work that read it.
  *
@@ -17,7 +18,7 @@
  *
  * @example
  * ```ts ignore
- * const engine = OffloadEngine.create(gpu, cfg, store, weights, state, { mode: "pregated" });
+ * const engine = await OffloadEngine.create(gpu, cfg, store, weights, state, { mode: "pregated" });
  * const plan = await buildForward(gpu, cfg, weights, state, { T: 1, logits: "last", ...engine.planHooks() });
  * await new Executor(gpu, engine).run(plan);
  * ```
@@ -38,8 +39,10 @@ import type { RunState } from "../models/state.ts";
 import type { StreamedExperts } from "../executor.ts";
 import { NO_SLOT, type Upload } from "./allocator.ts";
 import { HostExpertStore } from "./store.ts";
+import { hostMemcpy } from "../weights/mmap.ts";
 import {
   createUploader,
+  PinnedUploader,
   resolveUploadPath,
   type Uploader,
   type UploaderStats,
@@ -79,8 +82,15 @@ export interface EngineOptions {
   expertCache?: number | "auto";
   /** Which resident, unpinned expert to evict when a slot is needed: `lru` (default) or `lfu`. */
   cachePolicy?: "lru" | "lfu";
-  /** How expert bytes are copied: `auto` (default), `write` or `mapped` (see uploader.ts). */
+  /**
+   * How expert bytes are copied: `auto` (default), `write`, `mapped` or `pinned` (see
+   * uploader.ts).
+   */
   uploader?: UploadPath | "auto";
+  /** Progress of pinning the experts (`pinned`): bytes pinned, total bytes. */
+  onPinProgress?: (done: number, total: number) => void;
+  /** Receives one-line notices (the pinned store's placement). Default stderr. */
+  log?: (message: string) => void;
   /** Record an expert trace (one record per MoE layer per pass). */
   trace?: boolean;
 }
@@ -132,6 +142,7 @@ export class OffloadEngine implements StreamedExperts {
     weights: ModelWeights,
     opts: EngineOptions,
     pool: ExpertPool,
+    uploader: Uploader,
   ) {
     this.#gpu = gpu;
     this.#cfg = cfg;
@@ -153,10 +164,8 @@ export class OffloadEngine implements StreamedExperts {
       cachePolicy: opts.cachePolicy,
     });
     this.#tableScratch = new Uint32Array(E);
-    // Staging (mapped path): one MoE layer's copies (top-k experts; all E for prefetch-all) per
-    // buffer, at most 128 MiB; see stagingPlan.
     const ffn = (i: number) => cfg.layers[i].ffn as MoeFfn;
-    this.#uploader = createUploader(gpu, opts.uploader ?? "auto", engineStaging(cfg, host, opts));
+    this.#uploader = uploader;
     const maxK = Math.max(...moeLayers.map((i) => ffn(i).topK));
     this.#readback = gpu.createBuffer({
       size: 2 * state.maxT * maxK * U32,
@@ -196,20 +205,21 @@ export class OffloadEngine implements StreamedExperts {
 
   /**
    * Creates the engine: sizes the slot pool from the mode's minimum, the expert cache and the budget,
-   * and allocates it. Call after the dense weights and the run state are on the GPU (they count
-   * against the budget).
+   * allocates it, and sets up the uploader (with `pinned`, copies every expert into host-visible
+   * buffers). Call after the dense weights and the run state are on the GPU (they count against
+   * the budget).
    *
    * @throws {BudgetError} when the budget cannot hold the mode's minimum slots (naming the smallest
    * budget that would work) or the pool exceeds the device's binding limit.
    */
-  static create(
+  static async create(
     gpu: Gpu,
     cfg: ModelConfig,
     store: TensorStore,
     weights: ModelWeights,
     state: RunState,
     opts: EngineOptions,
-  ): OffloadEngine {
+  ): Promise<OffloadEngine> {
     const host = new HostExpertStore(cfg, store);
     const moe = cfg.layers.filter((l) => l.ffn.kind === "moe").map((l) => l.ffn as MoeFfn);
     const topK = Math.max(...moe.map((f) => f.topK));
@@ -237,7 +247,22 @@ export class OffloadEngine implements StreamedExperts {
       maxBindingBytes: gpu.limits.maxStorageBufferBindingSize,
     });
     const pool = expertPool(gpu, E, slots, host.inter, host.hidden, host.types, host.act);
-    return new OffloadEngine(gpu, cfg, host, state, weights, opts, pool);
+    try {
+      // Staging (mapped path): one MoE layer's copies (top-k experts; all E for prefetch-all) per
+      // buffer, at most 128 MiB; see stagingPlan.
+      const uploader = opts.uploader === "pinned"
+        ? await PinnedUploader.create(gpu, host.sources(), {
+          onProgress: opts.onPinProgress,
+          scratch: pool.gate, // the placement probe's copy lands in slots not yet filled
+          memcpy: hostMemcpy(),
+          log: opts.log,
+        })
+        : createUploader(gpu, opts.uploader ?? "auto", staging);
+      return new OffloadEngine(gpu, cfg, host, state, weights, opts, pool, uploader);
+    } catch (e) {
+      for (const b of [pool.gate, pool.up, pool.down, pool.table]) if (b) gpu.destroyBuffer(b);
+      throw e;
+    }
   }
 
   /** The hooks {@linkcode buildForward} needs to build plans that read this engine's slots. */

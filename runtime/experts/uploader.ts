@@ -1,5 +1,5 @@
 /**
- * Host -> GPU copies of expert weights, by one of two paths:
+ * Host -> GPU copies of expert weights, by one of three paths:
  *
  * - `write`: `queue.writeBuffer` straight from the memory-mapped file (one host memcpy into the
  *   implementation's staging, then the DMA). The fast path on Deno's native WebGPU and the default
@@ -8,6 +8,9 @@
  *   running at once, then copied into the slot by `copyBufferToBuffer`. On Dawn the mapped range is
  *   the staging memory itself, so this is the fast path there. On native it is the slow path (Deno
  *   copies the mapping into a V8 buffer and back) but gives the same bytes. `auto` picks it on Dawn.
+ * - `pinned`: every expert copied once, at load, into host-visible buffers; an upload is a GPU-side
+ *   copy over the bus with no CPU copy (`./uploader_pinned.ts`). It holds a second host copy of the
+ *   experts, so it is chosen explicitly, never by `auto`.
  *
  * The rates of both paths and the soak the mapped ring passed: `docs/decisions.md`.
  *
@@ -39,6 +42,7 @@ import {
 } from "./uploader_types.ts";
 import { MappedUploader } from "./uploader_mapped.ts";
 
+export { type PinnedSource, PinnedUploader } from "./uploader_pinned.ts";
 export type {
   FillMode,
   Uploader,
@@ -123,8 +127,14 @@ export function createUploader(
   path: UploadPath | "auto" = "auto",
   opts: UploaderOptions = {},
 ): Uploader {
+  if (path === "pinned") {
+    throw new ArgumentError(
+      "uploader",
+      "'pinned' copies from a store filled at load: create it with PinnedUploader.create",
+    );
+  }
   if (path !== "auto" && path !== "write" && path !== "mapped") {
-    throw new ArgumentError("uploader", `expected auto, write or mapped, got '${path}'`);
+    throw new ArgumentError("uploader", `expected auto, write, mapped or pinned, got '${path}'`);
   }
   path = resolveUploadPath(gpu, path);
   if (path !== "mapped") return new WriteUploader(gpu);

@@ -7,8 +7,11 @@
  */
 import { ArgumentError } from "../base/errors.ts";
 
-/** How expert bytes travel to the GPU. */
-export type UploadPath = "write" | "mapped";
+/**
+ * How expert bytes travel to the GPU: `write` and `mapped` copy from the mapped checkpoint at each
+ * upload; `pinned` copies from a host-visible copy of every expert made once at load.
+ */
+export type UploadPath = "write" | "mapped" | "pinned";
 
 /** How the `mapped` path fills staging: parallel FFI `memcpy`, or `Uint8Array.set`. */
 export type FillMode = "ffi" | "set";
@@ -17,8 +20,8 @@ export type FillMode = "ffi" | "set";
 export interface UploaderStats {
   /** The path in use. */
   path: UploadPath;
-  /** How staging is filled (`mapped`), or `writeBuffer`. */
-  fill: FillMode | "writeBuffer";
+  /** How staging is filled (`mapped`), `writeBuffer`, or `none` (`pinned`: filled at load). */
+  fill: FillMode | "writeBuffer" | "none";
   /** Parallel copies per fill (`mapped` with `ffi`), else 1. */
   threads: number;
   /** Bytes copied so far. */
@@ -38,7 +41,10 @@ export interface UploaderStats {
    * `unmap`, encoding and submitting the copies, `mapAsync`. Fills cannot complete meanwhile.
    */
   callSeconds: number;
-  /** Staging buffers in the ring and bytes each (`mapped`; 0 for `write`). */
+  /**
+   * Staging buffers and bytes of the largest: the ring (`mapped`), the buffers holding every
+   * expert (`pinned`); 0 for `write`.
+   */
   stagingBuffers: number;
   stagingBytes: number;
 }
@@ -51,6 +57,11 @@ export interface UploadItem {
   readonly offset: number;
   /** The bytes; must stay valid until the promise settles. */
   readonly data: Uint8Array;
+  /**
+   * The tensor's name. The `pinned` path copies from its own copy of the tensor, found by this name
+   * (and checked against `data`'s length); the other paths ignore it.
+   */
+  readonly source?: string;
 }
 
 /** Copies host bytes into GPU buffers. */

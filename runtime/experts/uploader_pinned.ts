@@ -1,0 +1,362 @@
+/**
+ * The `pinned` upload path: every expert tensor is copied once, at load, into host-visible GPU
+ * buffers (`MAP_WRITE | COPY_SRC`, unmapped once filled). An upload is then one
+ * `copyBufferToBuffer` per tensor, run by the GPU's copy engine over the bus, with no CPU copy per
+ * token: the pinned host memory the Pre-gated MoE paper copies its experts from.
+ *
+ * Where Dawn (or wgpu) places mappable buffers is the driver's choice. On a host without a
+ * resizable BAR they are system memory and this is the bus-speed path; on a host with one they may
+ * be GPU memory, which would put every expert on the GPU. So after the fill a short copy out of the
+ * store is timed, and a rate above what PCIe 5 x16 can carry is reported through `log` (the
+ * measured rate stays in {@linkcode PinnedUploader.storeGBs}). The store's bytes count as host
+ * memory in `Gpu.memory()` (mappable buffers), not against the device budget.
+ *
+ * Uploads name their source tensor ({@linkcode UploadItem.source}); one that was not pinned, or
+ * whose length differs from the pinned copy, is refused with a typed error.
+ *
+ * @example
+ * ```ts ignore
+ * const up = await PinnedUploader.create(gpu, [tensor]); // a Tensor is a PinnedSource
+ * await up.uploadMany([{ dst: slot, offset: 0, data: tensor.bytes(), source: "w" }]);
+ * up.flush();
+ * await up.dispose();
+ * ```
+ * @module
+ */
+import type { Gpu } from "../base/gpu/device.ts";
+import { ArgumentError, PregateError } from "../base/errors.ts";
+import type { HostMemcpy } from "../weights/mmap.ts";
+import { badOffset, type Uploader, type UploaderStats, type UploadItem } from "./uploader_types.ts";
+
+/** One tensor to pin: its name (what uploads refer to), its length and its bytes. */
+export interface PinnedSource {
+  readonly name: string;
+  readonly byteLength: number;
+  /** The bytes, read when the tensor's store buffer is filled (a view of a mapped file, say). */
+  bytes(): Uint8Array;
+}
+
+/** Options of {@linkcode PinnedUploader.create}. */
+export interface PinnedOptions {
+  /** Most bytes per store buffer (a multiple of 4); default min(1 GiB, the device's limit). */
+  bufferBytes?: number;
+  /** Parallel `memcpy` calls filling the store; default min(8, cores). */
+  threads?: number;
+  /** libc `memcpy` through FFI, or null to fill with `Uint8Array.set`. */
+  memcpy?: HostMemcpy | null;
+  /** Fill progress: bytes pinned, total bytes. */
+  onProgress?: (done: number, total: number) => void;
+  /** Receives one-line notices (the store's placement). Default stderr. */
+  log?: (message: string) => void;
+  /**
+   * A device buffer (COPY_DST) whose contents may be overwritten, for the timed copy out of the
+   * store; default: a temporary one.
+   */
+  scratch?: GPUBuffer;
+}
+
+/** Above this copy rate (GB/s) out of the store, its bytes did not cross PCIe 5 x16 (63 GB/s). */
+export const BUS_CEILING_GBS = 64;
+
+interface Place {
+  readonly buffer: GPUBuffer;
+  readonly offset: number;
+  readonly size: number;
+}
+
+interface Pending {
+  readonly src: Place;
+  readonly dst: GPUBuffer;
+  readonly dstOffset: number;
+}
+
+/**
+ * Where each source goes in the store: buffers of at most `bufferBytes` (one source alone may take
+ * a larger one), each source at a 4-aligned offset, none split across buffers.
+ *
+ * @example
+ * ```ts
+ * import { packSources } from "./uploader_pinned.ts";
+ * const { places, bufferSizes } = packSources([6, 8, 10], 16);
+ * console.log(places, bufferSizes); // [{0,0}, {0,8}, {1,0}], [16, 12]
+ * ```
+ */
+export function packSources(
+  sizes: readonly number[],
+  bufferBytes: number,
+): { places: { buffer: number; offset: number }[]; bufferSizes: number[] } {
+  const places: { buffer: number; offset: number }[] = [];
+  const bufferSizes: number[] = [];
+  let cursor = 0;
+  for (const size of sizes) {
+    const padded = (size + 3) & ~3;
+    if (!bufferSizes.length || (cursor > 0 && cursor + padded > bufferBytes)) {
+      bufferSizes.push(4);
+      cursor = 0;
+    }
+    const buffer = bufferSizes.length - 1;
+    places.push({ buffer, offset: cursor });
+    cursor += padded;
+    bufferSizes[buffer] = Math.max(cursor, 4);
+  }
+  return { places, bufferSizes };
+}
+
+/** A host-visible copy of every expert, copied into slots by the GPU. */
+export class PinnedUploader implements Uploader {
+  readonly path = "pinned" as const;
+  /** GB/s of the timed copy out of the store after the fill (see the module's notes). */
+  readonly storeGBs: number;
+  #gpu: Gpu;
+  #places: Map<string, Place>;
+  #buffers: GPUBuffer[];
+  #pending: Pending[] = [];
+  #bytes = 0;
+  #submits = 0;
+  #callSeconds = 0;
+  #disposed = false;
+
+  private constructor(gpu: Gpu, places: Map<string, Place>, buffers: GPUBuffer[], gbs: number) {
+    this.#gpu = gpu;
+    this.#places = places;
+    this.#buffers = buffers;
+    this.storeGBs = gbs;
+  }
+
+  /**
+   * Allocates the store, fills it from `sources` (in parallel through `memcpy` when given), unmaps
+   * it and times a copy out of it.
+   *
+   * @throws {ArgumentError} for a repeated name, or a source larger than the device's largest
+   * buffer.
+   */
+  static async create(
+    gpu: Gpu,
+    sources: readonly PinnedSource[],
+    opts: PinnedOptions = {},
+  ): Promise<PinnedUploader> {
+    const limit = gpu.limits.maxBufferSize;
+    const bufferBytes = Math.min(opts.bufferBytes ?? 1 << 30, limit) & ~3;
+    const names = new Set<string>();
+    for (const s of sources) {
+      if (names.has(s.name)) throw new ArgumentError("sources", `'${s.name}' is given twice`);
+      names.add(s.name);
+      if (s.byteLength > limit - 3) {
+        throw new ArgumentError(
+          "sources",
+          `'${s.name}' has ${s.byteLength} bytes, more than the device's largest buffer ` +
+            `(maxBufferSize ${limit})`,
+        );
+      }
+    }
+    const { places: at, bufferSizes } = packSources(sources.map((s) => s.byteLength), bufferBytes);
+    const buffers: GPUBuffer[] = [];
+    const places = new Map<string, Place>();
+    try {
+      const total = sources.reduce((n, s) => n + s.byteLength, 0);
+      let done = 0;
+      for (let b = 0; b < bufferSizes.length; b++) {
+        const buffer = gpu.createBuffer({
+          size: bufferSizes[b],
+          purpose: "staging",
+          label: `upload.pinned.${b}`,
+          usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+          mappedAtCreation: true,
+        });
+        buffers.push(buffer);
+        const mine = sources.flatMap((_, i) => (at[i].buffer === b ? [i] : []));
+        const parts = mine.map((i) => ({ at: at[i].offset, data: bytesOf(sources[i]) }));
+        await fillBuffer(buffer, parts, {
+          memcpy: opts.memcpy ?? null,
+          threads: opts.threads ?? Math.min(8, Math.max(1, navigator.hardwareConcurrency || 4)),
+        });
+        buffer.unmap();
+        for (const i of mine) {
+          places.set(sources[i].name, {
+            buffer,
+            offset: at[i].offset,
+            size: sources[i].byteLength,
+          });
+          done += sources[i].byteLength;
+        }
+        opts.onProgress?.(done, total);
+      }
+      const gbs = buffers.length ? await copyRate(gpu, buffers[0], opts.scratch) : 0;
+      if (gbs > BUS_CEILING_GBS) {
+        (opts.log ?? ((m) => console.error(m)))(
+          `pregate: uploader pinned: copies out of the pinned experts ran at ${gbs.toFixed(0)} ` +
+            `GB/s, faster than PCIe 5 x16 carries: this device keeps mappable buffers in GPU ` +
+            `memory (resizable BAR), so the experts occupy GPU memory; --uploader mapped avoids it`,
+        );
+      }
+      return new PinnedUploader(gpu, places, buffers, gbs);
+    } catch (e) {
+      for (const b of buffers) gpu.destroyBuffer(b);
+      throw e;
+    }
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get stats(): UploaderStats {
+    return {
+      path: this.path,
+      fill: "none",
+      threads: 1,
+      bytes: this.#bytes,
+      cycles: 0,
+      submits: this.#submits,
+      pieces: 0,
+      fillSeconds: 0,
+      waitSeconds: 0,
+      callSeconds: this.#callSeconds,
+      stagingBuffers: this.#buffers.length,
+      stagingBytes: Math.max(0, ...this.#buffers.map((b) => b.size)),
+    };
+  }
+
+  upload(dst: GPUBuffer, offset: number, data: Uint8Array, source?: string): Promise<void> {
+    return this.uploadMany([{ dst, offset, data, source }]);
+  }
+
+  /** Queues one copy per item out of the store; {@linkcode flush} submits them. */
+  uploadMany(items: readonly UploadItem[]): Promise<void> {
+    if (this.#disposed) {
+      return Promise.reject(
+        new PregateError(
+          "E_UPLOADER_DISPOSED",
+          "upload() after dispose()",
+          "create a new uploader",
+        ),
+      );
+    }
+    const bad = badOffset(items);
+    if (bad) return Promise.reject(bad);
+    const copies: Pending[] = [];
+    for (const it of items) {
+      const src = it.source === undefined ? undefined : this.#places.get(it.source);
+      if (!src) {
+        return Promise.reject(
+          new ArgumentError(
+            "source",
+            it.source === undefined
+              ? "the pinned uploader copies only named tensors; the item has no source"
+              : `tensor '${it.source}' was not pinned at load`,
+          ),
+        );
+      }
+      if (src.size !== it.data.byteLength) {
+        return Promise.reject(
+          new ArgumentError(
+            "data",
+            `tensor '${it.source}': ${it.data.byteLength} bytes given, ${src.size} pinned`,
+          ),
+        );
+      }
+      copies.push({ src, dst: it.dst, dstOffset: it.offset });
+    }
+    this.#pending.push(...copies);
+    for (const c of copies) this.#bytes += c.src.size;
+    return Promise.resolve();
+  }
+
+  /** Submits the queued copies. */
+  flush(): void {
+    if (!this.#pending.length) return;
+    const t0 = performance.now();
+    const enc = this.#gpu.device.createCommandEncoder();
+    for (const { src, dst, dstOffset } of this.#pending) {
+      enc.copyBufferToBuffer(src.buffer, src.offset, dst, dstOffset, (src.size + 3) & ~3);
+    }
+    this.#gpu.device.queue.submit([enc.finish()]);
+    this.#pending = [];
+    this.#submits++;
+    this.#callSeconds += (performance.now() - t0) / 1e3;
+  }
+
+  /** Submits what is queued and frees the store. */
+  dispose(): Promise<void> {
+    if (!this.#disposed) {
+      this.flush();
+      this.#disposed = true;
+      for (const b of this.#buffers) this.#gpu.destroyBuffer(b);
+      this.#places.clear();
+    }
+    return Promise.resolve();
+  }
+}
+
+/** The bytes of `s`, checked against its length. */
+function bytesOf(s: PinnedSource): Uint8Array {
+  const data = s.bytes();
+  if (data.byteLength !== s.byteLength) {
+    throw new ArgumentError(
+      "sources",
+      `'${s.name}' gave ${data.byteLength} bytes, ${s.byteLength} expected`,
+    );
+  }
+  return data;
+}
+
+/** Copies `parts` into the mapped `buffer` (zeroing each one's padding to 4 bytes). */
+async function fillBuffer(
+  buffer: GPUBuffer,
+  parts: readonly { at: number; data: Uint8Array }[],
+  o: { memcpy: HostMemcpy | null; threads: number },
+): Promise<void> {
+  const range = buffer.getMappedRange();
+  const view = new Uint8Array(range);
+  const m = o.memcpy;
+  const base = m ? Deno.UnsafePointer.of(range) : null;
+  const jobs: (() => void | Promise<void>)[] = [];
+  for (const { at, data } of parts) {
+    view.fill(0, at + data.byteLength, at + ((data.byteLength + 3) & ~3));
+    const src = base ? sourcePointer(data) : null;
+    if (!m || !base || !src || data.byteLength === 0) {
+      jobs.push(() => view.set(data, at));
+    } else {
+      jobs.push(() => m.copyAsync(Deno.UnsafePointer.offset(base, at)!, src, data.byteLength));
+    }
+  }
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) await jobs[next++]();
+  };
+  await Promise.all(Array.from({ length: Math.min(o.threads, jobs.length) }, worker));
+}
+
+/** The address of `data`'s first byte for FFI, or null (then `set` copies it). */
+function sourcePointer(data: Uint8Array): Deno.PointerObject | null {
+  try {
+    void data.buffer; // moves a small on-heap typed array off the V8 heap
+    return Deno.UnsafePointer.of(data as Uint8Array<ArrayBuffer>);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * GB/s of the best of three copies of up to 64 MiB out of `src` into `scratch` (or a temporary
+ * device buffer).
+ */
+async function copyRate(gpu: Gpu, src: GPUBuffer, scratch?: GPUBuffer): Promise<number> {
+  const size = Math.min(src.size, scratch?.size ?? Infinity, 64 << 20) & ~3;
+  if (size < 4) return 0;
+  const dst = scratch ?? gpu.storage("other", size, "upload.pinned.probe");
+  try {
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      const enc = gpu.device.createCommandEncoder();
+      enc.copyBufferToBuffer(src, 0, dst, 0, size);
+      gpu.device.queue.submit([enc.finish()]);
+      await gpu.device.queue.onSubmittedWorkDone();
+      best = Math.min(best, (performance.now() - t0) / 1e3);
+    }
+    return size / Math.max(best, 1e-9) / 1e9;
+  } finally {
+    if (!scratch) gpu.destroyBuffer(dst);
+  }
+}
