@@ -182,13 +182,8 @@ export class PinnedUploader implements Uploader {
         opts.onProgress?.(done, total);
       }
       const gbs = buffers.length ? await copyRate(gpu, buffers[0], opts.scratch) : 0;
-      if (gbs > BUS_CEILING_GBS) {
-        (opts.log ?? ((m) => console.error(m)))(
-          `pregate: uploader pinned: copies out of the pinned experts ran at ${gbs.toFixed(0)} ` +
-            `GB/s, faster than PCIe 5 x16 carries: this device keeps mappable buffers in GPU ` +
-            `memory (resizable BAR), so the experts occupy GPU memory; --uploader mapped avoids it`,
-        );
-      }
+      const notice = placementNotice(gbs, gpu.isFallback);
+      if (notice) (opts.log ?? ((m) => console.error(m)))(notice);
       return new PinnedUploader(gpu, places, buffers, gbs);
     } catch (e) {
       for (const b of buffers) gpu.destroyBuffer(b);
@@ -286,6 +281,24 @@ export class PinnedUploader implements Uploader {
     }
     return Promise.resolve();
   }
+}
+
+/**
+ * The notice for a store whose copies out ran at `gbs` GB/s: above {@linkcode BUS_CEILING_GBS} the
+ * bytes did not cross the bus, so the store sits in GPU memory (none on a software adapter, whose
+ * memory is host memory whatever the rate).
+ *
+ * @example
+ * ```ts
+ * import { placementNotice } from "./uploader_pinned.ts";
+ * console.log(placementNotice(40, false)); // null: system memory, read over PCIe
+ * ```
+ */
+export function placementNotice(gbs: number, software: boolean): string | null {
+  if (gbs <= BUS_CEILING_GBS || software) return null;
+  return `pregate: uploader pinned: copies out of the pinned experts ran at ${gbs.toFixed(0)} ` +
+    `GB/s, faster than PCIe 5 x16 carries: this device keeps mappable buffers in GPU memory ` +
+    `(resizable BAR), so the experts occupy GPU memory; --uploader mapped avoids it`;
 }
 
 /** The bytes of `s`, checked against its length. */

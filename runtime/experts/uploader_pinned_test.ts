@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { packSources, type PinnedSource, PinnedUploader } from "./uploader_pinned.ts";
+import {
+  BUS_CEILING_GBS,
+  packSources,
+  type PinnedSource,
+  PinnedUploader,
+  placementNotice,
+} from "./uploader_pinned.ts";
 import { ArgumentError, PregateError } from "../base/errors.ts";
 import { hostMemcpy, openMapped } from "../weights/mmap.ts";
 import { rng, testGpu } from "../../kernels/test_util.ts";
@@ -27,6 +33,14 @@ Deno.test("packSources: 4-aligned places, no source split, a large one alone", (
   ]);
   assert.deepEqual(bufferSizes, [16, 12, 40, 8]);
   assert.deepEqual(packSources([], 16), { places: [], bufferSizes: [] });
+});
+
+Deno.test("placementNotice: only copies faster than the bus on a hardware adapter", () => {
+  assert.equal(placementNotice(46, false), null); // the H100 host: system memory over PCIe
+  assert.equal(placementNotice(BUS_CEILING_GBS, false), null);
+  const n = placementNotice(381, false); // the H200 host: mappable buffers behind the BAR
+  assert.match(n!, /381 GB\/s.*GPU memory.*--uploader mapped/);
+  assert.equal(placementNotice(381, true), null); // a software adapter's memory is host memory
 });
 
 Deno.test("packSources: random sizes never overlap and stay within their buffers", () => {
