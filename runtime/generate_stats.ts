@@ -45,7 +45,10 @@ export interface GenerateStats {
    * mappable staging and readback buffers are host-visible memory and not counted here).
    */
   peak_gpu_bytes: number;
-  /** Most bytes of mappable (host-visible) buffers held at once: upload staging, readback. */
+  /**
+   * Most bytes of mappable (host-visible) buffers held at once: upload staging (with the `pinned`
+   * uploader, every expert's copy), readback.
+   */
   peak_host_staging_bytes: number;
   /** Share of the chosen experts the pre-gate had predicted (pregated mode), else null. */
   pregate_hit_rate: number | null;
