@@ -54,7 +54,13 @@
 import type { Gpu } from "../base/gpu/device.ts";
 import { PregateError } from "../base/errors.ts";
 import type { HostMemcpy } from "../weights/mmap.ts";
-import { badOffset, type Uploader, type UploaderStats, type UploadItem } from "./uploader_types.ts";
+import {
+  addressOf,
+  refusal,
+  type Uploader,
+  type UploaderStats,
+  type UploadItem,
+} from "./uploader_types.ts";
 
 interface Staging {
   readonly buffer: GPUBuffer;
@@ -230,14 +236,8 @@ export class MappedUploader implements Uploader {
    * referenced by the caller until its copies settle, so the memory stays valid meanwhile.
    */
   #sourcePointer(data: Uint8Array): Deno.PointerObject | null {
-    try {
-      // Touching .buffer moves a small on-heap typed array off the V8 heap, where it stays put.
-      void data.buffer;
-      const p = Deno.UnsafePointer.of(data as Uint8Array<ArrayBuffer>);
-      if (p) return p;
-    } catch {
-      // detached, or a buffer kind FFI does not take
-    }
+    const p = addressOf(data);
+    if (p) return p;
     if (!this.#sourceNoticed) {
       this.#sourceNoticed = true;
       this.#log(
@@ -331,17 +331,8 @@ export class MappedUploader implements Uploader {
   }
 
   #enqueue(items: readonly UploadItem[]): Promise<void> {
-    if (this.#disposed) {
-      return Promise.reject(
-        new PregateError(
-          "E_UPLOADER_DISPOSED",
-          "upload() after dispose()",
-          "create a new uploader",
-        ),
-      );
-    }
-    const bad = badOffset(items);
-    if (bad) return Promise.reject(bad);
+    const refused = refusal(this.#disposed !== null, items);
+    if (refused) return Promise.reject(refused);
     this.#inFlight++;
     const run = this.#tail.then(() => this.#uploadAll(items));
     const done = run.finally(() => this.#inFlight--);

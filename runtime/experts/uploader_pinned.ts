@@ -24,9 +24,15 @@
  * @module
  */
 import type { Gpu } from "../base/gpu/device.ts";
-import { ArgumentError, PregateError } from "../base/errors.ts";
+import { ArgumentError } from "../base/errors.ts";
 import type { HostMemcpy } from "../weights/mmap.ts";
-import { badOffset, type Uploader, type UploaderStats, type UploadItem } from "./uploader_types.ts";
+import {
+  addressOf,
+  refusal,
+  type Uploader,
+  type UploaderStats,
+  type UploadItem,
+} from "./uploader_types.ts";
 
 /** One tensor to pin: its name (what uploads refer to), its length and its bytes. */
 export interface PinnedSource {
@@ -218,17 +224,8 @@ export class PinnedUploader implements Uploader {
 
   /** Queues one copy per item out of the store; {@linkcode flush} submits them. */
   uploadMany(items: readonly UploadItem[]): Promise<void> {
-    if (this.#disposed) {
-      return Promise.reject(
-        new PregateError(
-          "E_UPLOADER_DISPOSED",
-          "upload() after dispose()",
-          "create a new uploader",
-        ),
-      );
-    }
-    const bad = badOffset(items);
-    if (bad) return Promise.reject(bad);
+    const refused = refusal(this.#disposed, items);
+    if (refused) return Promise.reject(refused);
     const copies: Pending[] = [];
     for (const it of items) {
       const src = it.source === undefined ? undefined : this.#places.get(it.source);
@@ -326,7 +323,7 @@ async function fillBuffer(
   const jobs: (() => void | Promise<void>)[] = [];
   for (const { at, data } of parts) {
     view.fill(0, at + data.byteLength, at + ((data.byteLength + 3) & ~3));
-    const src = base ? sourcePointer(data) : null;
+    const src = base ? addressOf(data) : null;
     if (!m || !base || !src || data.byteLength === 0) {
       jobs.push(() => view.set(data, at));
     } else {
@@ -338,16 +335,6 @@ async function fillBuffer(
     while (next < jobs.length) await jobs[next++]();
   };
   await Promise.all(Array.from({ length: Math.min(o.threads, jobs.length) }, worker));
-}
-
-/** The address of `data`'s first byte for FFI, or null (then `set` copies it). */
-function sourcePointer(data: Uint8Array): Deno.PointerObject | null {
-  try {
-    void data.buffer; // moves a small on-heap typed array off the V8 heap
-    return Deno.UnsafePointer.of(data as Uint8Array<ArrayBuffer>);
-  } catch {
-    return null;
-  }
 }
 
 /**

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ArgumentError } from "../base/errors.ts";
+import { ArgumentError, PregateError } from "../base/errors.ts";
 
 /**
  * How expert bytes travel to the GPU: `write` and `mapped` copy from the mapped checkpoint at each
@@ -120,4 +120,35 @@ export interface UploaderOptions {
 export function badOffset(items: readonly { offset: number }[]): ArgumentError | undefined {
   const it = items.find((i) => !Number.isSafeInteger(i.offset) || i.offset < 0 || i.offset % 4);
   return it && new ArgumentError("offset", `must be a multiple of 4, got ${it.offset}`);
+}
+
+/**
+ * Why a batch of uploads is refused, if it is: the uploader was disposed, or an offset is bad.
+ */
+export function refusal(
+  disposed: boolean,
+  items: readonly { offset: number }[],
+): PregateError | ArgumentError | undefined {
+  if (disposed) {
+    return new PregateError(
+      "E_UPLOADER_DISPOSED",
+      "upload() after dispose()",
+      "create a new uploader",
+    );
+  }
+  return badOffset(items);
+}
+
+/**
+ * The address of `data`'s first byte for FFI copies, or null when FFI cannot take it (detached, or
+ * a buffer kind FFI refuses). The caller keeps `data` referenced while a copy reads it.
+ */
+export function addressOf(data: Uint8Array): Deno.PointerObject | null {
+  try {
+    // Touching .buffer moves a small on-heap typed array off the V8 heap, where it stays put.
+    void data.buffer;
+    return Deno.UnsafePointer.of(data as Uint8Array<ArrayBuffer>);
+  } catch {
+    return null;
+  }
 }
