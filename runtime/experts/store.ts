@@ -16,7 +16,7 @@ import type { Tensor, TensorStore } from "../weights/safetensors.ts";
 import type { FfnActivation, ModelConfig } from "../models/config.ts";
 import { layerNames } from "../models/names.ts";
 import type { ExpertPool, ExpertTypes } from "../models/gpu_weights.ts";
-import type { PinnedSource, Uploader, UploadItem } from "./uploader.ts";
+import type { Uploader, UploadItem, UploadSource } from "./uploader.ts";
 
 /** The tensors of one expert: gate (a ReLU expert's `wi`), up (none for ReLU) and down (`wo`). */
 export interface ExpertTensors {
@@ -159,8 +159,8 @@ export class HostExpertStore {
    * Every expert tensor of `layers` (default: every MoE layer) (name, length, bytes): what the
    * `pinned` uploader copies at load.
    */
-  sources(layers: readonly number[] = [...this.#tensors.keys()]): PinnedSource[] {
-    const out: PinnedSource[] = [];
+  sources(layers: readonly number[] = [...this.#tensors.keys()]): UploadSource[] {
+    const out: UploadSource[] = [];
     for (const layer of layers) {
       for (let e = 0; e < this.experts; e++) {
         const t = this.tensors(layer, e);
@@ -202,30 +202,15 @@ export class HostExpertStore {
     for (const { expert, slot } of experts) {
       const t = this.tensors(layer, expert);
       items.push(
-        {
-          dst: pool.gate,
-          offset: slot * pool.bytes.gateUp,
-          data: t.gate.bytes(),
-          source: t.gate.name,
-        },
-        {
-          dst: pool.down,
-          offset: slot * pool.bytes.down,
-          data: t.down.bytes(),
-          source: t.down.name,
-        },
+        { dst: pool.gate, offset: slot * pool.bytes.gateUp, data: t.gate },
+        { dst: pool.down, offset: slot * pool.bytes.down, data: t.down },
       );
       names.push(t.gate.name, t.down.name);
       if (t.up) {
         if (!pool.up) {
           throw new ArgumentError("pool", "a pool without up projections for SwiGLU experts");
         }
-        items.push({
-          dst: pool.up,
-          offset: slot * pool.bytes.gateUp,
-          data: t.up.bytes(),
-          source: t.up.name,
-        });
+        items.push({ dst: pool.up, offset: slot * pool.bytes.gateUp, data: t.up });
         names.push(t.up.name);
       }
       bytes += expertBytes(t);

@@ -34,15 +34,17 @@ import { ArgumentError, PregateError } from "../base/errors.ts";
 import { type HostMemcpy, hostMemcpy, mmapSupport } from "../weights/mmap.ts";
 import {
   badOffset,
+  itemBytes,
   type Uploader,
   type UploaderOptions,
   type UploaderStats,
   type UploadItem,
   type UploadPath,
+  type UploadSource,
 } from "./uploader_types.ts";
 import { MappedUploader } from "./uploader_mapped.ts";
 
-export { type PinnedSource, PinnedUploader } from "./uploader_pinned.ts";
+export { PinnedUploader } from "./uploader_pinned.ts";
 export type {
   FillMode,
   Uploader,
@@ -50,6 +52,7 @@ export type {
   UploaderStats,
   UploadItem,
   UploadPath,
+  UploadSource,
 } from "./uploader_types.ts";
 
 /** `queue.writeBuffer` through {@linkcode Gpu.write}. */
@@ -76,9 +79,10 @@ class WriteUploader implements Uploader {
       stagingBytes: 0,
     };
   }
-  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
+  upload(dst: GPUBuffer, offset: number, source: Uint8Array | UploadSource): Promise<void> {
     const bad = badOffset([{ offset }]);
     if (bad) return Promise.reject(bad);
+    const data = itemBytes(source);
     this.#gpu.write(dst, data, offset); // chunked, ragged tail padded
     this.bytes += data.byteLength;
     return Promise.resolve();

@@ -56,10 +56,12 @@ import { PregateError } from "../base/errors.ts";
 import type { HostMemcpy } from "../weights/mmap.ts";
 import {
   addressOf,
+  itemBytes,
   refusal,
   type Uploader,
   type UploaderStats,
   type UploadItem,
+  type UploadSource,
 } from "./uploader_types.ts";
 
 interface Staging {
@@ -304,7 +306,9 @@ export class MappedUploader implements Uploader {
       this.#seal();
     };
     try {
-      for (const { dst, offset, data } of items) {
+      for (const item of items) {
+        const { dst, offset } = item;
+        const data = itemBytes(item.data);
         let done = 0;
         const total = data.byteLength;
         while (done < total) {
@@ -340,7 +344,7 @@ export class MappedUploader implements Uploader {
     return done;
   }
 
-  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void> {
+  upload(dst: GPUBuffer, offset: number, data: Uint8Array | UploadSource): Promise<void> {
     return this.#enqueue([{ dst, offset, data }]);
   }
 

@@ -11,13 +11,14 @@
  * measured rate stays in {@linkcode PinnedUploader.storeGBs}). The store's bytes count as host
  * memory in `Gpu.memory()` (mappable buffers), not against the device budget.
  *
- * Uploads name their source tensor ({@linkcode UploadItem.source}); one that was not pinned, or
- * whose length differs from the pinned copy, is refused with a typed error.
+ * Uploads pass their source tensor ({@linkcode UploadItem.data}), found by name and never read
+ * again; raw bytes, a source that was not pinned, or one whose length differs from the pinned copy
+ * are refused with a typed error.
  *
  * @example
  * ```ts ignore
- * const up = await PinnedUploader.create(gpu, [tensor]); // a Tensor is a PinnedSource
- * await up.uploadMany([{ dst: slot, offset: 0, data: tensor.bytes(), source: "w" }]);
+ * const up = await PinnedUploader.create(gpu, [tensor]); // a Tensor is a UploadSource
+ * await up.uploadMany([{ dst: slot, offset: 0, data: tensor }]);
  * up.flush();
  * await up.dispose();
  * ```
@@ -32,15 +33,8 @@ import {
   type Uploader,
   type UploaderStats,
   type UploadItem,
+  type UploadSource,
 } from "./uploader_types.ts";
-
-/** One tensor to pin: its name (what uploads refer to), its length and its bytes. */
-export interface PinnedSource {
-  readonly name: string;
-  readonly byteLength: number;
-  /** The bytes, read when the tensor's store buffer is filled (a view of a mapped file, say). */
-  bytes(): Uint8Array;
-}
 
 /** Options of {@linkcode PinnedUploader.create}. */
 export interface PinnedOptions {
@@ -116,6 +110,7 @@ export class PinnedUploader implements Uploader {
   #gpu: Gpu;
   #places: Map<string, Place>;
   #buffers: GPUBuffer[];
+  #largest: number;
   #pending: Pending[] = [];
   #bytes = 0;
   #submits = 0;
@@ -126,6 +121,7 @@ export class PinnedUploader implements Uploader {
     this.#gpu = gpu;
     this.#places = places;
     this.#buffers = buffers;
+    this.#largest = Math.max(0, ...buffers.map((b) => b.size));
     this.storeGBs = gbs;
   }
 
@@ -138,7 +134,7 @@ export class PinnedUploader implements Uploader {
    */
   static async create(
     gpu: Gpu,
-    sources: readonly PinnedSource[],
+    sources: readonly UploadSource[],
     opts: PinnedOptions = {},
   ): Promise<PinnedUploader> {
     const limit = gpu.limits.maxBufferSize;
@@ -156,6 +152,8 @@ export class PinnedUploader implements Uploader {
       }
     }
     const { places: at, bufferSizes } = packSources(sources.map((s) => s.byteLength), bufferBytes);
+    const inBuffer: number[][] = bufferSizes.map(() => []);
+    at.forEach((p, i) => inBuffer[p.buffer].push(i));
     const buffers: GPUBuffer[] = [];
     const places = new Map<string, Place>();
     try {
@@ -170,7 +168,7 @@ export class PinnedUploader implements Uploader {
           mappedAtCreation: true,
         });
         buffers.push(buffer);
-        const mine = sources.flatMap((_, i) => (at[i].buffer === b ? [i] : []));
+        const mine = inBuffer[b];
         const parts = mine.map((i) => ({ at: at[i].offset, data: bytesOf(sources[i]) }));
         await fillBuffer(buffer, parts, {
           memcpy: opts.memcpy ?? null,
@@ -214,12 +212,12 @@ export class PinnedUploader implements Uploader {
       waitSeconds: 0,
       callSeconds: this.#callSeconds,
       stagingBuffers: this.#buffers.length,
-      stagingBytes: Math.max(0, ...this.#buffers.map((b) => b.size)),
+      stagingBytes: this.#largest,
     };
   }
 
-  upload(dst: GPUBuffer, offset: number, data: Uint8Array, source?: string): Promise<void> {
-    return this.uploadMany([{ dst, offset, data, source }]);
+  upload(dst: GPUBuffer, offset: number, data: Uint8Array | UploadSource): Promise<void> {
+    return this.uploadMany([{ dst, offset, data }]);
   }
 
   /** Queues one copy per item out of the store; {@linkcode flush} submits them. */
@@ -227,27 +225,30 @@ export class PinnedUploader implements Uploader {
     const refused = refusal(this.#disposed, items);
     if (refused) return Promise.reject(refused);
     const copies: Pending[] = [];
-    for (const it of items) {
-      const src = it.source === undefined ? undefined : this.#places.get(it.source);
-      if (!src) {
-        return Promise.reject(
-          new ArgumentError(
-            "source",
-            it.source === undefined
-              ? "the pinned uploader copies only named tensors; the item has no source"
-              : `tensor '${it.source}' was not pinned at load`,
-          ),
-        );
-      }
-      if (src.size !== it.data.byteLength) {
+    for (const { dst, offset, data } of items) {
+      if (data instanceof Uint8Array) {
         return Promise.reject(
           new ArgumentError(
             "data",
-            `tensor '${it.source}': ${it.data.byteLength} bytes given, ${src.size} pinned`,
+            "the pinned uploader copies only named tensors; the item has no source, only bytes",
           ),
         );
       }
-      copies.push({ src, dst: it.dst, dstOffset: it.offset });
+      const src = this.#places.get(data.name);
+      if (!src) {
+        return Promise.reject(
+          new ArgumentError("data", `tensor '${data.name}' was not pinned at load`),
+        );
+      }
+      if (src.size !== data.byteLength) {
+        return Promise.reject(
+          new ArgumentError(
+            "data",
+            `tensor '${data.name}': ${data.byteLength} bytes given, ${src.size} pinned`,
+          ),
+        );
+      }
+      copies.push({ src, dst, dstOffset: offset });
     }
     this.#pending.push(...copies);
     for (const c of copies) this.#bytes += c.src.size;
@@ -299,7 +300,7 @@ export function placementNotice(gbs: number, software: boolean): string | null {
 }
 
 /** The bytes of `s`, checked against its length. */
-function bytesOf(s: PinnedSource): Uint8Array {
+function bytesOf(s: UploadSource): Uint8Array {
   const data = s.bytes();
   if (data.byteLength !== s.byteLength) {
     throw new ArgumentError(

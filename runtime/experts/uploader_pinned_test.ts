@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import {
   BUS_CEILING_GBS,
   packSources,
-  type PinnedSource,
   PinnedUploader,
   placementNotice,
 } from "./uploader_pinned.ts";
+import type { UploadSource } from "./uploader_types.ts";
 import { ArgumentError, PregateError } from "../base/errors.ts";
 import { hostMemcpy, openMapped } from "../weights/mmap.ts";
 import { rng, testGpu } from "../../kernels/test_util.ts";
@@ -16,7 +16,7 @@ function noise(n: number, r: () => number): Uint8Array {
   return Uint8Array.from({ length: n }, () => Math.floor(r() * 256));
 }
 
-function source(name: string, data: Uint8Array): PinnedSource {
+function source(name: string, data: Uint8Array): UploadSource {
   return { name, byteLength: data.byteLength, bytes: () => data };
 }
 
@@ -92,11 +92,11 @@ for (const fill of ["ffi", "set"] as const) {
           const items = Array.from({ length: 12 }, () => {
             const s = sources[Math.floor(r() * sources.length)];
             const offset = Math.floor((r() * (shadow.length - s.byteLength - 4)) / 4) * 4;
-            return { dst, offset, data: s.bytes(), source: s.name };
+            return { dst, offset, data: s };
           });
           await up.uploadMany(items);
           for (const it of items) {
-            shadow.set(it.data, it.offset);
+            shadow.set(it.data.bytes(), it.offset);
             shadow.fill(
               0,
               it.offset + it.data.byteLength,
@@ -113,7 +113,7 @@ for (const fill of ["ffi", "set"] as const) {
         assert.equal(up.stats.submits, 3);
         await up.dispose();
         await assert.rejects(
-          up.upload(dst, 0, sources[0].bytes(), "t0"),
+          up.upload(dst, 0, sources[0]),
           (e) => e instanceof PregateError && e.code === "E_UPLOADER_DISPOSED",
         );
         // llvmpipe's "GPU" memory is host memory: copies run at memory speed, below the bus.
@@ -156,16 +156,16 @@ Deno.test({
           up.uploadMany(items),
           (e) => e instanceof ArgumentError && re.test(e.message),
         );
-      await refused([{ dst, offset: 0, data, source: "v" }], /'v' was not pinned/);
+      await refused([{ dst, offset: 0, data: source("v", data) }], /'v' was not pinned/);
       await refused([{ dst, offset: 0, data }], /no source/);
       await refused(
-        [{ dst, offset: 0, data: data.subarray(1), source: "w" }],
+        [{ dst, offset: 0, data: source("w", data.subarray(1)) }],
         /99 bytes given, 100/,
       );
-      await refused([{ dst, offset: 2, data, source: "w" }], /multiple of 4/);
+      await refused([{ dst, offset: 2, data: source("w", data) }], /multiple of 4/);
       // A refused batch queues nothing, not even its valid items.
       await refused(
-        [{ dst, offset: 0, data, source: "w" }, { dst, offset: 0, data, source: "x" }],
+        [{ dst, offset: 0, data: source("w", data) }, { dst, offset: 0, data: source("x", data) }],
         /'x'/,
       );
       assert.equal(up.bytes, 0);
@@ -186,7 +186,7 @@ Deno.test({
       PinnedUploader.create(gpu, [a, a]),
       (e) => e instanceof ArgumentError && /'a' is given twice/.test(e.message),
     );
-    const huge: PinnedSource = {
+    const huge: UploadSource = {
       name: "huge",
       byteLength: gpu.limits.maxBufferSize + 1,
       bytes: () => new Uint8Array(0),
@@ -196,7 +196,7 @@ Deno.test({
       (e) => e instanceof ArgumentError && /'huge'.*maxBufferSize/.test(e.message),
     );
     const before = gpu.memory().host.current;
-    const liar: PinnedSource = { name: "liar", byteLength: 16, bytes: () => new Uint8Array(12) };
+    const liar: UploadSource = { name: "liar", byteLength: 16, bytes: () => new Uint8Array(12) };
     await assert.rejects(
       PinnedUploader.create(gpu, [a, liar]),
       (e) => e instanceof ArgumentError && /'liar' gave 12 bytes, 16 expected/.test(e.message),

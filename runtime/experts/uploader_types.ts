@@ -49,19 +49,28 @@ export interface UploaderStats {
   stagingBytes: number;
 }
 
+/**
+ * A named tensor whose bytes are read only when needed (a safetensors or GGUF `Tensor` is one):
+ * what the `pinned` path copies at load and finds again by name.
+ */
+export interface UploadSource {
+  readonly name: string;
+  readonly byteLength: number;
+  /** The bytes (a view of a mapped file, say); they stay valid until the upload settles. */
+  bytes(): Uint8Array;
+}
+
 /** One range for {@linkcode Uploader.uploadMany}. */
 export interface UploadItem {
   /** Destination buffer. */
   readonly dst: GPUBuffer;
   /** Byte offset in `dst` (a multiple of 4). */
   readonly offset: number;
-  /** The bytes; must stay valid until the promise settles. */
-  readonly data: Uint8Array;
   /**
-   * The tensor's name. The `pinned` path copies from its own copy of the tensor, found by this name
-   * (and checked against `data`'s length); the other paths ignore it.
+   * The bytes, or a named source whose bytes `write` and `mapped` read when they copy it; `pinned`
+   * copies only sources, from its own copy found by name, and never reads them again.
    */
-  readonly source?: string;
+  readonly data: Uint8Array | UploadSource;
 }
 
 /** Copies host bytes into GPU buffers. */
@@ -76,7 +85,7 @@ export interface Uploader {
    * Copies `data` into `dst` at byte `offset` (a multiple of 4); a ragged tail is padded with zeros
    * to 4 bytes. May wait for a staging buffer. `data` must stay valid until the promise settles.
    */
-  upload(dst: GPUBuffer, offset: number, data: Uint8Array): Promise<void>;
+  upload(dst: GPUBuffer, offset: number, data: Uint8Array | UploadSource): Promise<void>;
   /**
    * Copies several ranges, as {@linkcode upload} each, in order. On `mapped` the fills of all of
    * them share the copy threads at once (one wait per staging buffer instead of one per range),
@@ -151,4 +160,9 @@ export function addressOf(data: Uint8Array): Deno.PointerObject | null {
   } catch {
     return null;
   }
+}
+
+/** The bytes of an item's data (a source's are read now). */
+export function itemBytes(data: Uint8Array | UploadSource): Uint8Array {
+  return data instanceof Uint8Array ? data : data.bytes();
 }
