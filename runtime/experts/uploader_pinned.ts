@@ -25,7 +25,7 @@
  * @module
  */
 import type { Gpu } from "../base/gpu/device.ts";
-import { ArgumentError } from "../base/errors.ts";
+import { ArgumentError, GpuError } from "../base/errors.ts";
 import type { HostMemcpy } from "../weights/mmap.ts";
 import {
   addressOf,
@@ -53,6 +53,11 @@ export interface PinnedOptions {
    * store; default: a temporary one.
    */
   scratch?: GPUBuffer;
+  /**
+   * Most bytes the store may take; default the host's available memory
+   * (`Deno.systemMemoryInfo().available`, unbounded where that is unknown).
+   */
+  hostMemoryLimit?: number;
 }
 
 /** Above this copy rate (GB/s) out of the store, its bytes did not cross PCIe 5 x16 (63 GB/s). */
@@ -129,8 +134,9 @@ export class PinnedUploader implements Uploader {
    * Allocates the store, fills it from `sources` (in parallel through `memcpy` when given), unmaps
    * it and times a copy out of it.
    *
-   * @throws {ArgumentError} for a repeated name, or a source larger than the device's largest
-   * buffer.
+   * @throws {ArgumentError} for a repeated name, a source larger than the device's largest
+   * buffer, or a store larger than `hostMemoryLimit`.
+   * @throws {GpuError} when the driver cannot allocate a store buffer.
    */
   static async create(
     gpu: Gpu,
@@ -154,19 +160,22 @@ export class PinnedUploader implements Uploader {
     const { places: at, bufferSizes } = packSources(sources.map((s) => s.byteLength), bufferBytes);
     const inBuffer: number[][] = bufferSizes.map(() => []);
     at.forEach((p, i) => inBuffer[p.buffer].push(i));
+    const total = sources.reduce((n, s) => n + s.byteLength, 0);
+    const hostLimit = opts.hostMemoryLimit ?? hostAvailableBytes();
+    if (total > hostLimit) {
+      throw new ArgumentError(
+        "uploader",
+        `'pinned' keeps a copy of every expert in host memory: ${gib(total)} for ` +
+          `${sources.length} tensors, but ${gib(hostLimit)} is available`,
+        USE_MAPPED,
+      );
+    }
     const buffers: GPUBuffer[] = [];
     const places = new Map<string, Place>();
     try {
-      const total = sources.reduce((n, s) => n + s.byteLength, 0);
       let done = 0;
       for (let b = 0; b < bufferSizes.length; b++) {
-        const buffer = gpu.createBuffer({
-          size: bufferSizes[b],
-          purpose: "staging",
-          label: `upload.pinned.${b}`,
-          usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
-          mappedAtCreation: true,
-        });
+        const buffer = await allocate(gpu, bufferSizes[b], b, done, total);
         buffers.push(buffer);
         const mine = inBuffer[b];
         const parts = mine.map((i) => ({ at: at[i].offset, data: bytesOf(sources[i]) }));
@@ -300,6 +309,59 @@ export function placementNotice(gbs: number, software: boolean): string | null {
 }
 
 /** The bytes of `s`, checked against its length. */
+const USE_MAPPED = '--uploader mapped (uploader: "mapped") copies each token\'s experts ' +
+  "through a small staging ring instead";
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
+/** The host's available memory in bytes, or Infinity where the runtime does not say. */
+function hostAvailableBytes(): number {
+  try {
+    return Deno.systemMemoryInfo().available;
+  } catch {
+    return Infinity;
+  }
+}
+
+/** One store buffer, mapped; an allocation the driver refuses becomes a typed error. */
+async function allocate(
+  gpu: Gpu,
+  size: number,
+  index: number,
+  done: number,
+  total: number,
+): Promise<GPUBuffer> {
+  const failed = (cause?: unknown) =>
+    new GpuError(
+      `the pinned store's buffer ${index} (${size} bytes) could not be allocated after ` +
+        `${gib(done)} of ${gib(total)} were pinned`,
+      USE_MAPPED,
+      { cause },
+    );
+  gpu.device.pushErrorScope("out-of-memory");
+  let buffer: GPUBuffer;
+  try {
+    buffer = gpu.createBuffer({
+      size,
+      purpose: "staging",
+      label: `upload.pinned.${index}`,
+      usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+      mappedAtCreation: true,
+    });
+  } catch (e) {
+    await gpu.device.popErrorScope();
+    throw failed(e);
+  }
+  const oom = await gpu.device.popErrorScope();
+  if (oom) {
+    gpu.destroyBuffer(buffer);
+    throw failed(oom.message);
+  }
+  return buffer;
+}
+
 function bytesOf(s: UploadSource): Uint8Array {
   const data = s.bytes();
   if (data.byteLength !== s.byteLength) {

@@ -204,3 +204,24 @@ Deno.test({
     assert.equal(gpu.memory().host.current, before, "a failed create frees its buffers");
   },
 });
+
+Deno.test({
+  name: "pinned uploader: a store beyond the host memory limit is refused before allocating",
+  ...GPU,
+  async fn() {
+    const gpu = await testGpu();
+    const parts = [source("a", new Uint8Array(600)), source("b", new Uint8Array(600))];
+    const before = gpu.memory().host.current;
+    await assert.rejects(
+      PinnedUploader.create(gpu, parts, { hostMemoryLimit: 1000 }),
+      (e) =>
+        e instanceof ArgumentError && e.argument === "uploader" &&
+        /0\.00 GiB for 2 tensors, but 0\.00 GiB is available/.test(e.message) &&
+        /--uploader mapped/.test(e.message),
+    );
+    assert.equal(gpu.memory().host.current, before, "nothing allocated");
+    const up = await PinnedUploader.create(gpu, parts, { hostMemoryLimit: 1200 });
+    assert.equal(up.stats.stagingBytes, 1200);
+    await up.dispose();
+  },
+});
