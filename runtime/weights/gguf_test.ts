@@ -1,7 +1,7 @@
 // GGUF: writer -> reader round trips in both access modes, every value type, tensor views and
 // conversions, typed getters and their errors, and the writer's argument checks.
 import assert from "node:assert/strict";
-import { ArgumentError } from "../base/errors.ts";
+import { ArgumentError, FileWriteError } from "../base/errors.ts";
 import { f16BitsToF32, packWeights } from "../base/dtype.ts";
 import { type GgufArray, type GgufArrayItems, type GgufEntry, openGguf } from "./gguf.ts";
 import { type GgufTensorToWrite, ggufValue as v, writeGguf } from "./gguf_writer.ts";
@@ -341,5 +341,17 @@ Deno.test("gguf: the writer rejects bad names, types, shapes, data and values", 
       writeGguf(p, { "general.alignment": v.u32(64) }, [], { alignment: 128 }),
       "alignment",
       "disagrees",
+    );
+  }));
+
+Deno.test("gguf: a file system refusal is a FileWriteError naming the file", () =>
+  withTempDir(async (dir) => {
+    const path = `${dir}/missing/x.gguf`;
+    await assert.rejects(
+      writeGguf(path, { "general.name": v.string("x") }, [
+        { name: "a", type: "F32", shape: [1], data: new Float32Array([1]) },
+      ]),
+      (e) =>
+        e instanceof FileWriteError && e.file === `${path}.partial` && /ENOENT/.test(e.message),
     );
   }));

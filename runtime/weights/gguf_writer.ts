@@ -23,6 +23,7 @@
  * @module
  */
 import { ArgumentError } from "../base/errors.ts";
+import { asWriteError } from "../output_files.ts";
 import {
   GGUF_ALIGNMENT_KEY,
   GGUF_DEFAULT_ALIGNMENT,
@@ -449,7 +450,9 @@ export async function writeGguf(
   const dataOffset = planned.length ? Math.ceil(head.length / alignment) * alignment : head.length;
   const zeros = new Uint8Array(alignment);
   const tmp = `${path}.partial`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  const file = await Deno.open(tmp, { write: true, create: true, truncate: true }).catch((e) => {
+    throw asWriteError(e, tmp);
+  });
   let closed = false;
   try {
     await writeAll(file, head.bytes());
@@ -476,6 +479,6 @@ export async function writeGguf(
   } catch (e) {
     if (!closed) file.close();
     await Deno.remove(tmp).catch(() => {});
-    throw e;
+    throw asWriteError(e, path);
   }
 }
