@@ -249,7 +249,7 @@ for (const spec of specs) {
       `copied once (sweep): ${sweepBefore.toFixed(2)} GB/s before the modes, ` +
       `${sweepAfter.toFixed(2)} after.`,
       "",
-      "| mode | decode tok/s | PCIe ceiling tok/s | peak GPU GiB (+ staging) | upload MiB/token | syncs/token | pre-gate hit | cache hit | ms/token sync / upload / rest | upload ms: fill / staging wait | slots | tokens |",
+      "| mode | decode tok/s | PCIe ceiling tok/s | peak GPU GiB (+ host staging or pinned store) | upload MiB/token | syncs/token | pre-gate hit | cache hit | ms/token sync / upload / rest | upload ms: fill / staging wait | slots | tokens |",
       "|---|---|---|---|---|---|---|---|---|---|---|---|",
       ...rows,
     ].join("\n"),

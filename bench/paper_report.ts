@@ -209,7 +209,7 @@ function ratios(rows: readonly PaperRow[], hf: readonly HfRow[], dtype: string):
 /** Every configuration's figures. */
 function details(run: PaperRun): string[] {
   const out = [
-    "| model | dtype | configuration | decode tok/s | copy ceiling tok/s | block ms | peak GPU GiB (+ staging) | " +
+    "| model | dtype | configuration | decode tok/s | copy ceiling tok/s | block ms | peak GPU GiB (+ host staging or pinned store) | " +
     "upload MiB/token | pre-gate hit | tokens | runs: tok/s (readback / copies / rest ms per token) |",
     "|---|---|---|---|---|---|---|---|---|---|---|",
   ];
