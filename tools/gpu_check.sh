@@ -14,6 +14,8 @@
 #            and then the pinned uploader, in one call (PREGATE_PINNED_MODEL: another model spec)
 #   quant    the kernels bench's GEMV and MoE rows only (or PREGATE_QUANT_SECTIONS), quantised types
 #            included, and Q4_K / Q8_0 GEMVs in five layouts (threads per row x rows per workgroup)
+#   convert  writes gguf's 8-layer checkpoint and its Q4_K and Q8_0 GGUF files (PREGATE_GGUF_TYPES)
+#            ahead, timed, into PREGATE_BENCH_DIR, which lasts while the machine is held
 #   gguf     the offload bench at bf16, then on Q4_K and Q8_0 GGUF files converted from the same
 #            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict; or the
 #            types and modes PREGATE_GGUF_TYPES (spaces) and PREGATE_GGUF_MODES (commas) name)
@@ -49,6 +51,18 @@ gguf_modes() { # the gguf step: bf16, then each GGUF type, on one checkpoint
       PREGATE_BENCH_RUNS=3 \
       $([ $t = bf16 ] || echo PREGATE_BENCH_TYPE=$t) PREGATE_BENCH_OUT="$out/gguf_$t" \
       deno run -A bench/offload.ts || rc=1
+  done
+  return $rc
+}
+
+convert_files() { # the convert step: gguf's checkpoint and its GGUF files, written ahead
+  local d=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16 t rc=0
+  echo "cores: $(nproc)"
+  [ -f "$d/config.json" ] || deno run -A cli.ts make-model --arch qwen3_moe --preset qwen3-30b-a3b \
+    --layers 8 --dtype bf16 --seed 1 --out "$d" || return 1
+  for t in ${PREGATE_GGUF_TYPES:-q4_k q8_0}; do
+    [ "$t" = bf16 ] || [ -f "$d-$t.gguf" ] && continue
+    time deno run -A cli.ts convert --model "$d" --out "$d-$t.gguf" --type "$t" || rc=1
   done
   return $rc
 }
@@ -152,7 +166,7 @@ paper_rows() { # the paper step: bench/paper.ts with HF beside it (PREGATE_PAPER
 }
 
 export out
-export -f dawn_tests pinned_modes gguf_modes llama_cpp llama_cpp_cuda cuda_parts profiles paper_rows
+export -f dawn_tests convert_files pinned_modes gguf_modes llama_cpp llama_cpp_cuda cuda_parts profiles paper_rows
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step hfnative 200 bash -c "deno run -A cli.ts gpu-info --gpu native; \
@@ -171,6 +185,7 @@ step peer 300 env PYTHONUNBUFFERED=1 python3 bench/peer_bench.py --out "$out/pee
 step pinned 420 pinned_modes
 step quant 300 env PREGATE_GPU=dawn PREGATE_BENCH_SECTIONS=${PREGATE_QUANT_SECTIONS:-gemv,moe} \
   PREGATE_BENCH_OUT="$out/kernels_quant.json" deno run -A bench/kernels_bench.ts
+step convert 580 convert_files
 step gguf 580 gguf_modes
 step cudapart 60 cuda_parts
 step llamacpp 420 llama_cpp
