@@ -55,7 +55,7 @@ export interface PinnedOptions {
   scratch?: GPUBuffer;
   /**
    * Most bytes the store may take; default the host's available memory
-   * (`Deno.systemMemoryInfo().available`, unbounded where that is unknown).
+   * (`Deno.systemMemoryInfo().available` where `--allow-sys` grants it; unbounded otherwise).
    */
   hostMemoryLimit?: number;
 }
@@ -316,10 +316,14 @@ function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 }
 
-/** The host's available memory in bytes, or Infinity where the runtime does not say. */
+/**
+ * The host's available memory in bytes, or Infinity where the runtime does not say (outside Deno,
+ * or without `--allow-sys`: the permission is queried, never prompted for).
+ */
 function hostAvailableBytes(): number {
   try {
-    return Deno.systemMemoryInfo().available;
+    const sys = Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" });
+    return sys.state === "granted" ? Deno.systemMemoryInfo().available : Infinity;
   } catch {
     return Infinity;
   }
