@@ -173,9 +173,8 @@ if (want("gemv")) {
     return { rows0, block, stored };
   };
   // Times a validated quantised GEMV and records its bytes/s, logged as it comes (the layout sweep
-  // is long; a cut-off run keeps what it measured).
-  // The dispatches read one copy of the weights each, in turn (see weightCopies); the time of one
-  // GEMV is their time over their number.
+  // is long; a cut-off run keeps what it measured). The dispatches read one copy of the weights
+  // each, in turn (weightCopies); one GEMV's time is theirs over their number.
   const timeQuantGemv = async (ds: Dispatch[], name: string, bytes: number) => {
     const t = await time(ds, { inner: full ? 50 : 5 });
     const seconds = t.seconds / ds.length;

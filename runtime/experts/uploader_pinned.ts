@@ -308,7 +308,7 @@ export function placementNotice(gbs: number, software: boolean): string | null {
     `(resizable BAR), so the experts occupy GPU memory; --uploader mapped avoids it`;
 }
 
-/** The bytes of `s`, checked against its length. */
+/** The hint of the store's refusals. */
 const USE_MAPPED = '--uploader mapped (uploader: "mapped") copies each token\'s experts ' +
   "through a small staging ring instead";
 
@@ -366,6 +366,7 @@ async function allocate(
   return buffer;
 }
 
+/** The bytes of `s`, checked against its length. */
 function bytesOf(s: UploadSource): Uint8Array {
   const data = s.bytes();
   if (data.byteLength !== s.byteLength) {
