@@ -8,7 +8,12 @@ import { ArgumentError } from "../runtime/base/errors.ts";
 import { makeModel } from "../runtime/models/make_model.ts";
 import type { ClockSampler } from "./clock.ts";
 import { HostExpertStore } from "../runtime/experts/store.ts";
-import { createUploader, PinnedUploader, type Uploader } from "../runtime/experts/uploader.ts";
+import {
+  createUploader,
+  PinnedUploader,
+  type Uploader,
+  type UploadPath,
+} from "../runtime/experts/uploader.ts";
 import { hostMemcpy } from "../runtime/weights/mmap.ts";
 import { type ExpertPool, expertPool } from "../runtime/models/weights.ts";
 import { stagingPlan } from "../runtime/experts/pool_size.ts";
@@ -337,7 +342,7 @@ export async function uploadEveryExpert(
 export async function measureUploadRate(
   gpu: Gpu,
   dir: string,
-  path: "write" | "mapped" | "pinned" | "auto",
+  path: UploadPath | "auto",
   sweep = false,
 ): Promise<number> {
   const cfg = await loadModelConfig(dir);

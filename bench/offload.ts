@@ -141,11 +141,9 @@ for (const spec of specs) {
     what: "PREGATE_BENCH_MODELS",
   });
   const dir = ggufType ? await benchGguf(checkpoint, ggufType, log) : checkpoint;
-  const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as
-    | "auto"
-    | "write"
-    | "mapped"
-    | "pinned";
+  const uploaderPath = (Deno.env.get("PREGATE_UPLOADER") ?? "auto") as NonNullable<
+    LoadOptions["uploader"]
+  >;
   await settleWriteback(log);
   const cacheBefore = await cacheState(dir);
   log(`${spec}: ${cacheText(cacheBefore)}`);

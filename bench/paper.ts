@@ -84,7 +84,7 @@ const KEEP = env("PREGATE_PAPER_KEEP", "") === "1";
 const HF = env("PREGATE_PAPER_HF", "") === "1";
 const WARMUP_S = Number(env("PREGATE_BENCH_WARMUP_S", small ? "0" : "2"));
 const RUNS = int("PREGATE_BENCH_RUNS", 3);
-const UPLOADER = env("PREGATE_UPLOADER", "auto") as "auto" | "write" | "mapped" | "pinned";
+const UPLOADER = env("PREGATE_UPLOADER", "auto") as NonNullable<LoadOptions["uploader"]>;
 const OUT = Deno.env.get("PREGATE_BENCH_OUT");
 const log = (m: string) => console.error(`[paper] ${m}`);
 

@@ -32,6 +32,7 @@ import {
   type PregatePolicy,
 } from "./experts/engine.ts";
 import type { ExpertTrace } from "./experts/trace.ts";
+import type { UploadPath } from "./experts/uploader_types.ts";
 import { argmax } from "../kernels/argmax.ts";
 import { sample as sampleKernel, sampleRng } from "../kernels/sample.ts";
 import { advanceStep } from "../kernels/step.ts";
@@ -63,7 +64,7 @@ export interface LoadOptions {
    * or `pinned` (every expert copied at load into host-visible buffers the GPU copies from; a
    * second host copy of the experts, for bus-speed uploads).
    */
-  uploader?: "auto" | "write" | "mapped" | "pinned";
+  uploader?: UploadPath | "auto";
   /** Record an expert trace (offloading modes); see {@linkcode Model.trace}. */
   trace?: boolean;
   /** Most positions (prompt + generated) per sequence; default min(config, 2048). */

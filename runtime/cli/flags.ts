@@ -149,7 +149,7 @@ function modelOptions(v: Flags) {
   return {
     mode,
     activations: activations as "f32" | "llama.cpp" | undefined,
-    uploader: uploader as "auto" | "write" | "mapped" | "pinned" | undefined,
+    uploader: uploader as LoadOptions["uploader"],
     cachePolicy: policy as "lru" | "lfu" | undefined,
     pregate: v.pregate as "exact" | "strict" | undefined,
     budget: v.budget === undefined ? undefined : parseSize(v.budget, "--budget"),

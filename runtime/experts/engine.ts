@@ -248,8 +248,6 @@ export class OffloadEngine implements StreamedExperts {
     });
     const pool = expertPool(gpu, E, slots, host.inter, host.hidden, host.types, host.act);
     try {
-      // Staging (mapped path): one MoE layer's copies (top-k experts; all E for prefetch-all) per
-      // buffer, at most 128 MiB; see stagingPlan.
       const uploader = opts.uploader === "pinned"
         ? await PinnedUploader.create(gpu, host.sources(), {
           onProgress: opts.onPinProgress,
@@ -260,7 +258,7 @@ export class OffloadEngine implements StreamedExperts {
         : createUploader(gpu, opts.uploader ?? "auto", staging);
       return new OffloadEngine(gpu, cfg, host, state, weights, opts, pool, uploader);
     } catch (e) {
-      for (const b of [pool.gate, pool.up, pool.down, pool.table]) if (b) gpu.destroyBuffer(b);
+      for (const b of poolBuffers(pool)) gpu.destroyBuffer(b);
       throw e;
     }
   }
@@ -417,9 +415,7 @@ export class OffloadEngine implements StreamedExperts {
   dispose(): Promise<void> {
     const staging = this.#uploader.dispose();
     const seen = new Set<GPUBuffer>();
-    for (const p of this.#pools.values()) {
-      [p.gate, p.up, p.down, p.table].forEach((b) => b && seen.add(b));
-    }
+    for (const p of this.#pools.values()) poolBuffers(p).forEach((b) => seen.add(b));
     for (const p of this.#pred.values()) [p.ids, p.weights, p.logits].forEach((b) => seen.add(b));
     seen.add(this.#readback);
     for (const b of seen) this.#gpu.destroyBuffer(b);
@@ -453,6 +449,10 @@ function moeChains(cfg: ModelConfig): number[][] {
 }
 
 /** The mapped uploader's staging ring for `cfg`: one MoE layer's copies per buffer. */
+/**
+ * The mapped path's staging ring: one MoE layer's copies (top-k experts; all E for prefetch-all)
+ * per buffer, at most 128 MiB; see stagingPlan.
+ */
 function engineStaging(
   cfg: ModelConfig,
   host: HostExpertStore,
@@ -462,6 +462,11 @@ function engineStaging(
     l.ffn.kind === "moe" ? [opts.mode === "prefetch-all" ? l.ffn.experts : l.ffn.topK] : []
   );
   return stagingPlan(host.bytesPerExpert, Math.max(...perLayer));
+}
+
+/** The GPU buffers of a slot pool (a ReLU pool has no `up`). */
+function poolBuffers(pool: ExpertPool): GPUBuffer[] {
+  return [pool.gate, pool.up, pool.down, pool.table].filter((b): b is GPUBuffer => b !== null);
 }
 
 /** The steps of `op` that `round` runs. */
