@@ -18,7 +18,8 @@
 #            ahead, timed, into PREGATE_BENCH_DIR, which lasts while the machine is held
 #   gguf     the offload bench at bf16, then on Q4_K and Q8_0 GGUF files converted from the same
 #            8-layer checkpoint, in one call (resident, on-demand, pregated exact and strict; or the
-#            types and modes PREGATE_GGUF_TYPES (spaces) and PREGATE_GGUF_MODES (commas) name)
+#            types and modes PREGATE_GGUF_TYPES (spaces) and PREGATE_GGUF_MODES (commas) name), once
+#            per uploader that PREGATE_GGUF_UPLOADERS names (spaces; default auto)
 #   llamacpp llama.cpp (node-llama-cpp 3.21.1, Vulkan) on gguf's files: resident decode tok/s and
 #            greedy ids beside Pregate's; the llama.cpp cross-check test (llama.cpp Vulkan, Pregate Dawn).
 #            Needs .nlc/nlc.tar.xz (`bash bench/llama_cpp_pack.sh`) carried with .device. When
@@ -36,6 +37,8 @@
 # "STEP rc=N Ss" per step goes to stdout and $OUT/summary.txt. With $OUT set, everything is packed
 # into $OUT/check.tgz at the end (the device tool brings back only a few files a call). To compare with an earlier commit, run
 # this script from a checkout of each in the same call (same machine, same clock behaviour).
+# PREGATE_CHECK_SECONDS=N ends every step by N seconds after the start (a later step is skipped),
+# so that several steps fit one call's limit and the packing at the end still runs.
 set -u
 out=${OUT:-/tmp/pregate-check}
 mkdir -p "$out"
@@ -43,14 +46,17 @@ mkdir -p "$out"
 export NO_COLOR=1 PREGATE_BENCH_DIR=${PREGATE_BENCH_DIR:-/tmp/pregate-bench}
 steps=" ${*:-tests parity decode offload} "
 
-gguf_modes() { # the gguf step: bf16, then each GGUF type, on one checkpoint
-  local t rc=0
-  for t in ${PREGATE_GGUF_TYPES:-bf16 q4_k q8_0}; do
-    env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 PREGATE_BENCH_TOKENS=16 \
-      PREGATE_BENCH_MODES=${PREGATE_GGUF_MODES:-resident,on-demand,pregated-exact,pregated-strict} \
-      PREGATE_BENCH_RUNS=3 \
-      $([ $t = bf16 ] || echo PREGATE_BENCH_TYPE=$t) PREGATE_BENCH_OUT="$out/gguf_$t" \
-      deno run -A bench/offload.ts || rc=1
+gguf_modes() { # the gguf step: bf16, then each GGUF type, on one checkpoint, per uploader
+  local t u rc=0
+  for u in ${PREGATE_GGUF_UPLOADERS:-auto}; do
+    for t in ${PREGATE_GGUF_TYPES:-bf16 q4_k q8_0}; do
+      env PREGATE_GPU=dawn PREGATE_BENCH_MODELS=qwen3_moe:qwen3-30b-a3b:8:bf16 PREGATE_BENCH_TOKENS=16 \
+        PREGATE_BENCH_MODES=${PREGATE_GGUF_MODES:-resident,on-demand,pregated-exact,pregated-strict} \
+        PREGATE_BENCH_RUNS=3 PREGATE_UPLOADER=$u \
+        $([ $t = bf16 ] || echo PREGATE_BENCH_TYPE=$t) \
+        PREGATE_BENCH_OUT="$out/gguf_$([ $u = auto ] || echo "${u}_")$t" \
+        deno run -A bench/offload.ts || rc=1
+    done
   done
   return $rc
 }
@@ -138,10 +144,18 @@ profiles() { # the profile step
   return $rc
 }
 
-step() { # step NAME SECONDS COMMAND...
+step() { # step NAME SECONDS COMMAND... (SECONDS: at most what PREGATE_CHECK_SECONDS leaves)
   local name=$1 limit=$2
   shift 2
   [[ "$steps" == *" $name "* ]] || return 0
+  if [ -n "${PREGATE_CHECK_SECONDS:-}" ]; then
+    local left=$((PREGATE_CHECK_SECONDS - SECONDS))
+    if [ "$left" -lt 10 ]; then
+      echo "$name skipped: PREGATE_CHECK_SECONDS ($PREGATE_CHECK_SECONDS s) spent" | tee -a "$out/summary.txt"
+      return 0
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   local t0=$SECONDS
   timeout "$limit" bash -c '"$@"' _ "$@" >"$out/$name.log" 2>&1 # bash: the steps may be functions
   echo "$name rc=$? $((SECONDS - t0))s" | tee -a "$out/summary.txt"
