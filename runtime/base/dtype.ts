@@ -81,6 +81,26 @@ export function bf16BitsToF32(b: number): number {
 }
 
 /**
+ * The values of 16-bit words of `dtype` as f32 (bf16 is the top half of an f32: widened by a shift).
+ *
+ * @example
+ * ```ts
+ * import { halfWordsToF32 } from "./dtype.ts";
+ * console.log(halfWordsToF32(new Uint16Array([0x3f80, 0xc000]), "bf16")); // Float32Array [1, -2]
+ * ```
+ */
+export function halfWordsToF32(words: Uint16Array, dtype: "f16" | "bf16"): Float32Array {
+  const out = new Float32Array(words.length);
+  if (dtype === "bf16") {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < words.length; i++) bits[i] = words[i] << 16;
+  } else {
+    for (let i = 0; i < words.length; i++) out[i] = f16BitsToF32(words[i]);
+  }
+  return out;
+}
+
+/**
  * Packs f32 values into u32 words of `dtype` (16-bit dtypes: two per word, low half first; an odd
  * count leaves the last high half zero).
  */

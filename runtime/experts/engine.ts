@@ -448,7 +448,6 @@ function moeChains(cfg: ModelConfig): number[][] {
   ).filter((c) => c.length > 0);
 }
 
-/** The mapped uploader's staging ring for `cfg`: one MoE layer's copies per buffer. */
 /**
  * The mapped path's staging ring: one MoE layer's copies (top-k experts; all E for prefetch-all)
  * per buffer, at most 128 MiB; see stagingPlan.

@@ -29,7 +29,7 @@
  * @module
  */
 import { ConfigError, GgufError } from "../base/errors.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "../base/dtype.ts";
+import { halfWordsToF32 } from "../base/dtype.ts";
 import { type GgufFile, type GgufTensorInfo, isGgufFile, openGguf } from "../weights/gguf.ts";
 import type { Advice, OpenMappedOptions } from "../weights/mmap.ts";
 import { dequantize } from "../weights/quant.ts";
@@ -247,8 +247,7 @@ function toF32(bytes: Uint8Array, dtype: WeightType, n: number): Float32Array {
   if (isQuantType(dtype)) return dequantize(bytes, dtype, n);
   const b = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   if (dtype === "f32") return new Float32Array(b.buffer, b.byteOffset, n).slice();
-  const conv = dtype === "f16" ? f16BitsToF32 : bf16BitsToF32;
-  return Float32Array.from(new Uint16Array(b.buffer, b.byteOffset, n), conv);
+  return halfWordsToF32(new Uint16Array(b.buffer, b.byteOffset, n), dtype);
 }
 
 /** A GGUF file's tensors under checkpoint names (see {@linkcode openGgufStore}). */

@@ -20,7 +20,7 @@
  * @module
  */
 import { GgufError } from "../base/errors.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "../base/dtype.ts";
+import { halfWordsToF32 } from "../base/dtype.ts";
 import { type MapKind, type MappedFile, openMapped, type OpenMappedOptions } from "./mmap.ts";
 import { dequantize, QUANT_GGML_NAME, QUANT_TYPES } from "./quant.ts";
 import {
@@ -365,8 +365,7 @@ class Gguf implements GgufFile {
       const kind = t.type.name;
       if (kind === "F32") return (view() as Float32Array).slice();
       if (kind === "F16" || kind === "BF16") {
-        const conv = kind === "F16" ? f16BitsToF32 : bf16BitsToF32;
-        return Float32Array.from(view() as Uint16Array, conv);
+        return halfWordsToF32(view() as Uint16Array, kind === "F16" ? "f16" : "bf16");
       }
       const quant = QUANT_TYPES.find((q) => QUANT_GGML_NAME[q] === kind);
       if (quant) return dequantize(bytes(), quant, t.elements);

@@ -28,7 +28,7 @@
  * @module
  */
 import { WeightFileError } from "../base/errors.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "../base/dtype.ts";
+import { halfWordsToF32 } from "../base/dtype.ts";
 import { dequantize } from "./quant.ts";
 import { isQuantType, type WeightType } from "./weight_type.ts";
 import {
@@ -201,16 +201,8 @@ function toF32(t: Tensor): Float32Array {
     const aligned = b.byteOffset % 4 === 0 ? b : b.slice();
     return new Float32Array(aligned.buffer, aligned.byteOffset, n).slice();
   }
-  const out = new Float32Array(n);
-  if (t.dtype === "bf16" && b.byteOffset % 2 === 0) {
-    // A bf16 value is the top half of its f32: widen by a shift, 32 bits at a time.
-    const src = new Uint16Array(b.buffer, b.byteOffset, n), dst = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) dst[i] = src[i] << 16;
-    return out;
-  }
-  const conv = t.dtype === "f16" ? f16BitsToF32 : bf16BitsToF32;
-  for (let i = 0; i < n; i++) out[i] = conv(b[2 * i] | (b[2 * i + 1] << 8));
-  return out;
+  const aligned = b.byteOffset % 2 === 0 ? b : b.slice();
+  return halfWordsToF32(new Uint16Array(aligned.buffer, aligned.byteOffset, n), t.dtype);
 }
 
 class Store implements TensorStore {
