@@ -20,9 +20,9 @@
 // What node-llama-cpp 3.21.1 does not offer (checked in its .d.ts and its addon's C++ source,
 // llama/addon/AddonModel.cpp): any placement of tensors other than `gpuLayers` (whole layers on
 // the GPU or the CPU). llama.cpp's `--cpu-moe` / `--n-cpu-moe` / `--override-tensor` (the model
-// params' `tensor_buft_overrides`) are not exposed, so llama.cpp with the experts kept in host
-// memory cannot be measured through it; this script measures resident decode (`gpuLayers: "max"`)
-// or pure CPU decode only.
+// params' `tensor_buft_overrides`) are not exposed; this script measures resident decode
+// (`gpuLayers: "max"`) or pure CPU decode only. llama_cpp_ffi.mjs calls the same libllama through
+// Deno's FFI with the experts kept in host memory.
 //
 // GGUF files without a vocabulary (`tokenizer.ggml.model` = `no_vocab`, what Pregate's `convert`
 // writes for a checkpoint without tokenizer.json): llama.cpp loads them and evaluates raw token ids,

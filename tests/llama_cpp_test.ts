@@ -373,3 +373,56 @@ Deno.test({
     }
   },
 });
+
+/** Runs bench/llama_cpp_ffi.mjs (llama.cpp through FFI) with `flags`; its JSON line, or its error. */
+async function llamaCppFfi(
+  flags: string[],
+): Promise<{ code: number; json?: Record<string, unknown>; stderr: string }> {
+  const script = new URL("../bench/llama_cpp_ffi.mjs", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-config", script, "--install", INSTALL!, ...flags],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr);
+  return {
+    code: out.code,
+    json: stdout ? JSON.parse(stdout.split("\n").at(-1)!) : undefined,
+    stderr,
+  };
+}
+
+Deno.test({
+  name: "llama.cpp through FFI (the experts-in-host-memory peer) decodes as node-llama-cpp does",
+  ignore: !INSTALL,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
+    try {
+      const demo = CROSS_MODELS[0];
+      const path = `${dir}/demo-q4_k.gguf`;
+      await writeGguf(await demo.checkpoint(dir), path, "q4_k");
+      const prompt = (await loadTokenizer(path)).encode(demo.prompt);
+      const ll = await llamaCpp(path, `ids:${prompt}`, STEPS);
+      const common = ["--model", path, "--gpu", BACKEND, "--prompt-ids", `${prompt}`];
+      const run = ["--tokens", `${STEPS}`, "--runs", "1", "--threads", "1"];
+      // The structs passed by value follow the bundled llama.h; a wrong offset loads another
+      // placement, another context, or nothing.
+      for (const experts of BACKEND === "cpu" ? ["gpu"] : ["gpu", "host"]) {
+        const r = await llamaCppFfi([...common, "--experts", experts, ...run]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.json?.experts, experts);
+        assert.equal(r.json?.total_layers, 8);
+        assert.deepEqual(r.json?.ids, ll.tokens, `experts on ${experts}: greedy ids`);
+        if (experts === "host") assert.match(r.stderr, /ffn_up_exps\.weight .* overridden to/);
+      }
+      const cpu = await llamaCppFfi([...common.slice(0, 2), "--gpu", "cpu", "--experts", "host"]);
+      assert.equal(cpu.code, 2);
+      assert.match(cpu.stderr, /--experts host needs a GPU build/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

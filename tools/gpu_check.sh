@@ -26,6 +26,9 @@
 #            every piece of the CUDA build is in /tmp/nlc-cuda (step cudapart), also llama.cpp
 #            CUDA on the same files
 #   llamacuda only llama.cpp CUDA on gguf's files (the end of llamacpp)
+#   llamahost llama.cpp through FFI (bench/llama_cpp_ffi.mjs) on gguf's files: decode with every
+#            layer on the GPU and with the experts in host memory (llama.cpp's --cpu-moe), Vulkan,
+#            and CUDA when every piece of its build is in /tmp/nlc-cuda
 #   cudapart keeps the pieces of llama.cpp's CUDA build carried in .nlc_cuda (one a call:
 #            `bash bench/llama_cpp_cuda_pack.sh`) in /tmp/nlc-cuda, which lasts while the machine
 #            is held, and says which are there
@@ -85,7 +88,7 @@ pinned_modes() { # the pinned step
 
 llama_cpp() { # the llamacpp step
   local t f ids rc=0
-  mkdir -p /tmp/nlc && tar -xJf .nlc/nlc.tar.xz -C /tmp/nlc || return 1
+  nlc_install || return 1
   ids=$(deno eval 'console.log(Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % 151936).join())')
   for t in q4_k q8_0; do
     f=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16-$t.gguf
@@ -100,17 +103,28 @@ llama_cpp() { # the llamacpp step
   return $rc
 }
 
+cuda_build() { # prints the LD_LIBRARY_PATH llama.cpp's CUDA build needs, once it is unpacked
+  if ! [ -f /tmp/nlc-cuda/SHA256SUMS ] || ! (cd /tmp/nlc-cuda && sha256sum -c --quiet SHA256SUMS); then
+    echo "llama.cpp CUDA: not all pieces of its build are in /tmp/nlc-cuda (step cudapart)" >&2
+    return 1
+  fi
+  [ -d /tmp/nlc/node_modules/@node-llama-cpp/linux-x64-cuda ] ||
+    cat /tmp/nlc-cuda/cuda.tar.xz.part-* | tar -xJ -C /tmp/nlc/node_modules/@node-llama-cpp/ || return 1
+  # node-llama-cpp looks for the driver (libcuda, libnvidia-ml) and the CUDA runtime and cuBLAS on
+  # LD_LIBRARY_PATH and a few system folders before it loads its CUDA build; so does the FFI peer.
+  local drv
+  drv=$(find / -xdev -name 'libcuda.so.1' 2>/dev/null | head -n 1)
+  echo "/usr/local/cuda-13.0/targets/x86_64-linux/lib${drv:+:$(dirname "$drv")}"
+}
+
+nlc_install() { # .nlc's node-llama-cpp install in /tmp/nlc
+  [ -d /tmp/nlc/node_modules ] || { mkdir -p /tmp/nlc && tar -xJf .nlc/nlc.tar.xz -C /tmp/nlc; }
+}
+
 llama_cpp_cuda() { # the llamacuda step (and the end of llamacpp)
-  local t f rc=0
-  [ -d /tmp/nlc/node_modules ] || { mkdir -p /tmp/nlc && tar -xJf .nlc/nlc.tar.xz -C /tmp/nlc; } || return 1
-  # llama.cpp CUDA, once every piece of its build is here (step cudapart).
-  if [ -f /tmp/nlc-cuda/SHA256SUMS ] && (cd /tmp/nlc-cuda && sha256sum -c --quiet SHA256SUMS); then
-    cat /tmp/nlc-cuda/cuda.tar.xz.part-* | tar -xJ -C /tmp/nlc/node_modules/@node-llama-cpp/ || rc=1
-    # node-llama-cpp looks for the driver (libcuda, libnvidia-ml) and the CUDA runtime and cuBLAS
-    # on LD_LIBRARY_PATH and a few system folders before it loads its CUDA build.
-    local lib drv
-    drv=$(find / -xdev -name 'libcuda.so.1' 2>/dev/null | head -n 1)
-    lib=/usr/local/cuda-13.0/targets/x86_64-linux/lib${drv:+:$(dirname "$drv")}
+  local t f lib rc=0
+  nlc_install || return 1
+  if lib=$(cuda_build); then
     echo "llama.cpp CUDA: LD_LIBRARY_PATH += $lib"
     for t in q4_k q8_0; do
       f=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16-$t.gguf
@@ -120,12 +134,32 @@ llama_cpp_cuda() { # the llamacuda step (and the end of llamacpp)
         >"$out/llama_cpp_cuda_$t.json" || rc=1
     done
   else
-    echo "llama.cpp CUDA: not all pieces of its build are in /tmp/nlc-cuda (step cudapart)"
     rc=1
   fi
   # What llama.cpp's CUDA build (libggml-cuda.so: CUDA 13 runtime and cuBLAS) would find here.
   python3 -c 'import torch; print("torch CUDA", torch.version.cuda)' || true
   find / -xdev \( -name 'libcublas.so*' -o -name 'libcudart.so*' \) 2>/dev/null | head -n 20
+  return $rc
+}
+
+llama_host() { # the llamahost step: llama.cpp through FFI, experts on the GPU and in host memory
+  local g t e f lib name rc=0
+  nlc_install || return 1
+  for g in vulkan cuda; do
+    lib=
+    if [ $g = cuda ]; then lib=$(cuda_build) || continue; fi
+    for t in ${PREGATE_GGUF_TYPES:-q4_k q8_0}; do
+      f=$PREGATE_BENCH_DIR/qwen3_moe-qwen3-30b-a3b-8-bf16-$t.gguf
+      for e in gpu host; do
+        name=llama_ffi_${g}_${e}_$t
+        LD_LIBRARY_PATH=$lib${lib:+:}${LD_LIBRARY_PATH:-} \
+          deno run -A --no-config bench/llama_cpp_ffi.mjs --install /tmp/nlc --model "$f" --gpu $g \
+          --experts $e --prompt-ids offload --tokens 16 --runs 5 >"$out/$name.json" 2>"$out/$name.log" ||
+          rc=1
+        echo "$name: $(grep -E 'decode tok/s|llama_cpp_ffi:' "$out/$name.log" | tail -n 1)"
+      done
+    done
+  done
   return $rc
 }
 
@@ -180,7 +214,8 @@ paper_rows() { # the paper step: bench/paper.ts with HF beside it (PREGATE_PAPER
 }
 
 export out
-export -f dawn_tests convert_files pinned_modes gguf_modes llama_cpp llama_cpp_cuda cuda_parts profiles paper_rows
+export -f dawn_tests convert_files pinned_modes gguf_modes nlc_install cuda_build llama_cpp llama_cpp_cuda \
+  llama_host cuda_parts profiles paper_rows
 step tests 300 dawn_tests
 step parity 90 deno run -A tools/impl_parity.ts --json "$out/impl_parity.json"
 step hfnative 200 bash -c "deno run -A cli.ts gpu-info --gpu native; \
@@ -204,6 +239,7 @@ step gguf 580 gguf_modes
 step cudapart 60 cuda_parts
 step llamacpp 420 llama_cpp
 step llamacuda 240 llama_cpp_cuda
+step llamahost 300 llama_host
 step paper 580 paper_rows
 step profile 240 profiles
 cat "$out/summary.txt"
