@@ -7,11 +7,13 @@
 // project's configuration:
 //   deno run -A --no-config bench/llama_cpp_ffi.mjs --install DIR --model F.gguf \
 //     [--gpu vulkan|cuda|cpu] [--experts gpu|host] [--prompt-ids 1,2,3|offload] [--tokens 16] \
-//     [--runs 3] [--threads N]
+//     [--runs 3] [--threads N] [--logits FILE]
 // DIR holds node_modules/@node-llama-cpp/linux-x64[-vulkan|-cuda] (bench/llama_cpp_pack.sh).
 // `--prompt-ids offload` is bench/offload.ts's prompt: (i * 7919 + 13) % vocab for i < 16. One
 // untimed warm-up run, then `--runs` timed runs; all must give the same tokens. Prints one JSON line
-// in llama_cpp_peer.mjs's form (plus the placement and the threads);
+// in llama_cpp_peer.mjs's form (plus the placement and the threads); `--logits FILE` also writes
+// the warm-up run's logits, one row of `vocab` little-endian f32 per generated token (row i: the
+// logits ids[i] was chosen from);
 // llama.cpp's own log goes to stderr.
 //
 // The structs below follow include/llama.h of llama.cpp as node-llama-cpp 3.21.1 bundles it
@@ -32,6 +34,7 @@ const { values: args } = parseArgs({
     tokens: { type: "string", default: "16" },
     runs: { type: "string", default: "3" },
     threads: { type: "string" },
+    logits: { type: "string" },
   },
 });
 const log = (m) => console.error(`[llama.cpp ffi] ${m}`);
@@ -139,6 +142,7 @@ const llama = Deno.dlopen(libNamed(/^libllama\.[a-z0-9.]*\.so$/), {
   llama_sampler_init_greedy: { parameters: [], result: PTR },
   llama_sampler_sample: { parameters: [PTR, PTR, "i32"], result: "i32" },
   llama_sampler_free: { parameters: [PTR], result: "void" },
+  llama_get_logits_ith: { parameters: [PTR, "i32"], result: PTR },
   llama_free: { parameters: [PTR], result: "void" },
   llama_model_free: { parameters: [PTR], result: "void" },
   llama_backend_free: { parameters: [], result: "void" },
@@ -239,16 +243,28 @@ function decode(ids) {
   if (rc !== 0) fail(`llama_decode returned ${rc} after ${ids.length} tokens`);
 }
 
-/** One greedy generation from an empty context: ids and the prefill / decode split. */
-function once() {
+/** The logits of the last decoded token, copied (for `--logits`). */
+function lastLogits() {
+  const p = L.llama_get_logits_ith(context, -1);
+  if (!p) fail("llama_get_logits_ith returned no logits");
+  return new Float32Array(Deno.UnsafePointerView.getArrayBuffer(p, vocab * 4).slice(0));
+}
+
+/**
+ * One greedy generation from an empty context: ids and the prefill / decode split; with `rows`,
+ * each step's logits are pushed onto it (outside the timed runs).
+ */
+function once(rows) {
   L.llama_memory_clear(L.llama_get_memory(context), true);
   const ids = [];
   const start = performance.now();
   decode(prompt);
+  rows?.push(lastLogits());
   ids.push(L.llama_sampler_sample(sampler, context, -1));
   const first = performance.now();
   while (ids.length < steps) {
     decode([ids.at(-1)]);
+    rows?.push(lastLogits());
     ids.push(L.llama_sampler_sample(sampler, context, -1));
   }
   const last = performance.now();
@@ -261,7 +277,13 @@ function once() {
   };
 }
 
-const warm = once();
+const rows = args.logits ? [] : undefined;
+const warm = once(rows);
+if (rows) {
+  const all = new Float32Array(rows.length * vocab);
+  rows.forEach((r, i) => all.set(r, i * vocab));
+  Deno.writeFileSync(args.logits, new Uint8Array(all.buffer));
+}
 const timed = [];
 for (let r = 0; r < runs; r++) timed.push(once());
 for (const r of timed) {

@@ -51,6 +51,8 @@ import { openGguf } from "../runtime/weights/gguf.ts";
 import { convertToGguf } from "../runtime/models/gguf_convert.ts";
 import { makeMoeModel, Q4K_DIMS } from "../runtime/models/gguf_model_test_util.ts";
 import { agreement, CROSS_MODELS, pregateRun, writeGguf } from "./llama_cpp_pregate.ts";
+import { llamaCppParity } from "../tools/llama_cpp_parity.ts";
+import { testGpu } from "./test_util.ts";
 import { loadTokenizer } from "../runtime/text/tokenizer.ts";
 import {
   tinyLlamaGaps,
@@ -421,6 +423,49 @@ Deno.test({
       const cpu = await llamaCppFfi([...common.slice(0, 2), "--gpu", "cpu", "--experts", "host"]);
       assert.equal(cpu.code, 2);
       assert.match(cpu.stderr, /--experts host needs a GPU build/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "Pregate's logits with llama.cpp's activations are llama.cpp's up to the order of additions",
+  ignore: !INSTALL,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
+    try {
+      const demo = CROSS_MODELS[0];
+      const checkpoint = await demo.checkpoint(dir);
+      const gpu = await testGpu();
+      for (const type of ["f16", "q8_0", "q4_k"] as const) {
+        const model = `${dir}/demo-${type}.gguf`;
+        await writeGguf(checkpoint, model, type);
+        // One prompt token: the first pass holds no sum near a rounding boundary on the
+        // development machine (figures: bench/results/gguf.md, "llama.cpp's logits").
+        const prompt = (await loadTokenizer(model)).encode(demo.prompt).slice(0, 1);
+        const steps = await llamaCppParity({
+          install: INSTALL!,
+          model,
+          prompt,
+          tokens: 8,
+          activations: "llama.cpp",
+          gpu,
+        });
+        const diffs = steps.map((s) => s.maxDiff.toExponential(1));
+        if (type === "f16") {
+          // f16 activations: roundings that part move a logit by ~1e-3 of the spread, no more.
+          assert.ok(steps.every((s) => s.maxDiff < 5e-3), `f16: per step ${diffs}`);
+        } else {
+          // Q8_0 / Q8_K activations: equal up to float order (~1e-6) until a sum lands on the
+          // other side of a rounding boundary; then a few hundredths.
+          assert.ok(steps[0].maxDiff < 1e-5, `${type}: per step ${diffs}`);
+          assert.ok(steps.every((s) => s.maxDiff < 0.15), `${type}: per step ${diffs}`);
+        }
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
