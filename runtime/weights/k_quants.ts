@@ -3,8 +3,8 @@
  * their reference quantisers (`quantize_row_q{4,5,6}_K_ref`, what `llama-quantize` writes without
  * an importance matrix) and dequantisers, in single-precision arithmetic (every step rounded to
  * f32, as the C code computes), so the bytes are ggml's. `quant.ts` is the public face of these;
- * it quantises Q4_K and Q5_K with their WebAssembly builds (`k_quants_wasm.ts`, the same bytes,
- * faster), for which `quantizeQ4K` and `quantizeQ5K` here are the reference.
+ * it quantises with their WebAssembly builds (`k_quants_wasm.ts`, the same bytes, faster), for which
+ * the quantisers here are the reference.
  *
  * - **Q4_K** (144 bytes): f16 `d`, f16 `dmin`, 12 bytes packing eight 6-bit scales `sc[j]` and mins
  *   `m[j]` (one per 32-value sub-block), 128 bytes of 4-bit quants (bytes `32 c .. 32 c + 31` hold

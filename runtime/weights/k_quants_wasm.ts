@@ -1,6 +1,6 @@
 /**
- * The Q4_K and Q5_K quantisers in WebAssembly (`wasm/k_quants.ts`, AssemblyScript, embedded by
- * `tools/build_wasm.sh`): the same bytes as the TypeScript reference in `k_quants.ts`, about 2.5x
+ * The Q4_K, Q5_K and Q6_K quantisers in WebAssembly (`wasm/k_quants.ts`, AssemblyScript, embedded by
+ * `tools/build_wasm.sh`): the same bytes as the TypeScript reference in `k_quants.ts`, 2.5-3x
  * faster, since every step of ggml's float arithmetic is a native f32 operation there rather than a
  * rounding of a double. One module instance per thread, made on first use; inputs go through its
  * memory 4 MiB of values at a time.
@@ -21,6 +21,7 @@ interface KQuantsExports {
   heapBase(): number;
   quantizeQ4K(x: number, nb: number, out: number): void;
   quantizeQ5K(x: number, nb: number, out: number): void;
+  quantizeQ6K(x: number, nb: number, out: number): void;
 }
 
 let instance: KQuantsExports | null = null;
@@ -45,7 +46,12 @@ const WASM_PAGE = 65536;
 const CHUNK = 4096;
 
 /** Runs the module's quantiser `fn` on `nb` super-blocks of `x`, `bytes` bytes each. */
-function run(x: Float32Array, nb: number, bytes: number, fn: "quantizeQ4K" | "quantizeQ5K") {
+function run(
+  x: Float32Array,
+  nb: number,
+  bytes: number,
+  fn: "quantizeQ4K" | "quantizeQ5K" | "quantizeQ6K",
+) {
   const k = kQuants();
   const at = Math.ceil(k.heapBase() / 16) * 16;
   const blocks = Math.min(nb, CHUNK);
@@ -70,4 +76,9 @@ export function quantizeQ4KWasm(x: Float32Array, nb: number): Uint8Array {
 /** Quantises `nb` super-blocks of `x` to Q5_K, as `quantizeQ5K` in `k_quants.ts` does. */
 export function quantizeQ5KWasm(x: Float32Array, nb: number): Uint8Array {
   return run(x, nb, 176, "quantizeQ5K");
+}
+
+/** Quantises `nb` super-blocks of `x` to Q6_K, as `quantizeQ6K` in `k_quants.ts` does. */
+export function quantizeQ6KWasm(x: Float32Array, nb: number): Uint8Array {
+  return run(x, nb, 210, "quantizeQ6K");
 }

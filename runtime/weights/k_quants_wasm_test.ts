@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { quantizeQ4K, quantizeQ5K } from "./k_quants.ts";
-import { quantizeQ4KWasm, quantizeQ5KWasm } from "./k_quants_wasm.ts";
+import { quantizeQ4K, quantizeQ5K, quantizeQ6K } from "./k_quants.ts";
+import { quantizeQ4KWasm, quantizeQ5KWasm, quantizeQ6KWasm } from "./k_quants_wasm.ts";
 import { K_QUANTS_WASM } from "./k_quants_wasm_module.ts";
 import { rng } from "../../kernels/check.ts";
 
@@ -24,11 +24,12 @@ function inputs(nb: number, seed: number): Float32Array {
   return x;
 }
 
-Deno.test("the WebAssembly Q4_K and Q5_K quantisers write the TypeScript reference's bytes", () => {
+Deno.test("the WebAssembly K-quantisers write the TypeScript reference's bytes", () => {
   for (const seed of [1, 2, 3]) {
     const nb = 64, x = inputs(nb, seed);
     assert.deepEqual(quantizeQ4KWasm(x, nb), quantizeQ4K(x, nb), `q4_k, seed ${seed}`);
     assert.deepEqual(quantizeQ5KWasm(x, nb), quantizeQ5K(x, nb), `q5_k, seed ${seed}`);
+    assert.deepEqual(quantizeQ6KWasm(x, nb), quantizeQ6K(x, nb), `q6_k, seed ${seed}`);
   }
 });
 

@@ -30,8 +30,8 @@
  */
 import { ArgumentError } from "../base/errors.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../base/dtype.ts";
-import { dequantizeQ4K, dequantizeQ5K, dequantizeQ6K, f, quantizeQ6K } from "./k_quants.ts";
-import { quantizeQ4KWasm, quantizeQ5KWasm } from "./k_quants_wasm.ts";
+import { dequantizeQ4K, dequantizeQ5K, dequantizeQ6K, f } from "./k_quants.ts";
+import { quantizeQ4KWasm, quantizeQ5KWasm, quantizeQ6KWasm } from "./k_quants_wasm.ts";
 
 export { q4kScaleMin } from "./k_quants.ts";
 
@@ -253,10 +253,10 @@ function dequantizeQ5_0(bytes: Uint8Array, nb: number): Float32Array {
 const QUANTIZERS: Readonly<Record<QuantType, (x: Float32Array, nb: number) => Uint8Array>> = {
   q8_0: quantizeQ8_0,
   q5_0: quantizeQ5_0,
-  // The WebAssembly builds of k_quants.ts's quantizeQ4K / quantizeQ5K (same bytes, faster).
+  // The WebAssembly builds of k_quants.ts's quantizeQ4K / Q5K / Q6K (same bytes, faster).
   q4_k: quantizeQ4KWasm,
   q5_k: quantizeQ5KWasm,
-  q6_k: quantizeQ6K,
+  q6_k: quantizeQ6KWasm,
 };
 
 const DEQUANTIZERS: Readonly<Record<QuantType, (b: Uint8Array, nb: number) => Float32Array>> = {

@@ -1,7 +1,7 @@
-// AssemblyScript source of `k_quants_wasm.ts`'s module: llama.cpp's Q4_K and Q5_K reference
-// quantisers (`quantize_row_q{4,5}_K_ref`: a weighted least-squares search over 21 / 16 trial scales
-// per 32-value sub-block) in WebAssembly's f32 arithmetic, byte for byte what the TypeScript
-// reference in `../k_quants.ts` writes, about 2.5x faster. Built by `tools/build_wasm.sh` (npm
+// AssemblyScript source of `k_quants_wasm.ts`'s module: llama.cpp's Q4_K, Q5_K and Q6_K reference
+// quantisers (`quantize_row_q{4,5,6}_K_ref`: weighted least-squares searches over 21 / 16 / 19
+// trial scales per sub-block) in WebAssembly's f32 arithmetic, byte for byte what the TypeScript
+// reference in `../k_quants.ts` writes, 2.5-3x faster. Built by `tools/build_wasm.sh` (npm
 // assemblyscript, pinned), which writes the module into `../k_quants_wasm_module.ts`; deno's
 // formatter, linter and type checker skip this folder (AssemblyScript is not TypeScript).
 //
@@ -13,6 +13,7 @@ const XM: usize = memory.data(32 * 4);
 const L: usize = memory.data(256);
 const SCALES: usize = memory.data(8 * 4);
 const MINS: usize = memory.data(8 * 4);
+const SCALES16: usize = memory.data(16 * 4);
 let outScale: f32 = 0;
 let outMin: f32 = 0;
 
@@ -227,6 +228,99 @@ export function quantizeQ5K(x: usize, nb: i32, out: usize): void {
         const l1 = <u32>load<u8>(L + 64 * q + l), l2 = <u32>load<u8>(L + 64 * q + 32 + l);
         store<u8>(p + 16 + l, <u32>load<u8>(p + 16 + l) | ((l1 >> 4) << (2 * q)) | ((l2 >> 4) << (2 * q + 1)));
         store<u8>(p + 48 + 32 * q + l, (l1 & 15) | ((l2 & 15) << 4));
+      }
+    }
+  }
+}
+
+// Q6_K: ggml's make_qx_quants (rmse_type 1, weights x^2) per 16 values, then int8 sub-block scales.
+const GROUP_MAX_EPS: f32 = 1e-15;
+let qxSumlx: f32 = 0;
+let qxSuml2: f32 = 0;
+
+/** One trial scale over the 16 values at `x`: the sums of the fit; with `keep`, the levels to L. */
+function qxFit(x: usize, lo: i32, iscale: f32, keep: bool): void {
+  let sumlx: f32 = 0, suml2: f32 = 0;
+  for (let i = 0; i < 16; i++) {
+    const v = ldx(x, i);
+    const l = max(-32, min(31, nearestInt(iscale * v)));
+    if (keep) store<u8>(L + lo + i, <u8>(l + 32));
+    const w: f32 = v * v;
+    sumlx = sumlx + w * v * <f32>l;
+    suml2 = suml2 + w * <f32>l * <f32>l;
+  }
+  qxSumlx = sumlx;
+  qxSuml2 = suml2;
+}
+
+/** The scale of the 16 values at `x` (levels -32 .. 31, offset by 32, to L at `lo`). */
+function makeQx(x: usize, lo: i32): f32 {
+  let mx: f32 = 0, amax: f32 = 0;
+  for (let i = 0; i < 16; i++) {
+    const ax = Mathf.abs(ldx(x, i));
+    if (ax > amax) {
+      amax = ax;
+      mx = ldx(x, i);
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    for (let i = 0; i < 16; i++) store<u8>(L + lo + i, 0);
+    return 0;
+  }
+  qxFit(x, lo, <f32>-32 / mx, true);
+  let scale: f32 = qxSuml2 != 0 ? qxSumlx / qxSuml2 : 0;
+  let best: f32 = scale * qxSumlx;
+  const tenth: f32 = 0.1;
+  for (let is = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    const iscale: f32 = -(<f32>32 + tenth * <f32>is) / mx;
+    qxFit(x, lo, iscale, false);
+    if (qxSuml2 > 0 && qxSumlx * qxSumlx > best * qxSuml2) {
+      qxFit(x, lo, iscale, true);
+      scale = qxSumlx / qxSuml2;
+      best = scale * qxSumlx;
+    }
+  }
+  return scale;
+}
+
+/** `nb` Q6_K super-blocks (210 bytes each) of the f32 values at `x`, written to `out`. */
+export function quantizeQ6K(x: usize, nb: i32, out: usize): void {
+  for (let b = 0; b < nb; b++) {
+    const p = out + <usize>b * 210;
+    const xb = x + (<usize>b * 256 << 2);
+    for (let i = 0; i < 210; i++) store<u8>(p + i, 0);
+    let maxScale: f32 = 0, maxAbsScale: f32 = 0;
+    for (let ib = 0; ib < 16; ib++) {
+      const scale = makeQx(xb + (<usize>(16 * ib) << 2), 16 * ib);
+      store<f32>(SCALES16 + (<usize>ib << 2), scale);
+      if (Mathf.abs(scale) > maxAbsScale) {
+        maxAbsScale = Mathf.abs(scale);
+        maxScale = scale;
+      }
+    }
+    if (maxAbsScale < GROUP_MAX_EPS) continue;
+    const iscale: f32 = <f32>-128 / maxScale;
+    const d = putF16(p + 208, <f32>1 / iscale);
+    for (let ib = 0; ib < 16; ib++) {
+      store<u8>(p + 192 + ib, <u8>min(127, nearestInt(iscale * load<f32>(SCALES16 + (<usize>ib << 2)))));
+    }
+    for (let j = 0; j < 16; j++) {
+      const dj: f32 = d * <f32>load<i8>(p + 192 + j);
+      if (!dj) continue;
+      for (let i = 0; i < 16; i++) {
+        const l = nearestInt(ldx(xb, 16 * j + i) / dj);
+        store<u8>(L + 16 * j + i, <u8>(max(-32, min(31, l)) + 32));
+      }
+    }
+    for (let h = 0; h < 2; h++) {
+      const j = 128 * h, ql = p + 64 * h, qh = p + 128 + 32 * h;
+      for (let l = 0; l < 32; l++) {
+        const q1 = <u32>load<u8>(L + j + l), q2 = <u32>load<u8>(L + j + l + 32);
+        const q3 = <u32>load<u8>(L + j + l + 64), q4 = <u32>load<u8>(L + j + l + 96);
+        store<u8>(ql + l, (q1 & 15) | ((q3 & 15) << 4));
+        store<u8>(ql + l + 32, (q2 & 15) | ((q4 & 15) << 4));
+        store<u8>(qh + l, (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
       }
     }
   }
