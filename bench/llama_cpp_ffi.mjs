@@ -21,40 +21,15 @@
 // against what the library's default-params functions return. Context as llama.cpp's defaults
 // (flash attention `auto`, f16 KV cache, `op_offload` on), sized like llama_cpp_peer.mjs's; decode
 // threads: `--threads` or every logical CPU. Greedy sampling is llama.cpp's own sampler.
-import { parseArgs } from "node:util";
+import { peerArgs, peerRun, promptIds, runFigures } from "./llama_cpp_args.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    install: { type: "string" },
-    model: { type: "string" },
-    gpu: { type: "string", default: "vulkan" },
-    experts: { type: "string", default: "gpu" },
-    "prompt-ids": { type: "string", default: "offload" },
-    tokens: { type: "string", default: "16" },
-    runs: { type: "string", default: "3" },
-    threads: { type: "string" },
-    logits: { type: "string" },
-  },
+const { args, steps, runs, fail, ...parsed } = peerArgs("llama_cpp_ffi", {
+  experts: { type: "string", default: "gpu" },
+  logits: { type: "string" },
 });
 const log = (m) => console.error(`[llama.cpp ffi] ${m}`);
-const fail = (m) => {
-  console.error(`llama_cpp_ffi: ${m}`);
-  Deno.exit(2);
-};
-if (!args.install) fail("--install DIR (holding node_modules/@node-llama-cpp) is required");
-if (!args.model) fail("--model FILE.gguf is required");
-if (!["vulkan", "cuda", "cpu"].includes(args.gpu)) {
-  fail(`--gpu: vulkan, cuda or cpu, got '${args.gpu}'`);
-}
 if (!["gpu", "host"].includes(args.experts)) fail(`--experts: gpu or host, got '${args.experts}'`);
-const steps = Number(args.tokens), runs = Number(args.runs);
-if (!Number.isInteger(steps) || steps < 2) fail(`--tokens: an integer >= 2, got '${args.tokens}'`);
-if (!Number.isInteger(runs) || runs < 1) fail(`--runs: an integer >= 1, got '${args.runs}'`);
-const threads = Number(args.threads ?? navigator.hardwareConcurrency);
-if (!Number.isInteger(threads) || threads < 1) {
-  fail(`--threads: an integer >= 1, got '${args.threads}'`);
-}
+const threads = parsed.threads ?? navigator.hardwareConcurrency;
 try {
   Deno.statSync(args.model);
 } catch (e) {
@@ -215,11 +190,7 @@ if (!model) fail(`llama.cpp could not load ${args.model} (its log above says why
 const vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model));
 const totalLayers = L.llama_model_n_layer(model);
 
-const prompt = args["prompt-ids"] === "offload"
-  ? Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % vocab)
-  : args["prompt-ids"].split(",").map(Number);
-const bad = prompt.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
-if (bad !== undefined) fail(`--prompt-ids: ids in [0, ${vocab}), got ${bad}`);
+const prompt = promptIds(args["prompt-ids"], vocab, fail);
 
 const contextParams = defaults(L.llama_context_default_params, "llama_context_params", 160);
 const cp = new DataView(contextParams.buffer);
@@ -267,14 +238,7 @@ function once(rows) {
     rows?.push(lastLogits());
     ids.push(L.llama_sampler_sample(sampler, context, -1));
   }
-  const last = performance.now();
-  const decodeSeconds = (last - first) / 1e3;
-  return {
-    ids,
-    prefillSeconds: (first - start) / 1e3,
-    decodeSeconds,
-    decodeTokensPerS: (ids.length - 1) / decodeSeconds,
-  };
+  return peerRun(ids, start, first, performance.now());
 }
 
 const rows = args.logits ? [] : undefined;
@@ -286,14 +250,7 @@ if (rows) {
 }
 const timed = [];
 for (let r = 0; r < runs; r++) timed.push(once());
-for (const r of timed) {
-  if (r.ids.join() !== warm.ids.join()) {
-    fail(`runs of the same prompt gave different tokens: ${warm.ids} vs ${r.ids}`);
-  }
-}
-/** The median of `xs` (the upper one of an even count, as offload.ts reports its runs). */
-const median = (xs) => xs.toSorted((a, b) => a - b)[xs.length >> 1];
-log(`decode tok/s of ${runs} runs: ${timed.map((r) => r.decodeTokensPerS.toFixed(1)).join(" ")}`);
+const figures = runFigures(prompt, warm, timed, fail, log);
 const pkg = JSON.parse(
   Deno.readTextFileSync(`${args.install}/node_modules/node-llama-cpp/package.json`),
 );
@@ -312,15 +269,7 @@ console.log(JSON.stringify({
   model_bytes: Number(L.llama_model_size(model)),
   vocab,
   load_seconds: loadSeconds,
-  prompt_tokens: prompt.length,
-  generated_tokens: warm.ids.length,
-  runs,
-  decode_tokens_per_s: timed.map((r) => r.decodeTokensPerS),
-  decode_tokens_per_s_median: median(timed.map((r) => r.decodeTokensPerS)),
-  prefill_seconds: timed.map((r) => r.prefillSeconds),
-  prefill_seconds_median: median(timed.map((r) => r.prefillSeconds)),
-  prompt,
-  ids: warm.ids,
+  ...figures,
 }));
 L.llama_sampler_free(sampler);
 L.llama_free(context);

@@ -31,35 +31,11 @@
 // JavaScript errors), so for such files LlamaModel.prototype.tokenize is replaced by one that
 // throws. Evaluating ids and greedy sampling (temperature 0: llama.cpp's greedy sampler) need no
 // vocabulary; nothing here detokenizes.
-import { parseArgs } from "node:util";
+import { peerArgs, peerRun, promptIds, runFigures } from "./llama_cpp_args.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    install: { type: "string" },
-    model: { type: "string" },
-    gpu: { type: "string", default: "vulkan" },
-    "prompt-ids": { type: "string", default: "offload" },
-    tokens: { type: "string", default: "16" },
-    runs: { type: "string", default: "3" },
-    threads: { type: "string" },
-  },
-});
+const { args, steps, runs, threads, fail } = peerArgs("llama_cpp_peer");
 const log = (m) => console.error(`[llama.cpp peer] ${m}`);
-const fail = (m) => {
-  console.error(`llama_cpp_peer: ${m}`);
-  Deno.exit(2);
-};
-if (!args.install) fail("--install DIR (holding node_modules/node-llama-cpp) is required");
-if (!args.model) fail("--model FILE.gguf is required");
-if (!["vulkan", "cuda", "cpu"].includes(args.gpu)) {
-  fail(`--gpu: vulkan, cuda or cpu, got '${args.gpu}'`);
-}
 const onGpu = args.gpu !== "cpu";
-const steps = Number(args.tokens), runs = Number(args.runs);
-if (!Number.isInteger(steps) || steps < 2) fail(`--tokens: an integer >= 2, got '${args.tokens}'`);
-if (!Number.isInteger(runs) || runs < 1) fail(`--runs: an integer >= 1, got '${args.runs}'`);
-const threads = args.threads === undefined ? undefined : Number(args.threads);
 
 const root = new URL(`file://${args.install.replace(/\/$/, "")}/node_modules/node-llama-cpp/`);
 const nlc = await import(new URL("dist/index.js", root).href);
@@ -70,11 +46,7 @@ const embd = info.tensorInfo?.find((t) => t.name === "token_embd.weight");
 if (!embd) fail(`${args.model}: no token_embd.weight tensor`);
 const vocab = Number(embd.dimensions[1]);
 const noVocab = info.metadata?.tokenizer?.ggml?.model === "no_vocab";
-const prompt = args["prompt-ids"] === "offload"
-  ? Array.from({ length: 16 }, (_, i) => (i * 7919 + 13) % vocab)
-  : args["prompt-ids"].split(",").map(Number);
-const bad = prompt.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
-if (bad !== undefined) fail(`--prompt-ids: ids in [0, ${vocab}), got ${bad}`);
+const prompt = promptIds(args["prompt-ids"], vocab, fail);
 if (noVocab) {
   // llama_tokenize aborts on a file without a vocabulary; getWarnings() catches this error.
   nlc.LlamaModel.prototype.tokenize = () => {
@@ -133,26 +105,13 @@ async function once() {
     ids.push(id);
     if (ids.length >= steps) break;
   }
-  const decodeSeconds = (last - first) / 1e3;
-  return {
-    ids,
-    prefillSeconds: (first - start) / 1e3,
-    decodeSeconds,
-    decodeTokensPerS: (ids.length - 1) / decodeSeconds,
-  };
+  return peerRun(ids, start, first, last);
 }
 
 const warm = await once();
 const timed = [];
 for (let r = 0; r < runs; r++) timed.push(await once());
-for (const r of timed) {
-  if (r.ids.join() !== warm.ids.join()) {
-    fail(`runs of the same prompt gave different tokens: ${warm.ids} vs ${r.ids}`);
-  }
-}
-/** The median of `xs` (the upper one of an even count, as offload.ts reports its runs). */
-const median = (xs) => xs.toSorted((a, b) => a - b)[xs.length >> 1];
-log(`decode tok/s of ${runs} runs: ${timed.map((r) => r.decodeTokensPerS.toFixed(1)).join(" ")}`);
+const figures = runFigures(prompt, warm, timed, fail, log);
 console.log(JSON.stringify({
   peer: "llama.cpp",
   node_llama_cpp: pkg.version,
@@ -168,15 +127,7 @@ console.log(JSON.stringify({
   no_vocab: noVocab,
   vocab,
   load_seconds: loadSeconds,
-  prompt_tokens: prompt.length,
-  generated_tokens: warm.ids.length,
-  runs,
-  decode_tokens_per_s: timed.map((r) => r.decodeTokensPerS),
-  decode_tokens_per_s_median: median(timed.map((r) => r.decodeTokensPerS)),
-  prefill_seconds: timed.map((r) => r.prefillSeconds),
-  prefill_seconds_median: median(timed.map((r) => r.prefillSeconds)),
-  prompt,
-  ids: warm.ids,
+  ...figures,
 }));
 await context.dispose();
 await model.dispose();

@@ -70,6 +70,28 @@ const STEPS = 16;
 /** The most a llama.cpp token's logit may sit below the reference's best, in logit std units. */
 const GAP_TOLERANCE = 0.08;
 
+/**
+ * A test that needs the node-llama-cpp install (ignored without it), with a temporary folder
+ * removed afterwards. llama.cpp and Pregate leave resources and ops open between tests (a shared
+ * GPU, child processes' pipes), so the sanitizers are off.
+ */
+function llamaCppTest(name: string, fn: (dir: string) => Promise<void>): void {
+  Deno.test({
+    name,
+    ignore: !INSTALL,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
+      try {
+        await fn(dir);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
+
 /** Runs llama.cpp greedy decoding on `model` in its own process. */
 async function llamaCpp(
   model: string,
@@ -99,105 +121,90 @@ async function llamaCpp(
 }
 
 for (const type of ["f16", "q8_0", "q4_k"] as TinyType[]) {
-  Deno.test({
-    name: `llama.cpp decodes a Pregate-written ${type} GGUF as Pregate's reference does`,
-    ignore: !INSTALL,
-    sanitizeResources: false,
-    fn: async () => {
-      const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
+  llamaCppTest(
+    `llama.cpp decodes a Pregate-written ${type} GGUF as Pregate's reference does`,
+    async (dir) => {
+      const path = `${dir}/tiny-${type}.gguf`;
+      await writeTinyLlama(path, type, 2);
+      const ll = await llamaCpp(path);
+      assert.equal(ll.version, "3.21.1");
+      assert.deepEqual(ll.prompt, tinyTokenize(PROMPT), "llama.cpp's tokens of the prompt");
+      assert.equal(ll.tokens.length, STEPS);
+      const g = openGguf(path);
       try {
-        const path = `${dir}/tiny-${type}.gguf`;
-        await writeTinyLlama(path, type, 2);
-        const ll = await llamaCpp(path);
-        assert.equal(ll.version, "3.21.1");
-        assert.deepEqual(ll.prompt, tinyTokenize(PROMPT), "llama.cpp's tokens of the prompt");
-        assert.equal(ll.tokens.length, STEPS);
-        const g = openGguf(path);
-        try {
-          const gaps = tinyLlamaGaps(g, ll.prompt, ll.tokens);
-          const rel = gaps.map((x) => x.gap / x.spread);
-          const worst = Math.max(...rel);
-          assert.ok(
-            worst <= GAP_TOLERANCE,
-            `llama.cpp's tokens ${ll.tokens} sit up to ${worst.toFixed(3)} logit std below the ` +
-              `reference's best (per step: ${rel.map((r) => r.toFixed(3))})`,
-          );
-          const exact = rel.filter((r) => r === 0).length;
-          assert.ok(exact >= STEPS - 2, `${exact} of ${STEPS} steps are the reference's choice`);
-          if (type === "f16") {
-            assert.deepEqual(ll.tokens, tinyLlamaGreedy(g, ll.prompt, STEPS).tokens);
-          }
-        } finally {
-          g.close();
+        const gaps = tinyLlamaGaps(g, ll.prompt, ll.tokens);
+        const rel = gaps.map((x) => x.gap / x.spread);
+        const worst = Math.max(...rel);
+        assert.ok(
+          worst <= GAP_TOLERANCE,
+          `llama.cpp's tokens ${ll.tokens} sit up to ${worst.toFixed(3)} logit std below the ` +
+            `reference's best (per step: ${rel.map((r) => r.toFixed(3))})`,
+        );
+        const exact = rel.filter((r) => r === 0).length;
+        assert.ok(exact >= STEPS - 2, `${exact} of ${STEPS} steps are the reference's choice`);
+        if (type === "f16") {
+          assert.deepEqual(ll.tokens, tinyLlamaGreedy(g, ll.prompt, STEPS).tokens);
         }
       } finally {
-        await Deno.remove(dir, { recursive: true });
+        g.close();
       }
     },
-  });
+  );
 }
 
 /** Greedy tokens compared per model and type. */
 const CROSS_STEPS = 32;
 
 for (const m of CROSS_MODELS) {
-  Deno.test({
-    name: `Pregate and llama.cpp on Pregate-written GGUFs of ${m.name}: f16, q8_0, q4_k`,
-    ignore: !INSTALL,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    fn: async () => {
-      const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
-      try {
-        const checkpoint = await m.checkpoint(dir);
-        for (const type of ["f16", "q8_0", "q4_k"] as const) {
-          const path = `${dir}/m-${type}.gguf`;
-          await writeGguf(checkpoint, path, type);
-          const ll = await llamaCpp(path, m.prompt, CROSS_STEPS);
-          assert.equal(ll.backend, BACKEND, "llama.cpp's backend");
-          const prompt = (await loadTokenizer(path)).encode(m.prompt);
-          assert.deepEqual(ll.prompt, prompt, `${type}: llama.cpp's tokens of the prompt`);
-          const distinct = new Set(ll.tokens).size;
-          for (const activations of ["f32", "llama.cpp"] as const) {
-            const p = await pregateRun(path, prompt, ll.tokens, CROSS_STEPS, activations);
-            const rel = p.gaps.map((x) => x.gap / x.spread);
-            const worst = Math.max(...rel);
-            const a = agreement(p.greedy, ll.tokens);
-            const exact = rel.filter((r) => r === 0).length;
-            console.log(
-              `| ${m.name} (llama.cpp ${ll.backend}) | ${type} | ${activations} | ${a.prefix} | ` +
-                `${a.same} | ${exact} | ${worst.toFixed(4)} | ${distinct} |`,
-            );
-            // With llama.cpp's activation rounding, f16 KV cache and attention arithmetic
-            // (`activations: "llama.cpp"`), only the order of additions differs from its CPU
-            // backend: Pregate's greedy tokens equal llama.cpp's for every model at f16 and Q8_0.
-            // At Q4_K near-ties of a few thousandths of a logit std still part some sequences
-            // (bench/results/gguf.md). The teacher-forced gaps come from one batched pass, which
-            // llama.cpp's decode did not run; they stay within the f32 bound. (llama.cpp's GPU
-            // backends round activations their own ways: only the gap bound applies there.)
-            const rounded = activations === "llama.cpp" && BACKEND === "cpu";
-            assert.ok(
-              worst <= GAP_TOLERANCE,
-              `${type}, ${activations} activations: llama.cpp's tokens sit up to ` +
-                `${worst.toFixed(4)} logit std below Pregate's best (per step: ${
-                  rel.map((r) => r.toFixed(4))
-                })`,
-            );
-            if (rounded && type !== "q4_k") {
-              assert.deepEqual(p.greedy, ll.tokens, `${type}: greedy tokens`);
-            }
-            // Exact where nothing is rounded differently: f16 weights (llama.cpp still rounds its
-            // activations to f16 in places; the demo's and the tiny models' f16 runs agree at
-            // every step). Quantised runs of random models sit at near-ties often; the gap bounds
-            // them.
-            if (type === "f16") assert.ok(exact >= CROSS_STEPS - 1, `f16: ${exact} exact steps`);
+  llamaCppTest(
+    `Pregate and llama.cpp on Pregate-written GGUFs of ${m.name}: f16, q8_0, q4_k`,
+    async (dir) => {
+      const checkpoint = await m.checkpoint(dir);
+      for (const type of ["f16", "q8_0", "q4_k"] as const) {
+        const path = `${dir}/m-${type}.gguf`;
+        await writeGguf(checkpoint, path, type);
+        const ll = await llamaCpp(path, m.prompt, CROSS_STEPS);
+        assert.equal(ll.backend, BACKEND, "llama.cpp's backend");
+        const prompt = (await loadTokenizer(path)).encode(m.prompt);
+        assert.deepEqual(ll.prompt, prompt, `${type}: llama.cpp's tokens of the prompt`);
+        const distinct = new Set(ll.tokens).size;
+        for (const activations of ["f32", "llama.cpp"] as const) {
+          const p = await pregateRun(path, prompt, ll.tokens, CROSS_STEPS, activations);
+          const rel = p.gaps.map((x) => x.gap / x.spread);
+          const worst = Math.max(...rel);
+          const a = agreement(p.greedy, ll.tokens);
+          const exact = rel.filter((r) => r === 0).length;
+          console.log(
+            `| ${m.name} (llama.cpp ${ll.backend}) | ${type} | ${activations} | ${a.prefix} | ` +
+              `${a.same} | ${exact} | ${worst.toFixed(4)} | ${distinct} |`,
+          );
+          // With llama.cpp's activation rounding, f16 KV cache and attention arithmetic
+          // (`activations: "llama.cpp"`), only the order of additions differs from its CPU
+          // backend: Pregate's greedy tokens equal llama.cpp's for every model at f16 and Q8_0.
+          // At Q4_K near-ties of a few thousandths of a logit std still part some sequences
+          // (bench/results/gguf.md). The teacher-forced gaps come from one batched pass, which
+          // llama.cpp's decode did not run; they stay within the f32 bound. (llama.cpp's GPU
+          // backends round activations their own ways: only the gap bound applies there.)
+          const rounded = activations === "llama.cpp" && BACKEND === "cpu";
+          assert.ok(
+            worst <= GAP_TOLERANCE,
+            `${type}, ${activations} activations: llama.cpp's tokens sit up to ` +
+              `${worst.toFixed(4)} logit std below Pregate's best (per step: ${
+                rel.map((r) => r.toFixed(4))
+              })`,
+          );
+          if (rounded && type !== "q4_k") {
+            assert.deepEqual(p.greedy, ll.tokens, `${type}: greedy tokens`);
           }
+          // Exact where nothing is rounded differently: f16 weights (llama.cpp still rounds its
+          // activations to f16 in places; the demo's and the tiny models' f16 runs agree at
+          // every step). Quantised runs of random models sit at near-ties often; the gap bounds
+          // them.
+          if (type === "f16") assert.ok(exact >= CROSS_STEPS - 1, `f16: ${exact} exact steps`);
         }
-      } finally {
-        await Deno.remove(dir, { recursive: true });
       }
     },
-  });
+  );
 }
 
 /** llama.cpp's ids and detokenized text of each of `texts` with the vocabulary of `model`. */
@@ -239,52 +246,43 @@ const SPM_TEXTS = [
   "bytes: 日本語 🙂 ẞ ǅ and 0123456789 3.14159",
 ];
 
-Deno.test({
-  name:
-    "llama.cpp and Pregate agree on a tiny Mixtral GGUF with a SentencePiece (llama) vocabulary",
-  ignore: !INSTALL,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
-    try {
-      const checkpoint = `${dir}/mixtral`;
-      await makeMoeModel("mixtral", checkpoint, { ...Q4K_DIMS, vocab: 698 }, 11);
-      for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
-        await Deno.copyFile(`${SPM_VOCAB}/${f}`, `${checkpoint}/${f}`);
-      }
-      const path = `${dir}/mixtral-f16.gguf`;
-      await writeGguf(checkpoint, path, "f16");
-      assert.equal(openGguf(path).string("tokenizer.ggml.model"), "llama");
-      // Every fixture text but those with special tokens (llama.cpp reads those as plain text here).
-      const fixture = JSON.parse(await Deno.readTextFile(`${SPM_VOCAB}/expected.json`));
-      const texts = [
-        ...(fixture.cases as { text: string }[]).map((c) => c.text)
-          .filter((t) => t !== "" && !/<s>|<\/s>|<unk>/.test(t)),
-        ...SPM_TEXTS,
-      ];
-      const ll = await llamaCppTokenize(path, texts);
-      assert.equal(ll.version, "3.21.1");
-      const tok = await loadTokenizer(path);
-      texts.forEach((text, i) => {
-        const what = JSON.stringify(text);
-        assert.deepEqual(ll.ids[i], tok.encode(text), `llama.cpp's ids of ${what}`);
-        assert.equal(ll.decoded[i], tok.decode(ll.ids[i]), `llama.cpp's text of ${what}`);
-      });
-      const prompt = tok.encode(SPM_TEXTS[1]);
-      const greedy = await llamaCpp(path, SPM_TEXTS[1], CROSS_STEPS);
-      assert.deepEqual(greedy.prompt, prompt, "llama.cpp's tokens of the prompt");
-      const p = await pregateRun(path, prompt, greedy.tokens, CROSS_STEPS);
-      const rel = p.gaps.map((x) => x.gap / x.spread);
-      const exact = rel.filter((r) => r === 0).length;
-      console.log(`mixtral, llama vocabulary, f16: ${exact} of ${CROSS_STEPS} steps exact`);
-      assert.ok(Math.max(...rel) <= GAP_TOLERANCE, `gaps ${rel.map((r) => r.toFixed(3))}`);
-      assert.ok(exact >= CROSS_STEPS - 1, `f16: ${exact} exact steps`);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+llamaCppTest(
+  "llama.cpp and Pregate agree on a tiny Mixtral GGUF with a SentencePiece (llama) vocabulary",
+  async (dir) => {
+    const checkpoint = `${dir}/mixtral`;
+    await makeMoeModel("mixtral", checkpoint, { ...Q4K_DIMS, vocab: 698 }, 11);
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+      await Deno.copyFile(`${SPM_VOCAB}/${f}`, `${checkpoint}/${f}`);
     }
+    const path = `${dir}/mixtral-f16.gguf`;
+    await writeGguf(checkpoint, path, "f16");
+    assert.equal(openGguf(path).string("tokenizer.ggml.model"), "llama");
+    // Every fixture text but those with special tokens (llama.cpp reads those as plain text here).
+    const fixture = JSON.parse(await Deno.readTextFile(`${SPM_VOCAB}/expected.json`));
+    const texts = [
+      ...(fixture.cases as { text: string }[]).map((c) => c.text)
+        .filter((t) => t !== "" && !/<s>|<\/s>|<unk>/.test(t)),
+      ...SPM_TEXTS,
+    ];
+    const ll = await llamaCppTokenize(path, texts);
+    assert.equal(ll.version, "3.21.1");
+    const tok = await loadTokenizer(path);
+    texts.forEach((text, i) => {
+      const what = JSON.stringify(text);
+      assert.deepEqual(ll.ids[i], tok.encode(text), `llama.cpp's ids of ${what}`);
+      assert.equal(ll.decoded[i], tok.decode(ll.ids[i]), `llama.cpp's text of ${what}`);
+    });
+    const prompt = tok.encode(SPM_TEXTS[1]);
+    const greedy = await llamaCpp(path, SPM_TEXTS[1], CROSS_STEPS);
+    assert.deepEqual(greedy.prompt, prompt, "llama.cpp's tokens of the prompt");
+    const p = await pregateRun(path, prompt, greedy.tokens, CROSS_STEPS);
+    const rel = p.gaps.map((x) => x.gap / x.spread);
+    const exact = rel.filter((r) => r === 0).length;
+    console.log(`mixtral, llama vocabulary, f16: ${exact} of ${CROSS_STEPS} steps exact`);
+    assert.ok(Math.max(...rel) <= GAP_TOLERANCE, `gaps ${rel.map((r) => r.toFixed(3))}`);
+    assert.ok(exact >= CROSS_STEPS - 1, `f16: ${exact} exact steps`);
   },
-});
+);
 
 /** Runs llama.cpp's quantiser on `input`, writing `output` in llama.cpp file type `ftype`. */
 async function llamaQuantize(input: string, output: string, ftype: number): Promise<void> {
@@ -326,55 +324,47 @@ function assertSameTensors(a: string, b: string, what: string): Record<string, n
 /** llama.cpp's `LLAMA_FTYPE_MOSTLY_Q4_K_M`. */
 const FTYPE_Q4_K_M = 15;
 
-Deno.test({
-  name: "llama.cpp's own Q4_K_M files equal Pregate's q4_k_m, and Pregate runs them",
-  ignore: !INSTALL,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
-    try {
-      // The demo (8 experts: k, v Q8_0, o Q5_K; down rows of 128: Q5_0 / Q8_0), and tiny random
-      // models of 4 experts (v Q6_K in the last layer): Qwen2-MoE (shared experts), Qwen3-MoE (tied
-      // embeddings: token_embd Q6_K).
-      const models: [string, string][] = [["demo", await CROSS_MODELS[0].checkpoint(dir)]];
-      for (const arch of ["qwen2_moe", "qwen3_moe"]) {
-        await makeMoeModel(arch, `${dir}/${arch}`, { ...Q4K_DIMS, experts: 4 }, 3);
-        models.push([arch, `${dir}/${arch}`]);
-      }
-      for (const [name, checkpoint] of models) {
-        const f32 = `${dir}/${name}-f32.gguf`, ours = `${dir}/${name}-ours.gguf`;
-        const theirs = `${dir}/${name}-llama.gguf`;
-        await convertToGguf({ model: checkpoint, out: f32, type: "f32", threads: 1 });
-        await convertToGguf({ model: checkpoint, out: ours, type: "q4_k_m", threads: 1 });
-        await llamaQuantize(f32, theirs, FTYPE_Q4_K_M);
-        const types = assertSameTensors(ours, theirs, name);
-        console.log(`${name}: ${JSON.stringify(types)}`);
-      }
-      const demo = CROSS_MODELS[0];
-      const path = `${dir}/demo-llama.gguf`;
-      const ll = await llamaCpp(path, demo.prompt, CROSS_STEPS);
-      const prompt = (await loadTokenizer(path)).encode(demo.prompt);
-      assert.deepEqual(ll.prompt, prompt, "llama.cpp's tokens of the prompt");
-      const p = await pregateRun(path, prompt, ll.tokens, CROSS_STEPS);
-      const rel = p.gaps.map((x) => x.gap / x.spread);
-      const worst = Math.max(...rel);
-      const a = agreement(p.greedy, ll.tokens);
-      const exact = rel.filter((r) => r === 0).length;
-      console.log(
-        `| ${demo.name}, llama.cpp's Q4_K_M | q4_k_m | ${a.prefix} | ${a.same} | ${exact} | ` +
-          `${worst.toFixed(4)} | ${new Set(ll.tokens).size} |`,
-      );
-      assert.ok(
-        worst <= GAP_TOLERANCE,
-        `llama.cpp's tokens sit up to ${worst.toFixed(3)} logit std below Pregate's best ` +
-          `(per step: ${rel.map((r) => r.toFixed(3))})`,
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+llamaCppTest(
+  "llama.cpp's own Q4_K_M files equal Pregate's q4_k_m, and Pregate runs them",
+  async (dir) => {
+    // The demo (8 experts: k, v Q8_0, o Q5_K; down rows of 128: Q5_0 / Q8_0), and tiny random
+    // models of 4 experts (v Q6_K in the last layer): Qwen2-MoE (shared experts), Qwen3-MoE (tied
+    // embeddings: token_embd Q6_K).
+    const models: [string, string][] = [["demo", await CROSS_MODELS[0].checkpoint(dir)]];
+    for (const arch of ["qwen2_moe", "qwen3_moe"]) {
+      await makeMoeModel(arch, `${dir}/${arch}`, { ...Q4K_DIMS, experts: 4 }, 3);
+      models.push([arch, `${dir}/${arch}`]);
     }
+    for (const [name, checkpoint] of models) {
+      const f32 = `${dir}/${name}-f32.gguf`, ours = `${dir}/${name}-ours.gguf`;
+      const theirs = `${dir}/${name}-llama.gguf`;
+      await convertToGguf({ model: checkpoint, out: f32, type: "f32", threads: 1 });
+      await convertToGguf({ model: checkpoint, out: ours, type: "q4_k_m", threads: 1 });
+      await llamaQuantize(f32, theirs, FTYPE_Q4_K_M);
+      const types = assertSameTensors(ours, theirs, name);
+      console.log(`${name}: ${JSON.stringify(types)}`);
+    }
+    const demo = CROSS_MODELS[0];
+    const path = `${dir}/demo-llama.gguf`;
+    const ll = await llamaCpp(path, demo.prompt, CROSS_STEPS);
+    const prompt = (await loadTokenizer(path)).encode(demo.prompt);
+    assert.deepEqual(ll.prompt, prompt, "llama.cpp's tokens of the prompt");
+    const p = await pregateRun(path, prompt, ll.tokens, CROSS_STEPS);
+    const rel = p.gaps.map((x) => x.gap / x.spread);
+    const worst = Math.max(...rel);
+    const a = agreement(p.greedy, ll.tokens);
+    const exact = rel.filter((r) => r === 0).length;
+    console.log(
+      `| ${demo.name}, llama.cpp's Q4_K_M | q4_k_m | ${a.prefix} | ${a.same} | ${exact} | ` +
+        `${worst.toFixed(4)} | ${new Set(ll.tokens).size} |`,
+    );
+    assert.ok(
+      worst <= GAP_TOLERANCE,
+      `llama.cpp's tokens sit up to ${worst.toFixed(3)} logit std below Pregate's best ` +
+        `(per step: ${rel.map((r) => r.toFixed(3))})`,
+    );
   },
-});
+);
 
 /** Runs bench/llama_cpp_ffi.mjs (llama.cpp through FFI) with `flags`; its JSON line, or its error. */
 async function llamaCppFfi(
@@ -395,79 +385,62 @@ async function llamaCppFfi(
   };
 }
 
-Deno.test({
-  name: "llama.cpp through FFI (the experts-in-host-memory peer) decodes as node-llama-cpp does",
-  ignore: !INSTALL,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
-    try {
-      const demo = CROSS_MODELS[0];
-      const path = `${dir}/demo-q4_k.gguf`;
-      await writeGguf(await demo.checkpoint(dir), path, "q4_k");
-      const prompt = (await loadTokenizer(path)).encode(demo.prompt);
-      const ll = await llamaCpp(path, `ids:${prompt}`, STEPS);
-      const common = ["--model", path, "--gpu", BACKEND, "--prompt-ids", `${prompt}`];
-      const run = ["--tokens", `${STEPS}`, "--runs", "1", "--threads", "1"];
-      // The structs passed by value follow the bundled llama.h; a wrong offset loads another
-      // placement, another context, or nothing.
-      for (const experts of BACKEND === "cpu" ? ["gpu"] : ["gpu", "host"]) {
-        const r = await llamaCppFfi([...common, "--experts", experts, ...run]);
-        assert.equal(r.code, 0, r.stderr);
-        assert.equal(r.json?.experts, experts);
-        assert.equal(r.json?.total_layers, 8);
-        assert.deepEqual(r.json?.ids, ll.tokens, `experts on ${experts}: greedy ids`);
-        if (experts === "host") assert.match(r.stderr, /ffn_up_exps\.weight .* overridden to/);
-      }
-      const cpu = await llamaCppFfi([...common.slice(0, 2), "--gpu", "cpu", "--experts", "host"]);
-      assert.equal(cpu.code, 2);
-      assert.match(cpu.stderr, /--experts host needs a GPU build/);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+llamaCppTest(
+  "llama.cpp through FFI (the experts-in-host-memory peer) decodes as node-llama-cpp does",
+  async (dir) => {
+    const demo = CROSS_MODELS[0];
+    const path = `${dir}/demo-q4_k.gguf`;
+    await writeGguf(await demo.checkpoint(dir), path, "q4_k");
+    const prompt = (await loadTokenizer(path)).encode(demo.prompt);
+    const ll = await llamaCpp(path, `ids:${prompt}`, STEPS);
+    const common = ["--model", path, "--gpu", BACKEND, "--prompt-ids", `${prompt}`];
+    const run = ["--tokens", `${STEPS}`, "--runs", "1", "--threads", "1"];
+    // The structs passed by value follow the bundled llama.h; a wrong offset loads another
+    // placement, another context, or nothing.
+    for (const experts of BACKEND === "cpu" ? ["gpu"] : ["gpu", "host"]) {
+      const r = await llamaCppFfi([...common, "--experts", experts, ...run]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.json?.experts, experts);
+      assert.equal(r.json?.total_layers, 8);
+      assert.deepEqual(r.json?.ids, ll.tokens, `experts on ${experts}: greedy ids`);
+      if (experts === "host") assert.match(r.stderr, /ffn_up_exps\.weight .* overridden to/);
     }
+    const cpu = await llamaCppFfi([...common.slice(0, 2), "--gpu", "cpu", "--experts", "host"]);
+    assert.equal(cpu.code, 2);
+    assert.match(cpu.stderr, /--experts host needs a GPU build/);
   },
-});
+);
 
-Deno.test({
-  name:
-    "Pregate's logits with llama.cpp's activations are llama.cpp's up to the order of additions",
-  ignore: !INSTALL,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "pregate_llama_cpp_" });
-    try {
-      const demo = CROSS_MODELS[0];
-      const checkpoint = await demo.checkpoint(dir);
-      const gpu = await testGpu();
-      for (const type of ["f16", "q8_0", "q4_k"] as const) {
-        const model = `${dir}/demo-${type}.gguf`;
-        await writeGguf(checkpoint, model, type);
-        // One prompt token: the first pass holds no sum near a rounding boundary on the
-        // development machine (figures: bench/results/gguf.md, "llama.cpp's logits").
-        const prompt = (await loadTokenizer(model)).encode(demo.prompt).slice(0, 1);
-        const steps = await llamaCppParity({
-          install: INSTALL!,
-          model,
-          prompt,
-          tokens: 8,
-          activations: "llama.cpp",
-          gpu,
-        });
-        const diffs = steps.map((s) => s.maxDiff.toExponential(1));
-        if (type === "f16") {
-          // f16 activations: roundings that part move a logit by ~1e-3 of the spread, no more.
-          assert.ok(steps.every((s) => s.maxDiff < 5e-3), `f16: per step ${diffs}`);
-        } else {
-          // Q8_0 / Q8_K activations: equal up to float order (~1e-6) until a sum lands on the
-          // other side of a rounding boundary; then a few hundredths.
-          assert.ok(steps[0].maxDiff < 1e-5, `${type}: per step ${diffs}`);
-          assert.ok(steps.every((s) => s.maxDiff < 0.15), `${type}: per step ${diffs}`);
-        }
+llamaCppTest(
+  "Pregate's logits with llama.cpp's activations are llama.cpp's up to the order of additions",
+  async (dir) => {
+    const demo = CROSS_MODELS[0];
+    const checkpoint = await demo.checkpoint(dir);
+    const gpu = await testGpu();
+    for (const type of ["f16", "q8_0", "q4_k"] as const) {
+      const model = `${dir}/demo-${type}.gguf`;
+      await writeGguf(checkpoint, model, type);
+      // One prompt token: the first pass holds no sum near a rounding boundary on the
+      // development machine (figures: bench/results/gguf.md, "llama.cpp's logits").
+      const prompt = (await loadTokenizer(model)).encode(demo.prompt).slice(0, 1);
+      const steps = await llamaCppParity({
+        install: INSTALL!,
+        model,
+        prompt,
+        tokens: 8,
+        activations: "llama.cpp",
+        gpu,
+      });
+      const diffs = steps.map((s) => s.maxDiff.toExponential(1));
+      if (type === "f16") {
+        // f16 activations: roundings that part move a logit by ~1e-3 of the spread, no more.
+        assert.ok(steps.every((s) => s.maxDiff < 5e-3), `f16: per step ${diffs}`);
+      } else {
+        // Q8_0 / Q8_K activations: equal up to float order (~1e-6) until a sum lands on the
+        // other side of a rounding boundary; then a few hundredths.
+        assert.ok(steps[0].maxDiff < 1e-5, `${type}: per step ${diffs}`);
+        assert.ok(steps.every((s) => s.maxDiff < 0.15), `${type}: per step ${diffs}`);
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
     }
   },
-});
+);
