@@ -223,7 +223,9 @@ if (want("gemv")) {
     await timeQuantGemv(ds, `GEMV ${type} ${gemvN}x${gemvK} (stored bytes)${how}`, bytes);
     for (const b of [...wBufs, xBuf, yBuf]) gpu.destroyBuffer(b);
   };
-  for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0"] as QuantType[]) await quantGemv(type);
+  for (const type of ["q8_0", "q4_k", "q6_k", "q5_k", "q5_0", "q4_0"] as QuantType[]) {
+    await quantGemv(type);
+  }
   // Q4_K / Q5_K with llama.cpp's Q8_K activations (int8 dot products): the GEMV alone, counted in
   // the weights' stored bytes plus the int8 activations, and the quantisation pass before it.
   const q8kGemv = async (type: Q8KWeightType, layout?: GemvLayout) => {

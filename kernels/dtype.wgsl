@@ -1,7 +1,7 @@
 // Shared by kernels that read packed weights. Weights are bound as array<u32> whatever their dtype;
 // WDTYPE selects how a word unpacks: 0 = f32 (one value per word), 1 = f16 and 2 = bf16 (two values
 // per word, the lower-addressed element in the low half, as in a little-endian file); 3 = Q8_0,
-// 4 = Q4_K, 5 = Q5_K, 6 = Q6_K and 7 = Q5_0 are block-quantised (quant.wgsl decodes them; the functions below
+// 4 = Q4_K, 5 = Q5_K, 6 = Q6_K, 7 = Q5_0 and 8 = Q4_0 are block-quantised (quant.wgsl decodes them; the functions below
 // do not apply).
 override WDTYPE: u32 = 0u;
 

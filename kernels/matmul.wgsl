@@ -3,7 +3,7 @@
 // x and y are f32, row-major. W is the weight matrix in its file layout (row n holds the K inputs
 // of output n), packed in u32 words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K so
 // that every row starts on a word. Block-quantised weights (WDTYPE 3 = Q8_0, 4 = Q4_K, 5 = Q5_K,
-// 6 = Q6_K, 7 = Q5_0: rows of whole blocks, K a multiple of 32 or 256) are decoded while staged
+// 6 = Q6_K, 7 = Q5_0, 8 = Q4_0: rows of whole blocks, K a multiple of 32 or 256) are decoded while staged
 // (quant_values.wgsl), so the multiply is the f32 one over the dequantised values.
 //
 // Tiling: a workgroup of WGX x WGY threads computes a BM x BN block of y (BM = 4 * WGY rows of x,

@@ -3,7 +3,7 @@
 //
 // x and y are f32, row-major ([T, K] and [T, N]). W is [N, K] in its file layout, packed in u32
 // words of dtype WDTYPE (dtype.wgsl); 16-bit dtypes need an even K. Block-quantised weights (Q8_0,
-// Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl, quant_gemv.wgsl) take their own paths: each lane of a row
+// Q5_0, Q4_0, Q4_K, Q5_K, Q6_K: quant.wgsl, quant_gemv.wgsl) take their own paths: each lane of a row
 // takes every TPR-th unit (Q4_K / Q5_K: coalesced 64-value units, Q8_0: words) of it, loads its
 // words through `wu` (Q4_K / Q5_K headers through `wv`) and its x values through `xv` (p.xvec is 1:
 // K is a multiple of 32).

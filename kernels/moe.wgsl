@@ -27,7 +27,7 @@
 // combine arithmetic is moe_combine.wgsl's: the expert sum in pair order, then the shared expert,
 // then the residual.
 //
-// Block-quantised pools (WDTYPE Q8_0, Q5_0, Q4_K, Q5_K, Q6_K: quant.wgsl) hold each expert's rows as
+// Block-quantised pools (WDTYPE Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K: quant.wgsl) hold each expert's rows as
 // stored in GGUF files from the slot's first byte (slot * p.slotWords * 4); a lane takes every
 // TPR-th unit of a row (Q4_K / Q5_K: coalesced 64-value units, Q8_0: words; quant_gemv.wgsl), and
 // gate_up shares each unit's x values between the two matrices (Q8_0 reads them twice, from cache).

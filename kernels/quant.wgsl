@@ -1,15 +1,16 @@
 // Block-quantised weights, read as stored in GGUF files and dequantised in registers inside the GEMV
 // kernels (matvec.wgsl, moe.wgsl): WDTYPE (dtype.wgsl) 3 = Q8_0, 4 = Q4_K, 5 = Q5_K, 6 = Q6_K,
-// 7 = Q5_0. A row of K values is K / 32 blocks, Q8_0 (34 bytes: f16 d, 32 int8) or Q5_0 (22: f16 d,
-// 32 fifth bits, 16 bytes of nibbles), only 2-byte aligned, or K / 256 super-blocks: Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of
+// 7 = Q5_0, 8 = Q4_0. A row of K values is K / 32 blocks, Q8_0 (34 bytes: f16 d, 32 int8), Q5_0
+// (22: f16 d, 32 fifth bits, 16 bytes of nibbles) or Q4_0 (18: f16 d, 16 bytes of nibbles), only
+// 2-byte aligned, or K / 256 super-blocks: Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of
 // 4-bit quants), Q5_K (176: Q4_K's header, 32 bytes of fifth bits, the 4-bit quants) or Q6_K (210,
 // so only 2-byte aligned: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, f16 d),
 // back to back; the weights are bound as array<u32> and addressed by byte
 // (runtime/weights/quant.ts and k_quants.ts describe the layouts).
 //
 // The decode GEMVs (matvec.wgsl, moe.wgsl) take Q4_K, Q5_K and Q8_0 on their own paths
-// (quant_gemv.wgsl, which needs this file). For Q5_0 and Q6_K their unit of work is 32 values (a
-// Q5_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a
+// (quant_gemv.wgsl, which needs this file). For Q5_0, Q4_0 and Q6_K their unit of work is 32
+// values (a Q5_0 or Q4_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a
 // super-block, g = 0 or 1, whose quants share 32 bytes of low nibbles and 32 bytes of high bits). A kernel gives each lane of a row every TPR-th unit; per unit
 // it loads the unit's words (q_unit_words of them, at the indices q_unit_word gives, from its own
 // binding) and the unit's x values (q_unit_values / 4 vec4s, vec4 i at q_unit_xvec(u, i) of the
@@ -20,6 +21,7 @@ const WQ4_K: u32 = 4u;
 const WQ5_K: u32 = 5u;
 const WQ6_K: u32 = 6u;
 const WQ5_0: u32 = 7u;
+const WQ4_0: u32 = 8u;
 // The most words and x vec4s a q_unit_dot unit uses (Q6_K: 9 + 9 words of quants, 3 of scales, 1
 // of d, at 2 mod 4 bytes; 64 values).
 const QUNIT_WORDS: u32 = 22u;
@@ -35,9 +37,14 @@ fn q_kquant() -> bool {
   return WDTYPE == WQ4_K || WDTYPE == WQ5_K;
 }
 
+// Whether the weights come in blocks of 32 values (Q8_0, Q5_0, Q4_0) rather than super-blocks.
+fn q_block32() -> bool {
+  return WDTYPE == WQ8_0 || WDTYPE == WQ5_0 || WDTYPE == WQ4_0;
+}
+
 // Values per unit.
 fn q_unit_values() -> u32 {
-  return select(64u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0);
+  return select(64u, 32u, q_block32());
 }
 
 // Bytes of a block (Q8_0) or super-block.
@@ -45,6 +52,7 @@ fn q_block_bytes() -> u32 {
   switch (WDTYPE) {
     case 3u: { return 34u; }
     case 7u: { return 22u; }
+    case 8u: { return 18u; }
     case 5u: { return 176u; }
     case 6u: { return 210u; }
     default: { return 144u; }
@@ -53,18 +61,18 @@ fn q_block_bytes() -> u32 {
 
 // Bytes of a row of K values (K a multiple of the block size).
 fn q_row_bytes(K: u32) -> u32 {
-  return K / select(256u, 32u, WDTYPE == WQ8_0 || WDTYPE == WQ5_0) * q_block_bytes();
+  return K / select(256u, 32u, q_block32()) * q_block_bytes();
 }
 
-// Words a q_unit_dot unit loads: a Q5_0 block spans 6 words whatever its alignment, Q6_K 22 (see
-// q_unit_word).
+// Words a q_unit_dot unit loads: a Q5_0 block spans 6 words whatever its alignment, a Q4_0 block
+// 5, Q6_K 22 (see q_unit_word).
 fn q_unit_words() -> u32 {
-  return select(22u, 6u, WDTYPE == WQ5_0);
+  return select(select(22u, 6u, WDTYPE == WQ5_0), 5u, WDTYPE == WQ4_0);
 }
 
 // The index of the i-th word unit u of the row that starts at byte rb loads.
 fn q_unit_word(rb: u32, u: u32, i: u32) -> u32 {
-  if (WDTYPE == WQ5_0) {
+  if (WDTYPE == WQ5_0 || WDTYPE == WQ4_0) {
     return (rb + u * q_block_bytes()) / 4u + i;
   }
   if (WDTYPE == WQ6_K) {
@@ -137,6 +145,22 @@ fn q_unit_dot(words: array<u32, QUNIT_WORDS>, rb: u32, u: u32, xq: array<vec4<f3
         (((vec4<u32>(qh) >> (bit + vec4<u32>(16u + 4u * j))) & vec4<u32>(1u)) << vec4<u32>(4u));
       acc = fma(vec4<f32>(a) - vec4<f32>(16.0), xs[j], acc);
       acc = fma(vec4<f32>(b) - vec4<f32>(16.0), xs[4u + j], acc);
+    }
+    return d * dot(acc, one);
+  }
+  if (WDTYPE == WQ4_0) {
+    // d, then 16 bytes of nibbles (byte j: values j and j + 16); at 2 mod 4 d is the high half of
+    // word 0 and the nibbles fill words 1 .. 4, at 0 mod 4 they straddle words 0 .. 4.
+    let odd = ((rb + u * 18u) & 2u) != 0u;
+    let d = unpack2x16float(select(w[0] & 0xffffu, w[0] >> 16u, odd)).x;
+    let byte = vec4<u32>(0u, 8u, 16u, 24u);
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+      let qw = vec4<u32>(select((w[j] >> 16u) | (w[j + 1u] << 16u), w[j + 1u], odd));
+      let a = (qw >> byte) & vec4<u32>(15u);
+      let b = (qw >> (byte + vec4<u32>(4u))) & vec4<u32>(15u);
+      acc = fma(vec4<f32>(a) - vec4<f32>(8.0), xs[j], acc);
+      acc = fma(vec4<f32>(b) - vec4<f32>(8.0), xs[4u + j], acc);
     }
     return d * dot(acc, one);
   }

@@ -1,6 +1,6 @@
 // Decode GEMVs over Q8_0 / Q4_K / Q5_K / Q6_K weights (matvec.wgsl, moe.wgsl with quant.wgsl)
 // against a CPU dequantise-then-multiply reference, on ragged shapes (odd block counts per row put
-// Q8_0, Q5_0 and Q6_K rows at 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside
+// Q8_0, Q5_0, Q4_0 and Q6_K rows at 2 mod 4 bytes), outputs poisoned first, bindings at offsets inside
 // NaN-filled buffers.
 import assert from "node:assert/strict";
 import type { Dispatch, Gpu } from "../runtime/base/gpu/device.ts";
@@ -26,12 +26,13 @@ import {
 
 /**
  * Normwise error bound of dequantised random normal weights against the f32 ones, per type (the
- * largest over 3000 random draws at the test's smallest shapes: Q8_0 0.0071, Q5_0 0.057, Q4_K
- * 0.077, Q5_K 0.039, Q6_K 0.019).
+ * largest over 3000 random draws at the test's smallest shapes: Q8_0 0.0071, Q5_0 0.057, Q4_0
+ * 0.11, Q4_K 0.077, Q5_K 0.039, Q6_K 0.019).
  */
 const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = {
   q8_0: 0.01,
   q5_0: 0.075,
+  q4_0: 0.14,
   q4_k: 0.1,
   q5_k: 0.05,
   q6_k: 0.025,
@@ -39,7 +40,8 @@ const QUANT_WEIGHT_TOL: Readonly<Record<QuantType, number>> = {
 
 Deno.test({
   name:
-    "matvecQuant (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K; Q4_K / Q5_K also two rows a lane group) matches " +
+    "matvecQuant (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K; Q4_K / Q5_K also two rows a lane group) " +
+    "matches " +
     "dequantise-then-multiply on ragged shapes",
   ...GPU_TEST,
   fn: async () => {
@@ -54,6 +56,8 @@ Deno.test({
       ["q4_k", 2, 768, 19, true, NARROW_LAYOUT, 1], // 12 units a row over 4 lanes
       ["q5_0", 1, 32, 5, false, undefined], // 22-byte rows: odd rows at 2 mod 4
       ["q5_0", 2, 224, 9, true, NARROW_LAYOUT], // 7 blocks a row over 4 lanes
+      ["q4_0", 1, 32, 5, false, undefined], // 18-byte rows: odd rows at 2 mod 4
+      ["q4_0", 3, 224, 9, true, NARROW_LAYOUT], // 7 blocks a row over 4 lanes
       ["q5_k", 1, 512, 5, false, undefined],
       ["q5_k", 3, 768, 11, true, NARROW_LAYOUT],
       ["q6_k", 1, 256, 7, false, undefined], // 210-byte rows: odd rows start at 2 mod 4
@@ -137,7 +141,7 @@ for (const type of QUANT_TYPES) {
     ...GPU_TEST,
     fn: async () => {
       const gpu = await testGpu();
-      const cases = type === "q8_0" || type === "q5_0"
+      const cases = type === "q8_0" || type === "q5_0" || type === "q4_0"
         ? [[1, 2, 64, 96, 4], [3, 3, 96, 32, 5]] // I = 96: down rows of 3 blocks
         : [[2, 2, 256, 512, 3], [1, 3, 512, 256, 4]]; // (Q6_K: rows of 256 at 2 mod 4)
       for (const [T, topK, H, I, E] of cases) {

@@ -1,7 +1,7 @@
-// Block-quantised weights (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K) through `linear` (decode GEMV for T <= 8, the
+// Block-quantised weights (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K) through `linear` (decode GEMV for T <= 8, the
 // prefill GEMM decoding blocks while it stages them beyond) and `embed`, against a CPU
 // dequantise-then-multiply (or dequantise-then-copy) reference on ragged shapes: odd block counts
-// per row put Q8_0, Q5_0 and Q6_K rows at 2 mod 4 bytes, N and T off the tile sizes, outputs poisoned
+// per row put Q8_0, Q5_0, Q4_0 and Q6_K rows at 2 mod 4 bytes, N and T off the tile sizes, outputs poisoned
 // first.
 import assert from "node:assert/strict";
 import { dequantize, QUANT_TYPES, quantize, type QuantType } from "../runtime/weights/quant.ts";
@@ -36,6 +36,8 @@ Deno.test({
       ["q4_k", 21, 512, 67, false],
       ["q5_0", 2, 96, 7, false],
       ["q5_0", 13, 160, 9, true], // prefill: 5 blocks a row, odd rows at 2 mod 4
+      ["q4_0", 2, 96, 7, true],
+      ["q4_0", 11, 224, 13, false], // prefill: 7 blocks a row, odd rows at 2 mod 4
       ["q5_k", 2, 256, 5, false],
       ["q5_k", 19, 768, 37, true],
       ["q6_k", 3, 768, 7, true], // decode: 3 super-blocks a row
@@ -82,6 +84,7 @@ Deno.test({
     const tables = [
       ["q8_0", 96, 7],
       ["q5_0", 32, 5],
+      ["q4_0", 96, 5], // 54-byte rows: odd rows at 2 mod 4
       ["q4_k", 256, 5],
       ["q5_k", 512, 3],
       ["q6_k", 256, 5],

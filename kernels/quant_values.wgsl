@@ -1,4 +1,4 @@
-// Element access to block-quantised weights (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K; quant.wgsl) for kernels that
+// Element access to block-quantised weights (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K; quant.wgsl) for kernels that
 // stage or copy values rather than stream rows through a GEMV: the prefill GEMM (matmul.wgsl) and
 // the embedding lookup (embedding.wgsl). q_values4 decodes four consecutive values of a row from
 // the word(s) of quants that hold them, exactly as llama.cpp's dequantize_row_* compute them in f32.
@@ -32,6 +32,18 @@ fn q_values4(rb: u32, k: u32) -> vec4<f32> {
       vec4<u32>(15u);
     let hi = (vec4<u32>(q_bytes4(b + 2u)) >> (vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(r))) & vec4<u32>(1u);
     return (vec4<f32>(lo | (hi << vec4<u32>(4u))) - vec4<f32>(16.0)) * d;
+  }
+  if (WDTYPE == WQ4_0) {
+    // Block of 18 bytes (2-byte aligned): f16 d, 16 bytes of nibbles (byte j: value j low, j + 16
+    // high).
+    let b = rb + (k / 32u) * 18u;
+    let r = k % 32u;
+    let dw = q_word(b / 4u);
+    let d = unpack2x16float(select(dw & 0xffffu, dw >> 16u, (b & 2u) != 0u)).x;
+    let byte = vec4<u32>(0u, 8u, 16u, 24u);
+    let q = (vec4<u32>(q_bytes4(b + 2u + r % 16u)) >> (byte + vec4<u32>(select(0u, 4u, r >= 16u)))) &
+      vec4<u32>(15u);
+    return (vec4<f32>(q) - vec4<f32>(8.0)) * d;
   }
   // Super-block of 144 (Q4_K) or 176 (Q5_K) bytes (4-byte aligned): f16 d and dmin, 12 bytes of
   // scales and mins, (Q5_K) 32 bytes of fifth bits, then 4 chunks of 32 bytes, chunk c holding

@@ -60,6 +60,7 @@ export function llamaCppActivationFormat(type: WeightType): ActivationFormat | n
       return "bf16";
     case "q8_0":
     case "q5_0":
+    case "q4_0":
       return "q8_0";
     case "q4_k":
     case "q5_k":

@@ -52,6 +52,7 @@ Deno.test({
   fn: async () => {
     assert.equal(llamaCppActivationFormat("q8_0"), "q8_0");
     assert.equal(llamaCppActivationFormat("q5_0"), "q8_0");
+    assert.equal(llamaCppActivationFormat("q4_0"), "q8_0");
     assert.equal(llamaCppActivationFormat("q6_k"), "q8_k");
     assert.equal(llamaCppActivationFormat("f16"), "f16");
     assert.equal(llamaCppActivationFormat("f32"), null);

@@ -6,7 +6,7 @@
  * permuted where llama.cpp's graph wants them), 32-byte alignment.
  *
  * Weight types follow llama.cpp's converter and quantiser: matrices in the requested type (f32, f16,
- * bf16, q8_0, q5_0, q4_k, q5_k or q6_k), or in llama-quantize's Q4_K_M mix (`q4_k_m`:
+ * bf16, q8_0, q5_0, q4_0, q4_k, q5_k or q6_k), or in llama-quantize's Q4_K_M mix (`q4_k_m`:
  * `gguf_mix.ts`); vectors (norms, biases, the shared expert's gate) and routers in F32; a matrix
  * whose rows are not whole blocks of the type falls back (the K types -> q8_0 -> f16; in the mix,
  * llama-quantize's own fallbacks), and the result says how many did. Quantisation is llama.cpp's
@@ -50,6 +50,7 @@ export const CONVERT_TYPES: readonly ConvertType[] = [
   "bf16",
   "q8_0",
   "q5_0",
+  "q4_0",
   "q4_k",
   "q5_k",
   "q6_k",
@@ -275,6 +276,7 @@ const FILE_TYPE: Readonly<Record<ConvertType, number>> = {
   f16: 1,
   q8_0: 7,
   q5_0: 8,
+  q4_0: 2,
   q4_k: 14, // MOSTLY_Q4_K_S
   q5_k: 16, // MOSTLY_Q5_K_S
   q6_k: 18,

@@ -15,7 +15,7 @@
  * rows permuted (its `llama` graph's pair-wise RoPE), the store undoes it.
  *
  * Everything is checked at open: each tensor present, of a type Pregate computes with (F32, F16,
- * BF16, Q8_0, Q5_0, Q4_K, Q5_K, Q6_K), of the shape the metadata implies; failures are
+ * BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K), of the shape the metadata implies; failures are
  * {@linkcode GgufError}s naming the file and the GGUF tensor or key.
  *
  * @example
@@ -65,6 +65,7 @@ const GGML_TO_WEIGHT: Readonly<Record<string, WeightType>> = {
   BF16: "bf16",
   Q8_0: "q8_0",
   Q5_0: "q5_0",
+  Q4_0: "q4_0",
   Q4_K: "q4_k",
   Q5_K: "q5_k",
   Q6_K: "q6_k",
@@ -197,7 +198,7 @@ function entryOf(g: GgufFile, name: string, shape: readonly number[], src: GgufS
     throw new GgufError(g.path, `type ${t.type} is not supported`, {
       tensor: src.gguf,
       hint:
-        "Pregate computes with F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q5_K and Q6_K tensors; requantise " +
+        "Pregate computes with F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K and Q6_K tensors; requantise " +
         "the model (e.g. llama-quantize ... Q4_K_M) or convert it from safetensors with pregate " +
         "convert",
     });

@@ -67,7 +67,7 @@ function expertBytes(f: MoeFfn, hidden: number, gateUp: WeightType, down: Weight
   return 2 * f.inter * weightRowBytes(hidden, gateUp) + hidden * weightRowBytes(f.inter, down);
 }
 
-for (const type of ["q8_0", "q4_k"] as const) {
+for (const type of ["q8_0", "q4_0", "q4_k"] as const) {
   Deno.test({
     name: `qwen3_moe ${type}: logits equal the dequantised checkpoint's in every mode; experts ` +
       "move and sit in GPU slots as stored",

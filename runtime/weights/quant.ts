@@ -1,6 +1,6 @@
 /**
- * ggml tensor types and the block-quantised formats Pregate computes with, Q8_0, Q5_0, Q4_K, Q5_K
- * and Q6_K, in exactly llama.cpp's layouts as stored in GGUF files (little-endian, blocks back to
+ * ggml tensor types and the block-quantised formats Pregate computes with, Q8_0, Q5_0, Q4_0, Q4_K,
+ * Q5_K and Q6_K, in exactly llama.cpp's layouts as stored in GGUF files (little-endian, blocks back to
  * back, a row of `K` values = `K / block values` blocks):
  *
  * - **Q8_0**: blocks of 32 values in 34 bytes: an f16 scale `d`, then 32 int8 quants `q`;
@@ -8,12 +8,14 @@
  * - **Q5_0**: blocks of 32 values in 22 bytes: f16 `d`, 4 bytes `qh` (bit `i`: the fifth bit of
  *   value `i`), 16 bytes of low nibbles (byte `j`: value `j` low, value `j + 16` high); value =
  *   `(q - 16) * d`. llama-quantize's stand-in for Q4_K where rows are not whole 256-value blocks.
+ * - **Q4_0**: blocks of 32 values in 18 bytes: f16 `d`, 16 bytes of nibbles (byte `j`: value `j`
+ *   low, value `j + 16` high); value = `(q - 8) * d`. The older 4-bit format many hub files use.
  * - **Q4_K**, **Q5_K**, **Q6_K**: super-blocks of 256 values in 144, 176 and 210 bytes (4, 5 and 6
  *   bits a value plus scales; `k_quants.ts` describes them). Hub "Q4_K_M" files mix Q4_K with Q6_K
  *   (the output matrix, some `ffn_down` and `attn_v`), Q5_K (`attn_output` of 8-expert models) and
  *   Q5_0 / Q8_0 (in place of Q4_K / Q6_K for rows that are not whole super-blocks).
  *
- * The quantisers are llama.cpp's reference ones (`quantize_row_q8_0_ref`, `quantize_row_q5_0_ref`,
+ * The quantisers are llama.cpp's reference ones (`quantize_row_q8_0_ref`, `quantize_row_q5_0_ref`, `quantize_row_q4_0_ref`,
  * `quantize_row_q{4,5,6}_K_ref` with their least-squares searches), reimplemented in
  * single-precision arithmetic (every step rounded to f32, as the C code computes), so they give the
  * bytes `llama-quantize` writes without an importance matrix.
@@ -36,10 +38,10 @@ import { quantizeQ4KWasm, quantizeQ5KWasm, quantizeQ6KWasm } from "./k_quants_wa
 export { q4kScaleMin } from "./k_quants.ts";
 
 /** A block-quantised format Pregate quantises to and computes with. */
-export type QuantType = "q8_0" | "q5_0" | "q4_k" | "q5_k" | "q6_k";
+export type QuantType = "q8_0" | "q5_0" | "q4_0" | "q4_k" | "q5_k" | "q6_k";
 
 /** All supported quantised formats. */
-export const QUANT_TYPES: readonly QuantType[] = ["q8_0", "q5_0", "q4_k", "q5_k", "q6_k"];
+export const QUANT_TYPES: readonly QuantType[] = ["q8_0", "q5_0", "q4_0", "q4_k", "q5_k", "q6_k"];
 
 /** Values and bytes per block of a ggml type (1 value per "block" for plain types). */
 export interface BlockSize {
@@ -53,6 +55,7 @@ export interface BlockSize {
 export const QUANT_BLOCK: Readonly<Record<QuantType, BlockSize>> = Object.freeze({
   q8_0: Object.freeze({ values: 32, bytes: 34 }),
   q5_0: Object.freeze({ values: 32, bytes: 22 }),
+  q4_0: Object.freeze({ values: 32, bytes: 18 }),
   q4_k: Object.freeze({ values: 256, bytes: 144 }),
   q5_k: Object.freeze({ values: 256, bytes: 176 }),
   q6_k: Object.freeze({ values: 256, bytes: 210 }),
@@ -62,6 +65,7 @@ export const QUANT_BLOCK: Readonly<Record<QuantType, BlockSize>> = Object.freeze
 export const QUANT_GGML_NAME: Readonly<Record<QuantType, string>> = Object.freeze({
   q8_0: "Q8_0",
   q5_0: "Q5_0",
+  q4_0: "Q4_0",
   q4_k: "Q4_K",
   q5_k: "Q5_K",
   q6_k: "Q6_K",
@@ -79,7 +83,7 @@ const QK = 256;
 /**
  * Every ggml tensor type a GGUF file may hold (llama.cpp's `enum ggml_type` and block sizes), so a
  * file's sizes can be validated whatever its types; Pregate computes with F32, F16, BF16, Q8_0,
- * Q5_0, Q4_K, Q5_K and Q6_K.
+ * Q5_0, Q4_0, Q4_K, Q5_K and Q6_K.
  */
 export const GGML_TYPES: readonly GgmlType[] = Object.freeze(
   ([
@@ -201,6 +205,49 @@ function dequantizeQ8_0(bytes: Uint8Array, nb: number): Float32Array {
   return out;
 }
 
+// --------------------------------------------------------------------------- Q4_0
+
+/** Quantises `nb` blocks of `x` to Q4_0 (`quantize_row_q4_0_ref`). */
+function quantizeQ4_0(x: Float32Array, nb: number): Uint8Array {
+  const out = new Uint8Array(nb * 18);
+  for (let b = 0; b < nb; b++) {
+    const o = b * 32, p = b * 18;
+    let amax = 0, max = 0;
+    for (let j = 0; j < 32; j++) {
+      if (amax < Math.abs(x[o + j])) {
+        amax = Math.abs(x[o + j]);
+        max = x[o + j];
+      }
+    }
+    const d = f(max / -8);
+    const id = d ? f(1 / d) : 0;
+    const h = f32ToF16Bits(d);
+    out[p] = h & 0xff;
+    out[p + 1] = h >>> 8;
+    for (let j = 0; j < 16; j++) {
+      // (int8_t)(x * id + 8.5f): the sum is at least about 0.5, so truncation is floor.
+      const q0 = Math.min(15, Math.trunc(f(f(x[o + j] * id) + 8.5)));
+      const q1 = Math.min(15, Math.trunc(f(f(x[o + 16 + j] * id) + 8.5)));
+      out[p + 2 + j] = q0 | (q1 << 4);
+    }
+  }
+  return out;
+}
+
+function dequantizeQ4_0(bytes: Uint8Array, nb: number): Float32Array {
+  const out = new Float32Array(nb * 32);
+  for (let b = 0; b < nb; b++) {
+    const p = b * 18;
+    const d = f16BitsToF32(bytes[p] | (bytes[p + 1] << 8));
+    for (let j = 0; j < 16; j++) {
+      const q = bytes[p + 2 + j];
+      out[b * 32 + j] = f(((q & 15) - 8) * d);
+      out[b * 32 + 16 + j] = f(((q >> 4) - 8) * d);
+    }
+  }
+  return out;
+}
+
 // --------------------------------------------------------------------------- Q5_0
 
 /** Quantises `nb` blocks of `x` to Q5_0 (`quantize_row_q5_0_ref`). */
@@ -253,6 +300,7 @@ function dequantizeQ5_0(bytes: Uint8Array, nb: number): Float32Array {
 const QUANTIZERS: Readonly<Record<QuantType, (x: Float32Array, nb: number) => Uint8Array>> = {
   q8_0: quantizeQ8_0,
   q5_0: quantizeQ5_0,
+  q4_0: quantizeQ4_0,
   // The WebAssembly builds of k_quants.ts's quantizeQ4K / Q5K / Q6K (same bytes, faster).
   q4_k: quantizeQ4KWasm,
   q5_k: quantizeQ5KWasm,
@@ -262,6 +310,7 @@ const QUANTIZERS: Readonly<Record<QuantType, (x: Float32Array, nb: number) => Ui
 const DEQUANTIZERS: Readonly<Record<QuantType, (b: Uint8Array, nb: number) => Float32Array>> = {
   q8_0: dequantizeQ8_0,
   q5_0: dequantizeQ5_0,
+  q4_0: dequantizeQ4_0,
   q4_k: dequantizeQ4K,
   q5_k: dequantizeQ5K,
   q6_k: dequantizeQ6K,

@@ -188,7 +188,14 @@ function roundTrip(x: Float32Array, type: QuantType): { maxUnits: number; relRms
     const lo = Math.min(0, ...v), hi = Math.max(...v);
     // Q8_0: one step is amax / 127; Q6_K: about amax / 31 (levels -32 .. 31); Q5_0: amax / 16
     // (-16 .. 15); Q4_K and Q5_K: a sub-block's range over 15 or 31 levels.
-    const levels: Record<QuantType, number> = { q8_0: 127, q6_k: 31, q5_0: 16, q5_k: 31, q4_k: 15 };
+    const levels: Record<QuantType, number> = {
+      q8_0: 127,
+      q6_k: 31,
+      q5_0: 16,
+      q4_0: 8,
+      q5_k: 31,
+      q4_k: 15,
+    };
     const unit = (type === "q4_k" || type === "q5_k" ? hi - lo : amax) / levels[type];
     for (let i = 0; i < 32; i++) {
       const e = Math.abs(y[b * 32 + i] - v[i]);

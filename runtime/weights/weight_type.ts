@@ -1,7 +1,7 @@
 /**
  * Weight types: what a weight matrix can be stored as on the GPU and in a file. A plain
  * {@linkcode DType} (f32, f16, bf16: `dtype.ts`) or a block-quantised {@linkcode QuantType} (Q8_0,
- * Q5_0, Q4_K, Q5_K, Q6_K in llama.cpp's layouts: `quant.ts`). The kernels read every one of them as
+ * Q5_0, Q4_0, Q4_K, Q5_K, Q6_K in llama.cpp's layouts: `quant.ts`). The kernels read every one of them as
  * stored (`kernels/dtype.wgsl`, `kernels/quant.wgsl`), so a matrix's bytes on the GPU are its bytes
  * in the file.
  *
