@@ -66,11 +66,11 @@ Deno.test("a tensor of the wrong shape or an unsupported type names the tensor",
     { tensor: "blk.2.ffn_gate_exps.weight" },
     "[experts, 96, 64]",
   );
-  const q4 = { type: "Q4_0", shape: [256, 64], data: new Uint8Array(256 * 2 * 18) };
+  const q4 = { type: "Q4_1", shape: [256, 64], data: new Uint8Array(256 * 2 * 20) };
   assertGguf(
     await openEdited({ replace: { "token_embd.weight": q4 } }),
     { tensor: "token_embd.weight" },
-    "type Q4_0 is not supported",
+    "type Q4_1 is not supported",
   );
 });
 
