@@ -417,29 +417,36 @@ llamaCppTest(
     const demo = CROSS_MODELS[0];
     const checkpoint = await demo.checkpoint(dir);
     const gpu = await testGpu();
+    // One-token prompts, one step each. A sum may land on the other side of a rounding boundary
+    // in either implementation's order (later steps do, 2-21 steps in: bench/results/gguf.md,
+    // "llama.cpp's logits"; none of 16 first passes of the demo did on the development machine),
+    // so of four prompts at least one must be exact; a rounding that is not llama.cpp's misses
+    // on all four.
+    const prompts = [[49], [1036], [744], [261]];
     for (const type of ["f16", "q8_0", "q4_k"] as const) {
       const model = `${dir}/demo-${type}.gguf`;
       await writeGguf(checkpoint, model, type);
-      // One prompt token: the first pass holds no sum near a rounding boundary on the
-      // development machine (figures: bench/results/gguf.md, "llama.cpp's logits").
-      const prompt = (await loadTokenizer(model)).encode(demo.prompt).slice(0, 1);
-      const steps = await llamaCppParity({
-        install: INSTALL!,
-        model,
-        prompt,
-        tokens: 8,
-        activations: "llama.cpp",
-        gpu,
-      });
-      const diffs = steps.map((s) => s.maxDiff.toExponential(1));
+      const first: number[] = [];
+      for (const prompt of prompts) {
+        const steps = await llamaCppParity({
+          install: INSTALL!,
+          model,
+          prompt,
+          tokens: 2,
+          activations: "llama.cpp",
+          gpu,
+        });
+        first.push(steps[0].maxDiff);
+      }
+      const diffs = first.map((d) => d.toExponential(1)).join(", ");
       if (type === "f16") {
         // f16 activations: roundings that part move a logit by ~1e-3 of the spread, no more.
-        assert.ok(steps.every((s) => s.maxDiff < 5e-3), `f16: per step ${diffs}`);
+        assert.ok(first.every((d) => d < 5e-3), `f16: first steps ${diffs}`);
       } else {
-        // Q8_0 / Q8_K activations: equal up to float order (~1e-6) until a sum lands on the
-        // other side of a rounding boundary; then a few hundredths.
-        assert.ok(steps[0].maxDiff < 1e-5, `${type}: per step ${diffs}`);
-        assert.ok(steps.every((s) => s.maxDiff < 0.15), `${type}: per step ${diffs}`);
+        // Q8_0 / Q8_K activations: equal up to float order (~1e-6) unless a sum crossed a
+        // rounding boundary; then a few hundredths.
+        assert.ok(first.some((d) => d < 1e-5), `${type}: no exact first step (${diffs})`);
+        assert.ok(first.every((d) => d < 0.15), `${type}: first steps ${diffs}`);
       }
     }
   },
