@@ -10,8 +10,7 @@ fn q_values4(rb: u32, k: u32) -> vec4<f32> {
   if (WDTYPE == WQ8_0) {
     // Block of 34 bytes (2-byte aligned): f16 d, then 32 int8; the four quants start 2 + k % 32 in.
     let b = rb + (k / 32u) * 34u;
-    let dw = q_word(b / 4u);
-    let d = unpack2x16float(select(dw & 0xffffu, dw >> 16u, (b & 2u) != 0u)).x;
+    let d = q_block_d(b);
     let qb = b + 2u + (k % 32u);
     let o = qb / 4u;
     let q = select((q_word(o) >> 16u) | (q_word(o + 1u) << 16u), q_word(o), (qb & 3u) == 0u);
@@ -25,25 +24,14 @@ fn q_values4(rb: u32, k: u32) -> vec4<f32> {
     // of nibbles (byte j: value j low, j + 16 high).
     let b = rb + (k / 32u) * 22u;
     let r = k % 32u;
-    let dw = q_word(b / 4u);
-    let d = unpack2x16float(select(dw & 0xffffu, dw >> 16u, (b & 2u) != 0u)).x;
-    let byte = vec4<u32>(0u, 8u, 16u, 24u);
-    let lo = (vec4<u32>(q_bytes4(b + 6u + r % 16u)) >> (byte + vec4<u32>(select(0u, 4u, r >= 16u)))) &
-      vec4<u32>(15u);
     let hi = (vec4<u32>(q_bytes4(b + 2u)) >> (vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(r))) & vec4<u32>(1u);
-    return (vec4<f32>(lo | (hi << vec4<u32>(4u))) - vec4<f32>(16.0)) * d;
+    return (vec4<f32>(q_nibbles4(b + 6u, r) | (hi << vec4<u32>(4u))) - vec4<f32>(16.0)) * q_block_d(b);
   }
   if (WDTYPE == WQ4_0) {
     // Block of 18 bytes (2-byte aligned): f16 d, 16 bytes of nibbles (byte j: value j low, j + 16
     // high).
     let b = rb + (k / 32u) * 18u;
-    let r = k % 32u;
-    let dw = q_word(b / 4u);
-    let d = unpack2x16float(select(dw & 0xffffu, dw >> 16u, (b & 2u) != 0u)).x;
-    let byte = vec4<u32>(0u, 8u, 16u, 24u);
-    let q = (vec4<u32>(q_bytes4(b + 2u + r % 16u)) >> (byte + vec4<u32>(select(0u, 4u, r >= 16u)))) &
-      vec4<u32>(15u);
-    return (vec4<f32>(q) - vec4<f32>(8.0)) * d;
+    return (vec4<f32>(q_nibbles4(b + 2u, k % 32u)) - vec4<f32>(8.0)) * q_block_d(b);
   }
   // Super-block of 144 (Q4_K) or 176 (Q5_K) bytes (4-byte aligned): f16 d and dmin, 12 bytes of
   // scales and mins, (Q5_K) 32 bytes of fifth bits, then 4 chunks of 32 bytes, chunk c holding
@@ -67,6 +55,19 @@ fn q_values4(rb: u32, k: u32) -> vec4<f32> {
   return (dm.x * sm.x) * vec4<f32>(q) - vec4<f32>(dm.y * sm.y);
 }
 
+// The f16 at the even byte b (the scale of a Q8_0, Q5_0 or Q4_0 block, Q6_K's d), as f32.
+fn q_block_d(b: u32) -> f32 {
+  let dw = q_word(b / 4u);
+  return unpack2x16float(select(dw & 0xffffu, dw >> 16u, (b & 2u) != 0u)).x;
+}
+
+// Values r .. r + 3 (r a multiple of 4, < 32) of a block's 16 bytes of nibbles at byte at (byte j:
+// value j in the low nibble, value j + 16 in the high one), as integers.
+fn q_nibbles4(at: u32, r: u32) -> vec4<u32> {
+  let shift = vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(select(0u, 4u, r >= 16u));
+  return (vec4<u32>(q_bytes4(at + r % 16u)) >> shift) & vec4<u32>(15u);
+}
+
 // The 4 bytes at byte b (even) of the weights.
 fn q_bytes4(b: u32) -> u32 {
   let i = b / 4u;
@@ -88,7 +89,5 @@ fn q6k_values4(sb: u32, r: u32) -> vec4<f32> {
   let sc = sb + 192u + 8u * h + 2u * g + l / 16u;
   let sw = q_word(sc / 4u);
   let scale = f32(bitcast<i32>(sw << (24u - 8u * (sc % 4u))) >> 24u);
-  let dw = q_word((sb + 208u) / 4u);
-  let d = unpack2x16float(select(dw & 0xffffu, dw >> 16u, (sb & 2u) != 0u)).x;
-  return (d * scale) * (vec4<f32>(q) - vec4<f32>(32.0));
+  return (q_block_d(sb + 208u) * scale) * (vec4<f32>(q) - vec4<f32>(32.0));
 }

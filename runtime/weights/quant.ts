@@ -176,6 +176,25 @@ function checkFinite(values: ArrayLike<number>): void {
   }
 }
 
+/** The value of largest magnitude among `x[o .. o + 31]` (the first such; 0 for a zero block). */
+function signedAbsMax32(x: Float32Array, o: number): number {
+  let amax = 0, max = 0;
+  for (let j = 0; j < 32; j++) {
+    if (amax < Math.abs(x[o + j])) {
+      amax = Math.abs(x[o + j]);
+      max = x[o + j];
+    }
+  }
+  return max;
+}
+
+/** Writes the f16 of `v` at `out[p]`, little-endian. */
+function putF16(out: Uint8Array, p: number, v: number): void {
+  const h = f32ToF16Bits(v);
+  out[p] = h & 0xff;
+  out[p + 1] = h >>> 8;
+}
+
 // --------------------------------------------------------------------------- Q8_0
 
 /** Quantises `nb` blocks of `x` to Q8_0 (`quantize_row_q8_0_ref`). */
@@ -187,9 +206,7 @@ function quantizeQ8_0(x: Float32Array, nb: number): Uint8Array {
     for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[o + j]));
     const d = f(amax / 127);
     const id = d ? f(1 / d) : 0;
-    const h = f32ToF16Bits(d);
-    out[b * 34] = h & 0xff;
-    out[b * 34 + 1] = h >>> 8;
+    putF16(out, b * 34, d);
     for (let j = 0; j < 32; j++) out[b * 34 + 2 + j] = roundHalfAway(f(x[o + j] * id)) & 0xff;
   }
   return out;
@@ -212,18 +229,9 @@ function quantizeQ4_0(x: Float32Array, nb: number): Uint8Array {
   const out = new Uint8Array(nb * 18);
   for (let b = 0; b < nb; b++) {
     const o = b * 32, p = b * 18;
-    let amax = 0, max = 0;
-    for (let j = 0; j < 32; j++) {
-      if (amax < Math.abs(x[o + j])) {
-        amax = Math.abs(x[o + j]);
-        max = x[o + j];
-      }
-    }
-    const d = f(max / -8);
+    const d = f(signedAbsMax32(x, o) / -8);
     const id = d ? f(1 / d) : 0;
-    const h = f32ToF16Bits(d);
-    out[p] = h & 0xff;
-    out[p + 1] = h >>> 8;
+    putF16(out, p, d);
     for (let j = 0; j < 16; j++) {
       // (int8_t)(x * id + 8.5f): the sum is at least about 0.5, so truncation is floor.
       const q0 = Math.min(15, Math.trunc(f(f(x[o + j] * id) + 8.5)));
@@ -255,18 +263,9 @@ function quantizeQ5_0(x: Float32Array, nb: number): Uint8Array {
   const out = new Uint8Array(nb * 22);
   for (let b = 0; b < nb; b++) {
     const o = b * 32, p = b * 22;
-    let amax = 0, max = 0;
-    for (let j = 0; j < 32; j++) {
-      if (amax < Math.abs(x[o + j])) {
-        amax = Math.abs(x[o + j]);
-        max = x[o + j];
-      }
-    }
-    const d = f(max / -16);
+    const d = f(signedAbsMax32(x, o) / -16);
     const id = d ? f(1 / d) : 0;
-    const h = f32ToF16Bits(d);
-    out[p] = h & 0xff;
-    out[p + 1] = h >>> 8;
+    putF16(out, p, d);
     let qh = 0;
     for (let j = 0; j < 16; j++) {
       // (int8_t)(x * id + 16.5f): the sum is at least about 0.5, so truncation is floor.
