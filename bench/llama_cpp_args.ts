@@ -67,8 +67,11 @@ export function promptIds(spec: string, vocab: number, fail: Fail): number[] {
   return prompt;
 }
 
-/** The median of `xs` (the upper one of an even count, as offload.ts reports its runs). */
-export function median(xs: number[]): number {
+/**
+ * The median of `xs` (the upper one of an even count). bench/harness.ts has one too, but the peers
+ * run outside the project's configuration and cannot import the runtime it pulls in.
+ */
+function median(xs: number[]): number {
   return xs.toSorted((a, b) => a - b)[xs.length >> 1];
 }
 

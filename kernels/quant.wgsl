@@ -1,20 +1,21 @@
-// Block-quantised weights, read as stored in GGUF files and dequantised in registers inside the GEMV
-// kernels (matvec.wgsl, moe.wgsl): WDTYPE (dtype.wgsl) 3 = Q8_0, 4 = Q4_K, 5 = Q5_K, 6 = Q6_K,
+// Block-quantised weights, read as stored in GGUF files and dequantised in registers inside the
+// GEMV kernels (matvec.wgsl, moe.wgsl): WDTYPE (dtype.wgsl) 3 = Q8_0, 4 = Q4_K, 5 = Q5_K, 6 = Q6_K,
 // 7 = Q5_0, 8 = Q4_0. A row of K values is K / 32 blocks, Q8_0 (34 bytes: f16 d, 32 int8), Q5_0
 // (22: f16 d, 32 fifth bits, 16 bytes of nibbles) or Q4_0 (18: f16 d, 16 bytes of nibbles), only
-// 2-byte aligned, or K / 256 super-blocks: Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of
-// 4-bit quants), Q5_K (176: Q4_K's header, 32 bytes of fifth bits, the 4-bit quants) or Q6_K (210,
-// so only 2-byte aligned: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, f16 d),
-// back to back; the weights are bound as array<u32> and addressed by byte
-// (runtime/weights/quant.ts and k_quants.ts describe the layouts).
+// 2-byte aligned, or K / 256 super-blocks: Q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit
+// scales and mins, 128 bytes of 4-bit quants), Q5_K (176: Q4_K's header, 32 bytes of fifth bits,
+// the 4-bit quants) or Q6_K (210, so only 2-byte aligned: 128 bytes of low nibbles, 64 of high bit
+// pairs, 16 int8 scales, f16 d), back to back; the weights are bound as array<u32> and addressed by
+// byte (runtime/weights/quant.ts and k_quants.ts describe the layouts).
 //
 // The decode GEMVs (matvec.wgsl, moe.wgsl) take Q4_K, Q5_K and Q8_0 on their own paths
-// (quant_gemv.wgsl, which needs this file). For Q5_0, Q4_0 and Q6_K their unit of work is 32
-// values (a Q5_0 or Q4_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h of a
-// super-block, g = 0 or 1, whose quants share 32 bytes of low nibbles and 32 bytes of high bits). A kernel gives each lane of a row every TPR-th unit; per unit
-// it loads the unit's words (q_unit_words of them, at the indices q_unit_word gives, from its own
-// binding) and the unit's x values (q_unit_values / 4 vec4s, vec4 i at q_unit_xvec(u, i) of the
-// row), and q_unit_dot returns their dot product. Needs dtype.wgsl.
+// (quant_gemv.wgsl, which needs this file). For Q5_0, Q4_0 and Q6_K their unit of work is 32 values
+// (a Q5_0 or Q4_0 block) or 64 (Q6_K: values 32 g .. 32 g + 31 and 32 g + 64 .. 32 g + 95 of half h
+// of a super-block, g = 0 or 1, whose quants share 32 bytes of low nibbles and 32 bytes of high
+// bits). A kernel gives each lane of a row every TPR-th unit; per unit it loads the unit's words
+// (q_unit_words of them, at the indices q_unit_word gives, from its own binding) and the unit's x
+// values (q_unit_values / 4 vec4s, vec4 i at q_unit_xvec(u, i) of the row), and q_unit_dot returns
+// their dot product. Needs dtype.wgsl.
 
 const WQ8_0: u32 = 3u;
 const WQ4_K: u32 = 4u;
@@ -67,7 +68,11 @@ fn q_row_bytes(K: u32) -> u32 {
 // Words a q_unit_dot unit loads: a Q5_0 block spans 6 words whatever its alignment, a Q4_0 block
 // 5, Q6_K 22 (see q_unit_word).
 fn q_unit_words() -> u32 {
-  return select(select(22u, 6u, WDTYPE == WQ5_0), 5u, WDTYPE == WQ4_0);
+  switch (WDTYPE) {
+    case 7u: { return 6u; }
+    case 8u: { return 5u; }
+    default: { return 22u; }
+  }
 }
 
 // The index of the i-th word unit u of the row that starts at byte rb loads.

@@ -1,8 +1,8 @@
 /**
- * Decode GEMVs over block-quantised weights (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K in llama.cpp's layouts, as GGUF
- * files store them), dequantised inside the kernel: the same `matvec.wgsl` and `moe.wgsl` kernels as
- * the f32 / f16 / bf16 weights, specialised by `WDTYPE` 3 (Q8_0), 4 (Q4_K), 5 (Q5_K) and 6 (Q6_K),
- * with the block decoding in `quant.wgsl`. The weights stay quantised in GPU memory (and in the
+ * Decode GEMVs over block-quantised weights (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K in llama.cpp's
+ * layouts, as GGUF files store them), dequantised inside the kernel: the same `matvec.wgsl` and
+ * `moe.wgsl` kernels as the f32 / f16 / bf16 weights, specialised by `WDTYPE` ({@linkcode
+ * WEIGHT_CODE}), with the block decoding in `quant.wgsl`. The weights stay quantised in GPU memory (and in the
  * offloading engine's expert slots); no separate dequantisation pass runs.
  *
  * - {@linkcode matvecQuant}: `y[T, N] (+)= x[T, K] · W[N, K]^T` for a few rows of `x` (decode).
@@ -10,10 +10,10 @@
  *   {@linkcode WeightType} `dtype`, so quantised pools work through the slot table as the other
  *   dtypes do.
  *
- * A row of `K` values is `K / 32` Q8_0 blocks of 34 bytes or `K / 256` super-blocks of 144 (Q4_K),
- * 176 (Q5_K) or 210 (Q6_K) bytes ({@linkcode weightRowBytes}); a binding holds whole rows back to
- * back (Q8_0, Q5_0, Q4_0 and Q6_K rows may start at 2 mod 4 bytes) and must cover them rounded up to whole
- * 4-byte words. Prefill over quantised weights is `linear`'s: the portable
+ * A row of `K` values is `K / 32` blocks of 34 (Q8_0), 22 (Q5_0) or 18 (Q4_0) bytes or `K / 256`
+ * super-blocks of 144 (Q4_K), 176 (Q5_K) or 210 (Q6_K) bytes ({@linkcode weightRowBytes}); a
+ * binding holds whole rows back to back (Q8_0, Q5_0, Q4_0 and Q6_K rows may start at 2 mod 4 bytes)
+ * and must cover them rounded up to whole 4-byte words. Prefill over quantised weights is `linear`'s: the portable
  * `matmul` decodes blocks while it stages them (`quant_values.wgsl`).
  *
  * @example

@@ -1,9 +1,9 @@
-// Element access to block-quantised weights (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K; quant.wgsl) for kernels that
-// stage or copy values rather than stream rows through a GEMV: the prefill GEMM (matmul.wgsl) and
-// the embedding lookup (embedding.wgsl). q_values4 decodes four consecutive values of a row from
-// the word(s) of quants that hold them, exactly as llama.cpp's dequantize_row_* compute them in f32.
-// The including kernel defines q_word(i), the i-th u32 word of its weight binding.
-// Needs dtype.wgsl and quant.wgsl.
+// Element access to block-quantised weights (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K; quant.wgsl) for
+// kernels that stage or copy values rather than stream rows through a GEMV: the prefill GEMM
+// (matmul.wgsl) and the embedding lookup (embedding.wgsl). q_values4 decodes four consecutive
+// values of a row from the word(s) of quants that hold them, exactly as llama.cpp's
+// dequantize_row_* compute them in f32. The including kernel defines q_word(i), the i-th u32 word
+// of its weight binding. Needs dtype.wgsl and quant.wgsl.
 
 // W[k .. k + 3] (k a multiple of 4) of the row that starts at byte rb.
 fn q_values4(rb: u32, k: u32) -> vec4<f32> {

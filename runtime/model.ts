@@ -78,8 +78,8 @@ export interface LoadOptions {
   /**
    * How activations meet quantised and half-precision weights: `f32` (default: products of f32
    * activations with the weights as stored) or `llama.cpp` (activations rounded first as
-   * llama.cpp's CPU backend rounds them: Q8_0 blocks before Q8_0 / Q5_0 / Q4_0 weights, Q8_K blocks before
-   * K-quants, f16 / bf16 before f16 / bf16 weights; `kernels/round_activations.ts`; keys and
+   * llama.cpp's CPU backend rounds them: Q8_0 blocks before Q8_0 / Q5_0 / Q4_0 weights, Q8_K blocks
+   * before K-quants, f16 / bf16 before f16 / bf16 weights; `kernels/round_activations.ts`; keys and
    * values kept rounded to f16 as its KV cache keeps them, and attention computed as its CPU flash
    * attention computes it), so that the products over a GGUF file are llama.cpp's up to the order
    * of additions. Decoder-only models.
@@ -558,7 +558,8 @@ function freeBuffers(gpu: Gpu, root: unknown, seen = new Set<unknown>()): void {
 
 /**
  * Loads a MoE model onto the GPU: a Hugging Face checkpoint directory (config.json + safetensors)
- * or a GGUF file (llama.cpp's; F16, BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K and Q6_K weights stay as stored).
+ * or a GGUF file (llama.cpp's; F16, BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K and Q6_K weights stay as
+ * stored).
  */
 export function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   return Model.load(dir, opts);

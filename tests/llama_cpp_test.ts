@@ -418,7 +418,7 @@ llamaCppTest(
     const checkpoint = await demo.checkpoint(dir);
     const gpu = await testGpu();
     // One-token prompts, one step each. A sum may land on the other side of a rounding boundary
-    // in either implementation's order (later steps do, 2-21 steps in: bench/results/gguf.md,
+    // in either implementation's order (later steps do, 2-16 steps in: bench/results/gguf.md,
     // "llama.cpp's logits"; none of 16 first passes of the demo did on the development machine),
     // so of four prompts at least one must be exact; a rounding that is not llama.cpp's misses
     // on all four.

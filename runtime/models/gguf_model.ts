@@ -29,17 +29,15 @@
  * @module
  */
 import { ConfigError, GgufError } from "../base/errors.ts";
-import { halfWordsToF32 } from "../base/dtype.ts";
 import { type GgufFile, type GgufTensorInfo, isGgufFile, openGguf } from "../weights/gguf.ts";
 import type { Advice, OpenMappedOptions } from "../weights/mmap.ts";
-import { dequantize } from "../weights/quant.ts";
 import {
   openCheckpoint,
   type Tensor,
   type TensorEntry,
   type TensorStore,
 } from "../weights/safetensors.ts";
-import { isQuantType, type WeightType } from "../weights/weight_type.ts";
+import { weightsToF32, type WeightType } from "../weights/weight_type.ts";
 import { archOf, archOfGguf } from "./arch/mod.ts";
 import { loadConfig } from "./config.ts";
 import { ggufConfig } from "./gguf_spec.ts";
@@ -198,9 +196,9 @@ function entryOf(g: GgufFile, name: string, shape: readonly number[], src: GgufS
     throw new GgufError(g.path, `type ${t.type} is not supported`, {
       tensor: src.gguf,
       hint:
-        "Pregate computes with F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K and Q6_K tensors; requantise " +
-        "the model (e.g. llama-quantize ... Q4_K_M) or convert it from safetensors with pregate " +
-        "convert",
+        "Pregate computes with F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K and Q6_K tensors; " +
+        "requantise the model (e.g. llama-quantize ... Q4_K_M) or convert it from safetensors with " +
+        "pregate convert",
     });
   }
   const stacked = src.expert !== undefined;
@@ -241,14 +239,6 @@ function perExpert(g: GgufFile, src: GgufSource): GgufSource {
   if (src.expert === undefined || g.hasTensor(src.gguf)) return src;
   const own = src.gguf.replace(/_exps\.weight$/, `.${src.expert}.weight`);
   return g.hasTensor(own) ? { gguf: own } : src;
-}
-
-/** Values of a tensor's bytes as f32. */
-function toF32(bytes: Uint8Array, dtype: WeightType, n: number): Float32Array {
-  if (isQuantType(dtype)) return dequantize(bytes, dtype, n);
-  const b = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  if (dtype === "f32") return new Float32Array(b.buffer, b.byteOffset, n).slice();
-  return halfWordsToF32(new Uint16Array(b.buffer, b.byteOffset, n), dtype);
 }
 
 /** A GGUF file's tensors under checkpoint names (see {@linkcode openGgufStore}). */
@@ -297,7 +287,7 @@ class GgufStore implements TensorStore {
   }
   tensorF32(name: string): Float32Array {
     const t = this.get(name);
-    return toF32(t.bytes(), t.dtype, t.elements);
+    return weightsToF32(t.bytes(), t.dtype, t.elements);
   }
   resident(names?: readonly string[]): number | null {
     let bytes = 0, inRam = 0;

@@ -112,7 +112,10 @@ export interface GgufTensor extends GgufTensorInfo {
    * `Uint8Array` of blocks for block-quantised types. Zero-copy when mapped and aligned.
    */
   view(): GgufTensorView;
-  /** The values converted to a new `Float32Array` (F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K). */
+  /**
+   * The values converted to a new `Float32Array` (F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q4_K, Q5_K,
+   * Q6_K).
+   */
   toF32(): Float32Array;
 }
 

@@ -43,14 +43,16 @@ export function nearestInt(v: number): number {
   return (nearestU32[0] & 0x7fffff) - 0x400000;
 }
 
-function putF16(out: Uint8Array, p: number, v: number): number {
+/** Writes the f16 of `v` at `out[p]` (little-endian); returns the f16's value. */
+export function putF16(out: Uint8Array, p: number, v: number): number {
   const h = f32ToF16Bits(v);
   out[p] = h & 0xff;
   out[p + 1] = h >>> 8;
   return f16BitsToF32(h);
 }
 
-function getF16(b: Uint8Array, p: number): number {
+/** The little-endian f16 at `b[p]`, as a number. */
+export function getF16(b: Uint8Array, p: number): number {
   return f16BitsToF32(b[p] | (b[p + 1] << 8));
 }
 

@@ -15,10 +15,10 @@
  *   (the output matrix, some `ffn_down` and `attn_v`), Q5_K (`attn_output` of 8-expert models) and
  *   Q5_0 / Q8_0 (in place of Q4_K / Q6_K for rows that are not whole super-blocks).
  *
- * The quantisers are llama.cpp's reference ones (`quantize_row_q8_0_ref`, `quantize_row_q5_0_ref`, `quantize_row_q4_0_ref`,
- * `quantize_row_q{4,5,6}_K_ref` with their least-squares searches), reimplemented in
- * single-precision arithmetic (every step rounded to f32, as the C code computes), so they give the
- * bytes `llama-quantize` writes without an importance matrix.
+ * The quantisers are llama.cpp's reference ones (`quantize_row_q8_0_ref`, `quantize_row_q5_0_ref`,
+ * `quantize_row_q4_0_ref`, `quantize_row_q{4,5,6}_K_ref` with their least-squares searches),
+ * reimplemented in single-precision arithmetic (every step rounded to f32, as the C code computes),
+ * so they give the bytes `llama-quantize` writes without an importance matrix.
  *
  * @example
  * ```ts
@@ -31,8 +31,7 @@
  * @module
  */
 import { ArgumentError } from "../base/errors.ts";
-import { f16BitsToF32, f32ToF16Bits } from "../base/dtype.ts";
-import { dequantizeQ4K, dequantizeQ5K, dequantizeQ6K, f } from "./k_quants.ts";
+import { dequantizeQ4K, dequantizeQ5K, dequantizeQ6K, f, getF16, putF16 } from "./k_quants.ts";
 import { quantizeQ4KWasm, quantizeQ5KWasm, quantizeQ6KWasm } from "./k_quants_wasm.ts";
 
 export { q4kScaleMin } from "./k_quants.ts";
@@ -188,13 +187,6 @@ function signedAbsMax32(x: Float32Array, o: number): number {
   return max;
 }
 
-/** Writes the f16 of `v` at `out[p]`, little-endian. */
-function putF16(out: Uint8Array, p: number, v: number): void {
-  const h = f32ToF16Bits(v);
-  out[p] = h & 0xff;
-  out[p + 1] = h >>> 8;
-}
-
 // --------------------------------------------------------------------------- Q8_0
 
 /** Quantises `nb` blocks of `x` to Q8_0 (`quantize_row_q8_0_ref`). */
@@ -216,7 +208,7 @@ function dequantizeQ8_0(bytes: Uint8Array, nb: number): Float32Array {
   const out = new Float32Array(nb * 32);
   for (let b = 0; b < nb; b++) {
     const p = b * 34;
-    const d = f16BitsToF32(bytes[p] | (bytes[p + 1] << 8));
+    const d = getF16(bytes, p);
     for (let j = 0; j < 32; j++) out[b * 32 + j] = f(((bytes[p + 2 + j] << 24) >> 24) * d);
   }
   return out;
@@ -246,7 +238,7 @@ function dequantizeQ4_0(bytes: Uint8Array, nb: number): Float32Array {
   const out = new Float32Array(nb * 32);
   for (let b = 0; b < nb; b++) {
     const p = b * 18;
-    const d = f16BitsToF32(bytes[p] | (bytes[p + 1] << 8));
+    const d = getF16(bytes, p);
     for (let j = 0; j < 16; j++) {
       const q = bytes[p + 2 + j];
       out[b * 32 + j] = f(((q & 15) - 8) * d);
@@ -283,7 +275,7 @@ function dequantizeQ5_0(bytes: Uint8Array, nb: number): Float32Array {
   const out = new Float32Array(nb * 32);
   for (let b = 0; b < nb; b++) {
     const p = b * 22;
-    const d = f16BitsToF32(bytes[p] | (bytes[p + 1] << 8));
+    const d = getF16(bytes, p);
     const qh = bytes[p + 2] | (bytes[p + 3] << 8) | (bytes[p + 4] << 16) | (bytes[p + 5] << 24);
     for (let j = 0; j < 16; j++) {
       const q = bytes[p + 6 + j];

@@ -28,9 +28,7 @@
  * @module
  */
 import { WeightFileError } from "../base/errors.ts";
-import { halfWordsToF32 } from "../base/dtype.ts";
-import { dequantize } from "./quant.ts";
-import { isQuantType, type WeightType } from "./weight_type.ts";
+import { weightsToF32, type WeightType } from "./weight_type.ts";
 import {
   type Advice,
   type MapKind,
@@ -193,18 +191,6 @@ function alignmentOf(offset: number): number {
   return a;
 }
 
-function toF32(t: Tensor): Float32Array {
-  const b = t.bytes();
-  const n = t.elements;
-  if (isQuantType(t.dtype)) return dequantize(b, t.dtype, n);
-  if (t.dtype === "f32") {
-    const aligned = b.byteOffset % 4 === 0 ? b : b.slice();
-    return new Float32Array(aligned.buffer, aligned.byteOffset, n).slice();
-  }
-  const aligned = b.byteOffset % 2 === 0 ? b : b.slice();
-  return halfWordsToF32(new Uint16Array(aligned.buffer, aligned.byteOffset, n), t.dtype);
-}
-
 class Store implements TensorStore {
   readonly files: readonly string[];
   readonly metadata: Readonly<Record<string, string>>;
@@ -309,7 +295,8 @@ class Store implements TensorStore {
   }
 
   tensorF32(name: string): Float32Array {
-    return toF32(this.get(name));
+    const t = this.get(name);
+    return weightsToF32(t.bytes(), t.dtype, t.elements);
   }
 
   checkIntact(names?: readonly string[]): void {

@@ -13,8 +13,8 @@
  * @module
  */
 import { ArgumentError } from "../base/errors.ts";
-import { type DType, DTYPE_BYTES, DTYPES } from "../base/dtype.ts";
-import { QUANT_BLOCK, QUANT_TYPES, type QuantType } from "./quant.ts";
+import { type DType, DTYPE_BYTES, DTYPES, halfWordsToF32 } from "../base/dtype.ts";
+import { dequantize, QUANT_BLOCK, QUANT_TYPES, type QuantType } from "./quant.ts";
 
 /** A weight type the kernels read: a plain dtype or a block-quantised format. */
 export type WeightType = DType | QuantType;
@@ -80,4 +80,20 @@ export function parseWeightType(name: string, argument = "type"): WeightType {
     `unsupported weight type '${name}'`,
     `use one of ${WEIGHT_TYPES.join(", ")}`,
   );
+}
+
+/**
+ * `n` weights of type `t` stored in `bytes` (as a file holds them), as a new Float32Array.
+ *
+ * @example
+ * ```ts
+ * import { weightsToF32 } from "./weight_type.ts";
+ * console.log(weightsToF32(new Uint8Array([0x80, 0x3f, 0, 0xc0]), "bf16", 2)); // Float32Array [1, -2]
+ * ```
+ */
+export function weightsToF32(bytes: Uint8Array, t: WeightType, n: number): Float32Array {
+  if (isQuantType(t)) return dequantize(bytes, t, n);
+  const b = bytes.byteOffset % DTYPE_BYTES[t] === 0 ? bytes : bytes.slice();
+  if (t === "f32") return new Float32Array(b.buffer, b.byteOffset, n).slice();
+  return halfWordsToF32(new Uint16Array(b.buffer, b.byteOffset, n), t);
 }
